@@ -1,0 +1,17 @@
+"""Gunicorn settings; every value can be changed from the environment."""
+import multiprocessing
+import os
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+# Gunicorn's own rule of thumb, capped so a big host does not open hundreds of DB connections.
+workers = int(os.environ.get("GUNICORN_WORKERS", min(2 * multiprocessing.cpu_count() + 1, 9)))
+threads = int(os.environ.get("GUNICORN_THREADS", 1))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", 5))
+# The heartbeat file on tmpfs, not on the container's overlay filesystem.
+worker_tmp_dir = "/dev/shm"
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# Only Nginx reaches Gunicorn (it is on the app's network alone), so trust its headers.
+forwarded_allow_ips = "*"

@@ -1,0 +1,53 @@
+"""Production settings: no debug, a real secret key, TLS settings from the environment.
+
+The stack serves plain HTTP on 127.0.0.1 behind Nginx; where TLS is terminated in front of
+it, set DJANGO_HTTPS=true and the secure-cookie, redirect and HSTS settings follow, which is
+what `manage.py check --deploy` asks for.
+"""
+from django.core.exceptions import ImproperlyConfigured
+
+from .base import *  # noqa: F401,F403
+from .base import SECRET_KEY
+from .env import env_bool, env_int, env_list
+
+DEBUG = False
+
+
+def _require_real_secret_key(key):
+    # The same bar as Django's security.W009, so that a key accepted here also passes
+    # `check --deploy`.
+    if not key:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set: put a generated key in config/django.env "
+            "(`inv up` creates one) or in the environment"
+        )
+    if key.startswith("django-insecure") or len(key) < 50 or len(set(key)) < 5:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not a real secret key: use at least 50 random characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))')"
+        )
+
+
+_require_real_secret_key(SECRET_KEY)
+
+HTTPS = env_bool("DJANGO_HTTPS", True)
+# Nginx sets X-Forwarded-Proto; trust it only because Gunicorn is reachable from Nginx alone.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", HTTPS)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", HTTPS)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", HTTPS)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", HTTPS)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+if not env_list("DJANGO_ALLOWED_HOSTS"):
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS is empty: list the host names the site answers to")
+
+# Hashed file names let Nginx serve /static/ with a one-year cache.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+}

@@ -1,0 +1,111 @@
+"""Plans: the commands the tasks run, as argv lists built from plain values.
+
+Nothing here executes or takes a Context. Compose plans are the arguments that follow the
+compose program and its project options (`Runner.compose` prepends those, because only it
+knows whether this host has `docker compose` or `docker-compose`).
+"""
+from __future__ import annotations
+
+APP = "djangoapp"
+MANAGE = ["python", "manage.py"]
+
+
+def compose_prefix(program: list[str], project: str) -> list[str]:
+    return [*program, "--project-name", project]
+
+
+def build(services=(), pull=False, no_cache=False) -> list[str]:
+    return ["build", *(["--pull"] if pull else []), *(["--no-cache"] if no_cache else []), *services]
+
+
+def up(services=(), build=True, wait=True, timeout=180, no_deps=False) -> list[str]:
+    argv = ["up", "--detach", "--remove-orphans"]
+    argv += ["--build"] if build else ["--no-build"]
+    if wait:
+        argv += ["--wait", "--wait-timeout", str(timeout)]
+    if no_deps:
+        argv.append("--no-deps")
+    return argv + list(services)
+
+
+def down(volumes=False) -> list[str]:
+    return ["down", "--remove-orphans", *(["--volumes"] if volumes else [])]
+
+
+def ps(all_=False) -> list[str]:
+    return ["ps", *(["--all"] if all_ else [])]
+
+
+def running_services() -> list[str]:
+    return ["ps", "--services", "--status", "running"]
+
+
+def port(service="nginx", container_port=80) -> list[str]:
+    return ["port", service, str(container_port)]
+
+
+def logs(services=(), follow=False, tail=200) -> list[str]:
+    argv = ["logs", "--tail", str(tail)]
+    if follow:
+        argv.append("--follow")
+    return argv + list(services)
+
+
+def stop(services) -> list[str]:
+    return ["stop", *services]
+
+
+def rm(services) -> list[str]:
+    return ["rm", "--force", "--stop", *services]
+
+
+def exec_(service, command, tty=False, env_names=()) -> list[str]:
+    """`exec` in a running SERVICE; ENV_NAMES are passed by name only (`-e NAME`), so that
+    their values travel through the environment, never through argv."""
+    argv = ["exec"]
+    if not tty:
+        argv.append("-T")
+    for name in env_names:
+        argv += ["-e", name]
+    return argv + [service, *command]
+
+
+def manage(args, tty=False, env_names=()) -> list[str]:
+    return exec_(APP, [*MANAGE, *args], tty=tty, env_names=env_names)
+
+
+def migrate(alias) -> list[str]:
+    return manage(["migrate", "--noinput", "--database", alias])
+
+
+def collectstatic() -> list[str]:
+    return manage(["collectstatic", "--noinput", "--verbosity", "1"])
+
+
+def createsuperuser(username=None, email=None, tty=False) -> list[str]:
+    """Interactive on a terminal; with a username it runs unattended and Django reads the
+    password from DJANGO_SUPERUSER_PASSWORD, which is passed by name."""
+    if username is None:
+        return manage(["createsuperuser"], tty=tty)
+    args = ["createsuperuser", "--noinput", "--username", username]
+    if email:
+        args += ["--email", email]
+    return manage(args, env_names=["DJANGO_SUPERUSER_PASSWORD"])
+
+
+def psql(db_name, tty=True) -> list[str]:
+    return exec_(db_name, ["psql", "-U", db_name, "-d", db_name], tty=tty)
+
+
+# Commands for the engine itself (not through compose).
+
+def engine_version() -> list[str]:
+    return ["docker", "version", "--format", "{{.Server.Version}}"]
+
+
+def compose_v2_version() -> list[str]:
+    return ["docker", "compose", "version", "--short"]
+
+
+def compose_v1_version() -> list[str]:
+    return ["docker-compose", "version", "--short"]

@@ -1,0 +1,139 @@
+"""The one place that runs commands.
+
+A `Runner` wraps `c`: an Invoke `Context` here or a Fabric `Connection` on a host, which
+offer the same `run`. Plans (argv lists from tasks.compose) go in; each is quoted once with
+shlex.join and handed to `c.run`. Dry runs print the command instead and run nothing, not
+even the probes that find the engine and the compose program.
+"""
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+
+from invoke.exceptions import Exit
+
+from . import compose
+from .stack import ROOT, StackError, load
+
+# Which compose program a host has, found once per host and process.
+_COMPOSE_PROGRAM: dict[str, list[str]] = {}
+_ENGINE_OK: set[str] = set()
+
+
+class TaskError(Exit):
+    """A failure explained in one line; Invoke prints it and exits with status 1."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(f"error: {message}", code)
+
+
+def task_errors(func):
+    """Turn StackError (bad config or input) into a one-line TaskError."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except StackError as exc:
+            raise TaskError(str(exc)) from None
+
+    return wrapper
+
+
+def is_dry(c, dry=False) -> bool:
+    return bool(dry or c.config.run.dry)
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+class Runner:
+    def __init__(self, c, stack=None, dry=False, env=None):
+        self.c = c
+        self.stack = stack or load()
+        self.dry = is_dry(c, dry)
+        self.env = dict(env or {})
+        self.host = getattr(c, "host", None) or "local"
+        self.root = ROOT
+
+    def say(self, message: str) -> None:
+        print(message, flush=True)
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, argv, *, check=True, hide=False, pty=False, what=None):
+        """Run ARGV; with CHECK a non-zero exit becomes a one-line TaskError naming WHAT."""
+        command = shlex.join(str(a) for a in argv)
+        if self.dry:
+            self.say(f"[dry] {command}")
+            return None
+        result = self.c.run(command, warn=True, hide=hide, pty=pty, env=self.env, echo=not hide,
+                            in_stream=False if not pty and not sys.stdin.isatty() else None)
+        if check and result.failed:
+            raise TaskError(f"{what or command} failed (exit status {result.exited})")
+        return result
+
+    def probe(self, argv):
+        """Run a read-only command quietly and return its Result (never in a dry run)."""
+        if self.dry:
+            return None
+        return self.c.run(shlex.join(argv), warn=True, hide=True, env=self.env, in_stream=False)
+
+    # -- the engine and compose -----------------------------------------------------------
+    def ensure_engine(self) -> None:
+        if self.dry or self.host in _ENGINE_OK:
+            return
+        result = self.probe(compose.engine_version())
+        if result.exited == 127:
+            raise TaskError(
+                f"the docker command is not installed on {self.host}: install Docker Engine "
+                "(https://docs.docker.com/engine/install/) and run `inv doctor`"
+            )
+        if result.failed:
+            reason = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+            raise TaskError(
+                f"no Docker engine is reachable on {self.host} ({reason}); start it "
+                "(`sudo systemctl start docker` or Docker Desktop) and run `inv doctor`"
+            )
+        _ENGINE_OK.add(self.host)
+
+    def compose_program(self) -> list[str]:
+        """`docker compose` (v2) when available, else `docker-compose` (v1)."""
+        if self.dry:
+            return ["docker", "compose"]
+        if self.host not in _COMPOSE_PROGRAM:
+            if self.probe(compose.compose_v2_version()).ok:
+                _COMPOSE_PROGRAM[self.host] = ["docker", "compose"]
+            elif self.probe(compose.compose_v1_version()).ok:
+                _COMPOSE_PROGRAM[self.host] = ["docker-compose"]
+            else:
+                raise TaskError(
+                    f"Docker Compose is not installed on {self.host}: install the compose "
+                    "plugin (https://docs.docker.com/compose/install/) and run `inv doctor`"
+                )
+        return _COMPOSE_PROGRAM[self.host]
+
+    def compose_argv(self, args) -> list[str]:
+        return compose.compose_prefix(self.compose_program(), self.stack.project) + list(args)
+
+    def compose(self, args, **kwargs):
+        self.ensure_engine()
+        kwargs.setdefault("what", f"compose {args[0]}")
+        return self.run(self.compose_argv(args), **kwargs)
+
+    def compose_probe(self, args):
+        self.ensure_engine()
+        return self.probe(self.compose_argv(args))
+
+    def running_services(self) -> set[str]:
+        result = self.compose_probe(compose.running_services())
+        if result is None or result.failed:
+            return set()
+        return set(result.stdout.split())
+
+    def require_running(self, service: str) -> None:
+        if self.dry:
+            return
+        if service not in self.running_services():
+            raise TaskError(f"service {service} is not running: start the stack with `inv up`")

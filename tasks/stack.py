@@ -1,0 +1,170 @@
+"""The stack's source of truth (config/stack.toml): loading, validating and editing it.
+
+Everything else (the compose file, the Nginx config, the env files, the commands the
+tasks run) is derived from the `Stack` this module returns.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK_FILE = Path("config/stack.toml")
+
+# Services the stack defines itself, and names Django or Compose give a meaning to.
+RESERVED_NAMES = frozenset({"djangoapp", "nginx", "default", "postgres", "template0", "template1"})
+# PostgreSQL truncates identifiers at 63 bytes; leave room for the "_network"/"_volume"
+# suffixes and the compose project prefix so that every derived name stays readable.
+MAX_NAME_LENGTH = 30
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class StackError(Exception):
+    """A problem with config/stack.toml or with a value given for it; the message is for users."""
+
+
+@dataclass(frozen=True)
+class Database:
+    name: str
+    default: bool = False
+
+    @property
+    def alias(self) -> str:
+        return "default" if self.default else self.name
+
+    @property
+    def network(self) -> str:
+        return f"{self.name}_network"
+
+    @property
+    def volume(self) -> str:
+        return f"{self.name}_volume"
+
+    @property
+    def env_file(self) -> str:
+        return f"config/db/{self.name}.env"
+
+    @property
+    def password_variable(self) -> str:
+        return f"{self.name.upper()}_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Stack:
+    project: str
+    http_port: int
+    client_max_body_size: str
+    databases: tuple[Database, ...]
+    hosts: dict = field(default_factory=dict)
+
+    @property
+    def default_database(self) -> Database:
+        return self.databases[0]
+
+    def database(self, name: str) -> Database:
+        """The database called NAME, or whose Django alias is NAME (`default`)."""
+        for db in self.databases:
+            if name in (db.name, db.alias):
+                return db
+        known = ", ".join(db.name for db in self.databases)
+        raise StackError(f"no database named {name!r} in {STACK_FILE} (known: {known})")
+
+    @property
+    def volumes(self) -> tuple[str, ...]:
+        return tuple(db.volume for db in self.databases) + ("static_volume", "media_volume")
+
+
+def validate_database_name(name: str, existing: tuple[str, ...] = ()) -> None:
+    """Raise StackError unless NAME can be a compose service, network prefix, PostgreSQL
+    database and Django alias, and is not already taken."""
+    shown = repr(name)
+    if not name:
+        raise StackError("a database name cannot be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise StackError(f"database name {shown} is too long ({len(name)} characters; at most {MAX_NAME_LENGTH})")
+    if not NAME_PATTERN.match(name):
+        raise StackError(
+            f"invalid database name {shown}: use lowercase letters, digits and underscores, "
+            "starting with a letter (for example database2)"
+        )
+    if name in RESERVED_NAMES:
+        raise StackError(f"database name {shown} is reserved (it names a service or a Django/PostgreSQL built-in); pick another")
+    if name in existing:
+        raise StackError(f"database {shown} already exists in {STACK_FILE}")
+
+
+def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
+    """Build a validated Stack from the parsed TOML document."""
+    try:
+        project = data["project"]
+        name = project["name"]
+        http_port = int(project.get("http_port", 8000))
+        body = str(project.get("client_max_body_size", "20m"))
+        entries = data.get("databases", [])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StackError(f"{source}: missing or invalid [project] setting ({exc})") from None
+    if not re.match(r"^[a-z0-9][a-z0-9_-]*$", str(name)):
+        raise StackError(f"{source}: project name {name!r} must be lowercase letters, digits, '-' or '_'")
+    if not 1 <= http_port <= 65535:
+        raise StackError(f"{source}: http_port {http_port} is not a TCP port")
+    if not entries:
+        raise StackError(f"{source}: at least one [[databases]] entry is needed")
+    databases = []
+    for index, entry in enumerate(entries):
+        db_name = entry.get("name", "") if isinstance(entry, dict) else ""
+        try:
+            validate_database_name(db_name, tuple(db.name for db in databases))
+        except StackError as exc:
+            raise StackError(f"{source}: {exc}") from None
+        databases.append(Database(name=db_name, default=index == 0))
+    return Stack(
+        project=name,
+        http_port=http_port,
+        client_max_body_size=body,
+        databases=tuple(databases),
+        hosts=dict(data.get("hosts", {})),
+    )
+
+
+def load(root: Path = ROOT) -> Stack:
+    path = root / STACK_FILE
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise StackError(f"{path} is missing: it is the stack's source of truth (restore it from git)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise StackError(f"{path} is not valid TOML: {exc}") from None
+    return parse(data, str(STACK_FILE))
+
+
+def with_database_added(text: str, name: str) -> str:
+    """Return the stack file's text with database NAME appended, comments kept."""
+    import tomlkit  # edits keep the user's comments and layout; only needed here
+
+    doc = tomlkit.parse(text)
+    existing = tuple(entry.get("name") for entry in doc.get("databases", []))
+    validate_database_name(name, existing)
+    table = tomlkit.table()
+    table.add("name", name)
+    if "databases" not in doc:
+        doc.add("databases", tomlkit.aot())
+    doc["databases"].append(table)
+    return tomlkit.dumps(doc)
+
+
+def with_database_removed(text: str, name: str) -> str:
+    """Return the stack file's text without database NAME; the default one cannot go."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    entries = doc.get("databases", [])
+    names = [entry.get("name") for entry in entries]
+    if name not in names:
+        raise StackError(f"no database named {name!r} in {STACK_FILE} (known: {', '.join(names)})")
+    if names.index(name) == 0:
+        raise StackError(f"{name!r} is the default database (Django's `default` alias); it cannot be removed")
+    del entries[names.index(name)]
+    return tomlkit.dumps(doc)
