@@ -46,7 +46,7 @@ def check_rendered(r: Runner):
 
 
 def check_port(r: Runner):
-    port = r.stack.http_port
+    port = r.http_port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

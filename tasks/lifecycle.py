@@ -51,17 +51,13 @@ def wait_for_http(url: str, timeout: float, interval: float = 0.5) -> tuple[int,
         time.sleep(interval)
 
 
-def http_port(r: Runner) -> int:
-    return int(r.env.get("HTTP_PORT") or r.stack.http_port)
-
-
 def check_port_free(r: Runner) -> None:
     """Refuse to start when another program holds the HTTP port (ours may hold it)."""
     import socket
 
     if r.dry:
         return
-    port = http_port(r)
+    port = r.http_port
     if "nginx" in r.running_services():
         return
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -111,7 +107,7 @@ def up(c, build=True, timeout=180, migrate=True, static=True, dry=False):
         app.migrate_all(r)
     if static:
         r.compose(compose.collectstatic(), what="collectstatic")
-    url = f"http://127.0.0.1:{http_port(r)}/"
+    url = f"http://127.0.0.1:{r.http_port}/"
     if r.dry:
         r.say(f"[dry] would wait for {url}healthz to answer 200")
         return
@@ -146,9 +142,8 @@ def ps(c, all=False, dry=False):
 
 
 @task(
-    optional=["service"],
     help={
-        "service": "Show one service's logs (default: all): djangoapp, nginx or a database.",
+        "service": "Show one service's logs (default: all): djangoapp, nginx or a database name.",
         "follow": "Keep streaming new lines until Ctrl-C (default: off).",
         "tail": "Lines to show from the end of each log (default: 200).",
         "dry": "Print the command only.",

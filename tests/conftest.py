@@ -1,0 +1,31 @@
+import pytest
+from invoke import Config, MockContext, Result
+
+
+@pytest.fixture
+def mock_c():
+    """A MockContext that knows the engine/compose probes; any other command must be
+    declared by the test, and an unexpected one raises."""
+
+    def make(commands=None, **config):
+        run = {
+            "docker version --format '{{.Server.Version}}'": Result("28.2.2\n"),
+            "docker compose version --short": Result("2.40.3\n"),
+            "docker compose --project-name hello ps --services --status running": Result("djangoapp\nnginx\ndatabase1\n"),
+        }
+        run.update(commands or {})
+        return MockContext(config=Config(overrides=config), run=run, repeat=True)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _no_runtime_overrides(monkeypatch):
+    # Fast tests see the source of truth as committed, whatever the shell exports.
+    for name in ("COMPOSE_PROJECT_NAME", "HTTP_PORT", "DJANGO_SUPERUSER_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    # The runner's per-host probe caches must not leak between tests.
+    from tasks import runner
+
+    runner._COMPOSE_PROGRAM.clear()
+    runner._ENGINE_OK.clear()

@@ -1,0 +1,152 @@
+"""Tasks against a MockContext: the commands each one runs, and what it refuses."""
+import pytest
+from invoke import Result
+
+from tasks import app, doctor, lifecycle
+from tasks.runner import TaskError
+
+COMPOSE = "docker compose --project-name hello"
+
+
+class TestDry:
+    def test_up_with_dry_runs_nothing(self, capsys):
+        from invoke import MockContext
+
+        strict = MockContext(run={})  # any command at all would raise
+        lifecycle.up(strict, dry=True)
+        out = capsys.readouterr().out
+        assert f"[dry] docker compose --project-name hello up --detach --remove-orphans --build --wait" in out
+        assert "[dry] docker compose --project-name hello exec -T djangoapp python manage.py migrate --noinput --database default" in out
+        assert "collectstatic" in out
+
+    def test_invoke_global_dry_flag_is_honoured(self, capsys):
+        from invoke import Config, MockContext
+        strict = MockContext(config=Config(overrides={"run": {"dry": True}}), run={})
+        lifecycle.down(strict)
+        assert capsys.readouterr().out.strip() == f"[dry] {COMPOSE} down --remove-orphans"
+
+
+class TestDown:
+    def test_keeps_volumes(self, mock_c):
+        c = mock_c({f"{COMPOSE} down --remove-orphans": Result()})
+        lifecycle.down(c)
+        assert c.run.call_args_list[-1].args[0] == f"{COMPOSE} down --remove-orphans"
+
+    def test_volumes_need_yes_when_not_on_a_terminal(self, mock_c, monkeypatch):
+        monkeypatch.setattr(lifecycle, "interactive", lambda: False)
+        c = mock_c()
+        with pytest.raises(TaskError, match="add --yes"):
+            lifecycle.down(c, volumes=True)
+        assert not any("down" in call.args[0] for call in c.run.call_args_list)
+
+    def test_volumes_with_yes(self, mock_c):
+        c = mock_c({f"{COMPOSE} down --remove-orphans --volumes": Result()})
+        lifecycle.down(c, volumes=True, yes=True)
+        assert c.run.call_args_list[-1].args[0].endswith("down --remove-orphans --volumes")
+
+
+class TestEngineAndCompose:
+    def test_no_engine_is_one_clear_line(self, mock_c):
+        c = mock_c({"docker version --format '{{.Server.Version}}'":
+                    Result(exited=1, stderr="Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n")})
+        with pytest.raises(TaskError) as err:
+            lifecycle.ps(c)
+        message = err.value.message
+        assert message.startswith("error: no Docker engine is reachable on local")
+        assert "systemctl start docker" in message and "\n" not in message
+
+    def test_falls_back_to_compose_v1(self, mock_c):
+        c = mock_c({
+            "docker compose version --short": Result(exited=1, stderr="docker: 'compose' is not a docker command.\n"),
+            "docker-compose version --short": Result("1.29.2\n"),
+            "docker-compose --project-name hello ps": Result(),
+        })
+        lifecycle.ps(c)
+        assert c.run.call_args_list[-1].args[0] == "docker-compose --project-name hello ps"
+
+    def test_no_compose_at_all(self, mock_c):
+        c = mock_c({
+            "docker compose version --short": Result(exited=1),
+            "docker-compose version --short": Result(exited=127),
+        })
+        with pytest.raises(TaskError, match="Docker Compose is not installed"):
+            lifecycle.ps(c)
+
+    def test_compose_project_name_from_the_environment_wins(self, mock_c, monkeypatch):
+        monkeypatch.setenv("COMPOSE_PROJECT_NAME", "other")
+        c = mock_c({"docker compose --project-name other ps": Result()})
+        lifecycle.ps(c)
+        assert c.run.call_args_list[-1].args[0] == "docker compose --project-name other ps"
+
+    def test_a_failed_compose_command_is_one_line(self, mock_c):
+        c = mock_c({f"{COMPOSE} ps": Result(exited=3)})
+        with pytest.raises(TaskError) as err:
+            lifecycle.ps(c)
+        assert err.value.message == "error: compose ps failed (exit status 3)"
+
+
+class TestMigrate:
+    def test_every_database_one_at_a_time(self, mock_c):
+        c = mock_c({f"{COMPOSE} exec -T djangoapp python manage.py migrate --noinput --database default": Result()})
+        app.migrate(c)
+        assert c.run.call_args_list[-1].args[0].endswith("migrate --noinput --database default")
+
+    def test_one_database_by_name(self, mock_c):
+        c = mock_c({f"{COMPOSE} exec -T djangoapp python manage.py migrate --noinput --database default": Result()})
+        app.migrate(c, database="database1")
+
+    def test_unknown_database(self, mock_c):
+        with pytest.raises(TaskError, match="no database named 'nope'"):
+            app.migrate(mock_c(), database="nope")
+
+    def test_stack_not_running(self, mock_c):
+        c = mock_c({f"{COMPOSE} ps --services --status running": Result("database1\n")})
+        with pytest.raises(TaskError, match="djangoapp is not running: start the stack with `inv up`"):
+            app.migrate(c)
+
+
+class TestCreatesuperuser:
+    def test_unattended_needs_the_password_variable(self, mock_c):
+        with pytest.raises(TaskError, match="DJANGO_SUPERUSER_PASSWORD"):
+            app.createsuperuser(mock_c(), username="admin")
+
+    def test_unattended(self, mock_c, monkeypatch):
+        monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "s3cret-pass")
+        command = (f"{COMPOSE} exec -T -e DJANGO_SUPERUSER_PASSWORD djangoapp python manage.py "
+                   "createsuperuser --noinput --username admin --email a@example.com")
+        c = mock_c({command: Result()})
+        app.createsuperuser(c, username="admin", email="a@example.com")
+        assert "s3cret-pass" not in c.run.call_args_list[-1].args[0]
+
+    def test_no_terminal_and_no_username(self, mock_c, monkeypatch):
+        monkeypatch.setattr(app, "interactive", lambda: False)
+        with pytest.raises(TaskError, match="not on a terminal"):
+            app.createsuperuser(mock_c())
+
+
+class TestManage:
+    def test_arguments_after_double_dash_keep_their_words(self, mock_c, monkeypatch):
+        monkeypatch.setattr(app, "interactive", lambda: False)
+        monkeypatch.setattr("sys.argv", ["inv", "manage", "--", "shell", "-c", "print('a b')"])
+        c = mock_c({f"{COMPOSE} exec -T djangoapp python manage.py shell -c 'print('\"'\"'a b'\"'\"')'": Result()})
+        app.manage(c)
+
+    def test_needs_arguments(self, mock_c, monkeypatch):
+        monkeypatch.setattr("sys.argv", ["inv", "manage"])
+        with pytest.raises(TaskError, match="give manage.py arguments"):
+            app.manage(mock_c())
+
+
+class TestDoctor:
+    def test_reports_every_failure_with_a_fix(self, mock_c, capsys):
+        c = mock_c({
+            "docker version --format '{{.Server.Version}}'": Result(exited=1, stderr="Cannot connect\n"),
+            "docker compose version --short": Result(exited=1),
+            "docker-compose version --short": Result(exited=127),
+        })
+        with pytest.raises(TaskError, match="check"):
+            doctor.doctor(c)
+        out = capsys.readouterr().out
+        assert "FAIL no Docker engine is reachable (Cannot connect)" in out
+        assert "FAIL Docker Compose is not installed" in out
+        assert out.count("fix: ") >= 2
