@@ -4,7 +4,7 @@
 """
 from invoke import Collection
 
-from . import app, doctor, lifecycle
+from . import app, db, doctor, lifecycle
 
 ns = Collection(
     lifecycle.build,
@@ -18,4 +18,5 @@ ns = Collection(
     app.static,
     app.manage,
     doctor.doctor,
+    db.ns,
 )

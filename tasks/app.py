@@ -79,4 +79,4 @@ def manage(c, args="", dry=False):
     r = Runner(c, dry=dry)
     r.require_running(compose.APP)
     tty = interactive()
-    r.compose(compose.manage(words, tty=tty), pty=tty, what=f"manage.py {words[0]}")
+    r.compose(compose.manage(words, tty=tty), pty=tty, stdin=True, what=f"manage.py {words[0]}")

@@ -67,14 +67,15 @@ class Runner:
         print(message, flush=True)
 
     # -- running ------------------------------------------------------------------------
-    def run(self, argv, *, check=True, hide=False, pty=False, what=None):
-        """Run ARGV; with CHECK a non-zero exit becomes a one-line TaskError naming WHAT."""
+    def run(self, argv, *, check=True, hide=False, pty=False, stdin=False, what=None):
+        """Run ARGV; with CHECK a non-zero exit becomes a one-line TaskError naming WHAT.
+        Standard input reaches the command only with PTY or STDIN (piped SQL, say)."""
         command = shlex.join(str(a) for a in argv)
         if self.dry:
             self.say(f"[dry] {command}")
             return None
         result = self.c.run(command, warn=True, hide=hide, pty=pty, env=self.env, echo=not hide,
-                            in_stream=False if not pty and not sys.stdin.isatty() else None)
+                            in_stream=None if pty or stdin else False)
         if check and result.failed:
             raise TaskError(f"{what or command} failed (exit status {result.exited})")
         return result

@@ -128,16 +128,23 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
     )
 
 
-def load(root: Path = ROOT) -> Stack:
-    path = root / STACK_FILE
+def loads(text: str) -> Stack:
     try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise StackError(f"{path} is missing: it is the stack's source of truth (restore it from git)") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise StackError(f"{path} is not valid TOML: {exc}") from None
+        raise StackError(f"{STACK_FILE} is not valid TOML: {exc}") from None
     return parse(data, str(STACK_FILE))
+
+
+def read_text(root: Path = ROOT) -> str:
+    try:
+        return (root / STACK_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StackError(f"{root / STACK_FILE} is missing: it is the stack's source of truth (restore it from git)") from None
+
+
+def load(root: Path = ROOT) -> Stack:
+    return loads(read_text(root))
 
 
 def with_database_added(text: str, name: str) -> str:

@@ -58,14 +58,15 @@ def free_port(preferred=8000) -> int:
 
 
 class Stack:
-    def __init__(self, project, port):
+    def __init__(self, project, port, root=ROOT):
+        self.root = root
         self.project = project
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "HTTP_PORT": str(port)}
 
     def inv(self, *args, check=True, env=None, timeout=600):
-        result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT,
+        result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.root,
                                 env={**self.env, **(env or {})}, capture_output=True, text=True,
                                 timeout=timeout, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
@@ -83,6 +84,9 @@ class Stack:
     def health(self):
         status, _, body = self.get("/healthz")
         return status, json.loads(body)
+
+    def compose(self, *args, check=True):
+        return self.docker("compose", "--project-name", self.project, *args, check=check)
 
     def docker(self, *args, check=True):
         return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=300)
@@ -102,3 +106,15 @@ def stack():
     s.inv("down", "--volumes", "--yes", check=False)
     yield s
     s.inv("down", "--volumes", "--yes", check=False)
+
+
+@pytest.fixture(scope="module")
+def copied_stack(tmp_path_factory):
+    """A stack of its own in a git copy of the project, for tasks that edit the tree."""
+    from tests.projectcopy import copy_project
+
+    s = Stack(f"{PROJECT}-copy", free_port(0), root=copy_project(tmp_path_factory.mktemp("project")))
+    yield s
+    s.inv("down", "--volumes", "--yes", check=False)
+    for volume in s.volumes():
+        s.docker("volume", "rm", f"{s.project}_{volume}", check=False)

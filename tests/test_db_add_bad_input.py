@@ -1,0 +1,72 @@
+"""`inv db.add` refuses bad names with one line, a non-zero exit, and nothing written.
+
+Runs the real task in a throwaway git copy of the project and checks `git status`."""
+import subprocess
+import sys
+
+import pytest
+
+from tests.projectcopy import copy_project, git_status
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return copy_project(tmp_path_factory.mktemp("project"))
+
+
+def snapshot(tree):
+    return git_status(tree, ignored=True), sorted(p.name for p in (tree / "config/db").iterdir())
+
+
+BAD = {
+    "uppercase": ("Database2", "invalid database name 'Database2'"),
+    "hyphen": ("data-base", "invalid database name 'data-base'"),
+    "leading-digit": ("2database", "invalid database name '2database'"),
+    "space": ("data base", "invalid database name 'data base'"),
+    "single-quote": ("db'x", "invalid database name"),
+    "double-quote": ('db"x', "invalid database name"),
+    "empty": ("", "a database name cannot be empty"),
+    "default": ("default", "database name 'default' is reserved"),
+    "nginx": ("nginx", "database name 'nginx' is reserved"),
+    "djangoapp": ("djangoapp", "database name 'djangoapp' is reserved"),
+    "duplicate": ("database1", "database 'database1' already exists"),
+    "over-long": ("d" * 31, "is too long (31 characters; at most 30)"),
+}
+
+
+@pytest.mark.parametrize("name, message", BAD.values(), ids=list(BAD))
+def test_bad_name_is_refused_and_nothing_is_written(tree, name, message):
+    before = snapshot(tree)
+    result = subprocess.run([sys.executable, "-m", "invoke", "db.add", name], cwd=tree,
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert result.stdout == ""
+    assert snapshot(tree) == before
+
+
+def test_removing_the_default_database_is_refused(tree):
+    before = snapshot(tree)
+    result = subprocess.run([sys.executable, "-m", "invoke", "db.remove", "database1"], cwd=tree,
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "is the default database" in result.stderr
+    assert snapshot(tree) == before
+
+
+def test_a_good_name_writes_every_file_and_a_secret(tree):
+    result = subprocess.run([sys.executable, "-m", "invoke", "db.add", "database2"], cwd=tree,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    changed = git_status(tree)
+    assert " M config/stack.toml" in changed and " M docker-compose.yml" in changed
+    assert "?? config/db/database2.env.example" in changed
+    secret = tree / "config/db/database2.env"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    password = secret.read_text().split("POSTGRES_PASSWORD=", 1)[1].split("\n", 1)[0]
+    assert len(password) >= 40 and password not in result.stdout
+    # A second add of the same name is a duplicate now; the secret stays as it was.
+    again = subprocess.run([sys.executable, "-m", "invoke", "db.add", "database2"], cwd=tree,
+                           capture_output=True, text=True)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert password in secret.read_text()
