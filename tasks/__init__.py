@@ -4,7 +4,7 @@
 """
 from invoke import Collection
 
-from . import app, db, doctor, lifecycle
+from . import app, backup, db, doctor, lifecycle, volume
 
 ns = Collection(
     lifecycle.build,
@@ -19,4 +19,6 @@ ns = Collection(
     app.manage,
     doctor.doctor,
     db.ns,
+    volume.ns,
+    backup.ns,
 )

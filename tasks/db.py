@@ -138,4 +138,38 @@ def shell(c, name, dry=False):
     r.compose(compose.psql(db.name, tty=tty), pty=tty, stdin=True, check=False)
 
 
-ns = Collection("db", add, list_, remove, shell)
+@task(help={"name": "The database to dump, by name or alias.", "dry": "Print the commands only."})
+@task_errors
+def dump(c, name, dry=False):
+    """Dump a running database with pg_dump -Fc to backups/ (checksummed, with a manifest)."""
+    from . import backups
+
+    r = Runner(c, dry=dry)
+    backups.dump_database(r, r.stack.database(name))
+
+
+@task(help={
+    "name": "The database to replace, by name or alias.",
+    "file": "A dump made by `inv db.dump` (its manifest must sit next to it).",
+    "yes": "Do not ask for confirmation (needed when not on a terminal).",
+    "dry": "Print the commands only.",
+})
+@task_errors
+def load(c, name, file, yes=False, dry=False):
+    """Load a dump into a fresh database, then swap it in; all or nothing."""
+    from . import backups
+
+    r = Runner(c, dry=dry)
+    db = r.stack.database(name)
+    dump_file, data = backups.load_backup(r, file)
+    if data["kind"] != "dump":
+        raise TaskError(f"{dump_file.name} is a volume archive; use `inv volume.restore` for it")
+    if not yes and not r.dry:
+        if not interactive():
+            raise TaskError(f"loading replaces every table of {db.name}: add --yes to confirm")
+        if input(f"Replace {db.name} with {dump_file.name}? Type 'yes': ").strip() != "yes":
+            raise TaskError("nothing changed")
+    backups.load_database(r, db, dump_file)
+
+
+ns = Collection("db", add, list_, remove, shell, dump, load)

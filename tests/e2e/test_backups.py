@@ -1,0 +1,189 @@
+"""Backups on a real engine, in a copy of the project: round trip, refused archives, a
+killed backup, a restore that fails midway, logical dumps."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+NOTE = "from notes.models import Note; "
+
+
+def notes(s):
+    out = s.inv("manage", "--", "shell", "-c", NOTE + "print('notes', sorted(Note.objects.values_list('text', flat=True)))").stdout
+    return out.split("notes ", 1)[1].strip()
+
+
+def add_note(s, text):
+    s.inv("manage", "--", "shell", "-c", NOTE + f"Note.objects.create(text={text!r})")
+
+
+def app_exec(s, script):
+    return s.compose("exec", "-T", "djangoapp", "python", "-c", script).stdout
+
+
+def media_digest(s):
+    return app_exec(s, "import hashlib, pathlib; p = pathlib.Path('/srv/media/upload.txt'); "
+                       "print(hashlib.sha256(p.read_bytes()).hexdigest() if p.exists() else 'absent')").strip()
+
+
+def latest(s, subject, extension=".tar.zst"):
+    found = sorted((s.root / "backups").glob(f"{s.project}_{subject}_2*{extension}.json"))
+    return found[-1].with_suffix("") if found else None
+
+
+def started_at(s, service):
+    container = s.compose("ps", "-q", service).stdout.strip()
+    return s.docker("inspect", "--format", "{{.State.StartedAt}}", container).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def s(copied_stack):
+    copied_stack.inv("up")
+    add_note(copied_stack, "first")
+    app_exec(copied_stack, "open('/srv/media/upload.txt', 'w').write('uploaded by a user\\n')")
+    return copied_stack
+
+
+def test_dry_backup_writes_nothing(s):
+    out = s.inv("volume.backup", "--dry").stdout
+    assert "[dry] bash -o pipefail -c 'umask 077; docker run --rm --pull never" in out
+    assert f"[dry] docker compose --project-name {s.project} stop database1" in out
+    assert not (s.root / "backups").exists() or not list((s.root / "backups").iterdir())
+
+
+def test_volume_list(s):
+    out = s.inv("volume.list").stdout
+    assert f"{s.project}_database1_volume" in out and "database1" in out
+    assert "djangoapp, nginx (read-only)" in out
+
+
+def test_round_trip_after_down_volumes(s):
+    out = s.inv("volume.backup").stdout
+    for volume in ("database1_volume", "media_volume", "static_volume"):
+        archive = latest(s, volume)
+        assert archive and archive.exists(), out
+        manifest = json.loads(archive.with_name(archive.name + ".json").read_text())
+        assert manifest["volume"] == volume and len(manifest["sha256"]) == 64
+        assert oct(archive.stat().st_mode & 0o777) == "0o600"
+    assert json.loads(latest(s, "database1_volume").with_name(latest(s, "database1_volume").name + ".json").read_text())["postgres_major"] == "15"
+    s.inv("down", "--volumes", "--yes")
+    assert "database1_volume" not in s.volumes()
+    for volume in ("database1_volume", "media_volume"):
+        s.inv("volume.restore", str(latest(s, volume)), "--yes")
+    assert notes(s) == "['first']"
+    status, _, body = s.get("/media/upload.txt")
+    assert status == 200 and body == b"uploaded by a user\n"
+    assert s.health()[0] == 200
+    assert not [v for v in s.volumes() if "_safety_" in v]  # removed after a good restore
+
+
+@pytest.mark.parametrize("damage", ["flip-one-byte", "truncate"])
+def test_a_damaged_archive_is_refused_before_anything_is_touched(s, damage):
+    archive = latest(s, "database1_volume")
+    original = archive.read_bytes()
+    before = (notes(s), started_at(s, "database1"))
+    try:
+        if damage == "flip-one-byte":
+            data = bytearray(original)
+            data[len(data) // 2] ^= 0x01
+            archive.write_bytes(bytes(data))
+        else:
+            archive.write_bytes(original[: len(original) // 2])
+        result = s.inv("volume.restore", str(archive), "--yes", check=False)
+        assert result.returncode == 1
+        assert "is corrupt or truncated" in result.stderr and "nothing was changed" in result.stderr
+        assert (notes(s), started_at(s, "database1")) == before  # not even restarted
+    finally:
+        archive.write_bytes(original)
+
+
+def test_a_different_postgres_major_is_refused(s):
+    archive = latest(s, "database1_volume")
+    manifest_file = archive.with_name(archive.name + ".json")
+    text = manifest_file.read_text()
+    try:
+        manifest_file.write_text(text.replace('"postgres_major": "15"', '"postgres_major": "14"'))
+        result = s.inv("volume.restore", str(archive), "--yes", check=False)
+        assert result.returncode == 1
+        assert "holds PostgreSQL 14 data" in result.stderr and "inv db.load" in result.stderr
+    finally:
+        manifest_file.write_text(text)
+
+
+def test_a_killed_backup_leaves_nothing_that_looks_complete(s):
+    app_exec(s, "import os; open('/srv/media/big.bin', 'wb').write(os.urandom(64 << 20))")
+    backups = s.root / "backups"
+    before = set(backups.iterdir())
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "volume.backup", "--volume", "media_volume"],
+                            cwd=s.root, env=s.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not [p for p in backups.iterdir() if p.name.endswith(".tmp")]:
+        assert time.monotonic() < deadline and proc.poll() is None, "the backup never started copying"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the task and the copy pipeline with it
+    proc.wait()
+    new = set(backups.iterdir()) - before
+    assert new and all(p.name.startswith(".") and p.name.endswith(".tmp") for p in new), new
+    assert not [p for p in new if p.name.endswith(".json")]
+    assert "djangoapp" not in s.compose("ps", "--services", "--status", "running").stdout.split()
+    s.inv("up", "--no-build")
+    assert "djangoapp" in s.compose("ps", "--services", "--status", "running").stdout.split()
+    app_exec(s, "import os; os.remove('/srv/media/big.bin')")
+
+
+def test_a_restore_that_fails_midway_puts_the_safety_copy_back(s):
+    """An archive whose checksum is right but whose tar stream ends early (as a backup of a
+    failing disk would): the copy starts, fails halfway, and the old content comes back."""
+    good = latest(s, "media_volume")
+    app_exec(s, "import os; [open(f'/srv/media/f{i}.bin', 'wb').write(os.urandom(1 << 16)) for i in range(40)]")
+    s.inv("volume.backup", "--volume", "media_volume")
+    full = latest(s, "media_volume")
+    assert full != good
+    tar = subprocess.run(["zstd", "-dc", str(full)], capture_output=True, check=True).stdout
+    subprocess.run(["zstd", "-q", "-f", "-o", str(full)], input=tar[: len(tar) // 2], check=True)
+    manifest_file = full.with_name(full.name + ".json")
+    manifest = json.loads(manifest_file.read_text())
+    manifest["sha256"] = subprocess.run(["sha256sum", str(full)], capture_output=True, text=True).stdout.split()[0]
+    manifest_file.write_text(json.dumps(manifest))
+    app_exec(s, "import glob, os; [os.remove(p) for p in glob.glob('/srv/media/f*.bin')]")
+    before = media_digest(s)
+    result = s.inv("volume.restore", str(full), "--yes", check=False)
+    assert result.returncode == 1
+    assert "putting the safety copy back" in result.stdout
+    assert "holds its previous content again" in result.stdout
+    s.inv("up", "--no-build")
+    assert media_digest(s) == before != "absent"
+    assert app_exec(s, "import glob; print(len(glob.glob('/srv/media/f*.bin')))").strip() == "0"
+
+
+def test_dump_and_load_into_the_running_stack(s):
+    out = s.inv("db.dump", "database1").stdout
+    dump = latest(s, "database1", ".dump")
+    assert dump.suffix == ".dump" and "dumping database1" in out
+    add_note(s, "written after the dump")
+    assert notes(s) == "['first', 'written after the dump']"
+    s.inv("db.load", "database1", str(dump), "--yes")
+    assert notes(s) == "['first']"  # the app's open connections were handled
+    assert s.health() == (200, {"status": "ok", "databases": {"database1": "ok"}})
+    listed = s.compose("exec", "-T", "database1", "psql", "-U", "database1", "-d", "postgres", "-Atc",
+                       "select datname from pg_database where datname like 'database1%' order by 1").stdout.split()
+    assert listed == ["database1"]  # neither the fresh copy nor the old one is left behind
+
+
+def test_a_corrupt_dump_is_refused(s):
+    dump = latest(s, "database1", ".dump")
+    original = dump.read_bytes()
+    try:
+        dump.write_bytes(original[:-10])
+        result = s.inv("db.load", "database1", str(dump), "--yes", check=False)
+        assert result.returncode == 1 and "is corrupt or truncated" in result.stderr
+        assert notes(s) == "['first']"
+    finally:
+        dump.write_bytes(original)
