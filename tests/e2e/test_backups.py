@@ -187,3 +187,24 @@ def test_a_corrupt_dump_is_refused(s):
         assert notes(s) == "['first']"
     finally:
         dump.write_bytes(original)
+
+
+def test_backup_everything_then_prune(s):
+    s.inv("backup")
+    backups = s.root / "backups"
+    subjects = {}
+    for manifest in backups.glob("*.json"):
+        data = json.loads(manifest.read_text())
+        subjects.setdefault(data["subject"], []).append(data["created"])
+    assert {"database1", "database1_volume", "media_volume", "static_volume"} <= set(subjects)
+    assert len(subjects["media_volume"]) >= 3
+    newest = {k: max(v) for k, v in subjects.items()}
+    out = s.inv("backup.prune", "--keep", "1").stdout
+    assert "kept the newest 1 backup(s)" in out
+    left = {}
+    for manifest in backups.glob("*.json"):
+        data = json.loads(manifest.read_text())
+        left.setdefault(data["subject"], []).append(data["created"])
+        assert (backups / data["archive"]).exists()
+    assert {k: v for k, v in left.items()} == {k: [v] for k, v in newest.items()}
+    assert s.inv("backup.prune", "--keep", "0", check=False).returncode == 1
