@@ -75,22 +75,62 @@ def volume_stats(volume: str, image: str) -> list[str]:
     return helper(image, [(volume, "/data", True)], ["sh", "-c", script])
 
 
-def archive_volume(volume: str, image: str, compressor: Compressor, output: str) -> list[str]:
-    tar = helper(image, [(volume, "/data", True)], ["tar", "-C", "/data", "--numeric-owner", "-cf", "-", "."])
-    return pipeline(tar, list(compressor.compress), output=output)
+# A restore moves the volume's current content into this folder of the same volume (a
+# rename: instant, and no second copy of the data), and removes it once the stack is healthy.
+SAFETY = ".restore-safety"
 
 
-def extract_volume(archive: str, compressor: Compressor, volume: str, image: str) -> list[str]:
-    """Empty VOLUME, then unpack ARCHIVE into it with owners and modes."""
-    script = "find /data -mindepth 1 -delete && tar -C /data --numeric-owner -xpf -"
-    unpack = helper(image, [(volume, "/data", False)], ["sh", "-c", script], interactive=True)
-    return pipeline([*compressor.decompress, archive], unpack)
+def create_helper(image: str, volume: str, read_only: bool) -> list[str]:
+    """A container that is never started: `docker cp` reads and writes the volume through it.
+    `docker cp` streams a plain tar over the engine's API, several times faster than a
+    container's standard output (measured: 1.4 GB in 6 s against 41 s)."""
+    # As root: `docker cp` resolves the container's user, and "root" exists in every image.
+    return ["docker", "create", "--pull", "never", "--network", "none", "--user", "0",
+            "--volume", f"{volume}:/data{':ro' if read_only else ''}", image]
 
 
-def copy_volume(source: str, target: str, image: str) -> list[str]:
-    """Make TARGET an exact copy of SOURCE (the safety copy, and putting it back)."""
-    script = "find /to -mindepth 1 -delete && cp -a /from/. /to/"
-    return helper(image, [(source, "/from", True), (target, "/to", False)], ["sh", "-c", script])
+def remove_container(container: str) -> list[str]:
+    return ["docker", "rm", "--force", "--volumes=false", container]
+
+
+def archive_volume(container: str, compressor: Compressor, output: str) -> list[str]:
+    return pipeline(["docker", "cp", f"{container}:/data/.", "-"], list(compressor.compress), output=output)
+
+
+def _in_volume(volume: str, image: str, script: str, interactive=False) -> list[str]:
+    return helper(image, [(volume, "/data", False)], ["sh", "-c", f"set -e; cd /data; {script}"], interactive)
+
+
+def move_aside(volume: str, image: str) -> list[str]:
+    """Move VOLUME's content into SAFETY, leaving it empty for the restore. Refuses to run
+    over the safety folder of an earlier, interrupted restore."""
+    script = (
+        f"if [ -e {SAFETY} ]; then echo 'an earlier restore was interrupted: {SAFETY} holds the content "
+        f"from before it; move it back or delete it first' >&2; exit 3; fi; "
+        f"mkdir {SAFETY}; "
+        f"find . -mindepth 1 -maxdepth 1 ! -name {SAFETY} -exec mv -t {SAFETY} -- {{}} +"
+    )
+    return _in_volume(volume, image, script)
+
+
+def extract_volume(archive: str, compressor: Compressor, container: str) -> list[str]:
+    """Unpack ARCHIVE into the helper container's /data, owners and modes included."""
+    return pipeline([*compressor.decompress, archive], ["docker", "cp", "--archive", "-", f"{container}:/data"])
+
+
+def put_safety_back(volume: str, image: str) -> list[str]:
+    """Delete whatever a failed restore left and move the safety content back in place."""
+    script = (
+        f"test -d {SAFETY}; "
+        f"find . -mindepth 1 -maxdepth 1 ! -name {SAFETY} -exec rm -rf -- {{}} +; "
+        f"find {SAFETY} -mindepth 1 -maxdepth 1 -exec mv -t . -- {{}} +; "
+        f"rmdir {SAFETY}"
+    )
+    return _in_volume(volume, image, script)
+
+
+def drop_safety(volume: str, image: str) -> list[str]:
+    return _in_volume(volume, image, f"rm -rf -- {SAFETY}")
 
 
 def postgres_version(image: str) -> list[str]:

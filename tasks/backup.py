@@ -44,7 +44,7 @@ def prune(c, keep=7, dry=False):
             target.unlink(missing_ok=True)
         r.say(f"deleted {manifest['archive']}")
     # Leftovers of interrupted backups (hidden .tmp files) older than a day.
-    for leftover in (r.root / archive.BACKUP_DIR).glob(".*.tmp"):
+    for leftover in r.backups.glob(".*.tmp"):
         if time.time() - leftover.stat().st_mtime > 86400 and not r.dry:
             leftover.unlink()
             r.say(f"deleted the unfinished {leftover.name}")

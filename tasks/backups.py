@@ -15,7 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import archive, compose
-from .files import write_atomic
 from .runner import Runner, TaskError
 
 
@@ -51,7 +50,7 @@ def stack_volumes(r: Runner) -> dict[str, VolumeInfo]:
     database_volumes = {db.volume for db in r.stack.databases}
     return {
         short: VolumeInfo(short, f"{r.project}_{short}", writers, readers,
-                          images.get(owner) or f"<{owner} image>", short in database_volumes)
+                          images.get(owner) or f"{owner.upper()}_IMAGE", short in database_volumes)
         for short, (writers, readers, owner) in volume_users(r.stack).items()
     }
 
@@ -75,11 +74,9 @@ def compressor(r: Runner) -> archive.Compressor:
     return archive.GZIP
 
 
-def backup_dir(r: Runner) -> Path:
-    path = r.root / archive.BACKUP_DIR
-    if not r.dry:
-        path.mkdir(mode=0o700, exist_ok=True)
-    return path
+def backup_dir(r: Runner):
+    r.mkdir(r.backups)
+    return r.backups
 
 
 def _sha256(r: Runner, path: Path) -> str:
@@ -91,16 +88,16 @@ def _sha256(r: Runner, path: Path) -> str:
     return result.stdout.split()[0]
 
 
-def _publish(r: Runner, tmp: Path, final: Path, manifest_text: str) -> None:
+def _publish(r: Runner, tmp, final, manifest_text: str) -> None:
     """Rename the finished archive into place, then its manifest (the 'complete' mark),
     and a sha256sum-compatible checksum file for people and scripts."""
     if r.dry:
         r.say(f"[dry] would rename {tmp.name} to {final.name} and write {final.name}.json")
         return
-    tmp.rename(final)
+    r.rename(tmp, final)
     data = json.loads(manifest_text)
-    write_atomic(final.with_name(final.name + ".sha256"), f"{data['sha256']}  {final.name}\n", mode=0o600)
-    write_atomic(Path(archive.manifest_path(str(final))), manifest_text, mode=0o600)
+    r.write(final.with_name(final.name + ".sha256"), f"{data['sha256']}  {final.name}\n")
+    r.write(final.with_name(archive.manifest_path(final.name)), manifest_text)
 
 
 class stopped_services:
@@ -122,6 +119,33 @@ class stopped_services:
         return False
 
 
+class helper_container:
+    """A created, never started, container with VOLUME mounted at /data, for `docker cp`;
+    removed on the way out."""
+
+    def __init__(self, r: Runner, info: VolumeInfo, read_only: bool):
+        self.r, self.info, self.read_only = r, info, read_only
+        self.id = None
+
+    def __enter__(self) -> str:
+        argv = archive.create_helper(self.info.image, self.info.name, self.read_only)
+        if self.r.dry:
+            self.r.say(f"[dry] {' '.join(argv)}")
+            self.id = "HELPER_CONTAINER"
+            return self.id
+        result = self.r.probe(argv)
+        if result.failed:
+            raise TaskError(f"could not create a helper container from {self.info.image} "
+                            f"(it must be on the host; run `inv build`): {result.stderr.strip()}")
+        self.id = result.stdout.strip()
+        return self.id
+
+    def __exit__(self, *exc):
+        if self.id and not self.r.dry:
+            self.r.probe(archive.remove_container(self.id))
+        return False
+
+
 def backup_volume(r: Runner, info: VolumeInfo, comp: archive.Compressor) -> Path:
     if not volume_exists(r, info.name):
         raise TaskError(f"volume {info.name} does not exist: nothing to back up (start the stack with `inv up`)")
@@ -129,14 +153,15 @@ def backup_volume(r: Runner, info: VolumeInfo, comp: archive.Compressor) -> Path
     when = archive.stamp()
     final = directory / archive.archive_name(r.project, info.short, when, comp.extension)
     tmp = final.with_name(f".{final.name}.tmp")
-    if final.exists():
+    if r.exists(final):
         raise TaskError(f"{final} exists already; wait a second and try again")
-    r.say(f"backing up {info.name} -> {final.relative_to(r.root)}")
+    r.say(f"backing up {info.name} -> {final}")
     started = time.monotonic()
     try:
         with stopped_services(r, info.writers):
             stats = r.probe(archive.volume_stats(info.name, info.image))
-            r.run(archive.archive_volume(info.name, info.image, comp, str(tmp)), what=f"archiving {info.name}")
+            with helper_container(r, info, read_only=True) as container:
+                r.run(archive.archive_volume(container, comp, str(tmp)), what=f"archiving {info.name}")
         size, files, pg = (stats.stdout.splitlines() + ["", "", ""])[:3] if stats else ("0", "0", "")
         digest = _sha256(r, tmp)
         manifest = archive.manifest(
@@ -147,12 +172,12 @@ def backup_volume(r: Runner, info: VolumeInfo, comp: archive.Compressor) -> Path
         )
         _publish(r, tmp, final, manifest)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        r.remove(tmp)
         raise
     if not r.dry:
         seconds = time.monotonic() - started
         r.say(f"  {int(size or 0) / 1e6:.1f} MB in {int(files or 0)} entries -> "
-              f"{final.stat().st_size / 1e6:.1f} MB in {seconds:.1f}s, sha256 {digest[:12]}")
+              f"{r.size(final) / 1e6:.1f} MB in {seconds:.1f}s, sha256 {digest[:12]}")
     return final
 
 
@@ -205,27 +230,20 @@ def restore_volume(r: Runner, info: VolumeInfo, archive_file: Path, data: dict, 
                 f"{archive_file.name} holds PostgreSQL {wanted} data but {info.short} runs {info.image} "
                 f"(PostgreSQL {have}); a file-level copy only works within one major version: restore a "
                 f"logical dump instead (inv db.dump on the old version, then inv db.load)")
-    exists = volume_exists(r, info.name)
-    if not exists:
+    if not volume_exists(r, info.name):
         # Let compose create the volume, with its labels, as `inv up` would.
         r.compose(compose.up(build=False, wait=False) + ["--no-start"], what="creating the stack's volumes")
-    safety = f"{info.name}_safety_{archive.stamp()}"
     users = sorted(set(info.writers + info.readers))
+    safety = f"{info.name}:/{archive.SAFETY}"
     with stopped_services(r, users):
-        r.run(["docker", "volume", "create", "--label", f"hello.safety-copy-of={info.name}", safety],
-              what="creating the safety volume", hide=True)
+        r.run(archive.move_aside(info.name, info.image), what=f"moving the content of {info.name} aside")
         try:
-            r.run(archive.copy_volume(info.name, safety, info.image), what=f"safety copy of {info.name}")
-            r.say(f"safety copy of {info.name} kept in {safety}")
-            try:
-                r.run(archive.extract_volume(str(archive_file), comp, info.name, info.image),
-                      what=f"restoring {info.name}")
-            except BaseException:
-                r.say(f"restoring {info.name} failed; putting the safety copy back")
-                r.run(archive.copy_volume(safety, info.name, info.image), what="putting the safety copy back")
-                raise
+            with helper_container(r, info, read_only=False) as container:
+                r.run(archive.extract_volume(str(archive_file), comp, container), what=f"restoring {info.name}")
         except BaseException:
-            r.say(f"{info.name} holds its previous content again; the safety copy stays in {safety}")
+            r.say(f"restoring {info.name} failed; putting the safety copy back")
+            r.run(archive.put_safety_back(info.name, info.image), what="putting the safety copy back")
+            r.say(f"{info.name} holds its previous content again")
             raise
     # Every service up and healthy again, or the old content goes back.
     try:
@@ -233,11 +251,11 @@ def restore_volume(r: Runner, info: VolumeInfo, archive_file: Path, data: dict, 
     except TaskError:
         r.say(f"the stack did not become healthy with the restored {info.short}; putting the safety copy back")
         with stopped_services(r, users):
-            r.run(archive.copy_volume(safety, info.name, info.image), what="putting the safety copy back")
+            r.run(archive.put_safety_back(info.name, info.image), what="putting the safety copy back")
         r.compose(compose.up(build=False, timeout=timeout), check=False)
         raise TaskError(f"restore of {archive_file.name} rolled back: the stack was not healthy with it; "
-                        f"{info.name} has its previous content (also kept in {safety})") from None
-    r.run(["docker", "volume", "rm", safety], check=False, hide=True)
+                        f"{info.name} has its previous content again") from None
+    r.run(archive.drop_safety(info.name, info.image), what=f"removing the safety copy {safety}")
     r.say(f"restored {info.name} from {archive_file.name}; the stack is healthy")
 
 
@@ -248,7 +266,7 @@ def dump_database(r: Runner, db) -> Path:
     directory = backup_dir(r)
     final = directory / archive.archive_name(r.project, db.name, archive.stamp(), ".dump")
     tmp = final.with_name(f".{final.name}.tmp")
-    r.say(f"dumping {db.name} -> {final.relative_to(r.root)}")
+    r.say(f"dumping {db.name} -> {final}")
     compose_argv = r.compose_argv([])
     try:
         version = r.probe(r.compose_argv(["exec", "-T", db.name, "postgres", "--version"]))
@@ -256,13 +274,13 @@ def dump_database(r: Runner, db) -> Path:
         digest = _sha256(r, tmp)
         manifest = archive.manifest(
             kind="dump", project=r.project, subject=db.name, database=db.name, archive=final.name,
-            dump_format="pg_dump custom", sha256=digest, size_bytes=0 if r.dry else tmp.stat().st_size,
+            dump_format="pg_dump custom", sha256=digest, size_bytes=r.size(tmp),
             postgres_major=archive.major_version(version.stdout) if version else None,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
         _publish(r, tmp, final, manifest)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        r.remove(tmp)
         raise
     return final
 
@@ -293,7 +311,7 @@ def load_database(r: Runner, db, dump_file: Path) -> None:
 
 def manifests(r: Runner) -> list[dict]:
     found = []
-    for path in sorted((r.root / archive.BACKUP_DIR).glob("*.json")):
+    for path in sorted(Path(r.backups).glob("*.json")):
         try:
             data = archive.read_manifest(path.read_text(encoding="utf-8"), path.name)
         except ValueError:

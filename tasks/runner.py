@@ -8,9 +8,11 @@ even the probes that find the engine and the compose program.
 from __future__ import annotations
 
 import functools
+import io
 import os
 import shlex
 import sys
+from pathlib import Path, PurePosixPath
 
 from invoke.exceptions import Exit
 
@@ -51,17 +53,30 @@ def interactive() -> bool:
 
 
 class Runner:
+    """Runs plans through `c`. With a Fabric connection and its Host (`c.stack_host`), the
+    same plans run in the host's deployed directory, under the host's project name."""
+
     def __init__(self, c, stack=None, dry=False, env=None):
         self.c = c
         self.stack = stack or load()
         self.dry = is_dry(c, dry)
         self.env = dict(env or {})
-        self.host = getattr(c, "host", None) or "local"
-        self.root = ROOT
-        # Compose's own variables override the source of truth for one run, as users of
-        # Compose expect (a second copy of the stack on another port, the tests).
-        self.project = os.environ.get("COMPOSE_PROJECT_NAME") or self.stack.project
-        self.http_port = int(self.env.get("HTTP_PORT") or os.environ.get("HTTP_PORT") or self.stack.http_port)
+        self.remote = getattr(c, "stack_host", None)
+        if self.remote:
+            self.host = self.remote.name
+            self.directory = PurePosixPath(self.remote.directory)
+            self.root = self.directory / "current"
+            self.backups = self.directory / "shared" / "backups"
+            self.project = self.remote.project or self.stack.project
+            self.http_port = self.remote.http_port or self.stack.http_port
+        else:
+            self.host = "local"
+            self.root = ROOT
+            self.backups = ROOT / "backups"
+            # Compose's own variables override the source of truth for one run, as users
+            # of Compose expect (a second copy of the stack on another port, the tests).
+            self.project = os.environ.get("COMPOSE_PROJECT_NAME") or self.stack.project
+            self.http_port = int(self.env.get("HTTP_PORT") or os.environ.get("HTTP_PORT") or self.stack.http_port)
 
     def say(self, message: str) -> None:
         print(message, flush=True)
@@ -72,10 +87,10 @@ class Runner:
         Standard input reaches the command only with PTY or STDIN (piped SQL, say)."""
         command = shlex.join(str(a) for a in argv)
         if self.dry:
-            self.say(f"[dry] {command}")
+            self.say(f"[dry] {self._where()}{command}")
             return None
-        result = self.c.run(command, warn=True, hide=hide, pty=pty, env=self.env, echo=not hide,
-                            in_stream=None if pty or stdin else False)
+        result = self._run(command, warn=True, hide=hide, pty=pty, echo=not hide,
+                           in_stream=None if pty or stdin else False)
         if check and result.failed:
             raise TaskError(f"{what or command} failed (exit status {result.exited})")
         return result
@@ -84,7 +99,82 @@ class Runner:
         """Run a read-only command quietly and return its Result (never in a dry run)."""
         if self.dry:
             return None
-        return self.c.run(shlex.join(argv), warn=True, hide=True, env=self.env, in_stream=False)
+        return self._run(shlex.join(argv), warn=True, hide=True, in_stream=False)
+
+    def _where(self) -> str:
+        return f"[{self.host}:{self.root}] " if self.remote else ""
+
+    def _run(self, command, **kwargs):
+        if not self.remote:
+            return self.c.run(command, env=self.env, **kwargs)
+        # On a host, run in the deployed release; the release's .env gives compose the
+        # project name, port and image names, so nothing depends on the SSH environment.
+        with self.c.cd(str(self.root)):
+            return self.c.run(command, **kwargs)
+
+    # -- files, here or on the host ---------------------------------------------------------
+    def shell(self, script: str, *, stdin_text=None, check=True, what=None):
+        """Run a small shell SCRIPT quietly (file operations); input comes from STDIN_TEXT."""
+        if self.dry:
+            self.say(f"[dry] {self._where()}{script}")
+            return None
+        stream = io.StringIO(stdin_text) if stdin_text is not None else False
+        result = self._run(f"bash -c {shlex.quote(script)}", warn=True, hide=True, in_stream=stream)
+        if check and result.failed:
+            reason = (result.stderr.strip().splitlines() or [f"exit status {result.exited}"])[-1]
+            raise TaskError(f"{what or script} failed on {self.host}: {reason}")
+        return result
+
+    def write(self, path, text: str, mode: int = 0o600) -> None:
+        """Write PATH in one step (temporary file, then rename)."""
+        if not self.remote:
+            if self.dry:
+                self.say(f"[dry] would write {path}")
+                return
+            from .files import write_atomic
+
+            write_atomic(Path(path), text, mode)
+            return
+        q = shlex.quote(str(path))
+        self.shell(f"umask 077; t={q}.$$.tmp; cat > \"$t\" && chmod {mode:o} \"$t\" && mv -f \"$t\" {q}",
+                   stdin_text=text, what=f"writing {path}")
+
+    def mkdir(self, path) -> None:
+        if not self.remote:
+            if not self.dry:
+                Path(path).mkdir(mode=0o700, parents=True, exist_ok=True)
+            return
+        self.shell(f"mkdir -p -m 700 {shlex.quote(str(path))}", what=f"creating {path}")
+
+    def exists(self, path) -> bool:
+        if not self.remote:
+            return Path(path).exists()
+        if self.dry:
+            return False
+        return self.shell(f"test -e {shlex.quote(str(path))}", check=False).ok
+
+    def rename(self, source, target) -> None:
+        if not self.remote:
+            if not self.dry:
+                os.replace(source, target)
+            return
+        self.shell(f"mv -f {shlex.quote(str(source))} {shlex.quote(str(target))}", what=f"renaming {source}")
+
+    def remove(self, *paths) -> None:
+        if not paths:
+            return
+        if not self.remote:
+            if not self.dry:
+                for path in paths:
+                    Path(path).unlink(missing_ok=True)
+            return
+        self.shell("rm -f -- " + " ".join(shlex.quote(str(p)) for p in paths), check=False)
+
+    def size(self, path) -> int:
+        if not self.remote:
+            return 0 if self.dry else Path(path).stat().st_size
+        result = self.shell(f"stat -c %s {shlex.quote(str(path))}", check=False)
+        return int(result.stdout.strip()) if result and result.ok else 0
 
     # -- the engine and compose -----------------------------------------------------------
     def ensure_engine(self) -> None:

@@ -52,12 +52,27 @@ class Database:
 
 
 @dataclass(frozen=True)
+class Host:
+    """A server the stack is deployed to (config/stack.toml, [hosts.NAME])."""
+    name: str
+    address: str
+    directory: str
+    user: str | None = None
+    port: int = 22
+    identity_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    http_port: int | None = None
+    project: str | None = None
+
+
+@dataclass(frozen=True)
 class Stack:
     project: str
     http_port: int
     client_max_body_size: str
     databases: tuple[Database, ...]
     hosts: dict = field(default_factory=dict)
+    groups: dict = field(default_factory=dict)
 
     @property
     def default_database(self) -> Database:
@@ -70,6 +85,23 @@ class Stack:
                 return db
         known = ", ".join(db.name for db in self.databases)
         raise StackError(f"no database named {name!r} in {STACK_FILE} (known: {known})")
+
+    def resolve_hosts(self, spec: str) -> list[Host]:
+        """Hosts named by SPEC: a host, a group from [groups], or a comma-separated mix."""
+        hosts: list[Host] = []
+        for word in (w.strip() for w in spec.split(",")):
+            if not word:
+                continue
+            names = self.groups.get(word, [word])
+            for name in names:
+                if name not in self.hosts:
+                    known = ", ".join(sorted(self.hosts) + sorted(self.groups)) or "none yet"
+                    raise StackError(f"unknown host {name!r}: add [hosts.{name}] to {STACK_FILE} (known: {known})")
+                if self.hosts[name] not in hosts:
+                    hosts.append(self.hosts[name])
+        if not hosts:
+            raise StackError("--host needs a host or group name")
+        return hosts
 
     @property
     def volumes(self) -> tuple[str, ...]:
@@ -119,13 +151,48 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         except StackError as exc:
             raise StackError(f"{source}: {exc}") from None
         databases.append(Database(name=db_name, default=index == 0))
+    hosts = {}
+    for host_name, entry in data.get("hosts", {}).items():
+        hosts[host_name] = _parse_host(host_name, entry, source)
+    groups = {}
+    for group, members in data.get("groups", {}).items():
+        if not isinstance(members, list) or not all(m in hosts for m in members):
+            raise StackError(f"{source}: group {group!r} must list names of [hosts.*] entries")
+        groups[group] = list(members)
     return Stack(
         project=name,
         http_port=http_port,
         client_max_body_size=body,
         databases=tuple(databases),
-        hosts=dict(data.get("hosts", {})),
+        hosts=hosts,
+        groups=groups,
     )
+
+
+HOST_KEYS = {"address", "user", "port", "identity_file", "known_hosts", "directory", "http_port", "project"}
+
+
+def _parse_host(name: str, entry, source: str) -> Host:
+    where = f"{source}: [hosts.{name}]"
+    if not isinstance(entry, dict):
+        raise StackError(f"{where} must be a table")
+    unknown = set(entry) - HOST_KEYS
+    if unknown:
+        raise StackError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))} (secrets never go here)")
+    for key in ("address", "directory"):
+        if not entry.get(key):
+            raise StackError(f"{where} needs {key}")
+    if not str(entry["directory"]).startswith("/"):
+        raise StackError(f"{where}: directory must be an absolute path")
+    try:
+        port = int(entry.get("port", 22))
+        http_port = int(entry["http_port"]) if "http_port" in entry else None
+    except (TypeError, ValueError):
+        raise StackError(f"{where}: port and http_port must be numbers") from None
+    return Host(name=name, address=str(entry["address"]), directory=str(entry["directory"]).rstrip("/"),
+                user=entry.get("user"), port=port, identity_file=entry.get("identity_file"),
+                known_hosts=entry.get("known_hosts", "~/.ssh/known_hosts"), http_port=http_port,
+                project=entry.get("project"))
 
 
 def loads(text: str) -> Stack:

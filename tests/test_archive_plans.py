@@ -14,32 +14,36 @@ def test_archive_name_and_stamp():
     assert archive.NAME_PATTERN.match(name).group("subject") == "database1_volume"
 
 
-def test_backup_pipeline_reads_the_volume_read_only_without_network_or_pulling():
-    argv = archive.archive_volume("hello_media_volume", "hello-djangoapp:latest", archive.ZSTD, "/b/.x.tmp")
-    assert argv == [
+def test_backup_streams_the_volume_with_docker_cp_from_a_helper_that_never_starts():
+    assert archive.create_helper("hello-djangoapp:latest", "hello_media_volume", read_only=True) == [
+        "docker", "create", "--pull", "never", "--network", "none", "--user", "0",
+        "--volume", "hello_media_volume:/data:ro", "hello-djangoapp:latest",
+    ]
+    assert archive.archive_volume("c0ffee", archive.ZSTD, "/b/.x.tmp") == [
         "bash", "-o", "pipefail", "-c",
-        "umask 077; docker run --rm --pull never --network none --user 0 --volume hello_media_volume:/data:ro "
-        "--entrypoint tar hello-djangoapp:latest -C /data --numeric-owner -cf - . "
-        "| zstd -T0 -3 --progress -c > /b/.x.tmp",
+        "umask 077; docker cp c0ffee:/data/. - | zstd -T0 -3 --progress -c > /b/.x.tmp",
     ]
 
 
-def test_restore_pipeline_empties_then_unpacks():
-    argv = archive.extract_volume("/b/a.tar.gz", archive.GZIP, "hello_database1_volume", "postgres:15")
-    assert argv[:4] == ["bash", "-o", "pipefail", "-c"]
-    assert argv[4] == (
-        "gzip -dc /b/a.tar.gz | docker run --rm --pull never --network none --user 0 --interactive "
-        "--volume hello_database1_volume:/data --entrypoint sh postgres:15 -c "
-        "'find /data -mindepth 1 -delete && tar -C /data --numeric-owner -xpf -'"
-    )
-
-
-def test_safety_copy():
-    assert archive.copy_volume("v", "v_safety", "img") == [
-        "docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
-        "--volume", "v:/from:ro", "--volume", "v_safety:/to", "--entrypoint", "sh", "img", "-c",
-        "find /to -mindepth 1 -delete && cp -a /from/. /to/",
+def test_restore_moves_the_content_aside_then_unpacks_with_owners():
+    argv = archive.move_aside("hello_database1_volume", "postgres:15")
+    assert argv[:-1] == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
+                         "--volume", "hello_database1_volume:/data", "--entrypoint", "sh", "postgres:15", "-c"]
+    assert "if [ -e .restore-safety ]; then" in argv[-1]  # never over an interrupted restore's copy
+    assert argv[-1].endswith("mkdir .restore-safety; "
+                             "find . -mindepth 1 -maxdepth 1 ! -name .restore-safety -exec mv -t .restore-safety -- {} +")
+    assert archive.extract_volume("/b/a.tar.gz", archive.GZIP, "c0ffee") == [
+        "bash", "-o", "pipefail", "-c", "gzip -dc /b/a.tar.gz | docker cp --archive - c0ffee:/data",
     ]
+
+
+def test_putting_the_safety_copy_back():
+    argv = archive.put_safety_back("v", "img")
+    assert argv[:-1] == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
+                         "--volume", "v:/data", "--entrypoint", "sh", "img", "-c"]
+    assert argv[-1] == ("set -e; cd /data; test -d .restore-safety; "
+                        "find . -mindepth 1 -maxdepth 1 ! -name .restore-safety -exec rm -rf -- {} +; "
+                        "find .restore-safety -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; rmdir .restore-safety")
 
 
 def test_paths_with_spaces_are_quoted():
