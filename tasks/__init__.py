@@ -4,7 +4,7 @@
 """
 from invoke import Collection
 
-from . import app, backup, db, doctor, lifecycle, volume
+from . import app, backup, db, deploy, doctor, lifecycle, volume
 
 ns = Collection(
     lifecycle.build,
@@ -21,4 +21,6 @@ ns = Collection(
     db.ns,
     volume.ns,
     backup.ns,
+    deploy.ns,
+    deploy.rollback,
 )

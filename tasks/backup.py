@@ -6,20 +6,22 @@ import time
 from invoke import Collection, task
 
 from . import archive, backups
+from .remote import HOST_HELP, on_hosts
 from .runner import Runner, TaskError, task_errors
 
 
-@task(default=True, name="all", help={"dry": "Print the commands instead of running them."})
+@task(default=True, name="all", help={"host": HOST_HELP, "dry": "Print the commands instead of running them."})
 @task_errors
+@on_hosts
 def all_(c, dry=False):
     """Dump every database (while it runs), then archive every volume."""
     r = Runner(c, dry=dry)
-    for db in r.stack.databases:
-        backups.dump_database(r, db)
-    volumes = backups.stack_volumes(r)
+    made = [backups.dump_database(r, db) for db in r.stack.databases]
     comp = backups.compressor(r)
-    for info in volumes.values():
-        backups.backup_volume(r, info, comp)
+    made += [backups.backup_volume(r, info, comp) for info in backups.stack_volumes(r).values()]
+    if r.remote:
+        for path in made:
+            backups.fetch(r, path)
 
 
 @task(help={

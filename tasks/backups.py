@@ -12,10 +12,11 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from . import archive, compose
 from .runner import Runner, TaskError
+from .stack import ROOT
 
 
 @dataclass(frozen=True)
@@ -181,19 +182,18 @@ def backup_volume(r: Runner, info: VolumeInfo, comp: archive.Compressor) -> Path
     return final
 
 
-def load_backup(r: Runner, path: str) -> tuple[Path, dict]:
-    """Find the archive and its manifest from either path; verify the checksum."""
-    given = Path(path)
-    if not given.is_absolute():
-        given = Path.cwd() / given
+def load_backup(r: Runner, path) -> tuple[Path, dict]:
+    """Find the archive and its manifest from either path (here, or on the host for a remote
+    runner); verify the checksum before anything else happens."""
+    given = PurePosixPath(path) if r.remote else Path(path).absolute()
     archive_file = given.with_name(given.name[:-5]) if given.name.endswith(".json") else given
-    manifest_file = Path(archive.manifest_path(str(archive_file)))
-    if not archive_file.is_file():
+    manifest_file = archive_file.with_name(archive.manifest_path(archive_file.name))
+    if not r.exists(archive_file):
         raise TaskError(f"{archive_file} does not exist")
-    if not manifest_file.is_file():
+    if not r.exists(manifest_file):
         raise TaskError(f"{manifest_file.name} is missing: {archive_file.name} is an unfinished or foreign backup; refusing it")
     try:
-        data = archive.read_manifest(manifest_file.read_text(encoding="utf-8"), manifest_file.name)
+        data = archive.read_manifest(r.read(manifest_file), manifest_file.name)
     except ValueError as exc:
         raise TaskError(str(exc)) from None
     if data["archive"] != archive_file.name:
@@ -203,8 +203,45 @@ def load_backup(r: Runner, path: str) -> tuple[Path, dict]:
         if digest != data["sha256"]:
             raise TaskError(f"{archive_file.name} is corrupt or truncated: its SHA-256 is {digest[:16]}..., "
                             f"the manifest says {data['sha256'][:16]}...; nothing was changed")
-        r.say(f"verified {archive_file.name} (sha256 {digest[:12]})")
+        r.say(f"verified {archive_file.name} (sha256 {digest[:12]}){' on ' + r.host if r.remote else ''}")
     return archive_file, data
+
+
+def companions(archive_file) -> list:
+    """The archive, its checksum file and its manifest, in the order to copy them (the
+    manifest last: it marks the backup complete)."""
+    return [archive_file, archive_file.with_name(archive_file.name + ".sha256"),
+            archive_file.with_name(archive.manifest_path(archive_file.name))]
+
+
+def fetch(r: Runner, remote_archive) -> Path:
+    """Copy a backup made on a host into the local backups/ (a backup with --host)."""
+    local_dir = Path(ROOT) / archive.BACKUP_DIR
+    if r.dry:
+        r.say(f"[dry] would copy {remote_archive.name} from {r.host} into {local_dir}")
+        return local_dir / remote_archive.name
+    local_dir.mkdir(mode=0o700, exist_ok=True)
+    for remote_path in companions(remote_archive):
+        tmp = local_dir / f".{remote_path.name}.tmp"
+        r.c.get(str(remote_path), local=str(tmp))
+        tmp.chmod(0o600)
+        tmp.rename(local_dir / remote_path.name)
+    r.say(f"copied {remote_archive.name} from {r.host} into {local_dir}")
+    return local_dir / remote_archive.name
+
+
+def upload(r: Runner, local_archive: Path):
+    """Copy a local backup to the host's backups folder (a restore with --host)."""
+    r.mkdir(r.backups)
+    target = r.backups / local_archive.name
+    for local_path in companions(local_archive):
+        if r.dry:
+            r.say(f"[dry] would upload {local_path.name} to {r.host}:{r.backups}")
+            continue
+        tmp = r.backups / f".{local_path.name}.tmp"
+        r.c.put(str(local_path), remote=str(tmp))
+        r.rename(tmp, r.backups / local_path.name)
+    return target
 
 
 def _running_postgres_major(r: Runner, image: str) -> str | None:

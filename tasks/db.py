@@ -12,6 +12,7 @@ from invoke import Collection, task
 from . import compose, render
 from .files import create_secret, write_all
 from .lifecycle import wait_for_http
+from .remote import HOST_HELP, on_hosts
 from .runner import Runner, TaskError, interactive, task_errors
 from .stack import STACK_FILE, loads, read_text, with_database_added, with_database_removed
 
@@ -72,8 +73,9 @@ def add(c, name, up=False, dry=False):
         r.say(f"Database {name} is up and migrated.")
 
 
-@task(name="list", help={"dry": "Print the command used to find running services."})
+@task(name="list", help={"host": HOST_HELP, "dry": "Print the command used to find running services."})
 @task_errors
+@on_hosts
 def list_(c, dry=False):
     """List the databases: name, Django alias, network, volume, running or not."""
     r = Runner(c, dry=dry)
@@ -127,8 +129,9 @@ def remove(c, name, purge=False, yes=False, dry=False):
               f"(`inv db.add {name}` brings it back, `inv db.remove {name} --purge --yes` deletes it).")
 
 
-@task(help={"name": "The database, by name or alias (`default`).", "dry": "Print the command only."})
+@task(help={"host": HOST_HELP, "name": "The database, by name or alias (`default`).", "dry": "Print the command only."})
 @task_errors
+@on_hosts
 def shell(c, name, dry=False):
     """Open psql in a database's container (SQL can also be piped in)."""
     r = Runner(c, dry=dry)
@@ -138,29 +141,38 @@ def shell(c, name, dry=False):
     r.compose(compose.psql(db.name, tty=tty), pty=tty, stdin=True, check=False)
 
 
-@task(help={"name": "The database to dump, by name or alias.", "dry": "Print the commands only."})
+@task(help={"host": HOST_HELP, "name": "The database to dump, by name or alias.", "dry": "Print the commands only."})
 @task_errors
+@on_hosts
 def dump(c, name, dry=False):
     """Dump a running database with pg_dump -Fc to backups/ (checksummed, with a manifest)."""
     from . import backups
 
     r = Runner(c, dry=dry)
-    backups.dump_database(r, r.stack.database(name))
+    made = backups.dump_database(r, r.stack.database(name))
+    if r.remote:
+        backups.fetch(r, made)
 
 
-@task(help={
+@task(help={"host": HOST_HELP, 
     "name": "The database to replace, by name or alias.",
     "file": "A dump made by `inv db.dump` (its manifest must sit next to it).",
     "yes": "Do not ask for confirmation (needed when not on a terminal).",
     "dry": "Print the commands only.",
 })
 @task_errors
+@on_hosts
 def load(c, name, file, yes=False, dry=False):
     """Load a dump into a fresh database, then swap it in; all or nothing."""
     from . import backups
 
     r = Runner(c, dry=dry)
     db = r.stack.database(name)
+    if r.remote:
+        from invoke import Context
+
+        local_dump, _ = backups.load_backup(Runner(Context(), stack=r.stack, dry=r.dry), file)
+        file = backups.upload(r, local_dump)
     dump_file, data = backups.load_backup(r, file)
     if data["kind"] != "dump":
         raise TaskError(f"{dump_file.name} is a volume archive; use `inv volume.restore` for it")

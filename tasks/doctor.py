@@ -6,6 +6,7 @@ import socket
 from invoke import task
 
 from . import compose, render
+from .remote import HOST_HELP, on_hosts
 from .runner import Runner, TaskError, task_errors
 from .stack import STACK_FILE
 
@@ -60,8 +61,9 @@ def check_port(r: Runner):
         f"stop it, or change http_port in {STACK_FILE}"
 
 
-@task(help={"dry": "Print the checks' commands instead of running them."})
+@task(help={"host": HOST_HELP, "dry": "Print the checks' commands instead of running them."})
 @task_errors
+@on_hosts
 def doctor(c, dry=False):
     """Check the engine, Compose, env files, generated files and the HTTP port."""
     r = Runner(c, dry=dry)
@@ -69,11 +71,13 @@ def doctor(c, dry=False):
         for argv in (compose.engine_version(), compose.compose_v2_version(), compose.compose_v1_version()):
             r.say(f"[dry] {' '.join(argv)}")
         return
-    checks = [check_engine, check_compose, check_env_files, check_rendered]
+    checks = [check_engine, check_compose]
+    if not r.remote:  # the rest is about this checkout; a deployed release was checked here
+        checks += [check_env_files, check_rendered]
     results = []
     for check in checks:
         results.append(check(r))
-        if check is check_compose and results[0][0] and results[-1][0]:
+        if check is check_compose and results[0][0] and results[-1][0] and not r.remote:
             results.append(check_port(r))
     failed = 0
     for ok, message, hint in results:

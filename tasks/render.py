@@ -87,3 +87,12 @@ def secret_files(stack: Stack) -> dict[Path, str]:
     for db in stack.databases:
         files[Path(db.env_file)] = _database_env(env, db, secrets.token_urlsafe(32))
     return files
+
+
+def secret_templates(stack: Stack, token: str) -> dict[Path, str]:
+    """The env files with TOKEN where the secret goes, for a host to fill in itself."""
+    env = _environment()
+    files = {DJANGO_ENV: _django_env(env, stack, token)}
+    for db in stack.databases:
+        files[Path(db.env_file)] = _database_env(env, db, token)
+    return files

@@ -56,7 +56,7 @@ class Runner:
     """Runs plans through `c`. With a Fabric connection and its Host (`c.stack_host`), the
     same plans run in the host's deployed directory, under the host's project name."""
 
-    def __init__(self, c, stack=None, dry=False, env=None):
+    def __init__(self, c, stack=None, dry=False, env=None, release=None):
         self.c = c
         self.stack = stack or load()
         self.dry = is_dry(c, dry)
@@ -65,7 +65,8 @@ class Runner:
         if self.remote:
             self.host = self.remote.name
             self.directory = PurePosixPath(self.remote.directory)
-            self.root = self.directory / "current"
+            # Tasks run in the live release; a deploy runs in the one it is preparing.
+            self.root = self.directory / "releases" / release if release else self.directory / "current"
             self.backups = self.directory / "shared" / "backups"
             self.project = self.remote.project or self.stack.project
             self.http_port = self.remote.http_port or self.stack.http_port
@@ -104,9 +105,11 @@ class Runner:
     def _where(self) -> str:
         return f"[{self.host}:{self.root}] " if self.remote else ""
 
-    def _run(self, command, **kwargs):
+    def _run(self, command, in_release=True, **kwargs):
         if not self.remote:
             return self.c.run(command, env=self.env, **kwargs)
+        if not in_release:
+            return self.c.run(command, **kwargs)
         # On a host, run in the deployed release; the release's .env gives compose the
         # project name, port and image names, so nothing depends on the SSH environment.
         with self.c.cd(str(self.root)):
@@ -119,7 +122,8 @@ class Runner:
             self.say(f"[dry] {self._where()}{script}")
             return None
         stream = io.StringIO(stdin_text) if stdin_text is not None else False
-        result = self._run(f"bash -c {shlex.quote(script)}", warn=True, hide=True, in_stream=stream)
+        # Absolute paths only: the release directory may not exist yet.
+        result = self._run(f"bash -c {shlex.quote(script)}", in_release=False, warn=True, hide=True, in_stream=stream)
         if check and result.failed:
             reason = (result.stderr.strip().splitlines() or [f"exit status {result.exited}"])[-1]
             raise TaskError(f"{what or script} failed on {self.host}: {reason}")
@@ -169,6 +173,11 @@ class Runner:
                     Path(path).unlink(missing_ok=True)
             return
         self.shell("rm -f -- " + " ".join(shlex.quote(str(p)) for p in paths), check=False)
+
+    def read(self, path) -> str:
+        if not self.remote:
+            return Path(path).read_text(encoding="utf-8")
+        return self.shell(f"cat {shlex.quote(str(path))}", what=f"reading {path}").stdout
 
     def size(self, path) -> int:
         if not self.remote:

@@ -1,14 +1,16 @@
 """`inv volume.*`: list, back up and restore the stack's named volumes."""
 from __future__ import annotations
 
-from invoke import Collection, task
+from invoke import Collection, Context, task
 
 from . import backups
+from .remote import HOST_HELP, on_hosts
 from .runner import Runner, TaskError, interactive, task_errors
 
 
-@task(name="list", help={"dry": "Print the commands instead of running them."})
+@task(name="list", help={"host": HOST_HELP, "dry": "Print the commands instead of running them."})
 @task_errors
+@on_hosts
 def list_(c, dry=False):
     """List the stack's volumes with their size and the services using them."""
     r = Runner(c, dry=dry)
@@ -31,12 +33,13 @@ def list_(c, dry=False):
 
 @task(
     iterable=["volume"],
-    help={
+    help={"host": HOST_HELP, 
         "volume": "A volume to back up, by short or full name; repeat for several (default: all).",
         "dry": "Print the commands instead of running them.",
     },
 )
 @task_errors
+@on_hosts
 def backup(c, volume=None, dry=False):
     """Archive volumes to backups/ (compressed, checksummed, with a manifest)."""
     r = Runner(c, dry=dry)
@@ -44,10 +47,12 @@ def backup(c, volume=None, dry=False):
     chosen = [backups.resolve_volume(r, volumes, v) for v in volume] if volume else list(volumes.values())
     comp = backups.compressor(r)
     for info in chosen:
-        backups.backup_volume(r, info, comp)
+        made = backups.backup_volume(r, info, comp)
+        if r.remote:
+            backups.fetch(r, made)
 
 
-@task(help={
+@task(help={"host": HOST_HELP, 
     "archive": "The archive (or its .json manifest) to restore, e.g. backups/hello_media_volume_20261120T101500Z.tar.zst.",
     "volume": "Restore into this volume instead of the one the archive came from.",
     "yes": "Do not ask for confirmation (needed when not on a terminal).",
@@ -55,9 +60,14 @@ def backup(c, volume=None, dry=False):
     "dry": "Verify nothing and print the commands instead of running them.",
 })
 @task_errors
+@on_hosts
 def restore(c, archive, volume=None, yes=False, timeout=180, dry=False):
     """Replace a volume's content with an archive; a safety copy comes back on any failure."""
     r = Runner(c, dry=dry)
+    if r.remote:
+        # Verified here first, then sent, then verified again there by load_backup.
+        local_archive, _ = backups.load_backup(Runner(Context(), stack=r.stack, dry=r.dry), archive)
+        archive = backups.upload(r, local_archive)
     archive_file, data = backups.load_backup(r, archive)
     volumes = backups.stack_volumes(r)
     info = backups.resolve_volume(r, volumes, volume or data.get("volume", ""))

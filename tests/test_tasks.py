@@ -110,13 +110,18 @@ class TestCreatesuperuser:
         with pytest.raises(TaskError, match="DJANGO_SUPERUSER_PASSWORD"):
             app.createsuperuser(mock_c(), username="admin")
 
-    def test_unattended(self, mock_c, monkeypatch):
+    def test_unattended_passes_the_password_on_stdin_only(self, mock_c, monkeypatch):
+        import shlex
+
         monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "s3cret-pass")
-        command = (f"{COMPOSE} exec -T -e DJANGO_SUPERUSER_PASSWORD djangoapp python manage.py "
-                   "createsuperuser --noinput --username admin --email a@example.com")
-        c = mock_c({command: Result()})
+        compose_exec = (f"{COMPOSE} exec -T -e DJANGO_SUPERUSER_PASSWORD djangoapp python manage.py "
+                        "createsuperuser --noinput --username admin --email a@example.com")
+        script = f"IFS= read -r DJANGO_SUPERUSER_PASSWORD; export DJANGO_SUPERUSER_PASSWORD; exec {compose_exec}"
+        c = mock_c({f"bash -c {shlex.quote(script)}": Result("Superuser created successfully.\n")})
         app.createsuperuser(c, username="admin", email="a@example.com")
-        assert "s3cret-pass" not in c.run.call_args_list[-1].args[0]
+        call = c.run.call_args_list[-1]
+        assert "s3cret-pass" not in call.args[0]
+        assert call.kwargs["in_stream"].read() == "s3cret-pass\n"
 
     def test_no_terminal_and_no_username(self, mock_c, monkeypatch):
         monkeypatch.setattr(app, "interactive", lambda: False)

@@ -1,0 +1,116 @@
+"""Plans for shipping a release to a host, as data: what goes, how it is named, the rsync
+and ssh command lines, and the host-side shell that generates its secrets."""
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+from pathlib import Path
+
+# What a host needs to build and run the stack; nothing else leaves this machine.
+SHIP = ["Dockerfile", ".dockerignore", "docker-compose.yml", "Pipfile", "Pipfile.lock", "config/", "hello/"]
+NEVER = ["/config/django.env", "/config/db/*.env", "__pycache__/", "*.pyc", "/hello/db.sqlite3",
+         "/hello/staticfiles/", "/hello/media/"]
+SECRET_TOKEN = "@@GENERATED_SECRET@@"
+PASS_THROUGH = ("PYTHON_IMAGE", "POSTGRES_IMAGE", "NGINX_IMAGE")
+
+
+def shipped_files(root: Path) -> list[Path]:
+    """Every file that ships, in a stable order (the same filter rsync applies)."""
+    files = []
+    for entry in SHIP:
+        path = root / entry
+        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if entry.endswith("/") else [path]
+        for file in candidates:
+            rel = "/" + file.relative_to(root).as_posix()
+            if any(_matches(rel, rule) for rule in NEVER):
+                continue
+            files.append(file)
+    return files
+
+
+def _matches(rel: str, rule: str) -> bool:
+    import fnmatch
+
+    if rule.endswith("/"):
+        name = rule.strip("/")
+        return f"/{name}/" in rel + "/" if not rule.startswith("/") else rel.startswith(rule)
+    if rule.startswith("/"):
+        return fnmatch.fnmatch(rel, rule)
+    return fnmatch.fnmatch(rel.rsplit("/", 1)[-1], rule)
+
+
+def code_digest(root: Path) -> str:
+    """A short hash of what ships: the image tag, so that unchanged code means the same
+    image (nothing rebuilt, shipped or recreated)."""
+    digest = hashlib.sha256()
+    for file in shipped_files(root):
+        digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def release_name(stamp: str, digest: str) -> str:
+    return f"{stamp}-{digest}"
+
+
+RELEASE_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{12}$")
+
+
+def ssh_options(host) -> list[str]:
+    """OpenSSH options equivalent to the Fabric connection: strict host key checking against
+    the host's known_hosts file, the configured key only, no prompts."""
+    import os
+
+    options = ["-p", str(host.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+               "-o", f"UserKnownHostsFile={os.path.expanduser(host.known_hosts)}", "-o", "ConnectTimeout=10"]
+    if host.identity_file:
+        options += ["-i", os.path.expanduser(host.identity_file), "-o", "IdentitiesOnly=yes"]
+    return options
+
+
+def destination(host) -> str:
+    return f"{host.user}@{host.address}" if host.user else host.address
+
+
+def rsync(root: Path, host, target: str, link_dest: str | None) -> list[str]:
+    """Copy what ships into TARGET on HOST; files unchanged since LINK_DEST (the previous
+    release) are hard-linked there instead of sent."""
+    argv = ["rsync", "--archive", "--delete", "--stats", "--human-readable",
+            "--rsh", shlex.join(["ssh", *ssh_options(host)])]
+    if link_dest:
+        argv.append(f"--link-dest={link_dest}")
+    argv += [f"--exclude={rule}" for rule in NEVER]
+    argv += [f"--include=/{entry}***" if entry.endswith("/") else f"--include=/{entry}" for entry in SHIP]
+    argv += ["--exclude=*", f"{root}/", f"{destination(host)}:{target}/"]
+    return argv
+
+
+def bytes_sent(rsync_stats: str) -> int:
+    match = re.search(r"Total bytes sent: ([\d.,]+)([KMGT]?)", rsync_stats)
+    if not match:
+        return 0
+    number = float(match.group(1).replace(",", ""))
+    return int(number * {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}[match.group(2)])
+
+
+def generate_secret_file(path: str, template: str) -> tuple[str, str]:
+    """(script, stdin) that create PATH on the host from TEMPLATE, each occurrence of the
+    token replaced by a fresh random value made there; an existing file is never replaced.
+    The secret exists only on the host, in a shell variable and then the 0600 file."""
+    q = shlex.quote(path)
+    script = (
+        f"if test -e {q}; then cat > /dev/null; exit 0; fi; umask 077; t={q}.$$.tmp; "
+        "SECRET=$(head -c 64 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 50); "
+        f"SECRET=\"$SECRET\" awk '{{ gsub(\"{SECRET_TOKEN}\", ENVIRON[\"SECRET\"]); print }}' > \"$t\" "
+        f"&& ln \"$t\" {q} 2>/dev/null; rm -f \"$t\"; test -s {q}"
+    )
+    return script, template
+
+
+def release_env(project: str, http_port: int, image: str, environ) -> str:
+    """The release's .env: compose reads it from the release directory, so every command
+    there, by a task or by hand, uses the right project, port and images."""
+    lines = ["# Written by `inv deploy`; non-secret settings of this release.",
+             f"COMPOSE_PROJECT_NAME={project}", f"HTTP_PORT={http_port}", f"APP_IMAGE={image}"]
+    lines += [f"{name}={environ[name]}" for name in PASS_THROUGH if environ.get(name)]
+    return "\n".join(lines) + "\n"
