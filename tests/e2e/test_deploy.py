@@ -68,6 +68,8 @@ class Remote(Stack):
         result = self.inv("deploy", "--host", "prod", *args, check=check)
         match = re.search(r"shipped \S+: (\d+) bytes sent", result.stdout)
         result.sent = int(match.group(1)) if match else None
+        # Shown with `pytest -s`: the figures a deploy reports (time, bytes shipped).
+        print(*[line for line in result.stdout.splitlines() if line.startswith(("shipped", "deployed"))], sep="\n")
         return result
 
     def page(self):
