@@ -207,6 +207,17 @@ def load_backup(r: Runner, path) -> tuple[Path, dict]:
     return archive_file, data
 
 
+def verified_on_target(r: Runner, path):
+    """load_backup for the runner's side: for a host, the local backup is verified here,
+    uploaded, then verified again there."""
+    if r.remote:
+        from invoke import Context
+
+        local_archive, _ = load_backup(Runner(Context(), stack=r.stack, dry=r.dry), path)
+        path = upload(r, local_archive)
+    return load_backup(r, path)
+
+
 def companions(archive_file) -> list:
     """The archive, its checksum file and its manifest, in the order to copy them (the
     manifest last: it marks the backup complete)."""

@@ -13,7 +13,7 @@ from . import compose, render
 from .files import create_secret, write_all
 from .lifecycle import wait_for_http
 from .remote import HOST_HELP, on_hosts
-from .runner import Runner, TaskError, interactive, task_errors
+from .runner import Runner, TaskError, confirm, interactive, task_errors
 from .stack import STACK_FILE, loads, read_text, with_database_added, with_database_removed
 
 
@@ -102,11 +102,9 @@ def remove(c, name, purge=False, yes=False, dry=False):
     new_stack, files = _stack_change(r, with_database_removed(read_text(r.root), name))
     old = r.stack.database(name)
     volume = f"{r.project}_{old.volume}"
-    if purge and not yes and not r.dry:
-        if not interactive():
-            raise TaskError(f"--purge deletes the volume {volume} and its data for good: add --yes to confirm")
-        if input(f"Delete {volume} and all of {name}'s data? Type 'yes': ").strip() != "yes":
-            raise TaskError("nothing changed")
+    if purge:
+        confirm(yes or r.dry, f"Delete {volume} and all of {name}'s data?",
+                f"--purge deletes the volume {volume} and its data for good")
     running = r.running_services() if not r.dry else set()
     if name in running or r.dry:
         r.compose(compose.rm([name]), what=f"stopping {name}")
@@ -168,19 +166,10 @@ def load(c, name, file, yes=False, dry=False):
 
     r = Runner(c, dry=dry)
     db = r.stack.database(name)
-    if r.remote:
-        from invoke import Context
-
-        local_dump, _ = backups.load_backup(Runner(Context(), stack=r.stack, dry=r.dry), file)
-        file = backups.upload(r, local_dump)
-    dump_file, data = backups.load_backup(r, file)
+    dump_file, data = backups.verified_on_target(r, file)
     if data["kind"] != "dump":
         raise TaskError(f"{dump_file.name} is a volume archive; use `inv volume.restore` for it")
-    if not yes and not r.dry:
-        if not interactive():
-            raise TaskError(f"loading replaces every table of {db.name}: add --yes to confirm")
-        if input(f"Replace {db.name} with {dump_file.name}? Type 'yes': ").strip() != "yes":
-            raise TaskError("nothing changed")
+    confirm(yes or r.dry, f"Replace {db.name} with {dump_file.name}?", f"loading replaces every table of {db.name}")
     backups.load_database(r, db, dump_file)
 
 

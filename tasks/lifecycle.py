@@ -11,7 +11,7 @@ from invoke import task
 from . import compose, render
 from .files import create_secret, write_all
 from .remote import HOST_HELP, on_hosts
-from .runner import Runner, TaskError, interactive, task_errors
+from .runner import Runner, TaskError, confirm, task_errors
 from .stack import STACK_FILE, load
 
 
@@ -154,13 +154,9 @@ def up(c, build=True, timeout=180, migrate=True, static=True, dry=False):
 def down(c, volumes=False, yes=False, dry=False):
     """Stop and remove the containers; the data volumes stay unless --volumes --yes."""
     r = Runner(c, dry=dry)
-    if volumes and not yes and not r.dry:
+    if volumes:
         names = ", ".join(r.stack.volumes)
-        if not interactive():
-            raise TaskError(f"--volumes deletes {names} for good: add --yes to confirm")
-        answer = input(f"Delete the volumes {names} and all their data? Type 'yes': ")
-        if answer.strip() != "yes":
-            raise TaskError("nothing deleted")
+        confirm(yes or r.dry, f"Delete the volumes {names} and all their data?", f"--volumes deletes {names} for good")
     r.compose(compose.down(volumes=volumes), what="stopping the stack")
 
 

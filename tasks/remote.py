@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from invoke.exceptions import Exit
 
 from .runner import TaskError, is_dry
-from .stack import STACK_FILE, Host, StackError, load
+from .stack import Host, StackError, load
 
 HOST_HELP = "Run on these hosts over SSH: a name or group from config/stack.toml, or a comma list (default: here)."
 

@@ -52,6 +52,16 @@ def interactive() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 
 
+def confirm(yes: bool, question: str, consequence: str) -> None:
+    """Go on with --yes; otherwise ask on a terminal, and refuse when there is none."""
+    if yes:
+        return
+    if not interactive():
+        raise TaskError(f"{consequence}: add --yes to confirm")
+    if input(f"{question} Type 'yes': ").strip() != "yes":
+        raise TaskError("nothing changed")
+
+
 class Runner:
     """Runs plans through `c`. With a Fabric connection and its Host (`c.stack_host`), the
     same plans run in the host's deployed directory, under the host's project name."""

@@ -20,7 +20,7 @@ def shipped_files(root: Path) -> list[Path]:
     files = []
     for entry in SHIP:
         path = root / entry
-        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if entry.endswith("/") else [path]
+        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if entry.endswith("/") else [path] if path.is_file() else []
         for file in candidates:
             rel = "/" + file.relative_to(root).as_posix()
             if any(_matches(rel, rule) for rule in NEVER):

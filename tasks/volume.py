@@ -1,11 +1,11 @@
 """`inv volume.*`: list, back up and restore the stack's named volumes."""
 from __future__ import annotations
 
-from invoke import Collection, Context, task
+from invoke import Collection, task
 
 from . import backups
 from .remote import HOST_HELP, on_hosts
-from .runner import Runner, TaskError, interactive, task_errors
+from .runner import Runner, confirm, task_errors
 
 
 @task(name="list", help={"host": HOST_HELP, "dry": "Print the commands instead of running them."})
@@ -64,18 +64,11 @@ def backup(c, volume=None, dry=False):
 def restore(c, archive, volume=None, yes=False, timeout=180, dry=False):
     """Replace a volume's content with an archive; a safety copy comes back on any failure."""
     r = Runner(c, dry=dry)
-    if r.remote:
-        # Verified here first, then sent, then verified again there by load_backup.
-        local_archive, _ = backups.load_backup(Runner(Context(), stack=r.stack, dry=r.dry), archive)
-        archive = backups.upload(r, local_archive)
-    archive_file, data = backups.load_backup(r, archive)
+    archive_file, data = backups.verified_on_target(r, archive)
     volumes = backups.stack_volumes(r)
     info = backups.resolve_volume(r, volumes, volume or data.get("volume", ""))
-    if not yes and not r.dry:
-        if not interactive():
-            raise TaskError(f"restoring replaces everything in {info.name}: add --yes to confirm")
-        if input(f"Replace the content of {info.name} with {archive_file.name}? Type 'yes': ").strip() != "yes":
-            raise TaskError("nothing changed")
+    confirm(yes or r.dry, f"Replace the content of {info.name} with {archive_file.name}?",
+            f"restoring replaces everything in {info.name}")
     backups.restore_volume(r, info, archive_file, data, timeout=timeout)
 
 

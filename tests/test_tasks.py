@@ -15,7 +15,7 @@ class TestDry:
         strict = MockContext(run={})  # any command at all would raise
         lifecycle.up(strict, dry=True)
         out = capsys.readouterr().out
-        assert f"[dry] docker compose --project-name hello up --detach --remove-orphans --build --wait" in out
+        assert "[dry] docker compose --project-name hello up --detach --remove-orphans --build --wait" in out
         assert "[dry] docker compose --project-name hello exec -T djangoapp python manage.py migrate --noinput --database default" in out
         assert "collectstatic" in out
 
@@ -33,7 +33,7 @@ class TestDown:
         assert c.run.call_args_list[-1].args[0] == f"{COMPOSE} down --remove-orphans"
 
     def test_volumes_need_yes_when_not_on_a_terminal(self, mock_c, monkeypatch):
-        monkeypatch.setattr(lifecycle, "interactive", lambda: False)
+        monkeypatch.setattr("tasks.runner.interactive", lambda: False)
         c = mock_c()
         with pytest.raises(TaskError, match="add --yes"):
             lifecycle.down(c, volumes=True)

@@ -89,7 +89,9 @@ class Stack:
         return self.docker("compose", "--project-name", self.project, *args, check=check)
 
     def docker(self, *args, check=True):
-        return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=300)
+        # In the project's directory: compose reads its compose file and env files there.
+        return subprocess.run(["docker", *args], cwd=self.root, capture_output=True, text=True, check=check,
+                              timeout=300)
 
     def volumes(self):
         out = self.docker("volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={self.project}").stdout

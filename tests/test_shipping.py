@@ -1,0 +1,107 @@
+"""Deploy plans and host configuration, as data."""
+import pytest
+
+from tasks import shipping
+from tasks.stack import Host, StackError, loads
+
+BASE = open("config/stack.toml").read()
+HOSTS = """
+[hosts.prod]
+address = "203.0.113.10"
+user = "deploy"
+identity_file = "/keys/id"
+known_hosts = "/keys/known_hosts"
+directory = "/srv/hello/"
+
+[hosts.staging]
+address = "203.0.113.11"
+directory = "/srv/hello"
+port = 2222
+http_port = 8080
+project = "hello-staging"
+
+[groups]
+web = ["prod", "staging"]
+"""
+
+
+class TestHosts:
+    def test_parse_and_resolve(self):
+        stack = loads(BASE + HOSTS)
+        prod = stack.hosts["prod"]
+        assert prod == Host(name="prod", address="203.0.113.10", directory="/srv/hello", user="deploy", port=22,
+                            identity_file="/keys/id", known_hosts="/keys/known_hosts")
+        assert [h.name for h in stack.resolve_hosts("web")] == ["prod", "staging"]
+        assert [h.name for h in stack.resolve_hosts("staging,prod,staging")] == ["staging", "prod"]
+
+    def test_unknown_host_names_what_is_known(self):
+        with pytest.raises(StackError, match=r"unknown host 'nope': add \[hosts.nope\] to config/stack.toml \(known: prod, staging, web\)"):
+            loads(BASE + HOSTS).resolve_hosts("nope")
+
+    @pytest.mark.parametrize("entry, message", [
+        ('address = "a"', "needs directory"),
+        ('address = "a"\ndirectory = "relative"', "directory must be an absolute path"),
+        ('address = "a"\ndirectory = "/d"\npassword = "x"', "unknown setting(s) password (secrets never go here)"),
+        ('address = "a"\ndirectory = "/d"\nport = "ssh"', "port and http_port must be numbers"),
+    ], ids=["no-directory", "relative-directory", "a-secret", "bad-port"])
+    def test_bad_host_entries(self, entry, message):
+        with pytest.raises(StackError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            loads(BASE + f"\n[hosts.x]\n{entry}\n")
+
+
+def test_rsync_ships_only_what_the_stack_needs_with_strict_ssh():
+    host = loads(BASE + HOSTS).hosts["prod"]
+    argv = shipping.rsync("/src", host, "/srv/hello/releases/R", "/srv/hello/releases/P")
+    assert argv[:5] == ["rsync", "--archive", "--delete", "--stats", "--human-readable"]
+    assert argv[5:7] == ["--rsh", "ssh -p 22 -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/keys/known_hosts "
+                                  "-o ConnectTimeout=10 -i /keys/id -o IdentitiesOnly=yes"]
+    assert "--link-dest=/srv/hello/releases/P" in argv
+    assert "--exclude=/config/db/*.env" in argv and "--exclude=/config/django.env" in argv
+    assert "--include=/hello/***" in argv and argv[-3] == "--exclude=*"
+    assert argv[-2:] == ["/src/", "deploy@203.0.113.10:/srv/hello/releases/R/"]
+
+
+@pytest.mark.parametrize("stats, sent", [("Total bytes sent: 1,536\n", 1536), ("Total bytes sent: 2.50K\n", 2560),
+                                         ("Total bytes sent: 1.00M", 1 << 20), ("nothing", 0)])
+def test_bytes_sent(stats, sent):
+    assert shipping.bytes_sent(stats) == sent
+
+
+def test_shipped_files_leave_secrets_and_local_state_behind(tmp_path):
+    for name in ["Dockerfile", "Pipfile", "config/stack.toml", "config/django.env", "config/db/database1.env",
+                 "config/db/database1.env.example", "hello/manage.py", "hello/x/__pycache__/m.pyc", "tasks/db.py",
+                 "backups/a.tar.zst", "hello/db.sqlite3"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    shipped = sorted(p.relative_to(tmp_path).as_posix() for p in shipping.shipped_files(tmp_path))
+    assert shipped == ["Dockerfile", "Pipfile", "config/db/database1.env.example", "config/stack.toml", "hello/manage.py"]
+    digest = shipping.code_digest(tmp_path)
+    (tmp_path / "config/django.env").write_text("another secret")
+    assert shipping.code_digest(tmp_path) == digest  # secrets do not change the image tag
+    (tmp_path / "hello/manage.py").write_text("changed")
+    assert shipping.code_digest(tmp_path) != digest
+
+
+def test_secret_generation_happens_on_the_host_and_never_overwrites():
+    script, stdin = shipping.generate_secret_file("/srv/hello/shared/config/django.env", "KEY=@@GENERATED_SECRET@@\n")
+    assert stdin == "KEY=@@GENERATED_SECRET@@\n"
+    assert script.startswith("if test -e /srv/hello/shared/config/django.env; then cat > /dev/null; exit 0; fi; umask 077;")
+    assert "head -c 64 /dev/urandom" in script and 'ENVIRON["SECRET"]' in script  # the value stays out of argv
+    assert 'ln "$t" /srv/hello/shared/config/django.env' in script  # a link fails rather than replace a file
+
+
+def test_release_env():
+    text = shipping.release_env("hello-prod", 8080, "hello-prod-djangoapp:abc", {"POSTGRES_IMAGE": "local/postgres:15"})
+    assert text.splitlines()[1:] == ["COMPOSE_PROJECT_NAME=hello-prod", "HTTP_PORT=8080",
+                                     "APP_IMAGE=hello-prod-djangoapp:abc", "POSTGRES_IMAGE=local/postgres:15"]
+
+
+def test_every_stack_task_takes_host():
+    import inspect
+
+    from tasks import ns
+
+    with_host = {name for name in ns.task_names if "host" in inspect.signature(ns[name].body).parameters}
+    assert {"up", "down", "ps", "logs", "migrate", "createsuperuser", "static", "manage", "doctor", "db.list",
+            "db.shell", "db.dump", "db.load", "volume.list", "volume.backup", "volume.restore", "backup.all",
+            "deploy.deploy", "rollback"} <= with_host
