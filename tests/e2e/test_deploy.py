@@ -145,6 +145,23 @@ def test_remote_tasks(remote):
     assert manifest["sha256"] == digest and manifest["docker_volume"] == f"{PROJECT}_media_volume"
 
 
+def test_restore_with_host_uploads_the_archive_first(remote):
+    local = sorted((remote.root / "backups").glob(f"{PROJECT}_media_volume_*.tar.zst"))[-1]
+    result = remote.inv("volume.restore", str(local), "--host", "prod", "--yes")
+    assert f"verified {local.name} (sha256" in result.stdout  # here, before sending
+    assert f"verified {local.name} (sha256" in result.stdout and " on prod" in result.stdout  # and there
+    assert (remote.remote_dir / "shared/backups" / local.name).exists()
+    assert remote.health()[0] == 200
+
+
+def test_several_hosts_run_in_parallel_with_a_line_each(remote):
+    result = remote.inv("ps", "--host", "prod,closed", check=False)
+    assert result.returncode == 1
+    assert "[prod] ok" in result.stdout
+    assert "[closed] error: cannot reach closed" in result.stdout
+    assert "failed on closed (of 2 hosts)" in result.stderr
+
+
 def test_a_release_failing_its_health_check_is_rolled_back(remote):
     before = remote.current()
     views = remote.root / "hello/hello/health.py"
