@@ -80,13 +80,26 @@ def volume_stats(volume: str, image: str) -> list[str]:
 SAFETY = ".restore-safety"
 
 
-def create_helper(image: str, volume: str, read_only: bool) -> list[str]:
+HELPER_LABEL = "hello.backup-helper"
+
+
+def helper_name(volume: str) -> str:
+    return f"{volume}-backup-helper"
+
+
+def create_helper(image: str, volume: str, read_only: bool, project: str) -> list[str]:
     """A container that is never started: `docker cp` reads and writes the volume through it.
     `docker cp` streams a plain tar over the engine's API, several times faster than a
-    container's standard output (measured: 1.4 GB in 6 s against 41 s)."""
+    container's standard output (measured: 1.4 GB in 6 s against 41 s). Named after the
+    volume and labelled, so that one left by a killed run is found and removed."""
     # As root: `docker cp` resolves the container's user, and "root" exists in every image.
     return ["docker", "create", "--pull", "never", "--network", "none", "--user", "0",
+            "--name", helper_name(volume), "--label", f"{HELPER_LABEL}={project}",
             "--volume", f"{volume}:/data{':ro' if read_only else ''}", image]
+
+
+def leftover_helpers(project: str) -> list[str]:
+    return ["docker", "ps", "--all", "--quiet", "--filter", f"label={HELPER_LABEL}={project}"]
 
 
 def remove_container(container: str) -> list[str]:

@@ -129,7 +129,8 @@ class helper_container:
         self.id = None
 
     def __enter__(self) -> str:
-        argv = archive.create_helper(self.info.image, self.info.name, self.read_only)
+        argv = archive.create_helper(self.info.image, self.info.name, self.read_only, self.r.project)
+        self.r.probe(archive.remove_container(archive.helper_name(self.info.name)))  # left by a killed run
         if self.r.dry:
             self.r.say(f"[dry] {' '.join(argv)}")
             self.id = "HELPER_CONTAINER"
@@ -145,6 +146,13 @@ class helper_container:
         if self.id and not self.r.dry:
             self.r.probe(archive.remove_container(self.id))
         return False
+
+
+def remove_leftover_helpers(r: Runner) -> None:
+    """Helpers left by a killed backup or restore hold their volume; `inv down` clears them."""
+    found = r.probe(archive.leftover_helpers(r.project))
+    if found is not None and found.stdout.split():
+        r.probe(["docker", "rm", "--force", *found.stdout.split()])
 
 
 def backup_volume(r: Runner, info: VolumeInfo, comp: archive.Compressor) -> Path:

@@ -157,6 +157,9 @@ def down(c, volumes=False, yes=False, dry=False):
     if volumes:
         names = ", ".join(r.stack.volumes)
         confirm(yes or r.dry, f"Delete the volumes {names} and all their data?", f"--volumes deletes {names} for good")
+    from .backups import remove_leftover_helpers
+
+    remove_leftover_helpers(r)
     r.compose(compose.down(volumes=volumes), what="stopping the stack")
 
 

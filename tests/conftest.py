@@ -12,6 +12,7 @@ def mock_c():
             "docker version --format '{{.Server.Version}}'": Result("28.2.2\n"),
             "docker compose version --short": Result("2.40.3\n"),
             "docker compose --project-name hello ps --services --status running": Result("djangoapp\nnginx\ndatabase1\n"),
+            "docker ps --all --quiet --filter label=hello.backup-helper=hello": Result(""),
         }
         run.update(commands or {})
         return MockContext(config=Config(overrides=config), run=run, repeat=True)

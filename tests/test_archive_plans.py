@@ -15,8 +15,9 @@ def test_archive_name_and_stamp():
 
 
 def test_backup_streams_the_volume_with_docker_cp_from_a_helper_that_never_starts():
-    assert archive.create_helper("hello-djangoapp:latest", "hello_media_volume", read_only=True) == [
+    assert archive.create_helper("hello-djangoapp:latest", "hello_media_volume", True, "hello") == [
         "docker", "create", "--pull", "never", "--network", "none", "--user", "0",
+        "--name", "hello_media_volume-backup-helper", "--label", "hello.backup-helper=hello",
         "--volume", "hello_media_volume:/data:ro", "hello-djangoapp:latest",
     ]
     assert archive.archive_volume("c0ffee", archive.ZSTD, "/b/.x.tmp") == [

@@ -93,6 +93,14 @@ class Stack:
         return subprocess.run(["docker", *args], cwd=self.root, capture_output=True, text=True, check=check,
                               timeout=300)
 
+    def purge(self):
+        """Take the project down and delete every volume named after it, labelled by
+        compose or not (a leftover of an interrupted run must not leak into this one)."""
+        self.inv("down", "--volumes", "--yes", check=False)
+        out = self.docker("volume", "ls", "--quiet", "--filter", f"name=^{self.project}_", check=False).stdout
+        if out.split():
+            self.docker("volume", "rm", "--force", *out.split(), check=False)
+
     def volumes(self):
         out = self.docker("volume", "ls", "--quiet", "--filter", f"label=com.docker.compose.project={self.project}").stdout
         return {name.removeprefix(f"{self.project}_") for name in out.split()}
@@ -105,9 +113,9 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack():
     s = Stack(PROJECT, free_port(8000))
-    s.inv("down", "--volumes", "--yes", check=False)
+    s.purge()
     yield s
-    s.inv("down", "--volumes", "--yes", check=False)
+    s.purge()
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +124,9 @@ def copied_stack(tmp_path_factory):
     from tests.projectcopy import copy_project
 
     s = Stack(f"{PROJECT}-copy", free_port(0), root=copy_project(tmp_path_factory.mktemp("project")))
+    s.purge()
     yield s
-    s.inv("down", "--volumes", "--yes", check=False)
-    for volume in s.volumes():
-        s.docker("volume", "rm", f"{s.project}_{volume}", check=False)
+    s.purge()
 
 
 @pytest.fixture(scope="session")

@@ -136,6 +136,7 @@ def test_a_killed_backup_leaves_nothing_that_looks_complete(s):
     assert not [p for p in new if p.name.endswith(".json")]
     assert "djangoapp" not in s.compose("ps", "--services", "--status", "running").stdout.split()
     s.inv("up", "--no-build")
+    s.inv("volume.backup", "--volume", "media_volume")  # finds and replaces the killed run's helper
     assert "djangoapp" in s.compose("ps", "--services", "--status", "running").stdout.split()
     app_exec(s, "import os; os.remove('/srv/media/big.bin')")
 
