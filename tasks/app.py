@@ -22,7 +22,8 @@ def migrate_all(r: Runner, database=None) -> None:
         r.compose(compose.migrate(db.alias), what=f"migrate on {db.name}")
 
 
-@task(help={"host": HOST_HELP, 
+@task(help={
+    "host": HOST_HELP,
     "database": "Migrate only this database, by name or alias (default: every database).",
     "dry": "Print the commands instead of running them.",
 })
@@ -33,7 +34,8 @@ def migrate(c, database=None, dry=False):
     migrate_all(Runner(c, dry=dry), database)
 
 
-@task(help={"host": HOST_HELP, 
+@task(help={
+    "host": HOST_HELP,
     "username": "Create this user without prompting; the password comes from "
                 "DJANGO_SUPERUSER_PASSWORD (default: ask on the terminal).",
     "email": "The user's e-mail address, with --username (default: none).",
@@ -80,7 +82,8 @@ def _arguments_after_double_dash(argv) -> list[str]:
     return list(argv[argv.index("--") + 1:]) if "--" in argv else []
 
 
-@task(help={"host": HOST_HELP, 
+@task(help={
+    "host": HOST_HELP,
     "args": "manage.py arguments as one string, when not given after `--`.",
     "dry": "Print the command instead of running it.",
 })

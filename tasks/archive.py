@@ -58,12 +58,10 @@ def pipeline(*stages, output: str | None = None, input: str | None = None) -> li
     return ["bash", "-o", "pipefail", "-c", text]
 
 
-def helper(image: str, mounts, command, interactive=False) -> list[str]:
+def helper(image: str, mounts, command) -> list[str]:
     """A throwaway container from an image already on the host (never pulled), without
     network, as root so that it can read and restore every file's owner and mode."""
     argv = ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0"]
-    if interactive:
-        argv.append("--interactive")
     for volume, path, read_only in mounts:
         argv += ["--volume", f"{volume}:{path}{':ro' if read_only else ''}"]
     return argv + ["--entrypoint", command[0], image, *command[1:]]
@@ -110,8 +108,8 @@ def archive_volume(container: str, compressor: Compressor, output: str) -> list[
     return pipeline(["docker", "cp", f"{container}:/data/.", "-"], list(compressor.compress), output=output)
 
 
-def _in_volume(volume: str, image: str, script: str, interactive=False) -> list[str]:
-    return helper(image, [(volume, "/data", False)], ["sh", "-c", f"set -e; cd /data; {script}"], interactive)
+def _in_volume(volume: str, image: str, script: str) -> list[str]:
+    return helper(image, [(volume, "/data", False)], ["sh", "-c", f"set -e; cd /data; {script}"])
 
 
 def move_aside(volume: str, image: str) -> list[str]:

@@ -11,7 +11,7 @@ from invoke import Collection, task
 
 from . import compose, render
 from .files import create_secret, write_all
-from .lifecycle import wait_for_http
+from .lifecycle import wait_until_served
 from .remote import HOST_HELP, on_hosts
 from .runner import Runner, TaskError, confirm, interactive, task_errors
 from .stack import STACK_FILE, loads, read_text, with_database_added, with_database_removed
@@ -68,8 +68,8 @@ def add(c, name, up=False, dry=False):
     from .app import migrate_all
 
     migrate_all(r, name)
+    wait_until_served(r, timeout=120)
     if not r.dry:
-        wait_for_http(f"http://127.0.0.1:{r.http_port}/healthz", timeout=120)
         r.say(f"Database {name} is up and migrated.")
 
 
@@ -152,7 +152,8 @@ def dump(c, name, dry=False):
         backups.fetch(r, made)
 
 
-@task(help={"host": HOST_HELP, 
+@task(help={
+    "host": HOST_HELP,
     "name": "The database to replace, by name or alias.",
     "file": "A dump made by `inv db.dump` (its manifest must sit next to it).",
     "yes": "Do not ask for confirmation (needed when not on a terminal).",

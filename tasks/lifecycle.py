@@ -100,7 +100,8 @@ def check_port_free(r: Runner) -> None:
             ) from None
 
 
-@task(help={"host": HOST_HELP, 
+@task(help={
+    "host": HOST_HELP,
     "service": "Build only this service (default: every service with a build section).",
     "pull": "Pull a newer base image first (default: off).",
     "no_cache": "Ignore the layer cache (default: off).",
@@ -115,7 +116,8 @@ def build(c, service=None, pull=False, no_cache=False, dry=False):
     r.compose(compose.build([service] if service else [], pull=pull, no_cache=no_cache))
 
 
-@task(help={"host": HOST_HELP, 
+@task(help={
+    "host": HOST_HELP,
     "build": "Rebuild the app image first; the layer cache makes it quick (default: on).",
     "timeout": "Seconds to wait for every service to be healthy (default: 180).",
     "migrate": "Run migrations on every database after start (default: on).",
@@ -144,7 +146,8 @@ def up(c, build=True, timeout=180, migrate=True, static=True, dry=False):
         r.say(f"The stack is up{where} at {url} ({time.monotonic() - started:.1f}s). Admin: {url}admin/")
 
 
-@task(help={"host": HOST_HELP, 
+@task(help={
+    "host": HOST_HELP,
     "volumes": "Also delete the named volumes: databases, static and media files (default: off).",
     "yes": "Confirm --volumes without asking (needed when not on a terminal).",
     "dry": "Print the commands instead of running them.",
@@ -172,7 +175,8 @@ def ps(c, all=False, dry=False):
 
 
 @task(
-    help={"host": HOST_HELP, 
+    help={
+    "host": HOST_HELP,
         "service": "Show one service's logs (default: all): djangoapp, nginx or a database name.",
         "follow": "Keep streaming new lines until Ctrl-C (default: off).",
         "tail": "Lines to show from the end of each log (default: 200).",

@@ -33,7 +33,8 @@ def list_(c, dry=False):
 
 @task(
     iterable=["volume"],
-    help={"host": HOST_HELP, 
+    help={
+    "host": HOST_HELP,
         "volume": "A volume to back up, by short or full name; repeat for several (default: all).",
         "dry": "Print the commands instead of running them.",
     },
@@ -52,7 +53,8 @@ def backup(c, volume=None, dry=False):
             backups.fetch(r, made)
 
 
-@task(help={"host": HOST_HELP, 
+@task(help={
+    "host": HOST_HELP,
     "archive": "The archive (or its .json manifest) to restore, e.g. backups/hello_media_volume_20261120T101500Z.tar.zst.",
     "volume": "Restore into this volume instead of the one the archive came from.",
     "yes": "Do not ask for confirmation (needed when not on a terminal).",
