@@ -28,36 +28,24 @@ would otherwise copy from the documentation, on a volume of a realistic size.
 Everything runs in a throwaway copy of the project (tests/projectcopy.py) under the compose
 project `hello-bench` on a free port on 127.0.0.1, with its own app image tag, so the
 developer's tree, stack and images are left alone; it is all removed at the end, whatever
-happens. Run from the repository root: `pipenv run python bench/backup_throughput.py`.
+happens. `inv bench` runs it with the other benchmarks; alone, from the repository root:
+`pipenv run python -m bench.backup_throughput`.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from .harness import (MIB, BenchError, Env, Section, http_status, log, ratio, sandbox, seconds,
+                      size, timed)
 
-from tests.projectcopy import copy_project  # noqa: E402
-
-PROJECT = "hello-bench"
 SERVICE = "database1"
 VOLUME_SHORT = "database1_volume"
-VOLUME = f"{PROJECT}_{VOLUME_SHORT}"
-APP_IMAGE = f"{PROJECT}-djangoapp:latest"   # not the developer's hello-djangoapp:latest
-MIB = 1024 * 1024
 # Each row: md5 of its number (32 hex chars, unique) and a random md5 repeated REPEATS
 # times: about 1/(REPEATS+1) of the text is fresh, the rest repeats within the row. Rows
 # stay far below the 2 kB TOAST threshold, so PostgreSQL stores them uncompressed.
@@ -65,45 +53,8 @@ REPEATS = 4
 BATCH_MIB = 64
 
 
-class BenchError(Exception):
-    pass
-
-
-# Running things ------------------------------------------------------------------------------
-
-@dataclass
-class Env:
-    copy: Path
-    port: int
-    timeout: int                                  # seconds for one long operation
-    vars: dict = field(default_factory=dict)
-
-    def run(self, argv, timeout=None, check=True, quiet=True) -> subprocess.CompletedProcess:
-        """Run ARGV in the copy with the bench's environment; raise on failure or timeout."""
-        try:
-            result = subprocess.run([str(a) for a in argv], cwd=self.copy, env=self.vars, text=True,
-                                    capture_output=quiet, stdin=subprocess.DEVNULL,
-                                    timeout=timeout or self.timeout)
-        except subprocess.TimeoutExpired:
-            raise BenchError(f"timed out after {timeout or self.timeout}s: {' '.join(map(str, argv))}") from None
-        if check and result.returncode != 0:
-            tail = "\n".join(((result.stdout or "") + (result.stderr or "")).splitlines()[-20:])
-            raise BenchError(f"exit status {result.returncode}: {' '.join(map(str, argv))}\n{tail}")
-        return result
-
-    def inv(self, *args, timeout=None) -> subprocess.CompletedProcess:
-        return self.run([sys.executable, "-m", "invoke", *args], timeout=timeout)
-
-    def compose(self, *args, timeout=None, check=True) -> subprocess.CompletedProcess:
-        return self.run(["docker", "compose", "--project-name", PROJECT, *args], timeout=timeout, check=check)
-
-    def psql(self, sql: str, timeout=None, check=True) -> subprocess.CompletedProcess:
-        return self.compose("exec", "-T", SERVICE, "psql", "-U", SERVICE, "-d", SERVICE,
-                            "-v", "ON_ERROR_STOP=1", "-Atqc", sql, timeout=timeout, check=check)
-
-    @property
-    def postgres_image(self) -> str:
-        return self.vars.get("POSTGRES_IMAGE") or "postgres:15"
+def volume_name(env: Env) -> str:
+    return f"{env.project}_{VOLUME_SHORT}"
 
 
 def helper(env: Env, mounts, *command) -> list[str]:
@@ -116,40 +67,24 @@ def helper(env: Env, mounts, *command) -> list[str]:
     return argv + ["--entrypoint", command[0], env.postgres_image, *command[1:]]
 
 
-def timed(func, *args) -> float:
-    started = time.monotonic()
-    func(*args)
-    return time.monotonic() - started
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # The stack and its data ------------------------------------------------------------------------
 
 def fill_database(env: Env, size_mib: int) -> int:
     """Create table `bench` and insert rows until it holds SIZE_MIB MiB; return its row count."""
     row = f"md5(g::text) || repeat(md5(random()::text), {REPEATS})"
-    env.psql("DROP TABLE IF EXISTS bench; CREATE TABLE bench (g bigint, payload text)")
+    env.psql(SERVICE, "DROP TABLE IF EXISTS bench; CREATE TABLE bench (g bigint, payload text)")
     rows, per_row = 0, None
     target = size_mib * MIB
     while True:
-        size = int(env.psql("SELECT pg_total_relation_size('bench')").stdout.strip() or 0)
-        if size >= target:
+        current = int(env.psql(SERVICE, "SELECT pg_total_relation_size('bench')").stdout.strip() or 0)
+        if current >= target:
             break
-        batch = 10_000 if per_row is None else max(1, min(target - size, BATCH_MIB * MIB) // per_row + 1)
-        env.psql(f"INSERT INTO bench SELECT g, {row} FROM generate_series({rows + 1}, {rows + batch}) AS g")
+        batch = 10_000 if per_row is None else max(1, min(target - current, BATCH_MIB * MIB) // per_row + 1)
+        env.psql(SERVICE, f"INSERT INTO bench SELECT g, {row} FROM generate_series({rows + 1}, {rows + batch}) AS g")
         rows += batch
-        per_row = max(1, int(env.psql("SELECT pg_total_relation_size('bench')").stdout.strip()) // rows)
+        per_row = max(1, int(env.psql(SERVICE, "SELECT pg_total_relation_size('bench')").stdout.strip()) // rows)
         log(f"  {rows} rows, {rows * per_row / MIB:.0f} MiB of {size_mib}")
-    env.psql("CHECKPOINT")
+    env.psql(SERVICE, "CHECKPOINT")
     return row_count(env)
 
 
@@ -157,7 +92,7 @@ def row_count(env: Env, wait: int = 120) -> int:
     """Rows in `bench`, retrying while the database is still starting."""
     deadline = time.monotonic() + wait
     while True:
-        result = env.psql("SELECT count(*) FROM bench", timeout=60, check=False)
+        result = env.psql(SERVICE, "SELECT count(*) FROM bench", timeout=60, check=False)
         if result.returncode == 0:
             return int(result.stdout.strip())
         if time.monotonic() > deadline:
@@ -166,19 +101,8 @@ def row_count(env: Env, wait: int = 120) -> int:
 
 
 def volume_bytes(env: Env) -> int:
-    result = env.run(helper(env, [f"{VOLUME}:/data:ro"], "du", "-sb", "/data"), timeout=300)
+    result = env.run(helper(env, [f"{volume_name(env)}:/data:ro"], "du", "-sb", "/data"), timeout=300)
     return int(result.stdout.split()[0])
-
-
-def healthz_status(port: int) -> int:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 only, no proxy
-    try:
-        with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
 
 
 def verify(env: Env, expected_rows: int, what: str, check_http: bool) -> None:
@@ -187,7 +111,7 @@ def verify(env: Env, expected_rows: int, what: str, check_http: bool) -> None:
         raise BenchError(f"after {what}: bench has {rows} rows, expected {expected_rows}")
     if check_http:
         deadline = time.monotonic() + 30
-        while (status := healthz_status(env.port)) != 200 and time.monotonic() < deadline:
+        while (status := http_status(f"{env.url}/healthz")) != 200 and time.monotonic() < deadline:
             time.sleep(1)
         if status != 200:
             raise BenchError(f"after {what}: /healthz on 127.0.0.1:{env.port} answered {status}, expected 200")
@@ -217,12 +141,12 @@ def ours_restore(env: Env, archive: Path) -> None:
 
 
 def baseline_backup(env: Env, directory: Path) -> None:
-    env.run(helper(env, [f"{VOLUME}:/data", f"{directory}:/backup"],
+    env.run(helper(env, [f"{volume_name(env)}:/data", f"{directory}:/backup"],
                    "tar", "czf", "/backup/baseline.tar.gz", "-C", "/data", "."))
 
 
 def baseline_restore(env: Env, directory: Path) -> None:
-    env.run(helper(env, [f"{VOLUME}:/data", f"{directory}:/backup"],
+    env.run(helper(env, [f"{volume_name(env)}:/data", f"{directory}:/backup"],
                    "sh", "-c", "cd /data && find . -mindepth 1 -delete && tar xzf /backup/baseline.tar.gz"))
 
 
@@ -264,84 +188,57 @@ def run_baseline(env: Env, rows: int, directory: Path, samples: Samples) -> None
 
 # Report -------------------------------------------------------------------------------------------
 
-def table(volume: int, ours: Samples, base: Samples) -> str:
-    def cell(seconds):
-        return f"{seconds:8.2f} s {volume / MIB / seconds:8.1f} MiB/s"
+def section(size_mib: int, repeat: int, volume: int, rows: int, ours: Samples, base: Samples) -> Section:
+    def cell(value):
+        return f"{seconds(value)} ({volume / MIB / value:.0f} MiB/s)"
 
-    def size(values):
-        value = statistics.median(values)
-        return f"{value / MIB:.1f} MiB ({volume / value:.2f}x)"
-
-    header = ("operation", "ours (s, MiB/s)", "baseline (s, MiB/s)", "ratio base/ours", "archive ours", "archive baseline")
-    rows = [header]
+    table_rows = []
     for name in ("backup", "restore"):
         mine, theirs = statistics.median(getattr(ours, name)), statistics.median(getattr(base, name))
-        rows.append((name, cell(mine), cell(theirs), f"{theirs / mine:.2f}", size(ours.archive_bytes),
-                     size(base.archive_bytes)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-    lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def report(args, volume: int, rows: int, ours: Samples, base: Samples) -> str:
-    return "\n".join([
-        f"volume {VOLUME}: {volume / MIB:.1f} MiB on disk (du -sb), table bench: {rows} rows "
-        f"(asked for {args.size_mib} MiB); median of {args.repeat} run(s)",
-        f"compressor: ours {ours.compressor}, baseline {base.compressor}",
-        "",
-        table(volume, ours, base),
-        "",
-        "ratio > 1: ours is faster. Ours is timed end to end (stop/start, checksums, safety copy,",
-        "health wait); the baseline's docker run only, with database1 stopped outside the clock.",
-        "Archive sizes: median, with the compression ratio (volume size / archive size).",
-    ])
+        table_rows.append([name, cell(mine), cell(theirs), ratio(theirs / mine)])
+    mine, theirs = statistics.median(ours.archive_bytes), statistics.median(base.archive_bytes)
+    table_rows.append(["archive", f"{size(mine)} ({volume / mine:.2f}:1)", f"{size(theirs)} ({volume / theirs:.2f}:1)",
+                       ratio(theirs / mine)])
+    return Section(
+        title="Backups",
+        header=["", f"ours ({ours.compressor})", "Docker's recipe (tar czf / xzf)", "recipe ÷ ours"],
+        rows=table_rows,
+        notes=[f"database1_volume: {volume / MIB:.0f} MiB on disk (du -sb), table `bench`: {rows:,} rows "
+               f"({size_mib} MiB asked for); median of {repeat} run(s), order alternating.",
+               "Ours is timed end to end as a user runs it (`inv volume.backup`, `inv volume.restore "
+               "--yes`): Invoke start-up, stopping and starting the services, checksum, manifest, safety "
+               "copy and the wait until the stack is healthy. The recipe's `docker run` alone is timed, "
+               "with database1 stopped outside the clock. A ratio above 1: ours is faster (or smaller)."],
+    )
 
 
 # Main ---------------------------------------------------------------------------------------------
 
-def make_env(copy: Path, args) -> Env:
-    port = free_port()
-    variables = {**os.environ, "COMPOSE_PROJECT_NAME": PROJECT, "HTTP_PORT": str(port), "APP_IMAGE": APP_IMAGE}
-    # One long operation may take 10 minutes, or longer on big volumes (down to ~3 MiB/s).
-    return Env(copy=copy, port=port, timeout=max(600, args.size_mib * 3 // 10), vars=variables)
-
-
-def benchmark(env: Env, args) -> str:
-    log(f"starting the stack {PROJECT} on 127.0.0.1:{env.port} in {env.copy}")
+def measure(env: Env, size_mib: int, repeat: int) -> Section:
+    """Fill database1 with SIZE_MIB MiB, then back up and restore it REPEAT times both ways."""
+    env.timeout = max(env.timeout, size_mib * 3 // 10)  # one long operation: down to ~3 MiB/s
     env.inv("up")
-    log(f"filling {SERVICE} with ~{args.size_mib} MiB")
-    rows = fill_database(env, args.size_mib)
+    log(f"filling {SERVICE} with ~{size_mib} MiB")
+    rows = fill_database(env, size_mib)
     volume = volume_bytes(env)
     log(f"{rows} rows, volume {volume / MIB:.1f} MiB")
-    baseline_dir = env.copy.parent / "baseline"
-    baseline_dir.mkdir(mode=0o700)
+    baseline_dir = env.workdir / "baseline"
+    baseline_dir.mkdir(mode=0o700, exist_ok=True)
     ours, base = Samples(), Samples()
-    for i in range(args.repeat):
-        log(f"run {i + 1} of {args.repeat}")
-        steps = [lambda: run_ours(env, rows, ours), lambda: run_baseline(env, rows, baseline_dir, base)]
-        for step in (steps if i % 2 == 0 else steps[::-1]):
-            step()
-    return report(args, volume, rows, ours, base)
-
-
-def cleanup(env: Env | None, workdir: Path) -> None:
-    if env is not None:
-        log(f"cleaning up {PROJECT}")
-        try:
-            env.inv("down", "--volumes", "--yes", timeout=300)
-        except BenchError as exc:
-            log(f"inv down failed (going on): {exc}")
-        names = env.run(["docker", "volume", "ls", "--quiet", "--filter", f"name={PROJECT}_"],
-                        timeout=60, check=False).stdout.split()
-        for name in (n for n in names if n.startswith(f"{PROJECT}_")):
-            env.run(["docker", "volume", "rm", "--force", name], timeout=120, check=False)
-        env.run(["docker", "image", "rm", APP_IMAGE], timeout=120, check=False)
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        for i in range(repeat):
+            log(f"  backups {i + 1}/{repeat}")
+            steps = [lambda: run_ours(env, rows, ours), lambda: run_baseline(env, rows, baseline_dir, base)]
+            for step in (steps if i % 2 == 0 else steps[::-1]):
+                step()
+    finally:
+        env.psql(SERVICE, "DROP TABLE IF EXISTS bench", check=False)
+    return section(size_mib, repeat, volume, rows, ours, base)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
+        prog="python -m bench.backup_throughput",
         description="Time `inv volume.backup`/`volume.restore` against Docker's documented "
                     "tar czf/xzf recipe on a PostgreSQL volume, in a throwaway copy of the project.")
     parser.add_argument("--size-mib", type=int, default=1024,
@@ -356,20 +253,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    workdir = Path(tempfile.mkdtemp(prefix="hello-bench-"))
-    env = None
     try:
-        copy = workdir / "project"
-        copy.mkdir()
-        copy_project(copy)
-        env = make_env(copy, args)
-        print(benchmark(env, args))
+        with sandbox() as env:
+            print(measure(env, args.size_mib, args.repeat).markdown())
         return 0
     except BenchError as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         return 1
-    finally:
-        cleanup(env, workdir)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 """
 from invoke import Collection
 
-from . import app, backup, db, deploy, doctor, lifecycle, volume
+from . import app, backup, benchmarks, db, deploy, doctor, lifecycle, volume
+from .stdin import ChunkedLocal
 
 ns = Collection(
     lifecycle.build,
@@ -23,4 +24,7 @@ ns = Collection(
     backup.ns,
     deploy.ns,
     deploy.rollback,
+    benchmarks.bench,
 )
+# Piped input at the speed of the pipe, not 100 bytes a second (see tasks/stdin.py).
+ns.configure({"runners": {"local": ChunkedLocal}})

@@ -17,6 +17,7 @@ from invoke.exceptions import Exit
 
 from .runner import TaskError, is_dry
 from .stack import Host, StackError, load
+from .stdin import remote_runner
 
 HOST_HELP = "Run on these hosts over SSH: a name or group from config/stack.toml, or a comma list (default: here)."
 
@@ -43,6 +44,7 @@ def connect(host: Host, dry: bool = False):
     conn = _connection_class()(host.address, user=host.user, port=host.port, connect_timeout=10,
                                connect_kwargs=connect_kwargs)
     conn.stack_host = host
+    conn.config.runners.remote = remote_runner()  # piped input in chunks (tasks/stdin.py)
     known_hosts = os.path.expanduser(host.known_hosts)
     conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     if os.path.exists(known_hosts):

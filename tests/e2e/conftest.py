@@ -131,50 +131,13 @@ def copied_stack(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
-    """A real OpenSSH server on 127.0.0.1 with generated host and client keys: the 'remote'
-    host of the deploy tests. Its known_hosts file holds the true host key."""
-    import getpass
-    import shutil
-    import time
+    """A real OpenSSH server on 127.0.0.1 playing the remote host (see tests/sshd.py)."""
+    from tests.sshd import loopback_sshd, sshd_binary
 
-    binary = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not os.path.exists(binary):
+    if sshd_binary() is None:
         message = "OpenSSH server not installed (apt-get install openssh-server rsync)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    d = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "client_key", "other_key", "other_host_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
-    port = free_port(0)
-    (d / "sshd_config").write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {d}/host_key
-AuthorizedKeysFile {d}/authorized_keys
-PidFile {d}/sshd.pid
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-Subsystem sftp internal-sftp
-""")
-    os.makedirs("/run/sshd", exist_ok=True)
-    log = open(d / "sshd.log", "w")
-    proc = subprocess.Popen([binary, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=log)
-    deadline = time.monotonic() + 20
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        assert proc.poll() is None and time.monotonic() < deadline, (d / "sshd.log").read_text()
-        time.sleep(0.1)
-    host_key = (d / "host_key.pub").read_text().split()
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    other = (d / "other_host_key.pub").read_text().split()
-    (d / "wrong_known_hosts").write_text(f"[127.0.0.1]:{port} {other[0]} {other[1]}\n")
-    (d / "empty_known_hosts").write_text("")
-    yield {"dir": d, "port": port, "user": getpass.getuser()}
-    proc.terminate()
-    proc.wait(timeout=10)
+    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

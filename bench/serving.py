@@ -1,0 +1,138 @@
+"""Serving: requests per second, p99 latency and errors under wrk, on 127.0.0.1 only.
+
+Targets, all from the running bench stack:
+  static file   a hashed admin stylesheet served by Nginx from the static volume
+  page          the Django page `/`, Nginx -> Gunicorn
+  healthz       `/healthz`, Nginx -> Gunicorn -> a query on every database
+  runserver     the same page from `manage.py runserver` in the same image, with the same
+                settings, environment and networks (`docker compose run`): what the
+                simplest tutorials ship, and the baseline of the ratios
+
+Each (target, connections) cell is a wrk run of --duration seconds, repeated --repeat
+times; the median of the requests per second and of the p99 latency is kept and the
+errors (socket errors and non-2xx/3xx answers) are summed. wrk uses one thread per
+connection up to the number of cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+from .harness import BenchError, Env, Section, free_port, log, median, wait_for_200
+
+CONNECTIONS = (1, 16, 64)
+UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def parse_wrk(output: str) -> dict:
+    """Requests per second, p99 latency (seconds), requests and errors from wrk --latency."""
+    def number(pattern, default=None):
+        match = re.search(pattern, output, re.MULTILINE)
+        if match is None:
+            if default is None:
+                raise BenchError(f"unexpected wrk output (no match for {pattern!r}):\n{output}")
+            return default
+        return match.groups()
+
+    rps = float(number(r"^Requests/sec:\s+([\d.]+)")[0])
+    value, unit = number(r"^\s+99%\s+([\d.]+)(us|ms|s|m)\b")
+    requests = int(number(r"^\s+(\d+) requests in")[0])
+    socket_errors = sum(int(n) for n in number(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", ("0", "0", "0", "0")))
+    non_2xx = int(number(r"Non-2xx or 3xx responses: (\d+)", ("0",))[0])
+    return {"rps": rps, "p99": float(value) * UNITS[unit], "requests": requests, "errors": socket_errors + non_2xx}
+
+
+def wrk(url: str, connections: int, duration: float) -> dict:
+    threads = max(1, min(connections, os.cpu_count() or 1))
+    argv = ["wrk", "--threads", str(threads), "--connections", str(connections), "--duration", f"{duration:g}s",
+            "--timeout", "5s", "--latency", url]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
+                                stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk did not finish: {' '.join(argv)}") from None
+    if result.returncode != 0:
+        raise BenchError(f"wrk failed ({result.returncode}): {result.stderr.strip() or result.stdout.strip()}")
+    return parse_wrk(result.stdout)
+
+
+def static_path(env: Env) -> str:
+    """A hashed static file that collectstatic wrote (the admin's stylesheet)."""
+    manifest = json.loads(env.compose("exec", "-T", "djangoapp", "cat", "/srv/static/staticfiles.json").stdout)
+    return "/static/" + manifest["paths"]["admin/css/base.css"]
+
+
+class runserver:
+    """`manage.py runserver` in the app image, published on a free port of 127.0.0.1."""
+
+    def __init__(self, env: Env):
+        self.env = env
+        self.port = free_port()
+        self.name = f"{env.project}-runserver"
+
+    def __enter__(self):
+        self.env.run(["docker", "rm", "--force", self.name], check=False)
+        self.env.compose("run", "--detach", "--no-deps", "--name", self.name,
+                         "--publish", f"127.0.0.1:{self.port}:8000",
+                         "djangoapp", "python", "manage.py", "runserver", "0.0.0.0:8000")
+        wait_for_200(f"http://127.0.0.1:{self.port}/", timeout=60)
+        return f"http://127.0.0.1:{self.port}/"
+
+    def __exit__(self, *exc):
+        self.env.run(["docker", "rm", "--force", self.name], check=False)
+        return False
+
+
+def fmt_latency(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> Section:
+    if shutil.which("wrk") is None:
+        raise BenchError("wrk is not installed: apt-get install wrk")
+    env.inv("up")
+    with runserver(env) as runserver_url:
+        targets = {
+            "static file (Nginx)": f"{env.url}{static_path(env)}",
+            "page (Nginx → Gunicorn)": f"{env.url}/",
+            "/healthz (Nginx → Gunicorn → PostgreSQL)": f"{env.url}/healthz",
+            "page (`manage.py runserver`)": runserver_url,
+        }
+        for name, url in targets.items():
+            wait_for_200(url, timeout=30)
+            wrk(url, 1, min(duration, 1))  # warm up: workers forked, code imported, connections open
+        cells = {(name, c): [] for name in targets for c in connections}
+        for i in range(repeat):
+            for c in connections:
+                for name, url in targets.items():
+                    cells[name, c].append(wrk(url, c, duration))
+            log(f"  serving {i + 1}/{repeat}: " + ", ".join(
+                f"{n.split(' (')[0]}@{c} {cells[n, c][-1]['rps']:.0f}/s" for n in targets for c in connections))
+
+    baseline_name = "page (`manage.py runserver`)"
+    rows = []
+    for c in connections:
+        base = median([s["rps"] for s in cells[baseline_name, c]])
+        for name in targets:
+            samples = cells[name, c]
+            rps = median([s["rps"] for s in samples])
+            rows.append([name, c, f"{rps:,.0f}", fmt_latency(median([s["p99"] for s in samples])),
+                         f"{sum(s['errors'] for s in samples)} / {sum(s['requests'] for s in samples):,}",
+                         f"{rps / base:.2f}×" if base else "—"])
+    workers = env.compose("exec", "-T", "djangoapp", "python", "-c",
+                          "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
+                          "print(c['workers'], c['threads'], c.get('worker_class', 'sync'))").stdout.split()
+    return Section(
+        title="Serving",
+        header=["target", "connections", "requests/s", "p99", "errors / requests", "requests/s ÷ runserver"],
+        rows=rows,
+        notes=[f"wrk on 127.0.0.1, {duration:g} s per run, median of {repeat} run(s); errors are "
+               "socket errors plus non-2xx/3xx answers, summed over the runs.",
+               f"Gunicorn: {workers[0]} workers × {workers[1]} thread(s), {workers[2]} worker class "
+               "(gunicorn.conf.py). runserver: Django's threaded development server with its autoreloader.",
+               "The ratio compares each target with the runserver page at the same number of connections."],
+    )

@@ -1,0 +1,34 @@
+"""`inv bench`: the benchmarks of bench/, in one run (see bench/README.md)."""
+from __future__ import annotations
+
+import sys
+
+from invoke import Exit, task
+
+from .stack import ROOT
+
+
+@task(name="bench", help={
+    "only": "Comma-separated sections to run: build,start,serving,backups,deploy (default: all).",
+    "repeat": "Runs per measurement; medians are kept (default: 3).",
+    "duration": "Seconds per wrk run in the serving section (default: 5).",
+    "backup_mib": "MiB of table data for the backup runs (default: 1024).",
+    "quick": "A smoke run: 1 run, 1 s wrk runs, 16 MiB backups; writes nothing unless --output.",
+    "output": "Where to write the results (default: bench/RESULTS.md; none with --quick).",
+})
+def bench(c, only="", repeat=3, duration=5, backup_mib=1024, quick=False, output=None):
+    """Measure build, start, serving, backups and deploy against baselines run alongside; write bench/RESULTS.md.
+
+    Runs in a throwaway copy of the project (compose project hello-bench, free ports on
+    127.0.0.1), which it removes at the end; about 15 minutes with the defaults."""
+    if str(ROOT) not in sys.path:  # bench/ is a package next to tasks/, not installed
+        sys.path.insert(0, str(ROOT))
+    from bench.run import main  # late: `inv --list` stays fast
+
+    argv = ["--repeat", str(repeat), "--duration", str(duration), "--backup-mib", str(backup_mib)]
+    argv += ["--only", only] if only else []
+    argv += ["--quick"] if quick else []
+    argv += ["--output", output] if output else []
+    status = main(argv)
+    if status:
+        raise Exit(code=status)

@@ -1,0 +1,41 @@
+"""A smoke run of `inv bench --quick`: every section of the harness runs end to end against
+the real engine, wrk and sshd, and cleans up after itself. Its figures mean nothing (one
+run, one-second wrk runs, 16 MiB of backups) and are not kept; the checks are on the
+shape of the report and on what the run leaves behind."""
+import re
+import subprocess
+
+import pytest
+
+from tests.e2e.conftest import Stack
+from tests.sshd import sshd_binary
+
+pytestmark = pytest.mark.e2e
+
+
+def docker_names(*args):
+    return set(subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.split())
+
+
+def test_quick_bench_runs_every_section_and_leaves_nothing(tmp_path):
+    if sshd_binary() is None:
+        pytest.fail("the deploy section needs an OpenSSH server (apt-get install openssh-server rsync)")
+    output = tmp_path / "RESULTS.md"
+    result = Stack("hello-bench", 0).inv("bench", "--quick", "--output", str(output), timeout=1200)
+    text = output.read_text()
+    for title in ("## Build", "## Start", "## Serving", "## Backups", "## Deploy"):
+        assert title in text, f"{title} missing from:\n{text}"
+    assert "Machine:" in text and "Docker Engine" in text
+    # Every ratio is a measured number, and no request failed.
+    assert re.search(r"Code-only rebuild ÷ cold build \(ours\): \d\.\d{3}", text)
+    serving = text.split("## Serving")[1].split("##")[0]
+    assert len(re.findall(r"\| \d+ / [\d,]+ ", serving)) == 12, serving
+    assert all(n == "0" for n in re.findall(r"\| (\d+) / [\d,]+ ", serving)), serving
+    deploy = text.split("## Deploy")[1]
+    first = re.search(r"\| first +\| [\d.]+ s +\| ([\d,]+) ", deploy)
+    unchanged = re.search(r"\| unchanged +\| [\d.]+ s +\| ([\d,]+) ", deploy)
+    assert first and unchanged and int(unchanged[1].replace(",", "")) * 10 < int(first[1].replace(",", "")), deploy
+    # Nothing of the run is left: containers, volumes, images.
+    assert not {n for n in docker_names("ps", "--all", "--format", "{{.Names}}") if n.startswith("hello-bench")}
+    assert not {n for n in docker_names("volume", "ls", "--quiet") if n.startswith("hello-bench")}
+    assert not {n for n in docker_names("images", "--format", "{{.Repository}}") if n.startswith("hello-bench")}
