@@ -59,10 +59,8 @@ class Ours:
         return int(match.group(1))
 
     def teardown(self) -> None:
-        current = self.directory / "current" / "docker-compose.yml"
-        if current.exists():
-            self.env.run(["docker", "compose", "--project-name", self.project, "-f", current, "down", "--volumes"],
-                         check=False, cwd=current.parent)
+        # By project name alone: a failed first deploy leaves containers but no `current`.
+        down_project(self.env, self.project)
         remove_images(self.env, f"{self.project}-djangoapp")
         (self.env.copy / "config/stack.toml").write_text(self.stack_toml)
 
@@ -89,7 +87,10 @@ class ByHand:
         rsync = self.env.run(["rsync", "--archive", "--compress", "--delete", "--stats", "--exclude", ".git",
                               "--exclude", "backups", "--exclude", "__pycache__", "-e", shlex.join(self.ssh),
                               f"{self.env.copy}/", f"{self.target}:{self.directory}/"])
-        sent = int(re.search(r"Total bytes sent: ([\d,]+)", rsync.stdout).group(1).replace(",", ""))
+        match = re.search(r"Total bytes sent: ([\d,]+)", rsync.stdout)
+        if match is None:
+            raise BenchError(f"rsync did not say what it sent:\n{rsync.stdout}")
+        sent = int(match.group(1).replace(",", ""))
         variables = {name: self.env.vars[name] for name in ("PYTHON_IMAGE", "POSTGRES_IMAGE", "NGINX_IMAGE")
                      if self.env.vars.get(name)}
         variables.update(HTTP_PORT=str(self.port), APP_IMAGE=f"{self.project}-djangoapp:latest")
@@ -102,10 +103,14 @@ class ByHand:
         return sent
 
     def teardown(self) -> None:
-        if (self.directory / "docker-compose.yml").exists():
-            self.env.run(["docker", "compose", "--project-name", self.project, "down", "--volumes"],
-                         check=False, cwd=self.directory)
+        down_project(self.env, self.project)
         remove_images(self.env, f"{self.project}-djangoapp")
+
+
+def down_project(env: Env, project: str) -> None:
+    """Remove a compose project's containers, networks and volumes, found by their labels."""
+    env.run(["docker", "compose", "--project-name", project, "down", "--volumes", "--remove-orphans"],
+            check=False, cwd=env.workdir)
 
 
 def remove_images(env: Env, repository: str) -> None:

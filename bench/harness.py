@@ -152,19 +152,31 @@ def sandbox(project: str = PROJECT):
     """A git copy of the project in a temporary directory, with its own compose project,
     free port and app image tag; everything it made is removed on the way out."""
     workdir = Path(tempfile.mkdtemp(prefix=f"{project}-"))
-    copy = copy_project(workdir / "project")
-    port = free_port()
-    env = Env(copy=copy, port=port, project=project, workdir=workdir,
-              vars={**os.environ, "COMPOSE_PROJECT_NAME": project, "HTTP_PORT": str(port),
-                    "APP_IMAGE": f"{project}-djangoapp:latest", "PIPENV_VERBOSITY": "-1"})
+    env = None
+    dangling_before = dangling_images()
     try:
+        port = free_port()
+        env = Env(copy=copy_project(workdir / "project"), port=port, project=project, workdir=workdir,
+                  vars={**os.environ, "COMPOSE_PROJECT_NAME": project, "HTTP_PORT": str(port),
+                        "APP_IMAGE": f"{project}-djangoapp:latest", "PIPENV_VERBOSITY": "-1"})
         env.purge()
         yield env
     finally:
-        log(f"cleaning up {project}")
-        env.purge()
-        env.run(["docker", "image", "rm", "--force", env.app_image], timeout=120, check=False)
+        if env is not None:
+            log(f"cleaning up {project}")
+            env.purge()
+            env.run(["docker", "image", "rm", "--force", env.app_image], timeout=120, check=False)
+            # Each rebuild moves a tag and leaves the old image untagged: remove those made here.
+            made = sorted(dangling_images() - dangling_before)
+            if made:
+                env.run(["docker", "image", "rm", "--force", *made], timeout=300, check=False)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def dangling_images() -> set[str]:
+    result = subprocess.run(["docker", "images", "--quiet", "--no-trunc", "--filter", "dangling=true"],
+                            capture_output=True, text=True, timeout=60)
+    return set(result.stdout.split())
 
 
 # Reports ----------------------------------------------------------------------------------------

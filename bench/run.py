@@ -23,7 +23,7 @@ RESULTS = ROOT / "bench" / "RESULTS.md"
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"Comma-separated sections to run, in this order: {','.join(SECTIONS)} (default: all).")
+                        help=f"Comma-separated sections to run; they run in this order: {','.join(SECTIONS)} (default: all).")
     parser.add_argument("--repeat", type=int, default=3, help="Runs per measurement; medians are kept (default: 3).")
     parser.add_argument("--duration", type=int, default=5, help="Seconds per wrk run (default: 5).")
     parser.add_argument("--backup-mib", type=int, default=1024, help="MiB of table data for the backup runs (default: 1024).")
@@ -33,8 +33,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", help=f"Where to write the results (default: {RESULTS.relative_to(ROOT)}; "
                                          "none with --quick).")
     args = parser.parse_args(argv)
-    args.only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = [name for name in args.only if name not in SECTIONS]
+    asked = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in asked if name not in SECTIONS]
+    args.only = [name for name in SECTIONS if name in asked]  # each once, in the order above
     if unknown or not args.only:
         parser.error(f"unknown section(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(SECTIONS)}")
     if args.quick:
@@ -110,9 +111,10 @@ def main(argv=None) -> int:
                 log(f"{name}: measuring")
                 try:
                     section = measure(name, env, args)
-                except BenchError as exc:
+                except Exception as exc:  # noqa: BLE001 - one broken section must not cost the others
                     failed.append(name)
-                    print(f"bench: {name} failed: {exc}", file=sys.stderr)
+                    detail = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+                    print(f"bench: {name} failed: {detail}", file=sys.stderr)
                     continue
                 sections.append(section)
                 print(section.markdown() + "\n", flush=True)

@@ -133,6 +133,8 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
         notes=[f"wrk on 127.0.0.1, {duration:g} s per run, median of {repeat} run(s); errors are "
                "socket errors plus non-2xx/3xx answers, summed over the runs.",
                f"Gunicorn: {workers[0]} workers × {workers[1]} thread(s), {workers[2]} worker class "
-               "(gunicorn.conf.py). runserver: Django's threaded development server with its autoreloader.",
+               "(gunicorn.conf.py). runserver: Django's threaded development server with its autoreloader; "
+               "its ~45 ms per request at one connection is a wait, not CPU (the same at every "
+               "concurrency), so the ratios at 1 connection overstate the difference in work.",
                "The ratio compares each target with the runserver page at the same number of connections."],
     )

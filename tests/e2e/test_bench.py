@@ -21,7 +21,8 @@ def test_quick_bench_runs_every_section_and_leaves_nothing(tmp_path):
     if sshd_binary() is None:
         pytest.fail("the deploy section needs an OpenSSH server (apt-get install openssh-server rsync)")
     output = tmp_path / "RESULTS.md"
-    result = Stack("hello-bench", 0).inv("bench", "--quick", "--output", str(output), timeout=1200)
+    images_before = docker_names("images", "--all", "--quiet", "--no-trunc")
+    Stack("hello-bench", 0).inv("bench", "--quick", "--output", str(output), timeout=1200)
     text = output.read_text()
     for title in ("## Build", "## Start", "## Serving", "## Backups", "## Deploy"):
         assert title in text, f"{title} missing from:\n{text}"
@@ -39,3 +40,4 @@ def test_quick_bench_runs_every_section_and_leaves_nothing(tmp_path):
     assert not {n for n in docker_names("ps", "--all", "--format", "{{.Names}}") if n.startswith("hello-bench")}
     assert not {n for n in docker_names("volume", "ls", "--quiet") if n.startswith("hello-bench")}
     assert not {n for n in docker_names("images", "--format", "{{.Repository}}") if n.startswith("hello-bench")}
+    assert not docker_names("images", "--all", "--quiet", "--no-trunc") - images_before

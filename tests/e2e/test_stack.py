@@ -48,7 +48,10 @@ def test_ps_and_logs(stack):
     for service in ("djangoapp", "nginx", "database1"):
         assert service in ps
     assert "(healthy)" in ps
-    assert "GET /healthz" in stack.inv("logs", "--service", "djangoapp", "--tail", "50").stdout
+    assert "Booting worker" in stack.inv("logs", "--service", "djangoapp", "--tail", "50").stdout
+    # Nginx logs every request (Gunicorn's own access log is off unless GUNICORN_ACCESS_LOG=-).
+    stack.get("/?logged")
+    assert "GET /?logged" in stack.inv("logs", "--service", "nginx", "--tail", "50").stdout
 
 
 def test_superuser_survives_down_and_up(stack):
