@@ -41,8 +41,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .harness import (MIB, BenchError, Env, Section, http_status, log, ratio, sandbox, seconds,
-                      size, timed)
+from .harness import (MIB, BenchError, Env, Section, log, ratio, sandbox, seconds, size, timed,
+                      wait_for_200)
 
 SERVICE = "database1"
 VOLUME_SHORT = "database1_volume"
@@ -110,11 +110,7 @@ def verify(env: Env, expected_rows: int, what: str, check_http: bool) -> None:
     if rows != expected_rows:
         raise BenchError(f"after {what}: bench has {rows} rows, expected {expected_rows}")
     if check_http:
-        deadline = time.monotonic() + 30
-        while (status := http_status(f"{env.url}/healthz")) != 200 and time.monotonic() < deadline:
-            time.sleep(1)
-        if status != 200:
-            raise BenchError(f"after {what}: /healthz on 127.0.0.1:{env.port} answered {status}, expected 200")
+        wait_for_200(f"{env.url}/healthz", timeout=30)
 
 
 # The two ways -----------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def tutorial_context(env: Env):
     return context
 
 
-def change_code(tree, n: int) -> None:
+def change_code(tree, n) -> None:
     views = tree / "hello/hello/views.py"
     views.write_text(views.read_text() + f"# bench: code change {n}\n")
 

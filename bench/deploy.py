@@ -19,6 +19,7 @@ import time
 
 from tests.sshd import loopback_sshd
 
+from .build import change_code
 from .harness import BenchError, Env, Section, free_port, log, median, ratio, seconds, wait_for_200
 
 STEPS = ("first", "code change", "unchanged")
@@ -119,11 +120,6 @@ def remove_images(env: Env, repository: str) -> None:
         env.run(["docker", "rmi", "--force", *sorted(set(images))], check=False)
 
 
-def change_code(env: Env, n: int) -> None:
-    views = env.copy / "hello/hello/views.py"
-    views.write_text(views.read_text() + f"# bench: deploy change {n}\n")
-
-
 def measure(env: Env, repeat: int) -> Section:
     env.inv("build")  # the env files exist (the hand-written deploy ships them) and the image is built
     sshd_dir = env.workdir / "sshd"
@@ -139,7 +135,7 @@ def measure(env: Env, repeat: int) -> Section:
                 try:
                     for step in STEPS:
                         if step == "code change":
-                            change_code(env, f"{i} {name}")
+                            change_code(env.copy, f"deploy {i} {name}")
                         started = time.monotonic()
                         sent[name, step].append(way.deploy())
                         times[name, step].append(time.monotonic() - started)

@@ -17,8 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,32 +55,15 @@ def timed(func, *args, **kwargs) -> float:
     return time.monotonic() - started
 
 
-def http_status(url: str, timeout: float = 10) -> int:
-    """The status URL answers with, 0 when nothing answers. No proxy: 127.0.0.1 only."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def wait_for_200(url: str, timeout: float) -> float:
+    """Poll URL every 50 ms until it answers 200 (the tasks' own poller); return the seconds waited."""
+    from tasks.lifecycle import wait_for_http
+    from tasks.runner import TaskError
+
     try:
-        with opener.open(url, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
-
-
-def http_get(url: str, timeout: float = 10) -> bytes:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=timeout) as response:
-        return response.read()
-
-
-def wait_for_200(url: str, timeout: float, interval: float = 0.05) -> float:
-    """Poll URL until it answers 200; return the seconds waited."""
-    started = time.monotonic()
-    while (status := http_status(url, timeout=5)) != 200:
-        if time.monotonic() - started > timeout:
-            raise BenchError(f"{url} did not answer 200 within {timeout:.0f}s (last: {status or 'no answer'})")
-        time.sleep(interval)
-    return time.monotonic() - started
+        return wait_for_http(url, timeout=timeout, interval=0.05)[1]
+    except TaskError as exc:
+        raise BenchError(str(exc).removeprefix("error: ")) from None
 
 
 # Running things in the copy --------------------------------------------------------------------
