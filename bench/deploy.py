@@ -17,7 +17,7 @@ import re
 import shlex
 import time
 
-from tests.sshd import loopback_sshd
+from testkit.sshd import loopback_sshd
 
 from .build import change_code
 from .harness import BenchError, Env, Section, free_port, log, median, ratio, seconds, wait_for_200

@@ -3,7 +3,7 @@ project, port and image tag; running commands in it; medians; tables; the machin
 description.
 
 Nothing here touches the developer's tree, stack or images: the copy is made with
-tests/projectcopy.py, the compose project is `hello-bench` (its own containers, networks
+testkit/projectcopy.py, the compose project is `hello-bench` (its own containers, networks
 and volumes), the app image is `hello-bench-djangoapp`, and it all goes at the end.
 """
 from __future__ import annotations
@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tasks.errors import TaskError
+from tasks.procedures.serving import wait_for_http
+from testkit.projectcopy import copy_project
 
-from tests.projectcopy import copy_project  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PROJECT = "hello-bench"
 MIB = 1024 * 1024
@@ -57,9 +57,6 @@ def timed(func, *args, **kwargs) -> float:
 
 def wait_for_200(url: str, timeout: float) -> float:
     """Poll URL every 50 ms until it answers 200 (the tasks' own poller); return the seconds waited."""
-    from tasks.lifecycle import wait_for_http
-    from tasks.runner import TaskError
-
     try:
         return wait_for_http(url, timeout=timeout, interval=0.05)[1]
     except TaskError as exc:

@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.files import write_atomic
+from tasks.execution.files import write_atomic
 
 from . import backup_throughput, build, deploy, serving, start
 from .harness import ROOT, BenchError, log, machine, sandbox

@@ -1,11 +1,19 @@
 """Tasks that run the hello stack (Django + Gunicorn + Nginx + PostgreSQL on Docker Compose).
 
 `inv --list` shows them all; `inv --help TASK` shows a task's flags and their defaults.
+
+The package in layers, each importing only from the ones below it:
+  the task modules here   entry points: flags in, a plan to the runner, a report out
+  procedures/             what several tasks do (serving, volume copies, dumps, releases)
+  execution/              the runner, the targets (here or a host), SSH, piped input
+  plans/                  commands and shell as data, built from plain values
+  source/                 config/stack.toml, the resolved settings, the rendered files
 """
 from invoke import Collection
 
 from . import app, backup, benchmarks, db, deploy, doctor, lifecycle, volume
-from .stdin import ChunkedLocal
+from .execution.stdin import ChunkedLocal
+from .source.settings import DEFAULTS
 
 ns = Collection(
     lifecycle.build,
@@ -26,5 +34,6 @@ ns = Collection(
     deploy.rollback,
     benchmarks.bench,
 )
-# Piped input at the speed of the pipe, not 100 bytes a second (see tasks/stdin.py).
-ns.configure({"runners": {"local": ChunkedLocal}})
+# Piped input at the speed of the pipe, not 100 bytes a second (see execution/stdin.py);
+# the tasks' defaults, which invoke.yaml or INVOKE_STACK_* may change (source/settings.py).
+ns.configure({"runners": {"local": ChunkedLocal}, "stack": dict(DEFAULTS)})

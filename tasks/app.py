@@ -5,47 +5,25 @@ import os
 import shlex
 import sys
 
-from invoke import task
-
-from . import compose
-from .remote import HOST_HELP, on_hosts
-from .runner import Runner, TaskError, interactive, task_errors
-
-
-def migrate_all(r: Runner, database=None) -> None:
-    """Migrate DATABASE, or every database one after the other (Django migrates one
-    database per command)."""
-    targets = [r.stack.database(database)] if database else list(r.stack.databases)
-    r.require_running(compose.APP)
-    for db in targets:
-        r.say(f"migrating {db.name} (alias {db.alias})")
-        r.compose(compose.migrate(db.alias), what=f"migrate on {db.name}")
+from .cli import interactive, stack_task
+from .errors import TaskError, last_line
+from .plans import compose
+from .procedures.django import collect_static, migrate_all
 
 
-@task(help={
-    "host": HOST_HELP,
-    "database": "Migrate only this database, by name or alias (default: every database).",
-    "dry": "Print the commands instead of running them.",
-})
-@task_errors
-@on_hosts
-def migrate(c, database=None, dry=False):
+@stack_task(help={"database": "Migrate only this database, by name or alias (default: every database)."})
+def migrate(r, database=None):
     """Apply migrations to every database, or to one with --database."""
-    migrate_all(Runner(c, dry=dry), database)
+    migrate_all(r, database)
 
 
-@task(help={
-    "host": HOST_HELP,
+@stack_task(help={
     "username": "Create this user without prompting; the password comes from "
                 "DJANGO_SUPERUSER_PASSWORD (default: ask on the terminal).",
     "email": "The user's e-mail address, with --username (default: none).",
-    "dry": "Print the command instead of running it.",
 })
-@task_errors
-@on_hosts
-def createsuperuser(c, username=None, email=None, dry=False):
+def createsuperuser(r, username=None, email=None):
     """Create an admin user: interactive on a terminal, or unattended with --username."""
-    r = Runner(c, dry=dry)
     if username is None and not interactive():
         raise TaskError("not on a terminal: give --username (and --email) and set DJANGO_SUPERUSER_PASSWORD")
     if username is not None and not os.environ.get("DJANGO_SUPERUSER_PASSWORD") and not r.dry:
@@ -59,21 +37,16 @@ def createsuperuser(c, username=None, email=None, dry=False):
     argv = r.compose_argv(compose.createsuperuser(username, email))
     script = f"IFS= read -r DJANGO_SUPERUSER_PASSWORD; export DJANGO_SUPERUSER_PASSWORD; exec {shlex.join(argv)}"
     result = r.shell(script, stdin_text=os.environ.get("DJANGO_SUPERUSER_PASSWORD", "") + "\n", check=False)
-    if result is not None:
-        print(result.stdout, end="")
-        if result.failed:
-            reason = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            raise TaskError(f"createsuperuser failed: {reason}")
+    print(result.stdout, end="")
+    if result.failed:
+        raise TaskError(f"createsuperuser failed: {last_line(result.stderr, 'no output')}")
 
 
-@task(help={"host": HOST_HELP, "dry": "Print the command instead of running it."})
-@task_errors
-@on_hosts
-def static(c, dry=False):
+@stack_task()
+def static(r):
     """Collect static files into the static volume that Nginx serves."""
-    r = Runner(c, dry=dry)
     r.require_running(compose.APP)
-    r.compose(compose.collectstatic(), what="collectstatic")
+    collect_static(r)
 
 
 def _arguments_after_double_dash(argv) -> list[str]:
@@ -82,21 +55,12 @@ def _arguments_after_double_dash(argv) -> list[str]:
     return list(argv[argv.index("--") + 1:]) if "--" in argv else []
 
 
-@task(help={
-    "host": HOST_HELP,
-    "args": "manage.py arguments as one string, when not given after `--`.",
-    "dry": "Print the command instead of running it.",
-})
-@task_errors
-@on_hosts
-def manage(c, args="", dry=False):
+@stack_task(help={"args": "manage.py arguments as one string, when not given after `--`."})
+def manage(r, args=""):
     """Run manage.py in the app container: inv manage -- showmigrations."""
-    import shlex
-
     words = _arguments_after_double_dash(sys.argv) or shlex.split(args)
     if not words:
         raise TaskError("give manage.py arguments: inv manage -- showmigrations")
-    r = Runner(c, dry=dry)
     r.require_running(compose.APP)
     tty = interactive()
     r.compose(compose.manage(words, tty=tty), pty=tty, stdin=True, what=f"manage.py {words[0]}")

@@ -3,54 +3,46 @@ from __future__ import annotations
 
 import time
 
-from invoke import Collection, task
+from invoke import Collection
 
-from . import archive, backups
-from .remote import HOST_HELP, on_hosts
-from .runner import Runner, TaskError, task_errors
+from .cli import stack_task
+from .errors import TaskError
+from .plans import archives
+from .procedures.backup_files import manifests
+from .procedures.dumps import dump_database
+from .procedures.volume_copy import backup_volume, compressor, stack_volumes
+
+DAY = 86400
 
 
-@task(default=True, name="all", help={"host": HOST_HELP, "dry": "Print the commands instead of running them."})
-@task_errors
-@on_hosts
-def all_(c, dry=False):
+@stack_task(default=True, name="all")
+def all_(r):
     """Dump every database (while it runs), then archive every volume."""
-    r = Runner(c, dry=dry)
-    made = [backups.dump_database(r, db) for db in r.stack.databases]
-    comp = backups.compressor(r)
-    made += [backups.backup_volume(r, info, comp) for info in backups.stack_volumes(r).values()]
-    if r.remote:
-        for path in made:
-            backups.fetch(r, path)
+    made = [dump_database(r, db) for db in r.stack.databases]
+    comp = compressor(r)
+    made += [backup_volume(r, info, comp) for info in stack_volumes(r).values()]
+    for path in made:
+        r.target.bring_home(r, path)
 
 
-@task(help={
-    "keep": "How many backups to keep per volume and per database (default: 7; at least 1).",
+@stack_task(hosts=None, configured={"keep": "keep_backups"}, help={
+    "keep": "How many backups to keep per volume and per database (at least 1)",
     "dry": "List what would be deleted without deleting it.",
 })
-@task_errors
-def prune(c, keep=7, dry=False):
+def prune(r, keep=None):
     """Delete old backups, keeping the newest N of each volume and database."""
     if keep < 1:
         raise TaskError("--keep must be at least 1: the newest backup of a volume is never deleted")
-    r = Runner(c, dry=dry)
-    doomed = archive.to_prune(backups.manifests(r), keep)
+    doomed = archives.to_prune(manifests(r), keep)
     for manifest in doomed:
-        path = manifest["_path"]
-        targets = [path.with_name(manifest["archive"]), path.with_name(manifest["archive"] + ".sha256"), path]
-        if r.dry:
-            r.say(f"[dry] would delete {manifest['archive']}")
-            continue
         # The manifest goes first: without it, what is left is no longer a backup.
-        for target in reversed(targets):
-            target.unlink(missing_ok=True)
-        r.say(f"deleted {manifest['archive']}")
+        r.remove(*reversed(archives.companions(manifest["_path"].with_name(manifest["archive"]))))
+        r.report(f"deleted {manifest['archive']}")
     # Leftovers of interrupted backups (hidden .tmp files) older than a day.
     for leftover in r.backups.glob(".*.tmp"):
-        if time.time() - leftover.stat().st_mtime > 86400 and not r.dry:
-            leftover.unlink()
-            r.say(f"deleted the unfinished {leftover.name}")
-    r.say(f"kept the newest {keep} backup(s) of each volume and database; {len(doomed)} deleted")
-
+        if time.time() - leftover.stat().st_mtime > DAY:
+            r.remove(leftover)
+            r.report(f"deleted the unfinished {leftover.name}")
+    r.report(f"kept the newest {keep} backup(s) of each volume and database; {len(doomed)} deleted")
 
 ns = Collection("backup", all_, prune)

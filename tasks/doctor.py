@@ -1,90 +1,80 @@
 """`inv doctor`: check what the stack needs, one line per check with a fix when it fails."""
 from __future__ import annotations
 
-import socket
-
-from invoke import task
-
-from . import compose, render
-from .remote import HOST_HELP, on_hosts
-from .runner import Runner, TaskError, task_errors
-from .stack import STACK_FILE
+from .cli import stack_task
+from .errors import TaskError
+from .execution.runner import compose_problem, engine_problem
+from .plans import compose
+from .source import render
+from .source.stack import STACK_FILE
 
 
-def check_engine(r: Runner):
-    result = r.probe(compose.engine_version())
-    if result.ok:
-        return True, f"Docker engine {result.stdout.strip()} is reachable", None
-    if result.exited == 127:
-        return False, "the docker command is not installed", "install Docker Engine: https://docs.docker.com/engine/install/"
-    reason = (result.stderr.strip().splitlines() or ["no answer"])[-1]
-    return False, f"no Docker engine is reachable ({reason})", "start it: `sudo systemctl start docker` (or Docker Desktop)"
+def check_engine(r):
+    result = r.run(compose.engine_version(), check=False, hide=True)
+    problem = engine_problem(result)
+    return (False, *problem) if problem else (True, f"Docker engine {result.stdout.strip()} is reachable", None)
 
 
-def check_compose(r: Runner):
-    v2 = r.probe(compose.compose_v2_version())
-    if v2.ok:
-        return True, f"Docker Compose v2 ({v2.stdout.strip()})", None
-    v1 = r.probe(compose.compose_v1_version())
-    if v1.ok:
-        return True, f"docker-compose v1 ({v1.stdout.strip()}) - works, but v2 is faster and supported", \
-            "install the compose plugin: https://docs.docker.com/compose/install/"
-    return False, "Docker Compose is not installed", "install the compose plugin: https://docs.docker.com/compose/install/"
+def check_compose(r):
+    result = r.run(compose.compose_version(), check=False, hide=True)
+    problem = compose_problem(result)
+    return (False, *problem) if problem else (True, f"Docker Compose v2 ({result.stdout.strip()})", None)
 
 
-def check_env_files(r: Runner):
-    missing = [str(p) for p in render.secret_files(r.stack) if not (r.root / p).exists()]
-    if not missing:
-        return True, "env files present", None
-    return False, f"missing env files: {', '.join(missing)}", "`inv up` (or `inv build`) creates them with generated secrets"
+def check_env_files(r):
+    """Each env file exists and sets every variable its template sets (parsed as Compose does)."""
+    missing, incomplete = [], []
+    for path, text in render.secret_files(r.stack).items():
+        file = r.root / path
+        if not file.exists():
+            missing.append(str(path))
+            continue
+        lacking = render.env_keys(text) - render.env_keys(file.read_text(encoding="utf-8"))
+        if lacking:
+            incomplete.append(f"{path} lacks {', '.join(sorted(lacking))}")
+    if missing:
+        return False, f"missing env files: {', '.join(missing)}", "`inv up` (or `inv build`) creates them with generated secrets"
+    if incomplete:
+        return False, "; ".join(incomplete), "add the variables (see the .example files next to them)"
+    return True, "env files present, every variable set", None
 
 
-def check_rendered(r: Runner):
+def check_rendered(r):
     stale = render.drift(r.stack, r.root)
     if not stale:
         return True, f"generated files match {STACK_FILE}", None
     return False, f"out of date: {', '.join(map(str, stale))}", "run `inv render`"
 
 
-def check_port(r: Runner):
-    port = r.http_port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-            return True, f"port {port} is free", None
-        except OSError:
-            pass
-    if "nginx" in r.running_services():
-        return True, f"port {port} is served by this stack's Nginx", None
-    return False, f"port {port} on 127.0.0.1 is in use by another program", \
-        f"stop it, or change http_port in {STACK_FILE}"
+def check_port(r):
+    port = r.target.http_port
+    state = r.target.port_state(r)
+    if state == "busy":
+        return False, f"port {port} on 127.0.0.1 is in use by another program", \
+            f"stop it, or change http_port in {STACK_FILE}"
+    return True, (f"port {port} is served by this stack's Nginx" if state == "ours" else f"port {port} is free"), None
 
 
-@task(help={"host": HOST_HELP, "dry": "Print the checks' commands instead of running them."})
-@task_errors
-@on_hosts
-def doctor(c, dry=False):
+CHECKS = {"engine": check_engine, "compose": check_compose, "port": check_port,
+          "env_files": check_env_files, "rendered": check_rendered}
+NEEDS_ENGINE = {"port"}
+
+
+@stack_task(help={"dry": "Print the checks' commands instead of running them."})
+def doctor(r):
     """Check the engine, Compose, env files, generated files and the HTTP port."""
-    r = Runner(c, dry=dry)
-    if r.dry:
-        for argv in (compose.engine_version(), compose.compose_v2_version(), compose.compose_v1_version()):
-            r.say(f"[dry] {' '.join(argv)}")
-        return
-    checks = [check_engine, check_compose]
-    if not r.remote:  # the rest is about this checkout; a deployed release was checked here
-        checks += [check_env_files, check_rendered]
-    results = []
-    for check in checks:
-        results.append(check(r))
-        if check is check_compose and results[0][0] and results[-1][0] and not r.remote:
-            results.append(check_port(r))
-    failed = 0
+    results, engine_ok = [], True
+    for name in r.target.doctor_checks:  # the target says which checks make sense there
+        if name in NEEDS_ENGINE and not engine_ok:
+            continue
+        ok, message, hint = CHECKS[name](r)
+        engine_ok = engine_ok and (ok or name not in ("engine", "compose"))
+        results.append((ok, message, hint))
     for ok, message, hint in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {message}")
+        r.report(f"{'ok  ' if ok else 'FAIL'} {message}")
         if hint and not ok:
-            print(f"     fix: {hint}")
-            failed += 1
+            r.report(f"     fix: {hint}")
+    failed = [message for ok, message, _ in results if not ok]
     if failed:
-        raise TaskError(f"{failed} check(s) failed")
-    print("all checks passed")
+        raise TaskError(f"{len(failed)} check(s) failed: {'; '.join(failed)}")
+    r.report("all checks passed")

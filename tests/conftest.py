@@ -25,8 +25,3 @@ def _no_runtime_overrides(monkeypatch):
     # Fast tests see the source of truth as committed, whatever the shell exports.
     for name in ("COMPOSE_PROJECT_NAME", "HTTP_PORT", "DJANGO_SUPERUSER_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
-    # The runner's per-host probe caches must not leak between tests.
-    from tasks import runner
-
-    runner._COMPOSE_PROGRAM.clear()
-    runner._ENGINE_OK.clear()

@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tasks import archive
+from tasks.plans import archives as archive
 
 
 def test_archive_name_and_stamp():

@@ -1,7 +1,7 @@
 """Plans are data: each function returns the exact argv a task will run."""
 import pytest
 
-from tasks import compose
+from tasks.plans import compose
 
 
 @pytest.mark.parametrize(
@@ -24,7 +24,7 @@ from tasks import compose
                      ["exec", "-T", "djangoapp", "python", "manage.py", "collectstatic", "--noinput", "--verbosity", "1"], id="collectstatic"),
         pytest.param(compose.createsuperuser(tty=True), ["exec", "djangoapp", "python", "manage.py", "createsuperuser"], id="createsuperuser-interactive"),
         pytest.param(compose.manage(["shell"], tty=True), ["exec", "djangoapp", "python", "manage.py", "shell"], id="manage-tty"),
-        pytest.param(compose.psql("database2"), ["exec", "database2", "psql", "-U", "database2", "-d", "database2"], id="psql"),
+        pytest.param(compose.psql_shell("database2"), ["exec", "database2", "psql", "-U", "database2", "-d", "database2"], id="psql"),
     ],
 )
 def test_plan(argv, expected):

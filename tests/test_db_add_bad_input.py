@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.projectcopy import copy_project, git_status
+from testkit.projectcopy import copy_project, git_status
 
 
 @pytest.fixture(scope="module")

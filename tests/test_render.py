@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks import render
-from tasks.stack import StackError, loads, with_database_added, with_database_removed
+from tasks.source import render
+from tasks.source.stack import StackError, loads, with_database_added, with_database_removed
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -7,7 +7,7 @@ import threading
 
 from invoke import Config, Context
 
-from tasks.stdin import ChunkedLocal
+from tasks.execution.stdin import ChunkedLocal
 
 TEXT = "é€ line of a dump\n" * 20_000  # ~440 kB: hours at Invoke's 100 bytes a second
 
@@ -66,8 +66,8 @@ def test_bytes_streams_and_closed_stdin():
 
 def test_the_tasks_use_the_chunked_runners():
     from tasks import ns
-    from tasks.remote import connect
-    from tasks.stack import Host
+    from tasks.execution.ssh import connect
+    from tasks.source.stack import Host
 
     assert ns.configuration()["runners"]["local"] is ChunkedLocal
     conn = connect(Host(name="h", address="127.0.0.1", directory="/srv/hello"), dry=True)

@@ -3,7 +3,7 @@ import pytest
 from invoke import Result
 
 from tasks import app, doctor, lifecycle
-from tasks.runner import TaskError
+from tasks.errors import TaskError
 
 COMPOSE = "docker compose --project-name hello"
 
@@ -33,7 +33,7 @@ class TestDown:
         assert c.run.call_args_list[-1].args[0] == f"{COMPOSE} down --remove-orphans"
 
     def test_volumes_need_yes_when_not_on_a_terminal(self, mock_c, monkeypatch):
-        monkeypatch.setattr("tasks.runner.interactive", lambda: False)
+        monkeypatch.setattr("tasks.cli.interactive", lambda: False)
         c = mock_c()
         with pytest.raises(TaskError, match="add --yes"):
             lifecycle.down(c, volumes=True)
@@ -55,14 +55,19 @@ class TestEngineAndCompose:
         assert message.startswith("error: no Docker engine is reachable on local")
         assert "systemctl start docker" in message and "\n" not in message
 
-    def test_falls_back_to_compose_v1(self, mock_c):
+    def test_compose_v1_alone_is_refused_with_how_to_get_v2(self, mock_c):
+        # v1 has no `up --wait` (checked against Debian 12's docker-compose 1.29.2) and is
+        # end-of-life: it is never run, and the error says in one line how to get v2.
         c = mock_c({
             "docker compose version --short": Result(exited=1, stderr="docker: 'compose' is not a docker command.\n"),
             "docker-compose version --short": Result("1.29.2\n"),
-            "docker-compose --project-name hello ps": Result(),
         })
-        lifecycle.ps(c)
-        assert c.run.call_args_list[-1].args[0] == "docker-compose --project-name hello ps"
+        with pytest.raises(TaskError) as err:
+            lifecycle.ps(c)
+        message = err.value.message
+        assert message.startswith("error: Docker Compose is not installed on local: install the Compose v2 plugin")
+        assert "docker-compose v1 is end-of-life" in message and "\n" not in message
+        assert not any(call.args[0].startswith("docker-compose") for call in c.run.call_args_list)
 
     def test_no_compose_at_all(self, mock_c):
         c = mock_c({

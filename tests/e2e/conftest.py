@@ -121,7 +121,7 @@ def stack():
 @pytest.fixture(scope="module")
 def copied_stack(tmp_path_factory):
     """A stack of its own in a git copy of the project, for tasks that edit the tree."""
-    from tests.projectcopy import copy_project
+    from testkit.projectcopy import copy_project
 
     s = Stack(f"{PROJECT}-copy", free_port(0), root=copy_project(tmp_path_factory.mktemp("project")))
     s.purge()
@@ -132,7 +132,7 @@ def copied_stack(tmp_path_factory):
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     """A real OpenSSH server on 127.0.0.1 playing the remote host (see tests/sshd.py)."""
-    from tests.sshd import loopback_sshd, sshd_binary
+    from testkit.sshd import loopback_sshd, sshd_binary
 
     if sshd_binary() is None:
         message = "OpenSSH server not installed (apt-get install openssh-server rsync)"

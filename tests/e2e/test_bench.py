@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.e2e.conftest import Stack
-from tests.sshd import sshd_binary
+from testkit.sshd import sshd_binary
 
 pytestmark = pytest.mark.e2e
 

@@ -2,7 +2,7 @@
 the networks keep it apart, remove it with its data kept."""
 import pytest
 
-from tests.projectcopy import git_status
+from testkit.projectcopy import git_status
 
 pytestmark = pytest.mark.e2e
 

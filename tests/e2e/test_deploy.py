@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import Stack, free_port
-from tests.projectcopy import copy_project
+from testkit.projectcopy import copy_project
 
 pytestmark = pytest.mark.e2e
 PROJECT = "hello-e2e-prod"

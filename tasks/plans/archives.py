@@ -47,6 +47,13 @@ def manifest_path(archive: str) -> str:
     return f"{archive}.json"
 
 
+def companions(archive_file):
+    """The archive, its checksum file and its manifest, in the order to copy them (the
+    manifest last: it marks the backup complete)."""
+    return [archive_file, archive_file.with_name(archive_file.name + ".sha256"),
+            archive_file.with_name(manifest_path(archive_file.name))]
+
+
 def pipeline(*stages, output: str | None = None, input: str | None = None) -> list[str]:
     """One shell command (argv for bash) that pipes STAGES, failing if any stage fails."""
     text = " | ".join(shlex.join(stage) for stage in stages)
@@ -157,6 +164,11 @@ def sha256(path: str) -> list[str]:
     return ["sha256sum", path]
 
 
+def sha256_check(path: str, digest: str) -> tuple[list[str], str]:
+    """(argv, stdin) that succeed only when PATH's SHA-256 is DIGEST."""
+    return ["sha256sum", "--check", "--status", "--strict"], f"{digest}  {path}\n"
+
+
 def manifest(**fields) -> str:
     return json.dumps({"format": FORMAT, **fields}, indent=2, sort_keys=True) + "\n"
 
@@ -180,7 +192,7 @@ def pg_dump(project_compose: list[str], db: str) -> list[str]:
     return [*project_compose, "exec", "-T", db, "pg_dump", "--format", "custom", "--username", db, "--dbname", db]
 
 
-def psql(project_compose: list[str], db: str, sql: str, database="postgres") -> list[str]:
+def run_sql(project_compose: list[str], db: str, sql: str, database="postgres") -> list[str]:
     return [*project_compose, "exec", "-T", db, "psql", "--username", db, "--dbname", database,
             "-v", "ON_ERROR_STOP=1", "-Atqc", sql]
 

@@ -1,13 +1,17 @@
 """Plans: the commands the tasks run, as argv lists built from plain values.
 
-Nothing here executes or takes a Context. Compose plans are the arguments that follow the
-compose program and its project options (`Runner.compose` prepends those, because only it
-knows whether this host has `docker compose` or `docker-compose`).
+Nothing here executes or takes a Context. Compose plans are the arguments that follow
+`docker compose --project-name PROJECT` (`Runner.compose` prepends those: only the target
+knows the project name). Compose v2 only: v1 (`docker-compose`) has no `up --wait` and has
+been end-of-life since 2023.
 """
 from __future__ import annotations
 
 APP = "djangoapp"
 MANAGE = ["python", "manage.py"]
+
+
+PROGRAM = ["docker", "compose"]
 
 
 def compose_prefix(program: list[str], project: str) -> list[str]:
@@ -38,10 +42,6 @@ def ps(all_=False) -> list[str]:
 
 def running_services() -> list[str]:
     return ["ps", "--services", "--status", "running"]
-
-
-def port(service="nginx", container_port=80) -> list[str]:
-    return ["port", service, str(container_port)]
 
 
 def logs(services=(), follow=False, tail=200) -> list[str]:
@@ -93,7 +93,27 @@ def createsuperuser(username=None, email=None, tty=False) -> list[str]:
     return manage(args, env_names=["DJANGO_SUPERUSER_PASSWORD"])
 
 
-def psql(db_name, tty=True) -> list[str]:
+# Run in the app container: the published port may listen on a host's loopback only, and
+# the app's image has Python but neither curl nor wget.
+HEALTH_THROUGH_NGINX = ("import sys, urllib.request; "
+                        "sys.exit(urllib.request.urlopen('http://nginx/healthz', timeout=5).status != 200)")
+
+
+def health_through_nginx() -> list[str]:
+    """Exits 0 when /healthz answers 200 through Nginx, as seen from the app container."""
+    return exec_(APP, ["python", "-c", HEALTH_THROUGH_NGINX])
+
+
+def config_json() -> list[str]:
+    """The compose file as Compose resolves it (variables and defaults substituted)."""
+    return ["config", "--format", "json"]
+
+
+def start(services) -> list[str]:
+    return ["start", *services]
+
+
+def psql_shell(db_name, tty=True) -> list[str]:
     return exec_(db_name, ["psql", "-U", db_name, "-d", db_name], tty=tty)
 
 
@@ -103,9 +123,5 @@ def engine_version() -> list[str]:
     return ["docker", "version", "--format", "{{.Server.Version}}"]
 
 
-def compose_v2_version() -> list[str]:
-    return ["docker", "compose", "version", "--short"]
-
-
-def compose_v1_version() -> list[str]:
-    return ["docker-compose", "version", "--short"]
+def compose_version() -> list[str]:
+    return [*PROGRAM, "version", "--short"]

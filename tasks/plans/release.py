@@ -1,11 +1,19 @@
-"""Plans for shipping a release to a host, as data: what goes, how it is named, the rsync
-and ssh command lines, and the host-side shell that generates its secrets."""
+"""Plans for releases on a host, as data: what ships, how a release is named, the rsync and
+ssh command lines, and the host-side shell of a deploy (lock, secrets, switch, listing).
+
+Layout on the host, under its `directory`:
+  releases/STAMP-DIGEST/   one directory per release (the code, a .env, links to shared/)
+  current -> releases/...  the live release; switched only once a new one serves
+  shared/config/           the host's own secrets, generated there on the first deploy
+  shared/backups/          backups taken with --host
+  .deploy-lock/            held during a deploy (who, since when)
+"""
 from __future__ import annotations
 
 import hashlib
 import re
 import shlex
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 # What a host needs to build and run the stack; nothing else leaves this machine.
 SHIP = ["Dockerfile", ".dockerignore", "docker-compose.yml", "Pipfile", "Pipfile.lock", "config/", "hello/"]
@@ -72,6 +80,11 @@ def destination(host) -> str:
     return f"{host.user}@{host.address}" if host.user else host.address
 
 
+def ssh_load(host) -> str:
+    """The command line that loads an image streamed on standard input into HOST's engine."""
+    return shlex.join(["ssh", *ssh_options(host), destination(host), "docker", "load"])
+
+
 def rsync(root: Path, host, target: str, link_dest: str | None) -> list[str]:
     """Copy what ships into TARGET on HOST; files unchanged since LINK_DEST (the previous
     release) are hard-linked there instead of sent."""
@@ -114,3 +127,67 @@ def release_env(project: str, http_port: int, image: str, environ) -> str:
              f"COMPOSE_PROJECT_NAME={project}", f"HTTP_PORT={http_port}", f"APP_IMAGE={image}"]
     lines += [f"{name}={environ[name]}" for name in PASS_THROUGH if environ.get(name)]
     return "\n".join(lines) + "\n"
+
+
+# The host-side shell of a deploy -------------------------------------------------------------
+
+LOCK = ".deploy-lock"
+TEMPLATE_END = "HELLO_ENV_TEMPLATE_END"
+
+
+def _q(path) -> str:
+    return shlex.quote(str(path))
+
+
+def prepare_directories(directory) -> str:
+    return f"mkdir -p -m 755 {_q(f'{directory}/releases')} {_q(f'{directory}/shared')}"
+
+
+def take_lock(directory, owner: str) -> str:
+    """mkdir is atomic: the first deploy takes the lock; a second one fails (non-zero)."""
+    lock = _q(f"{directory}/{LOCK}")
+    return f"mkdir {lock} 2>/dev/null && printf '%s\\n' {shlex.quote(owner)} > {lock}/owner"
+
+
+def lock_holder(directory) -> str:
+    return f"cat {_q(f'{directory}/{LOCK}')}/owner 2>/dev/null"
+
+
+def release_lock(directory) -> str:
+    return f"rm -rf {_q(f'{directory}/{LOCK}')}"
+
+
+def current_release(directory) -> str:
+    """Prints the target of `current` (nothing when there is none yet)."""
+    return f"readlink {_q(f'{directory}/current')} || true"
+
+
+def list_releases(directory) -> str:
+    return f"ls -1 {_q(f'{directory}/releases')} 2>/dev/null || true"
+
+
+def switch(directory, release: str) -> str:
+    """Point `current` at RELEASE in one rename, so it never names nothing."""
+    d = _q(directory)
+    return f"ln -sfn releases/{shlex.quote(release)} {d}/.current.tmp && mv -T {d}/.current.tmp {d}/current"
+
+
+def remove_trees(paths) -> str:
+    return "rm -rf -- " + " ".join(_q(p) for p in paths)
+
+
+def host_secrets(shared, release_dir, templates: dict) -> str:
+    """One script that makes each env file missing under SHARED from its template (the
+    token replaced by a value generated there; an existing file is never touched) and links
+    it into RELEASE_DIR. The templates hold the token, not secrets, so they travel in the
+    script as here-documents: one round trip for every file."""
+    parts = []
+    for rel, template in templates.items():
+        if TEMPLATE_END in template:
+            raise ValueError(f"the template of {rel} contains {TEMPLATE_END}")
+        target, link = f"{shared}/{rel}", f"{release_dir}/{rel}"
+        script, _ = generate_secret_file(target, template)
+        parts.append(f"mkdir -p -m 700 {_q(PurePosixPath(target).parent)}")
+        parts.append(f"( {script} ) <<'{TEMPLATE_END}'\n{template}{'' if template.endswith(chr(10)) else chr(10)}{TEMPLATE_END}")
+        parts.append(f"ln -sfn {_q(target)} {_q(link)}")
+    return "set -e\n" + "\n".join(parts) + "\n"

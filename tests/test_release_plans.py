@@ -1,8 +1,8 @@
 """Deploy plans and host configuration, as data."""
 import pytest
 
-from tasks import shipping
-from tasks.stack import Host, StackError, loads
+from tasks.plans import release as shipping
+from tasks.source.stack import Host, StackError, loads
 
 BASE = open("config/stack.toml").read()
 HOSTS = """

@@ -10,7 +10,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..errors import StackError
+
+
+ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = Path("config/stack.toml")
 
 # Services the stack defines itself, and names Django or Compose give a meaning to.
@@ -19,10 +22,6 @@ RESERVED_NAMES = frozenset({"djangoapp", "nginx", "default", "postgres", "templa
 # suffixes and the compose project prefix so that every derived name stays readable.
 MAX_NAME_LENGTH = 30
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-class StackError(Exception):
-    """A problem with config/stack.toml or with a value given for it; the message is for users."""
 
 
 @dataclass(frozen=True)
@@ -73,10 +72,6 @@ class Stack:
     databases: tuple[Database, ...]
     hosts: dict = field(default_factory=dict)
     groups: dict = field(default_factory=dict)
-
-    @property
-    def default_database(self) -> Database:
-        return self.databases[0]
 
     def database(self, name: str) -> Database:
         """The database called NAME, or whose Django alias is NAME (`default`)."""

@@ -80,19 +80,24 @@ def stale_examples(root: Path, known: set[Path]) -> list[Path]:
                   if p.relative_to(root) not in known)
 
 
-def secret_files(stack: Stack) -> dict[Path, str]:
-    """The git-ignored env files with freshly generated secrets (written only when missing)."""
+def secret_files(stack: Stack, token: str | None = None) -> dict[Path, str]:
+    """The git-ignored env files, each with a freshly generated secret; with TOKEN, with
+    TOKEN where the secret goes instead, for a host to fill in itself."""
     env = _environment()
-    files = {DJANGO_ENV: _django_env(env, stack, secrets.token_urlsafe(50))}
+
+    def secret(nbytes: int) -> str:
+        return token if token is not None else secrets.token_urlsafe(nbytes)
+
+    files = {DJANGO_ENV: _django_env(env, stack, secret(50))}
     for db in stack.databases:
-        files[Path(db.env_file)] = _database_env(env, db, secrets.token_urlsafe(32))
+        files[Path(db.env_file)] = _database_env(env, db, secret(32))
     return files
 
 
-def secret_templates(stack: Stack, token: str) -> dict[Path, str]:
-    """The env files with TOKEN where the secret goes, for a host to fill in itself."""
-    env = _environment()
-    files = {DJANGO_ENV: _django_env(env, stack, token)}
-    for db in stack.databases:
-        files[Path(db.env_file)] = _database_env(env, db, token)
-    return files
+def env_keys(text: str) -> set[str]:
+    """The variable names an env file's TEXT sets, as Compose's env_file reading sees them."""
+    import io
+
+    from dotenv import dotenv_values
+
+    return set(dotenv_values(stream=io.StringIO(text)))

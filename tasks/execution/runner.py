@@ -1,0 +1,204 @@
+"""The one place that runs commands, and the one place that knows about dry runs.
+
+A Runner holds a target (targets.py: here, or a host over SSH). Plans (argv lists from
+tasks.plans) go in; each is quoted once with shlex.join and run on the target. In a dry run
+the runner prints what it would run or change, runs nothing (no command, no probe, no file
+operation, here or on a host) and answers as Invoke's own dry mode does, with an empty
+successful result. The facts a dry run cannot learn are assumed as for a running stack:
+every service runs, and no file exists on the target yet. Callers never ask whether the
+run is dry: outcome lines go through `report`, which a dry run leaves out.
+"""
+from __future__ import annotations
+
+import io
+import shlex
+import time
+
+from invoke import Result
+
+from ..errors import TaskError, last_line
+from ..plans import compose
+
+ENGINE_DOCS = "https://docs.docker.com/engine/install/"
+COMPOSE_DOCS = "https://docs.docker.com/compose/install/linux/"
+
+
+def engine_problem(result, where: str = "") -> tuple[str, str] | None:
+    """(what is wrong, how to fix it) from the answer to `docker version`, or None."""
+    if result.ok:
+        return None
+    if result.exited == 127:
+        return f"the docker command is not installed{where}", f"install Docker Engine ({ENGINE_DOCS})"
+    return (f"no Docker engine is reachable{where} ({last_line(result.stderr, 'no answer')})",
+            "start it (`sudo systemctl start docker` or Docker Desktop)")
+
+
+def compose_problem(result, where: str = "") -> tuple[str, str] | None:
+    """(what is wrong, how to fix it) from the answer to `docker compose version`, or None."""
+    if result.ok:
+        return None
+    return (f"Docker Compose is not installed{where}",
+            f"install the Compose v2 plugin (package docker-compose-plugin, or {COMPOSE_DOCS}); "
+            "docker-compose v1 is end-of-life and not supported")
+
+
+def poll(check, timeout: float, interval: float) -> tuple[str | None, float]:
+    """Call CHECK (None when done, else why not) until done or TIMEOUT seconds have passed;
+    return (why not, or None when done; seconds waited)."""
+    started = time.monotonic()
+    while True:
+        why = check()
+        waited = time.monotonic() - started
+        if why is None or waited > timeout:
+            return why, waited
+        time.sleep(interval)
+
+
+class Runner:
+    """Runs plans on a target, or prints them in a dry run."""
+
+    def __init__(self, target, dry: bool = False):
+        self.target = target
+        self.dry = dry
+
+    # What the tasks read of the target.
+    @property
+    def stack(self):
+        return self.target.stack
+
+    @property
+    def project(self) -> str:
+        return self.target.project
+
+    @property
+    def root(self):
+        return self.target.root
+
+    @property
+    def backups(self):
+        return self.target.backups
+
+    def with_stack(self, stack) -> "Runner":
+        return Runner(self.target.with_stack(stack), self.dry)
+
+    def in_release(self, release: str) -> "Runner":
+        return Runner(self.target.in_release(release), self.dry)
+
+    def here(self, env=None) -> "Runner":
+        """A runner for this machine, for the part of a host's task that happens here."""
+        return Runner(self.target.here(env), self.dry)
+
+    # -- saying -----------------------------------------------------------------------------
+    def say(self, message: str) -> None:
+        """Progress: printed in a dry run too."""
+        print(message, flush=True)
+
+    def report(self, message: str) -> None:
+        """An outcome: a dry run has none, so it prints nothing."""
+        if not self.dry:
+            self.say(message)
+
+    def _would(self, text: str) -> Result:
+        self.say(f"[dry] {self.target.where()}{text}")
+        return Result(stdout="", stderr="", exited=0, command=text)
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, argv, *, check=True, hide=False, pty=False, stdin=False, what=None) -> Result:
+        """Run ARGV in the stack's directory; with CHECK a non-zero exit becomes a one-line
+        TaskError naming WHAT. Standard input reaches the command only with PTY or STDIN."""
+        command = shlex.join(str(a) for a in argv)
+        if self.dry:
+            return self._would(command)
+        result = self.target.execute(command, warn=True, hide=hide, pty=pty, echo=not hide,
+                                     in_stream=None if pty or stdin else False)
+        if check and result.failed:
+            raise TaskError(f"{what or command} failed (exit status {result.exited})")
+        return result
+
+    def probe(self, argv, *, stdin_text=None) -> Result:
+        """Run a read-only command quietly and return its result; a dry run runs none and
+        prints nothing."""
+        if self.dry:
+            return Result(stdout="", stderr="", exited=0, command=shlex.join(argv))
+        stream = io.StringIO(stdin_text) if stdin_text is not None else False
+        return self.target.execute(shlex.join(str(a) for a in argv), warn=True, hide=True, in_stream=stream)
+
+    def shell(self, script: str, *, stdin_text=None, check=True, what=None) -> Result:
+        """A small shell SCRIPT on the target (file operations), quietly."""
+        if self.dry:
+            return self._would(script)
+        return self.target.shell(script, stdin_text=stdin_text, check=check, what=what)
+
+    def do(self, description: str, func, *args, **kwargs):
+        """FUNC(*ARGS) unless this is a dry run, which prints `would DESCRIPTION` instead."""
+        if self.dry:
+            self._would(f"would {description}")
+            return None
+        return func(*args, **kwargs)
+
+    def wait_until(self, description: str, check, timeout: float, interval: float = 0.5,
+                   hint: str = "") -> float:
+        """Poll CHECK (None when done, else why not) until done; return the seconds waited."""
+        if self.dry:
+            self._would(f"would wait for {description}")
+            return 0.0
+        why, waited = poll(check, timeout, interval)
+        if why is not None:
+            raise TaskError(f"{description} did not answer 200 within {timeout:.0f}s (last: {why}){hint}")
+        return waited
+
+    # -- files on the target --------------------------------------------------------------------
+    def write(self, path, text: str, mode: int = 0o600) -> None:
+        """Write PATH in one step (temporary file, then rename)."""
+        self.do(f"write {path}", self.target.write, path, text, mode)
+
+    def mkdir(self, path) -> None:
+        self.do(f"create {path}", self.target.mkdir, path)
+
+    def rename(self, source, target) -> None:
+        self.do(f"rename {source} to {target}", self.target.rename, source, target)
+
+    def remove(self, *paths) -> None:
+        if paths:
+            self.do("delete " + " ".join(map(str, paths)), self.target.remove, paths)
+
+    def exists(self, path) -> bool:
+        return False if self.dry else self.target.exists(path)
+
+    def size(self, path) -> int:
+        return 0 if self.dry else self.target.size(path)
+
+    # -- the engine and compose -------------------------------------------------------------------
+    def ensure_engine(self) -> None:
+        """Docker and Compose v2 answer on the target (checked once per target)."""
+        facts = self.target.facts
+        if self.dry or facts.get("engine"):
+            return
+        for plan, diagnose in ((compose.engine_version(), engine_problem), (compose.compose_version(), compose_problem)):
+            problem = diagnose(self.probe(plan), f" on {self.target.name}")
+            if problem:
+                raise TaskError(f"{problem[0]}: {problem[1]}, then run `inv doctor`")
+        facts["engine"] = True
+
+    def compose_argv(self, args) -> list[str]:
+        return compose.compose_prefix(compose.PROGRAM, self.project) + list(args)
+
+    def compose(self, args, **kwargs) -> Result:
+        self.ensure_engine()
+        kwargs.setdefault("what", f"compose {args[0]}")
+        return self.run(self.compose_argv(args), **kwargs)
+
+    def compose_probe(self, args) -> Result:
+        self.ensure_engine()
+        return self.probe(self.compose_argv(args))
+
+    def running_services(self) -> set[str]:
+        """The services running now; in a dry run, every service of the stack."""
+        if self.dry:
+            return {compose.APP, "nginx", *(db.name for db in self.stack.databases)}
+        result = self.compose_probe(compose.running_services())
+        return set(result.stdout.split()) if result.ok else set()
+
+    def require_running(self, service: str) -> None:
+        if service not in self.running_services():
+            raise TaskError(f"service {service} is not running: start the stack with `inv up`")

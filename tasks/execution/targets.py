@@ -1,0 +1,274 @@
+"""Where the stack lives: here (LocalTarget) or on a host over SSH (HostTarget).
+
+A target knows the stack's root, backups folder, compose project and HTTP port where it
+lives, runs a command there, does file operations and transfers there, and keeps what it
+learnt about the engine there. It also decides the few things that truly differ between
+here and a host, each in one method: where secrets are made, whether the checkout must
+match the source of truth, how /healthz is reached, where a backup ends up, which checks
+`inv doctor` can make. Task bodies never ask which one they have.
+
+Nothing here knows about dry runs: every change goes through the Runner (runner.py), which
+decides whether it happens.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import os
+import shlex
+import socket
+from pathlib import Path, PurePosixPath
+
+from ..errors import TaskError, last_line
+from ..plans import archives, compose, hostfiles
+from ..plans import release as release_plans
+from ..source import render, settings
+from ..source.stack import ROOT, STACK_FILE, Host, Stack
+from . import http
+from .files import create_secret, write_atomic
+
+LOCAL_BACKUPS = ROOT / archives.BACKUP_DIR
+
+
+class Target:
+    """What both sides share: the facts cache, the URL, running a small shell script."""
+
+    name: str
+    on: str                     # how a message names the place: "" here, " on prod" for a host
+    host_flag: str              # what a command line adds to act there: "" or " --host prod"
+    stack: Stack
+    root: Path | PurePosixPath
+    backups: Path | PurePosixPath
+    project: str
+    http_port: int
+    doctor_checks: tuple[str, ...]
+
+    def __init__(self):
+        self.facts: dict[str, object] = {}  # what was learnt about the engine, once per target
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/"
+
+    def with_stack(self, stack: Stack) -> "Target":
+        """This target for another version of the source of truth (a database added)."""
+        other = copy.copy(self)
+        other.stack = stack
+        return other
+
+    def where(self) -> str:
+        """The prefix of a dry run's lines."""
+        return ""
+
+    def execute(self, command: str, *, in_root: bool = True, **kwargs):
+        raise NotImplementedError
+
+    def shell(self, script: str, *, stdin_text=None, check=True, what=None):
+        """Run a small shell SCRIPT quietly (file operations); input comes from STDIN_TEXT."""
+        stream = io.StringIO(stdin_text) if stdin_text is not None else False
+        # Absolute paths only: a release's directory may not exist yet.
+        result = self.execute(f"bash -c {shlex.quote(script)}", in_root=False, warn=True, hide=True,
+                              in_stream=stream)
+        if check and result.failed:
+            raise TaskError(f"{what or script} failed on {self.name}: "
+                            f"{last_line(result.stderr, f'exit status {result.exited}')}")
+        return result
+
+
+class LocalTarget(Target):
+    """The stack in this checkout, run by this machine's engine."""
+
+    name = "local"
+    on = ""
+    host_flag = ""
+    doctor_checks = ("engine", "compose", "port", "env_files", "rendered")
+
+    def __init__(self, c, stack: Stack, root: Path = ROOT, env=None):
+        super().__init__()
+        self.c, self.stack, self.root = c, stack, Path(root)
+        self.backups = self.root / archives.BACKUP_DIR
+        self.env = dict(env or {})
+        self.project, self.http_port = settings.local_place(stack, self.root, self.env)
+
+    def execute(self, command, *, in_root=True, **kwargs):
+        # In the current directory, where Compose finds the compose file and its .env.
+        return self.c.run(command, env=self.env, **kwargs)
+
+    # -- files ----------------------------------------------------------------------------
+    def write(self, path, text: str, mode: int) -> None:
+        write_atomic(Path(path), text, mode)
+
+    def mkdir(self, path) -> None:
+        Path(path).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def exists(self, path) -> bool:
+        return Path(path).exists()
+
+    def rename(self, source, target) -> None:
+        os.replace(source, target)
+
+    def remove(self, paths) -> None:
+        for path in paths:
+            Path(path).unlink(missing_ok=True)
+
+    def size(self, path) -> int:
+        return Path(path).stat().st_size
+
+    # -- what differs -----------------------------------------------------------------------
+    def ensure_secrets(self, r) -> None:
+        """Create the git-ignored env files that are missing, with fresh secrets (0600).
+        Existing ones are never touched: they hold the passwords the data volumes were made with."""
+        for path, text in render.secret_files(self.stack).items():
+            if (self.root / path).exists():
+                continue
+            if r.do(f"create {path} (mode 0600, generated secret)", create_secret, self.root / path, text):
+                r.say(f"created {path} (mode 0600, generated secret)")
+
+    def ensure_rendered(self) -> None:
+        stale = render.drift(self.stack, self.root)
+        if stale:
+            names = ", ".join(str(p) for p in stale)
+            raise TaskError(f"{names} out of date with {STACK_FILE}: run `inv render` and commit the result")
+
+    def port_state(self, r) -> str:
+        """'ours' when this stack's Nginx holds the HTTP port, 'free', or 'busy' (another program)."""
+        if "nginx" in r.running_services():
+            return "ours"
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", self.http_port))
+            except OSError:
+                return "busy"
+        return "free"
+
+    def health_check(self, r):
+        """(what is polled, a check that returns None once /healthz answers 200, else why not)."""
+        url = f"{self.url}healthz"
+        return url, lambda: http.problem(url)
+
+    def bring_home(self, r, archive_file) -> Path:
+        """A backup made here is home already."""
+        return archive_file
+
+    def receive_backup(self, r, local_archive: Path, verify) -> Path:
+        """A local backup is where a restore here reads it (and was verified here)."""
+        return local_archive
+
+    def here(self, env=None) -> "LocalTarget":
+        return LocalTarget(self.c, self.stack, self.root, {**self.env, **env}) if env else self
+
+
+class HostTarget(Target):
+    """The stack deployed on a host: its live release (`current`), or the release a deploy
+    prepares; commands run there over SSH, in that release's directory."""
+
+    doctor_checks = ("engine", "compose")  # the rest is about a checkout; a release was checked here
+
+    def __init__(self, c, host: Host, stack: Stack, release: str | None = None):
+        super().__init__()
+        self.c, self.host, self.stack = c, host, stack
+        self.name = host.name
+        self.on = f" on {host.name}"
+        self.host_flag = f" --host {host.name}"
+        self.directory = PurePosixPath(host.directory)
+        self.release = release
+        self.root = self.directory / "releases" / release if release else self.directory / "current"
+        self.backups = self.directory / "shared" / "backups"
+        self.project, self.http_port = settings.host_place(stack, host)
+
+    def in_release(self, release: str) -> "HostTarget":
+        """The same host and connection, working in RELEASE."""
+        other = copy.copy(self)
+        other.release = release
+        other.root = self.directory / "releases" / release
+        return other
+
+    def where(self) -> str:
+        return f"[{self.name}:{self.root}] "
+
+    def execute(self, command, *, in_root=True, **kwargs):
+        if not in_root:
+            return self.c.run(command, **kwargs)
+        # In the release: its .env gives compose the project name, port and image names, so
+        # nothing depends on the SSH session's environment.
+        with self.c.cd(str(self.root)):
+            return self.c.run(command, **kwargs)
+
+    # -- files ----------------------------------------------------------------------------
+    def write(self, path, text: str, mode: int) -> None:
+        self.shell(hostfiles.write(path, mode), stdin_text=text, what=f"writing {path}")
+
+    def mkdir(self, path) -> None:
+        self.shell(hostfiles.mkdir(path), what=f"creating {path}")
+
+    def exists(self, path) -> bool:
+        return self.shell(hostfiles.exists(path), check=False).ok
+
+    def rename(self, source, target) -> None:
+        self.shell(hostfiles.rename(source, target), what=f"renaming {source}")
+
+    def remove(self, paths) -> None:
+        self.shell(hostfiles.remove(paths), check=False)
+
+    def size(self, path) -> int:
+        result = self.shell(hostfiles.size(path), check=False)
+        return int(result.stdout.strip()) if result.ok and result.stdout.strip().isdigit() else 0
+
+    # -- what differs -----------------------------------------------------------------------
+    def ensure_secrets(self, r) -> None:
+        """The host's env files live in shared/config: generated there on first use (the values
+        never leave the host), never overwritten, linked into the release."""
+        templates = render.secret_files(self.stack, token=release_plans.SECRET_TOKEN)
+        r.shell(release_plans.host_secrets(self.directory / "shared", self.root, templates),
+                what=f"making the env files on {self.name}")
+
+    def ensure_rendered(self) -> None:
+        """A release holds what was rendered and checked here before it shipped."""
+
+    def port_state(self, r) -> str:
+        return "unknown"  # the port is the host's, and not reachable from here to try
+
+    def health_check(self, r):
+        # Through Nginx from the app container: the published port may be the host's loopback.
+        argv = r.compose_argv(compose.health_through_nginx())
+        return (f"/healthz through Nginx on {self.name}",
+                lambda: None if r.probe(argv).ok else "no 200 yet")
+
+    def bring_home(self, r, archive_file) -> Path:
+        """Copy a backup made on the host into the local backups/ (a backup with --host)."""
+        r.do(f"create {LOCAL_BACKUPS}", LOCAL_BACKUPS.mkdir, mode=0o700, exist_ok=True)
+        for remote_path in archives.companions(archive_file):
+            r.do(f"copy {remote_path.name} from {self.name} into {LOCAL_BACKUPS}",
+                 self._get, remote_path, LOCAL_BACKUPS / remote_path.name)
+        r.report(f"copied {archive_file.name} from {self.name} into {LOCAL_BACKUPS}")
+        return LOCAL_BACKUPS / archive_file.name
+
+    def receive_backup(self, r, local_archive: Path, verify) -> PurePosixPath:
+        """Copy a local backup into the host's backups folder (a restore with --host), and
+        VERIFY the copy there."""
+        r.mkdir(self.backups)
+        for local_path in archives.companions(local_archive):
+            r.do(f"upload {local_path.name} to {self.name}:{self.backups}",
+                 self._put, local_path, self.backups / local_path.name)
+        copy_there = self.backups / local_archive.name
+        verify(copy_there)
+        return copy_there
+
+    def here(self, env=None) -> LocalTarget:
+        """This machine, for the work of a host task that happens here (verifying a backup
+        before it is sent, building an image to ship), with ENV for its commands."""
+        from invoke import Context
+
+        return LocalTarget(Context(), self.stack, env=env)
+
+    def _get(self, remote: PurePosixPath, local: Path) -> None:
+        tmp = local.with_name(f".{local.name}.tmp")
+        self.c.get(str(remote), local=str(tmp))
+        tmp.chmod(0o600)
+        tmp.rename(local)
+
+    def _put(self, local: Path, remote: PurePosixPath) -> None:
+        tmp = remote.with_name(f".{remote.name}.tmp")
+        self.c.put(str(local), remote=str(tmp))
+        self.rename(tmp, remote)

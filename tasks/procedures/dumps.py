@@ -1,0 +1,59 @@
+"""Logical dumps of a running database (pg_dump custom format), and loading one all or
+nothing: into a fresh database first, then swapped in by renaming."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..execution.runner import Runner
+from ..plans import archives, compose
+from .backup_files import backup_dir, publish, sha256
+
+
+def dump_database(r: Runner, db) -> Path:
+    r.require_running(db.name)
+    directory = backup_dir(r)
+    final = directory / archives.archive_name(r.project, db.name, archives.stamp(), ".dump")
+    tmp = final.with_name(f".{final.name}.tmp")
+    r.say(f"dumping {db.name} -> {final}")
+    project_compose = r.compose_argv([])
+    try:
+        version = r.probe(r.compose_argv(compose.exec_(db.name, ["postgres", "--version"])))
+        r.run(archives.pipeline(archives.pg_dump(project_compose, db.name), output=str(tmp)),
+              what=f"pg_dump of {db.name}")
+        manifest = archives.manifest(
+            kind="dump", project=r.project, subject=db.name, database=db.name, archive=final.name,
+            dump_format="pg_dump custom", sha256=sha256(r, tmp), size_bytes=r.size(tmp),
+            postgres_major=archives.major_version(version.stdout),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        publish(r, tmp, final, manifest)
+    except BaseException:
+        r.remove(tmp)
+        raise
+    return final
+
+
+def load_database(r: Runner, db, dump_file) -> None:
+    """Restore a dump into a fresh database, all or nothing, then swap it in for DB."""
+    r.require_running(db.name)
+    project_compose = r.compose_argv([])
+    when = archives.stamp().lower()
+    fresh, retired = f"{db.name}__load_{when}", f"{db.name}__old_{when}"
+
+    def sql(statement: str):
+        return archives.run_sql(project_compose, db.name, statement)
+
+    r.run(sql(f"CREATE DATABASE {archives.quote_ident(fresh)} OWNER {archives.quote_ident(db.name)}"),
+          what=f"creating {fresh}")
+    try:
+        r.run(archives.pipeline(archives.pg_restore(project_compose, db.name, fresh), input=str(dump_file)),
+              what=f"pg_restore into {fresh}")
+    except BaseException:
+        r.run(sql(f"DROP DATABASE IF EXISTS {archives.quote_ident(fresh)}"), check=False)
+        r.say(f"nothing changed in {db.name}: the dump did not load")
+        raise
+    r.run(sql(archives.swap_databases_sql(db.name, fresh, retired)), what=f"swapping {fresh} in for {db.name}")
+    r.run(sql(f"DROP DATABASE {archives.quote_ident(retired)}"), check=False,
+          what=f"dropping the previous {db.name}")
+    r.report(f"loaded {dump_file.name} into {db.name}")

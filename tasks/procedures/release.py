@@ -1,0 +1,207 @@
+"""A deploy and a rollback on a host: ordered, named steps with one undo path.
+
+A failure, or Ctrl-C, at any step runs the same undo: if the new release's containers were
+started, the previous release is started again; the new release's directory is deleted;
+`current` is never switched before the new release serves. The deploy lock is released on
+the way out in every case. The host-side shell comes from tasks/plans/release.py.
+"""
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ..errors import TaskError, reason
+from ..execution.runner import Runner
+from ..plans import archives, compose
+from ..plans import release as plans
+from ..source.stack import ROOT
+from .django import collect_static, migrate_all
+from .serving import wait_until_served
+
+
+class deploy_lock:
+    """The first deploy takes the lock; a second one fails and says who holds it.
+    Released on the way out, also after a failure or Ctrl-C."""
+
+    def __init__(self, r: Runner):
+        self.r = r
+        self.directory = r.target.directory
+
+    def __enter__(self):
+        owner = (f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} since "
+                 f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+        if self.r.shell(plans.take_lock(self.directory, owner), check=False).failed:
+            holder = self.r.shell(plans.lock_holder(self.directory), check=False).stdout.strip() or "unknown"
+            name = self.r.target.name
+            raise TaskError(f"another deploy holds the lock on {name}: {holder}; if it is dead, "
+                            f"release it with `inv deploy.unlock --host {name}`")
+        return self
+
+    def __exit__(self, *exc):
+        self.r.shell(plans.release_lock(self.directory), check=False)
+        return False
+
+
+def current_release(r: Runner) -> str | None:
+    name = r.shell(plans.current_release(r.target.directory), check=False).stdout.strip().rsplit("/", 1)[-1]
+    return name or None
+
+
+def releases(r: Runner) -> list[str]:
+    names = r.shell(plans.list_releases(r.target.directory), check=False).stdout.split()
+    return sorted(n for n in names if plans.RELEASE_PATTERN.match(n))
+
+
+@dataclass
+class Deploy:
+    """What the steps share. R works in the new release on the host; HERE on this machine."""
+    r: Runner
+    here: Runner
+    release: str
+    previous: str | None
+    image: str
+    ship_image: bool
+    timeout: int
+    started: bool = False        # the new release's containers run: undo starts the previous one
+
+    @property
+    def host(self):
+        return self.r.target.host
+
+    @property
+    def release_dir(self):
+        return self.r.target.root
+
+
+def ship_code(d: Deploy) -> None:
+    """rsync what ships into the release; files unchanged since the previous release are
+    hard-linked, not sent."""
+    link_dest = str(d.r.target.directory / "releases" / d.previous) if d.previous else None
+    result = d.here.run(plans.rsync(ROOT, d.host, str(d.release_dir), link_dest), hide=True,
+                        what="shipping the code (rsync)")
+    d.r.report(f"shipped {d.release}: {plans.bytes_sent(result.stdout)} bytes sent")
+
+
+def prepare(d: Deploy) -> None:
+    """The host's env files linked in, and the release's .env for compose."""
+    d.r.target.ensure_secrets(d.r)
+    d.r.write(d.release_dir / ".env", plans.release_env(d.r.project, d.r.target.http_port, d.image, os.environ),
+              mode=0o644)
+
+
+def build_image(d: Deploy) -> None:
+    if not d.ship_image:
+        d.r.say(f"building on {d.host.name} ({d.image})")
+        d.r.compose(compose.build([compose.APP]), what=f"building on {d.host.name}")
+        return
+    # Build here and send the image over SSH, unless the host has it already.
+    here = d.here.here({"APP_IMAGE": d.image})
+    d.r.say(f"building the image here ({d.image})")
+    here.compose(compose.build([compose.APP]), what="building the image here")
+    if d.r.probe(["docker", "image", "inspect", "--format", "{{.Id}}", d.image]).stdout.strip():
+        d.r.say(f"{d.host.name} already has {d.image}: nothing to send")
+        return
+    d.r.say(f"sending {d.image} to {d.host.name} (docker save | ssh docker load)")
+    here.run(archives.pipeline(["docker", "save", d.image], ["sh", "-c", plans.ssh_load(d.host)]),
+             what=f"sending {d.image} to {d.host.name}")
+
+
+def start(d: Deploy) -> None:
+    d.started = True
+    d.r.compose(compose.up(build=False, timeout=d.timeout), what=f"starting {d.release}")
+
+
+def migrate(d: Deploy) -> None:
+    migrate_all(d.r)
+
+
+def static(d: Deploy) -> None:
+    collect_static(d.r)
+
+
+def wait_healthy(d: Deploy) -> None:
+    wait_until_served(d.r, d.timeout)
+
+
+def switch(d: Deploy) -> None:
+    d.r.shell(plans.switch(d.r.target.directory, d.release), what=f"pointing current at {d.release}")
+
+
+STEPS = (
+    ("shipping the code", ship_code),
+    ("preparing the release", prepare),
+    ("building the image", build_image),
+    ("starting the release", start),
+    ("migrating", migrate),
+    ("collecting static files", static),
+    ("waiting for /healthz", wait_healthy),
+    ("switching current", switch),
+)
+
+
+def run_steps(d: Deploy, steps=STEPS) -> None:
+    for name, step in steps:
+        try:
+            step(d)
+        except BaseException as exc:
+            undo(d, name, exc)
+
+
+def undo(d: Deploy, step: str, exc: BaseException) -> None:
+    """The one way back from a failed or interrupted deploy; raises its one-line error."""
+    where = f"deploy of {d.release} to {d.host.name} failed while {step} ({reason(exc)})"
+    code = 130 if isinstance(exc, KeyboardInterrupt) else 1
+    if d.started and d.previous:
+        d.r.say(f"{step} failed; rolling back to {d.previous}")
+        d.r.in_release(d.previous).compose(compose.up(build=False, timeout=d.timeout), check=False,
+                                           what=f"starting {d.previous}")
+        d.r.shell(plans.remove_trees([d.release_dir]), check=False)
+        raise TaskError(f"{where}; rolled back to {d.previous}, which is serving again", code) from None
+    d.r.shell(plans.remove_trees([d.release_dir]), check=False)
+    raise TaskError(f"{where}; nothing was switched", code) from None
+
+
+def deploy(r: Runner, ship_image: bool, keep: int, timeout: int) -> None:
+    """Ship the code to the host as a new release, then run STEPS; keep KEEP releases."""
+    started = time.monotonic()
+    directory = r.target.directory
+    digest = plans.code_digest(ROOT)
+    release = plans.release_name(archives.stamp(), digest)
+    image = f"{r.project}-djangoapp:{digest}"
+    r.shell(plans.prepare_directories(directory), what="preparing the host's directory")
+    with deploy_lock(r):
+        previous = current_release(r)
+        r.say(f"deploying {release} to {r.target.name} (previous: {previous or 'none'})")
+        run_steps(Deploy(r.in_release(release), r.here(), release, previous, image, ship_image, timeout))
+        old = releases(r)[:-keep] if keep > 0 else []
+        old = [name for name in old if name not in (release, previous)]
+        if old:
+            r.shell(plans.remove_trees([directory / "releases" / n for n in old]), check=False)
+    r.report(f"deployed {release} to {r.target.name} in {time.monotonic() - started:.1f}s "
+             f"({r.target.url} on the host)")
+
+
+def rollback(r: Runner, timeout: int) -> None:
+    """Start the release before the current one, wait until it serves, switch to it."""
+    with deploy_lock(r):
+        current = current_release(r)
+        known = releases(r)
+        if current not in known or known.index(current) == 0:
+            raise TaskError(f"no release before {current or 'the current one'} on {r.target.name} to roll back to")
+        previous = known[known.index(current) - 1]
+        back = r.in_release(previous)
+        back.compose(compose.up(build=False, timeout=timeout), what=f"starting {previous}")
+        wait_until_served(back, timeout)
+        r.shell(plans.switch(r.target.directory, previous), what=f"pointing current at {previous}")
+        r.report(f"rolled {r.target.name} back from {current} to {previous}")
+
+
+def unlock(r: Runner) -> None:
+    result = r.shell(plans.lock_holder(r.target.directory), check=False)
+    holder = result.stdout.strip() if result.ok else ""
+    r.shell(plans.release_lock(r.target.directory), what="releasing the lock")
+    r.report(f"released the deploy lock on {r.target.name}" + (f" (held by {holder})" if holder else " (it was not held)"))

@@ -1,0 +1,203 @@
+"""Copying the stack's named volumes to archives and back, through a Runner.
+
+The order of every operation is chosen so that a failure or an interruption (Ctrl-C
+included) at any point leaves the data as it was: services that write to a volume are
+stopped during its copy and started again on the way out; archives are written under a
+temporary name and published with their manifest last; a restore keeps a safety copy of
+the volume and puts it back if anything after that fails.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..errors import TaskError, reason
+from ..execution.runner import Runner
+from ..plans import archives, compose
+from .backup_files import backup_dir, publish, sha256
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    short: str                  # as in the compose file: database1_volume
+    name: str                   # as the engine knows it: hello_database1_volume
+    writers: tuple[str, ...]    # services mounting it read-write: stopped during a copy
+    readers: tuple[str, ...]    # services mounting it read-only
+    image: str                  # an image on the host that can run tar and sh on it
+    postgres: bool
+
+
+def volume_users(stack) -> dict[str, tuple[tuple[str, ...], tuple[str, ...], str]]:
+    """For each volume of the stack: (writers, readers, the service whose image to use).
+    Mirrors the compose template: a database's volume is its own; the app writes static
+    and media files, which Nginx reads."""
+    users = {db.volume: ((db.name,), (), db.name) for db in stack.databases}
+    for short in ("static_volume", "media_volume"):
+        users[short] = ((compose.APP,), ("nginx",), compose.APP)
+    return users
+
+
+def stack_volumes(r: Runner) -> dict[str, VolumeInfo]:
+    """The stack's named volumes with the services that mount them; image names are what
+    `compose config` resolves (variables and defaults included)."""
+    result = r.compose_probe(compose.config_json())
+    if result.failed:
+        raise TaskError(f"could not read the compose configuration: {result.stderr.strip()}")
+    services = json.loads(result.stdout or "{}").get("services", {})
+    images = {name: svc.get("image") for name, svc in services.items()}
+    database_volumes = {db.volume for db in r.stack.databases}
+    return {
+        short: VolumeInfo(short, f"{r.project}_{short}", writers, readers,
+                          images.get(owner) or f"{owner.upper()}_IMAGE", short in database_volumes)
+        for short, (writers, readers, owner) in volume_users(r.stack).items()
+    }
+
+
+def resolve_volume(volumes: dict[str, VolumeInfo], name: str) -> VolumeInfo:
+    for info in volumes.values():
+        if name in (info.short, info.name):
+            return info
+    raise TaskError(f"no volume named {name!r} in this stack (known: {', '.join(volumes)})")
+
+
+def volume_exists(r: Runner, name: str) -> bool:
+    return r.probe(["docker", "volume", "inspect", name]).ok
+
+
+def compressor(r: Runner) -> archives.Compressor:
+    return archives.ZSTD if r.probe(["zstd", "--version"]).ok else archives.GZIP
+
+
+class stopped_services:
+    """Stop SERVICES that are running, and start them again on the way out, whatever
+    happens in between (an error, Ctrl-C)."""
+
+    def __init__(self, r: Runner, services):
+        self.r = r
+        running = r.running_services()
+        self.services = [s for s in services if s in running]
+
+    def __enter__(self):
+        if self.services:
+            self.r.compose(compose.stop(self.services), what=f"stopping {', '.join(self.services)}")
+        return self
+
+    def __exit__(self, *exc):
+        if self.services:
+            self.r.compose(compose.start(self.services), what=f"starting {', '.join(self.services)} again",
+                           check=False)
+        return False
+
+
+class helper_container:
+    """A created, never started, container with VOLUME mounted at /data, for `docker cp`;
+    removed on the way out."""
+
+    def __init__(self, r: Runner, info: VolumeInfo, read_only: bool):
+        self.r, self.info, self.read_only = r, info, read_only
+        self.id = None
+
+    def __enter__(self) -> str:
+        self.r.probe(archives.remove_container(archives.helper_name(self.info.name)))  # left by a killed run
+        argv = archives.create_helper(self.info.image, self.info.name, self.read_only, self.r.project)
+        result = self.r.run(argv, hide=True, check=False)
+        if result.failed:
+            raise TaskError(f"could not create a helper container from {self.info.image} "
+                            f"(it must be on the host; run `inv build`): {result.stderr.strip()}")
+        self.id = result.stdout.strip() or "HELPER_CONTAINER"  # a dry run creates none
+        return self.id
+
+    def __exit__(self, *exc):
+        self.r.probe(archives.remove_container(self.id))
+        return False
+
+
+def remove_leftover_helpers(r: Runner) -> None:
+    """Helpers left by a killed backup or restore hold their volume; `inv down` clears them."""
+    found = r.probe(archives.leftover_helpers(r.project)).stdout.split()
+    if found:
+        r.probe(["docker", "rm", "--force", *found])
+
+
+def backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor) -> Path:
+    if not volume_exists(r, info.name):
+        raise TaskError(f"volume {info.name} does not exist: nothing to back up (start the stack with `inv up`)")
+    directory = backup_dir(r)
+    final = directory / archives.archive_name(r.project, info.short, archives.stamp(), comp.extension)
+    tmp = final.with_name(f".{final.name}.tmp")
+    if r.exists(final):
+        raise TaskError(f"{final} exists already; wait a second and try again")
+    r.say(f"backing up {info.name} -> {final}")
+    started = time.monotonic()
+    try:
+        with stopped_services(r, info.writers):
+            stats = r.probe(archives.volume_stats(info.name, info.image))
+            with helper_container(r, info, read_only=True) as container:
+                r.run(archives.archive_volume(container, comp, str(tmp)), what=f"archiving {info.name}")
+        size, files, pg = (stats.stdout.splitlines() + ["", "", ""])[:3]
+        digest = sha256(r, tmp)
+        manifest = archives.manifest(
+            kind="volume", project=r.project, subject=info.short, volume=info.short, docker_volume=info.name,
+            services=sorted(info.writers + info.readers), archive=final.name, compression=comp.name,
+            sha256=digest, size_bytes=int(size or 0), files=int(files or 0), image=info.image,
+            postgres_major=pg.strip() or None, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        publish(r, tmp, final, manifest)
+    except BaseException:
+        r.remove(tmp)
+        raise
+    r.report(f"  {int(size or 0) / 1e6:.1f} MB in {int(files or 0)} entries -> "
+             f"{r.size(final) / 1e6:.1f} MB in {time.monotonic() - started:.1f}s, sha256 {digest[:12]}")
+    return final
+
+
+def _postgres_major(r: Runner, image: str) -> str | None:
+    result = r.probe(archives.postgres_version(image))
+    if result.failed:
+        raise TaskError(f"could not run postgres --version in {image}: {result.stderr.strip()}")
+    return archives.major_version(result.stdout)
+
+
+def restore_volume(r: Runner, info: VolumeInfo, archive_file, data: dict, timeout: int) -> None:
+    if data["kind"] != "volume":
+        raise TaskError(f"{archive_file.name} is a {data['kind']} backup; use `inv db.load` for database dumps")
+    comp = archives.COMPRESSORS.get(data.get("compression", ""))
+    if comp is None:
+        raise TaskError(f"{archive_file.name} uses an unknown compression {data.get('compression')!r}")
+    wanted = data.get("postgres_major")
+    if info.postgres or wanted:
+        have = _postgres_major(r, info.image)
+        if wanted and have and wanted != have:
+            raise TaskError(
+                f"{archive_file.name} holds PostgreSQL {wanted} data but {info.short} runs {info.image} "
+                f"(PostgreSQL {have}); a file-level copy only works within one major version: restore a "
+                f"logical dump instead (inv db.dump on the old version, then inv db.load)")
+    if not volume_exists(r, info.name):
+        # Let compose create the volume, with its labels, as `inv up` would.
+        r.compose(compose.up(build=False, wait=False) + ["--no-start"], what="creating the stack's volumes")
+    users = sorted(set(info.writers + info.readers))
+    with stopped_services(r, users):
+        r.run(archives.move_aside(info.name, info.image), what=f"moving the content of {info.name} aside")
+        try:
+            with helper_container(r, info, read_only=False) as container:
+                r.run(archives.extract_volume(str(archive_file), comp, container), what=f"restoring {info.name}")
+        except BaseException:
+            r.say(f"restoring {info.name} failed; putting the safety copy back")
+            r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
+            r.say(f"{info.name} holds its previous content again")
+            raise
+    # Every service up and healthy again, or the old content goes back.
+    try:
+        r.compose(compose.up(build=False, timeout=timeout), what="starting the stack after the restore")
+    except BaseException as exc:
+        r.say(f"the stack did not become healthy with the restored {info.short}; putting the safety copy back")
+        with stopped_services(r, users):
+            r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
+        r.compose(compose.up(build=False, timeout=timeout), check=False)
+        raise TaskError(f"restore of {archive_file.name} rolled back: the stack was not healthy with it "
+                        f"({reason(exc)}); {info.name} has its previous content again") from None
+    r.run(archives.drop_safety(info.name, info.image), what=f"removing the safety copy {info.name}:/{archives.SAFETY}")
+    r.report(f"restored {info.name} from {archive_file.name}; the stack is healthy")
