@@ -25,7 +25,7 @@ always gets the warmer page cache.
 Why: to know what the safety features cost (or save, with zstd) compared with what people
 would otherwise copy from the documentation, on a volume of a realistic size.
 
-Everything runs in a throwaway copy of the project (tests/projectcopy.py) under the compose
+Everything runs in a throwaway copy of the project (testkit/projectcopy.py) under the compose
 project `hello-bench` on a free port on 127.0.0.1, with its own app image tag, so the
 developer's tree, stack and images are left alone; it is all removed at the end, whatever
 happens. `inv bench` runs it with the other benchmarks; alone, from the repository root:

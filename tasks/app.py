@@ -5,7 +5,8 @@ import os
 import shlex
 import sys
 
-from .cli import interactive, stack_task
+from .cli import stack_task
+from .execution.runner import interactive
 from .errors import TaskError, last_line
 from .plans import compose
 from .procedures.django import collect_static, migrate_all
@@ -26,7 +27,7 @@ def createsuperuser(r, username=None, email=None):
     """Create an admin user: interactive on a terminal, or unattended with --username."""
     if username is None and not interactive():
         raise TaskError("not on a terminal: give --username (and --email) and set DJANGO_SUPERUSER_PASSWORD")
-    if username is not None and not os.environ.get("DJANGO_SUPERUSER_PASSWORD") and not r.dry:
+    if username is not None and not os.environ.get("DJANGO_SUPERUSER_PASSWORD"):
         raise TaskError("set DJANGO_SUPERUSER_PASSWORD in the environment to create a user with --username")
     r.require_running(compose.APP)
     if username is None:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from invoke import Collection
 
-from .cli import confirm, interactive, print_table, stack_task
+from .cli import print_table, stack_task
+from .execution.runner import interactive
 from .errors import TaskError
 from .execution.files import create_secret, write_all
 from .plans import compose
@@ -20,6 +21,10 @@ from .procedures.dumps import dump_database, load_database
 from .procedures.serving import wait_until_served
 from .source import render
 from .source.stack import STACK_FILE, loads, read_text, with_database_added, with_database_removed
+
+
+# add and remove edit this checkout: a dry run shows the files and commands, and writes none.
+EDIT_DRY = "Print what would be written and run, and change nothing."
 
 
 def _write_stack_change(r, new_text: str):
@@ -42,9 +47,10 @@ def _write_stack_change(r, new_text: str):
 @stack_task(hosts=None, help={
     "name": "The database: lowercase letters, digits and underscores, starting with a letter.",
     "up": "Start it now and run its migrations (default: off; prints the command instead).",
-    "dry": "Print what would be written and run, and change nothing.",
+    "timeout": "With --up, seconds to wait for the stack to be healthy",
+    "dry": EDIT_DRY,
 })
-def add(r, name, up=False):
+def add(r, name, up=False, timeout=None):
     """Add a PostgreSQL database (container, network, volume, env file, Django alias)."""
     new_text = with_database_added(read_text(r.root), name)  # refuses a bad name before anything
     r = _write_stack_change(r, new_text)
@@ -61,7 +67,7 @@ def add(r, name, up=False):
         return
     r.compose(compose.up(build=False), what=f"starting {name}")
     migrate_all(r, name)
-    wait_until_served(r, timeout=120)
+    wait_until_served(r, timeout)
     r.report(f"Database {name} is up and migrated.")
 
 
@@ -80,7 +86,7 @@ def list_(r):
     "name": "The database to remove (not the default one).",
     "purge": "Also delete its data volume and env file, for good (default: off; needs --yes).",
     "yes": "Confirm --purge without asking.",
-    "dry": "Print what would be written and run, and change nothing.",
+    "dry": EDIT_DRY,
 })
 def remove(r, name, purge=False, yes=False):
     """Remove a database from the stack; its data volume is kept unless --purge --yes."""
@@ -88,7 +94,7 @@ def remove(r, name, purge=False, yes=False):
     old = r.stack.database(name)
     volume = f"{r.project}_{old.volume}"
     if purge:
-        confirm(yes or r.dry, f"Delete {volume} and all of {name}'s data?",
+        r.confirm(yes, f"Delete {volume} and all of {name}'s data?",
                 f"--purge deletes the volume {volume} and its data for good")
     running = r.running_services()
     if name in running:
@@ -134,7 +140,7 @@ def load(r, name, file, yes=False):
     dump_file, data = verified_on_target(r, file)
     if data["kind"] != "dump":
         raise TaskError(f"{dump_file.name} is a volume archive; use `inv volume.restore` for it")
-    confirm(yes or r.dry, f"Replace {db.name} with {dump_file.name}?", f"loading replaces every table of {db.name}")
+    r.confirm(yes, f"Replace {db.name} with {dump_file.name}?", f"loading replaces every table of {db.name}")
     load_database(r, db, dump_file)
 
 

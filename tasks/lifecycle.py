@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .cli import confirm, stack_task
+from .cli import stack_task
 from .errors import TaskError
 from .execution.files import write_all
 from .plans import compose
@@ -55,7 +55,7 @@ def down(r, volumes=False, yes=False):
     """Stop and remove the containers; the data volumes stay unless --volumes --yes."""
     if volumes:
         names = ", ".join(r.stack.volumes)
-        confirm(yes or r.dry, f"Delete the volumes {names} and all their data?", f"--volumes deletes {names} for good")
+        r.confirm(yes, f"Delete the volumes {names} and all their data?", f"--volumes deletes {names} for good")
     remove_leftover_helpers(r)
     r.compose(compose.down(volumes=volumes), what="stopping the stack")
 

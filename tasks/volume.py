@@ -5,7 +5,7 @@ import json
 
 from invoke import Collection
 
-from .cli import confirm, print_table, stack_task
+from .cli import print_table, stack_task
 from .procedures.backup_files import verified_on_target
 from .procedures.volume_copy import backup_volume, compressor, resolve_volume, restore_volume, stack_volumes
 
@@ -46,7 +46,7 @@ def restore(r, archive, volume=None, yes=False, timeout=None):
     """Replace a volume's content with an archive; a safety copy comes back on any failure."""
     archive_file, data = verified_on_target(r, archive)
     info = resolve_volume(stack_volumes(r), volume or data.get("volume", ""))
-    confirm(yes or r.dry, f"Replace the content of {info.name} with {archive_file.name}?",
+    r.confirm(yes, f"Replace the content of {info.name} with {archive_file.name}?",
             f"restoring replaces everything in {info.name}")
     restore_volume(r, info, archive_file, data, timeout=timeout)
 

@@ -105,3 +105,51 @@ def test_every_stack_task_takes_host():
     assert {"up", "down", "ps", "logs", "migrate", "createsuperuser", "static", "manage", "doctor", "db.list",
             "db.shell", "db.dump", "db.load", "volume.list", "volume.backup", "volume.restore", "backup.all",
             "deploy.deploy", "rollback"} <= with_host
+
+
+class TestHostShell:
+    """The deploy's host-side shell, exactly (each is run with `bash -c`)."""
+
+    def test_the_lock_is_an_atomic_mkdir_naming_its_owner(self):
+        assert shipping.take_lock("/srv/hello", "ann@desk pid 7 since T") == (
+            "mkdir /srv/hello/.deploy-lock 2>/dev/null && printf '%s\\n' 'ann@desk pid 7 since T' > /srv/hello/.deploy-lock/owner")
+        assert shipping.lock_holder("/srv/hello") == "cat /srv/hello/.deploy-lock/owner 2>/dev/null"
+        assert shipping.release_lock("/srv/hello") == "rm -rf /srv/hello/.deploy-lock"
+
+    def test_current_is_switched_in_one_rename(self):
+        assert shipping.switch("/srv/my hello", "20261121T000000Z-abcdef012345") == (
+            "ln -sfn releases/20261121T000000Z-abcdef012345 '/srv/my hello'/.current.tmp && "
+            "mv -T '/srv/my hello'/.current.tmp '/srv/my hello'/current")
+
+    def test_reading_the_releases(self):
+        assert shipping.current_release("/srv/hello") == "readlink /srv/hello/current || true"
+        assert shipping.list_releases("/srv/hello") == "ls -1 /srv/hello/releases 2>/dev/null || true"
+        assert shipping.prepare_directories("/srv/hello") == "mkdir -p -m 755 /srv/hello/releases /srv/hello/shared"
+        assert shipping.remove_trees(["/a", "/b c"]) == "rm -rf -- /a '/b c'"
+
+    def test_secrets_script_passes_templates_as_here_documents(self):
+        script = shipping.host_secrets("/s/shared", "/s/releases/R", {"config/django.env": "K=@@GENERATED_SECRET@@\n"})
+        lines = script.splitlines()
+        assert lines[0] == "set -e" and lines[1] == "mkdir -p -m 700 /s/shared/config"
+        assert lines[2].startswith("( if test -e /s/shared/config/django.env; then cat > /dev/null; exit 0; fi;")
+        assert lines[2].endswith(") <<'HELLO_ENV_TEMPLATE_END'")
+        assert lines[3:] == ["K=@@GENERATED_SECRET@@", "HELLO_ENV_TEMPLATE_END",
+                             "ln -sfn /s/shared/config/django.env /s/releases/R/config/django.env"]
+
+    def test_a_template_cannot_end_its_own_here_document(self):
+        with pytest.raises(ValueError, match="contains HELLO_ENV_TEMPLATE_END"):
+            shipping.host_secrets("/s", "/r", {"x.env": "HELLO_ENV_TEMPLATE_END\n"})
+
+    def test_the_secrets_script_really_makes_and_keeps_the_files(self, tmp_path):
+        import subprocess
+
+        shared, release = tmp_path / "shared", tmp_path / "releases/R"
+        (release / "config").mkdir(parents=True)
+        script = shipping.host_secrets(shared, release, {"config/django.env": "A=@@GENERATED_SECRET@@\nB=2\n"})
+        subprocess.run(["bash", "-c", script], check=True)
+        made = (shared / "config/django.env").read_text()
+        assert made.startswith("A=") and len(made.splitlines()[0]) == 52 and made.endswith("B=2\n")
+        assert (shared / "config/django.env").stat().st_mode & 0o777 == 0o600
+        assert (release / "config/django.env").resolve() == shared / "config/django.env"
+        subprocess.run(["bash", "-c", script], check=True)  # a second run keeps the secret
+        assert (shared / "config/django.env").read_text() == made

@@ -33,7 +33,7 @@ class TestDown:
         assert c.run.call_args_list[-1].args[0] == f"{COMPOSE} down --remove-orphans"
 
     def test_volumes_need_yes_when_not_on_a_terminal(self, mock_c, monkeypatch):
-        monkeypatch.setattr("tasks.cli.interactive", lambda: False)
+        monkeypatch.setattr("tasks.execution.runner.interactive", lambda: False)
         c = mock_c()
         with pytest.raises(TaskError, match="add --yes"):
             lifecycle.down(c, volumes=True)

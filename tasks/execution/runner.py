@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import shlex
+import sys
 import time
 
 from invoke import Result
@@ -40,6 +41,10 @@ def compose_problem(result, where: str = "") -> tuple[str, str] | None:
     return (f"Docker Compose is not installed{where}",
             f"install the Compose v2 plugin (package docker-compose-plugin, or {COMPOSE_DOCS}); "
             "docker-compose v1 is end-of-life and not supported")
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def poll(check, timeout: float, interval: float) -> tuple[str | None, float]:
@@ -146,6 +151,16 @@ class Runner:
         if why is not None:
             raise TaskError(f"{description} did not answer 200 within {timeout:.0f}s (last: {why}){hint}")
         return waited
+
+    def confirm(self, yes: bool, question: str, consequence: str) -> None:
+        """Go on with --yes, or in a dry run (nothing will change); otherwise ask on a
+        terminal, and refuse when there is none."""
+        if yes or self.dry:
+            return
+        if not interactive():
+            raise TaskError(f"{consequence}: add --yes to confirm")
+        if input(f"{question} Type 'yes': ").strip() != "yes":
+            raise TaskError("nothing changed")
 
     # -- files on the target --------------------------------------------------------------------
     def write(self, path, text: str, mode: int = 0o600) -> None:

@@ -165,9 +165,10 @@ class HostTarget(Target):
 
     doctor_checks = ("engine", "compose")  # the rest is about a checkout; a release was checked here
 
-    def __init__(self, c, host: Host, stack: Stack, release: str | None = None):
+    def __init__(self, c, host: Host, stack: Stack, release: str | None = None, local_c=None):
         super().__init__()
         self.c, self.host, self.stack = c, host, stack
+        self.local_c = local_c  # the Context for work here (tests give a recording one)
         self.name = host.name
         self.on = f" on {host.name}"
         self.host_flag = f" --host {host.name}"
@@ -258,9 +259,12 @@ class HostTarget(Target):
     def here(self, env=None) -> LocalTarget:
         """This machine, for the work of a host task that happens here (verifying a backup
         before it is sent, building an image to ship), with ENV for its commands."""
-        from invoke import Context
+        from invoke import Config, Context
 
-        return LocalTarget(Context(), self.stack, env=env)
+        from .stdin import ChunkedLocal
+
+        local_c = self.local_c or Context(Config(overrides={"runners": {"local": ChunkedLocal}}))
+        return LocalTarget(local_c, self.stack, env=env)
 
     def _get(self, remote: PurePosixPath, local: Path) -> None:
         tmp = local.with_name(f".{local.name}.tmp")

@@ -10,7 +10,9 @@ Layout on the host, under its `directory`:
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import os
 import re
 import shlex
 from pathlib import Path, PurePosixPath
@@ -38,8 +40,6 @@ def shipped_files(root: Path) -> list[Path]:
 
 
 def _matches(rel: str, rule: str) -> bool:
-    import fnmatch
-
     if rule.endswith("/"):
         name = rule.strip("/")
         return f"/{name}/" in rel + "/" if not rule.startswith("/") else rel.startswith(rule)
@@ -67,8 +67,6 @@ RELEASE_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{12}$")
 def ssh_options(host) -> list[str]:
     """OpenSSH options equivalent to the Fabric connection: strict host key checking against
     the host's known_hosts file, the configured key only, no prompts."""
-    import os
-
     options = ["-p", str(host.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                "-o", f"UserKnownHostsFile={os.path.expanduser(host.known_hosts)}", "-o", "ConnectTimeout=10"]
     if host.identity_file:

@@ -1,0 +1,147 @@
+"""The host side of the runner, against a recording connection: each command exactly, the
+directory it runs in, what it reads on standard input, and that a dry run runs nothing."""
+import shlex
+
+import pytest
+from invoke import Result
+
+from tasks.execution import targets
+from tasks.execution.runner import Runner
+from tasks.execution.targets import HostTarget
+from tasks.plans import compose
+from tasks.procedures import backup_files
+from tasks.source.stack import loads
+from tests.fakes import Recorder
+
+STACK = loads(open("config/stack.toml").read() + """
+[hosts.prod]
+address = "203.0.113.10"
+directory = "/srv/hello"
+http_port = 8080
+project = "hello-prod"
+""")
+HOST = STACK.hosts["prod"]
+ENGINE = ["docker version --format '{{.Server.Version}}'", "docker compose version --short"]
+COMPOSE = "docker compose --project-name hello-prod"
+
+
+def host_runner(answers=None, dry=False, release=None):
+    conn = Recorder(answers)
+    return Runner(HostTarget(conn, HOST, STACK, release=release, local_c=Recorder()), dry), conn
+
+
+def bash(script):
+    return f"bash -c {shlex.quote(script)}"
+
+
+class TestWhereThingsRun:
+    def test_compose_runs_in_the_live_release_under_the_hosts_project(self):
+        r, conn = host_runner()
+        r.compose(compose.ps())
+        assert conn.calls == [("/srv/hello/current", ENGINE[0], None), ("/srv/hello/current", ENGINE[1], None),
+                              ("/srv/hello/current", f"{COMPOSE} ps", None)]
+
+    def test_the_engine_is_checked_once_per_target(self):
+        r, conn = host_runner()
+        r.compose(compose.ps())
+        r.in_release("20261121T000000Z-abcdef012345").compose(compose.ps())
+        assert conn.commands.count(ENGINE[0]) == 1
+        assert conn.calls[-1] == ("/srv/hello/releases/20261121T000000Z-abcdef012345", f"{COMPOSE} ps", None)
+
+    def test_file_operations_run_outside_any_release_with_absolute_paths(self):
+        r, conn = host_runner({bash("stat -c %s '/srv/hello/shared/backups/a b'"): Result("1234\n")})
+        r.write("/srv/hello/shared/x.env", "A=1\n", mode=0o600)
+        r.mkdir("/srv/hello/shared/backups")
+        r.rename("/srv/hello/a.tmp", "/srv/hello/a")
+        r.remove("/srv/hello/a", "/srv/hello/b c")
+        assert r.size("/srv/hello/shared/backups/a b") == 1234
+        assert conn.calls == [
+            (None, bash("umask 077; t=/srv/hello/shared/x.env.$$.tmp; cat > \"$t\" && chmod 600 \"$t\" && "
+                        "mv -f \"$t\" /srv/hello/shared/x.env"), "A=1\n"),
+            (None, bash("mkdir -p -m 700 /srv/hello/shared/backups"), None),
+            (None, bash("mv -f /srv/hello/a.tmp /srv/hello/a"), None),
+            (None, bash("rm -f -- /srv/hello/a '/srv/hello/b c'"), None),
+            (None, bash("stat -c %s '/srv/hello/shared/backups/a b'"), None),
+        ]
+
+    def test_a_failed_file_operation_is_one_line_naming_the_host(self):
+        script = "mkdir -p -m 700 /srv/hello/shared"
+        r, _ = host_runner({bash(script): Result(stderr="mkdir: Permission denied\n", exited=1)})
+        with pytest.raises(Exception) as err:
+            r.mkdir("/srv/hello/shared")
+        assert err.value.message == "error: creating /srv/hello/shared failed on prod: mkdir: Permission denied"
+
+
+class TestDryRun:
+    def test_nothing_runs_and_every_line_says_where(self, capsys):
+        r, conn = host_runner(dry=True)
+        assert r.compose(compose.ps()).ok and r.probe(["docker", "ps"]).stdout == ""
+        r.write("/srv/hello/shared/x.env", "secret\n")
+        r.target.ensure_secrets(r)
+        assert r.exists("/srv/hello/current") is False
+        assert conn.calls == []
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == f"[dry] [prod:/srv/hello/current] {COMPOSE} ps"
+        assert out[1] == "[dry] [prod:/srv/hello/current] would write /srv/hello/shared/x.env"
+        assert "secret" not in "\n".join(out)
+
+    def test_every_service_is_taken_as_running(self):
+        r, _ = host_runner(dry=True)
+        assert r.running_services() == {"djangoapp", "nginx", "database1"}
+
+
+class TestWhatAHostDecides:
+    def test_secrets_are_made_on_the_host_in_one_round_trip_and_linked_into_the_release(self):
+        r, conn = host_runner(release="R")
+        r.target.ensure_secrets(r)
+        [(cwd, command, stdin)] = conn.calls
+        script = shlex.split(command)[2]
+        assert cwd is None and stdin is None
+        assert script.startswith("set -e\nmkdir -p -m 700 /srv/hello/shared/config\n"
+                                 "( if test -e /srv/hello/shared/config/django.env; then cat > /dev/null; exit 0; fi;")
+        assert "ln -sfn /srv/hello/shared/config/django.env /srv/hello/releases/R/config/django.env" in script
+        assert "ln -sfn /srv/hello/shared/config/db/database1.env /srv/hello/releases/R/config/db/database1.env" in script
+        # The templates travel as here-documents holding the token; the values are made there.
+        assert script.count("<<'HELLO_ENV_TEMPLATE_END'\n") == 2 and "DJANGO_SECRET_KEY=@@GENERATED_SECRET@@" in script
+
+    def test_health_is_probed_through_nginx_from_the_app_container(self):
+        r, conn = host_runner()
+        description, check = r.target.health_check(r)
+        assert description == "/healthz through Nginx on prod" and check() is None
+        assert conn.calls[-1] == ("/srv/hello/current",
+                                  shlex.join(r.compose_argv(compose.health_through_nginx())), None)
+
+    def test_a_backup_made_there_is_copied_here_manifest_last(self, tmp_path, monkeypatch):
+        from pathlib import PurePosixPath
+
+        monkeypatch.setattr(targets, "LOCAL_BACKUPS", tmp_path)
+        r, conn = host_runner()
+        made = r.target.bring_home(r, PurePosixPath("/srv/hello/shared/backups/hello_media_volume_x.tar.zst"))
+        assert made == tmp_path / "hello_media_volume_x.tar.zst"
+        assert [t[1] for t in conn.transfers] == ["/srv/hello/shared/backups/hello_media_volume_x.tar.zst",
+                                                  "/srv/hello/shared/backups/hello_media_volume_x.tar.zst.sha256",
+                                                  "/srv/hello/shared/backups/hello_media_volume_x.tar.zst.json"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["hello_media_volume_x.tar.zst",
+                                                              "hello_media_volume_x.tar.zst.json",
+                                                              "hello_media_volume_x.tar.zst.sha256"]
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in tmp_path.iterdir())
+
+    def test_a_restore_sends_the_backup_then_verifies_it_there(self, tmp_path):
+        archive = tmp_path / "hello_media_volume_20261121T000000Z.tar.zst"
+        archive.write_bytes(b"data")
+        import hashlib
+        import json
+
+        digest = hashlib.sha256(b"data").hexdigest()
+        (tmp_path / (archive.name + ".sha256")).write_text(f"{digest}  {archive.name}\n")
+        (tmp_path / (archive.name + ".json")).write_text(json.dumps(
+            {"format": 1, "kind": "volume", "archive": archive.name, "sha256": digest, "created": "t"}))
+        r, conn = host_runner()
+        there, data = backup_files.verified_on_target(r, archive)
+        assert str(there) == f"/srv/hello/shared/backups/{archive.name}"
+        assert [(kind, remote) for kind, _, remote in conn.transfers] == [
+            ("put", f"/srv/hello/shared/backups/.{archive.name}.tmp"),
+            ("put", f"/srv/hello/shared/backups/.{archive.name}.sha256.tmp"),
+            ("put", f"/srv/hello/shared/backups/.{archive.name}.json.tmp")]
+        assert conn.calls[-1] == ("/srv/hello/current", "sha256sum --check --status --strict",
+                                  f"{digest}  /srv/hello/shared/backups/{archive.name}\n")
