@@ -27,8 +27,9 @@ def createsuperuser(r, username=None, email=None):
     """Create an admin user: interactive on a terminal, or unattended with --username."""
     if username is None and not interactive():
         raise TaskError("not on a terminal: give --username (and --email) and set DJANGO_SUPERUSER_PASSWORD")
-    if username is not None and not os.environ.get("DJANGO_SUPERUSER_PASSWORD"):
-        raise TaskError("set DJANGO_SUPERUSER_PASSWORD in the environment to create a user with --username")
+    if username is not None:
+        r.require(bool(os.environ.get("DJANGO_SUPERUSER_PASSWORD")),
+                  "set DJANGO_SUPERUSER_PASSWORD in the environment to create a user with --username")
     r.require_running(compose.APP)
     if username is None:
         r.compose(compose.createsuperuser(tty=True), pty=True, what="createsuperuser")

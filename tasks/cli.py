@@ -79,7 +79,7 @@ def _help_texts(given, names, keys, hosts) -> dict:
 def _run(func, c, host, hosts, dry, values):
     """FUNC with a Runner here, or on each host named by HOST."""
     stack = load()
-    if not host:
+    if not host and hosts != "one":
         return func(Runner(LocalTarget(c, stack), dry), **values)
     chosen = stack.resolve_hosts(host)
     if hosts == "one" and len(chosen) != 1:

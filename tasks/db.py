@@ -57,10 +57,8 @@ def add(r, name, up=False, timeout=None):
     db = r.stack.database(name)
     secret = render.secret_files(r.stack)[Path(db.env_file)]
     created = r.do(f"create {db.env_file} (mode 0600) unless it exists", create_secret, r.root / db.env_file, secret)
-    if created:
-        r.report(f"created {db.env_file} (mode 0600, generated password)")
-    elif created is False:
-        r.report(f"kept the existing {db.env_file} (its password matches any data volume kept from before)")
+    r.report(f"created {db.env_file} (mode 0600, generated password)" if created else
+             f"kept the existing {db.env_file} (its password matches any data volume kept from before)")
     if not up:
         r.say(f"Database {name} added (Django alias {db.alias!r}). "
               "Next: `inv up` starts it and runs its migrations; commit config/ and docker-compose.yml.")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from .cli import stack_task
-from .errors import TaskError
 from .execution.runner import compose_problem, engine_problem
 from .plans import compose
 from .source import render
@@ -75,6 +74,5 @@ def doctor(r):
         if hint and not ok:
             r.report(f"     fix: {hint}")
     failed = [message for ok, message, _ in results if not ok]
-    if failed:
-        raise TaskError(f"{len(failed)} check(s) failed: {'; '.join(failed)}")
+    r.require(not failed, f"{len(failed)} check(s) failed")
     r.report("all checks passed")

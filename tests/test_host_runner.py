@@ -145,3 +145,19 @@ class TestWhatAHostDecides:
             ("put", f"/srv/hello/shared/backups/.{archive.name}.json.tmp")]
         assert conn.calls[-1] == ("/srv/hello/current", "sha256sum --check --status --strict",
                                   f"{digest}  /srv/hello/shared/backups/{archive.name}\n")
+
+
+def test_the_live_release_keeps_the_links_its_deploy_made():
+    r, conn = host_runner()  # `inv up --host`, `inv build --host`
+    r.target.ensure_secrets(r)
+    assert conn.calls == []
+
+
+def test_a_task_for_one_host_never_falls_back_to_here():
+    from invoke import MockContext
+
+    from tasks import deploy
+    from tasks.errors import TaskError
+
+    with pytest.raises(TaskError, match="--host needs a host or group name"):
+        deploy.deploy(MockContext(run={}), "")

@@ -108,23 +108,26 @@ class Runner:
         return Result(stdout="", stderr="", exited=0, command=text)
 
     # -- running ------------------------------------------------------------------------------
-    def run(self, argv, *, check=True, hide=False, pty=False, stdin=False, what=None) -> Result:
+    def run(self, argv, *, check=True, hide=False, pty=False, stdin=False, what=None, dry_answer="") -> Result:
         """Run ARGV in the stack's directory; with CHECK a non-zero exit becomes a one-line
-        TaskError naming WHAT. Standard input reaches the command only with PTY or STDIN."""
+        TaskError naming WHAT. Standard input reaches the command only with PTY or STDIN.
+        A dry run answers DRY_ANSWER as the output (a name that later commands print)."""
         command = shlex.join(str(a) for a in argv)
         if self.dry:
-            return self._would(command)
+            result = self._would(command)
+            result.stdout = dry_answer
+            return result
         result = self.target.execute(command, warn=True, hide=hide, pty=pty, echo=not hide,
                                      in_stream=None if pty or stdin else False)
         if check and result.failed:
             raise TaskError(f"{what or command} failed (exit status {result.exited})")
         return result
 
-    def probe(self, argv, *, stdin_text=None) -> Result:
-        """Run a read-only command quietly and return its result; a dry run runs none and
-        prints nothing."""
+    def probe(self, argv, *, stdin_text=None, dry_answer="") -> Result:
+        """Run a read-only command quietly and return its result; a dry run runs none,
+        prints nothing and answers DRY_ANSWER."""
         if self.dry:
-            return Result(stdout="", stderr="", exited=0, command=shlex.join(argv))
+            return Result(stdout=dry_answer, stderr="", exited=0, command=shlex.join(argv))
         stream = io.StringIO(stdin_text) if stdin_text is not None else False
         return self.target.execute(shlex.join(str(a) for a in argv), warn=True, hide=True, in_stream=stream)
 
@@ -151,6 +154,12 @@ class Runner:
         if why is not None:
             raise TaskError(f"{description} did not answer 200 within {timeout:.0f}s (last: {why}){hint}")
         return waited
+
+    def require(self, condition: bool, message: str) -> None:
+        """Fail with MESSAGE unless CONDITION: a precondition of running, not of planning, so
+        a dry run goes on without it."""
+        if not condition and not self.dry:
+            raise TaskError(message)
 
     def confirm(self, yes: bool, question: str, consequence: str) -> None:
         """Go on with --yes, or in a dry run (nothing will change); otherwise ask on a

@@ -218,8 +218,11 @@ class HostTarget(Target):
 
     # -- what differs -----------------------------------------------------------------------
     def ensure_secrets(self, r) -> None:
-        """The host's env files live in shared/config: generated there on first use (the values
-        never leave the host), never overwritten, linked into the release."""
+        """The host's env files live in shared/config: generated there by the deploy that
+        prepares a release (the values never leave the host), never overwritten, linked into
+        that release. The live release has its links already: nothing to do for it."""
+        if self.release is None:
+            return
         templates = render.secret_files(self.stack, token=release_plans.SECRET_TOKEN)
         r.shell(release_plans.host_secrets(self.directory / "shared", self.root, templates),
                 what=f"making the env files on {self.name}")
@@ -238,7 +241,7 @@ class HostTarget(Target):
 
     def bring_home(self, r, archive_file) -> Path:
         """Copy a backup made on the host into the local backups/ (a backup with --host)."""
-        r.do(f"create {LOCAL_BACKUPS}", LOCAL_BACKUPS.mkdir, mode=0o700, exist_ok=True)
+        r.here().do(f"create {LOCAL_BACKUPS}", LOCAL_BACKUPS.mkdir, mode=0o700, exist_ok=True)
         for remote_path in archives.companions(archive_file):
             r.do(f"copy {remote_path.name} from {self.name} into {LOCAL_BACKUPS}",
                  self._get, remote_path, LOCAL_BACKUPS / remote_path.name)

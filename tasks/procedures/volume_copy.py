@@ -103,11 +103,11 @@ class helper_container:
     def __enter__(self) -> str:
         self.r.probe(archives.remove_container(archives.helper_name(self.info.name)))  # left by a killed run
         argv = archives.create_helper(self.info.image, self.info.name, self.read_only, self.r.project)
-        result = self.r.run(argv, hide=True, check=False)
+        result = self.r.run(argv, hide=True, check=False, dry_answer="HELPER_CONTAINER")
         if result.failed:
             raise TaskError(f"could not create a helper container from {self.info.image} "
                             f"(it must be on the host; run `inv build`): {result.stderr.strip()}")
-        self.id = result.stdout.strip() or "HELPER_CONTAINER"  # a dry run creates none
+        self.id = result.stdout.strip()
         return self.id
 
     def __exit__(self, *exc):
