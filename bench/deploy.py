@@ -1,67 +1,67 @@
-"""Deploy: `inv deploy --host bench` to a real OpenSSH server on 127.0.0.1, against the
-deploy people write by hand: rsync the tree, then over ssh `docker compose up -d --build
---wait`, migrate, collectstatic.
+"""Deploy: `inv deploy --host bench` to a fresh server, against the deploy people write by
+hand: rsync the tree, then over ssh `docker compose up -d --build --wait`, migrate,
+collectstatic; and, for an image built here, `docker save | gzip | ssh docker load`.
 
-Both go to the same sshd and engine, each into a directory and compose project of its own.
-Each repeat starts from an empty directory and no stack, then deploys three times:
-  first        nothing on the host yet
-  code change  after appending a comment to hello/hello/views.py
-  unchanged    the same tree again
-Bytes are what rsync reports as sent (ours prints it; the hand-written one asks --stats).
-The "remote" engine is this machine's, so the first deploy builds with a warm layer cache:
-on a fresh server the first build is the cold build of the Build section.
+Every repeat gives each way a server of its own, made for it (testkit/testhost.py: its own
+address, engine and sshd, holding the base images and nothing else), then deploys:
+  first           nothing on the host yet: the app image is built there from cold
+  code change     after a one-line change to hello/hello/views.py, built on the host
+  unchanged       the same tree again
+  shipped change  another one-line change, the image built here and sent: ours with
+                  --ship-image (the layers the host lacks), by hand the whole saved image
+Bytes are what rsync reports as sent, plus the image bytes on the wire when one is sent.
 """
 from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 import time
 
-from testkit.sshd import loopback_sshd
+from testkit.testhost import Server
 
 from .build import change_code
-from .harness import BenchError, Env, Section, free_port, log, median, ratio, seconds, wait_for_200
+from .harness import BenchError, Env, Section, log, median, ratio, seconds
 
-STEPS = ("first", "code change", "unchanged")
+STEPS = ("first", "code change", "unchanged", "shipped change")
+PORT = 8080  # on each server's own loopback
 
 
-def hosts_toml(sshd: dict, directory, project: str, port: int) -> str:
-    d = sshd["dir"]
-    return f"""
-[hosts.bench]
-address = "127.0.0.1"
-user = "{sshd["user"]}"
-port = {sshd["port"]}
-identity_file = "{d}/client_key"
-known_hosts = "{d}/known_hosts"
-directory = "{directory}"
-http_port = {port}
-project = "{project}"
-"""
+def wait_served(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if server.get(f"http://127.0.0.1:{PORT}/", timeout=5)[0] == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError(f"nothing served on {server.name} within {timeout:.0f}s")
+        time.sleep(0.1)
 
 
 class Ours:
-    def __init__(self, env: Env, sshd: dict, project: str):
-        self.env, self.sshd, self.project = env, sshd, project
-        self.port = free_port()
+    def __init__(self, env: Env, project: str):
+        self.env, self.project = env, project
         self.stack_toml = (env.copy / "config/stack.toml").read_text()
 
-    def reset(self, n: int) -> None:
-        self.directory = self.env.workdir / f"ours-{n}" / "hello"
-        (self.env.copy / "config/stack.toml").write_text(
-            self.stack_toml + hosts_toml(self.sshd, self.directory, self.project, self.port))
+    def reset(self, server: Server) -> None:
+        self.server = server
+        (self.env.copy / "config/stack.toml").write_text(self.stack_toml + "\n" + server.hosts_entry(
+            "bench", str(server.dir / "srv/hello"), http_port=PORT, project=self.project))
 
-    def deploy(self) -> int:
-        result = self.env.inv("deploy", "--host", "bench")
-        match = re.search(r"shipped \S+: (\d+) bytes sent", result.stdout)
-        if match is None:
+    def deploy(self, step: str) -> int:
+        result = self.env.inv("deploy", "--host", "bench", *(["--ship-image"] if step == "shipped change" else []))
+        if "runs this code already" in result.stdout:
+            return 0
+        code = re.search(r"shipped \S+: (\d+) bytes sent", result.stdout)
+        if code is None:
             raise BenchError(f"inv deploy did not say what it sent:\n{result.stdout}")
-        wait_for_200(f"http://127.0.0.1:{self.port}/", timeout=30)
-        return int(match.group(1))
+        image = re.search(r"shipped \S+ to bench: .*?(\d+) bytes sent", result.stdout)
+        wait_served(self.server, 30)
+        return int(code.group(1)) + (int(image.group(1)) if image else 0)
 
     def teardown(self) -> None:
-        # By project name alone: a failed first deploy leaves containers but no `current`.
-        down_project(self.env, self.project)
         remove_images(self.env, f"{self.project}-djangoapp")
         (self.env.copy / "config/stack.toml").write_text(self.stack_toml)
 
@@ -69,21 +69,21 @@ class Ours:
 class ByHand:
     """rsync + ssh docker compose, as a Makefile target would do it."""
 
-    def __init__(self, env: Env, sshd: dict, project: str):
-        self.env, self.sshd, self.project = env, sshd, project
-        self.port = free_port()
-        d = sshd["dir"]
-        self.ssh = ["ssh", "-i", f"{d}/client_key", "-p", str(sshd["port"]), "-o", f"UserKnownHostsFile={d}/known_hosts",
-                    "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
-        self.target = f"{sshd['user']}@127.0.0.1"
+    def __init__(self, env: Env, project: str):
+        self.env, self.project = env, project
+        self.image = f"{project}-djangoapp:latest"
 
-    def reset(self, n: int) -> None:
-        self.directory = self.env.workdir / f"byhand-{n}" / "hello"
+    def reset(self, server: Server) -> None:
+        self.server = server
+        self.directory = server.dir / "srv/byhand"
+        self.ssh = ["ssh", "-i", str(server.key), "-o", f"UserKnownHostsFile={server.known_hosts}",
+                    "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
+        self.target = f"{server.user}@{server.address}"
 
     def remote(self, command: str) -> None:
         self.env.run([*self.ssh, self.target, command])
 
-    def deploy(self) -> int:
+    def deploy(self, step: str) -> int:
         self.remote(f"mkdir -p {shlex.quote(str(self.directory))}")
         rsync = self.env.run(["rsync", "--archive", "--compress", "--delete", "--stats", "--exclude", ".git",
                               "--exclude", "backups", "--exclude", "__pycache__", "-e", shlex.join(self.ssh),
@@ -94,24 +94,39 @@ class ByHand:
         sent = int(match.group(1).replace(",", ""))
         variables = {name: self.env.vars[name] for name in ("PYTHON_IMAGE", "POSTGRES_IMAGE", "NGINX_IMAGE")
                      if self.env.vars.get(name)}
-        variables.update(HTTP_PORT=str(self.port), APP_IMAGE=f"{self.project}-djangoapp:latest")
+        variables.update(HTTP_PORT=str(PORT), APP_IMAGE=self.image)
         compose = f"env {' '.join(f'{k}={shlex.quote(v)}' for k, v in variables.items())} " \
                   f"docker compose --project-name {self.project}"
-        self.remote(f"cd {shlex.quote(str(self.directory))} && {compose} up --detach --build --wait && "
+        build = "--build"
+        if step == "shipped change":
+            self.env.run(["docker", "compose", "--project-name", self.project, "build", "djangoapp"],
+                         env={"APP_IMAGE": self.image})
+            sent += self.send_image()
+            build = "--no-build"
+        self.remote(f"cd {shlex.quote(str(self.directory))} && {compose} up --detach {build} --wait && "
                     f"{compose} exec -T djangoapp python manage.py migrate --noinput && "
                     f"{compose} exec -T djangoapp python manage.py collectstatic --noinput")
-        wait_for_200(f"http://127.0.0.1:{self.port}/", timeout=30)
+        wait_served(self.server, 30)
+        return sent
+
+    def send_image(self) -> int:
+        """docker save | gzip | ssh docker load, counting the bytes on the wire."""
+        save = subprocess.Popen(["docker", "save", self.image], stdout=subprocess.PIPE)
+        gzip = subprocess.Popen(["gzip", "-6"], stdin=save.stdout, stdout=subprocess.PIPE)
+        save.stdout.close()
+        load = subprocess.Popen([*self.ssh, self.target, "docker", "load", "--quiet"], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL)
+        sent = 0
+        for chunk in iter(lambda: gzip.stdout.read(1 << 20), b""):
+            load.stdin.write(chunk)
+            sent += len(chunk)
+        load.stdin.close()
+        if save.wait() or gzip.wait() or load.wait():
+            raise BenchError(f"docker save | gzip | ssh docker load of {self.image} failed")
         return sent
 
     def teardown(self) -> None:
-        down_project(self.env, self.project)
         remove_images(self.env, f"{self.project}-djangoapp")
-
-
-def down_project(env: Env, project: str) -> None:
-    """Remove a compose project's containers, networks and volumes, found by their labels."""
-    env.run(["docker", "compose", "--project-name", project, "down", "--volumes", "--remove-orphans"],
-            check=False, cwd=env.workdir)
 
 
 def remove_images(env: Env, repository: str) -> None:
@@ -120,41 +135,51 @@ def remove_images(env: Env, repository: str) -> None:
         env.run(["docker", "rmi", "--force", *sorted(set(images))], check=False)
 
 
+def base_images(env: Env) -> list[str]:
+    return [env.python_image, env.postgres_image, env.vars.get("NGINX_IMAGE") or "nginx:1.27"]
+
+
 def measure(env: Env, repeat: int) -> Section:
-    env.inv("build")  # the env files exist (the hand-written deploy ships them) and the image is built
-    sshd_dir = env.workdir / "sshd"
-    sshd_dir.mkdir()
-    with loopback_sshd(sshd_dir) as sshd:
-        ways = {"ours": Ours(env, sshd, f"{env.project}-prod"), "by hand": ByHand(env, sshd, f"{env.project}-byhand")}
-        times = {(w, s): [] for w in ways for s in STEPS}
-        sent = {(w, s): [] for w in ways for s in STEPS}
-        for i in range(repeat):
-            for name in (list(ways) if i % 2 == 0 else list(ways)[::-1]):
-                way = ways[name]
-                way.reset(i)
-                try:
-                    for step in STEPS:
-                        if step == "code change":
-                            change_code(env.copy, f"deploy {i} {name}")
-                        started = time.monotonic()
-                        sent[name, step].append(way.deploy())
-                        times[name, step].append(time.monotonic() - started)
-                finally:
-                    way.teardown()
-                log(f"  deploy {i + 1}/{repeat} {name}: " + ", ".join(
-                    f"{s} {times[name, s][-1]:.1f}s/{sent[name, s][-1]}B" for s in STEPS))
+    env.inv("build")  # the env files exist (the hand-written deploy ships them)
+    ways = {"ours": Ours(env, f"{env.project}-prod"), "by hand": ByHand(env, f"{env.project}-byhand")}
+    times = {(w, s): [] for w in ways for s in STEPS}
+    sent = {(w, s): [] for w in ways for s in STEPS}
+    for i in range(repeat):
+        for name in (list(ways) if i % 2 == 0 else list(ways)[::-1]):
+            way = ways[name]
+            server = Server(f"{env.project}-{i}-{name.replace(' ', '')}")
+            try:
+                way.reset(server.up(base_images(env)))
+                for step in STEPS:
+                    if step in ("code change", "shipped change"):
+                        change_code(env.copy, f"deploy {i} {name} {step}")
+                    started = time.monotonic()
+                    sent[name, step].append(way.deploy(step))
+                    times[name, step].append(time.monotonic() - started)
+            finally:
+                way.teardown()
+                server.down()
+            log(f"  deploy {i + 1}/{repeat} {name}: " + ", ".join(
+                f"{s} {times[name, s][-1]:.1f}s/{sent[name, s][-1]}B" for s in STEPS))
     rows = []
     for step in STEPS:
         mine, theirs = median(times["ours", step]), median(times["by hand", step])
-        rows.append([step, seconds(mine), f"{median(sent['ours', step]):,.0f}", seconds(theirs),
-                     f"{median(sent['by hand', step]):,.0f}", ratio(mine / theirs)])
+        mine_sent, theirs_sent = median(sent["ours", step]), median(sent["by hand", step])
+        rows.append([step, seconds(mine), f"{mine_sent:,.0f}", seconds(theirs), f"{theirs_sent:,.0f}",
+                     ratio(mine / theirs), f"{mine_sent / theirs_sent:.3f}" if theirs_sent else "–"])
     return Section(
         title="Deploy",
-        header=["deploy", "`inv deploy`", "bytes sent", "rsync + ssh compose", "bytes sent", "ours ÷ by hand"],
+        header=["deploy", "`inv deploy`", "bytes sent", "rsync + ssh compose", "bytes sent", "time ÷ by hand",
+                "bytes ÷ by hand"],
         rows=rows,
-        notes=[f"To an OpenSSH server on 127.0.0.1 (same machine, same engine); median of {repeat} run(s).",
+        notes=[f"Each way to a fresh server of its own (a network namespace with its own engine and sshd, "
+               f"holding the base images only; 'first' builds the app image there from cold); median of "
+               f"{repeat} run(s).",
+               "shipped change: ours sends the image layers the server lacks, gzipped "
+               "(`--ship-image`); by hand sends the whole image (`docker save | gzip | ssh docker load`).",
                "Ours also takes a lock, makes a release directory (hard links to the previous one), "
                "generates the host's secrets, tags the image with the code's digest, waits for /healthz "
-               "through Nginx and switches `current` (rolling back on failure); the hand-written one "
-               "ships the developer's env files and overwrites the running tree in place."],
+               "through Nginx and switches `current` (rolling back on failure); unchanged code makes no "
+               "release at all. The hand-written one ships the developer's env files and overwrites the "
+               "running tree in place."],
     )

@@ -73,6 +73,13 @@ def preflight(sections) -> None:
                       if shutil.which(program) is None and not Path(f"/usr/sbin/{program}").exists()})
     if missing:
         raise BenchError(f"missing programs: apt-get install {' '.join(missing)}")
+    if "deploy" in sections:
+        from testkit.testhost import missing_tools
+
+        lacking = missing_tools()
+        if lacking:
+            raise BenchError(f"the deploy section makes servers of its own, which needs {', '.join(lacking)} "
+                             "(see testkit/testhost.py)")
 
 
 def revision() -> str:

@@ -15,6 +15,14 @@ class TaskError(Exit):
         super().__init__(f"error: {message}", code)
 
 
+class HostLost(TaskError):
+    """The SSH connection to a host broke or cannot be made again (a cut link, a dead sshd,
+    a host down): nothing more can be done there until it answers."""
+
+    def __init__(self, name: str, why: str):
+        super().__init__(f"lost the connection to {name} ({why})")
+
+
 def last_line(text: str, default: str) -> str:
     """The last non-empty line of a command's stderr: usually the one that says why."""
     lines = [line for line in (text or "").strip().splitlines() if line.strip()]

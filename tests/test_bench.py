@@ -89,6 +89,13 @@ def test_preflight_says_what_to_install(monkeypatch):
     run.preflight(["build", "start"])  # needs neither
 
 
+def test_preflight_says_what_a_deploy_server_needs(monkeypatch):
+    monkeypatch.setattr(run.subprocess, "run", lambda *a, **k: type("R", (), {"returncode": 0})())
+    monkeypatch.setattr(run.shutil, "which", lambda name: None if name == "nsenter" else f"/usr/bin/{name}")
+    with pytest.raises(BenchError, match=r"the deploy section makes servers of its own, which needs nsenter"):
+        run.preflight(["deploy"])
+
+
 def test_preflight_without_an_engine(monkeypatch):
     monkeypatch.setattr(run.subprocess, "run", lambda *a, **k: type("R", (), {"returncode": 1})())
     with pytest.raises(BenchError, match="no Docker engine is reachable"):

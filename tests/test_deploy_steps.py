@@ -58,11 +58,12 @@ def test_a_deploy_runs_its_steps_in_order_and_switches_last():
     r, conn, here = host()
     release.deploy(r, ship_image=False, keep=5, timeout=30)
     host_commands = steps_run(conn)
-    assert host_commands[:3] == [bash(plans.prepare_directories("/srv/hello")),
-                                 host_commands[1], bash(plans.current_release("/srv/hello"))]
-    assert host_commands[1].startswith("bash -c 'mkdir /srv/hello/.deploy-lock 2>/dev/null && printf")
+    assert host_commands[:5] == [bash(plans.prepare_directories("/srv/hello")),
+                                 host_commands[1], bash(plans.current_release("/srv/hello")),
+                                 bash(plans.mark_served("/srv/hello")), bash(plans.unfinished_releases("/srv/hello"))]
+    assert host_commands[1].startswith("bash -c 'test ! -e /srv/hello/.deploy-lock || exit 3; mkdir")
     assert here.commands[0].startswith("rsync --archive --delete") and f"--link-dest=/srv/hello/releases/{OLD}" in here.commands[0]
-    steps = host_commands[3:]
+    steps = host_commands[5:]
     assert steps[0].startswith("bash -c 'set -e\nmkdir -p -m 700 /srv/hello/shared/config")  # secrets
     assert steps[1].startswith("bash -c 'umask 077; t=/srv/hello/releases/" + NEW + "/.env.$$.tmp")
     assert steps[2:] == [
@@ -126,7 +127,7 @@ def test_a_held_lock_stops_the_deploy_and_names_who_holds_it():
     def run(command, **kwargs):
         result = original(command, **kwargs)
         if "mkdir /srv/hello/.deploy-lock" in command:
-            return Result(exited=1, command=command)
+            return Result(exited=plans.LOCK_HELD, command=command)
         return result
 
     conn.run = run
@@ -162,3 +163,54 @@ def test_rollback_starts_the_previous_release_before_switching_to_it():
     assert tail == [f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 30", HEALTH,
                     bash(plans.switch("/srv/hello", OLD)), bash(plans.release_lock("/srv/hello"))]
     assert where(conn, HEALTH) == [f"/srv/hello/releases/{OLD}"]
+
+
+def test_a_lock_that_cannot_be_written_is_not_called_held():
+    r, conn, here = host()
+    original = conn.run
+
+    def run(command, **kwargs):
+        if "mkdir /srv/hello/.deploy-lock" in command:
+            conn.calls.append((None, command, None))
+            return Result(exited=1, stderr="bash: /srv/hello/.deploy-lock/owner: No space left on device\n")
+        return original(command, **kwargs)
+
+    conn.run = run
+    with pytest.raises(TaskError, match=r"taking the deploy lock on prod failed: .*No space left on device$"):
+        release.deploy(r, ship_image=False, keep=5, timeout=30)
+    assert here.calls == []  # nothing shipped
+    assert bash(plans.release_lock("/srv/hello")) not in conn.commands
+
+
+def test_code_the_host_runs_already_makes_no_release():
+    r, conn, here = host({bash(plans.current_release("/srv/hello")): Result(f"releases/{OLD.split('-')[0]}-{NEW.split('-')[1]}\n")})
+    release.deploy(r, ship_image=False, keep=5, timeout=30)
+    assert here.calls == []  # nothing shipped
+    assert not [c for c in conn.commands if "compose" in c and "version" not in c]
+    assert conn.commands[-1] == bash(plans.release_lock("/srv/hello"))
+
+
+def test_what_failed_deploys_left_is_removed_under_the_lock():
+    left = "20261119T000000Z-00000000000a"
+    r, conn, _ = host({bash(plans.unfinished_releases("/srv/hello")): Result(f"{left}\nnot-a-release\n")})
+    release.deploy(r, ship_image=False, keep=5, timeout=30)
+    removed = conn.commands.index(bash(plans.remove_trees([f"/srv/hello/releases/{left}"])))
+    assert conn.commands.index(bash(plans.unfinished_releases("/srv/hello"))) < removed
+    assert removed < conn.commands.index(f"{COMPOSE} build djangoapp")
+
+
+def test_a_host_lost_mid_deploy_gives_one_line_saying_what_is_left():
+    """The connection breaks during the build and cannot be made again: the undo cannot run
+    there, and the one line says what serves and how to release the lock."""
+    gone = ConnectionResetError("Connection reset by peer")
+    r, conn, _ = host({f"{COMPOSE} build djangoapp": gone,
+                       bash(plans.remove_trees([f"/srv/hello/releases/{NEW}"])): gone,
+                       bash(plans.release_lock("/srv/hello")): gone})
+    with pytest.raises(TaskError) as err:
+        release.deploy(r, ship_image=False, keep=5, timeout=30)
+    assert err.value.message == (
+        f"error: deploy of {NEW} to prod failed while building the image (lost the connection to prod "
+        f"(Connection reset by peer)); could not undo on prod (lost the connection to prod (Connection reset by peer)): "
+        f"`current` still points at {OLD}, untouched; the deploy lock on prod is still held: once prod answers, "
+        "release it with `inv deploy.unlock --host prod`")
+    assert bash(plans.switch("/srv/hello", NEW)) not in conn.commands

@@ -38,7 +38,8 @@ class TestWhereThingsRun:
     def test_compose_runs_in_the_live_release_under_the_hosts_project(self):
         r, conn = host_runner()
         r.compose(compose.ps())
-        assert conn.calls == [("/srv/hello/current", ENGINE[0], None), ("/srv/hello/current", ENGINE[1], None),
+        # The engine is asked outside any release: before a first deploy there is none.
+        assert conn.calls == [(None, ENGINE[0], None), (None, ENGINE[1], None),
                               ("/srv/hello/current", f"{COMPOSE} ps", None)]
 
     def test_the_engine_is_checked_once_per_target(self):

@@ -54,7 +54,8 @@ def test_rsync_ships_only_what_the_stack_needs_with_strict_ssh():
     argv = shipping.rsync("/src", host, "/srv/hello/releases/R", "/srv/hello/releases/P")
     assert argv[:5] == ["rsync", "--archive", "--delete", "--stats", "--human-readable"]
     assert argv[5:7] == ["--rsh", "ssh -p 22 -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/keys/known_hosts "
-                                  "-o ConnectTimeout=10 -i /keys/id -o IdentitiesOnly=yes"]
+                                  "-o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=4 "
+                                  "-i /keys/id -o IdentitiesOnly=yes"]
     assert "--link-dest=/srv/hello/releases/P" in argv
     assert "--exclude=/config/db/*.env" in argv and "--exclude=/config/django.env" in argv
     assert "--include=/hello/***" in argv and argv[-3] == "--exclude=*"
@@ -112,20 +113,63 @@ class TestHostShell:
 
     def test_the_lock_is_an_atomic_mkdir_naming_its_owner(self):
         assert shipping.take_lock("/srv/hello", "ann@desk pid 7 since T") == (
-            "mkdir /srv/hello/.deploy-lock 2>/dev/null && printf '%s\\n' 'ann@desk pid 7 since T' > /srv/hello/.deploy-lock/owner")
+            "test ! -e /srv/hello/.deploy-lock || exit 3; mkdir /srv/hello/.deploy-lock 2>/dev/null || exit 3; "
+            "printf '%s\\n' 'ann@desk pid 7 since T' > /srv/hello/.deploy-lock/owner || "
+            "{ rm -rf /srv/hello/.deploy-lock; exit 1; }")
         assert shipping.lock_holder("/srv/hello") == "cat /srv/hello/.deploy-lock/owner 2>/dev/null"
         assert shipping.release_lock("/srv/hello") == "rm -rf /srv/hello/.deploy-lock"
 
     def test_current_is_switched_in_one_rename(self):
         assert shipping.switch("/srv/my hello", "20261121T000000Z-abcdef012345") == (
+            "touch '/srv/my hello'/releases/20261121T000000Z-abcdef012345/.served && "
             "ln -sfn releases/20261121T000000Z-abcdef012345 '/srv/my hello'/.current.tmp && "
             "mv -T '/srv/my hello'/.current.tmp '/srv/my hello'/current")
 
     def test_reading_the_releases(self):
         assert shipping.current_release("/srv/hello") == "readlink /srv/hello/current || true"
-        assert shipping.list_releases("/srv/hello") == "ls -1 /srv/hello/releases 2>/dev/null || true"
         assert shipping.prepare_directories("/srv/hello") == "mkdir -p -m 755 /srv/hello/releases /srv/hello/shared"
         assert shipping.remove_trees(["/a", "/b c"]) == "rm -rf -- /a '/b c'"
+
+    def test_the_lock_script_really_excludes_and_says_why_it_failed(self, tmp_path):
+        import subprocess
+
+        def run(script):
+            return subprocess.run(["bash", "-c", script], capture_output=True, text=True).returncode
+
+        assert run(shipping.take_lock(tmp_path, "ann")) == 0
+        assert (tmp_path / ".deploy-lock/owner").read_text() == "ann\n"
+        assert run(shipping.take_lock(tmp_path, "bob")) == shipping.LOCK_HELD
+        assert run(shipping.release_lock(tmp_path)) == 0 and not (tmp_path / ".deploy-lock").exists()
+        (tmp_path / "ro").mkdir()
+        (tmp_path / "ro").chmod(0o555)  # the owner cannot be written: not "held", and no lock left
+        if run(f"touch {tmp_path}/ro/x") != 0:  # (root writes anyway)
+            assert run(shipping.take_lock(tmp_path / "ro", "ann")) not in (0, shipping.LOCK_HELD)
+
+    def test_only_served_releases_are_listed_and_the_unfinished_ones_are_found(self, tmp_path):
+        import subprocess
+
+        def out(script):
+            return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.split()
+
+        assert out(shipping.list_releases(tmp_path)) == [] == out(shipping.unfinished_releases(tmp_path))
+        for name in ("A", "B", "C", "D"):
+            (tmp_path / "releases" / name).mkdir(parents=True)
+        out(shipping.switch(tmp_path, "A"))
+        out(shipping.switch(tmp_path, "C"))
+        assert out(shipping.list_releases(tmp_path)) == ["A", "C"]
+        assert out(shipping.unfinished_releases(tmp_path)) == ["B", "D"]
+        (tmp_path / "releases/C/.served").unlink()  # current from before the marker: still current
+        assert out(shipping.unfinished_releases(tmp_path)) == ["B", "D"]
+        out(shipping.mark_served(tmp_path))
+        assert out(shipping.list_releases(tmp_path)) == ["A", "C"]
+
+    def test_rsync_errors_name_the_cause(self):
+        disk = ('rsync: [receiver] write failed on "/srv/hello/releases/R/big": No space left on device (28)\n'
+                "rsync error: error in file IO (code 11) at receiver.c(380) [receiver=3.2.7]\n")
+        assert shipping.rsync_error(disk, 11).endswith("No space left on device (28)")
+        cut = "Timeout, server 10.0.0.2 not responding.\nrsync: connection unexpectedly closed (12 bytes)\n"
+        assert shipping.rsync_error(cut, 255) == "Timeout, server 10.0.0.2 not responding."
+        assert shipping.rsync_error("", 12) == "exit status 12"
 
     def test_secrets_script_passes_templates_as_here_documents(self):
         script = shipping.host_secrets("/s/shared", "/s/releases/R", {"config/django.env": "K=@@GENERATED_SECRET@@\n"})

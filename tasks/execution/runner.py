@@ -123,13 +123,15 @@ class Runner:
             raise TaskError(f"{what or command} failed (exit status {result.exited})")
         return result
 
-    def probe(self, argv, *, stdin_text=None, dry_answer="") -> Result:
+    def probe(self, argv, *, stdin_text=None, dry_answer="", anywhere=False) -> Result:
         """Run a read-only command quietly and return its result; a dry run runs none,
-        prints nothing and answers DRY_ANSWER."""
+        prints nothing and answers DRY_ANSWER. ANYWHERE: not in the stack's directory,
+        which may not exist yet (a first deploy)."""
         if self.dry:
             return Result(stdout=dry_answer, stderr="", exited=0, command=shlex.join(argv))
         stream = io.StringIO(stdin_text) if stdin_text is not None else False
-        return self.target.execute(shlex.join(str(a) for a in argv), warn=True, hide=True, in_stream=stream)
+        return self.target.execute(shlex.join(str(a) for a in argv), warn=True, hide=True, in_stream=stream,
+                                   in_root=not anywhere)
 
     def shell(self, script: str, *, stdin_text=None, check=True, what=None) -> Result:
         """A small shell SCRIPT on the target (file operations), quietly."""
@@ -199,7 +201,7 @@ class Runner:
         if self.dry or facts.get("engine"):
             return
         for plan, diagnose in ((compose.engine_version(), engine_problem), (compose.compose_version(), compose_problem)):
-            problem = diagnose(self.probe(plan), f" on {self.target.name}")
+            problem = diagnose(self.probe(plan, anywhere=True), f" on {self.target.name}")
             if problem:
                 raise TaskError(f"{problem[0]}: {problem[1]}, then run `inv doctor`")
         facts["engine"] = True

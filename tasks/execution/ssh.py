@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from invoke.exceptions import Exit
 
 from ..errors import TaskError
+from ..plans.release import ALIVE_INTERVAL, DEAD_AFTER
 from ..source.stack import Host
 from .stdin import remote_runner
 
@@ -57,7 +58,20 @@ def connect(host: Host, dry: bool = False):
     except (OSError, paramiko.ssh_exception.NoValidConnectionsError) as exc:
         reason = "connection refused" if "refused" in str(exc).lower() or getattr(exc, "errno", None) == 111 else str(exc)
         raise TaskError(f"cannot reach {where}: {reason}") from None
+    keep_watch(conn)
     return conn
+
+
+def keep_watch(conn) -> None:
+    """Notice a host that went silent (a cut link, a dead server) within DEAD_AFTER seconds:
+    SSH keepalives every ALIVE_INTERVAL seconds keep data in flight, and the kernel drops a
+    connection whose data stays unacknowledged that long. Without this a command waits for
+    TCP's own timeout, a quarter of an hour."""
+    transport = conn.client.get_transport()
+    transport.set_keepalive(ALIVE_INTERVAL)
+    sock = transport.sock
+    if hasattr(socket, "TCP_USER_TIMEOUT") and isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_AFTER * 1000)
 
 
 def each_host(hosts, work) -> None:

@@ -19,7 +19,7 @@ import shlex
 import socket
 from pathlib import Path, PurePosixPath
 
-from ..errors import TaskError, last_line
+from ..errors import HostLost, TaskError, last_line
 from ..plans import archives, compose, hostfiles
 from ..plans import release as release_plans
 from ..source import render, settings
@@ -190,11 +190,32 @@ class HostTarget(Target):
 
     def execute(self, command, *, in_root=True, **kwargs):
         if not in_root:
-            return self.c.run(command, **kwargs)
+            return self._over_ssh(self.c.run, command, **kwargs)
         # In the release: its .env gives compose the project name, port and image names, so
         # nothing depends on the SSH session's environment.
         with self.c.cd(str(self.root)):
-            return self.c.run(command, **kwargs)
+            return self._over_ssh(self.c.run, command, **kwargs)
+
+    def _over_ssh(self, func, *args, **kwargs):
+        """FUNC over the connection; a connection that broke, or cannot be made again, is
+        one HostLost error, never a hang (ssh.connect bounds how long a silent host is waited for)."""
+        import paramiko
+
+        try:
+            result = func(*args, **kwargs)
+        except paramiko.ssh_exception.NoValidConnectionsError:
+            raise HostLost(self.name, "it refuses connections") from None
+        except (socket.timeout, TimeoutError):
+            raise HostLost(self.name, "no answer") from None
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise HostLost(self.name, str(exc) or type(exc).__name__) from None
+        if getattr(result, "exited", 0) == -1:
+            # A channel closed without an exit status: did the connection go with it?
+            client = getattr(self.c, "client", None)
+            transport = client.get_transport() if client else None
+            if not (transport and transport.is_active()):
+                raise HostLost(self.name, "the connection broke")
+        return result
 
     # -- files ----------------------------------------------------------------------------
     def write(self, path, text: str, mode: int) -> None:
@@ -271,11 +292,11 @@ class HostTarget(Target):
 
     def _get(self, remote: PurePosixPath, local: Path) -> None:
         tmp = local.with_name(f".{local.name}.tmp")
-        self.c.get(str(remote), local=str(tmp))
+        self._over_ssh(self.c.get, str(remote), local=str(tmp))
         tmp.chmod(0o600)
         tmp.rename(local)
 
     def _put(self, local: Path, remote: PurePosixPath) -> None:
         tmp = remote.with_name(f".{remote.name}.tmp")
-        self.c.put(str(local), remote=str(tmp))
+        self._over_ssh(self.c.put, str(local), remote=str(tmp))
         self.rename(tmp, remote)

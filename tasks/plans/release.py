@@ -2,7 +2,8 @@
 ssh command lines, and the host-side shell of a deploy (lock, secrets, switch, listing).
 
 Layout on the host, under its `directory`:
-  releases/STAMP-DIGEST/   one directory per release (the code, a .env, links to shared/)
+  releases/STAMP-DIGEST/   one directory per release (the code, a .env, links to shared/);
+                           SERVED marks one that became current (rollback goes to those only)
   current -> releases/...  the live release; switched only once a new one serves
   shared/config/           the host's own secrets, generated there on the first deploy
   shared/backups/          backups taken with --host
@@ -64,11 +65,19 @@ def release_name(stamp: str, digest: str) -> str:
 RELEASE_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{12}$")
 
 
+# A host that answers nothing for DEAD_AFTER seconds is lost (a cut link, a dead server): SSH
+# asks every ALIVE_INTERVAL seconds. Long enough for a busy host, short enough to say so.
+ALIVE_INTERVAL = 5
+DEAD_AFTER = 20
+
+
 def ssh_options(host) -> list[str]:
     """OpenSSH options equivalent to the Fabric connection: strict host key checking against
-    the host's known_hosts file, the configured key only, no prompts."""
+    the host's known_hosts file, the configured key only, no prompts, and a host that stops
+    answering given up after DEAD_AFTER seconds instead of hanging a deploy."""
     options = ["-p", str(host.port), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
-               "-o", f"UserKnownHostsFile={os.path.expanduser(host.known_hosts)}", "-o", "ConnectTimeout=10"]
+               "-o", f"UserKnownHostsFile={os.path.expanduser(host.known_hosts)}", "-o", "ConnectTimeout=10",
+               "-o", f"ServerAliveInterval={ALIVE_INTERVAL}", "-o", f"ServerAliveCountMax={DEAD_AFTER // ALIVE_INTERVAL}"]
     if host.identity_file:
         options += ["-i", os.path.expanduser(host.identity_file), "-o", "IdentitiesOnly=yes"]
     return options
@@ -76,11 +85,6 @@ def ssh_options(host) -> list[str]:
 
 def destination(host) -> str:
     return f"{host.user}@{host.address}" if host.user else host.address
-
-
-def ssh_load(host) -> str:
-    """The command line that loads an image streamed on standard input into HOST's engine."""
-    return shlex.join(["ssh", *ssh_options(host), destination(host), "docker", "load"])
 
 
 def rsync(root: Path, host, target: str, link_dest: str | None) -> list[str]:
@@ -94,6 +98,16 @@ def rsync(root: Path, host, target: str, link_dest: str | None) -> list[str]:
     argv += [f"--include=/{entry}***" if entry.endswith("/") else f"--include=/{entry}" for entry in SHIP]
     argv += ["--exclude=*", f"{root}/", f"{destination(host)}:{target}/"]
     return argv
+
+
+def rsync_error(stderr: str, status: int) -> str:
+    """What an rsync that failed says about why: its first complaint (the disk full, the
+    connection lost) rather than its closing summary."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("rsync: ", "ssh: ")) or "Timeout" in line or "closed by remote host" in line:
+            return line
+    return lines[-1] if lines else f"exit status {status}"
 
 
 def bytes_sent(rsync_stats: str) -> int:
@@ -130,6 +144,8 @@ def release_env(project: str, http_port: int, image: str, environ) -> str:
 # The host-side shell of a deploy -------------------------------------------------------------
 
 LOCK = ".deploy-lock"
+SERVED = ".served"
+LOCK_HELD = 3  # take_lock's exit status when another deploy holds the lock
 TEMPLATE_END = "HELLO_ENV_TEMPLATE_END"
 
 
@@ -142,9 +158,11 @@ def prepare_directories(directory) -> str:
 
 
 def take_lock(directory, owner: str) -> str:
-    """mkdir is atomic: the first deploy takes the lock; a second one fails (non-zero)."""
+    """mkdir is atomic: the first deploy takes the lock; a second one exits LOCK_HELD. A lock
+    whose owner cannot be written (a full disk) is given back, and the error says why."""
     lock = _q(f"{directory}/{LOCK}")
-    return f"mkdir {lock} 2>/dev/null && printf '%s\\n' {shlex.quote(owner)} > {lock}/owner"
+    return (f"test ! -e {lock} || exit {LOCK_HELD}; mkdir {lock} 2>/dev/null || exit {LOCK_HELD}; "
+            f"printf '%s\\n' {shlex.quote(owner)} > {lock}/owner || {{ rm -rf {lock}; exit 1; }}")
 
 
 def lock_holder(directory) -> str:
@@ -161,13 +179,29 @@ def current_release(directory) -> str:
 
 
 def list_releases(directory) -> str:
-    return f"ls -1 {_q(f'{directory}/releases')} 2>/dev/null || true"
+    """Prints the releases that served once (SERVED): what a rollback may go back to."""
+    return f"cd {_q(f'{directory}/releases')} 2>/dev/null && ls -1 -- */{SERVED} 2>/dev/null | cut -d/ -f1 || true"
+
+
+def unfinished_releases(directory) -> str:
+    """Prints the release directories that never served and are not current: what a deploy
+    that failed without reaching the host (a cut link, a dead sshd) left behind."""
+    d = _q(directory)
+    return (f"cur=$(readlink {d}/current | cut -d/ -f2); cd {d}/releases 2>/dev/null || exit 0; "
+            f"for r in *; do test -d \"$r\" && test ! -e \"$r/{SERVED}\" && test \"$r\" != \"$cur\" "
+            "&& echo \"$r\"; done; true")
+
+
+def mark_served(directory) -> str:
+    """Marks the live release as served (a release from before the marker existed included)."""
+    current = _q(f"{directory}/current")
+    return f"if test -d {current}/; then touch {current}/{SERVED}; fi"
 
 
 def switch(directory, release: str) -> str:
-    """Point `current` at RELEASE in one rename, so it never names nothing."""
-    d = _q(directory)
-    return f"ln -sfn releases/{shlex.quote(release)} {d}/.current.tmp && mv -T {d}/.current.tmp {d}/current"
+    """Mark RELEASE served, then point `current` at it in one rename, so it never names nothing."""
+    d, r = _q(directory), shlex.quote(release)
+    return f"touch {d}/releases/{r}/{SERVED} && ln -sfn releases/{r} {d}/.current.tmp && mv -T {d}/.current.tmp {d}/current"
 
 
 def remove_trees(paths) -> str:

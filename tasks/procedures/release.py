@@ -14,18 +14,20 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from ..errors import TaskError, reason
+from ..errors import HostLost, TaskError, last_line, reason
 from ..execution.runner import Runner
 from ..plans import archives, compose
 from ..plans import release as plans
 from ..source.stack import ROOT
 from .django import collect_static, migrate_all
+from .images import ship_image
 from .serving import wait_until_served
 
 
 class deploy_lock:
     """The first deploy takes the lock; a second one fails and says who holds it.
-    Released on the way out, also after a failure or Ctrl-C."""
+    Released on the way out, also after a failure or Ctrl-C; when the host cannot be reached
+    to release it, the error says so and how to release it later."""
 
     def __init__(self, r: Runner):
         self.r = r
@@ -34,15 +36,27 @@ class deploy_lock:
     def __enter__(self):
         owner = (f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} since "
                  f"{datetime.now(timezone.utc).isoformat(timespec='seconds')}")
-        if self.r.shell(plans.take_lock(self.directory, owner), check=False).failed:
+        name = self.r.target.name
+        taken = self.r.shell(plans.take_lock(self.directory, owner), check=False)
+        if taken.exited == plans.LOCK_HELD:
             holder = self.r.shell(plans.lock_holder(self.directory), check=False).stdout.strip() or "unknown"
-            name = self.r.target.name
             raise TaskError(f"another deploy holds the lock on {name}: {holder}; if it is dead, "
                             f"release it with `inv deploy.unlock --host {name}`")
+        if taken.failed:
+            raise TaskError(f"taking the deploy lock on {name} failed: {last_line(taken.stderr, f'exit status {taken.exited}')}")
         return self
 
-    def __exit__(self, *exc):
-        self.r.shell(plans.release_lock(self.directory), check=False)
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.r.shell(plans.release_lock(self.directory), check=False)
+        except HostLost as lost:
+            name = self.r.target.name
+            held = (f"the deploy lock on {name} is still held: once {name} answers, release it with "
+                    f"`inv deploy.unlock --host {name}`")
+            if isinstance(exc, TaskError):
+                exc.message = f"{exc.message}; {held}"
+                return False
+            raise TaskError(f"{reason(lost)}; {held}") from None
         return False
 
 
@@ -81,8 +95,9 @@ def ship_code(d: Deploy) -> None:
     """rsync what ships into the release; files unchanged since the previous release are
     hard-linked, not sent."""
     link_dest = str(d.r.target.directory / "releases" / d.previous) if d.previous else None
-    result = d.here.run(plans.rsync(ROOT, d.host, str(d.release_dir), link_dest), hide=True,
-                        what="shipping the code (rsync)")
+    result = d.here.run(plans.rsync(ROOT, d.host, str(d.release_dir), link_dest), hide=True, check=False)
+    if result.failed:
+        raise TaskError(f"rsync to {d.host.name} failed: {plans.rsync_error(result.stderr, result.exited)}")
     d.r.report(f"shipped {d.release}: {plans.bytes_sent(result.stdout)} bytes sent")
 
 
@@ -98,16 +113,10 @@ def build_image(d: Deploy) -> None:
         d.r.say(f"building on {d.host.name} ({d.image})")
         d.r.compose(compose.build([compose.APP]), what=f"building on {d.host.name}")
         return
-    # Build here and send the image over SSH, unless the host has it already.
     here = d.here.here({"APP_IMAGE": d.image})
     d.r.say(f"building the image here ({d.image})")
     here.compose(compose.build([compose.APP]), what="building the image here")
-    if d.r.probe(["docker", "image", "inspect", "--format", "{{.Id}}", d.image]).stdout.strip():
-        d.r.say(f"{d.host.name} already has {d.image}: nothing to send")
-        return
-    d.r.say(f"sending {d.image} to {d.host.name} (docker save | ssh docker load)")
-    here.run(archives.pipeline(["docker", "save", d.image], ["sh", "-c", plans.ssh_load(d.host)]),
-             what=f"sending {d.image} to {d.host.name}")
+    ship_image(d.r, here, d.image)
 
 
 def start(d: Deploy) -> None:
@@ -155,26 +164,44 @@ def undo(d: Deploy, step: str, exc: BaseException) -> None:
     """The one way back from a failed or interrupted deploy; raises its one-line error."""
     where = f"deploy of {d.release} to {d.host.name} failed while {step} ({reason(exc)})"
     code = 130 if isinstance(exc, KeyboardInterrupt) else 1
-    if d.started and d.previous:
-        d.r.say(f"{step} failed; rolling back to {d.previous}")
-        d.r.in_release(d.previous).compose(compose.up(build=False, timeout=d.timeout), check=False,
-                                           what=f"starting {d.previous}")
+    try:
+        if d.started and d.previous:
+            d.r.say(f"{step} failed; rolling back to {d.previous}")
+            d.r.in_release(d.previous).compose(compose.up(build=False, timeout=d.timeout), check=False,
+                                               what=f"starting {d.previous}")
+            d.r.shell(plans.remove_trees([d.release_dir]), check=False)
+            raise TaskError(f"{where}; rolled back to {d.previous}, which is serving again", code) from None
         d.r.shell(plans.remove_trees([d.release_dir]), check=False)
-        raise TaskError(f"{where}; rolled back to {d.previous}, which is serving again", code) from None
-    d.r.shell(plans.remove_trees([d.release_dir]), check=False)
+    except HostLost as lost:
+        # Nothing more can be done there; `current` was not switched, and the next deploy
+        # removes the unfinished release directory.
+        serving = (f"the new release's containers may be running: check with `inv ps --host {d.host.name}`"
+                   if d.started else f"`current` still points at {d.previous or 'nothing'}, untouched")
+        raise TaskError(f"{where}; could not undo on {d.host.name} ({reason(lost)}): {serving}", code) from None
     raise TaskError(f"{where}; nothing was switched", code) from None
 
 
 def deploy(r: Runner, ship_image: bool, keep: int, timeout: int) -> None:
-    """Ship the code to the host as a new release, then run STEPS; keep KEEP releases."""
+    """Ship the code to the host as a new release, then run STEPS; keep KEEP releases.
+    Code the host runs already makes no new release (a rollback then goes to other code)."""
     started = time.monotonic()
     directory = r.target.directory
     digest = plans.code_digest(ROOT)
     release = plans.release_name(archives.stamp(), digest)
     image = f"{r.project}-djangoapp:{digest}"
+    r.ensure_engine()  # before anything changes there
     r.shell(plans.prepare_directories(directory), what="preparing the host's directory")
     with deploy_lock(r):
         previous = current_release(r)
+        if previous and previous.endswith(f"-{digest}") and not r.dry:
+            r.report(f"{r.target.name} runs this code already ({previous}): nothing to deploy")
+            return
+        r.shell(plans.mark_served(directory), check=False)
+        unfinished = r.shell(plans.unfinished_releases(directory), check=False).stdout.split()
+        unfinished = [n for n in unfinished if plans.RELEASE_PATTERN.match(n)]
+        if unfinished:
+            r.say(f"removing what failed deploys left: {', '.join(unfinished)}")
+            r.shell(plans.remove_trees([directory / "releases" / n for n in unfinished]), check=False)
         r.say(f"deploying {release} to {r.target.name} (previous: {previous or 'none'})")
         run_steps(Deploy(r.in_release(release), r.here(), release, previous, image, ship_image, timeout))
         old = releases(r)[:-keep] if keep > 0 else []

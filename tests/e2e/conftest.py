@@ -129,15 +129,30 @@ def copied_stack(tmp_path_factory):
     s.purge()
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory):
-    """A real OpenSSH server on 127.0.0.1 playing the remote host (see tests/sshd.py)."""
-    from testkit.sshd import loopback_sshd, sshd_binary
+BASE_IMAGES = [os.environ.get("PYTHON_IMAGE", "python:3.11-slim-bookworm"),
+               os.environ.get("POSTGRES_IMAGE", "postgres:15"), os.environ.get("NGINX_IMAGE", "nginx:1.27")]
 
-    if sshd_binary() is None:
-        message = "OpenSSH server not installed (apt-get install openssh-server rsync)"
+
+@pytest.fixture(scope="module")
+def servers():
+    """Make test hosts (testkit/testhost.py) for this module: `servers("prod")` gives a
+    fresh server with its own address, engine and sshd, holding the base images and nothing
+    else. All of them are torn down when the module ends, whatever happened."""
+    from testkit.testhost import Server, missing_tools
+
+    missing = missing_tools()
+    if missing:
+        message = f"test hosts need {', '.join(missing)} (see testkit/testhost.py)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
+    made = []
+
+    def make(name, images=tuple(BASE_IMAGES)):
+        host = Server(f"hello-{name}")
+        made.append(host)
+        return host.up(images)
+
+    yield make
+    for host in made:
+        host.down()

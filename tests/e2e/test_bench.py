@@ -1,14 +1,15 @@
 """A smoke run of `inv bench --quick`: every section of the harness runs end to end against
-the real engine, wrk and sshd, and cleans up after itself. Its figures mean nothing (one
+the real engine, wrk and test hosts (servers of its own), and cleans up after itself. Its figures mean nothing (one
 run, one-second wrk runs, 16 MiB of backups) and are not kept; the checks are on the
 shape of the report and on what the run leaves behind."""
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import Stack
-from testkit.sshd import sshd_binary
+from testkit.testhost import missing_tools
 
 pytestmark = pytest.mark.e2e
 
@@ -18,8 +19,8 @@ def docker_names(*args):
 
 
 def test_quick_bench_runs_every_section_and_leaves_nothing(tmp_path):
-    if sshd_binary() is None:
-        pytest.fail("the deploy section needs an OpenSSH server (apt-get install openssh-server rsync)")
+    if missing_tools():
+        pytest.fail(f"the deploy section makes test hosts, which need {', '.join(missing_tools())}")
     output = tmp_path / "RESULTS.md"
     images_before = docker_names("images", "--all", "--quiet", "--no-trunc")
     Stack("hello-bench", 0).inv("bench", "--quick", "--output", str(output), timeout=1200)
@@ -36,6 +37,10 @@ def test_quick_bench_runs_every_section_and_leaves_nothing(tmp_path):
     first = re.search(r"\| first +\| [\d.]+ s +\| ([\d,]+) ", deploy)
     unchanged = re.search(r"\| unchanged +\| [\d.]+ s +\| ([\d,]+) ", deploy)
     assert first and unchanged and int(unchanged[1].replace(",", "")) * 10 < int(first[1].replace(",", "")), deploy
+    # Only the layers a code change made travel: a small fraction of the whole saved image.
+    shipped = re.search(r"\| shipped change +\| [\d.]+ s +\| ([\d,]+) +\| [\d.]+ s +\| ([\d,]+) ", deploy)
+    assert shipped and int(shipped[1].replace(",", "")) < 0.05 * int(shipped[2].replace(",", "")), deploy
+    assert not [n for n in Path("/var/run/netns").glob("th-hello-bench*")]  # the servers are gone
     # Nothing of the run is left: containers, volumes, images.
     assert not {n for n in docker_names("ps", "--all", "--format", "{{.Names}}") if n.startswith("hello-bench")}
     assert not {n for n in docker_names("volume", "ls", "--quiet") if n.startswith("hello-bench")}

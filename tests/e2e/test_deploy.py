@@ -1,5 +1,6 @@
-"""`inv deploy` and `--host` against a real OpenSSH server on 127.0.0.1 playing `prod`.
-The remote stack has its own compose project and port, so it does not meet the local one."""
+"""`inv deploy` and `--host` against real servers: test hosts (testkit/testhost.py), each with
+its own address, Docker engine and sshd, holding the base images and nothing else. `prod`
+builds on the host; `edge` gets images built here with --ship-image."""
 import json
 import re
 import subprocess
@@ -8,53 +9,20 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import Stack, free_port
+from tests.e2e.conftest import Stack
 from testkit.projectcopy import copy_project
 
 pytestmark = pytest.mark.e2e
-PROJECT = "hello-e2e-prod"
-
-
-def hosts_toml(sshd, remote_dir, http_port):
-    d = sshd["dir"]
-    common = f'address = "127.0.0.1"\nuser = "{sshd["user"]}"\nidentity_file = "{d}/client_key"\n'
-    return f"""
-[hosts.prod]
-{common}port = {sshd["port"]}
-known_hosts = "{d}/known_hosts"
-directory = "{remote_dir}"
-http_port = {http_port}
-project = "{PROJECT}"
-
-[hosts.wrongkey]
-address = "127.0.0.1"
-user = "{sshd["user"]}"
-identity_file = "{d}/other_key"
-port = {sshd["port"]}
-known_hosts = "{d}/known_hosts"
-directory = "{remote_dir}"
-
-[hosts.changed]
-{common}port = {sshd["port"]}
-known_hosts = "{d}/wrong_known_hosts"
-directory = "{remote_dir}"
-
-[hosts.stranger]
-{common}port = {sshd["port"]}
-known_hosts = "{d}/empty_known_hosts"
-directory = "{remote_dir}"
-
-[hosts.closed]
-{common}port = {free_port(0)}
-known_hosts = "{d}/known_hosts"
-directory = "{remote_dir}"
-"""
+PORT = 8080  # on each host's own loopback: no clash with anything here
 
 
 class Remote(Stack):
-    def __init__(self, root, remote_dir, port):
-        super().__init__(PROJECT, port, root=root)
-        self.remote_dir = remote_dir
+    """The project copy here, deploying to SERVER as host NAME."""
+
+    def __init__(self, root, server, name, project):
+        super().__init__(project, PORT, root=root)
+        self.server, self.name = server, name
+        self.remote_dir = server.dir / "srv" / "hello"
 
     def releases(self):
         path = self.remote_dir / "releases"
@@ -65,33 +33,80 @@ class Remote(Stack):
         return link.resolve().name if link.exists() else None
 
     def deploy(self, *args, check=True):
-        result = self.inv("deploy", "--host", "prod", *args, check=check)
+        result = self.inv("deploy", "--host", self.name, *args, check=check)
         match = re.search(r"shipped \S+: (\d+) bytes sent", result.stdout)
         result.sent = int(match.group(1)) if match else None
         # Shown with `pytest -s`: the figures a deploy reports (time, bytes shipped).
         print(*[line for line in result.stdout.splitlines() if line.startswith(("shipped", "deployed"))], sep="\n")
         return result
 
+    def get(self, path, headers=None):
+        return self.server.get(f"http://127.0.0.1:{PORT}{path}")
+
     def page(self):
         status, _, body = self.get("/")
         return status, body.decode()
 
+    def app_image(self):
+        return {i for i in self.server.images() if i.startswith(f"{self.project}-djangoapp:")}
+
+
+def hosts_toml(prod, edge_placeholder=None):
+    """The hosts of config/stack.toml: prod, and entries that cannot log in to it."""
+    directory = str(prod.dir / "srv" / "hello")
+    text = prod.hosts_entry("prod", directory, http_port=PORT, project="hello-e2e-prod")
+    text += f"""
+[hosts.wrongkey]
+address = "{prod.address}"
+user = "root"
+identity_file = "{prod.dir}/other_key"
+known_hosts = "{prod.known_hosts}"
+directory = "{directory}"
+
+[hosts.changed]
+address = "{prod.address}"
+user = "root"
+identity_file = "{prod.key}"
+known_hosts = "{prod.dir}/wrong_known_hosts"
+directory = "{directory}"
+
+[hosts.stranger]
+address = "{prod.address}"
+user = "root"
+identity_file = "{prod.key}"
+known_hosts = "{prod.dir}/empty_known_hosts"
+directory = "{directory}"
+
+[hosts.closed]
+address = "{prod.address}"
+port = 2222
+user = "root"
+identity_file = "{prod.key}"
+known_hosts = "{prod.known_hosts}"
+directory = "{directory}"
+"""
+    return text
+
 
 @pytest.fixture(scope="module")
-def remote(sshd, tmp_path_factory):
+def remote(servers, tmp_path_factory):
+    prod = servers("prod")
     root = copy_project(tmp_path_factory.mktemp("project"))
-    remote_dir = tmp_path_factory.mktemp("remote") / "hello"
-    port = free_port(0)
     with open(root / "config/stack.toml", "a") as handle:
-        handle.write(hosts_toml(sshd, remote_dir, port))
-    r = Remote(root, remote_dir, port)
+        handle.write("\n" + hosts_toml(prod))
+    r = Remote(root, prod, "prod", "hello-e2e-prod")
+    r.servers = servers
     yield r
-    compose_file = remote_dir / "current" / "docker-compose.yml"
-    if compose_file.exists():
-        r.docker("compose", "--project-name", PROJECT, "-f", str(compose_file), "down", "--volumes", check=False)
-    images = r.docker("images", "--quiet", "--filter", f"reference={PROJECT}-djangoapp", check=False).stdout.split()
-    if images:
-        r.docker("rmi", "--force", *set(images), check=False)
+
+
+@pytest.fixture(scope="module")
+def edge(remote):
+    """A second fresh server, added to the same project copy."""
+    server = remote.servers("edge")
+    with open(remote.root / "config/stack.toml", "a") as handle:
+        handle.write("\n" + server.hosts_entry("edge", str(server.dir / "srv" / "hello"), http_port=PORT,
+                                               project="hello-e2e-edge"))
+    return Remote(remote.root, server, "edge", "hello-e2e-edge")
 
 
 def test_dry_deploy_runs_nothing_remotely(remote):
@@ -101,9 +116,14 @@ def test_dry_deploy_runs_nothing_remotely(remote):
     assert not remote.remote_dir.exists()
 
 
-def test_first_deploy_serves_through_nginx(remote):
+def test_first_deploy_builds_cold_on_the_host_and_serves(remote):
+    assert remote.app_image() == set()  # nothing built there, ever
+    started = time.monotonic()
     result = remote.deploy()
+    print(f"cold first deploy: {time.monotonic() - started:.1f}s")
     remote.first_sent = result.sent
+    assert "building on prod (hello-e2e-prod-djangoapp:" in result.stdout
+    assert "Bake" not in result.stdout + result.stderr  # compose builds through buildx, no warning
     assert result.sent and result.sent > 50_000  # the whole project went over
     assert re.search(r"deployed \S+ to prod in [\d.]+s", result.stdout)
     status, body = remote.page()
@@ -115,12 +135,14 @@ def test_first_deploy_serves_through_nginx(remote):
     assert not (remote.remote_dir / ".deploy-lock").exists()
     shipped = remote.remote_dir / "releases" / remote.current()
     assert not (shipped / ".git").exists() and not (shipped / "backups").exists() and not (shipped / "tasks").exists()
+    assert len(remote.app_image()) == 1
 
 
-def test_unchanged_redeploy_ships_almost_nothing_and_keeps_the_secrets(remote):
-    secret = (remote.remote_dir / "shared/config/django.env").read_text()
+def test_unchanged_redeploy_makes_no_new_release(remote):
+    releases, secret = remote.releases(), (remote.remote_dir / "shared/config/django.env").read_text()
     result = remote.deploy()
-    assert result.sent < 20_000 and result.sent * 10 < remote.first_sent, (result.sent, remote.first_sent)
+    assert f"prod runs this code already ({releases[-1]}): nothing to deploy" in result.stdout
+    assert remote.releases() == releases
     assert (remote.remote_dir / "shared/config/django.env").read_text() == secret
     assert remote.page()[0] == 200
 
@@ -131,6 +153,7 @@ def test_a_code_change_is_served(remote):
     result = remote.deploy()
     assert result.sent < remote.first_sent
     assert "Hello from release two" in remote.page()[1]
+    assert len(remote.releases()) == 2
 
 
 def test_remote_tasks(remote):
@@ -138,28 +161,20 @@ def test_remote_tasks(remote):
     assert "hello-e2e-prod-djangoapp-1" in ps and "(healthy)" in ps
     assert "No migrations to apply." in remote.inv("migrate", "--host", "prod").stdout
     remote.inv("volume.backup", "--host", "prod", "--volume", "media_volume")
-    local = sorted((remote.root / "backups").glob(f"{PROJECT}_media_volume_*.tar.zst"))
+    local = sorted((remote.root / "backups").glob("hello-e2e-prod_media_volume_*.tar.zst"))
     assert local, "the archive did not arrive locally"
     manifest = json.loads(local[-1].with_name(local[-1].name + ".json").read_text())
     digest = subprocess.run(["sha256sum", str(local[-1])], capture_output=True, text=True).stdout.split()[0]
-    assert manifest["sha256"] == digest and manifest["docker_volume"] == f"{PROJECT}_media_volume"
+    assert manifest["sha256"] == digest and manifest["docker_volume"] == "hello-e2e-prod_media_volume"
 
 
 def test_restore_with_host_uploads_the_archive_first(remote):
-    local = sorted((remote.root / "backups").glob(f"{PROJECT}_media_volume_*.tar.zst"))[-1]
+    local = sorted((remote.root / "backups").glob("hello-e2e-prod_media_volume_*.tar.zst"))[-1]
     result = remote.inv("volume.restore", str(local), "--host", "prod", "--yes")
-    assert f"verified {local.name} (sha256" in result.stdout  # here, before sending
-    assert f"verified {local.name} (sha256" in result.stdout and " on prod" in result.stdout  # and there
+    verified = [line for line in result.stdout.splitlines() if f"verified {local.name} (sha256" in line]
+    assert len(verified) == 2 and " on prod" in verified[1]  # here before sending, and there
     assert (remote.remote_dir / "shared/backups" / local.name).exists()
     assert remote.health()[0] == 200
-
-
-def test_several_hosts_run_in_parallel_with_a_line_each(remote):
-    result = remote.inv("ps", "--host", "prod,closed", check=False)
-    assert result.returncode == 1
-    assert "[prod] ok" in result.stdout
-    assert "[closed] error: cannot reach closed" in result.stdout
-    assert "failed on closed (of 2 hosts)" in result.stderr
 
 
 def test_a_release_failing_its_health_check_is_rolled_back(remote):
@@ -180,6 +195,8 @@ def test_a_release_failing_its_health_check_is_rolled_back(remote):
 
 
 def test_two_deploys_at_once_one_fails_on_the_lock(remote):
+    with (remote.root / "hello/hello/templates/hello/index.html").open("a") as template:
+        template.write("<!-- three -->\n")
     first = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--host", "prod"], cwd=remote.root,
                              env=remote.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              stdin=subprocess.DEVNULL)
@@ -196,18 +213,13 @@ def test_two_deploys_at_once_one_fails_on_the_lock(remote):
     assert not (remote.remote_dir / ".deploy-lock").exists()
 
 
-def test_rollback_goes_back_one_release(remote):
+def test_rollback_goes_back_to_the_previous_code(remote):
     releases, current = remote.releases(), remote.current()
+    assert "<!-- three -->" in remote.page()[1]
     remote.inv("rollback", "--host", "prod")
     assert remote.current() == releases[releases.index(current) - 1]
-    assert remote.page()[0] == 200
-
-
-def test_ship_image_deploys_without_building_on_the_host(remote):
-    result = remote.deploy("--ship-image")
-    assert "building on prod" not in result.stdout
-    assert "building the image here" in result.stdout
-    assert remote.page()[0] == 200
+    status, body = remote.page()
+    assert status == 200 and "Hello from release two" in body and "<!-- three -->" not in body
 
 
 @pytest.mark.parametrize("host, message", [
@@ -224,3 +236,46 @@ def test_ssh_problems_are_clear_and_change_nothing(remote, host, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert (remote.releases(), remote.current()) == before
+
+
+def shipped(result):
+    match = re.search(r"shipped \S+ to \w+: (\d+) of (\d+) layers, (\d+) bytes sent \((\d+) before compression; "
+                      r"the whole image is (\d+)\)", result.stdout)
+    assert match, result.stdout
+    return dict(zip(("layers", "of", "sent", "raw", "whole"), map(int, match.groups())))
+
+
+def test_ship_image_streams_the_layers_a_fresh_host_lacks(edge):
+    assert edge.app_image() == set()
+    result = edge.deploy("--ship-image")
+    assert "building on edge" not in result.stdout and "building the image here" in result.stdout
+    first = shipped(result)
+    print(f"ship-image, fresh host: {first}")
+    # The host has the python base image: its layers stay here.
+    assert 0 < first["layers"] < first["of"] and first["sent"] < first["whole"] / 2
+    assert len(edge.app_image()) == 1
+    assert edge.page()[0] == 200
+
+
+def test_ship_image_sends_a_code_change_alone(edge):
+    template = edge.root / "hello/hello/templates/hello/index.html"
+    template.write_text(template.read_text() + "<!-- four -->\n")
+    started = time.monotonic()
+    result = edge.deploy("--ship-image")
+    change = shipped(result)
+    print(f"ship-image, code change: {change} in {time.monotonic() - started:.1f}s")
+    assert change["sent"] < 0.05 * change["whole"], change  # under 5% of the whole image
+    assert change["layers"] <= 3
+    assert "<!-- four -->" in edge.page()[1]
+
+
+def test_several_hosts_run_in_parallel_with_a_line_each(remote, edge):
+    result = remote.inv("volume.backup", "--host", "prod,edge", "--volume", "media_volume")
+    assert "[prod] ok" in result.stdout and "[edge] ok" in result.stdout
+    for project in ("hello-e2e-prod", "hello-e2e-edge"):
+        assert list((remote.root / "backups").glob(f"{project}_media_volume_*.tar.zst")), project
+    result = remote.inv("ps", "--host", "prod,closed", check=False)
+    assert result.returncode == 1
+    assert "[prod] ok" in result.stdout
+    assert "[closed] error: cannot reach closed" in result.stdout
+    assert "failed on closed (of 2 hosts)" in result.stderr

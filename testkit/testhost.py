@@ -1,0 +1,288 @@
+"""Real servers on this machine, for the tests and the benchmark of remote work.
+
+A test host is a network namespace with its own address (10.210.N.2), its own Docker engine
+(data root, exec root, socket and containerd namespace of its own), its own OpenSSH server
+whose sessions talk to that engine, and NAT outward, so that a build on the host reaches
+PyPI as a real server's would. From here its address plays "the internet"; what the host
+publishes on its loopback is reached with `Server.get`, from inside its namespace.
+
+Why these choices (each one was tried):
+- `nsenter --net=...`, not `ip netns exec`: the latter remounts /sys, and dockerd then fails
+  with "Devices cgroup isn't mounted".
+- The filesystem is shared, so /var/run/docker.sock is still this machine's engine inside the
+  namespace: sshd's `SetEnv DOCKER_HOST=...` points every SSH session at the host's own.
+- The iptables rules of each engine live in its namespace, so engines never fight over the
+  DOCKER chain. This machine's engine sets FORWARD to DROP: DOCKER-USER lets test hosts out.
+
+Needs root, iproute2, iptables, nsenter, dockerd and sshd.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = Path("/var/run/netns")
+SUBNET = "10.210.0.0/16"
+
+
+def missing_tools() -> list[str]:
+    """What this machine lacks to make test hosts (empty when it can)."""
+    missing = [tool for tool in ("ip", "iptables", "nsenter", "dockerd", "ssh-keygen") if shutil.which(tool) is None]
+    if not (shutil.which("sshd") or os.path.exists("/usr/sbin/sshd")):
+        missing.append("sshd")
+    if os.geteuid() != 0:
+        missing.append("root")
+    return missing
+
+
+def _run(*argv, check=True, **kwargs):
+    return subprocess.run(argv, capture_output=True, text=True, check=check, **kwargs)
+
+
+def _free_index() -> int:
+    """An index no test host (of this run or another) uses: 10.210.INDEX.0/24."""
+    for index in range(100, 250):
+        if _run("ip", "link", "show", f"thv{index}", check=False).returncode != 0:
+            return index
+    raise RuntimeError("no free test host index (100-249)")
+
+
+class Server:
+    """One test host; `up()` makes it, `down()` removes every trace of it."""
+
+    def __init__(self, name: str, index: int | None = None):
+        self.name = name
+        self.index = index if index is not None else _free_index()
+        self.namespace = f"th-{name}"
+        self.netns = NETNS_DIR / self.namespace
+        self.dir = Path(f"/tmp/test-host-{name}")
+        self.data_root = Path(f"/var/lib/docker-{name}")
+        self.exec_root = Path(f"/run/docker-{name}")
+        self.pidfile = Path(f"/run/docker-{name}.pid")
+        self.docker_host = f"unix:///run/docker-{name}.sock"
+        self.address = f"10.210.{self.index}.2"
+        self.gateway = f"10.210.{self.index}.1"
+        self.veth = f"thv{self.index}"
+        self.user = "root"
+        self.port = 22
+        self.key = self.dir / "client_key"
+        self.known_hosts = self.dir / "known_hosts"
+        self._dockerd: subprocess.Popen | None = None
+
+    # -- life --------------------------------------------------------------------------
+    def up(self, images=()) -> "Server":
+        self.down()
+        self.dir.mkdir(parents=True)
+        os.makedirs("/run/sshd", exist_ok=True)
+        _run("ip", "netns", "add", self.namespace)
+        _run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.namespace)
+        _run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.veth)
+        _run("ip", "link", "set", self.veth, "up")
+        self.inside("sh", "-c", f"ip addr add {self.address}/24 dev eth0 && ip link set eth0 up "
+                                f"&& ip link set lo up && ip route add default via {self.gateway}")
+        self._open_outward()
+        self.start_engine()
+        if images:
+            self.copy_images(images)
+        self._make_keys()
+        self.start_sshd()
+        return self
+
+    def down(self) -> None:
+        self.stop_sshd()
+        self.stop_engine()
+        _run("ip", "link", "del", self.veth, check=False)
+        _run("ip", "netns", "del", self.namespace, check=False)
+        # Mounts a test left under the host's directory (a small tmpfs) go first.
+        if self.dir.exists():
+            for line in reversed(Path("/proc/mounts").read_text().splitlines()):
+                point = line.split()[1]
+                if point.startswith(f"{self.dir}/"):
+                    _run("umount", "-l", point, check=False)
+        for path in (self.dir, self.data_root, self.exec_root):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _open_outward(self) -> None:
+        def add(table, *rule):
+            if _run("iptables", "-t", table, "-C", *rule, check=False).returncode != 0:
+                _run("iptables", "-t", table, "-I", *rule)
+
+        add("nat", "POSTROUTING", "-s", SUBNET, "!", "-d", SUBNET, "-j", "MASQUERADE")
+        if _run("iptables", "-L", "DOCKER-USER", check=False).returncode == 0:
+            add("filter", "DOCKER-USER", "-i", "thv+", "-j", "ACCEPT")
+            add("filter", "DOCKER-USER", "-o", "thv+", "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED",
+                "-j", "ACCEPT")
+
+    # -- the engine ----------------------------------------------------------------------
+    def start_engine(self) -> None:
+        log = open(self.dir / "dockerd.log", "a")
+        self._dockerd = subprocess.Popen(
+            ["nsenter", f"--net={self.netns}", "dockerd", "--data-root", str(self.data_root),
+             "--exec-root", str(self.exec_root), "--pidfile", str(self.pidfile), "-H", self.docker_host,
+             "--containerd-namespace", self.name, "--containerd-plugins-namespace", f"{self.name}-plugins"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 60
+        while self.docker("info", check=False).returncode != 0:
+            if self._dockerd.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the engine of {self.name} did not start: {self.dir}/dockerd.log")
+            time.sleep(0.5)
+
+    def stop_engine(self) -> None:
+        pid = int(self.pidfile.read_text()) if self.pidfile.exists() else None
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pid = None
+        deadline = time.monotonic() + 30
+        while pid and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        if self._dockerd is not None:
+            try:
+                self._dockerd.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._dockerd.kill()
+            self._dockerd = None
+
+    def docker(self, *args, check=True, **kwargs):
+        """`docker ARGS` against the host's own engine."""
+        return subprocess.run(["docker", *args], capture_output=True, text=True, check=check,
+                              env={**os.environ, "DOCKER_HOST": self.docker_host}, **kwargs)
+
+    def copy_images(self, images) -> None:
+        """Copy IMAGES from this machine's engine into the host's (one stream, shared layers once)."""
+        save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
+        load = subprocess.run(["docker", "load", "-q"], stdin=save.stdout, capture_output=True,
+                              env={**os.environ, "DOCKER_HOST": self.docker_host})
+        save.stdout.close()
+        if save.wait() != 0 or load.returncode != 0:
+            raise RuntimeError(f"copying {images} to {self.name} failed: {load.stderr.decode()}")
+
+    def images(self) -> set[str]:
+        out = self.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout
+        return set(out.split())
+
+    # -- sshd ----------------------------------------------------------------------------
+    def _make_keys(self) -> None:
+        for name in ("host_key", "client_key", "other_key", "other_host_key"):
+            _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / name))
+        (self.dir / "authorized_keys").write_text((self.dir / "client_key.pub").read_text())
+        key = (self.dir / "host_key.pub").read_text().split()
+        self.known_hosts.write_text(f"{self.address} {key[0]} {key[1]}\n")
+        other = (self.dir / "other_host_key.pub").read_text().split()
+        (self.dir / "wrong_known_hosts").write_text(f"{self.address} {other[0]} {other[1]}\n")
+        (self.dir / "empty_known_hosts").write_text("")
+        (self.dir / "sshd_config").write_text(f"""ListenAddress {self.address}
+Port {self.port}
+HostKey {self.dir}/host_key
+AuthorizedKeysFile {self.dir}/authorized_keys
+PidFile {self.dir}/sshd.pid
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+MaxSessions 50
+MaxStartups 50
+Subsystem sftp internal-sftp
+SetEnv DOCKER_HOST={self.docker_host}
+""")
+
+    def start_sshd(self) -> None:
+        binary = shutil.which("sshd") or "/usr/sbin/sshd"
+        self.inside(binary, "-f", str(self.dir / "sshd_config"), "-E", str(self.dir / "sshd.log"))
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as sock:
+                sock.settimeout(1)
+                if sock.connect_ex((self.address, self.port)) == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sshd of {self.name} did not start: {self.dir}/sshd.log")
+            time.sleep(0.1)
+
+    def stop_sshd(self) -> None:
+        """Kill the host's sshd and every session it runs (what a crash of the server's sshd
+        or a reboot does to a deploy in progress)."""
+        for pid in self.pids():
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "sshd":
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+
+    def pids(self) -> list[int]:
+        if not self.netns.exists():
+            return []
+        return [int(p) for p in _run("ip", "netns", "pids", self.namespace, check=False).stdout.split()]
+
+    # -- the network ---------------------------------------------------------------------
+    def link(self, up: bool) -> None:
+        """Take the host's network interface down (a cut link) or bring it back."""
+        state = "up" if up else "down"
+        self.inside("ip", "link", "set", "eth0", state)
+        if up:
+            self.inside("ip", "route", "replace", "default", "via", self.gateway)
+
+    def inside(self, *argv, check=True):
+        """Run ARGV in the host's network namespace."""
+        return _run("nsenter", f"--net={self.netns}", *argv, check=check)
+
+    def get(self, url: str, timeout: float = 10):
+        """GET URL from inside the host (its loopback): (status, headers, body)."""
+        out = {}
+
+        def fetch():
+            try:
+                with open(self.netns) as ns:
+                    if ctypes.CDLL(None, use_errno=True).setns(ns.fileno(), CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), "setns failed")
+                # This thread alone now lives in the host's namespace.
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    out["r"] = (response.status, dict(response.headers), response.read())
+            except urllib.error.HTTPError as exc:
+                out["r"] = (exc.code, dict(exc.headers), exc.read())
+            except Exception as exc:  # handed to the caller's thread
+                out["e"] = exc
+
+        thread = threading.Thread(target=fetch)
+        thread.start()
+        thread.join()
+        if "e" in out:
+            raise out["e"]
+        return out["r"]
+
+    def hosts_entry(self, name: str, directory: str, **extra) -> str:
+        """A [hosts.NAME] table of config/stack.toml for this host."""
+        lines = [f"[hosts.{name}]", f'address = "{self.address}"', f'user = "{self.user}"',
+                 f'identity_file = "{self.key}"', f'known_hosts = "{self.known_hosts}"',
+                 f'directory = "{directory}"']
+        lines += [f"{key} = {json.dumps(value)}" for key, value in extra.items()]
+        return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def server(name: str, images=()):
+    """A test host for the duration of the block; always torn down."""
+    host = Server(name)
+    try:
+        yield host.up(images)
+    finally:
+        host.down()
