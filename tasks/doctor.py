@@ -20,6 +20,15 @@ def check_compose(r):
     return (False, *problem) if problem else (True, f"Docker Compose v2 ({result.stdout.strip()})", None)
 
 
+def check_builder(r):
+    """Compose builds through buildx (Bake); without it every build warns and falls back."""
+    result = r.run(compose.buildx_version(), check=False, hide=True)
+    if result.ok:
+        return True, f"buildx {result.stdout.split()[1] if len(result.stdout.split()) > 1 else ''} builds the images", None
+    return (False, "buildx is not installed: every build warns and falls back to Compose's own builder",
+            "install the buildx plugin (docker-buildx-plugin from Docker's repository, docker-buildx on Debian 13)")
+
+
 def check_env_files(r):
     """Each env file exists and sets every variable its template sets (parsed as Compose does)."""
     missing, incomplete = [], []
@@ -54,14 +63,14 @@ def check_port(r):
     return True, (f"port {port} is served by this stack's Nginx" if state == "ours" else f"port {port} is free"), None
 
 
-CHECKS = {"engine": check_engine, "compose": check_compose, "port": check_port,
+CHECKS = {"engine": check_engine, "compose": check_compose, "builder": check_builder, "port": check_port,
           "env_files": check_env_files, "rendered": check_rendered}
-NEEDS_ENGINE = {"port"}
+NEEDS_ENGINE = {"port", "builder"}
 
 
 @stack_task(help={"dry": "Print the checks' commands instead of running them."})
 def doctor(r):
-    """Check the engine, Compose, env files, generated files and the HTTP port."""
+    """Check the engine, Compose, buildx, env files, generated files and the HTTP port."""
     results, engine_ok = [], True
     for name in r.target.doctor_checks:  # the target says which checks make sense there
         if name in NEEDS_ENGINE and not engine_ok:

@@ -19,6 +19,7 @@ Needs root, iproute2, iptables, nsenter, dockerd and sshd.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import shutil
@@ -51,8 +52,12 @@ def _run(*argv, check=True, **kwargs):
     return subprocess.run(argv, capture_output=True, text=True, check=check, **kwargs)
 
 
-def _free_index() -> int:
-    """An index no test host (of this run or another) uses: 10.210.INDEX.0/24."""
+LOCK = Path("/run/hello-test-hosts.lock")
+
+
+def _claim_index() -> int:
+    """An index no test host (of this run or another) uses: 10.210.INDEX.0/24. Called under
+    LOCK; the host's veth, made under the same lock, is the claim."""
     for index in range(100, 250):
         if _run("ip", "link", "show", f"thv{index}", check=False).returncode != 0:
             return index
@@ -64,7 +69,7 @@ class Server:
 
     def __init__(self, name: str, index: int | None = None):
         self.name = name
-        self.index = index if index is not None else _free_index()
+        self.index, self._claims = index, index is None
         self.namespace = f"th-{name}"
         self.netns = NETNS_DIR / self.namespace
         self.dir = Path(f"/tmp/test-host-{name}")
@@ -72,14 +77,23 @@ class Server:
         self.exec_root = Path(f"/run/docker-{name}")
         self.pidfile = Path(f"/run/docker-{name}.pid")
         self.docker_host = f"unix:///run/docker-{name}.sock"
-        self.address = f"10.210.{self.index}.2"
-        self.gateway = f"10.210.{self.index}.1"
-        self.veth = f"thv{self.index}"
         self.user = "root"
         self.port = 22
         self.key = self.dir / "client_key"
         self.known_hosts = self.dir / "known_hosts"
         self._dockerd: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"10.210.{self.index}.2"
+
+    @property
+    def gateway(self) -> str:
+        return f"10.210.{self.index}.1"
+
+    @property
+    def veth(self) -> str:
+        return f"thv{self.index}"
 
     # -- life --------------------------------------------------------------------------
     def up(self, images=()) -> "Server":
@@ -87,7 +101,11 @@ class Server:
         self.dir.mkdir(parents=True)
         os.makedirs("/run/sshd", exist_ok=True)
         _run("ip", "netns", "add", self.namespace)
-        _run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.namespace)
+        with open(LOCK, "a") as lock:  # test runs in parallel never pick the same index
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.index is None:
+                self.index = _claim_index()
+            _run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.namespace)
         _run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.veth)
         _run("ip", "link", "set", self.veth, "up")
         self.inside("sh", "-c", f"ip addr add {self.address}/24 dev eth0 && ip link set eth0 up "
@@ -103,7 +121,10 @@ class Server:
     def down(self) -> None:
         self.stop_sshd()
         self.stop_engine()
-        _run("ip", "link", "del", self.veth, check=False)
+        if self.index is not None:
+            _run("ip", "link", "del", self.veth, check=False)
+            if self._claims:
+                self.index = None
         _run("ip", "netns", "del", self.namespace, check=False)
         # Mounts a test left under the host's directory (a small tmpfs) go first.
         if self.dir.exists():

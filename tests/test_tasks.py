@@ -160,3 +160,11 @@ class TestDoctor:
         assert "FAIL no Docker engine is reachable (Cannot connect)" in out
         assert "FAIL Docker Compose is not installed" in out
         assert out.count("fix: ") >= 2
+
+    def test_a_missing_buildx_is_named_with_the_package_to_install(self, mock_c, capsys):
+        c = mock_c({"docker buildx version": Result(exited=1, stderr="docker: 'buildx' is not a docker command.\n")})
+        with pytest.raises(TaskError, match="1 check"):
+            doctor.doctor(c)
+        out = capsys.readouterr().out
+        assert "FAIL buildx is not installed: every build warns and falls back to Compose's own builder" in out
+        assert "fix: install the buildx plugin (docker-buildx-plugin" in out

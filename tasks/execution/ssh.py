@@ -6,6 +6,7 @@ it that a LocalTarget runs through Invoke's Context here.
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,12 @@ from ..errors import TaskError
 from ..plans.release import ALIVE_INTERVAL, DEAD_AFTER
 from ..source.stack import Host
 from .stdin import remote_runner
+
+
+# Paramiko logs a broken connection ("Socket exception: ...") from its own thread, which
+# Python would print on stderr; the task's own error line says it once, clearly.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+logging.getLogger("paramiko").propagate = False
 
 
 def connect(host: Host, dry: bool = False):

@@ -13,6 +13,7 @@ decides whether it happens.
 from __future__ import annotations
 
 import copy
+import errno
 import io
 import os
 import shlex
@@ -81,7 +82,7 @@ class LocalTarget(Target):
     name = "local"
     on = ""
     host_flag = ""
-    doctor_checks = ("engine", "compose", "port", "env_files", "rendered")
+    doctor_checks = ("engine", "compose", "builder", "port", "env_files", "rendered")
 
     def __init__(self, c, stack: Stack, root: Path = ROOT, env=None):
         super().__init__()
@@ -163,7 +164,7 @@ class HostTarget(Target):
     """The stack deployed on a host: its live release (`current`), or the release a deploy
     prepares; commands run there over SSH, in that release's directory."""
 
-    doctor_checks = ("engine", "compose")  # the rest is about a checkout; a release was checked here
+    doctor_checks = ("engine", "compose", "builder")  # the rest is about a checkout; a release was checked here
 
     def __init__(self, c, host: Host, stack: Stack, release: str | None = None, local_c=None):
         super().__init__()
@@ -203,12 +204,17 @@ class HostTarget(Target):
 
         try:
             result = func(*args, **kwargs)
-        except paramiko.ssh_exception.NoValidConnectionsError:
-            raise HostLost(self.name, "it refuses connections") from None
+        except paramiko.ssh_exception.NoValidConnectionsError as exc:
+            errors = list(exc.errors.values())
+            refused = all(getattr(e, "errno", None) == errno.ECONNREFUSED for e in errors)
+            why = "it refuses connections" if refused else (getattr(errors[0], "strerror", None) or str(exc))
+            raise HostLost(self.name, why) from None
         except (socket.timeout, TimeoutError):
             raise HostLost(self.name, "no answer") from None
-        except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise HostLost(self.name, str(exc) or type(exc).__name__) from None
+        except EOFError:
+            raise HostLost(self.name, "the connection broke") from None
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostLost(self.name, getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) from None
         if getattr(result, "exited", 0) == -1:
             # A channel closed without an exit status: did the connection go with it?
             client = getattr(self.c, "client", None)

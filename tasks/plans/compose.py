@@ -125,3 +125,7 @@ def engine_version() -> list[str]:
 
 def compose_version() -> list[str]:
     return [*PROGRAM, "version", "--short"]
+
+
+def buildx_version() -> list[str]:
+    return ["docker", "buildx", "version"]

@@ -7,6 +7,7 @@ after `inv deploy.unlock` where the lock could not be released. The line each fa
 printed (`pytest -s`): the fault table of the closing notes comes from there."""
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -48,15 +49,15 @@ class Faulty(Stack):
             blob.unlink()
 
     def deploy_until(self, line_start, fault, *args):
-        """Start a deploy, do FAULT() once its output has a line starting with LINE_START,
-        and return (exit status, stdout, stderr)."""
+        """Start a deploy, do FAULT() once its output has a line starting with LINE_START
+        (stripped; a compiled pattern is searched instead), and return (exit status, stdout, stderr)."""
         proc = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--host", "fault", *args],
                                 cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, stdin=subprocess.DEVNULL)
         seen = []
         for line in proc.stdout:
             seen.append(line)
-            if line.strip().startswith(line_start):
+            if line_start.search(line) if isinstance(line_start, re.Pattern) else line.strip().startswith(line_start):
                 fault()
                 break
         else:
@@ -66,8 +67,9 @@ class Faulty(Stack):
         return proc.returncode, "".join(seen) + out, err
 
     def one_line(self, stderr, fault):
-        lines = stderr.strip().splitlines()
-        assert len(lines) == 1, stderr
+        """The one error line, last on stderr (a build's own output may come before it)."""
+        lines = [line for line in stderr.strip().splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and stderr.strip().endswith(lines[0]), stderr
         print(f"\n[fault table] {fault}: {lines[0]}")
         return lines[0]
 
@@ -151,8 +153,9 @@ def test_link_cut_mid_image_transfer(faulty):
     faulty.change("four", blob_bytes=6 * 1024 * 1024)
     try:
         started = time.monotonic()
-        code, out, err = faulty.deploy_until(
-            "sending the layers", lambda: (time.sleep(2), faulty.server.link(up=False)), "--ship-image")
+        # Cut once the stream is under way: at its first progress line.
+        code, out, err = faulty.deploy_until(re.compile(r"^ +[\d.]+ of [\d.]+ MB, [\d.]+ MB sent"),
+                                             lambda: faulty.server.link(up=False), "--ship-image")
         waited = time.monotonic() - started
     finally:
         faulty.server.link(up=True)

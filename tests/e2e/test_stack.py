@@ -17,6 +17,9 @@ def test_dry_run_runs_nothing(stack):
 def test_up_serves_the_page_through_nginx(stack):
     result = stack.inv("up")
     assert f"The stack is up at {stack.url}/" in result.stdout
+    assert "Bake" not in result.stdout + result.stderr  # compose builds through buildx, no warning
+    # The app image is named after the compose project: two projects on one engine never share it.
+    assert stack.docker("image", "inspect", f"{stack.project}-djangoapp:latest", check=False).returncode == 0
     status, headers, body = stack.get("/")
     assert status == 200
     assert headers["Server"].startswith("nginx")
