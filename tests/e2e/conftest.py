@@ -27,7 +27,17 @@ def engine_answers() -> bool:
         return False
 
 
+# Modules that share a compose project or a fixture run in one group, on one worker;
+# the groups run side by side (pytest-xdist, --dist loadgroup in pytest.ini).
+GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "local",
+          "test_deploy": "deploy", "test_faults": "faults", "test_bench": "bench"}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        group = GROUPS.get(item.module.__name__.rsplit(".", 1)[-1])
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
     e2e = [item for item in items if "e2e" in item.keywords]
     if not e2e or engine_answers():
         return
