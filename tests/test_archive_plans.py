@@ -15,8 +15,8 @@ def test_archive_name_and_stamp():
 
 
 def test_backup_streams_the_volume_with_docker_cp_from_a_helper_that_never_starts():
-    assert archive.create_helper("hello-djangoapp:latest", "hello_media_volume", True, "hello") == [
-        "docker", "create", "--pull", "never", "--network", "none", "--user", "0",
+    assert archive.create_helper("hello-djangoapp:latest", "hello_media_volume", "hello") == [
+        "docker", "create", "--pull", "never", "--network", "none",
         "--name", "hello_media_volume-backup-helper", "--label", "hello.backup-helper=hello",
         "--volume", "hello_media_volume:/data:ro", "hello-djangoapp:latest",
     ]
@@ -26,6 +26,13 @@ def test_backup_streams_the_volume_with_docker_cp_from_a_helper_that_never_start
     ]
 
 
+def test_a_helper_goes_with_the_anonymous_volumes_its_image_declares():
+    assert archive.remove_container("hello_database1_volume-backup-helper") == [
+        "docker", "rm", "--force", "--volumes", "hello_database1_volume-backup-helper"]
+    assert archive.remove_container("c0ffee", "decade") == ["docker", "rm", "--force", "--volumes", "c0ffee", "decade"]
+    assert archive.postgres_version("postgres:15")[:3] == ["docker", "run", "--rm"]
+
+
 def test_restore_moves_the_content_aside_then_unpacks_with_owners():
     argv = archive.move_aside("hello_database1_volume", "postgres:15")
     assert argv[:-1] == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
@@ -33,8 +40,12 @@ def test_restore_moves_the_content_aside_then_unpacks_with_owners():
     assert "if [ -e .restore-safety ]; then" in argv[-1]  # never over an interrupted restore's copy
     assert argv[-1].endswith("mkdir .restore-safety; "
                              "find . -mindepth 1 -maxdepth 1 ! -name .restore-safety -exec mv -t .restore-safety -- {} +")
-    assert archive.extract_volume("/b/a.tar.gz", archive.GZIP, "c0ffee") == [
-        "bash", "-o", "pipefail", "-c", "gzip -dc /b/a.tar.gz | docker cp --archive - c0ffee:/data",
+    # As root from standard input: `docker cp` would give every entry to the helper's user.
+    assert archive.extract_volume("/b/a.tar.gz", archive.GZIP, "hello_media_volume", "hello-djangoapp:latest") == [
+        "bash", "-o", "pipefail", "-c",
+        "gzip -dc /b/a.tar.gz | docker run --rm --interactive --pull never --network none --user 0 "
+        "--volume hello_media_volume:/data --entrypoint tar hello-djangoapp:latest "
+        "--extract --file - --directory /data --numeric-owner --same-owner --same-permissions",
     ]
 
 

@@ -18,6 +18,7 @@ from ..errors import TaskError, reason
 from ..execution.runner import Runner
 from ..plans import archives, compose
 from .backup_files import backup_dir, publish, sha256
+from .django import collect_static
 
 
 @dataclass(frozen=True)
@@ -93,16 +94,16 @@ class stopped_services:
 
 
 class helper_container:
-    """A created, never started, container with VOLUME mounted at /data, for `docker cp`;
-    removed on the way out."""
+    """A created, never started, container with VOLUME mounted read-only at /data, for
+    `docker cp` to read from; removed on the way out."""
 
-    def __init__(self, r: Runner, info: VolumeInfo, read_only: bool):
-        self.r, self.info, self.read_only = r, info, read_only
+    def __init__(self, r: Runner, info: VolumeInfo):
+        self.r, self.info = r, info
         self.id = None
 
     def __enter__(self) -> str:
         self.r.probe(archives.remove_container(archives.helper_name(self.info.name)))  # left by a killed run
-        argv = archives.create_helper(self.info.image, self.info.name, self.read_only, self.r.project)
+        argv = archives.create_helper(self.info.image, self.info.name, self.r.project)
         result = self.r.run(argv, hide=True, check=False, dry_answer="HELPER_CONTAINER")
         if result.failed:
             raise TaskError(f"could not create a helper container from {self.info.image} "
@@ -116,10 +117,10 @@ class helper_container:
 
 
 def remove_leftover_helpers(r: Runner) -> None:
-    """Helpers left by a killed backup or restore hold their volume; `inv down` clears them."""
+    """Helpers left by a killed backup hold their volume; `inv down` clears them."""
     found = r.probe(archives.leftover_helpers(r.project)).stdout.split()
     if found:
-        r.probe(["docker", "rm", "--force", *found])
+        r.probe(archives.remove_container(*found))
 
 
 def backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor) -> Path:
@@ -135,7 +136,7 @@ def backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor) -> Pat
     try:
         with stopped_services(r, info.writers):
             stats = r.probe(archives.volume_stats(info.name, info.image))
-            with helper_container(r, info, read_only=True) as container:
+            with helper_container(r, info) as container:
                 r.run(archives.archive_volume(container, comp, str(tmp)), what=f"archiving {info.name}")
         size, files, pg = (stats.stdout.splitlines() + ["", "", ""])[:3]
         digest = sha256(r, tmp)
@@ -182,8 +183,7 @@ def restore_volume(r: Runner, info: VolumeInfo, archive_file, data: dict, timeou
     with stopped_services(r, users):
         r.run(archives.move_aside(info.name, info.image), what=f"moving the content of {info.name} aside")
         try:
-            with helper_container(r, info, read_only=False) as container:
-                r.run(archives.extract_volume(str(archive_file), comp, container), what=f"restoring {info.name}")
+            r.run(archives.extract_volume(str(archive_file), comp, info.name, info.image), what=f"restoring {info.name}")
         except BaseException:
             r.say(f"restoring {info.name} failed; putting the safety copy back")
             r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
@@ -200,4 +200,6 @@ def restore_volume(r: Runner, info: VolumeInfo, archive_file, data: dict, timeou
         raise TaskError(f"restore of {archive_file.name} rolled back: the stack was not healthy with it "
                         f"({reason(exc)}); {info.name} has its previous content again") from None
     r.run(archives.drop_safety(info.name, info.image), what=f"removing the safety copy {info.name}:/{archives.SAFETY}")
+    # As `inv up` does: a restore into new, empty volumes has an empty static volume too.
+    collect_static(r)
     r.report(f"restored {info.name} from {archive_file.name}; the stack is healthy")

@@ -1,7 +1,9 @@
-"""Backups on a real engine, in a copy of the project: round trip, refused archives, a
-killed backup, a restore that fails midway, logical dumps."""
+"""Backups on a real engine, in a copy of the project: round trip, owners and modes, no
+leftover volumes, refused archives, a killed backup, a restore that fails midway, logical
+dumps."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +39,29 @@ def latest(s, subject, extension=".tar.zst"):
     return found[-1].with_suffix("") if found else None
 
 
+def in_volume(s, volume, script):
+    """Run SCRIPT as root in a throwaway container (from the app image, which declares no
+    VOLUME) with the stack's VOLUME at /v."""
+    image = json.loads(s.compose("config", "--format", "json").stdout)["services"]["djangoapp"]["image"]
+    return s.docker("run", "--rm", "--network", "none", "--user", "0", "--volume", f"{s.project}_{volume}:/v",
+                    "--entrypoint", "sh", image, "-c", f"cd /v && {script}").stdout
+
+
+def entries(s, volume):
+    """{path: (uid, gid, mode)} of every entry of VOLUME, its root "." included."""
+    out = in_volume(s, volume, r"find . -printf '%p\t%U\t%G\t%m\n'")
+    return {path: tuple(rest) for path, *rest in (line.split("\t") for line in out.splitlines())}
+
+
+ANONYMOUS = re.compile(r"[0-9a-f]{64}")
+
+
+def anonymous_volumes(s):
+    """Volumes without a name that no container uses: what a helper would leave behind."""
+    out = s.docker("volume", "ls", "--quiet", "--filter", "dangling=true").stdout
+    return {name for name in out.split() if ANONYMOUS.fullmatch(name)}
+
+
 def started_at(s, service):
     container = s.compose("ps", "-q", service).stdout.strip()
     return s.docker("inspect", "--format", "{{.State.StartedAt}}", container).stdout.strip()
@@ -64,6 +89,7 @@ def test_volume_list(s):
 
 
 def test_round_trip_after_down_volumes(s):
+    in_volume(s, "media_volume", "chmod 0775 .")  # not the mode a new volume gets
     out = s.inv("volume.backup").stdout
     for volume in ("database1_volume", "media_volume", "static_volume"):
         archive = latest(s, volume)
@@ -72,17 +98,62 @@ def test_round_trip_after_down_volumes(s):
         assert manifest["volume"] == volume and len(manifest["sha256"]) == 64
         assert oct(archive.stat().st_mode & 0o777) == "0o600"
     assert json.loads(latest(s, "database1_volume").with_name(latest(s, "database1_volume").name + ".json").read_text())["postgres_major"] == "15"
+    roots = {volume: entries(s, volume)["."] for volume in ("database1_volume", "media_volume")}
     s.inv("down", "--volumes", "--yes")
     assert "database1_volume" not in s.volumes()
     for volume in ("database1_volume", "media_volume"):
         s.inv("volume.restore", str(latest(s, volume)), "--yes")
     assert notes(s) == "['first']"
+    # New volumes' roots get their owner, group and mode back too.
+    assert {volume: entries(s, volume)["."] for volume in roots} == roots
     status, _, body = s.get("/media/upload.txt")
     assert status == 200 and body == b"uploaded by a user\n"
     assert s.health()[0] == 200
     # The safety copy is gone after a good restore, and hidden files are never served.
     assert app_exec(s, "import os; print(os.path.exists('/srv/media/.restore-safety'))").strip() == "False"
     assert s.get("/media/.restore-safety/upload.txt")[0] == 403
+    # The restore's own start collected the static files into the new, empty static volume.
+    assert s.get("/static/admin/css/base.css")[0] == 200
+    assert s.get("/admin/login/")[0] == 200  # its template needs the static files' manifest
+
+
+def test_a_restore_gives_back_every_owner_group_and_mode(s):
+    in_volume(s, "media_volume",
+              "mkdir by-app && chown 10001:10001 by-app && chmod 0750 by-app && "
+              "echo mine > by-app/notes.txt && chown 10001:10001 by-app/notes.txt && chmod 0640 by-app/notes.txt && "
+              "echo secret > root-only.txt && chmod 0600 root-only.txt && "
+              "echo odd > odd-ids.txt && chown 123:456 odd-ids.txt && chmod 0604 odd-ids.txt")
+    s.compose("stop", "database1")  # its files stay as they are backed up until listed
+    before = {volume: entries(s, volume) for volume in ("database1_volume", "media_volume")}
+    assert before["media_volume"]["./odd-ids.txt"] == ("123", "456", "604")
+    s.inv("volume.backup", "--volume", "database1_volume", "--volume", "media_volume")
+    for volume in ("database1_volume", "media_volume"):
+        s.inv("volume.restore", str(latest(s, volume)), "--yes")
+    s.compose("stop", "database1")
+    after = {volume: entries(s, volume) for volume in ("database1_volume", "media_volume")}
+    s.inv("up", "--no-build")
+    assert after["media_volume"] == before["media_volume"]
+    # The restore started PostgreSQL, which rewrites files of its own (its relation cache files,
+    # pg_internal.init, go at start and come back on demand): compare the entries both hold.
+    db_before, db_after = before["database1_volume"], after["database1_volume"]
+    assert {p for p in db_before.keys() - db_after.keys() if not p.endswith("/pg_internal.init")} == set()
+    common = db_before.keys() & db_after.keys()
+    assert {p: db_after[p] for p in common} == {p: db_before[p] for p in common}
+    # Every file is the server's user's and group's (its entrypoint gives back only the owner).
+    assert len({(uid, gid) for uid, gid, _ in db_after.values()}) == 1
+    # The app, its own user, can still change what it owns.
+    appended = s.compose("exec", "-T", "djangoapp", "sh", "-c", "echo more >> /srv/media/by-app/notes.txt", check=False)
+    assert appended.returncode == 0, appended.stderr
+    in_volume(s, "media_volume", "rm -r by-app root-only.txt odd-ids.txt")
+
+
+def test_backup_and_restore_of_a_database_volume_leave_no_anonymous_volume(s):
+    """The postgres image declares VOLUME /var/lib/postgresql/data: a helper made from it
+    gets an anonymous volume, which must go with the helper."""
+    before = anonymous_volumes(s)
+    s.inv("volume.backup", "--volume", "database1_volume")
+    s.inv("volume.restore", str(latest(s, "database1_volume")), "--yes")
+    assert anonymous_volumes(s) - before == set()
 
 
 @pytest.mark.parametrize("damage", ["flip-one-byte", "truncate"])
