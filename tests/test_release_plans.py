@@ -1,4 +1,6 @@
 """Deploy plans and host configuration, as data."""
+import re
+
 import pytest
 
 from tasks.plans import release as shipping
@@ -40,12 +42,19 @@ class TestHosts:
 
     @pytest.mark.parametrize("entry, message", [
         ('address = "a"', "needs directory"),
-        ('address = "a"\ndirectory = "relative"', "directory must be an absolute path"),
+        ('address = "a"\ndirectory = "relative"', "directory 'relative' is not valid: an absolute path"),
         ('address = "a"\ndirectory = "/d"\npassword = "x"', "unknown setting(s) password (secrets never go here)"),
-        ('address = "a"\ndirectory = "/d"\nport = "ssh"', "port and http_port must be numbers"),
-    ], ids=["no-directory", "relative-directory", "a-secret", "bad-port"])
+        ('address = "a"\ndirectory = "/d"\nport = "ssh"', "port 'ssh' is not a TCP port"),
+        ('address = "-oProxyCommand=id"\ndirectory = "/d"', "address '-oProxyCommand=id' is not valid"),
+        ('address = "a"\nuser = "-oProxyCommand=id"\ndirectory = "/d"', "user '-oProxyCommand=id' is not valid"),
+        ('address = "a"\ndirectory = "/"', "directory '/' is not valid"),
+        ('address = "a"\ndirectory = "/srv/../etc"', "directory '/srv/../etc' is not valid"),
+        ('address = "a"\ndirectory = "/d"\nhttp_port = true', "http_port True is not a TCP port"),
+        ('address = "a"\ndirectory = "/d"\nproject = "p\\n"', "project name 'p\\n' is not valid"),
+    ], ids=["no-directory", "relative-directory", "a-secret", "bad-port", "option-address", "option-user",
+            "root-directory", "dotdot-directory", "boolean-port", "newline-project"])
     def test_bad_host_entries(self, entry, message):
-        with pytest.raises(StackError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(StackError, match=re.escape(message)):
             loads(BASE + f"\n[hosts.x]\n{entry}\n")
 
 

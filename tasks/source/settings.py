@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import StackError
+from . import values
 from .stack import Host, Stack
 
 DEFAULTS = {
@@ -52,15 +52,11 @@ def compose_variables(root: Path, environ=None) -> dict[str, str]:
 def local_place(stack: Stack, root: Path, overrides=None, environ=None) -> tuple[str, int]:
     """(compose project, HTTP port) of the stack in ROOT on this machine."""
     variables = {**compose_variables(root, environ), **(overrides or {})}
+    origin = f"(from the environment or {DOTENV})"
     project = variables.get("COMPOSE_PROJECT_NAME") or stack.project
     port = variables.get("HTTP_PORT") or stack.http_port
-    try:
-        port = int(port)
-    except ValueError:
-        raise StackError(f"HTTP_PORT={port!r} (from the environment or {DOTENV}) is not a TCP port") from None
-    if not 1 <= port <= 65535:
-        raise StackError(f"HTTP_PORT={port} (from the environment or {DOTENV}) is not a TCP port")
-    return project, port
+    return (values.project(project, f"COMPOSE_PROJECT_NAME {origin}"),
+            values.port(port, f"HTTP_PORT {origin}", from_text=True))
 
 
 def host_place(stack: Stack, host: Host) -> tuple[str, int]:

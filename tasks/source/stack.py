@@ -5,12 +5,12 @@ tasks run) is derived from the `Stack` this module returns.
 """
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import StackError
+from . import values
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +21,7 @@ RESERVED_NAMES = frozenset({"djangoapp", "nginx", "default", "postgres", "templa
 # PostgreSQL truncates identifiers at 63 bytes; leave room for the "_network"/"_volume"
 # suffixes and the compose project prefix so that every derived name stays readable.
 MAX_NAME_LENGTH = 30
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+NAME_PATTERN = values.DATABASE
 
 
 @dataclass(frozen=True)
@@ -107,11 +107,11 @@ def validate_database_name(name: str, existing: tuple[str, ...] = ()) -> None:
     """Raise StackError unless NAME can be a compose service, network prefix, PostgreSQL
     database and Django alias, and is not already taken."""
     shown = repr(name)
-    if not name:
+    if not isinstance(name, str) or not name:
         raise StackError("a database name cannot be empty")
     if len(name) > MAX_NAME_LENGTH:
         raise StackError(f"database name {shown} is too long ({len(name)} characters; at most {MAX_NAME_LENGTH})")
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise StackError(
             f"invalid database name {shown}: use lowercase letters, digits and underscores, "
             "starting with a letter (for example database2)"
@@ -127,15 +127,15 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
     try:
         project = data["project"]
         name = project["name"]
-        http_port = int(project.get("http_port", 8000))
-        body = str(project.get("client_max_body_size", "20m"))
         entries = data.get("databases", [])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError) as exc:
         raise StackError(f"{source}: missing or invalid [project] setting ({exc})") from None
-    if not re.match(r"^[a-z0-9][a-z0-9_-]*$", str(name)):
-        raise StackError(f"{source}: project name {name!r} must be lowercase letters, digits, '-' or '_'")
-    if not 1 <= http_port <= 65535:
-        raise StackError(f"{source}: http_port {http_port} is not a TCP port")
+    try:
+        values.project(name)
+        http_port = values.port(project.get("http_port", 8000), "http_port")
+        body = values.body_size(project.get("client_max_body_size", "20m"))
+    except StackError as exc:
+        raise StackError(f"{source}: {exc}") from None
     if not entries:
         raise StackError(f"{source}: at least one [[databases]] entry is needed")
     databases = []
@@ -151,7 +151,11 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         hosts[host_name] = _parse_host(host_name, entry, source)
     groups = {}
     for group, members in data.get("groups", {}).items():
-        if not isinstance(members, list) or not all(m in hosts for m in members):
+        try:
+            values.host_name(group, "group name")
+        except StackError as exc:
+            raise StackError(f"{source}: {exc}") from None
+        if not isinstance(members, list) or not all(isinstance(m, str) and m in hosts for m in members):
             raise StackError(f"{source}: group {group!r} must list names of [hosts.*] entries")
         groups[group] = list(members)
     return Stack(
@@ -177,17 +181,21 @@ def _parse_host(name: str, entry, source: str) -> Host:
     for key in ("address", "directory"):
         if not entry.get(key):
             raise StackError(f"{where} needs {key}")
-    if not str(entry["directory"]).startswith("/"):
-        raise StackError(f"{where}: directory must be an absolute path")
     try:
-        port = int(entry.get("port", 22))
-        http_port = int(entry["http_port"]) if "http_port" in entry else None
-    except (TypeError, ValueError):
-        raise StackError(f"{where}: port and http_port must be numbers") from None
-    return Host(name=name, address=str(entry["address"]), directory=str(entry["directory"]).rstrip("/"),
-                user=entry.get("user"), port=port, identity_file=entry.get("identity_file"),
-                known_hosts=entry.get("known_hosts", "~/.ssh/known_hosts"), http_port=http_port,
-                project=entry.get("project"))
+        values.host_name(name)
+        host = Host(
+            name=name,
+            address=values.address(entry["address"], "address"),
+            directory=values.directory(entry["directory"], "directory"),
+            user=values.user(entry["user"], "user") if "user" in entry else None,
+            port=values.port(entry.get("port", 22), "port"),
+            identity_file=values.local_file(entry["identity_file"], "identity_file") if "identity_file" in entry else None,
+            known_hosts=values.local_file(entry.get("known_hosts", "~/.ssh/known_hosts"), "known_hosts"),
+            http_port=values.port(entry["http_port"], "http_port") if "http_port" in entry else None,
+            project=values.project(entry["project"]) if "project" in entry else None)
+    except StackError as exc:
+        raise StackError(f"{where}: {exc}") from None
+    return host
 
 
 def loads(text: str) -> Stack:
