@@ -19,6 +19,7 @@ from .procedures.backup_files import verified_on_target
 from .procedures.django import migrate_all
 from .procedures.dumps import dump_database, load_database
 from .procedures.serving import wait_until_served
+from .procedures.starting import start_stack
 from .source import render
 from .source.stack import STACK_FILE, loads, read_text, with_database_added, with_database_removed
 
@@ -55,15 +56,15 @@ def add(r, name, up=False, timeout=None):
     new_text = with_database_added(read_text(r.root), name)  # refuses a bad name before anything
     r = _write_stack_change(r, new_text)
     db = r.stack.database(name)
-    secret = render.secret_files(r.stack)[Path(db.env_file)]
-    created = r.do(f"create {db.env_file} (mode 0600) unless it exists", create_secret, r.root / db.env_file, secret)
-    r.report(f"created {db.env_file} (mode 0600, generated password)" if created else
-             f"kept the existing {db.env_file} (its password matches any data volume kept from before)")
+    secret = render.secret_files(r.stack)[Path(db.secret_file)]
+    created = r.do(f"create {db.secret_file} (mode 0600) unless it exists", create_secret, r.root / db.secret_file, secret)
+    r.report(f"created {db.secret_file} (mode 0600, generated password)" if created else
+             f"kept the existing {db.secret_file} (its password matches any data volume kept from before)")
     if not up:
         r.say(f"Database {name} added (Django alias {db.alias!r}). "
               "Next: `inv up` starts it and runs its migrations; commit config/ and docker-compose.yml.")
         return
-    r.compose(compose.up(build=False), what=f"starting {name}")
+    start_stack(r, build=False, timeout=timeout, what=f"starting {name}")
     migrate_all(r, name)
     wait_until_served(r, timeout)
     r.report(f"Database {name} is up and migrated.")
@@ -98,14 +99,13 @@ def remove(r, name, purge=False, yes=False):
     if name in running:
         r.compose(compose.rm([name]), what=f"stopping {name}")
     r = _write_stack_change(r, new_text)
-    r.remove(r.root / f"{old.env_file}.example")
     if compose.APP in running:
         # Recreate the app without the database's network and alias.
         r.compose(compose.up(build=False), what="restarting the app without it")
     r.run(["docker", "network", "rm", f"{r.project}_{old.network}"], check=False, hide=True)
     if purge:
         r.run(["docker", "volume", "rm", volume], what=f"deleting {volume}")
-        r.remove(r.root / old.env_file)
+        r.remove(r.root / old.secret_file)
         r.say(f"Database {name} removed with its volume {volume}.")
     else:
         r.say(f"Database {name} removed; its data stays in the volume {volume} "

@@ -30,21 +30,24 @@ def check_builder(r):
 
 
 def check_env_files(r):
-    """Each env file exists and sets every variable its template sets (parsed as Compose does)."""
-    missing, incomplete = [], []
-    for path, text in render.secret_files(r.stack).items():
+    """The app's settings file and every secret file exist, not empty, readable by their
+    owner alone; no secret is left in an env file of an earlier version."""
+    missing, loose = [], []
+    for path in render.secret_files(r.stack):
         file = r.root / path
-        if not file.exists():
+        if not file.is_file() or file.stat().st_size == 0:
             missing.append(str(path))
-            continue
-        lacking = render.env_keys(text) - render.env_keys(file.read_text(encoding="utf-8"))
-        if lacking:
-            incomplete.append(f"{path} lacks {', '.join(sorted(lacking))}")
+        elif file.stat().st_mode & 0o077:
+            loose.append(str(path))
+    legacy = [db.legacy_env_file for db in r.stack.databases if (r.root / db.legacy_env_file).exists()]
     if missing:
-        return False, f"missing env files: {', '.join(missing)}", "`inv up` (or `inv build`) creates them with generated secrets"
-    if incomplete:
-        return False, "; ".join(incomplete), "add the variables (see the .example files next to them)"
-    return True, "env files present, every variable set", None
+        return False, f"missing: {', '.join(missing)}", "`inv up` (or `inv build`) creates them with generated secrets"
+    if loose:
+        return False, f"readable by others: {', '.join(loose)}", f"chmod 600 {' '.join(loose)}"
+    if legacy:
+        return False, f"secrets still in env files of an earlier version: {', '.join(legacy)}", \
+            "`inv up` moves them into config/secrets/"
+    return True, "settings and secret files present, mode 0600", None
 
 
 def check_rendered(r):

@@ -10,6 +10,7 @@ from .execution.files import write_all
 from .plans import compose
 from .procedures.django import collect_static, migrate_all
 from .procedures.serving import check_port_free, wait_until_served
+from .procedures.starting import start_stack
 from .procedures.volume_copy import remove_leftover_helpers
 from .source import render
 from .source.stack import STACK_FILE
@@ -38,7 +39,7 @@ def up(r, build=True, timeout=None, migrate=True, static=True):
     r.target.ensure_secrets(r)
     check_port_free(r)
     started = time.monotonic()
-    r.compose(compose.up(build=build, timeout=timeout), what="starting the stack")
+    start_stack(r, build=build, timeout=timeout)
     if migrate:
         migrate_all(r)
     if static:

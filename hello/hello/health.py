@@ -1,7 +1,9 @@
 """/healthz: the status of every configured database, answered before any other middleware.
 
 It runs first so that the container's health check (which calls 127.0.0.1) is not refused
-by ALLOWED_HOSTS or redirected to HTTPS; it reveals only database aliases and states.
+by ALLOWED_HOSTS or redirected to HTTPS. Asked from inside the stack (the health check,
+the tasks) it names each database and its state; asked through Nginx, the public front,
+which always sets X-Real-IP, it says only ok or error.
 """
 from django.db import connections
 from django.http import JsonResponse
@@ -28,13 +30,17 @@ def _label(alias):
     return alias
 
 
-def health_response():
+def _from_outside(request):
+    return "HTTP_X_REAL_IP" in request.META
+
+
+def health_response(request):
     databases = {_label(alias): _probe(alias) for alias in connections}
     healthy = all(state == "ok" for state in databases.values())
-    response = JsonResponse(
-        {"status": "ok" if healthy else "error", "databases": databases},
-        status=200 if healthy else 503,
-    )
+    body = {"status": "ok" if healthy else "error"}
+    if not _from_outside(request):
+        body["databases"] = databases
+    response = JsonResponse(body, status=200 if healthy else 503)
     add_never_cache_headers(response)
     return response
 
@@ -45,5 +51,5 @@ class HealthCheckMiddleware:
 
     def __call__(self, request):
         if request.path == PATH:
-            return health_response()
+            return health_response(request)
         return self.get_response(request)

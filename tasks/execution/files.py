@@ -55,6 +55,7 @@ def create_secret(path: Path, text: str) -> bool:
     """
     if path.exists():
         return False
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = _write_temp(path, text, 0o600)
     try:
         os.link(tmp, path)

@@ -108,19 +108,21 @@ class Runner:
         return Result(stdout="", stderr="", exited=0, command=text)
 
     # -- running ------------------------------------------------------------------------------
-    def run(self, argv, *, check=True, hide=False, pty=False, stdin=False, what=None, dry_answer="") -> Result:
+    def run(self, argv, *, check=True, hide=False, pty=False, stdin=False, stdin_text=None, what=None,
+            dry_answer="") -> Result:
         """Run ARGV in the stack's directory; with CHECK a non-zero exit becomes a one-line
-        TaskError naming WHAT. Standard input reaches the command only with PTY or STDIN.
-        A dry run answers DRY_ANSWER as the output (a name that later commands print)."""
+        TaskError naming WHAT. Standard input reaches the command only with PTY or STDIN, or
+        is STDIN_TEXT. A dry run answers DRY_ANSWER as the output (a name that later commands print)."""
         command = shlex.join(str(a) for a in argv)
         if self.dry:
             result = self._would(command)
             result.stdout = dry_answer
             return result
-        result = self.target.execute(command, warn=True, hide=hide, pty=pty, echo=not hide,
-                                     in_stream=None if pty or stdin else False)
+        stream = io.StringIO(stdin_text) if stdin_text is not None else None if pty or stdin else False
+        result = self.target.execute(command, warn=True, hide=hide, pty=pty, echo=not hide, in_stream=stream)
         if check and result.failed:
-            raise TaskError(f"{what or command} failed (exit status {result.exited})")
+            detail = f": {last_line(result.stderr, '')}" if hide and result.stderr.strip() else ""
+            raise TaskError(f"{what or command} failed (exit status {result.exited}){detail}")
         return result
 
     def probe(self, argv, *, stdin_text=None, dry_answer="", anywhere=False) -> Result:

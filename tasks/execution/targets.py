@@ -23,6 +23,7 @@ from pathlib import Path, PurePosixPath
 from ..errors import HostLost, TaskError, last_line
 from ..plans import archives, compose, hostfiles
 from ..plans import release as release_plans
+from ..plans import secrets as secret_plans
 from ..source import render, settings
 from ..source.stack import ROOT, STACK_FILE, Host, Stack
 from . import http
@@ -117,8 +118,11 @@ class LocalTarget(Target):
 
     # -- what differs -----------------------------------------------------------------------
     def ensure_secrets(self, r) -> None:
-        """Create the git-ignored env files that are missing, with fresh secrets (0600).
-        Existing ones are never touched: they hold the passwords the data volumes were made with."""
+        """Create the git-ignored files that are missing, each secret a fresh value (0600),
+        after moving any secret an earlier version kept in an env file into its own file.
+        Existing ones are never replaced: they hold the passwords the data volumes were made with."""
+        r.shell(secret_plans.move_legacy_secrets(self.root, self.stack.databases),
+                what="moving secrets out of the env files of an earlier version")
         for path, text in render.secret_files(self.stack).items():
             if (self.root / path).exists():
                 continue
@@ -250,9 +254,12 @@ class HostTarget(Target):
         that release. The live release has its links already: nothing to do for it."""
         if self.release is None:
             return
+        shared = self.directory / "shared"
+        r.shell(secret_plans.move_legacy_secrets(shared, self.stack.databases),
+                what=f"moving secrets out of the env files of an earlier version on {self.name}")
         templates = render.secret_files(self.stack, token=release_plans.SECRET_TOKEN)
-        r.shell(release_plans.host_secrets(self.directory / "shared", self.root, templates),
-                what=f"making the env files on {self.name}")
+        r.shell(release_plans.host_secrets(shared, self.root, templates),
+                what=f"making the secrets on {self.name}")
 
     def ensure_rendered(self) -> None:
         """A release holds what was rendered and checked here before it shipped."""

@@ -18,9 +18,11 @@ import re
 import shlex
 from pathlib import Path, PurePosixPath
 
+from ..source.stack import SECRETS_DIR
+
 # What a host needs to build and run the stack; nothing else leaves this machine.
 SHIP = ["Dockerfile", ".dockerignore", "docker-compose.yml", "Pipfile", "Pipfile.lock", "config/", "hello/"]
-NEVER = ["/config/django.env", "/config/db/*.env", "__pycache__/", "*.pyc", "/hello/db.sqlite3",
+NEVER = ["/config/django.env", "/config/db/*.env", "/config/secrets/", "__pycache__/", "*.pyc", "/hello/db.sqlite3",
          "/hello/staticfiles/", "/hello/media/"]
 SECRET_TOKEN = "@@GENERATED_SECRET@@"
 PASS_THROUGH = ("PYTHON_IMAGE", "POSTGRES_IMAGE", "NGINX_IMAGE")
@@ -213,13 +215,18 @@ def host_secrets(shared, release_dir, templates: dict) -> str:
     token replaced by a value generated there; an existing file is never touched) and links
     it into RELEASE_DIR. The templates hold the token, not secrets, so they travel in the
     script as here-documents: one round trip for every file."""
-    parts = []
+    parts, links = [], []
     for rel, template in templates.items():
         if TEMPLATE_END in template:
             raise ValueError(f"the template of {rel} contains {TEMPLATE_END}")
-        target, link = f"{shared}/{rel}", f"{release_dir}/{rel}"
+        target = f"{shared}/{rel}"
         script, _ = generate_secret_file(target, template)
         parts.append(f"mkdir -p -m 700 {_q(PurePosixPath(target).parent)}")
         parts.append(f"( {script} ) <<'{TEMPLATE_END}'\n{template}{'' if template.endswith(chr(10)) else chr(10)}{TEMPLATE_END}")
-        parts.append(f"ln -sfn {_q(target)} {_q(link)}")
+        # The secrets folder is linked whole: Compose mounts it into containers, where a
+        # link to a path of the host would lead nowhere.
+        rel_link = SECRETS_DIR if str(rel).startswith(f"{SECRETS_DIR}/") else str(rel)
+        if rel_link not in links:
+            links.append(rel_link)
+    parts += [f"ln -sfn {_q(f'{shared}/{rel}')} {_q(f'{release_dir}/{rel}')}" for rel in links]
     return "set -e\n" + "\n".join(parts) + "\n"

@@ -22,6 +22,7 @@ from ..source.stack import ROOT
 from .django import collect_static, migrate_all
 from .images import ship_image
 from .serving import wait_until_served
+from .starting import start_stack
 
 
 class deploy_lock:
@@ -121,7 +122,7 @@ def build_image(d: Deploy) -> None:
 
 def start(d: Deploy) -> None:
     d.started = True
-    d.r.compose(compose.up(build=False, timeout=d.timeout), what=f"starting {d.release}")
+    start_stack(d.r, build=False, timeout=d.timeout, what=f"starting {d.release}")
 
 
 def migrate(d: Deploy) -> None:

@@ -19,6 +19,7 @@ from ..execution.runner import Runner
 from ..plans import archives, compose
 from .backup_files import backup_dir, publish, sha256
 from .django import collect_static
+from .starting import start_stack
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,7 @@ def restore_volume(r: Runner, info: VolumeInfo, archive_file, data: dict, timeou
             raise
     # Every service up and healthy again, or the old content goes back.
     try:
-        r.compose(compose.up(build=False, timeout=timeout), what="starting the stack after the restore")
+        start_stack(r, build=False, timeout=timeout, what="starting the stack after the restore")
     except BaseException as exc:
         r.say(f"the stack did not become healthy with the restored {info.short}; putting the safety copy back")
         with stopped_services(r, users):

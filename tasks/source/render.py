@@ -8,12 +8,19 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from .stack import ROOT, Stack
+from .stack import APP_ROLE, DJANGO_SECRET, ROOT, SECRETS_DIR, Stack
 
 TEMPLATES = ROOT / "config" / "templates"
 COMPOSE_FILE = Path("docker-compose.yml")
 NGINX_CONF = Path("config/nginx/default.conf")
+NGINX_MAIN_CONF = Path("config/nginx/nginx.conf")
 DJANGO_ENV = Path("config/django.env")
+DJANGO_SECRET_FILE = Path(SECRETS_DIR) / DJANGO_SECRET
+# Connections per Nginx worker, and the open files that takes (a proxied request holds two).
+# The files stay under 20,000: a container cannot raise its limit above the engine's own,
+# and engines started with a low one exist (systemd's docker.service has no such limit).
+NGINX_CONNECTIONS = 8192
+NGINX_FILES = 2 * NGINX_CONNECTIONS + 1024
 # What the examples show where the real files hold a generated secret.
 PLACEHOLDER = "<generated-by-inv>"
 
@@ -33,13 +40,13 @@ def _render(env, template: str, **values) -> str:
     return env.get_template(template).render(**values)
 
 
-def _django_env(env, stack: Stack, secret_key: str) -> str:
-    return _render(env, "django.env.j2", secret_key=secret_key, http_port=stack.http_port)
+def _django_env(env, stack: Stack) -> str:
+    return _render(env, "django.env.j2", http_port=stack.http_port)
 
 
-def _database_env(env, db, password: str) -> str:
-    return _render(env, "database.env.j2", name=db.name, password=password,
-                   password_variable=db.password_variable)
+def app_secrets(stack: Stack) -> list[str]:
+    """The secrets the app reads, by file name in config/secrets/ and /run/secrets/."""
+    return [DJANGO_SECRET, *(db.secret_name for db in stack.databases)]
 
 
 def rendered(stack: Stack) -> dict[Path, str]:
@@ -50,15 +57,17 @@ def rendered(stack: Stack) -> dict[Path, str]:
         "http_port": stack.http_port,
         "client_max_body_size": stack.client_max_body_size,
         "databases": stack.databases,
+        "app_secrets": app_secrets(stack),
+        "app_role": APP_ROLE,
+        "nginx_connections": NGINX_CONNECTIONS,
+        "nginx_files": NGINX_FILES,
     }
-    files = {
+    return {
         COMPOSE_FILE: _render(env, "docker-compose.yml.j2", **values),
         NGINX_CONF: _render(env, "nginx.conf.j2", **values),
-        Path(f"{DJANGO_ENV}.example"): _django_env(env, stack, PLACEHOLDER),
+        NGINX_MAIN_CONF: _render(env, "nginx-main.conf.j2", **values),
+        Path(f"{DJANGO_ENV}.example"): _django_env(env, stack),
     }
-    for db in stack.databases:
-        files[Path(f"{db.env_file}.example")] = _database_env(env, db, PLACEHOLDER)
-    return files
 
 
 def drift(stack: Stack, root: Path = ROOT) -> list[Path]:
@@ -75,22 +84,21 @@ def drift(stack: Stack, root: Path = ROOT) -> list[Path]:
 
 
 def stale_examples(root: Path, known: set[Path]) -> list[Path]:
-    """Database env examples left behind by a database no longer in the stack."""
+    """Database env examples left behind by versions that kept passwords in env files."""
     return sorted(p.relative_to(root) for p in (root / "config/db").glob("*.env.example")
                   if p.relative_to(root) not in known)
 
 
 def secret_files(stack: Stack, token: str | None = None) -> dict[Path, str]:
-    """The git-ignored env files, each with a freshly generated secret; with TOKEN, with
-    TOKEN where the secret goes instead, for a host to fill in itself."""
-    env = _environment()
-
+    """The git-ignored files made per machine: the app's settings (config/django.env) and
+    one file per secret in config/secrets/, each a fresh value from `secrets`; with TOKEN,
+    TOKEN where the value goes instead, for a host to fill in itself."""
     def secret(nbytes: int) -> str:
-        return token if token is not None else secrets.token_urlsafe(nbytes)
+        return (token if token is not None else secrets.token_urlsafe(nbytes)) + "\n"
 
-    files = {DJANGO_ENV: _django_env(env, stack, secret(50))}
+    files = {DJANGO_ENV: _django_env(_environment(), stack), DJANGO_SECRET_FILE: secret(50)}
     for db in stack.databases:
-        files[Path(db.env_file)] = _database_env(env, db, secret(32))
+        files[Path(db.secret_file)] = secret(32)
     return files
 
 

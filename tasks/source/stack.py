@@ -15,6 +15,12 @@ from . import values
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = Path("config/stack.toml")
+# Secrets are files here, 0600 in a 0700 folder, git-ignored, one value each.
+SECRETS_DIR = "config/secrets"
+DJANGO_SECRET = "django_secret_key"
+BACKUP_KEY = "backup_key"
+# The PostgreSQL role Django connects as: it owns its database and is not a superuser.
+APP_ROLE = "app"
 
 # Services the stack defines itself, and names Django or Compose give a meaning to.
 RESERVED_NAMES = frozenset({"djangoapp", "nginx", "default", "postgres", "template0", "template1"})
@@ -42,7 +48,17 @@ class Database:
         return f"{self.name}_volume"
 
     @property
-    def env_file(self) -> str:
+    def secret_name(self) -> str:
+        """The app role's password: a file in config/secrets/ and in the app's /run/secrets/."""
+        return f"{self.name}_password"
+
+    @property
+    def secret_file(self) -> str:
+        return f"{SECRETS_DIR}/{self.secret_name}"
+
+    @property
+    def legacy_env_file(self) -> str:
+        """Where versions before secrets-as-files kept the password (an env file)."""
         return f"config/db/{self.name}.env"
 
     @property

@@ -5,6 +5,14 @@
 set -eu
 export PATH="/usr/lib/postgresql/15/bin:$PATH"
 : "${PGDATA:=/var/lib/postgresql/data}"
+# POSTGRES_PASSWORD_FILE, read as root (the file may be root's alone), then exported for
+# the unprivileged part, as the official entrypoint's file_env does.
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+  [ -z "${POSTGRES_PASSWORD:-}" ] || { echo "error: both POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are set" >&2; exit 1; }
+  POSTGRES_PASSWORD="$(cat "$POSTGRES_PASSWORD_FILE")"
+  export POSTGRES_PASSWORD
+  unset POSTGRES_PASSWORD_FILE
+fi
 if [ "$(id -u)" = 0 ]; then
   mkdir -p "$PGDATA" /var/run/postgresql
   chown -R postgres:postgres "$PGDATA" /var/run/postgresql

@@ -1,11 +1,11 @@
 """Settings shared by every environment. Nothing here is a secret or a host name."""
 from pathlib import Path
 
-from .env import env_bool, env_list, env_str, postgres_databases
+from .env import env_bool, env_list, env_secret, env_str, postgres_databases
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY")
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")

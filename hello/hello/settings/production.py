@@ -18,8 +18,8 @@ def _require_real_secret_key(key):
     # `check --deploy`.
     if not key:
         raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY is not set: put a generated key in config/django.env "
-            "(`inv up` creates one) or in the environment"
+            "DJANGO_SECRET_KEY is not set: the stack passes it as the file DJANGO_SECRET_KEY_FILE "
+            "names (config/secrets/django_secret_key, which `inv up` creates)"
         )
     if key.startswith("django-insecure") or len(key) < 50 or len(set(key)) < 5:
         raise ImproperlyConfigured(
