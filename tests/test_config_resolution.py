@@ -70,18 +70,33 @@ class TestDefaults:
 
 class TestDoctorEnvFiles:
     def runner(self, root):
-        (root / "config/db").mkdir(parents=True)
         return Runner(LocalTarget(None, STACK, root=root))
 
-    def test_names_every_missing_key(self, root):
-        r = self.runner(root)
-        (root / "config/django.env").write_text("DJANGO_SECRET_KEY=x\n")
-        complete = render.secret_files(STACK)[Path("config/db/database1.env")]
-        (root / "config/db/database1.env").write_text(complete)
-        ok, message, hint = doctor.check_env_files(r)
-        assert not ok and message.startswith("config/django.env lacks DJANGO_ALLOWED_HOSTS")
-        assert "database1.env" not in message and ".example" in hint
+    def make_all(self, root):
+        for path, text in render.secret_files(STACK).items():
+            (root / path).parent.mkdir(parents=True, exist_ok=True)
+            (root / path).write_text(text)
+            (root / path).chmod(0o600)
 
     def test_missing_files_are_named(self, root):
         ok, message, _ = doctor.check_env_files(self.runner(root))
-        assert not ok and message == "missing env files: config/django.env, config/db/database1.env"
+        assert not ok and message == ("missing: config/django.env, config/secrets/django_secret_key, "
+                                      "config/secrets/database1_password")
+
+    def test_a_secret_others_can_read_is_named(self, root):
+        self.make_all(root)
+        (root / "config/secrets/database1_password").chmod(0o644)
+        ok, message, hint = doctor.check_env_files(self.runner(root))
+        assert not ok and message == "readable by others: config/secrets/database1_password"
+        assert hint == "chmod 600 config/secrets/database1_password"
+
+    def test_a_secret_left_in_an_env_file_of_an_earlier_version_is_named(self, root):
+        self.make_all(root)
+        (root / "config/db").mkdir()
+        (root / "config/db/database1.env").write_text("POSTGRES_PASSWORD=x\n")
+        ok, message, _ = doctor.check_env_files(self.runner(root))
+        assert not ok and "config/db/database1.env" in message
+
+    def test_all_present(self, root):
+        self.make_all(root)
+        assert doctor.check_env_files(self.runner(root))[0]

@@ -15,7 +15,7 @@ def tree(tmp_path_factory):
 
 
 def snapshot(tree):
-    return git_status(tree, ignored=True), sorted(p.name for p in (tree / "config/db").iterdir())
+    return git_status(tree, ignored=True), sorted(str(p.relative_to(tree)) for p in (tree / "config").rglob("*"))
 
 
 BAD = {
@@ -60,10 +60,10 @@ def test_a_good_name_writes_every_file_and_a_secret(tree):
     assert result.returncode == 0, result.stderr
     changed = git_status(tree)
     assert " M config/stack.toml" in changed and " M docker-compose.yml" in changed
-    assert "?? config/db/database2.env.example" in changed
-    secret = tree / "config/db/database2.env"
-    assert secret.stat().st_mode & 0o777 == 0o600
-    password = secret.read_text().split("POSTGRES_PASSWORD=", 1)[1].split("\n", 1)[0]
+    secret = tree / "config/secrets/database2_password"
+    assert secret.stat().st_mode & 0o777 == 0o600 and secret.parent.stat().st_mode & 0o777 == 0o700
+    assert "config/secrets" not in changed  # git-ignored
+    password = secret.read_text().strip()
     assert len(password) >= 40 and password not in result.stdout
     # A second add of the same name is a duplicate now; the secret stays as it was.
     again = subprocess.run([sys.executable, "-m", "invoke", "db.add", "database2"], cwd=tree,

@@ -64,10 +64,13 @@ def test_a_deploy_runs_its_steps_in_order_and_switches_last():
     assert host_commands[1].startswith("bash -c 'test ! -e /srv/hello/.deploy-lock || exit 3; mkdir")
     assert here.commands[0].startswith("rsync --archive --delete") and f"--link-dest=/srv/hello/releases/{OLD}" in here.commands[0]
     steps = host_commands[5:]
-    assert steps[0].startswith("bash -c 'set -e\nmkdir -p -m 700 /srv/hello/shared/config")  # secrets
-    assert steps[1].startswith("bash -c 'umask 077; t=/srv/hello/releases/" + NEW + "/.env.$$.tmp")
-    assert steps[2:] == [
+    assert steps[0].startswith("bash -c 'set -e\ncd /srv/hello/shared\n")  # secrets of an earlier version moved
+    assert steps[1].startswith("bash -c 'set -e\nmkdir -p -m 700 /srv/hello/shared/config")  # secrets
+    assert steps[2].startswith("bash -c 'umask 077; t=/srv/hello/releases/" + NEW + "/.env.$$.tmp")
+    assert steps[3:] == [
         f"{COMPOSE} build djangoapp",
+        f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 30 database1",
+        f"{COMPOSE} exec -T database1 psql --username database1 --dbname database1 --quiet --no-psqlrc",
         f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 30",
         f"{COMPOSE} exec -T djangoapp python manage.py migrate --noinput --database default",
         f"{COMPOSE} exec -T djangoapp python manage.py collectstatic --noinput --verbosity 1",

@@ -95,15 +95,19 @@ class TestWhatAHostDecides:
     def test_secrets_are_made_on_the_host_in_one_round_trip_and_linked_into_the_release(self):
         r, conn = host_runner(release="R")
         r.target.ensure_secrets(r)
-        [(cwd, command, stdin)] = conn.calls
+        [(_, moving, _), (cwd, command, stdin)] = conn.calls
+        # First the secrets of an earlier version move out of its env files, there.
+        assert shlex.split(moving)[2].startswith("set -e\ncd /srv/hello/shared\n")
         script = shlex.split(command)[2]
         assert cwd is None and stdin is None
         assert script.startswith("set -e\nmkdir -p -m 700 /srv/hello/shared/config\n"
                                  "( if test -e /srv/hello/shared/config/django.env; then cat > /dev/null; exit 0; fi;")
         assert "ln -sfn /srv/hello/shared/config/django.env /srv/hello/releases/R/config/django.env" in script
-        assert "ln -sfn /srv/hello/shared/config/db/database1.env /srv/hello/releases/R/config/db/database1.env" in script
+        # The secrets folder is linked whole (Compose mounts it into containers).
+        assert "ln -sfn /srv/hello/shared/config/secrets /srv/hello/releases/R/config/secrets" in script
+        assert "( if test -e /srv/hello/shared/config/secrets/database1_password;" in script
         # The templates travel as here-documents holding the token; the values are made there.
-        assert script.count("<<'HELLO_ENV_TEMPLATE_END'\n") == 2 and "DJANGO_SECRET_KEY=@@GENERATED_SECRET@@" in script
+        assert script.count("<<'HELLO_ENV_TEMPLATE_END'\n") == 3 and "\n@@GENERATED_SECRET@@\nHELLO_ENV_TEMPLATE_END" in script
 
     def test_health_is_probed_through_nginx_from_the_app_container(self):
         r, conn = host_runner()

@@ -69,8 +69,8 @@ class TestDatabases:
                                       "DATABASE1_PASSWORD": "p1", "DATABASE2_PASSWORD": "p2"})
         assert list(dbs) == ["default", "database2"]
         assert dbs["default"]["HOST"] == "database1" and dbs["default"]["PASSWORD"] == "p1"
-        assert dbs["database2"]["NAME"] == "database2" and dbs["database2"]["USER"] == "database2"
-        with pytest.raises(ValueError, match="DATABASE2_PASSWORD is not set"):
+        assert dbs["database2"]["NAME"] == "database2" and dbs["database2"]["USER"] == "app"
+        with pytest.raises(ValueError, match="DATABASE2_PASSWORD_FILE is not set"):
             env.postgres_databases({"DJANGO_DATABASES": "database1,database2", "DATABASE1_PASSWORD": "p1"})
 
 

@@ -78,7 +78,7 @@ def test_whatever_is_accepted_renders_files_that_parse(name, port, size, databas
     files = render.rendered(stack)
     compose = yaml.safe_load(files[render.COMPOSE_FILE])
     assert compose["name"] == name
-    assert set(compose["services"]) == {"djangoapp", "nginx", *databases}
+    assert set(compose["services"]) == {"djangoapp", "nginx", "secrets-init", *databases}
     nginx = files[render.NGINX_CONF]
     assert nginx.count("client_max_body_size") == 1
     assert f"client_max_body_size {size};" in nginx
