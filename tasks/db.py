@@ -18,10 +18,12 @@ from .plans import compose
 from .procedures.backup_files import verified_on_target
 from .procedures.django import migrate_all
 from .procedures.dumps import dump_database, load_database
+from .procedures.locks import project_lock
 from .procedures.serving import wait_until_served
 from .procedures.starting import start_stack
 from .source import render
-from .source.stack import STACK_FILE, loads, read_text, with_database_added, with_database_removed
+from .source.stack import (STACK_FILE, loads, read_text, validate_database_name, with_database_added,
+                           with_database_removed)
 
 
 # add and remove edit this checkout: a dry run shows the files and commands, and writes none.
@@ -52,12 +54,15 @@ def _write_stack_change(r, new_text: str):
     "dry": EDIT_DRY,
 })
 def add(r, name, up=False, timeout=None):
-    """Add a PostgreSQL database (container, network, volume, env file, Django alias)."""
-    new_text = with_database_added(read_text(r.root), name)  # refuses a bad name before anything
-    r = _write_stack_change(r, new_text)
-    db = r.stack.database(name)
-    secret = render.secret_files(r.stack)[Path(db.secret_file)]
-    created = r.do(f"create {db.secret_file} (mode 0600) unless it exists", create_secret, r.root / db.secret_file, secret)
+    """Add a PostgreSQL database (container, network, volume, secret, Django alias)."""
+    validate_database_name(name)  # a bad name is refused before anything, the lock included
+    with project_lock(r):
+        new_text = with_database_added(read_text(r.root), name)
+        r = _write_stack_change(r, new_text)
+        db = r.stack.database(name)
+        secret = render.secret_files(r.stack)[Path(db.secret_file)]
+        created = r.do(f"create {db.secret_file} (mode 0600) unless it exists", create_secret,
+                       r.root / db.secret_file, secret)
     r.report(f"created {db.secret_file} (mode 0600, generated password)" if created else
              f"kept the existing {db.secret_file} (its password matches any data volume kept from before)")
     if not up:
@@ -89,6 +94,11 @@ def list_(r):
 })
 def remove(r, name, purge=False, yes=False):
     """Remove a database from the stack; its data volume is kept unless --purge --yes."""
+    with project_lock(r):
+        _remove(r, name, purge, yes)
+
+
+def _remove(r, name, purge, yes):
     new_text = with_database_removed(read_text(r.root), name)
     old = r.stack.database(name)
     volume = f"{r.project}_{old.volume}"
@@ -127,17 +137,23 @@ def dump(r, name):
     r.target.bring_home(r, dump_database(r, r.stack.database(name)))
 
 
-@stack_task(help={
+@stack_task(name="load", help={
     "name": "The database to replace, by name or alias.",
     "file": "A dump made by `inv db.dump` (its manifest must sit next to it).",
+    "from": "The database the dump was taken from, when it is not NAME: loading another "
+            "database's dump is refused unless this names it.",
     "yes": "Do not ask for confirmation (needed when not on a terminal).",
 })
-def load(r, name, file, yes=False):
-    """Load a dump into a fresh database, then swap it in; all or nothing."""
+def load(r, name, file, from_=None, yes=False):
+    """Load a dump into a fresh database as the app's role, then swap it in; all or nothing."""
     db = r.stack.database(name)
     dump_file, data = verified_on_target(r, file)
     if data["kind"] != "dump":
         raise TaskError(f"{dump_file.name} is a volume archive; use `inv volume.restore` for it")
+    source = data.get("database")
+    if source != db.name and source != from_:
+        raise TaskError(f"{dump_file.name} is a dump of {source}, not {db.name}: add --from {source} "
+                        f"if loading it into {db.name} is what you mean; nothing was changed")
     r.confirm(yes, f"Replace {db.name} with {dump_file.name}?", f"loading replaces every table of {db.name}")
     load_database(r, db, dump_file)
 

@@ -9,6 +9,7 @@ from .errors import TaskError
 from .execution.files import write_all
 from .plans import compose
 from .procedures.django import collect_static, migrate_all
+from .procedures.locks import project_lock
 from .procedures.serving import check_port_free, wait_until_served
 from .procedures.starting import start_stack
 from .procedures.volume_copy import remove_leftover_helpers
@@ -98,6 +99,7 @@ def render_(r, check=False):
     if not stale:
         print("generated files are up to date")
         return
-    r.do(f"write {' and '.join(map(str, stale))}", write_all, {r.root / p: files[p] for p in stale})
+    with project_lock(r):
+        r.do(f"write {' and '.join(map(str, stale))}", write_all, {r.root / p: files[p] for p in stale})
     for path in stale:
         r.report(f"wrote {path}")

@@ -1,4 +1,7 @@
 """Backup plans are data: the exact commands, names, manifests and retention choices."""
+import io
+import re
+import tarfile
 from datetime import datetime, timezone
 
 import pytest
@@ -38,14 +41,18 @@ def test_restore_moves_the_content_aside_then_unpacks_with_owners():
     assert argv[:-1] == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
                          "--volume", "hello_database1_volume:/data", "--entrypoint", "sh", "postgres:15", "-c"]
     assert "if [ -e .restore-safety ]; then" in argv[-1]  # never over an interrupted restore's copy
-    assert argv[-1].endswith("mkdir .restore-safety; "
-                             "find . -mindepth 1 -maxdepth 1 ! -name .restore-safety -exec mv -t .restore-safety -- {} +")
-    # As root from standard input: `docker cp` would give every entry to the helper's user.
+    assert argv[-1].endswith("mkdir .restore-safety; chown --reference=. .restore-safety; chmod --reference=. .restore-safety; "
+                             "find . -mindepth 1 -maxdepth 1 ! -name .restore-safety -exec mv -t .restore-safety -- {} +; "
+                             "mkdir -m 700 .restore-new")
+    # As root from standard input (`docker cp` would give every entry to the helper's user),
+    # into a folder beside the safety copy, then moved up.
     assert archive.extract_volume("/b/a.tar.gz", archive.GZIP, "hello_media_volume", "hello-djangoapp:latest") == [
         "bash", "-o", "pipefail", "-c",
         "gzip -dc /b/a.tar.gz | docker run --rm --interactive --pull never --network none --user 0 "
-        "--volume hello_media_volume:/data --entrypoint tar hello-djangoapp:latest "
-        "--extract --file - --directory /data --numeric-owner --same-owner --same-permissions",
+        "--volume hello_media_volume:/data --entrypoint sh hello-djangoapp:latest -c "
+        "'set -e; tar --extract --file - --directory /data/.restore-new --numeric-owner --same-owner "
+        "--same-permissions; cd /data; find .restore-new -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; "
+        "chown --reference=.restore-new .; chmod --reference=.restore-new .; rmdir .restore-new'",
     ]
 
 
@@ -55,7 +62,8 @@ def test_putting_the_safety_copy_back():
                          "--volume", "v:/data", "--entrypoint", "sh", "img", "-c"]
     assert argv[-1] == ("set -e; cd /data; test -d .restore-safety; "
                         "find . -mindepth 1 -maxdepth 1 ! -name .restore-safety -exec rm -rf -- {} +; "
-                        "find .restore-safety -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; rmdir .restore-safety")
+                        "find .restore-safety -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; "
+                        "chown --reference=.restore-safety .; chmod --reference=.restore-safety .; rmdir .restore-safety")
 
 
 def test_paths_with_spaces_are_quoted():
@@ -82,8 +90,23 @@ def test_swap_sql_blocks_new_connections_and_ends_open_ones():
 
 class TestManifest:
     def test_round_trip(self):
-        text = archive.manifest(kind="volume", archive="a.tar.zst", sha256="0" * 64, created="2026-11-20T10:15:00+00:00")
-        assert archive.read_manifest(text, "m")["format"] == archive.FORMAT
+        text = archive.manifest(b"k", kind="volume", archive="a.tar.zst", sha256="0" * 64, created="2026-11-20T10:15:00+00:00")
+        data = archive.read_manifest(text, "m")
+        assert data["format"] == archive.FORMAT and archive.authentic(data, b"k")
+
+    def test_a_changed_field_or_another_key_is_not_authentic(self):
+        data = archive.read_manifest(archive.manifest(b"k", kind="volume", archive="a", sha256="0" * 64, created="t"), "m")
+        assert not archive.authentic(data, b"other key")
+        assert not archive.authentic({**data, "sha256": "1" * 64}, b"k")
+        assert not archive.authentic({**data, "owners": ["0:0"]}, b"k")
+        assert not archive.authentic({k: v for k, v in data.items() if k != "hmac"}, b"k")
+
+    def test_the_checksum_file_must_name_the_archive_and_a_digest(self):
+        digest = "a" * 64
+        assert archive.checksum_line(f"{digest}  x.tar.zst\n", "x.tar.zst") == digest
+        assert archive.checksum_line("deadbeef  x.tar.zst\n", "x.tar.zst") is None
+        assert archive.checksum_line(f"{digest}  y.tar.zst\n", "x.tar.zst") is None
+        assert archive.checksum_line(f"{digest}  x.tar.zst\n{digest}  y\n", "x.tar.zst") is None
 
     @pytest.mark.parametrize("text, message", [("{", "not a valid manifest"), ("{}", "missing archive"),
                                                ('{"format": 9, "kind": "volume", "archive": "a", "sha256": "x", "created": "t"}', "format 9")])
@@ -104,3 +127,67 @@ class TestPrune:
     def test_never_deletes_the_only_backup(self):
         assert archive.to_prune(self.backups("database1_volume", 5), keep=0) == []
         assert [m["archive"] for m in archive.to_prune(self.backups("v", 1, 2), keep=0)] == ["v-1"]
+
+
+class TestEntries:
+    """What a forged archive may hold, each refused with its entry named; and what a real
+    volume holds, accepted."""
+
+    @staticmethod
+    def member(name, kind=tarfile.REGTYPE, mode=0o644, uid=999, gid=999, link=""):
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.uid, info.gid, info.linkname = kind, mode, uid, gid, link
+        return info
+
+    def check(self, *members, owners=("999:999", "0:0")):
+        return archive.check_entries([self.member(".", tarfile.DIRTYPE, 0o700), *members], owners)
+
+    def test_a_volume_of_files_directories_and_inner_symlinks_passes(self):
+        assert self.check(self.member("./base", tarfile.DIRTYPE, 0o700), self.member("./base/1"),
+                          self.member("./PG_VERSION", mode=0o600), self.member("./latest", tarfile.SYMTYPE, link="base/1"),
+                          self.member("./base/up", tarfile.SYMTYPE, link="../PG_VERSION"),
+                          self.member("./root-owned", uid=0, gid=0)) == 7
+
+    @pytest.mark.parametrize("entry, message", [
+        (("./bin/sh", tarfile.REGTYPE, 0o4755), "entry './bin/sh' is setuid or setgid (mode 4755)"),
+        (("./g", tarfile.REGTYPE, 0o2755), "is setuid or setgid"),
+        (("./null", tarfile.CHRTYPE, 0o666), "entry './null' is a device node"),
+        (("./disk", tarfile.BLKTYPE, 0o660), "is a device node"),
+        (("./fifo", tarfile.FIFOTYPE, 0o644), "entry './fifo' is a FIFO"),
+        (("./hard", tarfile.LNKTYPE, 0o644, "PG_VERSION"), "is a hard link"),
+        (("/etc/cron.d/x", tarfile.REGTYPE, 0o644), "has an absolute path"),
+        (("./../escape", tarfile.REGTYPE, 0o644), "climbs out of the volume"),
+        (("./.restore-safety/PG_VERSION", tarfile.REGTYPE, 0o600), "reserves for itself (.restore-safety)"),
+        (("./.restore-new", tarfile.DIRTYPE, 0o700), "reserves for itself (.restore-new)"),
+        (("./etcpasswd-link", tarfile.SYMTYPE, 0o777, "/etc/passwd"), "is a symlink to '/etc/passwd', outside the volume"),
+        (("./up", tarfile.SYMTYPE, 0o777, "../../etc"), "outside the volume"),
+    ])
+    def test_forged_entries_are_refused_by_name(self, entry, message):
+        name, kind, mode, *link = entry
+        with pytest.raises(archive.Refused, match=re.escape(message)):
+            self.check(self.member("./PG_VERSION"), self.member(name, kind, mode, link=link[0] if link else ""))
+
+    def test_an_owner_the_manifest_does_not_list_is_refused(self):
+        with pytest.raises(archive.Refused, match=r"entry './x' belongs to 1000:1000, an owner the manifest does not list"):
+            self.check(self.member("./x", uid=1000, gid=1000))
+
+    def test_nothing_is_written_through_a_symlink(self):
+        # `a -> .` is harmless itself; `a/.restore-safety/...` written through it is not.
+        with pytest.raises(archive.Refused, match=r"lies below the symlink 'a'"):
+            self.check(self.member("./a", tarfile.SYMTYPE, link="."), self.member("./a/PG_VERSION"))
+
+    def test_a_chain_of_symlinks_that_climbs_out_is_refused(self):
+        # Each link looks inside on its own: x -> . and a -> x/.. (the parent of the root).
+        with pytest.raises(archive.Refused, match=r"entry 'a' is a symlink to 'x/..', outside the volume"):
+            self.check(self.member("./x", tarfile.SYMTYPE, link="."), self.member("./a", tarfile.SYMTYPE, link="x/.."))
+        with pytest.raises(archive.Refused, match="outside the volume"):
+            self.check(self.member("./x", tarfile.SYMTYPE, link="y"), self.member("./y", tarfile.SYMTYPE, link="x"))
+
+    def test_a_real_stream_is_read_entry_by_entry(self, tmp_path):
+        (tmp_path / "f").write_text("x")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            tar.add(tmp_path / "f", arcname="./f")
+        buffer.seek(0)
+        owner = f"{(tmp_path / 'f').stat().st_uid}:{(tmp_path / 'f').stat().st_gid}"
+        assert archive.check_entries(archive.read_entries(buffer), [owner]) == 1

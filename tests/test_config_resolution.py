@@ -1,6 +1,5 @@
 """The configuration a task runs with, resolved in one place: Compose's own variables read
 as Compose reads them (environment first, then `.env`), and defaults flag > config > built-in."""
-from pathlib import Path
 
 import pytest
 from invoke import Config

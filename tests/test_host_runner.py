@@ -131,16 +131,26 @@ class TestWhatAHostDecides:
                                                               "hello_media_volume_x.tar.zst.sha256"]
         assert all(p.stat().st_mode & 0o777 == 0o600 for p in tmp_path.iterdir())
 
-    def test_a_restore_sends_the_backup_then_verifies_it_there(self, tmp_path):
-        archive = tmp_path / "hello_media_volume_20261121T000000Z.tar.zst"
-        archive.write_bytes(b"data")
+    def test_a_restore_sends_the_backup_then_verifies_it_there(self, tmp_path, monkeypatch):
         import hashlib
-        import json
+        import io
+        import tarfile
 
-        digest = hashlib.sha256(b"data").hexdigest()
+        from tasks.plans import archives
+
+        key_file = tmp_path / "backup_key"
+        key_file.write_text("k" * 64 + "\n")
+        monkeypatch.setattr(backup_files, "KEY_FILE", key_file)
+        archive = tmp_path / "hello_media_volume_20261121T000000Z.tar.gz"
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            tar.addfile(tarfile.TarInfo("./"), None)
+        archive.write_bytes(buffer.getvalue())
+        digest = hashlib.sha256(archive.read_bytes()).hexdigest()
         (tmp_path / (archive.name + ".sha256")).write_text(f"{digest}  {archive.name}\n")
-        (tmp_path / (archive.name + ".json")).write_text(json.dumps(
-            {"format": 1, "kind": "volume", "archive": archive.name, "sha256": digest, "created": "t"}))
+        (tmp_path / (archive.name + ".json")).write_text(archives.manifest(
+            b"k" * 64, kind="volume", archive=archive.name, sha256=digest, compression="gzip", owners=["0:0"],
+            created="t"))
         r, conn = host_runner()
         there, data = backup_files.verified_on_target(r, archive)
         assert str(there) == f"/srv/hello/shared/backups/{archive.name}"

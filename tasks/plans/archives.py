@@ -6,9 +6,12 @@ into place last, so an archive without one is an unfinished backup, never a comp
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import shlex
+import tarfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -78,14 +81,20 @@ def helper(image: str, mounts, command, stdin: bool = False) -> list[str]:
 
 
 def volume_stats(volume: str, image: str) -> list[str]:
-    """Prints three lines: bytes, number of entries, PostgreSQL major version (or empty)."""
-    script = "du -sb /data | cut -f1; find /data -mindepth 1 | wc -l; cat /data/PG_VERSION 2>/dev/null || echo"
+    """Prints four lines: bytes, number of entries, PostgreSQL major version (or empty), and
+    the owners (uid:gid) of its entries, space-separated: a restore accepts these alone."""
+    script = ("du -sb /data | cut -f1; find /data -mindepth 1 | wc -l; cat /data/PG_VERSION 2>/dev/null || echo; "
+              "find /data -printf '%U:%G\\n' | sort -u | tr '\\n' ' '; echo")
     return helper(image, [(volume, "/data", True)], ["sh", "-c", script])
 
 
 # A restore moves the volume's current content into this folder of the same volume (a
 # rename: instant, and no second copy of the data), and removes it once the stack is healthy.
 SAFETY = ".restore-safety"
+# The archive is unpacked into this folder of the volume, beside the safety copy and never
+# above it, then moved up: no entry can reach the safety copy.
+STAGING = ".restore-new"
+RESERVED = (SAFETY, STAGING)
 
 
 HELPER_LABEL = "hello.backup-helper"
@@ -124,38 +133,126 @@ def _in_volume(volume: str, image: str, script: str) -> list[str]:
 
 
 def move_aside(volume: str, image: str) -> list[str]:
-    """Move VOLUME's content into SAFETY, leaving it empty for the restore. Refuses to run
-    over the safety folder of an earlier, interrupted restore."""
+    """Move VOLUME's content into SAFETY, leaving it empty but for an empty STAGING folder
+    to unpack into. Refuses to run over the safety folder of an earlier, interrupted restore.
+    The root's owner and mode are kept on SAFETY, so that putting it back restores them."""
     script = (
         f"if [ -e {SAFETY} ]; then echo 'an earlier restore was interrupted: {SAFETY} holds the content "
         f"from before it; move it back or delete it first' >&2; exit 3; fi; "
-        f"mkdir {SAFETY}; "
-        f"find . -mindepth 1 -maxdepth 1 ! -name {SAFETY} -exec mv -t {SAFETY} -- {{}} +"
+        f"rm -rf -- {STAGING}; mkdir {SAFETY}; chown --reference=. {SAFETY}; chmod --reference=. {SAFETY}; "
+        f"find . -mindepth 1 -maxdepth 1 ! -name {SAFETY} -exec mv -t {SAFETY} -- {{}} +; "
+        f"mkdir -m 700 {STAGING}"
     )
     return _in_volume(volume, image, script)
 
 
 def extract_volume(archive: str, compressor: Compressor, volume: str, image: str) -> list[str]:
-    """Unpack ARCHIVE into VOLUME with tar, as root, in a helper fed on its standard input:
-    every entry, the volume's root included, gets the owner, group and mode of its header.
-    Only the headers' numeric ids count: their names are looked up in the image the backup
-    was read through, which need not be this one. Not `docker cp`: with --archive it gives
-    every entry to the container's user (root, or the app image's `app`), and without, it
-    leaves the volume's root as it finds it."""
-    untar = ["tar", "--extract", "--file", "-", "--directory", "/data",
-             "--numeric-owner", "--same-owner", "--same-permissions"]
-    return pipeline([*compressor.decompress, archive], helper(image, [(volume, "/data", False)], untar, stdin=True))
+    """Unpack ARCHIVE (its entries checked first: check_entries) into STAGING with tar, as
+    root, in a helper fed on its standard input, then move it up into the volume's root,
+    which takes the owner and mode of the archive's root. Every entry gets the owner, group
+    and mode of its header; only the headers' numeric ids count: their names are looked up
+    in the image the backup was read through, which need not be this one. Not `docker cp`:
+    with --archive it gives every entry to the container's user (root, or the app image's
+    `app`), and without, it leaves the volume's root as it finds it."""
+    script = (
+        f"set -e; tar --extract --file - --directory /data/{STAGING} --numeric-owner --same-owner "
+        f"--same-permissions; cd /data; "
+        f"find {STAGING} -mindepth 1 -maxdepth 1 -exec mv -t . -- {{}} +; "
+        f"chown --reference={STAGING} .; chmod --reference={STAGING} .; rmdir {STAGING}"
+    )
+    return pipeline([*compressor.decompress, archive],
+                    helper(image, [(volume, "/data", False)], ["sh", "-c", script], stdin=True))
 
 
 def put_safety_back(volume: str, image: str) -> list[str]:
-    """Delete whatever a failed restore left and move the safety content back in place."""
+    """Delete whatever a failed restore left and move the safety content back in place,
+    with the root's owner and mode as they were."""
     script = (
         f"test -d {SAFETY}; "
         f"find . -mindepth 1 -maxdepth 1 ! -name {SAFETY} -exec rm -rf -- {{}} +; "
         f"find {SAFETY} -mindepth 1 -maxdepth 1 -exec mv -t . -- {{}} +; "
-        f"rmdir {SAFETY}"
+        f"chown --reference={SAFETY} .; chmod --reference={SAFETY} .; rmdir {SAFETY}"
     )
     return _in_volume(volume, image, script)
+
+
+# Checking an archive before anything is written ----------------------------------------------
+
+class Refused(ValueError):
+    """An archive entry a restore will not write: the message names it, in one line."""
+
+
+def _parts(name: str) -> tuple[str, ...]:
+    return tuple(p for p in name.split("/") if p not in ("", "."))
+
+
+def _resolve(link: tuple[str, ...], links: dict, depth: int = 0) -> tuple[str, ...] | None:
+    """Where the symlink LINK leads, following the archive's other symlinks; None when it
+    leaves the archive's root (absolute, too many `..`, or a loop)."""
+    target = links[link]
+    if target.startswith("/") or depth > 40:
+        return None
+    parts = list(link[:-1])
+    for part in target.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+            continue
+        parts.append(part)
+        if tuple(parts) in links:
+            resolved = _resolve(tuple(parts), links, depth + 1)
+            if resolved is None:
+                return None
+            parts = list(resolved)
+    return tuple(parts)
+
+
+def check_entries(members, owners) -> int:
+    """Raise Refused, naming the first offending entry, unless every member of the tar
+    stream MEMBERS is a regular file, a directory, or a symlink that leads inside the
+    archive; none is setuid or setgid, has an absolute name or `..`, takes a reserved name,
+    lies below a symlink (tar would write through it), or belongs to an owner (uid:gid)
+    not in OWNERS. Returns the number of entries."""
+    allowed = set(owners)
+    links: dict[tuple[str, ...], str] = {}
+    count = 0
+    for member in members:
+        count += 1
+        name = member.name
+        shown = f"{name!r}"
+        if name.startswith("/"):
+            raise Refused(f"entry {shown} has an absolute path")
+        parts = _parts(name)
+        if ".." in parts:
+            raise Refused(f"entry {shown} climbs out of the volume (..)")
+        if parts and parts[0] in RESERVED:
+            raise Refused(f"entry {shown} takes the name a restore reserves for itself ({parts[0]})")
+        if not (member.isreg() or member.isdir() or member.issym()):
+            kind = ("a hard link" if member.islnk() else "a device node" if member.ischr() or member.isblk()
+                    else "a FIFO" if member.isfifo() else f"of type {member.type!r}")
+            raise Refused(f"entry {shown} is {kind}: only files, directories and symlinks are restored")
+        if member.mode & 0o6000:
+            raise Refused(f"entry {shown} is setuid or setgid (mode {member.mode:o})")
+        if f"{member.uid}:{member.gid}" not in allowed:
+            raise Refused(f"entry {shown} belongs to {member.uid}:{member.gid}, an owner the manifest does not list")
+        for depth in range(1, len(parts)):
+            if parts[:depth] in links:
+                raise Refused(f"entry {shown} lies below the symlink {'/'.join(parts[:depth])!r}")
+        if member.issym():
+            links[parts] = member.linkname
+    for link, target in links.items():
+        if _resolve(link, links) is None:
+            raise Refused(f"entry {'/'.join(link)!r} is a symlink to {target!r}, outside the volume")
+    return count
+
+
+def read_entries(stream):
+    """The members of the tar STREAM (a file object read once, front to back)."""
+    with tarfile.open(fileobj=stream, mode="r|") as archive:
+        yield from archive
 
 
 def drop_safety(volume: str, image: str) -> list[str]:
@@ -180,8 +277,30 @@ def sha256_check(path: str, digest: str) -> tuple[list[str], str]:
     return ["sha256sum", "--check", "--status", "--strict"], f"{digest}  {path}\n"
 
 
-def manifest(**fields) -> str:
-    return json.dumps({"format": FORMAT, **fields}, indent=2, sort_keys=True) + "\n"
+def _canonical(fields: dict) -> bytes:
+    return json.dumps({k: v for k, v in fields.items() if k != "hmac"}, sort_keys=True,
+                      separators=(",", ":")).encode()
+
+
+def manifest(key: bytes, **fields) -> str:
+    """The manifest of a backup, authenticated with KEY: an HMAC-SHA256 over every other
+    field, the archive's SHA-256 included, so that neither can be changed without the key."""
+    data = {"format": FORMAT, **fields}
+    data["hmac"] = hmac.new(key, _canonical(data), hashlib.sha256).hexdigest()
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def authentic(data: dict, key: bytes) -> bool:
+    given = data.get("hmac")
+    return isinstance(given, str) and hmac.compare_digest(
+        given, hmac.new(key, _canonical(data), hashlib.sha256).hexdigest())
+
+
+def checksum_line(text: str, archive: str) -> str | None:
+    """The digest a `.sha256` file's TEXT gives for ARCHIVE, or None when it names no digest
+    of ARCHIVE in sha256sum's format."""
+    match = re.fullmatch(r"([0-9a-f]{64}) [ *](\S+)\n?", text)
+    return match.group(1) if match and match.group(2) == archive else None
 
 
 def read_manifest(text: str, source: str) -> dict:
@@ -208,9 +327,13 @@ def run_sql(project_compose: list[str], db: str, sql: str, database="postgres") 
             "-v", "ON_ERROR_STOP=1", "-Atqc", sql]
 
 
-def pg_restore(project_compose: list[str], db: str, target: str) -> list[str]:
-    return [*project_compose, "exec", "-T", db, "pg_restore", "--username", db, "--dbname", target,
-            "--no-owner", "--role", db, "--exit-on-error", "--single-transaction"]
+def pg_restore(project_compose: list[str], db: str, target: str, role: str) -> list[str]:
+    """pg_restore connected as ROLE itself (the app's role: not a superuser), not a
+    superuser that switches role, which the dump's own SQL could switch back: whatever a
+    dump holds (`COPY ... TO PROGRAM` in an index's function, say) runs with ROLE's rights.
+    The dump's owners and grants are left out: ROLE owns what it loads."""
+    return [*project_compose, "exec", "-T", db, "pg_restore", "--username", role, "--dbname", target,
+            "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction"]
 
 
 def quote_ident(name: str) -> str:

@@ -3,20 +3,68 @@ before anything trusts them, listed, and carried between here and a host.
 
 A backup is an archive, a `.sha256` file and a manifest (ARCHIVE.json), renamed into place
 in that order: an archive without its manifest is an unfinished backup, never a complete one.
+
+The manifest carries an HMAC made with the project's backup key (config/secrets/backup_key,
+made on first use, kept on this machine): a restore refuses a backup the key did not sign,
+whose two checksum records disagree, or whose archive holds an entry it will not write.
 """
 from __future__ import annotations
 
 import json
+import secrets
+import subprocess
+import time
 from pathlib import Path
 
 from ..errors import TaskError
+from ..execution.files import create_secret
 from ..execution.runner import Runner
 from ..plans import archives
+from ..source.stack import BACKUP_KEY, ROOT, SECRETS_DIR
+
+KEY_FILE = ROOT / SECRETS_DIR / BACKUP_KEY
+
+
+def signing_key(r: Runner) -> bytes:
+    """The backup key, made (0600) the first time a backup needs one."""
+    if r.do(f"create {KEY_FILE} (mode 0600, generated key) unless it exists",
+            create_secret, KEY_FILE, secrets.token_hex(32) + "\n"):
+        r.say(f"created {KEY_FILE.relative_to(ROOT)} (mode 0600): keep a copy with your backups, "
+              "they cannot be restored without it")
+    return verifying_key()
+
+
+def verifying_key() -> bytes:
+    try:
+        key = KEY_FILE.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        key = ""
+    if not key:
+        raise TaskError(f"{KEY_FILE.relative_to(ROOT)} is missing: backups are signed with it and cannot be "
+                        "restored without it; put back the copy you keep with your backups")
+    return key.encode()
 
 
 def backup_dir(r: Runner):
     r.mkdir(r.backups)
     return r.backups
+
+
+def fresh_name(r: Runner, directory, subject: str, extension: str):
+    """The archive name for SUBJECT now; a backup made in the same second already has that
+    name, so wait for the next second rather than overwrite or fail."""
+    for _ in range(3):
+        final = directory / archives.archive_name(r.project, subject, archives.stamp(), extension)
+        if not r.exists(final):
+            return final
+        time.sleep(1)
+    raise TaskError(f"{final} exists already; try again")
+
+
+def temporary_name(final):
+    """Where an archive is written before it is complete: unique to this run, so that two
+    runs never write, or clean up, each other's file."""
+    return final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
 
 
 def sha256(r: Runner, path) -> str:
@@ -26,9 +74,10 @@ def sha256(r: Runner, path) -> str:
     return result.stdout.split()[0]
 
 
-def publish(r: Runner, tmp, final, manifest_text: str) -> None:
+def publish(r: Runner, tmp, final, **fields) -> None:
     """Rename the finished archive into place, then write a sha256sum-compatible checksum
-    file for people and scripts, then its manifest (the 'complete' mark)."""
+    file for people and scripts, then its signed manifest (the 'complete' mark)."""
+    manifest_text = archives.manifest(signing_key(r.here()), **fields)
     r.rename(tmp, final)
     data = json.loads(manifest_text)
     r.write(final.with_name(final.name + ".sha256"), f"{data['sha256']}  {final.name}\n")
@@ -51,6 +100,17 @@ def read_local(path) -> tuple[Path, dict]:
         raise TaskError(str(exc)) from None
     if data["archive"] != archive_file.name:
         raise TaskError(f"{manifest_file.name} describes {data['archive']}, not {archive_file.name}")
+    if not archives.authentic(data, verifying_key()):
+        raise TaskError(f"{manifest_file.name} is not signed with this project's backup key "
+                        f"({KEY_FILE.relative_to(ROOT)}): refusing {archive_file.name}; nothing was changed")
+    checksum_file = archive_file.with_name(archive_file.name + ".sha256")
+    try:
+        recorded = archives.checksum_line(checksum_file.read_text(encoding="utf-8"), archive_file.name)
+    except FileNotFoundError:
+        raise TaskError(f"{checksum_file.name} is missing: refusing {archive_file.name}; nothing was changed") from None
+    if recorded != data["sha256"]:
+        raise TaskError(f"{checksum_file.name} and {manifest_file.name} disagree on the SHA-256 of "
+                        f"{archive_file.name}: refusing it; nothing was changed")
     return archive_file, data
 
 
@@ -64,11 +124,36 @@ def verify(r: Runner, archive_file, data: dict) -> None:
     r.report(f"verified {archive_file.name} (sha256 {data['sha256'][:12]}){r.target.on}")
 
 
+def check_volume_entries(archive_file: Path, data: dict) -> None:
+    """Read every entry of a volume archive here, before anything is written anywhere
+    (archives.check_entries); a refusal names the first offending entry."""
+    comp = archives.COMPRESSORS.get(data.get("compression", ""))
+    if comp is None:
+        raise TaskError(f"{archive_file.name} uses an unknown compression {data.get('compression')!r}")
+    owners = data.get("owners")
+    if not isinstance(owners, list):
+        raise TaskError(f"the manifest of {archive_file.name} lists no owners: refusing it; nothing was changed")
+    with subprocess.Popen([*comp.decompress, str(archive_file)], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as unpack:
+        try:
+            archives.check_entries(archives.read_entries(unpack.stdout), owners)
+        except archives.Refused as exc:
+            unpack.kill()
+            raise TaskError(f"refusing {archive_file.name}: {exc}; nothing was changed") from None
+        except Exception as exc:  # tarfile's own errors: not a tar stream, truncated
+            unpack.kill()
+            raise TaskError(f"refusing {archive_file.name}: it is not a readable tar archive ({exc}); "
+                            "nothing was changed") from None
+
+
 def verified_on_target(r: Runner, path):
-    """The backup at PATH on this machine, verified here, then put where R runs (a host
-    verifies its copy again): (the archive on the target, its manifest)."""
+    """The backup at PATH on this machine, its signature, checksums and (for a volume) every
+    entry checked here, then put where R runs (a host verifies its copy again): (the archive
+    on the target, its manifest)."""
     archive_file, data = read_local(path)
     verify(r.here(), archive_file, data)
+    if data["kind"] == "volume":
+        check_volume_entries(archive_file, data)
     on_target = r.target.receive_backup(r, archive_file, lambda copy: verify(r, copy, data))
     return on_target, data
 

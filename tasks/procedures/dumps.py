@@ -7,27 +7,32 @@ from pathlib import Path
 
 from ..execution.runner import Runner
 from ..plans import archives, compose
-from .backup_files import backup_dir, publish, sha256
+from ..source.stack import APP_ROLE
+from .backup_files import backup_dir, fresh_name, publish, sha256, temporary_name
+from .locks import volume_lock
 
 
 def dump_database(r: Runner, db) -> Path:
     r.require_running(db.name)
     directory = backup_dir(r)
-    final = directory / archives.archive_name(r.project, db.name, archives.stamp(), ".dump")
-    tmp = final.with_name(f".{final.name}.tmp")
+    with volume_lock(r, f"{r.project}_{db.volume}"):
+        final = fresh_name(r, directory, db.name, ".dump")
+        return _dump_database(r, db, final)
+
+
+def _dump_database(r: Runner, db, final) -> Path:
+    tmp = temporary_name(final)
     r.say(f"dumping {db.name} -> {final}")
     project_compose = r.compose_argv([])
     try:
         version = r.probe(r.compose_argv(compose.exec_(db.name, ["postgres", "--version"])))
         r.run(archives.pipeline(archives.pg_dump(project_compose, db.name), output=str(tmp)),
               what=f"pg_dump of {db.name}")
-        manifest = archives.manifest(
-            kind="dump", project=r.project, subject=db.name, database=db.name, archive=final.name,
-            dump_format="pg_dump custom", sha256=sha256(r, tmp), size_bytes=r.size(tmp),
-            postgres_major=archives.major_version(version.stdout),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )
-        publish(r, tmp, final, manifest)
+        publish(r, tmp, final,
+                kind="dump", project=r.project, subject=db.name, database=db.name, archive=final.name,
+                dump_format="pg_dump custom", sha256=sha256(r, tmp), size_bytes=r.size(tmp),
+                postgres_major=archives.major_version(version.stdout),
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     except BaseException:
         r.remove(tmp)
         raise
@@ -37,6 +42,11 @@ def dump_database(r: Runner, db) -> Path:
 def load_database(r: Runner, db, dump_file) -> None:
     """Restore a dump into a fresh database, all or nothing, then swap it in for DB."""
     r.require_running(db.name)
+    with volume_lock(r, f"{r.project}_{db.volume}"):
+        _load_database(r, db, dump_file)
+
+
+def _load_database(r: Runner, db, dump_file) -> None:
     project_compose = r.compose_argv([])
     when = archives.stamp().lower()
     fresh, retired = f"{db.name}__load_{when}", f"{db.name}__old_{when}"
@@ -44,11 +54,11 @@ def load_database(r: Runner, db, dump_file) -> None:
     def sql(statement: str):
         return archives.run_sql(project_compose, db.name, statement)
 
-    r.run(sql(f"CREATE DATABASE {archives.quote_ident(fresh)} OWNER {archives.quote_ident(db.name)}"),
+    r.run(sql(f"CREATE DATABASE {archives.quote_ident(fresh)} OWNER {archives.quote_ident(APP_ROLE)}"),
           what=f"creating {fresh}")
     try:
-        r.run(archives.pipeline(archives.pg_restore(project_compose, db.name, fresh), input=str(dump_file)),
-              what=f"pg_restore into {fresh}")
+        r.run(archives.pipeline(archives.pg_restore(project_compose, db.name, fresh, APP_ROLE), input=str(dump_file)),
+              what=f"pg_restore into {fresh} as {APP_ROLE}")
     except BaseException:
         r.run(sql(f"DROP DATABASE IF EXISTS {archives.quote_ident(fresh)}"), check=False)
         r.say(f"nothing changed in {db.name}: the dump did not load")

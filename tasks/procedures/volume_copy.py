@@ -17,8 +17,9 @@ from pathlib import Path
 from ..errors import TaskError, reason
 from ..execution.runner import Runner
 from ..plans import archives, compose
-from .backup_files import backup_dir, publish, sha256
+from .backup_files import backup_dir, fresh_name, publish, sha256, temporary_name
 from .django import collect_static
+from .locks import volume_lock
 from .starting import start_stack
 
 
@@ -128,10 +129,13 @@ def backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor) -> Pat
     if not volume_exists(r, info.name):
         raise TaskError(f"volume {info.name} does not exist: nothing to back up (start the stack with `inv up`)")
     directory = backup_dir(r)
-    final = directory / archives.archive_name(r.project, info.short, archives.stamp(), comp.extension)
-    tmp = final.with_name(f".{final.name}.tmp")
-    if r.exists(final):
-        raise TaskError(f"{final} exists already; wait a second and try again")
+    with volume_lock(r, info.name):
+        final = fresh_name(r, directory, info.short, comp.extension)
+        return _backup_volume(r, info, comp, final)
+
+
+def _backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor, final) -> Path:
+    tmp = temporary_name(final)
     r.say(f"backing up {info.name} -> {final}")
     started = time.monotonic()
     try:
@@ -139,15 +143,14 @@ def backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor) -> Pat
             stats = r.probe(archives.volume_stats(info.name, info.image))
             with helper_container(r, info) as container:
                 r.run(archives.archive_volume(container, comp, str(tmp)), what=f"archiving {info.name}")
-        size, files, pg = (stats.stdout.splitlines() + ["", "", ""])[:3]
+        size, files, pg, owners = (stats.stdout.splitlines() + ["", "", "", ""])[:4]
         digest = sha256(r, tmp)
-        manifest = archives.manifest(
-            kind="volume", project=r.project, subject=info.short, volume=info.short, docker_volume=info.name,
-            services=sorted(info.writers + info.readers), archive=final.name, compression=comp.name,
-            sha256=digest, size_bytes=int(size or 0), files=int(files or 0), image=info.image,
-            postgres_major=pg.strip() or None, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )
-        publish(r, tmp, final, manifest)
+        publish(r, tmp, final,
+                kind="volume", project=r.project, subject=info.short, volume=info.short, docker_volume=info.name,
+                services=sorted(info.writers + info.readers), archive=final.name, compression=comp.name,
+                sha256=digest, size_bytes=int(size or 0), files=int(files or 0), image=info.image,
+                postgres_major=pg.strip() or None, owners=owners.split(),
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     except BaseException:
         r.remove(tmp)
         raise
@@ -177,6 +180,11 @@ def restore_volume(r: Runner, info: VolumeInfo, archive_file, data: dict, timeou
                 f"{archive_file.name} holds PostgreSQL {wanted} data but {info.short} runs {info.image} "
                 f"(PostgreSQL {have}); a file-level copy only works within one major version: restore a "
                 f"logical dump instead (inv db.dump on the old version, then inv db.load)")
+    with volume_lock(r, info.name):
+        _restore_volume(r, info, archive_file, comp, timeout)
+
+
+def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Compressor, timeout: int) -> None:
     if not volume_exists(r, info.name):
         # Let compose create the volume, with its labels, as `inv up` would.
         r.compose(compose.up(build=False, wait=False) + ["--no-start"], what="creating the stack's volumes")
