@@ -8,6 +8,10 @@ Targets, all from the running bench stack:
                 settings, environment and networks (`docker compose run`): what the
                 simplest tutorials ship, and the baseline of the ratios
 
+Capacity: the page at CAPACITY_CONNECTIONS concurrent connections for CAPACITY_SECONDS, one
+run: every request must be answered (requests beyond Gunicorn's pace wait in its queue),
+none with a 5xx that Nginx made itself, as 768 worker connections once did (36,730 500s).
+
 Each (target, connections) cell is a wrk run of --duration seconds, repeated --repeat
 times; the median of the requests per second and of the p99 latency is kept and the
 errors (socket errors and non-2xx/3xx answers) are summed. wrk uses one thread per
@@ -18,12 +22,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 
 from .harness import BenchError, Env, Section, free_port, log, median, wait_for_200
 
 CONNECTIONS = (1, 16, 64)
+CAPACITY_CONNECTIONS = 2000
+CAPACITY_SECONDS = 20
 UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
@@ -43,16 +50,23 @@ def parse_wrk(output: str) -> dict:
     socket_errors = sum(int(n) for n in number(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", ("0", "0", "0", "0")))
     non_2xx = int(number(r"Non-2xx or 3xx responses: (\d+)", ("0",))[0])
-    return {"rps": rps, "p99": float(value) * UNITS[unit], "requests": requests, "errors": socket_errors + non_2xx}
+    return {"rps": rps, "p99": float(value) * UNITS[unit], "requests": requests, "errors": socket_errors + non_2xx,
+            "non_2xx": non_2xx, "socket_errors": socket_errors}
 
 
-def wrk(url: str, connections: int, duration: float) -> dict:
+def _open_files_to_the_limit():
+    # wrk holds a file per connection: 2,000 need more than the usual soft limit of 1,024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def wrk(url: str, connections: int, duration: float, timeout: float = 5) -> dict:
     threads = max(1, min(connections, os.cpu_count() or 1))
     argv = ["wrk", "--threads", str(threads), "--connections", str(connections), "--duration", f"{duration:g}s",
-            "--timeout", "5s", "--latency", url]
+            "--timeout", f"{timeout:g}s", "--latency", url]
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, preexec_fn=_open_files_to_the_limit)
     except subprocess.TimeoutExpired:
         raise BenchError(f"wrk did not finish: {' '.join(argv)}") from None
     if result.returncode != 0:
@@ -112,6 +126,11 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
                     cells[name, c].append(wrk(url, c, duration))
             log(f"  serving {i + 1}/{repeat}: " + ", ".join(
                 f"{n.split(' (')[0]}@{c} {cells[n, c][-1]['rps']:.0f}/s" for n in targets for c in connections))
+    page = targets["page (Nginx → Gunicorn)"]
+    capacity = wrk(page, CAPACITY_CONNECTIONS, CAPACITY_SECONDS, timeout=30)
+    refused = env.compose("logs", "nginx").stdout.count("worker_connections are not enough")
+    log(f"  capacity: {capacity['rps']:.0f}/s at {CAPACITY_CONNECTIONS} connections, "
+        f"{capacity['non_2xx']} non-2xx, {capacity['socket_errors']} socket errors")
 
     baseline_name = "page (`manage.py runserver`)"
     rows = []
@@ -123,6 +142,8 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
             rows.append([name, c, f"{rps:,.0f}", fmt_latency(median([s["p99"] for s in samples])),
                          f"{sum(s['errors'] for s in samples)} / {sum(s['requests'] for s in samples):,}",
                          f"{rps / base:.2f}×" if base else "—"])
+    rows.append([f"page (Nginx → Gunicorn), {CAPACITY_SECONDS} s", CAPACITY_CONNECTIONS, f"{capacity['rps']:,.0f}",
+                 fmt_latency(capacity["p99"]), f"{capacity['errors']} / {capacity['requests']:,}", "—"])
     workers = env.compose("exec", "-T", "djangoapp", "python", "-c",
                           "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
                           "print(c['workers'], c['threads'], c.get('worker_class', 'sync'))").stdout.split()
@@ -136,5 +157,9 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
                "(gunicorn.conf.py). runserver: Django's threaded development server with its autoreloader; "
                "its ~45 ms per request at one connection is a wait, not CPU (the same at every "
                "concurrency), so the ratios at 1 connection overstate the difference in work.",
-               "The ratio compares each target with the runserver page at the same number of connections."],
+               "The ratio compares each target with the runserver page at the same number of connections.",
+               f"Capacity: {CAPACITY_CONNECTIONS:,} connections for {CAPACITY_SECONDS} s on the page: "
+               f"{capacity['non_2xx']} answers other than 2xx/3xx, {capacity['socket_errors']} socket errors, "
+               f"{refused} 'worker_connections are not enough' in Nginx's log (wrk timeout 30 s: requests "
+               "beyond Gunicorn's pace wait in its listen queue)."],
     )

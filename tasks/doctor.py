@@ -73,7 +73,7 @@ NEEDS_ENGINE = {"port", "builder"}
 
 @stack_task(help={"dry": "Print the checks' commands instead of running them."})
 def doctor(r):
-    """Check the engine, Compose, buildx, env files, generated files and the HTTP port."""
+    """Check the engine, Compose, buildx, settings and secret files, generated files and the HTTP port."""
     results, engine_ok = [], True
     for name in r.target.doctor_checks:  # the target says which checks make sense there
         if name in NEEDS_ENGINE and not engine_ok:

@@ -29,7 +29,7 @@ def engine_answers() -> bool:
 
 # Modules that share a compose project or a fixture run in one group, on one worker;
 # the groups run side by side (pytest-xdist, --dist loadgroup in pytest.ini).
-GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "local",
+GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "local", "test_hardening": "local",
           "test_deploy": "deploy", "test_faults": "faults", "test_bench": "bench", "test_upgrade": "upgrade", "test_nginx_config": "upgrade"}
 
 
@@ -94,6 +94,15 @@ class Stack:
     def health(self):
         status, _, body = self.get("/healthz")
         return status, json.loads(body)
+
+    def health_inside(self):
+        """/healthz asked inside the stack (the app container): it names every database."""
+        code = ("import json, urllib.request, urllib.error\n"
+                "try:\n    r = urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=5)\n"
+                "except urllib.error.HTTPError as e:\n    r = e\n"
+                "print(r.status, r.read().decode())")
+        status, body = self.compose("exec", "-T", "djangoapp", "python", "-c", code).stdout.split(" ", 1)
+        return int(status), json.loads(body)
 
     def compose(self, *args, check=True):
         return self.docker("compose", "--project-name", self.project, *args, check=check)

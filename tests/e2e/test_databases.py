@@ -37,7 +37,7 @@ def s(copied_stack):
 def test_db_add_up_serves_both_databases(s):
     result = s.inv("db.add", "database2", "--up")
     assert "Database database2 is up and migrated." in result.stdout
-    assert s.health() == (200, {"status": "ok", "databases": {"database1": "ok", "database2": "ok"}})
+    assert s.health_inside() == (200, {"status": "ok", "databases": {"database1": "ok", "database2": "ok"}})
     assert "DJANGO_DATABASES: database1,database2" in (s.root / "docker-compose.yml").read_text()
     assert (s.root / "config/db/database2.env").stat().st_mode & 0o777 == 0o600
 
@@ -87,7 +87,7 @@ def test_networks_keep_database2_apart(s):
 def test_db_remove_returns_to_one_database_and_keeps_the_volume(s):
     result = s.inv("db.remove", "database2")
     assert f"its data stays in the volume {s.project}_database2_volume" in result.stdout
-    assert s.health() == (200, {"status": "ok", "databases": {"database1": "ok"}})
+    assert s.health_inside() == (200, {"status": "ok", "databases": {"database1": "ok"}})
     assert "database2_volume" in s.volumes()
     assert "database2" not in s.compose("ps", "--services").stdout.split()
     assert git_status(s.root) == ""  # back to the committed one-database files

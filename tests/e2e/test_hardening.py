@@ -1,0 +1,199 @@
+"""The security probe's cases, against the running stack: what Nginx shows, what a forged
+archive or dump can do (nothing), and what two tasks at once do to a volume."""
+import hashlib
+import io
+import itertools
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tasks.plans import archives
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+KEY_FILE = ROOT / "config/secrets/backup_key"
+FORGED = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def up(stack):
+    stack.inv("up")
+    return stack
+
+
+def test_nginx_names_no_version_and_static_files_are_nosniff(up):
+    status, headers, _ = up.get("/")
+    assert status == 200 and headers["Server"] == "nginx"
+    status, headers, body = up.get("/nonexistent-page-for-a-404")
+    assert b"nginx/" not in body
+    css = next(line for line in up.get("/admin/login/")[2].decode().split('"') if line.endswith(".css"))
+    status, headers, _ = up.get(css)
+    assert status == 200 and headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_an_uploaded_page_is_not_served_as_a_page_of_the_site(up):
+    up.compose("exec", "-T", "djangoapp", "sh", "-c",
+               "printf '<script>alert(document.cookie)</script>' > /srv/media/x.html; "
+               "printf '<svg xmlns=\"http://www.w3.org/2000/svg\"><script>1</script></svg>' > /srv/media/x.svg; "
+               "printf 'png' > /srv/media/x.png; ln -sf /etc/passwd /srv/media/etcpasswd-link")
+    for name in ("x.html", "x.svg"):
+        status, headers, _ = up.get(f"/media/{name}")
+        assert status == 200 and headers["Content-Type"] == "application/octet-stream", (name, headers)
+        assert "sandbox" in headers["Content-Security-Policy"] and headers["X-Content-Type-Options"] == "nosniff"
+    assert up.get("/media/x.png")[1]["Content-Type"] == "image/png"
+    status, _, body = up.get("/media/etcpasswd-link")
+    assert status in (403, 404) and b"root:" not in body
+
+
+def test_public_healthz_names_no_database_but_inside_it_does(up):
+    assert up.health() == (200, {"status": "ok"})
+    assert up.health_inside() == (200, {"status": "ok", "databases": {"database1": "ok"}})
+
+
+# -- archives ------------------------------------------------------------------------------
+
+def _backup(s, volume="media_volume") -> Path:
+    out = s.inv("volume.backup", "--volume", volume).stdout
+    return ROOT / "backups" / next(w for w in out.split() if w.endswith((".tar.zst", ".tar.gz"))).rsplit("/", 1)[-1]
+
+
+def _media(s) -> str:
+    return s.compose("exec", "-T", "djangoapp", "sh", "-c", "cd /srv/media && ls -la --time-style=+ | sort").stdout
+
+
+def _forge(real: Path, entries, sign=True, sha_file=None) -> Path:
+    """An archive beside REAL holding ENTRIES (TarInfo, bytes), gzip, with a manifest copied
+    from REAL's and its hash recomputed; signed with the project's key or not."""
+    data = json.loads(real.with_name(real.name + ".json").read_text())
+    name = f"{data['project']}_{data['subject']}_20990101T0000{next(FORGED):02d}Z.tar.gz"
+    forged = real.with_name(name)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for info, content in entries:
+            tar.addfile(info, io.BytesIO(content) if content is not None else None)
+    forged.write_bytes(buffer.getvalue())
+    digest = hashlib.sha256(forged.read_bytes()).hexdigest()
+    fields = {k: v for k, v in data.items() if k not in ("hmac", "format")}
+    fields.update(archive=name, sha256=digest, compression="gzip")
+    key = KEY_FILE.read_text().strip().encode() if sign else b"a key that is not the project's"
+    forged.with_name(name + ".json").write_text(archives.manifest(key, **fields))
+    forged.with_name(name + ".sha256").write_text(sha_file or f"{digest}  {name}\n")
+    return forged
+
+
+def _entry(name, kind=tarfile.REGTYPE, mode=0o644, uid=10001, gid=10001, link="", content=b""):
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.uid, info.gid, info.linkname = kind, mode, uid, gid, link
+    info.size = len(content) if kind == tarfile.REGTYPE else 0
+    return info, content if kind == tarfile.REGTYPE else None
+
+
+ROOT_DIR = _entry("./", tarfile.DIRTYPE, 0o755)
+
+
+def _refused(s, archive, message):
+    before = _media(s)
+    result = s.inv("volume.restore", str(archive), "--yes", check=False)
+    assert result.returncode == 1, result.stdout
+    assert message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert _media(s) == before
+
+
+def test_an_archive_not_signed_with_the_key_is_refused(up):
+    real = _backup(up)
+    forged = _forge(real, [ROOT_DIR, _entry("./a.html", content=b"<script>1</script>")], sign=False)
+    _refused(up, forged, "is not signed with this project's backup key")
+
+
+def test_the_checksum_file_must_agree_with_the_manifest(up):
+    real = _backup(up)
+    (real.with_name(real.name + ".sha256")).write_text(f"deadbeef  {real.name}\n")
+    _refused(up, real, "disagree on the SHA-256")
+
+
+@pytest.mark.parametrize("entry, message", [
+    (_entry("./su", mode=0o4755, uid=0, gid=0, content=b"#!/bin/sh\n"), "entry './su' is setuid or setgid"),
+    (_entry("./null", tarfile.CHRTYPE, 0o666, 0, 0), "entry './null' is a device node"),
+    (_entry("./fifo", tarfile.FIFOTYPE), "entry './fifo' is a FIFO"),
+    (_entry("./etcpasswd-link", tarfile.SYMTYPE, 0o777, link="/etc/passwd"), "outside the volume"),
+    (_entry("./.restore-safety/PG_VERSION", content=b"15\n"), "reserves for itself (.restore-safety)"),
+    (_entry("./x", uid=4242, gid=4242, content=b"x"), "belongs to 4242:4242, an owner the manifest does not list"),
+])
+def test_a_signed_archive_with_a_forbidden_entry_is_refused_and_nothing_changes(up, entry, message):
+    # Signed with the key: as a backup of a volume someone had already tampered with would be.
+    real = _backup(up)
+    assert "10001:10001" in json.loads(real.with_name(real.name + ".json").read_text())["owners"]
+    _refused(up, _forge(real, [ROOT_DIR, _entry("./ok.txt", content=b"fine"), entry]), message)
+
+
+def test_two_backups_of_one_volume_at_once_both_complete(up):
+    argv = [sys.executable, "-m", "invoke", "volume.backup", "--volume", "media_volume"]
+    runs = [subprocess.Popen(argv, cwd=up.root, env=up.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outs
+    names = {w for out, _ in outs for w in out.split() if w.endswith((".tar.zst", ".tar.gz"))}
+    assert len(names) == 2, outs
+    assert not list((ROOT / "backups").glob(".*.tmp"))
+
+
+# -- dumps --------------------------------------------------------------------------------
+
+def _sql(s, sql, database="database1"):
+    return s.compose("exec", "-T", "database1", "psql", "-U", "database1", "-d", database, "-v", "ON_ERROR_STOP=1",
+                     "-Atc", sql).stdout.strip()
+
+
+def _dump_of(s, database: str, claimed: str, tmp: Path) -> Path:
+    """A pg_dump of DATABASE, signed as a dump of CLAIMED."""
+    raw = subprocess.run(["docker", "compose", "--project-name", s.project, "exec", "-T", "database1", "pg_dump",
+                          "--format", "custom", "-U", "database1", "-d", database], cwd=s.root, capture_output=True,
+                         check=True).stdout
+    name = f"{s.project}_{claimed}_20990101T000000Z.dump"
+    dump = tmp / name
+    dump.write_bytes(raw)
+    digest = hashlib.sha256(raw).hexdigest()
+    dump.with_name(name + ".sha256").write_text(f"{digest}  {name}\n")
+    dump.with_name(name + ".json").write_text(archives.manifest(
+        KEY_FILE.read_text().strip().encode(), kind="dump", project=s.project, subject=claimed, database=claimed,
+        archive=name, sha256=digest, created="2099-01-01T00:00:00+00:00"))
+    return dump
+
+
+def test_a_dump_of_another_database_needs_from(up, tmp_path):
+    _backup(up)  # the key exists
+    users = _sql(up, "SELECT count(*) FROM auth_user")
+    dump = _dump_of(up, "database1", "database2", tmp_path)
+    result = up.inv("db.load", "database1", str(dump), "--yes", check=False)
+    assert result.returncode == 1
+    assert "is a dump of database2, not database1: add --from database2" in result.stderr
+    up.inv("db.load", "database1", str(dump), "--from", "database2", "--yes")
+    assert _sql(up, "SELECT count(*) FROM auth_user") == users
+    assert _sql(up, "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'auth_user'") == "app"
+
+
+def test_a_dump_that_runs_a_program_is_refused(up, tmp_path):
+    _backup(up)
+    _sql(up, "DROP DATABASE IF EXISTS evil", "postgres")
+    _sql(up, "CREATE DATABASE evil", "postgres")
+    _sql(up, "CREATE TABLE t (x int); INSERT INTO t VALUES (1); "
+             "CREATE FUNCTION f(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS "
+             "$$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''id > /tmp/pwned'''; RETURN $1; END $$; "
+             "CREATE INDEX ON t (f(x))", "evil")
+    up.compose("exec", "-T", "database1", "rm", "-f", "/tmp/pwned")
+    tables = _sql(up, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+    dump = _dump_of(up, "evil", "database1", tmp_path)
+    result = up.inv("db.load", "database1", str(dump), "--yes", check=False)
+    assert result.returncode == 1 and "pg_restore" in result.stderr, result.stderr
+    assert "must be superuser" in result.stdout + result.stderr or "permission denied" in result.stdout + result.stderr
+    assert up.compose("exec", "-T", "database1", "test", "-e", "/tmp/pwned", check=False).returncode == 1
+    assert _sql(up, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == tables
+    assert up.health() == (200, {"status": "ok"})
+    _sql(up, "DROP DATABASE evil", "postgres")
