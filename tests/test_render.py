@@ -73,7 +73,7 @@ def test_a_second_database_is_isolated_in_the_compose_file():
     text = render.rendered(stack_with("database2"))[render.COMPOSE_FILE]
 
     assert "  database2:\n    image: ${POSTGRES_IMAGE:-postgres:15}" in text
-    assert "      - database2_volume:/var/lib/postgresql/data\n    networks:\n      - database2_network\n" in text
+    assert "      - database2_volume:/var/lib/postgresql/data\n      - ./config/db/app-role.sh:/docker-entrypoint-initdb.d/app-role.sh:ro\n    networks:\n      - database2_network\n" in text
     assert "DJANGO_DATABASES: database1,database2" in text
     assert "5432:" not in text  # no database port published
     nginx_block = text.split("  nginx:\n", 1)[1].split("\n\n", 1)[0]

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from tasks.plans import archives
+
 pytestmark = pytest.mark.e2e
 
 NOTE = "from notes.models import Note; "
@@ -181,7 +183,10 @@ def test_a_different_postgres_major_is_refused(s):
     manifest_file = archive.with_name(archive.name + ".json")
     text = manifest_file.read_text()
     try:
-        manifest_file.write_text(text.replace('"postgres_major": "15"', '"postgres_major": "14"'))
+        # Signed with the project's key: a real backup of a PostgreSQL 14 volume.
+        fields = {k: v for k, v in json.loads(text).items() if k not in ("hmac", "format")}
+        key = (s.root / "config/secrets/backup_key").read_text().strip().encode()
+        manifest_file.write_text(archives.manifest(key, **{**fields, "postgres_major": "14"}))
         result = s.inv("volume.restore", str(archive), "--yes", check=False)
         assert result.returncode == 1
         assert "holds PostgreSQL 14 data" in result.stderr and "inv db.load" in result.stderr
@@ -213,19 +218,17 @@ def test_a_killed_backup_leaves_nothing_that_looks_complete(s):
 
 
 def test_a_restore_that_fails_midway_puts_the_safety_copy_back(s):
-    """An archive whose checksum is right but whose tar stream ends early (as a backup of a
-    failing disk would): the copy starts, fails halfway, and the old content comes back."""
-    good = latest(s, "media_volume")
+    """An archive that passes every check but whose unpacking fails halfway (a file, then an
+    entry that needs it to be a folder, as a damaged backup could hold): the copy starts,
+    fails, and the old content comes back."""
+    from .test_hardening import ROOT_DIR, _entry, _forge
+
     app_exec(s, "import os; [open(f'/srv/media/f{i}.bin', 'wb').write(os.urandom(1 << 16)) for i in range(40)]")
     s.inv("volume.backup", "--volume", "media_volume")
-    full = latest(s, "media_volume")
-    assert full != good
-    tar = subprocess.run(["zstd", "-dc", str(full)], capture_output=True, check=True).stdout
-    subprocess.run(["zstd", "-q", "-f", "-o", str(full)], input=tar[: len(tar) // 2], check=True)
-    manifest_file = full.with_name(full.name + ".json")
-    manifest = json.loads(manifest_file.read_text())
-    manifest["sha256"] = subprocess.run(["sha256sum", str(full)], capture_output=True, text=True).stdout.split()[0]
-    manifest_file.write_text(json.dumps(manifest))
+    real = latest(s, "media_volume")
+    entries = [ROOT_DIR, *(_entry(f"./g{i}.bin", content=os.urandom(1 << 12)) for i in range(40)),
+               _entry("./clash", content=b"a file"), _entry("./clash/inside", content=b"needs a folder")]
+    full = _forge(real, entries, key_file=s.root / "config/secrets/backup_key")
     app_exec(s, "import glob, os; [os.remove(p) for p in glob.glob('/srv/media/f*.bin')]")
     before = media_digest(s)
     result = s.inv("volume.restore", str(full), "--yes", check=False)
@@ -235,6 +238,8 @@ def test_a_restore_that_fails_midway_puts_the_safety_copy_back(s):
     s.inv("up", "--no-build")
     assert media_digest(s) == before != "absent"
     assert app_exec(s, "import glob; print(len(glob.glob('/srv/media/f*.bin')))").strip() == "0"
+    for path in archives.companions(full):
+        path.unlink()
 
 
 def test_dump_and_load_into_the_running_stack(s):

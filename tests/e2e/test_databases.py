@@ -39,7 +39,7 @@ def test_db_add_up_serves_both_databases(s):
     assert "Database database2 is up and migrated." in result.stdout
     assert s.health_inside() == (200, {"status": "ok", "databases": {"database1": "ok", "database2": "ok"}})
     assert "DJANGO_DATABASES: database1,database2" in (s.root / "docker-compose.yml").read_text()
-    assert (s.root / "config/db/database2.env").stat().st_mode & 0o777 == 0o600
+    assert (s.root / "config/secrets/database2_password").stat().st_mode & 0o777 == 0o600
 
 
 def test_migrate_database2_creates_tables_there_only(s):

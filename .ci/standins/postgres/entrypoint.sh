@@ -29,6 +29,12 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
   db="${POSTGRES_DB:-$user}"
   [ "$db" = postgres ] || psql -v ON_ERROR_STOP=1 -U "$user" -d postgres -c "CREATE DATABASE \"$db\"" >/dev/null
+  # As the official image: *.sh files in /docker-entrypoint-initdb.d run once, against the
+  # new database, with POSTGRES_USER, POSTGRES_DB and POSTGRES_PASSWORD set.
+  for f in /docker-entrypoint-initdb.d/*.sh; do
+    [ -e "$f" ] || continue
+    POSTGRES_USER="$user" POSTGRES_DB="$db" sh "$f"
+  done
   pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
 fi
 if [ "${1:-postgres}" = postgres ]; then
