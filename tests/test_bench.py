@@ -27,7 +27,8 @@ Transfer/sec:      1.19MB
 
 def test_parse_wrk_reads_rate_p99_and_requests():
     result = parse_wrk(WRK.format(p99="16.60ms", errors=""))
-    assert result == {"rps": 2443.12, "p99": pytest.approx(0.0166), "requests": 2465, "errors": 0}
+    assert result == {"rps": 2443.12, "p99": pytest.approx(0.0166), "requests": 2465, "errors": 0,
+                      "non_2xx": 0, "socket_errors": 0}
 
 
 @pytest.mark.parametrize("p99, seconds", [("850.00us", 0.00085), ("1.20s", 1.2), ("2.00m", 120.0)])
@@ -37,7 +38,8 @@ def test_parse_wrk_units(p99, seconds):
 
 def test_parse_wrk_counts_socket_errors_and_bad_answers():
     errors = "  Socket errors: connect 1, read 3, write 0, timeout 2\n  Non-2xx or 3xx responses: 5\n"
-    assert parse_wrk(WRK.format(p99="16.60ms", errors=errors))["errors"] == 11
+    result = parse_wrk(WRK.format(p99="16.60ms", errors=errors))
+    assert (result["errors"], result["non_2xx"], result["socket_errors"]) == (11, 5, 6)
 
 
 def test_parse_wrk_refuses_what_it_cannot_read():
