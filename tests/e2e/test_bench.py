@@ -33,7 +33,7 @@ def test_quick_bench_runs_every_section_and_leaves_nothing(tmp_path):
     serving = text.split("## Serving")[1].split("##")[0]
     assert len(re.findall(r"\| \d+ / [\d,]+ ", serving)) == 13, serving
     # 2,000 connections for 20 s: every request answered, none with a 5xx Nginx made.
-    assert re.search(r"\| page \(Nginx → Gunicorn\), 20 s \| 2000 \| [\d,]+ \| [^|]+ \| 0 / [\d,]+ ", serving), serving
+    assert re.search(r"\| page \(Nginx → Gunicorn\), 20 s\s*\|\s*2000\s*\|\s*[\d,]+\s*\|[^|]+\|\s*0 / [\d,]+ ", serving), serving
     assert "0 'worker_connections are not enough'" in serving
     assert all(n == "0" for n in re.findall(r"\| (\d+) / [\d,]+ ", serving)), serving
     deploy = text.split("## Deploy")[1]

@@ -24,7 +24,8 @@ FORGED = itertools.count()
 @pytest.fixture(scope="module")
 def up(stack):
     stack.inv("up")
-    return stack
+    yield stack
+    stack.inv("down")  # the next module starts from no containers
 
 
 def test_nginx_names_no_version_and_static_files_are_nosniff(up):
@@ -186,10 +187,14 @@ def test_a_dump_that_runs_a_program_is_refused(up, tmp_path):
     _backup(up)
     _sql(up, "DROP DATABASE IF EXISTS evil", "postgres")
     _sql(up, "CREATE DATABASE evil", "postgres")
+    # COPY is refused in an IMMUTABLE function itself, not in a VOLATILE one it calls.
     _sql(up, "CREATE TABLE t (x int); INSERT INTO t VALUES (1); "
-             "CREATE FUNCTION f(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS "
-             "$$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''id > /tmp/pwned'''; RETURN $1; END $$; "
+             "CREATE FUNCTION g() RETURNS int LANGUAGE plpgsql VOLATILE AS "
+             "$$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''id > /tmp/pwned'''; RETURN 1; END $$; "
+             "CREATE FUNCTION f(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN PERFORM public.g(); RETURN $1; END $$; "
              "CREATE INDEX ON t (f(x))", "evil")
+    # Made by the superuser, the index ran the program: the dump is a real weapon.
+    assert up.compose("exec", "-T", "database1", "test", "-e", "/tmp/pwned", check=False).returncode == 0
     up.compose("exec", "-T", "database1", "rm", "-f", "/tmp/pwned")
     tables = _sql(up, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
     dump = _dump_of(up, "evil", "database1", tmp_path)
