@@ -12,6 +12,8 @@ from tasks.errors import StackError
 from tasks.source import render, settings as stack_settings, values
 from tasks.source.stack import loads, validate_database_name
 
+from .stackinputs import INPUTS, accepted
+
 BASE = open("config/stack.toml").read()
 
 
@@ -61,20 +63,12 @@ def test_addresses_people_use_are_accepted(value):
     assert values.address(value, "address") == value
 
 
-NAMES = st.from_regex(values.PROJECT, fullmatch=True)
-SIZES = st.from_regex(values.BODY_SIZE, fullmatch=True)
-DATABASES = st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True), min_size=1, max_size=4, unique=True)
-
-
 @settings(max_examples=60, deadline=None)
-@given(name=NAMES, port=st.integers(1, 65535), size=SIZES, databases=DATABASES)
+@given(**INPUTS)
 def test_whatever_is_accepted_renders_files_that_parse(name, port, size, databases):
-    text = (f'[project]\nname = "{name}"\nhttp_port = {port}\nclient_max_body_size = "{size}"\n'
-            + "".join(f'\n[[databases]]\nname = "{db}"\n' for db in databases))
-    try:
-        stack = loads(text)
-    except StackError:
-        return  # refused in one line: a reserved or too long name
+    stack = accepted(name, port, size, databases)
+    if stack is None:
+        return
     files = render.rendered(stack)
     compose = yaml.safe_load(files[render.COMPOSE_FILE])
     assert compose["name"] == name

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 
 from ..source.stack import APP_ROLE, DJANGO_SECRET, SECRETS_DIR
+from .archives import quote_ident
 
 
 def _q(path) -> str:
@@ -51,10 +52,6 @@ def move_legacy_secrets(base, databases) -> str:
     return "set -e\n" + "\n".join(steps) + "\n"
 
 
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def provision_sql(db) -> str:
     """SQL, run by the superuser in DB's container through psql, that makes APP_ROLE the
     unprivileged owner of DB's database and everything the app made in it, sets its password
@@ -63,7 +60,8 @@ def provision_sql(db) -> str:
 
     Stacks made before this had the app connect as the superuser, which owns every table:
     the ownership moves to APP_ROLE here, rows and Django users untouched."""
-    role, database, superuser = quote_ident(APP_ROLE), quote_ident(db.name), quote_ident(db.name)
+    # The superuser is named after its database (POSTGRES_USER).
+    role, database = quote_ident(APP_ROLE), quote_ident(db.name)
     secret = f"/run/secrets/{db.secret_name}"
     owned = f"relowner <> '{APP_ROLE}'::regrole AND relnamespace = 'public'::regnamespace"
     return "\n".join([
@@ -76,7 +74,7 @@ def provision_sql(db) -> str:
         f"ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
         "PASSWORD :'app_password';",
         r"\unset app_password",
-        f"ALTER ROLE {superuser} PASSWORD NULL;",
+        f"ALTER ROLE {database} PASSWORD NULL;",
         f"ALTER DATABASE {database} OWNER TO {role};",
         f"\\connect {database}",
         f"ALTER SCHEMA public OWNER TO {role};",

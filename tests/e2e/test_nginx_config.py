@@ -5,11 +5,12 @@ import os
 import subprocess
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 from tasks.errors import StackError
 from tasks.source import render, values
-from tasks.source.stack import loads
+
+from ..stackinputs import INPUTS, accepted
 
 pytestmark = pytest.mark.e2e
 
@@ -20,16 +21,10 @@ def test_every_accepted_input_renders_a_config_nginx_accepts(tmp_path):
     rendered = []
 
     @settings(max_examples=40, deadline=None, database=None)
-    @given(name=st.from_regex(values.PROJECT, fullmatch=True), port=st.integers(1, 65535),
-           size=st.from_regex(values.BODY_SIZE, fullmatch=True),
-           databases=st.lists(st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True), min_size=1, max_size=3,
-                              unique=True))
+    @given(**INPUTS)
     def collect(name, port, size, databases):
-        text = (f'[project]\nname = "{name}"\nhttp_port = {port}\nclient_max_body_size = "{size}"\n'
-                + "".join(f'\n[[databases]]\nname = "{db}"\n' for db in databases))
-        try:
-            stack = loads(text)
-        except StackError:
+        stack = accepted(name, port, size, databases)
+        if stack is None:
             return
         files = render.rendered(stack)
         rendered.append((files[render.NGINX_MAIN_CONF], files[render.NGINX_CONF]))
