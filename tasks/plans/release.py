@@ -112,6 +112,16 @@ def rsync_error(stderr: str, status: int) -> str:
     return lines[-1] if lines else f"exit status {status}"
 
 
+def free_kib(path) -> str:
+    """Prints the KiB free on PATH's filesystem."""
+    return f"df -Pk {_q(path)} | awk 'NR == 2 {{ print $4 }}'"
+
+
+# Below this, a file I/O failure of rsync is taken for a full disk (rsync does not always
+# get to say so: its receiving end may die without a word).
+NEARLY_FULL_KIB = 1024
+
+
 def bytes_sent(rsync_stats: str) -> int:
     match = re.search(r"Total bytes sent: ([\d.,]+)([KMGT]?)", rsync_stats)
     if not match:

@@ -98,7 +98,12 @@ def ship_code(d: Deploy) -> None:
     link_dest = str(d.r.target.directory / "releases" / d.previous) if d.previous else None
     result = d.here.run(plans.rsync(ROOT, d.host, str(d.release_dir), link_dest), hide=True, check=False)
     if result.failed:
-        raise TaskError(f"rsync to {d.host.name} failed: {plans.rsync_error(result.stderr, result.exited)}")
+        why = plans.rsync_error(result.stderr, result.exited)
+        if why.startswith("exit status"):  # rsync said nothing: is the disk full?
+            free = d.r.shell(plans.free_kib(d.release_dir.parent), check=False).stdout.strip()
+            if free.isdigit() and int(free) < plans.NEARLY_FULL_KIB:
+                why = f"No space left on device ({free} KiB free in {d.release_dir.parent}; {why})"
+        raise TaskError(f"rsync to {d.host.name} failed: {why}")
     d.r.report(f"shipped {d.release}: {plans.bytes_sent(result.stdout)} bytes sent")
 
 
