@@ -8,6 +8,9 @@ workers = int(os.environ.get("GUNICORN_WORKERS", min(2 * multiprocessing.cpu_cou
 threads = int(os.environ.get("GUNICORN_THREADS", 1))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
+# On SIGTERM (a deploy stopping the old container) the workers finish the requests in flight
+# for up to this long; the compose file gives the container 40 s before it is killed.
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", 30))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", 5))
 # The heartbeat file on tmpfs, not on the container's overlay filesystem.
 worker_tmp_dir = "/dev/shm"

@@ -16,7 +16,6 @@ from .errors import TaskError
 from .execution.files import create_secret, write_all
 from .plans import compose
 from .procedures.backup_files import verified_on_target
-from .procedures.django import migrate_all
 from .procedures.dumps import dump_database, load_database
 from .procedures.locks import project_lock
 from .procedures.serving import wait_until_served
@@ -70,7 +69,6 @@ def add(r, name, up=False, timeout=None):
               "Next: `inv up` starts it and runs its migrations; commit config/ and docker-compose.yml.")
         return
     start_stack(r, build=False, timeout=timeout, what=f"starting {name}")
-    migrate_all(r, name)
     wait_until_served(r, timeout)
     r.report(f"Database {name} is up and migrated.")
 

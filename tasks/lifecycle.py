@@ -8,7 +8,6 @@ from .cli import stack_task
 from .errors import TaskError
 from .execution.files import write_all
 from .plans import compose
-from .procedures.django import collect_static, migrate_all
 from .procedures.locks import project_lock
 from .procedures.serving import check_port_free, wait_until_served
 from .procedures.starting import start_stack
@@ -31,20 +30,18 @@ def build(r, service=None, pull=False, no_cache=False):
 @stack_task(help={
     "build": "Rebuild the app image first; the layer cache makes it quick (default: on).",
     "timeout": "Seconds to wait for every service to be healthy",
-    "migrate": "Run migrations on every database after start (default: on).",
-    "static": "Collect static files into the static volume (default: on).",
+    "migrate": "Run migrations on every database before the new code serves (default: on).",
+    "static": "Collect static files into the static volume before the new code serves (default: on).",
 })
 def up(r, build=True, timeout=None, migrate=True, static=True):
-    """Start the stack detached, wait until healthy, migrate, collect static, print the URL."""
+    """Start the stack, or move it to new code, without dropping a request: migrate and collect
+    static from the new image, start its app container beside the old one, reload Nginx,
+    drain the old one. Containers whose definition did not change keep running."""
     r.target.ensure_rendered()
     r.target.ensure_secrets(r)
     check_port_free(r)
     started = time.monotonic()
-    start_stack(r, build=build, timeout=timeout)
-    if migrate:
-        migrate_all(r)
-    if static:
-        collect_static(r)
+    start_stack(r, build=build, timeout=timeout, migrate=migrate, static=static)
     url = wait_until_served(r, timeout)
     r.report(f"The stack is up{r.target.on} at {url} ({time.monotonic() - started:.1f}s). Admin: {url}admin/")
 

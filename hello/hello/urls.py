@@ -9,6 +9,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
 ]
 
+if settings.TEST_VIEWS:
+    urlpatterns.append(path("test/slow/", views.slow))
+
 if settings.DEBUG:
     from django.conf.urls.static import static
 

@@ -91,6 +91,8 @@ class LocalTarget(Target):
         self.backups = self.root / archives.BACKUP_DIR
         self.env = dict(env or {})
         self.project, self.http_port = settings.local_place(stack, self.root, self.env)
+        # What the containers mount (STACK_CONFIG_DIR's default): the checkout's own config/.
+        self.config_dir = self.root / "config"
 
     def execute(self, command, *, in_root=True, **kwargs):
         # In the current directory, where Compose finds the compose file and its .env.
@@ -136,8 +138,8 @@ class LocalTarget(Target):
             raise TaskError(f"{names} out of date with {STACK_FILE}: run `inv render` and commit the result")
 
     def port_state(self, r) -> str:
-        """'ours' when this stack's Nginx holds the HTTP port, 'free', or 'busy' (another program)."""
-        if "nginx" in r.running_services():
+        """'ours' when this stack's front holds the HTTP port, 'free', or 'busy' (another program)."""
+        if "front" in r.running_services():
             return "ours"
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -181,6 +183,9 @@ class HostTarget(Target):
         self.release = release
         self.root = self.directory / "releases" / release if release else self.directory / "current"
         self.backups = self.directory / "shared" / "backups"
+        # What the containers mount (the release's STACK_CONFIG_DIR): a path no release
+        # changes, so that a new release recreates no container for its new directory.
+        self.config_dir = self.directory / "shared" / "config"
         self.project, self.http_port = settings.host_place(stack, host)
 
     def in_release(self, release: str) -> "HostTarget":
@@ -260,6 +265,8 @@ class HostTarget(Target):
         templates = render.secret_files(self.stack, token=release_plans.SECRET_TOKEN)
         r.shell(release_plans.host_secrets(shared, self.root, templates),
                 what=f"making the secrets on {self.name}")
+        r.shell(release_plans.install_mounted(self.root, self.config_dir),
+                what=f"installing the database init script on {self.name}")
 
     def ensure_rendered(self) -> None:
         """A release holds what was rendered and checked here before it shipped."""

@@ -144,11 +144,12 @@ def generate_secret_file(path: str, template: str) -> tuple[str, str]:
     return script, template
 
 
-def release_env(project: str, http_port: int, image: str, environ) -> str:
+def release_env(project: str, http_port: int, image: str, config_dir, environ) -> str:
     """The release's .env: compose reads it from the release directory, so every command
-    there, by a task or by hand, uses the right project, port and images."""
+    there, by a task or by hand, uses the right project, port, images and mounted config."""
     lines = ["# Written by `inv deploy`; non-secret settings of this release.",
-             f"COMPOSE_PROJECT_NAME={project}", f"HTTP_PORT={http_port}", f"APP_IMAGE={image}"]
+             f"COMPOSE_PROJECT_NAME={project}", f"HTTP_PORT={http_port}", f"APP_IMAGE={image}",
+             f"STACK_CONFIG_DIR={config_dir}"]
     lines += [f"{name}={environ[name]}" for name in PASS_THROUGH if environ.get(name)]
     return "\n".join(lines) + "\n"
 
@@ -218,6 +219,14 @@ def switch(directory, release: str) -> str:
 
 def remove_trees(paths) -> str:
     return "rm -rf -- " + " ".join(_q(p) for p in paths)
+
+
+def install_mounted(release_dir, config_dir) -> str:
+    """Copy the database init script into CONFIG_DIR, where the containers mount it from
+    (the same text release after release; replaced by rename)."""
+    source, target = _q(f"{release_dir}/config/db/app-role.sh"), _q(f"{config_dir}/db/app-role.sh")
+    return (f"set -e; mkdir -p -m 755 {_q(f'{config_dir}/db')}; cmp -s {source} {target} && exit 0; "
+            f"cp {source} {target}.tmp && chmod 644 {target}.tmp && mv -f {target}.tmp {target}")
 
 
 def host_secrets(shared, release_dir, templates: dict) -> str:

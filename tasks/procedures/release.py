@@ -1,7 +1,11 @@
 """A deploy and a rollback on a host: ordered, named steps with one undo path.
 
-A failure, or Ctrl-C, at any step runs the same undo: if the new release's containers were
-started, the previous release is started again; the new release's directory is deleted;
+No request is dropped on the way: the release phase (migrations, static files) runs from
+one-off containers while the previous release serves, then the new app container starts
+beside the old one and traffic moves by a reload of Nginx (procedures/rollout.py).
+
+A failure, or Ctrl-C, at any step runs the same undo: if traffic may have moved, it moves
+back to the previous release the same way; the new release's directory is deleted;
 `current` is never switched before the new release serves. The deploy lock is released on
 the way out in every case. The host-side shell comes from tasks/plans/release.py.
 """
@@ -19,10 +23,11 @@ from ..execution.runner import Runner
 from ..plans import archives, compose
 from ..plans import release as plans
 from ..source.stack import ROOT
-from .django import collect_static, migrate_all
 from .images import ship_image
+from .rollout import roll_out
 from .serving import wait_until_served
-from .starting import start_stack
+from .starting import release_phase as run_release_phase
+from .starting import start_databases
 
 
 class deploy_lock:
@@ -81,7 +86,7 @@ class Deploy:
     image: str
     ship_image: bool
     timeout: int
-    started: bool = False        # the new release's containers run: undo starts the previous one
+    started: bool = False        # traffic may have moved to the new release: undo moves it back
 
     @property
     def host(self):
@@ -110,8 +115,8 @@ def ship_code(d: Deploy) -> None:
 def prepare(d: Deploy) -> None:
     """The host's env files linked in, and the release's .env for compose."""
     d.r.target.ensure_secrets(d.r)
-    d.r.write(d.release_dir / ".env", plans.release_env(d.r.project, d.r.target.http_port, d.image, os.environ),
-              mode=0o644)
+    d.r.write(d.release_dir / ".env", plans.release_env(d.r.project, d.r.target.http_port, d.image,
+                                                        d.r.target.config_dir, os.environ), mode=0o644)
 
 
 def build_image(d: Deploy) -> None:
@@ -125,17 +130,15 @@ def build_image(d: Deploy) -> None:
     ship_image(d.r, here, d.image)
 
 
-def start(d: Deploy) -> None:
+def release_phase(d: Deploy) -> None:
+    start_databases(d.r, d.timeout)
+    run_release_phase(d.r)
+
+
+def roll(d: Deploy) -> None:
     d.started = True
-    start_stack(d.r, build=False, timeout=d.timeout, what=f"starting {d.release}")
-
-
-def migrate(d: Deploy) -> None:
-    migrate_all(d.r)
-
-
-def static(d: Deploy) -> None:
-    collect_static(d.r)
+    d.r.say(f"moving traffic to {d.release}")
+    roll_out(d.r, d.timeout)
 
 
 def wait_healthy(d: Deploy) -> None:
@@ -150,12 +153,19 @@ STEPS = (
     ("shipping the code", ship_code),
     ("preparing the release", prepare),
     ("building the image", build_image),
-    ("starting the release", start),
-    ("migrating", migrate),
-    ("collecting static files", static),
+    ("running the release phase", release_phase),
+    ("moving traffic", roll),
     ("waiting for /healthz", wait_healthy),
     ("switching current", switch),
 )
+
+
+def serve_release(r: Runner, timeout: float) -> None:
+    """Move traffic back to the release of R's directory, whose image is still on the host:
+    its static manifest first (its code reads its own), then its app container beside the
+    running one. No migration runs: the database keeps what newer code applied."""
+    run_release_phase(r, migrate=False, static=True)
+    roll_out(r, timeout)
 
 
 def run_steps(d: Deploy, steps=STEPS) -> None:
@@ -172,9 +182,8 @@ def undo(d: Deploy, step: str, exc: BaseException) -> None:
     code = 130 if isinstance(exc, KeyboardInterrupt) else 1
     try:
         if d.started and d.previous:
-            d.r.say(f"{step} failed; rolling back to {d.previous}")
-            d.r.in_release(d.previous).compose(compose.up(build=False, timeout=d.timeout), check=False,
-                                               what=f"starting {d.previous}")
+            d.r.say(f"{step} failed; moving traffic back to {d.previous}")
+            serve_release(d.r.in_release(d.previous), d.timeout)
             d.r.shell(plans.remove_trees([d.release_dir]), check=False)
             raise TaskError(f"{where}; rolled back to {d.previous}, which is serving again", code) from None
         d.r.shell(plans.remove_trees([d.release_dir]), check=False)
@@ -227,7 +236,7 @@ def rollback(r: Runner, timeout: int) -> None:
             raise TaskError(f"no release before {current or 'the current one'} on {r.target.name} to roll back to")
         previous = known[known.index(current) - 1]
         back = r.in_release(previous)
-        back.compose(compose.up(build=False, timeout=timeout), what=f"starting {previous}")
+        serve_release(back, timeout)
         wait_until_served(back, timeout)
         r.shell(plans.switch(r.target.directory, previous), what=f"pointing current at {previous}")
         r.report(f"rolled {r.target.name} back from {current} to {previous}")

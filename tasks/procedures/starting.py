@@ -1,4 +1,10 @@
-"""Starting the stack: the databases first, then their app role, then everything else.
+"""Starting the stack, or moving it to new code, without dropping a request.
+
+In order: the databases (left alone when their definition did not change), their app
+role, the app's secrets, the release phase (migrations and static files, from one-off
+containers of the new image, while the old app still serves), then the rollout
+(procedures/rollout.py: a new app container beside the old, Nginx reloaded, the old one
+drained).
 
 The app connects as a role that owns its database and is not a superuser
 (plans/secrets.provision_sql); that role must exist, with the password the app has,
@@ -9,7 +15,9 @@ from __future__ import annotations
 
 from ..execution.runner import Runner
 from ..plans import compose
+from ..plans import rollout as rollout_plans
 from ..plans import secrets as secret_plans
+from .rollout import roll_out
 
 
 def provision_databases(r: Runner, databases=None) -> None:
@@ -18,10 +26,34 @@ def provision_databases(r: Runner, databases=None) -> None:
               hide=True, what=f"giving {db.name} its app role")
 
 
-def start_stack(r: Runner, build: bool = True, timeout=None, what: str = "starting the stack") -> None:
-    """`compose up --wait` in two steps, with the databases' roles made in between."""
-    timeout = 180 if timeout is None else timeout
+def start_databases(r: Runner, timeout: float) -> None:
     names = [db.name for db in r.stack.databases]
-    r.compose(compose.up(names, build=False, timeout=timeout), what="starting the databases")
+    r.compose(compose.up(names, build=False, timeout=timeout, no_deps=True), what="starting the databases")
     provision_databases(r)
-    r.compose(compose.up(build=build, timeout=timeout), what=what)
+    r.compose(rollout_plans.run_once("secrets-init"), what="giving the app its secrets", hide=True)
+
+
+def release_phase(r: Runner, migrate: bool = True, static: bool = True) -> None:
+    """Migrations and static files from one-off containers of the image about to serve.
+    Migrations must keep working with the code that still serves (see the README); the
+    hashed names of collectstatic let the old and the new files live side by side."""
+    if migrate:
+        for db in r.stack.databases:
+            r.say(f"migrating {db.name} (alias {db.alias})")
+            r.compose(rollout_plans.release_phase(["migrate", "--noinput", "--database", db.alias]),
+                      what=f"migrate on {db.name}")
+    if static:
+        r.compose(rollout_plans.release_phase(["collectstatic", "--noinput", "--verbosity", "0"]),
+                  what="collectstatic")
+
+
+def start_stack(r: Runner, build: bool = True, timeout=None, what: str = "starting the stack",
+                migrate: bool = True, static: bool = True) -> None:
+    """The stack of R's directory serves its code (see the module's docstring)."""
+    timeout = 180 if timeout is None else timeout
+    if build:
+        r.compose(compose.build([compose.APP]), what="building the app image")
+    start_databases(r, timeout)
+    release_phase(r, migrate, static)
+    r.say(what)
+    roll_out(r, timeout)

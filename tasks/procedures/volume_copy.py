@@ -18,7 +18,6 @@ from ..errors import TaskError, reason
 from ..execution.runner import Runner
 from ..plans import archives, compose
 from .backup_files import backup_dir, fresh_name, publish, sha256, temporary_name
-from .django import collect_static
 from .locks import volume_lock
 from .starting import start_stack
 
@@ -209,6 +208,4 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
         raise TaskError(f"restore of {archive_file.name} rolled back: the stack was not healthy with it "
                         f"({reason(exc)}); {info.name} has its previous content again") from None
     r.run(archives.drop_safety(info.name, info.image), what=f"removing the safety copy {info.name}:/{archives.SAFETY}")
-    # As `inv up` does: a restore into new, empty volumes has an empty static volume too.
-    collect_static(r)
     r.report(f"restored {info.name} from {archive_file.name}; the stack is healthy")

@@ -7,6 +7,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
 SECRET_KEY = env_secret("DJANGO_SECRET_KEY")
 DEBUG = env_bool("DJANGO_DEBUG", False)
+# Views that only the tests use (a request that takes seconds, to prove a deploy lets the
+# requests in flight finish). Never on in a real deployment.
+TEST_VIEWS = env_bool("DJANGO_TEST_VIEWS", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 

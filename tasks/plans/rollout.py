@@ -1,0 +1,150 @@
+"""Plans of a rollout without downtime: the app's new container starts beside the old one,
+Nginx is pointed at it by a reload, and the old one drains (procedures/rollout.py runs them).
+
+Nginx finds the app it sends requests to in /etc/nginx/live/app.conf (the nginx_live
+volume): `set $djangoapp http://CONTAINER:8000;`. A reload starts new workers that read it
+and tells the old ones to finish what they serve and stop accepting: from that moment no
+new request reaches the old container, and the ones in flight complete there.
+"""
+from __future__ import annotations
+
+import re
+import shlex
+
+from . import compose
+
+LIVE_FILE = "/etc/nginx/live/app.conf"
+NGINX_DIR = "/etc/nginx/hello"
+NGINX_MAIN = f"{NGINX_DIR}/nginx.conf"
+FRONT_MAIN = f"{NGINX_DIR}/front.conf"
+# What Compose names containers: PROJECT-SERVICE-N (letters, digits, _ . -).
+CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# The exit status of the switch script when Nginx refuses the new configuration.
+REFUSED = 3
+# Files of config/nginx/ that the Nginx containers read.
+NGINX_FILES = ("nginx.conf", "default.conf", "front.conf")
+
+
+def app_ids() -> list[str]:
+    """Compose: the ids of every container of the app service, running or not."""
+    return ["ps", "--all", "--quiet", compose.APP]
+
+
+def describe(ids) -> list[str]:
+    """One line per container: name, state, health."""
+    template = "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
+    return ["docker", "inspect", "--format", template, *ids]
+
+
+def would_recreate() -> list[str]:
+    """Compose, as a dry run: what `up` would do to the app; its answer (on standard error)
+    says Running when the container there matches the compose file and the image (the
+    config-hash label alone would miss a rebuilt image under the same tag)."""
+    return ["--dry-run", "up", "--detach", "--no-deps", "--no-build", compose.APP]
+
+
+def up_to_date(dry_run_output: str) -> bool:
+    return "Running" in dry_run_output and "Creat" not in dry_run_output and "Recreat" not in dry_run_output
+
+
+def scale_up(count: int) -> list[str]:
+    """Compose: COUNT app containers, the ones there untouched: one new beside the old."""
+    return ["up", "--detach", "--no-deps", "--no-recreate", "--no-build", "--scale", f"{compose.APP}={count}",
+            compose.APP]
+
+
+def run_once(service: str, command=()) -> list[str]:
+    """Compose: SERVICE's command (or COMMAND) in a one-off container, removed afterwards."""
+    return ["run", "--rm", "--no-deps", "-T", service, *command]
+
+
+def release_phase(args) -> list[str]:
+    """Compose: a manage.py command in a one-off container of the new image."""
+    return run_once(compose.APP, [*compose.MANAGE, *args])
+
+
+def stop(ids) -> list[str]:
+    """Stop with the containers' own grace period: Gunicorn finishes what is in flight."""
+    return ["docker", "stop", *ids]
+
+
+def remove(ids) -> list[str]:
+    return ["docker", "rm", "--force", *ids]
+
+
+def logs(container: str, tail: int = 20) -> list[str]:
+    return ["docker", "logs", "--tail", str(tail), container]
+
+
+def live_conf(container: str) -> str:
+    if not CONTAINER_NAME.match(container):
+        raise ValueError(f"not a container name: {container!r}")
+    return f"set $djangoapp http://{container}:8000;\n"
+
+
+# The workers serving now; after `nginx -s reload` each one either exits or renames itself
+# "worker process is shutting down" once it no longer accepts connections.
+_WORKERS = ("for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); "
+            "case \"$c\" in 'nginx: worker process '|'nginx: worker process') echo ${p#/proc/};; esac; done")
+
+
+def reload_script(main: str, wait_seconds: int = 30) -> str:
+    """sh, in an Nginx container: test MAIN, reload, and return only once every worker that
+    served before has stopped accepting (REFUSED when the test fails, nothing reloaded)."""
+    q = shlex.quote(main)
+    return (
+        f"nginx -t -q -c {q} || exit {REFUSED}\n"
+        f"before=$({_WORKERS})\n"
+        f"nginx -s reload -c {q}\n"
+        f"i=0; while [ $i -lt {wait_seconds * 10} ]; do\n"
+        "  left=0; for p in $before; do c=$(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null); "
+        "case \"$c\" in 'nginx: worker process '|'nginx: worker process') left=1;; esac; done\n"
+        "  [ $left = 0 ] && exit 0; sleep 0.1; i=$((i + 1))\n"
+        "done\n"
+        "echo 'the old workers still accept connections' >&2; exit 1\n"
+    )
+
+
+def switch_script(main: str) -> str:
+    """sh, in the Nginx container: the live file from standard input (the previous one kept),
+    then test and reload; a refused configuration puts the previous file back."""
+    live, q = shlex.quote(LIVE_FILE), shlex.quote(main)
+    return (
+        f"set -u; cd /etc/nginx/live; cat > .app.conf.new\n"
+        f"if [ -e app.conf ]; then cp -p app.conf .app.conf.previous; else rm -f .app.conf.previous; fi\n"
+        f"mv -f .app.conf.new {live}\n"
+        f"if ! nginx -t -q -c {q}; then\n"
+        f"  if [ -e .app.conf.previous ]; then mv -f .app.conf.previous {live}; else rm -f {live}; fi\n"
+        f"  exit {REFUSED}\n"
+        "fi\n"
+        + reload_script(main).split("\n", 1)[1]
+    )
+
+
+def front_sum_check() -> str:
+    """sh, in the front container: exits 0 when front.conf is what it loaded."""
+    return f"sha256sum {FRONT_MAIN} | cmp -s - /run/front.sha256"
+
+
+def front_reload() -> str:
+    return f"sha256sum {FRONT_MAIN} > /run/front.sha256 && " + reload_script(FRONT_MAIN)
+
+
+def install_files(source, target, names=NGINX_FILES) -> str:
+    """Shell on the target: copy NAMES from SOURCE into TARGET (each by rename), keeping the
+    files there as .NAME.previous for `restore_files`; prints the names that changed."""
+    s, t = shlex.quote(str(source)), shlex.quote(str(target))
+    parts = [f"set -e; mkdir -p {t}"]
+    for name in names:
+        n = shlex.quote(name)
+        parts.append(f"if ! cmp -s {s}/{n} {t}/{n}; then "
+                     f"if [ -e {t}/{n} ]; then cp -p {t}/{n} {t}/.{name}.previous; else rm -f {t}/.{name}.previous; fi; "
+                     f"cp {s}/{n} {t}/.{name}.new && chmod 644 {t}/.{name}.new && mv -f {t}/.{name}.new {t}/{n}; "
+                     f"echo {n}; fi")
+    return "\n".join(parts) + "\n"
+
+
+def restore_files(target, names) -> str:
+    """Put back what `install_files` replaced."""
+    t = shlex.quote(str(target))
+    return "\n".join(f"if [ -e {t}/.{n}.previous ]; then mv -f {t}/.{n}.previous {t}/{n}; fi" for n in names) + "\n"

@@ -1,0 +1,143 @@
+"""Moving traffic to a new app container without dropping a request (`inv up`, deploys,
+rollbacks; plans in tasks/plans/rollout.py).
+
+1. A new app container starts beside the running one (`--scale djangoapp=N+1
+   --no-recreate`) and must pass its health check; if it does not, it is removed and the
+   old one never stopped serving.
+2. Nginx is pointed at it by a reload: the new configuration is tested first, and the
+   reload returns once every old worker has stopped accepting connections.
+3. The old container drains: Gunicorn's graceful stop finishes the requests in flight.
+
+An app container that already runs this image with this definition is left alone, as are
+the databases, Nginx and the front when their definitions did not change.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import TaskError, last_line, reason
+from ..execution.runner import Runner
+from ..plans import compose
+from ..plans import rollout as plans
+
+# Seconds between the reload and stopping the old container: requests the old workers
+# accepted just before the reload reach the old app (and then finish there) in this time.
+SETTLE = 1.0
+
+
+@dataclass(frozen=True)
+class AppContainer:
+    name: str
+    state: str
+    health: str
+
+
+def app_containers(r: Runner) -> list[AppContainer]:
+    ids = r.compose_probe(plans.app_ids()).stdout.split()
+    if not ids:
+        return []
+    found = []
+    for line in r.probe(plans.describe(ids)).stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 3:
+            found.append(AppContainer(fields[0].lstrip("/"), *fields[1:]))
+    return found
+
+
+def _health(r: Runner, name: str):
+    def check():
+        out = r.probe(plans.describe([name])).stdout.split()
+        if len(out) != 3:
+            return "gone"
+        if out[1] != "running":
+            return out[1]
+        return None if out[2] in ("healthy", "none") else out[2]
+    return check
+
+
+def start_beside(r: Runner, old: list[AppContainer], timeout: float) -> str:
+    """Start one new app container beside OLD; return its name once healthy. One that does
+    not become healthy is removed (its last log lines printed) and the error says so."""
+    r.compose(plans.scale_up(len(old) + 1), what="starting a new app container")
+    known = {c.name for c in old}
+    new = [c.name for c in app_containers(r) if c.name not in known]
+    r.require(len(new) == 1, f"expected one new app container, found {len(new)}: {', '.join(new) or 'none'}")
+    name = new[0] if new else f"{r.project}-{compose.APP}-new"
+    try:
+        r.wait_until(f"the new app container {name}", _health(r, name), timeout, interval=1.0)
+    except TaskError as exc:
+        logged = r.probe(plans.logs(name))
+        tail = logged.stdout + logged.stderr
+        for line in tail.strip().splitlines()[-10:]:
+            r.say(f"  {name}: {line}")
+        r.run(plans.remove([name]), check=False, hide=True)
+        serving = f"{', '.join(c.name for c in old)} still serves" if old else "nothing was serving"
+        raise TaskError(f"{reason(exc)}; it was removed and {serving}") from None
+    return name
+
+
+def ensure_front(r: Runner, timeout: float) -> None:
+    """Nginx and the front, started when missing and recreated only if their definition
+    changed (an unchanged running container is left alone)."""
+    r.compose(compose.up(["nginx", "front"], build=False, timeout=timeout, no_deps=True),
+              what="starting Nginx and the front")
+
+
+def point_nginx_at(r: Runner, container: str) -> None:
+    """Install the configuration the containers read, write the live app, test, reload."""
+    source, target = r.root / "config" / "nginx", r.target.config_dir / "nginx"
+    installed = source != target
+    if installed:
+        r.shell(plans.install_files(source, target), what="installing the Nginx configuration")
+    result = r.run(compose_exec(r, "nginx", plans.switch_script(plans.NGINX_MAIN)),
+                   stdin_text=plans.live_conf(container), check=False, hide=True)
+    if result.failed:
+        if installed:
+            r.shell(plans.restore_files(target, plans.NGINX_FILES), check=False)
+        why = last_line(result.stderr, f"exit status {result.exited}")
+        if result.exited == plans.REFUSED:
+            raise TaskError(f"Nginx refused the new configuration ({why}); it still runs the previous one")
+        raise TaskError(f"reloading Nginx failed ({why})")
+    r.report(f"Nginx sends requests to {container}")
+    # The front keeps its configuration from release to release; when it did change, it is
+    # reloaded (idle keep-alive connections of clients are closed then, once).
+    same = r.run(compose_exec(r, "front", plans.front_sum_check()), check=False, hide=True)
+    if same.failed:
+        r.say("the front's configuration changed: reloading it")
+        r.run(compose_exec(r, "front", plans.front_reload()), what="reloading the front", hide=True)
+
+
+def compose_exec(r: Runner, service: str, script: str) -> list[str]:
+    return r.compose_argv(compose.exec_(service, ["sh", "-c", script]))
+
+
+def drain(r: Runner, old: list[AppContainer]) -> None:
+    """Stop OLD with their grace period (Gunicorn finishes what is in flight), then remove them."""
+    if not old:
+        return
+    names = [c.name for c in old]
+    r.do(f"wait {SETTLE:g}s for requests already accepted by Nginx's old workers", _sleep, SETTLE)
+    r.run(plans.stop(names), hide=True, what=f"stopping {', '.join(names)}")
+    r.run(plans.remove(names), hide=True, what=f"removing {', '.join(names)}")
+    r.report(f"drained and removed {', '.join(names)}")
+
+
+def _sleep(seconds: float) -> None:
+    import time
+
+    time.sleep(seconds)
+
+
+def roll_out(r: Runner, timeout: float) -> None:
+    """The app of the compose file in R's directory serves, through Nginx and the front,
+    with no request dropped on the way (see the module's docstring)."""
+    old = app_containers(r)
+    serving = [c for c in old if c.state == "running" and c.health in ("healthy", "none")]
+    if len(old) == 1 and serving and plans.up_to_date(r.compose_probe(plans.would_recreate()).stderr):
+        live, stale = old[0].name, []
+        r.say(f"the app container {live} runs this code already")
+    else:
+        live, stale = start_beside(r, old, timeout), old
+    ensure_front(r, timeout)
+    point_nginx_at(r, live)
+    drain(r, stale)
