@@ -13,10 +13,10 @@ from pathlib import Path
 
 from tasks.execution.files import write_atomic
 
-from . import backup_throughput, build, deploy, serving, start
+from . import backup_throughput, build, deploy, deploy_load, serving, start
 from .harness import ROOT, BenchError, log, machine, sandbox
 
-SECTIONS = ("build", "start", "serving", "backups", "deploy")
+SECTIONS = ("build", "start", "serving", "backups", "deploy", "load")
 RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
@@ -56,6 +56,8 @@ def measure(name: str, env, args):
         return serving.measure(env, args.repeat, args.duration)
     if name == "backups":
         return backup_throughput.measure(env, args.backup_mib, args.repeat)
+    if name == "load":
+        return deploy_load.measure(env, 1 if args.quick else args.repeat, quick=args.quick)
     return deploy.measure(env, args.repeat)
 
 
@@ -68,12 +70,13 @@ def preflight(sections) -> None:
         engine = None
     if engine is None or engine.returncode != 0:
         raise BenchError("no Docker engine is reachable: start it (`inv doctor` says more)")
-    needs = {"serving": [("wrk", "wrk")], "deploy": [("sshd", "openssh-server"), ("rsync", "rsync")]}
+    needs = {"serving": [("wrk", "wrk")], "deploy": [("sshd", "openssh-server"), ("rsync", "rsync")],
+             "load": [("sshd", "openssh-server"), ("rsync", "rsync"), ("wrk", "wrk")]}
     missing = sorted({package for name in sections for program, package in needs.get(name, [])
                       if shutil.which(program) is None and not Path(f"/usr/sbin/{program}").exists()})
     if missing:
         raise BenchError(f"missing programs: apt-get install {' '.join(missing)}")
-    if "deploy" in sections:
+    if "deploy" in sections or "load" in sections:
         from testkit.testhost import missing_tools
 
         lacking = missing_tools()

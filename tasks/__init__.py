@@ -32,6 +32,7 @@ ns = Collection(
     backup.ns,
     deploy.ns,
     deploy.rollback,
+    deploy.releases,
     benchmarks.bench,
 )
 # Piped input at the speed of the pipe, not 100 bytes a second (see execution/stdin.py);

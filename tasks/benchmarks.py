@@ -5,7 +5,7 @@ from invoke import Exit, task
 
 
 @task(name="bench", help={
-    "only": "Comma-separated sections to run: build,start,serving,backups,deploy (default: all).",
+    "only": "Comma-separated sections to run: build,start,serving,backups,deploy,load (default: all).",
     "repeat": "Runs per measurement; medians are kept (default: 3).",
     "duration": "Seconds per wrk run in the serving section (default: 5).",
     "backup_mib": "MiB of table data for the backup runs (default: 1024).",
@@ -13,7 +13,7 @@ from invoke import Exit, task
     "output": "Where to write the results (default: bench/RESULTS.md; none with --quick).",
 })
 def bench(c, only="", repeat=3, duration=5, backup_mib=1024, quick=False, output=None):
-    """Measure build, start, serving, backups and deploy against baselines run alongside; write bench/RESULTS.md.
+    """Measure build, start, serving, backups, deploy and deploy under load against baselines run alongside; write bench/RESULTS.md.
 
     Runs in a throwaway copy of the project (compose project hello-bench, free ports on
     127.0.0.1), which it removes at the end; about 15 minutes with the defaults."""

@@ -1,10 +1,10 @@
-"""`inv deploy --host NAME`, `inv rollback --host NAME`, `inv deploy.unlock --host NAME`:
+"""`inv deploy --host NAME`, `inv rollback --host NAME`, `inv deploy.unlock --host NAME`, `inv releases --host NAME`:
 releases on a host over SSH (the steps are in tasks/procedures/release.py)."""
 from __future__ import annotations
 
 from invoke import Collection
 
-from .cli import stack_task
+from .cli import print_table, stack_task
 from .procedures import release
 
 
@@ -22,12 +22,26 @@ def deploy(r, ship_image=False, keep=None, timeout=None):
 
 @stack_task(hosts="one", help={
     "host": "The host to roll back (a name from config/stack.toml).",
-    "timeout": "Seconds to wait for the previous release to be healthy",
+    "to": "The release to go back to (a name from `inv releases`; default: the one before the live one).",
+    "force": "Go back even to code that lacks migrations the databases have applied (they stay applied).",
+    "timeout": "Seconds to wait for the release to be healthy",
     "dry": "Print every command without running any.",
 })
-def rollback(r, timeout=None):
-    """Go back to the release before the current one on a host."""
-    release.rollback(r, timeout)
+def rollback(r, to=None, force=False, timeout=None):
+    """Move a host's traffic back to an earlier release, without dropping a request. Refused
+    when a database has applied migrations that release's code does not know (see --force)."""
+    release.rollback(r, timeout, to=to, force=force)
+
+
+@stack_task(hosts="one", help={"host": "The host whose releases to list.", "dry": "Print the command only."})
+def releases(r):
+    """The releases on a host, newest first, the live one marked *: commit, when, by whom,
+    image, and the migrations each database had applied once it was deployed."""
+    rows = release.list_releases(r)
+    if rows:
+        print_table([["", "release", "commit", "deployed at", "by", "image", "migrations", ""], *rows])
+    else:
+        r.report(f"no releases on {r.target.name} yet")
 
 
 @stack_task(hosts="one", help={"host": "The host whose deploy lock to release.", "dry": "Print the command only."})

@@ -47,6 +47,10 @@ def up_to_date(dry_run_output: str) -> bool:
     return "Running" in dry_run_output and "Creat" not in dry_run_output and "Recreat" not in dry_run_output
 
 
+def image_id(image: str) -> list[str]:
+    return ["docker", "image", "inspect", "--format", "{{.Id}}", image]
+
+
 def scale_up(count: int) -> list[str]:
     """Compose: COUNT app containers, the ones there untouched: one new beside the old."""
     return ["up", "--detach", "--no-deps", "--no-recreate", "--no-build", "--scale", f"{compose.APP}={count}",

@@ -20,8 +20,9 @@ from datetime import datetime, timezone
 
 from ..errors import HostLost, TaskError, last_line, reason
 from ..execution.runner import Runner
-from ..plans import archives, compose
+from ..plans import archives, compose, ledger
 from ..plans import release as plans
+from ..plans import rollout as rollout_plans
 from ..source.stack import ROOT
 from .images import ship_image
 from .rollout import roll_out
@@ -149,11 +150,34 @@ def switch(d: Deploy) -> None:
     d.r.shell(plans.switch(d.r.target.directory, d.release), what=f"pointing current at {d.release}")
 
 
+def record(d: Deploy) -> None:
+    """The release's ledger entry: what it is and what each database applied for it."""
+    commit = d.here.probe(["git", "rev-parse", "HEAD"], anywhere=True).stdout.strip() or "unknown"
+    if commit != "unknown" and d.here.probe(["git", "status", "--porcelain"], anywhere=True).stdout.strip():
+        commit += "+changes"  # deployed from a tree with uncommitted changes
+    image = d.r.probe(rollout_plans.image_id(d.image)).stdout.strip()
+    entry = ledger.entry(d.release, commit, image, datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         f"{getpass.getuser()}@{socket.gethostname()}", applied(d.r))
+    d.r.write(d.release_dir / ledger.LEDGER, entry, mode=0o644)
+
+
+def applied(r: Runner) -> dict[str, list[str]]:
+    """Per database, the migrations applied there now."""
+    found = {}
+    for db in r.stack.databases:
+        result = r.compose(ledger.applied_migrations(db), hide=True, check=False)
+        if result.failed and "does not exist" not in result.stderr:
+            raise TaskError(f"reading the migrations of {db.name} failed: {last_line(result.stderr, 'no answer')}")
+        found[db.name] = result.stdout.split() if result.ok else []
+    return found
+
+
 STEPS = (
     ("shipping the code", ship_code),
     ("preparing the release", prepare),
     ("building the image", build_image),
     ("running the release phase", release_phase),
+    ("recording the release", record),
     ("moving traffic", roll),
     ("waiting for /healthz", wait_healthy),
     ("switching current", switch),
@@ -223,23 +247,79 @@ def deploy(r: Runner, ship_image: bool, keep: int, timeout: int) -> None:
         old = [name for name in old if name not in (release, previous)]
         if old:
             r.shell(plans.remove_trees([directory / "releases" / n for n in old]), check=False)
+            # Their images too, unless a release kept (the one a rollback goes to included) runs it.
+            kept = {n.rsplit("-", 1)[1] for n in releases(r)} | {digest, previous.rsplit("-", 1)[1] if previous else ""}
+            images = sorted({f"{r.project}-djangoapp:{n.rsplit('-', 1)[1]}" for n in old} -
+                            {f"{r.project}-djangoapp:{k}" for k in kept})
+            if images:
+                r.run(["docker", "image", "rm", *images], check=False, hide=True)
     r.report(f"deployed {release} to {r.target.name} in {time.monotonic() - started:.1f}s "
              f"({r.target.url} on the host)")
 
 
-def rollback(r: Runner, timeout: int) -> None:
-    """Start the release before the current one, wait until it serves, switch to it."""
+def ledgers(r: Runner) -> list[tuple[str, bool, dict | None]]:
+    """(release, served, ledger or None) of every release on the host, oldest first."""
+    text = r.shell(ledger.read_all(r.target.directory), check=False).stdout
+    return [entry for entry in ledger.split_all(text) if plans.RELEASE_PATTERN.match(entry[0])]
+
+
+def list_releases(r: Runner) -> list[list[str]]:
+    """Rows for `inv releases`: newest first, the live one marked."""
+    current = current_release(r)
+    rows = []
+    for name, served, entry in reversed(ledgers(r)):
+        entry = entry or {}
+        migrations = entry.get("migrations")
+        rows.append(["*" if name == current else "", name, str(entry.get("commit", "-"))[:12],
+                     str(entry.get("deployed_at", "-")), str(entry.get("deployed_by", "-")),
+                     str(entry.get("image", "-")).removeprefix("sha256:")[:12],
+                     ", ".join(f"{db} {len(names)}" for db, names in migrations.items()) if migrations else "-",
+                     "" if served or name == current else "never served"])
+    return rows
+
+
+def rollback(r: Runner, timeout: int, to: str | None = None, force: bool = False) -> None:
+    """Move traffic to the release before the current one, or to TO; refuse when a database
+    has applied migrations that release's code does not know, unless FORCE."""
     with deploy_lock(r):
         current = current_release(r)
-        known = releases(r)
-        if current not in known or known.index(current) == 0:
-            raise TaskError(f"no release before {current or 'the current one'} on {r.target.name} to roll back to")
-        previous = known[known.index(current) - 1]
-        back = r.in_release(previous)
+        known = {name: entry for name, served, entry in ledgers(r) if served or name == current}
+        order = sorted(known)
+        if to is None:
+            if current not in known or order.index(current) == 0:
+                raise TaskError(f"no release before {current or 'the current one'} on {r.target.name} to roll back to")
+            target = order[order.index(current) - 1]
+        elif not plans.RELEASE_PATTERN.match(to) or to not in known:
+            raise TaskError(f"no release {to!r} that served on {r.target.name}: see `inv releases{r.target.host_flag}`")
+        elif to == current:
+            raise TaskError(f"{to} is the live release on {r.target.name} already")
+        else:
+            target = to
+        check_migrations(r, target, known[target], force)
+        back = r.in_release(target)
         serve_release(back, timeout)
         wait_until_served(back, timeout)
-        r.shell(plans.switch(r.target.directory, previous), what=f"pointing current at {previous}")
-        r.report(f"rolled {r.target.name} back from {current} to {previous}")
+        r.shell(plans.switch(r.target.directory, target), what=f"pointing current at {target}")
+        r.report(f"rolled {r.target.name} back from {current} to {target}")
+
+
+def check_migrations(r: Runner, target: str, entry: dict | None, force: bool) -> None:
+    """Refuse (unless FORCE) to go back to code that lacks migrations a database has applied."""
+    if not entry or not isinstance(entry.get("migrations"), dict):
+        if not force:
+            raise TaskError(f"{target} has no ledger (deployed by an earlier version): its migrations are unknown; "
+                            "add --force to roll back to it anyway")
+        r.say(f"{target} has no ledger: its migrations are unknown (--force)")
+        return
+    extra = ledger.ahead(applied(r), entry["migrations"])
+    if not extra:
+        r.say(f"every migration applied is known to {target}")
+        return
+    listed = "; ".join(f"{db}: {', '.join(names)}" for db, names in extra.items())
+    if not force:
+        raise TaskError(f"the databases have migrations that {target} does not know ({listed}); its code may fail "
+                        "on them: add --force to roll back anyway (they stay applied)")
+    r.say(f"rolling back with --force: these stay applied, unknown to {target}'s code: {listed}")
 
 
 def unlock(r: Runner) -> None:

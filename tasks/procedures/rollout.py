@@ -83,12 +83,14 @@ def ensure_front(r: Runner, timeout: float) -> None:
               what="starting Nginx and the front")
 
 
-def point_nginx_at(r: Runner, container: str) -> None:
-    """Install the configuration the containers read, write the live app, test, reload."""
+def point_nginx_at(r: Runner, container: str, timeout: float) -> None:
+    """Install the configuration the containers read, start Nginx and the front if they do
+    not run, then write the live app, test and reload."""
     source, target = r.root / "config" / "nginx", r.target.config_dir / "nginx"
     installed = source != target
     if installed:
         r.shell(plans.install_files(source, target), what="installing the Nginx configuration")
+    ensure_front(r, timeout)
     result = r.run(compose_exec(r, "nginx", plans.switch_script(plans.NGINX_MAIN)),
                    stdin_text=plans.live_conf(container), check=False, hide=True)
     if result.failed:
@@ -138,6 +140,5 @@ def roll_out(r: Runner, timeout: float) -> None:
         r.say(f"the app container {live} runs this code already")
     else:
         live, stale = start_beside(r, old, timeout), old
-    ensure_front(r, timeout)
-    point_nginx_at(r, live)
+    point_nginx_at(r, live, timeout)
     drain(r, stale)

@@ -30,7 +30,7 @@ def engine_answers() -> bool:
 # Modules that share a compose project or a fixture run in one group, on one worker;
 # the groups run side by side (pytest-xdist, --dist loadgroup in pytest.ini).
 GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "local", "test_hardening": "local",
-          "test_deploy": "deploy", "test_faults": "faults", "test_bench": "bench", "test_upgrade": "upgrade", "test_upgrade_host": "upgrade",
+          "test_deploy": "deploy", "test_faults": "faults", "test_bench": "bench", "test_upgrade": "upgrade", "test_upgrade_host": "upgrade", "test_zero_downtime": "zero",
           "test_nginx_config": "upgrade"}
 
 

@@ -1,0 +1,146 @@
+"""Constant load on a stack while an operation runs, and what it saw: the tests' proof of
+"no request dropped", and `inv bench`'s figures for deploys under load.
+
+Three things run together, each bounded in time and stopped when the operation ends:
+- wrk, CONNECTIONS keep-alive connections requesting the page back to back: any socket
+  error (connect, read, write, timeout) or a status other than 2xx/3xx is a failure;
+- a probe, one request after the other: its failures, and the longest time between two
+  good answers (the outage a visitor would see);
+- slow requests (a test-only view that sleeps), one after the other: each must complete,
+  the one in flight while traffic moves included.
+Everything runs where the stack's port is reached: this machine, or a test host's network
+namespace (nsenter), so the traffic never leaves the machine.
+"""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+PROBE = r"""
+import json, signal, sys, threading, time, urllib.error, urllib.request
+url, slow_url, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
+stop = threading.Event()
+signal.signal(signal.SIGINT, lambda *_: stop.set())
+deadline = time.time() + limit
+probe = {"requests": 0, "failures": [], "longest_gap": 0.0}
+slow = []
+
+def get(target, timeout):
+    try:
+        with urllib.request.urlopen(target, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except Exception as e:
+        return 0, f"{type(e).__name__}: {e}"
+
+def probing():
+    last = time.time()
+    while not stop.is_set() and time.time() < deadline:
+        status, body = get(url, 10)
+        now = time.time()
+        probe["requests"] += 1
+        if status == 200:
+            probe["longest_gap"] = max(probe["longest_gap"], now - last)
+            last = now
+        elif len(probe["failures"]) < 20:
+            probe["failures"].append([now, status, body[:200]])
+        time.sleep(0.02)
+
+def slowing():
+    while not stop.is_set() and time.time() < deadline:
+        started = time.time()
+        status, body = get(slow_url, 60)
+        slow.append([started, time.time(), status, body.strip()[:200]])
+
+threads = [threading.Thread(target=probing)] + ([threading.Thread(target=slowing)] if slow_url else [])
+for t in threads:
+    t.start()
+while any(t.is_alive() for t in threads):
+    for t in threads:
+        t.join(0.2)
+print(json.dumps({"probe": probe, "slow": slow}))
+"""
+
+
+@dataclass
+class Seen:
+    """What the load saw during one operation."""
+    requests: int = 0
+    wrk_errors: dict = field(default_factory=dict)
+    non_2xx: int = 0
+    probe_requests: int = 0
+    probe_failures: list = field(default_factory=list)
+    longest_gap: float = 0.0
+    slow: list = field(default_factory=list)
+    wrk_output: str = ""
+
+    @property
+    def failed(self) -> int:
+        return sum(self.wrk_errors.values()) + self.non_2xx + len(self.probe_failures) + \
+            sum(1 for s in self.slow if s[2] != 200)
+
+    def summary(self) -> str:
+        return (f"{self.requests + self.probe_requests} requests, {self.failed} failed "
+                f"(wrk {self.wrk_errors}, non-2xx {self.non_2xx}, probe {self.probe_failures[:3]}, "
+                f"slow {[s for s in self.slow if s[2] != 200][:3]}), longest gap {self.longest_gap:.2f}s")
+
+
+def parse_wrk(output: str) -> tuple[int, dict, int]:
+    """(requests, socket errors by kind, non-2xx/3xx answers) from wrk's report."""
+    match = re.search(r"(\d+) requests in", output)
+    if match is None:
+        raise RuntimeError(f"wrk did not report:\n{output}")
+    errors = dict.fromkeys(("connect", "read", "write", "timeout"), 0)
+    found = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    if found:
+        errors = dict(zip(errors, map(int, found.groups())))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return int(match.group(1)), errors, int(non_2xx.group(1)) if non_2xx else 0
+
+
+class Load:
+    """`with Load(url, prefix) as seen:` runs the load for the block (at most LIMIT seconds)
+    and fills SEEN when it ends. PREFIX runs the programs elsewhere (nsenter into a host)."""
+
+    def __init__(self, base_url: str, prefix=(), connections: int = 16, slow_path: str | None = None,
+                 limit: float = 600):
+        self.base_url, self.prefix, self.connections = base_url.rstrip("/"), list(prefix), connections
+        self.slow_path, self.limit = slow_path, limit
+        self.seen = Seen()
+
+    def __enter__(self) -> Seen:
+        self.started = time.time()
+        self.wrk = subprocess.Popen([*self.prefix, "wrk", "--threads", "2", "--connections", str(self.connections),
+                                     "--duration", f"{self.limit:g}s", "--timeout", "10s", f"{self.base_url}/"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        slow_url = f"{self.base_url}{self.slow_path}" if self.slow_path else ""
+        self.probe = subprocess.Popen([*self.prefix, sys.executable if not self.prefix else "python3", "-c", PROBE,
+                                       f"{self.base_url}/healthz", slow_url, str(self.limit)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # the load is on before the operation starts
+        return self.seen
+
+    def __exit__(self, *exc):
+        time.sleep(1.0)  # and stays on a moment after it ends
+        for process in (self.wrk, self.probe):
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+        wrk_out, _ = self.wrk.communicate(timeout=60)
+        probe_out, probe_err = self.probe.communicate(timeout=90)
+        seen = self.seen
+        seen.wrk_output = wrk_out
+        seen.requests, seen.wrk_errors, seen.non_2xx = parse_wrk(wrk_out)
+        result = json.loads(probe_out.strip().splitlines()[-1]) if probe_out.strip() else None
+        if result is None:
+            raise RuntimeError(f"the probe said nothing: {probe_err}")
+        seen.probe_requests = result["probe"]["requests"]
+        seen.probe_failures = result["probe"]["failures"]
+        seen.longest_gap = result["probe"]["longest_gap"]
+        seen.slow = result["slow"]
+        return False
