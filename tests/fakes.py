@@ -2,6 +2,7 @@
 a host is checked as exact commands without an SSH server or an engine."""
 from __future__ import annotations
 
+import shlex
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,3 +47,47 @@ class Recorder:
     @property
     def commands(self) -> list[str]:
         return [command for _, command, _ in self.calls]
+
+
+class Engine(Recorder):
+    """A Recorder that also keeps the app's containers, as the engine would, for the rollout
+    (tasks/procedures/rollout.py). APP maps a container's name to "STATE HEALTH"; the
+    containers there were made in the directory MADE_IN (None: here). `compose ps --all
+    --quiet djangoapp` and `docker inspect` answer from APP; the scale-up starts the next
+    PROJECT-djangoapp-N, in state NEW, made in the directory it ran in; `docker stop` exits
+    and `docker rm --force` removes containers. The dry run of `up` answers Running when
+    every container was made in the directory it runs in (that compose file, that image),
+    else Recreate. Containers go by their names (the engine takes a name for an id).
+    ANSWERS still win over all of this."""
+
+    def __init__(self, answers=None, project="hello-prod", app=None, made_in=None, new="running healthy"):
+        super().__init__(answers)
+        self.project, self.new = project, new
+        self.app = dict({f"{project}-djangoapp-1": "running healthy"} if app is None else app)
+        self.made_in = {name: made_in for name in self.app}
+
+    def run(self, command, **kwargs):
+        result = super().run(command, **kwargs)
+        if command in self.answers:
+            return result
+        words = shlex.split(command)
+        if words[:4] == ["docker", "compose", "--project-name", self.project]:
+            words = words[4:]
+            if words == ["ps", "--all", "--quiet", "djangoapp"]:
+                return Result(stdout="".join(f"{name}\n" for name in self.app), command=command)
+            if words[:2] == ["--dry-run", "up"]:
+                action = "Running" if all(self.made_in[n] == self.cwd for n in self.app) else "Recreate"
+                return Result(stderr="".join(f" Container {n}  {action}\n" for n in self.app), command=command)
+            if words[0] == "up" and "--scale" in words:
+                name = f"{self.project}-djangoapp-{max([int(n.rsplit('-', 1)[1]) for n in self.app] + [0]) + 1}"
+                self.app[name], self.made_in[name] = self.new, self.cwd
+        elif words[:3] == ["docker", "inspect", "--format"]:
+            return Result(stdout="".join(f"/{n} {self.app[n]}\n" for n in words[4:] if n in self.app),
+                          command=command)
+        elif words[:2] == ["docker", "stop"]:
+            for name in words[2:]:
+                self.app[name] = "exited unhealthy"
+        elif words[:3] == ["docker", "rm", "--force"]:
+            for name in words[3:]:
+                self.app.pop(name, None)
+        return result

@@ -1,5 +1,8 @@
 """`inv deploy` and `inv rollback` as steps, against recording connections (the host, and
-this machine for rsync): the exact order of what runs, and the one undo path."""
+this machine for rsync and git): the exact order of what runs, and the one undo path. The
+host's engine is tests.fakes.Engine: it keeps the app's containers, so that the rollout
+(a new app container beside the old, Nginx reloaded, the old one drained) can be followed."""
+import json
 import shlex
 
 import pytest
@@ -8,11 +11,12 @@ from invoke import Result
 from tasks.errors import TaskError
 from tasks.execution.runner import Runner
 from tasks.execution.targets import HostTarget
-from tasks.plans import compose
+from tasks.plans import compose, ledger
 from tasks.plans import release as plans
-from tasks.procedures import release
+from tasks.plans import rollout as rollout_plans
+from tasks.procedures import release, rollout
 from tasks.source.stack import loads
-from tests.fakes import Recorder
+from tests.fakes import Engine, Recorder
 
 STACK = loads(open("config/stack.toml").read() + """
 [hosts.prod]
@@ -24,24 +28,74 @@ project = "hello-prod"
 HOST = STACK.hosts["prod"]
 NEW = "20261121T000000Z-abcdef012345"
 OLD = "20261120T000000Z-0123456789ab"
+NEW_DIR = f"/srv/hello/releases/{NEW}"
+OLD_DIR = f"/srv/hello/releases/{OLD}"
 COMPOSE = "docker compose --project-name hello-prod"
 RUNNING = f"{COMPOSE} ps --services --status running"
 HEALTH = shlex.join(["docker", "compose", "--project-name", "hello-prod", *compose.health_through_nginx()])
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+# The app containers: the one serving before the deploy, the deploy's, and a rollback's.
+APP1, APP2, APP3 = (f"hello-prod-djangoapp-{n}" for n in (1, 2, 3))
+
+APP_IDS = f"{COMPOSE} ps --all --quiet djangoapp"
+INSPECT = ("docker inspect --format "
+           "'{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}'")
+UP_TO_DATE = f"{COMPOSE} --dry-run up --detach --no-deps --no-build djangoapp"
+SCALE_TO_2 = f"{COMPOSE} up --detach --no-deps --no-recreate --no-build --scale djangoapp=2 djangoapp"
+SWITCH_NGINX = shlex.join(["docker", "compose", "--project-name", "hello-prod", "exec", "-T", "nginx", "sh", "-c",
+                           rollout_plans.switch_script("/etc/nginx/hello/nginx.conf")])
+FRONT_UNCHANGED = f"{COMPOSE} exec -T front sh -c 'sha256sum /etc/nginx/hello/front.conf | cmp -s - /run/front.sha256'"
+IMAGE_ID = "docker image inspect --format '{{.Id}}' hello-prod-djangoapp:abcdef012345"
+MIGRATIONS = (f"{COMPOSE} exec -T database1 psql --username database1 --dbname database1 --no-psqlrc --tuples-only "
+              "--no-align --command 'SELECT app || '\"'\"'.'\"'\"' || name FROM django_migrations ORDER BY id'")
+# A release about to serve again is checked first for the front this version's rollout needs.
+OLD_HAS_FRONT = "bash -c 'test -e /srv/hello/releases/20261120T000000Z-0123456789ab/config/nginx/front.conf'"
+COLLECTSTATIC = f"{COMPOSE} run --rm --no-deps -T djangoapp python manage.py collectstatic --noinput --verbosity 0"
 
 
 def bash(script):
     return f"bash -c {shlex.quote(script)}"
 
 
+def written(path, mode="644"):
+    """How the runner writes PATH on the host (the text comes on standard input)."""
+    return bash(f'umask 077; t={path}.$$.tmp; cat > "$t" && chmod {mode} "$t" && mv -f "$t" {path}')
+
+
+def release_phase(timeout=30):
+    """The databases, their app role, the app's secrets, then migrations and static files
+    from one-off containers of the new image."""
+    return [f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout {timeout} --no-deps database1",
+            f"{COMPOSE} exec -T database1 psql --username database1 --dbname database1 --quiet --no-psqlrc",
+            f"{COMPOSE} run --rm --no-deps -T secrets-init",
+            f"{COMPOSE} run --rm --no-deps -T djangoapp python manage.py migrate --noinput --database default",
+            COLLECTSTATIC]
+
+
+def moving_traffic(release, old, new, timeout=30):
+    """Traffic moves from the app container OLD to NEW, started beside it from RELEASE."""
+    return [APP_IDS, f"{INSPECT} {old}", UP_TO_DATE, SCALE_TO_2, APP_IDS, f"{INSPECT} {old} {new}", f"{INSPECT} {new}",
+            bash(rollout_plans.install_files(f"/srv/hello/releases/{release}/config/nginx",
+                                             "/srv/hello/shared/config/nginx")),
+            f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout {timeout} --no-deps nginx front",
+            SWITCH_NGINX, FRONT_UNCHANGED, f"docker stop {old}", f"docker rm --force {old}"]
+
+
 @pytest.fixture(autouse=True)
 def fixed_release(monkeypatch):
     monkeypatch.setattr(release.archives, "stamp", lambda: NEW.split("-")[0])
     monkeypatch.setattr(release.plans, "code_digest", lambda root: NEW.split("-")[1])
+    monkeypatch.setattr(release.getpass, "getuser", lambda: "ann")
+    monkeypatch.setattr(release.socket, "gethostname", lambda: "desk")
+    monkeypatch.setattr(rollout, "SETTLE", 0)
 
 
-def host(answers=None, dry=False):
-    conn, here = Recorder({bash(plans.current_release("/srv/hello")): Result(f"releases/{OLD}\n"),
-                           RUNNING: Result("djangoapp\nnginx\ndatabase1\n"), **(answers or {})}), Recorder()
+def host(answers=None, dry=False, **engine):
+    """The host (OLD is live, its app container APP1 serves) and this machine (a clean checkout)."""
+    engine.setdefault("made_in", OLD_DIR)
+    conn = Engine({bash(plans.current_release("/srv/hello")): Result(f"releases/{OLD}\n"),
+                   RUNNING: Result("djangoapp\nnginx\nfront\ndatabase1\n"), **(answers or {})}, **engine)
+    here = Recorder({"git rev-parse HEAD": Result(f"{COMMIT}\n")})
     return Runner(HostTarget(conn, HOST, STACK, local_c=here), dry), conn, here
 
 
@@ -54,50 +108,116 @@ def where(conn, command):
     return [cwd for cwd, c, _ in conn.calls if c == command]
 
 
+def stdin_of(conn, command):
+    return [stdin for _, c, stdin in conn.calls if c == command]
+
+
 def test_a_deploy_runs_its_steps_in_order_and_switches_last():
-    r, conn, here = host()
+    r, conn, here = host({IMAGE_ID: Result("sha256:5eed\n"),
+                          MIGRATIONS: Result("contenttypes.0001_initial\nauth.0001_initial\n")})
     release.deploy(r, ship_image=False, keep=5, timeout=30)
     host_commands = steps_run(conn)
     assert host_commands[:5] == [bash(plans.prepare_directories("/srv/hello")),
                                  host_commands[1], bash(plans.current_release("/srv/hello")),
                                  bash(plans.mark_served("/srv/hello")), bash(plans.unfinished_releases("/srv/hello"))]
     assert host_commands[1].startswith("bash -c 'test ! -e /srv/hello/.deploy-lock || exit 3; mkdir")
-    assert here.commands[0].startswith("rsync --archive --delete") and f"--link-dest=/srv/hello/releases/{OLD}" in here.commands[0]
+    assert here.commands[0].startswith("rsync --archive --delete") and f"--link-dest={OLD_DIR}" in here.commands[0]
+    # The ledger's commit is read here, where the code was shipped from.
+    assert here.commands[1:] == ["git rev-parse HEAD", "git status --porcelain"]
     steps = host_commands[5:]
     assert steps[0].startswith("bash -c 'set -e\ncd /srv/hello/shared\n")  # secrets of an earlier version moved
     assert steps[1].startswith("bash -c 'set -e\nmkdir -p -m 700 /srv/hello/shared/config")  # secrets
-    assert steps[2].startswith("bash -c 'umask 077; t=/srv/hello/releases/" + NEW + "/.env.$$.tmp")
-    assert steps[3:] == [
+    assert steps[2:] == [
+        bash(plans.install_mounted(NEW_DIR, "/srv/hello/shared/config")),
+        written(f"{NEW_DIR}/.env"),
+        # building the image
         f"{COMPOSE} build djangoapp",
-        f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 30 database1",
-        f"{COMPOSE} exec -T database1 psql --username database1 --dbname database1 --quiet --no-psqlrc",
-        f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 30",
-        f"{COMPOSE} exec -T djangoapp python manage.py migrate --noinput --database default",
-        f"{COMPOSE} exec -T djangoapp python manage.py collectstatic --noinput --verbosity 1",
+        # the release phase, while APP1 serves the previous release
+        *release_phase(),
+        # recording the release
+        IMAGE_ID,
+        MIGRATIONS,
+        written(f"{NEW_DIR}/release.json"),
+        # moving traffic: APP2 beside APP1, Nginx pointed at it, APP1 drained
+        *moving_traffic(NEW, APP1, APP2),
         HEALTH,
         bash(plans.switch("/srv/hello", NEW)),
         bash(plans.list_releases("/srv/hello")),
         bash(plans.release_lock("/srv/hello")),
     ]
-    assert set(where(conn, f"{COMPOSE} build djangoapp")) == {f"/srv/hello/releases/{NEW}"}
-    env_written = next(stdin for _, c, stdin in conn.calls if "/.env.$$.tmp" in c)
-    assert f"APP_IMAGE=hello-prod-djangoapp:{NEW.split('-')[1]}" in env_written
+    # Compose runs in the new release; the Nginx files go to shared/config, whose path no release changes.
+    compose_calls = [c for c in steps if c.startswith(COMPOSE) or c.startswith("docker ")]
+    assert {cwd for c in compose_calls for cwd in where(conn, c)} == {NEW_DIR}
+    assert where(conn, steps[steps.index(f"{INSPECT} {APP2}") + 1]) == [None]
+    env_written = stdin_of(conn, written(f"{NEW_DIR}/.env"))[0]
+    assert env_written.splitlines()[1:5] == ["COMPOSE_PROJECT_NAME=hello-prod", "HTTP_PORT=8000",
+                                             f"APP_IMAGE=hello-prod-djangoapp:{NEW.split('-')[1]}",
+                                             "STACK_CONFIG_DIR=/srv/hello/shared/config"]
+    entry = json.loads(stdin_of(conn, written(f"{NEW_DIR}/release.json"))[0])
+    deployed_at = entry.pop("deployed_at")
+    assert entry == {"release": NEW, "commit": COMMIT, "image": "sha256:5eed", "deployed_by": "ann@desk",
+                     "migrations": {"database1": ["contenttypes.0001_initial", "auth.0001_initial"]}}
+    assert deployed_at.startswith("20") and deployed_at.endswith("+00:00")
+    assert stdin_of(conn, SWITCH_NGINX) == [f"set $djangoapp http://{APP2}:8000;\n"]
+    assert conn.app == {APP2: "running healthy"}
+
+
+def test_a_tree_with_uncommitted_changes_is_recorded_as_such():
+    r, conn, here = host()
+    here.answers["git status --porcelain"] = Result(" M tasks/deploy.py\n")
+    release.deploy(r, ship_image=False, keep=5, timeout=30)
+    entry = json.loads(stdin_of(conn, written(f"{NEW_DIR}/release.json"))[0])
+    assert entry["commit"] == f"{COMMIT}+changes"
+    assert entry["migrations"] == {"database1": []}
 
 
 def test_a_release_that_fails_its_health_check_gives_way_to_the_previous_one():
     r, conn, _ = host({HEALTH: Result(exited=1)})
     with pytest.raises(TaskError) as err:
         release.deploy(r, ship_image=False, keep=5, timeout=0)
-    assert err.value.message.startswith(f"error: deploy of {NEW} to prod failed while waiting for /healthz (")
-    assert err.value.message.endswith(f"rolled back to {OLD}, which is serving again")
+    assert err.value.message == (
+        f"error: deploy of {NEW} to prod failed while waiting for /healthz (/healthz through Nginx on prod did not "
+        f"answer 200 within 0s (last: no 200 yet); see `inv logs --host prod`); rolled back to {OLD}, which is "
+        "serving again")
     after = [call for call in conn.calls[conn.commands.index(HEALTH):] if call[1] not in (HEALTH, RUNNING)]
+    # The previous release serves again the way the new one came in: its static manifest,
+    # then its app container APP3 beside the new release's APP2, which drains.
     assert [c for _, c, _ in after] == [
-        f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 0",
-        bash(plans.remove_trees([f"/srv/hello/releases/{NEW}"])),
+        OLD_HAS_FRONT, COLLECTSTATIC,
+        *moving_traffic(OLD, APP2, APP3, timeout=0),
+        bash(plans.remove_trees([NEW_DIR])),
         bash(plans.release_lock("/srv/hello")),
     ]
-    assert after[-3][0] == f"/srv/hello/releases/{OLD}"  # the previous release started again
+    assert after[1][0] == OLD_DIR and after[-4][0] == OLD_DIR  # the previous release's compose file
+    assert stdin_of(conn, SWITCH_NGINX) == [f"set $djangoapp http://{APP2}:8000;\n",
+                                            f"set $djangoapp http://{APP3}:8000;\n"]
+    assert conn.app == {APP3: "running healthy"}
     assert bash(plans.switch("/srv/hello", NEW)) not in conn.commands
+
+
+def test_a_new_app_container_that_never_gets_healthy_is_removed_and_the_old_one_keeps_serving(capsys):
+    logs = "docker logs --tail 20 hello-prod-djangoapp-2"
+    r, conn, _ = host({logs: Result("booting\nImportError: no module named nope\n")}, new="running unhealthy")
+    with pytest.raises(TaskError) as err:
+        release.deploy(r, ship_image=False, keep=5, timeout=0)
+    assert err.value.message == (
+        f"error: deploy of {NEW} to prod failed while moving traffic (the new app container {APP2} did not answer "
+        f"200 within 0s (last: unhealthy); it was removed and {APP1} still serves); rolled back to {OLD}, which is "
+        "serving again")
+    moved = steps_run(conn)[steps_run(conn).index(SCALE_TO_2):]
+    assert moved == [
+        SCALE_TO_2, APP_IDS, f"{INSPECT} {APP1} {APP2}", f"{INSPECT} {APP2}", logs, f"docker rm --force {APP2}",
+        # The previous release: APP1 runs its code already, so Nginx is pointed back at it, and nothing drains.
+        OLD_HAS_FRONT, COLLECTSTATIC, APP_IDS, f"{INSPECT} {APP1}", UP_TO_DATE,
+        bash(rollout_plans.install_files(f"{OLD_DIR}/config/nginx", "/srv/hello/shared/config/nginx")),
+        f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 0 --no-deps nginx front",
+        SWITCH_NGINX, FRONT_UNCHANGED,
+        bash(plans.remove_trees([NEW_DIR])),
+        bash(plans.release_lock("/srv/hello")),
+    ]
+    assert stdin_of(conn, SWITCH_NGINX) == [f"set $djangoapp http://{APP1}:8000;\n"]
+    assert conn.app == {APP1: "running healthy"}
+    assert f"  {APP2}: ImportError: no module named nope" in capsys.readouterr().out
 
 
 def test_a_failure_before_anything_started_switches_and_starts_nothing():
@@ -111,16 +231,20 @@ def test_a_failure_before_anything_started_switches_and_starts_nothing():
     assert not [c for c in conn.commands if " up " in c]
 
 
-def test_ctrl_c_while_migrating_takes_the_same_way_back():
-    migrate = f"{COMPOSE} exec -T djangoapp python manage.py migrate --noinput --database default"
+def test_ctrl_c_while_migrating_leaves_the_previous_release_serving():
+    """The release phase runs in one-off containers while the previous release serves:
+    traffic never moved, so the way back only deletes the new release."""
+    migrate = f"{COMPOSE} run --rm --no-deps -T djangoapp python manage.py migrate --noinput --database default"
     r, conn, _ = host({migrate: KeyboardInterrupt()})
     with pytest.raises(TaskError) as err:
         release.deploy(r, ship_image=False, keep=5, timeout=30)
     assert err.value.code == 130
-    assert "failed while migrating (interrupted); rolled back to" in err.value.message
-    assert conn.commands[-1] == bash(plans.release_lock("/srv/hello"))
-    assert where(conn, f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 30")[-1] == \
-        f"/srv/hello/releases/{OLD}"
+    assert err.value.message == (f"error: deploy of {NEW} to prod failed while running the release phase "
+                                 "(interrupted); nothing was switched")
+    assert steps_run(conn)[steps_run(conn).index(migrate):] == [
+        migrate, bash(plans.remove_trees([NEW_DIR])), bash(plans.release_lock("/srv/hello"))]
+    assert OLD_DIR not in [cwd for cwd, _, _ in conn.calls]
+    assert conn.app == {APP1: "running healthy"}
 
 
 def test_a_held_lock_stops_the_deploy_and_names_who_holds_it():
@@ -155,17 +279,129 @@ def test_a_dry_deploy_runs_nothing_anywhere(capsys):
     assert conn.calls == [] and here.calls == []
     out = capsys.readouterr().out
     assert "[dry] rsync --archive --delete" in out
-    assert f"[dry] [prod:/srv/hello/releases/{NEW}] {COMPOSE} build djangoapp" in out
+    assert f"[dry] [prod:{NEW_DIR}] {COMPOSE} build djangoapp" in out
+    assert (f"[dry] [prod:{NEW_DIR}] {COMPOSE} run --rm --no-deps -T djangoapp python manage.py migrate --noinput "
+            "--database default\n") in out
+    assert f"[dry] [prod:{NEW_DIR}] would write {NEW_DIR}/release.json\n" in out
+    assert (f"[dry] [prod:{NEW_DIR}] {COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 30 "
+            "--no-deps nginx front\n") in out
+
+
+OLDER = "20261119T000000Z-00000000000a"
+KNOWN_TO_OLD = {"database1": ["contenttypes.0001_initial", "hello.0001_initial"]}
+
+
+def read_ledgers(*releases):
+    """What `ledger.read_all` prints on the host: RELEASES as (name, served, migrations), no
+    ledger when migrations is None."""
+    text = ""
+    for name, served, migrations in releases:
+        text += f"== {name} {'yes' if served else 'no'}\n"
+        if migrations is not None:
+            text += ledger.entry(name, COMMIT, "sha256:5eed", "2026-11-20T00:00:00+00:00", "ann@desk", migrations)
+        text += "\n"
+    return {bash(ledger.read_all("/srv/hello")): Result(text)}
+
+
+def live(release, applied, *releases):
+    """The host with RELEASE live (its app container APP2 serving), its database having APPLIED."""
+    return host({bash(plans.current_release("/srv/hello")): Result(f"releases/{release}\n"),
+                 MIGRATIONS: Result("".join(f"{name}\n" for name in applied)), **read_ledgers(*releases)},
+                app={APP2: "running healthy"}, made_in=f"/srv/hello/releases/{release}")
 
 
 def test_rollback_starts_the_previous_release_before_switching_to_it():
-    r, conn, _ = host({bash(plans.current_release("/srv/hello")): Result(f"releases/{NEW}\n"),
-                       bash(plans.list_releases("/srv/hello")): Result(f"{OLD}\n{NEW}\n")})
+    r, conn, _ = live(NEW, KNOWN_TO_OLD["database1"],
+                      (OLD, True, KNOWN_TO_OLD), (NEW, False, {"database1": [*KNOWN_TO_OLD["database1"], "hello.0002_x"]}))
     release.rollback(r, timeout=30)
-    tail = steps_run(conn)[-4:]
-    assert tail == [f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 30", HEALTH,
-                    bash(plans.switch("/srv/hello", OLD)), bash(plans.release_lock("/srv/hello"))]
-    assert where(conn, HEALTH) == [f"/srv/hello/releases/{OLD}"]
+    assert steps_run(conn)[1:] == [
+        bash(plans.current_release("/srv/hello")),
+        bash(ledger.read_all("/srv/hello")),
+        MIGRATIONS,  # what the databases have applied now, from the live release
+        OLD_HAS_FRONT,
+        COLLECTSTATIC,  # the previous release's static manifest
+        *moving_traffic(OLD, APP2, APP3),
+        HEALTH,
+        bash(plans.switch("/srv/hello", OLD)),
+        bash(plans.release_lock("/srv/hello")),
+    ]
+    assert where(conn, MIGRATIONS) == ["/srv/hello/current"]
+    assert where(conn, COLLECTSTATIC) == where(conn, HEALTH) == [OLD_DIR]
+    assert stdin_of(conn, SWITCH_NGINX) == [f"set $djangoapp http://{APP3}:8000;\n"]
+    assert conn.app == {APP3: "running healthy"}
+
+
+def test_rollback_refuses_when_the_databases_are_ahead_of_the_target_and_names_the_migrations():
+    applied = [*KNOWN_TO_OLD["database1"], "hello.0002_x", "hello.0003_y"]
+    r, conn, _ = live(NEW, applied, (OLD, True, KNOWN_TO_OLD), (NEW, True, {"database1": applied}))
+    with pytest.raises(TaskError) as err:
+        release.rollback(r, timeout=30)
+    assert err.value.message == (
+        f"error: the databases have migrations that {OLD} does not know (database1: hello.0002_x, hello.0003_y); "
+        "its code may fail on them: add --force to roll back anyway (they stay applied)")
+    assert steps_run(conn)[-2:] == [MIGRATIONS, bash(plans.release_lock("/srv/hello"))]  # nothing started
+    assert conn.app == {APP2: "running healthy"}
+
+
+def test_rollback_with_force_goes_back_to_code_behind_the_databases(capsys):
+    applied = [*KNOWN_TO_OLD["database1"], "hello.0002_x", "hello.0003_y"]
+    r, conn, _ = live(NEW, applied, (OLD, True, KNOWN_TO_OLD), (NEW, True, {"database1": applied}))
+    release.rollback(r, timeout=30, force=True)
+    assert steps_run(conn)[steps_run(conn).index(MIGRATIONS):] == [
+        MIGRATIONS, OLD_HAS_FRONT, COLLECTSTATIC, *moving_traffic(OLD, APP2, APP3), HEALTH,
+        bash(plans.switch("/srv/hello", OLD)), bash(plans.release_lock("/srv/hello"))]
+    out = capsys.readouterr().out
+    assert (f"rolling back with --force: these stay applied, unknown to {OLD}'s code: database1: hello.0002_x, "
+            "hello.0003_y\n") in out
+    assert f"rolled prod back from {NEW} to {OLD}\n" in out
+
+
+def test_rollback_to_a_release_without_a_ledger_needs_force():
+    r, conn, _ = live(NEW, [], (OLD, True, None), (NEW, True, {"database1": []}))
+    with pytest.raises(TaskError) as err:
+        release.rollback(r, timeout=30)
+    assert err.value.message == (f"error: {OLD} has no ledger (deployed by an earlier version): its migrations are "
+                                 "unknown; add --force to roll back to it anyway")
+    assert MIGRATIONS not in conn.commands and conn.commands[-1] == bash(plans.release_lock("/srv/hello"))
+    r, conn, _ = live(NEW, [], (OLD, True, None), (NEW, True, {"database1": []}))
+    release.rollback(r, timeout=30, force=True)
+    assert MIGRATIONS not in conn.commands
+    assert steps_run(conn)[-3:] == [HEALTH, bash(plans.switch("/srv/hello", OLD)), bash(plans.release_lock("/srv/hello"))]
+
+
+def test_rollback_goes_to_the_last_release_that_served_or_to_the_one_named():
+    releases = [(OLDER, True, KNOWN_TO_OLD), (OLD, False, KNOWN_TO_OLD), (NEW, True, KNOWN_TO_OLD)]
+    r, conn, _ = live(NEW, KNOWN_TO_OLD["database1"], *releases)
+    release.rollback(r, timeout=30)  # OLD never served (a failed deploy's): not a way back
+    assert where(conn, HEALTH) == [f"/srv/hello/releases/{OLDER}"]
+    assert bash(plans.switch("/srv/hello", OLDER)) in conn.commands
+    r, conn, _ = live(NEW, KNOWN_TO_OLD["database1"], (OLDER, True, KNOWN_TO_OLD), (OLD, True, KNOWN_TO_OLD),
+                      (NEW, True, KNOWN_TO_OLD))
+    release.rollback(r, timeout=30, to=OLDER)
+    assert where(conn, HEALTH) == [f"/srv/hello/releases/{OLDER}"]
+    assert bash(plans.switch("/srv/hello", OLDER)) in conn.commands
+
+
+@pytest.mark.parametrize("to, message", [
+    (OLD, f"no release '{OLD}' that served on prod: see `inv releases --host prod`"),
+    ("../../etc", "no release '../../etc' that served on prod: see `inv releases --host prod`"),
+    (NEW, f"{NEW} is the live release on prod already"),
+], ids=["never-served", "not-a-release", "the-live-one"])
+def test_rollback_to_a_release_that_cannot_serve_is_refused_before_anything_runs(to, message):
+    r, conn, _ = live(NEW, [], (OLDER, True, KNOWN_TO_OLD), (OLD, False, KNOWN_TO_OLD), (NEW, True, KNOWN_TO_OLD))
+    with pytest.raises(TaskError) as err:
+        release.rollback(r, timeout=30, to=to)
+    assert err.value.message == f"error: {message}"
+    assert steps_run(conn)[-2:] == [bash(ledger.read_all("/srv/hello")), bash(plans.release_lock("/srv/hello"))]
+
+
+def test_releases_are_listed_newest_first_with_their_ledgers():
+    r, _, _ = live(NEW, [], (OLDER, True, None), (OLD, False, KNOWN_TO_OLD), (NEW, True, {"database1": ["a.1"]}))
+    assert release.list_releases(r) == [
+        ["*", NEW, COMMIT[:12], "2026-11-20T00:00:00+00:00", "ann@desk", "5eed", "database1 1", ""],
+        ["", OLD, COMMIT[:12], "2026-11-20T00:00:00+00:00", "ann@desk", "5eed", "database1 2", "never served"],
+        ["", OLDER, "-", "-", "-", "-", "-", ""],
+    ]
 
 
 def test_a_lock_that_cannot_be_written_is_not_called_held():

@@ -88,14 +88,14 @@ class TestDryRun:
 
     def test_every_service_is_taken_as_running(self):
         r, _ = host_runner(dry=True)
-        assert r.running_services() == {"djangoapp", "nginx", "database1"}
+        assert r.running_services() == {"djangoapp", "nginx", "front", "database1"}
 
 
 class TestWhatAHostDecides:
     def test_secrets_are_made_on_the_host_in_one_round_trip_and_linked_into_the_release(self):
         r, conn = host_runner(release="R")
         r.target.ensure_secrets(r)
-        [(_, moving, _), (cwd, command, stdin)] = conn.calls
+        [(_, moving, _), (cwd, command, stdin), (_, mounted, _)] = conn.calls
         # First the secrets of an earlier version move out of its env files, there.
         assert shlex.split(moving)[2].startswith("set -e\ncd /srv/hello/shared\n")
         script = shlex.split(command)[2]
@@ -108,6 +108,13 @@ class TestWhatAHostDecides:
         assert "( if test -e /srv/hello/shared/config/secrets/database1_password;" in script
         # The templates travel as here-documents holding the token; the values are made there.
         assert script.count("<<'HELLO_ENV_TEMPLATE_END'\n") == 3 and "\n@@GENERATED_SECRET@@\nHELLO_ENV_TEMPLATE_END" in script
+        # Then the databases' init script goes where the containers mount it from (STACK_CONFIG_DIR).
+        assert mounted == bash("set -e; mkdir -p -m 755 /srv/hello/shared/config/db; "
+                               "cmp -s /srv/hello/releases/R/config/db/app-role.sh /srv/hello/shared/config/db/app-role.sh "
+                               "&& exit 0; cp /srv/hello/releases/R/config/db/app-role.sh "
+                               "/srv/hello/shared/config/db/app-role.sh.tmp && chmod 644 "
+                               "/srv/hello/shared/config/db/app-role.sh.tmp && mv -f "
+                               "/srv/hello/shared/config/db/app-role.sh.tmp /srv/hello/shared/config/db/app-role.sh")
 
     def test_health_is_probed_through_nginx_from_the_app_container(self):
         r, conn = host_runner()

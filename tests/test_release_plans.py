@@ -1,5 +1,6 @@
 """Deploy plans and host configuration, as data."""
 import re
+import subprocess
 
 import pytest
 
@@ -101,9 +102,24 @@ def test_secret_generation_happens_on_the_host_and_never_overwrites():
 
 
 def test_release_env():
-    text = shipping.release_env("hello-prod", 8080, "hello-prod-djangoapp:abc", {"POSTGRES_IMAGE": "local/postgres:15"})
+    text = shipping.release_env("hello-prod", 8080, "hello-prod-djangoapp:abc", "/srv/hello/shared/config",
+                                {"POSTGRES_IMAGE": "local/postgres:15"})
     assert text.splitlines()[1:] == ["COMPOSE_PROJECT_NAME=hello-prod", "HTTP_PORT=8080",
-                                     "APP_IMAGE=hello-prod-djangoapp:abc", "POSTGRES_IMAGE=local/postgres:15"]
+                                     "APP_IMAGE=hello-prod-djangoapp:abc", "STACK_CONFIG_DIR=/srv/hello/shared/config",
+                                     "POSTGRES_IMAGE=local/postgres:15"]
+
+
+def test_the_init_script_is_installed_where_the_containers_mount_it(tmp_path):
+    release, config = tmp_path / "release dir", tmp_path / "shared's config"
+    (release / "config" / "db").mkdir(parents=True)
+    (release / "config" / "db" / "app-role.sh").write_text("#!/bin/sh\necho one\n")
+    script = shipping.install_mounted(release, config)
+    for text in ("#!/bin/sh\necho one\n", "#!/bin/sh\necho two\n"):
+        (release / "config" / "db" / "app-role.sh").write_text(text)
+        subprocess.run(["bash", "-c", script], check=True)
+        installed = config / "db" / "app-role.sh"
+        assert installed.read_text() == text and installed.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in (config / "db").iterdir()) == ["app-role.sh"]  # no temporary file left
 
 
 def test_every_stack_task_takes_host():
@@ -114,7 +130,7 @@ def test_every_stack_task_takes_host():
     with_host = {name for name in ns.task_names if "host" in inspect.signature(ns[name].body).parameters}
     assert {"up", "down", "ps", "logs", "migrate", "createsuperuser", "static", "manage", "doctor", "db.list",
             "db.shell", "db.dump", "db.load", "volume.list", "volume.backup", "volume.restore", "backup.all",
-            "deploy.deploy", "rollback"} <= with_host
+            "deploy.deploy", "rollback", "releases"} <= with_host
 
 
 class TestHostShell:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tasks.source import render
 from tasks.source.stack import StackError, loads, with_database_added, with_database_removed
@@ -31,7 +32,8 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
-@pytest.mark.parametrize("path", [render.COMPOSE_FILE, render.NGINX_CONF], ids=["compose", "nginx"])
+@pytest.mark.parametrize("path", [render.COMPOSE_FILE, render.NGINX_CONF, render.NGINX_MAIN_CONF, render.FRONT_CONF],
+                         ids=["compose", "nginx", "nginx-main", "front"])
 def test_golden(case, path):
     text = render.rendered(stack_with(*CASES[case]))[path]
     golden = GOLDEN / case / path.name
@@ -73,11 +75,48 @@ def test_a_second_database_is_isolated_in_the_compose_file():
     text = render.rendered(stack_with("database2"))[render.COMPOSE_FILE]
 
     assert "  database2:\n    image: ${POSTGRES_IMAGE:-postgres:15}" in text
-    assert "      - database2_volume:/var/lib/postgresql/data\n      - ./config/db/app-role.sh:/docker-entrypoint-initdb.d/app-role.sh:ro\n    networks:\n      - database2_network\n" in text
+    assert ("      - database2_volume:/var/lib/postgresql/data\n"
+            "      - ${STACK_CONFIG_DIR:-./config}/db/app-role.sh:/docker-entrypoint-initdb.d/app-role.sh:ro\n"
+            "    networks:\n      - database2_network\n") in text
+    assert "  database2_password:\n    file: ${STACK_CONFIG_DIR:-./config}/secrets/database2_password\n" in text
     assert "DJANGO_DATABASES: database1,database2" in text
     assert "5432:" not in text  # no database port published
     nginx_block = text.split("  nginx:\n", 1)[1].split("\n\n", 1)[0]
     assert "database" not in nginx_block.split("networks:", 1)[1]
+
+
+def test_the_front_alone_publishes_the_port_and_nginx_is_reloaded_in_place():
+    compose = yaml.safe_load(render.rendered(stack_with("database2"))[render.COMPOSE_FILE])
+    services = compose["services"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"front"}
+    assert services["front"]["ports"] == ["127.0.0.1:${HTTP_PORT:-8000}:80"]
+    assert services["front"]["networks"] == ["front_network"]  # it reaches Nginx alone
+    assert services["nginx"]["networks"] == ["nginx_network", "front_network"]
+    assert services["nginx"]["command"] == ["nginx", "-c", "/etc/nginx/hello/nginx.conf", "-g", "daemon off;"]
+    # The configuration is a mounted folder (a file replaced by rename reaches the container)
+    # from STACK_CONFIG_DIR; the live app container's name is in a volume of its own.
+    assert services["nginx"]["volumes"][:2] == ["${STACK_CONFIG_DIR:-./config}/nginx:/etc/nginx/hello:ro",
+                                                "nginx_live:/etc/nginx/live"]
+    assert services["front"]["volumes"] == ["${STACK_CONFIG_DIR:-./config}/nginx:/etc/nginx/hello:ro"]
+    assert "nginx_live" in compose["volumes"]
+    assert services["secrets-init"]["volumes"][0] == "${STACK_CONFIG_DIR:-./config}/secrets:/in:ro"
+    assert services["djangoapp"]["stop_grace_period"] == "40s"  # Gunicorn finishes what is in flight
+    mounts = [v for service in services.values() for v in service.get("volumes", []) if v.startswith((".", "/"))]
+    assert mounts == []  # every bind mount goes through STACK_CONFIG_DIR
+
+
+def test_nginx_reads_the_live_app_and_trusts_the_front_for_the_client_address():
+    files = render.rendered(stack_with())
+    server = files[render.NGINX_CONF]
+    assert "    include /etc/nginx/live/*.conf;\n" in server
+    assert "    set_real_ip_from 0.0.0.0/0;\n    real_ip_header X-Real-IP;\n" in server
+    assert "        proxy_set_header X-Forwarded-For $http_x_forwarded_for;\n" in server
+    assert "    include /etc/nginx/hello/default.conf;\n" in files[render.NGINX_MAIN_CONF]
+    assert "conf.d" not in files[render.NGINX_MAIN_CONF].replace("conf.d is not read", "")
+    front = files[render.FRONT_CONF]
+    assert "        set $nginx http://nginx:80;\n" in front and "            proxy_pass $nginx;\n" in front
+    assert "            proxy_set_header Connection close;\n" in front
 
 
 class TestEditingTheSourceOfTruth:

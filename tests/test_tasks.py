@@ -1,9 +1,12 @@
 """Tasks against a MockContext: the commands each one runs, and what it refuses."""
+import shlex
+
 import pytest
 from invoke import Result
 
 from tasks import app, doctor, lifecycle
 from tasks.errors import TaskError
+from tasks.plans import rollout as rollout_plans
 
 COMPOSE = "docker compose --project-name hello"
 
@@ -15,15 +18,78 @@ class TestDry:
         strict = MockContext(run={})  # any command at all would raise
         lifecycle.up(strict, dry=True)
         out = capsys.readouterr().out
-        assert "[dry] docker compose --project-name hello up --detach --remove-orphans --build --wait" in out
-        assert "[dry] docker compose --project-name hello exec -T djangoapp python manage.py migrate --noinput --database default" in out
-        assert "collectstatic" in out
+        switch = shlex.join(["docker", "compose", "--project-name", "hello", "exec", "-T", "nginx", "sh", "-c",
+                             rollout_plans.switch_script("/etc/nginx/hello/nginx.conf")])
+        # After the secrets (made here): the release phase from one-off containers, then the
+        # rollout. A dry run learns of no app container, so it plans the first one; the
+        # Nginx files are read from this checkout's config/ where they are (nothing installed).
+        assert out.endswith("\n".join([
+            f"[dry] {COMPOSE} build djangoapp",
+            f"[dry] {COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 180 --no-deps database1",
+            f"[dry] {COMPOSE} exec -T database1 psql --username database1 --dbname database1 --quiet --no-psqlrc",
+            f"[dry] {COMPOSE} run --rm --no-deps -T secrets-init",
+            "migrating database1 (alias default)",
+            f"[dry] {COMPOSE} run --rm --no-deps -T djangoapp python manage.py migrate --noinput --database default",
+            f"[dry] {COMPOSE} run --rm --no-deps -T djangoapp python manage.py collectstatic --noinput --verbosity 0",
+            "starting the stack",
+            f"[dry] {COMPOSE} up --detach --no-deps --no-recreate --no-build --scale djangoapp=1 djangoapp",
+            "[dry] would wait for the new app container hello-djangoapp-new",
+            f"[dry] {COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 180 --no-deps nginx front",
+            f"[dry] {switch}",
+            f"[dry] {COMPOSE} exec -T front sh -c 'sha256sum /etc/nginx/hello/front.conf | cmp -s - /run/front.sha256'",
+            "[dry] would wait for http://127.0.0.1:8000/healthz",
+        ]) + "\n")
+
+    def test_up_without_build_migrations_or_static_skips_them(self, capsys):
+        from invoke import MockContext
+
+        lifecycle.up(MockContext(run={}), dry=True, build=False, migrate=False, static=False)
+        out = capsys.readouterr().out
+        assert f"[dry] {COMPOSE} run --rm --no-deps -T secrets-init\nstarting the stack\n" in out
+        assert " build " not in out and "manage.py" not in out
 
     def test_invoke_global_dry_flag_is_honoured(self, capsys):
         from invoke import Config, MockContext
         strict = MockContext(config=Config(overrides={"run": {"dry": True}}), run={})
         lifecycle.down(strict)
         assert capsys.readouterr().out.strip() == f"[dry] {COMPOSE} down --remove-orphans"
+
+
+class TestThePort:
+    """`inv up` goes on when this stack's front holds the HTTP port, and refuses when
+    another program does (the front, not Nginx, publishes it now)."""
+
+    @pytest.mark.parametrize("running, state", [("djangoapp\nnginx\nfront\ndatabase1\n", "ours"),
+                                                ("djangoapp\nnginx\ndatabase1\n", "busy")],
+                             ids=["the-front-runs", "the-front-does-not-run"])
+    def test_a_held_port_is_ours_only_while_the_front_runs(self, mock_c, running, state):
+        import socket
+
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import LocalTarget
+        from tasks.source.stack import loads
+
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            port = holder.getsockname()[1]
+            c = mock_c({f"{COMPOSE} ps --services --status running": Result(running)})
+            target = LocalTarget(c, loads(open("config/stack.toml").read()), env={"HTTP_PORT": str(port)})
+            assert target.http_port == port
+            assert target.port_state(Runner(target)) == state
+
+
+    # A dry run takes every service as running, the front holding the port included.
+    def test_a_dry_up_takes_the_port_as_ours(self, monkeypatch, capsys):
+        import socket
+
+        from invoke import MockContext
+
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            monkeypatch.setenv("HTTP_PORT", str(holder.getsockname()[1]))
+            lifecycle.up(MockContext(run={}), dry=True)
 
 
 class TestDown:

@@ -49,6 +49,15 @@ def test_database_names_match_in_full(name):
         validate_database_name(name)
 
 
+@pytest.mark.parametrize("name", [
+    "djangoapp", "nginx",
+    "front",
+])
+def test_the_stacks_own_service_names_are_reserved(name):
+    with pytest.raises(StackError, match="is reserved"):
+        validate_database_name(name)
+
+
 def test_environment_overrides_get_the_same_checks():
     stack = loads(BASE)
     for env, message in [({"HTTP_PORT": "8000; id"}, "HTTP_PORT (from the environment or .env) '8000; id' is not a TCP port"),
@@ -72,7 +81,7 @@ def test_whatever_is_accepted_renders_files_that_parse(name, port, size, databas
     files = render.rendered(stack)
     compose = yaml.safe_load(files[render.COMPOSE_FILE])
     assert compose["name"] == name
-    assert set(compose["services"]) == {"djangoapp", "nginx", "secrets-init", *databases}
+    assert set(compose["services"]) == {"djangoapp", "nginx", "front", "secrets-init", *databases}
     nginx = files[render.NGINX_CONF]
     assert nginx.count("client_max_body_size") == 1
     assert f"client_max_body_size {size};" in nginx

@@ -18,7 +18,7 @@ NGINX_DIR = "/etc/nginx/hello"
 NGINX_MAIN = f"{NGINX_DIR}/nginx.conf"
 FRONT_MAIN = f"{NGINX_DIR}/front.conf"
 # What Compose names containers: PROJECT-SERVICE-N (letters, digits, _ . -).
-CONTAINER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+CONTAINER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 # The exit status of the switch script when Nginx refuses the new configuration.
 REFUSED = 3
 # Files of config/nginx/ that the Nginx containers read.
@@ -81,7 +81,7 @@ def logs(container: str, tail: int = 20) -> list[str]:
 
 
 def live_conf(container: str) -> str:
-    if not CONTAINER_NAME.match(container):
+    if not CONTAINER_NAME.fullmatch(container):
         raise ValueError(f"not a container name: {container!r}")
     return f"set $djangoapp http://{container}:8000;\n"
 
@@ -141,10 +141,12 @@ def install_files(source, target, names=NGINX_FILES) -> str:
     parts = [f"set -e; mkdir -p {t}"]
     for name in names:
         n = shlex.quote(name)
+        # Every failure stops the script (set -e does not reach into `a && b` lists).
         parts.append(f"if ! cmp -s {s}/{n} {t}/{n}; then "
-                     f"if [ -e {t}/{n} ]; then cp -p {t}/{n} {t}/.{name}.previous; else rm -f {t}/.{name}.previous; fi; "
-                     f"cp {s}/{n} {t}/.{name}.new && chmod 644 {t}/.{name}.new && mv -f {t}/.{name}.new {t}/{n}; "
-                     f"echo {n}; fi")
+                     f"if [ -e {t}/{n} ]; then cp -p {t}/{n} {t}/.{name}.previous || exit 1; "
+                     f"else rm -f {t}/.{name}.previous; fi; "
+                     f"cp {s}/{n} {t}/.{name}.new || exit 1; chmod 644 {t}/.{name}.new || exit 1; "
+                     f"mv -f {t}/.{name}.new {t}/{n} || exit 1; echo {n}; fi")
     return "\n".join(parts) + "\n"
 
 

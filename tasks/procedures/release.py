@@ -188,6 +188,9 @@ def serve_release(r: Runner, timeout: float) -> None:
     """Move traffic back to the release of R's directory, whose image is still on the host:
     its static manifest first (its code reads its own), then its app container beside the
     running one. No migration runs: the database keeps what newer code applied."""
+    if not r.exists(r.root / "config/nginx/front.conf"):
+        raise TaskError(f"{r.target.release} was deployed by a version that replaced its containers in place; "
+                        f"start it with `docker compose up -d` in {r.root}")
     run_release_phase(r, migrate=False, static=True)
     roll_out(r, timeout)
 
@@ -207,7 +210,14 @@ def undo(d: Deploy, step: str, exc: BaseException) -> None:
     try:
         if d.started and d.previous:
             d.r.say(f"{step} failed; moving traffic back to {d.previous}")
-            serve_release(d.r.in_release(d.previous), d.timeout)
+            try:
+                serve_release(d.r.in_release(d.previous), d.timeout)
+            except TaskError as back:
+                if isinstance(back, HostLost):
+                    raise
+                raise TaskError(f"{where}; moving traffic back to {d.previous} failed too ({reason(back)}): "
+                                f"see `inv ps --host {d.host.name}`; `current` still points at {d.previous}",
+                                code) from None
             d.r.shell(plans.remove_trees([d.release_dir]), check=False)
             raise TaskError(f"{where}; rolled back to {d.previous}, which is serving again", code) from None
         d.r.shell(plans.remove_trees([d.release_dir]), check=False)

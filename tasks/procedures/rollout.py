@@ -140,5 +140,10 @@ def roll_out(r: Runner, timeout: float) -> None:
         r.say(f"the app container {live} runs this code already")
     else:
         live, stale = start_beside(r, old, timeout), old
-    point_nginx_at(r, live, timeout)
+    try:
+        point_nginx_at(r, live, timeout)
+    except TaskError:
+        if stale:  # the new container never took traffic: the old ones still serve
+            r.run(plans.remove([live]), check=False, hide=True)
+        raise
     drain(r, stale)

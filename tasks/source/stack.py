@@ -23,7 +23,7 @@ BACKUP_KEY = "backup_key"
 APP_ROLE = "app"
 
 # Services the stack defines itself, and names Django or Compose give a meaning to.
-RESERVED_NAMES = frozenset({"djangoapp", "nginx", "default", "postgres", "template0", "template1"})
+RESERVED_NAMES = frozenset({"djangoapp", "nginx", "front", "default", "postgres", "template0", "template1"})
 # PostgreSQL truncates identifiers at 63 bytes; leave room for the "_network"/"_volume"
 # suffixes and the compose project prefix so that every derived name stays readable.
 MAX_NAME_LENGTH = 30

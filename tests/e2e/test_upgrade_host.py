@@ -43,7 +43,10 @@ class OnServer:
         self.dir = server.dir / "srv" / "hello"
 
     def django(self, code):
-        out = self.server.docker("exec", f"{PROJECT}-djangoapp-1", "python", "manage.py", "shell", "-c", code).stdout
+        # The app container's number changes when a deploy starts a new one beside the old.
+        app = self.server.docker("ps", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}",
+                                 "--filter", "label=com.docker.compose.service=djangoapp").stdout.split()[0]
+        out = self.server.docker("exec", app, "python", "manage.py", "shell", "-c", code).stdout
         return out.strip().splitlines()[-1]
 
     def sql(self, sql):

@@ -1,0 +1,209 @@
+"""The plans of a rollout without downtime (tasks/plans/rollout.py) and of the release
+ledger (tasks/plans/ledger.py), as data; the shell ones are also run, on temporary folders."""
+import json
+import os
+import subprocess
+
+import pytest
+
+from tasks.plans import ledger
+from tasks.plans import rollout as plans
+from tasks.source.stack import loads
+
+
+def sh(script, **kwargs):
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    pytest.param(plans.app_ids(), ["ps", "--all", "--quiet", "djangoapp"], id="app-ids"),
+    pytest.param(plans.describe(["a1", "b2"]), [
+        "docker", "inspect", "--format",
+        "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}", "a1", "b2"],
+        id="describe"),
+    pytest.param(plans.would_recreate(), ["--dry-run", "up", "--detach", "--no-deps", "--no-build", "djangoapp"],
+                 id="would-recreate"),
+    pytest.param(plans.scale_up(3), ["up", "--detach", "--no-deps", "--no-recreate", "--no-build",
+                                     "--scale", "djangoapp=3", "djangoapp"], id="scale-up"),
+    pytest.param(plans.run_once("secrets-init"), ["run", "--rm", "--no-deps", "-T", "secrets-init"], id="run-once"),
+    pytest.param(plans.release_phase(["migrate", "--noinput", "--database", "default"]),
+                 ["run", "--rm", "--no-deps", "-T", "djangoapp", "python", "manage.py", "migrate", "--noinput",
+                  "--database", "default"], id="release-phase"),
+    pytest.param(plans.image_id("hello-djangoapp:abc"),
+                 ["docker", "image", "inspect", "--format", "{{.Id}}", "hello-djangoapp:abc"], id="image-id"),
+    pytest.param(plans.stop(["a1", "b2"]), ["docker", "stop", "a1", "b2"], id="stop"),
+    pytest.param(plans.remove(["a1"]), ["docker", "rm", "--force", "a1"], id="remove"),
+    pytest.param(plans.logs("a1"), ["docker", "logs", "--tail", "20", "a1"], id="logs"),
+])
+def test_plan(argv, expected):
+    assert argv == expected
+
+
+class TestTheLiveApp:
+    def test_names_the_container_nginx_sends_requests_to(self):
+        assert plans.live_conf("hello-prod-djangoapp-2") == "set $djangoapp http://hello-prod-djangoapp-2:8000;\n"
+
+    @pytest.mark.parametrize("name", [
+        "", "-x", ".x", "a b", "a;b", "a}b", "a/b", "a$b", "x" * 129,
+        "x\n",
+    ], ids=["empty", "option", "dot", "space", "semicolon", "brace", "slash", "dollar", "too-long", "newline"])
+    def test_refuses_what_is_not_a_container_name(self, name):
+        with pytest.raises(ValueError, match="not a container name"):
+            plans.live_conf(name)
+
+
+class TestUpToDate:
+    """What `compose --dry-run up` says of the app's container (on standard error)."""
+
+    def test_a_running_container_of_this_definition_and_image(self):
+        assert plans.up_to_date("[+] Running 1/0\n ✔ DRY-RUN MODE -  Container hello-djangoapp-1  Running  0.0s\n")
+        assert plans.up_to_date(" Container hello-djangoapp-1  Running\n")
+
+    @pytest.mark.parametrize("output", [
+        "[+] Running 2/2\n ✔ DRY-RUN MODE -  Container hello-djangoapp-1  Recreate   0.0s\n"
+        " ✔ DRY-RUN MODE -  Container hello-djangoapp-1  Recreated  0.0s\n",
+        "[+] Running 1/1\n ✔ DRY-RUN MODE -  Container hello-djangoapp-1  Created  0.0s\n",
+        " Container hello-djangoapp-1  Creating\n",
+        "",
+        "no such service: djangoapp\n",
+    ], ids=["recreate", "created", "creating", "nothing", "an-error"])
+    def test_anything_else_is_not(self, output):
+        assert not plans.up_to_date(output)
+
+
+class TestNginxFiles:
+    def test_the_script_quotes_every_path(self):
+        assert plans.install_files("/srv/a b/config/nginx", "/srv/x's/nginx", ("front.conf",)) == (
+            "set -e; mkdir -p '/srv/x'\"'\"'s/nginx'\n"
+            "if ! cmp -s '/srv/a b/config/nginx'/front.conf '/srv/x'\"'\"'s/nginx'/front.conf; then "
+            "if [ -e '/srv/x'\"'\"'s/nginx'/front.conf ]; then cp -p '/srv/x'\"'\"'s/nginx'/front.conf "
+            "'/srv/x'\"'\"'s/nginx'/.front.conf.previous || exit 1; else rm -f '/srv/x'\"'\"'s/nginx'/.front.conf.previous; fi; "
+            "cp '/srv/a b/config/nginx'/front.conf '/srv/x'\"'\"'s/nginx'/.front.conf.new || exit 1; "
+            "chmod 644 '/srv/x'\"'\"'s/nginx'/.front.conf.new || exit 1; "
+            "mv -f '/srv/x'\"'\"'s/nginx'/.front.conf.new '/srv/x'\"'\"'s/nginx'/front.conf || exit 1; "
+            "echo front.conf; fi\n")
+        assert plans.restore_files("/srv/x's/nginx", ["nginx.conf"]) == (
+            "if [ -e '/srv/x'\"'\"'s/nginx'/.nginx.conf.previous ]; then "
+            "mv -f '/srv/x'\"'\"'s/nginx'/.nginx.conf.previous '/srv/x'\"'\"'s/nginx'/nginx.conf; fi\n")
+
+    def test_installed_files_change_by_rename_and_the_previous_ones_can_come_back(self, tmp_path):
+        source, target = tmp_path / "release's config" / "nginx", tmp_path / "shared config" / "nginx"
+        source.mkdir(parents=True)
+        for name in plans.NGINX_FILES:
+            (source / name).write_text(f"{name} 1\n")
+        first = sh(plans.install_files(source, target))
+        assert first.returncode == 0 and first.stdout.split() == list(plans.NGINX_FILES)
+        assert sorted(p.name for p in target.iterdir()) == sorted(plans.NGINX_FILES)  # nothing to go back to
+        assert all((target / n).stat().st_mode & 0o777 == 0o644 for n in plans.NGINX_FILES)
+
+        (source / "default.conf").write_text("default.conf 2\n")
+        second = sh(plans.install_files(source, target))
+        assert second.returncode == 0 and second.stdout == "default.conf\n"  # only what changed
+        assert (target / "default.conf").read_text() == "default.conf 2\n"
+        assert (target / ".default.conf.previous").read_text() == "default.conf 1\n"
+
+        restored = sh(plans.restore_files(target, plans.NGINX_FILES))
+        assert restored.returncode == 0
+        assert sorted(p.name for p in target.iterdir()) == sorted(plans.NGINX_FILES)
+        assert [(target / n).read_text() for n in plans.NGINX_FILES] == [f"{n} 1\n" for n in plans.NGINX_FILES]
+
+    def test_a_missing_source_file_fails_and_leaves_the_installed_one(self, tmp_path):
+        source, target = tmp_path / "src", tmp_path / "dst"
+        source.mkdir()
+        target.mkdir()
+        (target / "nginx.conf").write_text("kept\n")
+        assert sh(plans.install_files(source, target, ("nginx.conf",))).returncode != 0
+        assert (target / "nginx.conf").read_text() == "kept\n"
+
+
+class TestSwitchScript:
+    """The switch script, with the live folder moved to a temporary one and an `nginx` that
+    refuses every configuration (`nginx -t` fails): nothing is reloaded, the live file is
+    what it was, and the exit status says refused."""
+
+    def run(self, tmp_path, new):
+        live = tmp_path / "live"
+        live.mkdir(exist_ok=True)
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "nginx").write_text(f'#!/bin/sh\necho "$*" >> {tmp_path}/nginx.log\n[ "$1" = "-t" ] && exit 1\nexit 0\n')
+        (bin_dir / "nginx").chmod(0o755)
+        script = plans.switch_script(plans.NGINX_MAIN).replace("/etc/nginx/live", str(live))
+        result = sh(script, input=new, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+        return result, live
+
+    def test_a_refused_configuration_puts_the_previous_live_file_back(self, tmp_path):
+        (tmp_path / "live").mkdir()
+        (tmp_path / "live" / "app.conf").write_text(plans.live_conf("hello-djangoapp-1"))
+        result, live = self.run(tmp_path, plans.live_conf("hello-djangoapp-2"))
+        assert result.returncode == plans.REFUSED
+        assert (live / "app.conf").read_text() == "set $djangoapp http://hello-djangoapp-1:8000;\n"
+        assert (tmp_path / "nginx.log").read_text() == "-t -q -c /etc/nginx/hello/nginx.conf\n"  # no reload
+
+    def test_a_refused_first_configuration_leaves_no_live_file(self, tmp_path):
+        result, live = self.run(tmp_path, plans.live_conf("hello-djangoapp-1"))
+        assert result.returncode == plans.REFUSED
+        assert sorted(p.name for p in live.iterdir()) == []
+
+    def test_the_front_is_reloaded_only_when_its_file_changed(self):
+        assert plans.front_sum_check() == "sha256sum /etc/nginx/hello/front.conf | cmp -s - /run/front.sha256"
+        assert plans.front_reload().startswith(
+            "sha256sum /etc/nginx/hello/front.conf > /run/front.sha256 && "
+            "nginx -t -q -c /etc/nginx/hello/front.conf || exit 3\n")
+
+
+class TestLedger:
+    MIGRATIONS = {"database1": ["contenttypes.0001_initial", "hello.0001_initial"], "reports": []}
+
+    def test_an_entry_reads_back_as_written(self):
+        text = ledger.entry("20261121T000000Z-abcdef012345", "0123abc", "sha256:5eed", "2026-11-21T00:00:00+00:00",
+                            "ann@desk", self.MIGRATIONS)
+        assert text.endswith("}\n") and text.startswith('{\n  "commit": "0123abc",\n')  # sorted, indented
+        assert ledger.parse(text) == {"release": "20261121T000000Z-abcdef012345", "commit": "0123abc",
+                                      "image": "sha256:5eed", "deployed_at": "2026-11-21T00:00:00+00:00",
+                                      "deployed_by": "ann@desk", "migrations": self.MIGRATIONS}
+
+    @pytest.mark.parametrize("text", ["", "{", "[1, 2]", '"text"', "null"])
+    def test_what_is_not_a_ledger_parses_to_none(self, text):
+        assert ledger.parse(text) is None
+
+    def test_the_migrations_are_read_as_the_superuser_one_a_line(self):
+        db = loads(open("config/stack.toml").read()).databases[0]
+        assert ledger.applied_migrations(db) == [
+            "exec", "-T", "database1", "psql", "--username", "database1", "--dbname", "database1", "--no-psqlrc",
+            "--tuples-only", "--no-align", "--command", "SELECT app || '.' || name FROM django_migrations ORDER BY id"]
+
+    def test_split_all(self):
+        entry = ledger.entry("B", "c", "i", "t", "u", {"database1": ["a.1"]})
+        text = f"== C no\n{{ not json\n\n== B yes\n{entry}\n== A yes\n\n== D no\n"
+        assert ledger.split_all(text) == [
+            ("A", True, None),  # served, no ledger (an earlier version deployed it)
+            ("B", True, json.loads(entry)),
+            ("C", False, None),  # a ledger that does not parse counts as none
+            ("D", False, None),
+        ]
+        assert ledger.split_all("") == []
+
+    def test_every_release_directory_is_read_with_whether_it_served(self, tmp_path):
+        releases = tmp_path / "host dir" / "releases"
+        for name in ("20261120T000000Z-0123456789ab", "20261121T000000Z-abcdef012345"):
+            (releases / name).mkdir(parents=True)
+        (releases / "20261120T000000Z-0123456789ab" / ".served").touch()
+        entry = ledger.entry("20261121T000000Z-abcdef012345", "c", "i", "t", "u", {"database1": []})
+        (releases / "20261121T000000Z-abcdef012345" / ledger.LEDGER).write_text(entry)
+        (releases / "a-file").write_text("not a release\n")
+        result = sh(ledger.read_all(tmp_path / "host dir"))
+        assert result.returncode == 0
+        assert ledger.split_all(result.stdout) == [("20261120T000000Z-0123456789ab", True, None),
+                                                   ("20261121T000000Z-abcdef012345", False, json.loads(entry))]
+        nothing = sh(ledger.read_all(tmp_path / "no such dir"))
+        assert nothing.returncode == 0 and nothing.stdout == ""
+
+    def test_ahead_names_per_database_what_the_release_does_not_know(self):
+        known = {"database1": ["a.1", "a.2"], "reports": ["r.1"]}
+        assert ledger.ahead({"database1": ["a.1", "a.2"], "reports": ["r.1"]}, known) == {}
+        assert ledger.ahead({"database1": ["a.1"], "reports": []}, known) == {}  # behind is fine
+        assert ledger.ahead({"database1": ["a.1", "a.2", "a.3", "b.1"], "reports": ["r.1"]}, known) == \
+            {"database1": ["a.3", "b.1"]}
+        # A database the release did not have: everything applied there is unknown to it.
+        assert ledger.ahead({"database1": ["a.1"], "extra": ["x.1", "x.2"]}, known) == {"extra": ["x.1", "x.2"]}
