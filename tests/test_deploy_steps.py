@@ -273,6 +273,16 @@ def test_old_releases_beyond_keep_are_removed_but_never_the_live_ones():
     assert removed == [bash(plans.remove_trees([f"/srv/hello/releases/{n}" for n in names[:6]]))]
 
 
+def test_pruned_releases_take_their_images_but_never_one_a_kept_release_runs():
+    # Two old releases with images of their own, one whose code the previous release (the
+    # rollback target) runs too: only the first two images go.
+    names = ["20261110T000000Z-00000000000a", "20261111T000000Z-00000000000b", "20261112T000000Z-0123456789ab"]
+    r, conn, _ = host({bash(plans.list_releases("/srv/hello")): Result("\n".join(names + [OLD, NEW]) + "\n")})
+    release.deploy(r, ship_image=False, keep=2, timeout=30)
+    assert [c for c in conn.commands if c.startswith("docker image rm")] == [
+        "docker image rm hello-prod-djangoapp:00000000000a hello-prod-djangoapp:00000000000b"]
+
+
 def test_a_dry_deploy_runs_nothing_anywhere(capsys):
     r, conn, here = host(dry=True)
     release.deploy(r, ship_image=False, keep=5, timeout=30)

@@ -253,12 +253,13 @@ def deploy(r: Runner, ship_image: bool, keep: int, timeout: int) -> None:
             r.shell(plans.remove_trees([directory / "releases" / n for n in unfinished]), check=False)
         r.say(f"deploying {release} to {r.target.name} (previous: {previous or 'none'})")
         run_steps(Deploy(r.in_release(release), r.here(), release, previous, image, ship_image, timeout))
-        old = releases(r)[:-keep] if keep > 0 else []
+        known = releases(r)
+        old = known[:-keep] if keep > 0 else []
         old = [name for name in old if name not in (release, previous)]
         if old:
             r.shell(plans.remove_trees([directory / "releases" / n for n in old]), check=False)
             # Their images too, unless a release kept (the one a rollback goes to included) runs it.
-            kept = {n.rsplit("-", 1)[1] for n in releases(r)} | {digest, previous.rsplit("-", 1)[1] if previous else ""}
+            kept = {n.rsplit("-", 1)[1] for n in known if n not in old} | {digest, previous.rsplit("-", 1)[1] if previous else ""}
             images = sorted({f"{r.project}-djangoapp:{n.rsplit('-', 1)[1]}" for n in old} -
                             {f"{r.project}-djangoapp:{k}" for k in kept})
             if images:
