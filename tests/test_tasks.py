@@ -56,12 +56,13 @@ class TestDry:
 
 
 class TestThePort:
-    """`inv up` goes on when this stack's front holds the HTTP port, and refuses when
-    another program does (the front, not Nginx, publishes it now)."""
+    """`inv up` goes on when this stack's front holds the HTTP port (or its Nginx, for a
+    stack started by a version before the front), and refuses when another program does."""
 
     @pytest.mark.parametrize("running, state", [("djangoapp\nnginx\nfront\ndatabase1\n", "ours"),
-                                                ("djangoapp\nnginx\ndatabase1\n", "busy")],
-                             ids=["the-front-runs", "the-front-does-not-run"])
+                                                ("djangoapp\nnginx\ndatabase1\n", "ours"),
+                                                ("djangoapp\ndatabase1\n", "busy")],
+                             ids=["the-front-runs", "an-earlier-version-s-nginx-runs", "neither-runs"])
     def test_a_held_port_is_ours_only_while_the_front_runs(self, mock_c, running, state):
         import socket
 

@@ -139,7 +139,8 @@ class LocalTarget(Target):
 
     def port_state(self, r) -> str:
         """'ours' when this stack's front holds the HTTP port, 'free', or 'busy' (another program)."""
-        if "front" in r.running_services():
+        # The front holds it; a stack started by a version before the front, its Nginx.
+        if r.running_services() & {"front", "nginx"}:
             return "ours"
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,7 +1,8 @@
 """Locks between tasks: one per project for the tasks that edit the source of truth and
 the generated files, one per volume for backing it up and restoring it.
 
-A second task waits a little (WAIT seconds) for the first, then refuses and names it. A
+A second task waits a little (WAIT seconds; VOLUME_WAIT for a volume) for the first, then
+refuses and names it. A
 lock left by a task that died on this machine is noticed (its process is gone) and taken
 over; one left by a task elsewhere is named, with the command that removes it.
 """
@@ -19,6 +20,9 @@ from ..execution.runner import Runner
 from ..plans import locks as plans
 
 WAIT = 10
+# A backup of a large volume (or one on a busy machine) takes longer than an edit of the
+# source of truth: a second backup or restore of the same volume waits up to this long.
+VOLUME_WAIT = 120
 LOCKS = ".locks"
 
 
@@ -75,4 +79,4 @@ def project_lock(r: Runner) -> held:
 
 
 def volume_lock(r: Runner, volume: str) -> held:
-    return held(r, r.backups / LOCKS / f"volume-{volume}", f"the lock of volume {volume}")
+    return held(r, r.backups / LOCKS / f"volume-{volume}", f"the lock of volume {volume}", wait=VOLUME_WAIT)
