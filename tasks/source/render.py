@@ -15,10 +15,6 @@ COMPOSE_FILE = Path("docker-compose.yml")
 NGINX_CONF = Path("config/nginx/default.conf")
 NGINX_MAIN_CONF = Path("config/nginx/nginx.conf")
 FRONT_CONF = Path("config/nginx/front.conf")
-# Files of config/ that containers mount (through STACK_CONFIG_DIR): a deploy installs them
-# into the host's shared/config, whose path no release changes.
-NGINX_DIR = Path("config/nginx")
-APP_ROLE_SCRIPT = Path("config/db/app-role.sh")
 DJANGO_ENV = Path("config/django.env")
 DJANGO_SECRET_FILE = Path(SECRETS_DIR) / DJANGO_SECRET
 # Connections per Nginx worker, and the open files that takes (a proxied request holds two).
