@@ -15,6 +15,10 @@ if ! docker info >/dev/null 2>&1; then
     say "installing Docker Engine (Debian's docker.io)"
     apt_install docker.io
   fi
+  # Pidfiles a killed engine left behind (a machine image taken while it ran) name PIDs that
+  # may now be other processes: dockerd would refuse to start, or adopt and later kill one.
+  pgrep -x dockerd >/dev/null || pgrep -x containerd >/dev/null ||
+    rm -f /var/run/docker.pid /var/run/docker/containerd/containerd.pid
   say "starting dockerd (log: /tmp/dockerd.log)"
   setsid dockerd >/tmp/dockerd.log 2>&1 </dev/null &
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done

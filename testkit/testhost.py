@@ -161,9 +161,22 @@ class Server:
                 raise RuntimeError(f"the engine of {self.name} did not start: {self.dir}/dockerd.log")
             time.sleep(0.5)
 
+    def _engine_pid(self) -> int | None:
+        """The PID in the host's pidfile, if that process is this host's dockerd. A pidfile
+        left by a run that was killed outlives its process, and after a restart its number
+        may be any process's, this machine's own dockerd included: never signal it blindly."""
+        try:
+            pid = int(self.pidfile.read_text())
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return None
+        return pid if str(self.pidfile).encode() in argv else None
+
     def stop_engine(self) -> None:
-        pid = int(self.pidfile.read_text()) if self.pidfile.exists() else None
-        if pid:
+        pid = self._engine_pid()
+        if pid is None:
+            self.pidfile.unlink(missing_ok=True)
+        else:
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:

@@ -52,6 +52,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def pytest_terminal_summary(terminalreporter):
+    """An engine that died during the run fails every test at once; say so, with the last
+    lines of its log (where .ci/engine.sh started it) and the kernel's word if it killed it."""
+    if not hasattr(terminalreporter.config, "workerinput") and terminalreporter.stats.get("failed") \
+            and not engine_answers():
+        terminalreporter.section("the Docker engine stopped answering during the run")
+        log = Path("/tmp/dockerd.log")
+        if log.exists():
+            terminalreporter.write_line("\n".join(log.read_text(errors="replace").splitlines()[-30:]))
+        kernel = subprocess.run(["dmesg"], capture_output=True, text=True).stdout.splitlines()
+        terminalreporter.write_line("\n".join(line for line in kernel[-200:] if "oom" in line.lower() or "killed" in line.lower()))
+
+
 @pytest.fixture
 def _engine_required():
     pytest.fail("CI=true but no Docker engine is reachable: the end-to-end tests cannot run")
