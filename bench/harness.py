@@ -24,6 +24,7 @@ from pathlib import Path
 from tasks.errors import TaskError
 from tasks.procedures.serving import wait_for_http
 from testkit.projectcopy import copy_project
+from testkit import INV
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -104,7 +105,7 @@ class Env:
         return result
 
     def inv(self, *args, timeout=None, check=True) -> subprocess.CompletedProcess:
-        return self.run([sys.executable, "-m", "invoke", *args], timeout=timeout, check=check)
+        return self.run([*INV, *args], timeout=timeout, check=check)
 
     def compose(self, *args, timeout=None, check=True) -> subprocess.CompletedProcess:
         return self.run(["docker", "compose", "--project-name", self.project, *args], timeout=timeout, check=check)

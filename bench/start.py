@@ -14,9 +14,9 @@ either tool anything.
 """
 from __future__ import annotations
 
-import sys
 
 from .harness import Env, Section, log, median, ratio, seconds, timed, wait_for_200
+from testkit import INV
 
 STARTS = {
     "compose": lambda env: env.compose("up", "--detach", "--wait", "--wait-timeout", "180"),
@@ -41,7 +41,7 @@ def measure(env: Env, repeat: int, cli_repeat: int = 10) -> Section:
 
     cli = {"inv --list": [], "docker compose version": []}
     for _ in range(cli_repeat):
-        cli["inv --list"].append(timed(env.run, [sys.executable, "-m", "invoke", "--list"]))
+        cli["inv --list"].append(timed(env.run, [*INV, "--list"]))
         cli["docker compose version"].append(timed(env.run, ["docker", "compose", "version"]))
 
     base = median(times["compose"])

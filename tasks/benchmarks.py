@@ -1,7 +1,11 @@
 """`inv bench`: the benchmarks of bench/, in one run (see bench/README.md)."""
 from __future__ import annotations
 
+import sys
+
 from invoke import Exit, task
+
+from .source.stack import ROOT
 
 
 @task(name="bench", help={
@@ -17,7 +21,11 @@ def bench(c, only="", repeat=3, duration=5, backup_mib=1024, quick=False, output
 
     Runs in a throwaway copy of the project (compose project hello-bench, free ports on
     127.0.0.1), which it removes at the end; about 15 minutes with the defaults."""
-    from bench.run import main  # late: `inv --list` stays fast; Invoke put the project on sys.path
+    # bench/ sits beside tasks/, and `inv` puts only tasks/ itself on sys.path. Imported late:
+    # `inv --list` stays fast.
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from bench.run import main
 
     argv = ["--repeat", str(repeat), "--duration", str(duration), "--backup-mib", str(backup_mib)]
     argv += ["--only", only] if only else []

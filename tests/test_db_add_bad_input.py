@@ -2,11 +2,11 @@
 
 Runs the real task in a throwaway git copy of the project and checks `git status`."""
 import subprocess
-import sys
 
 import pytest
 
 from testkit.projectcopy import copy_project, git_status
+from testkit import INV
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ BAD = {
 @pytest.mark.parametrize("name, message", BAD.values(), ids=list(BAD))
 def test_bad_name_is_refused_and_nothing_is_written(tree, name, message):
     before = snapshot(tree)
-    result = subprocess.run([sys.executable, "-m", "invoke", "db.add", name], cwd=tree,
+    result = subprocess.run([*INV, "db.add", name], cwd=tree,
                             capture_output=True, text=True)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
@@ -48,14 +48,14 @@ def test_bad_name_is_refused_and_nothing_is_written(tree, name, message):
 
 def test_removing_the_default_database_is_refused(tree):
     before = snapshot(tree)
-    result = subprocess.run([sys.executable, "-m", "invoke", "db.remove", "database1"], cwd=tree,
+    result = subprocess.run([*INV, "db.remove", "database1"], cwd=tree,
                             capture_output=True, text=True)
     assert result.returncode == 1 and "is the default database" in result.stderr
     assert snapshot(tree) == before
 
 
 def test_a_good_name_writes_every_file_and_a_secret(tree):
-    result = subprocess.run([sys.executable, "-m", "invoke", "db.add", "database2"], cwd=tree,
+    result = subprocess.run([*INV, "db.add", "database2"], cwd=tree,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     changed = git_status(tree)
@@ -66,7 +66,7 @@ def test_a_good_name_writes_every_file_and_a_secret(tree):
     password = secret.read_text().strip()
     assert len(password) >= 40 and password not in result.stdout
     # A second add of the same name is a duplicate now; the secret stays as it was.
-    again = subprocess.run([sys.executable, "-m", "invoke", "db.add", "database2"], cwd=tree,
+    again = subprocess.run([*INV, "db.add", "database2"], cwd=tree,
                            capture_output=True, text=True)
     assert again.returncode == 1 and "already exists" in again.stderr
     assert password in secret.read_text()
@@ -77,7 +77,7 @@ def test_concurrent_adds_both_land(tree):
     both databases end up in config/stack.toml (without it, one was lost in 3 runs of 5)."""
     for round_ in range(3):
         names = [f"race{round_}a", f"race{round_}b"]
-        runs = [subprocess.Popen([sys.executable, "-m", "invoke", "db.add", name], cwd=tree,
+        runs = [subprocess.Popen([*INV, "db.add", name], cwd=tree,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in names]
         outs = [run.communicate(timeout=120) for run in runs]
         assert [run.returncode for run in runs] == [0, 0], outs
@@ -95,7 +95,7 @@ def test_a_held_project_lock_is_named_after_a_short_wait(tree):
     (lock / "owner").write_text(f"inv db.remove by someone@{socket.gethostname()} pid {os.getpid()} since then\n")
     try:
         before = snapshot(tree)
-        result = subprocess.run([sys.executable, "-m", "invoke", "db.add", "lockedout"], cwd=tree,
+        result = subprocess.run([*INV, "db.add", "lockedout"], cwd=tree,
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 1
         assert result.stderr.strip() == (
@@ -115,7 +115,7 @@ def test_a_lock_left_by_a_dead_task_is_taken_over(tree):
     lock = tree / ".locks/project"
     lock.mkdir(parents=True)
     (lock / "owner").write_text(f"inv db.add by someone@{socket.gethostname()} pid {dead.pid} since then\n")
-    result = subprocess.run([sys.executable, "-m", "invoke", "db.add", "takenover"], cwd=tree,
+    result = subprocess.run([*INV, "db.add", "takenover"], cwd=tree,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "was left by a task that is gone" in result.stdout and not lock.exists()

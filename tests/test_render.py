@@ -3,7 +3,6 @@ editing config/stack.toml."""
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import yaml
 
 from tasks.source import render
 from tasks.source.stack import StackError, loads, with_database_added, with_database_removed
+from testkit import INV
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -45,7 +45,7 @@ def test_golden(case, path):
 
 def test_committed_files_match_the_source_of_truth():
     """What CI checks with `inv render --check`."""
-    result = subprocess.run([sys.executable, "-m", "invoke", "render", "--check"], cwd=ROOT,
+    result = subprocess.run([*INV, "render", "--check"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -55,12 +55,12 @@ def test_render_check_detects_drift(tmp_path):
     shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache"))
     compose_file = tree / "docker-compose.yml"
     compose_file.write_text(compose_file.read_text().replace("restart: unless-stopped", "restart: always", 1))
-    result = subprocess.run([sys.executable, "-m", "invoke", "render", "--check"], cwd=tree,
+    result = subprocess.run([*INV, "render", "--check"], cwd=tree,
                             capture_output=True, text=True)
     assert result.returncode == 1
     assert "out of date: docker-compose.yml" in result.stdout
     assert "error: generated files differ" in result.stderr
-    subprocess.run([sys.executable, "-m", "invoke", "render"], cwd=tree, check=True, capture_output=True)
+    subprocess.run([*INV, "render"], cwd=tree, check=True, capture_output=True)
     assert compose_file.read_text() == (ROOT / "docker-compose.yml").read_text()
 
 

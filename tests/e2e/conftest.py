@@ -8,12 +8,12 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from testkit import INV
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "hello-e2e"
@@ -90,7 +90,7 @@ class Stack:
         self.env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "HTTP_PORT": str(port)}
 
     def inv(self, *args, check=True, env=None, timeout=600):
-        result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.root,
+        result = subprocess.run([*INV, *args], cwd=self.root,
                                 env={**self.env, **(env or {})}, capture_output=True, text=True,
                                 timeout=timeout, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:

@@ -6,12 +6,12 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from tasks.plans import archives
+from testkit import INV
 
 pytestmark = pytest.mark.e2e
 
@@ -198,7 +198,7 @@ def test_a_killed_backup_leaves_nothing_that_looks_complete(s):
     app_exec(s, "import os; open('/srv/media/big.bin', 'wb').write(os.urandom(64 << 20))")
     backups = s.root / "backups"
     before = set(backups.iterdir())
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", "volume.backup", "--volume", "media_volume"],
+    proc = subprocess.Popen([*INV, "volume.backup", "--volume", "media_volume"],
                             cwd=s.root, env=s.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60

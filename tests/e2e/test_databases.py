@@ -3,6 +3,7 @@ the networks keep it apart, remove it with its data kept."""
 import pytest
 
 from testkit.projectcopy import git_status
+from testkit import INV
 
 pytestmark = pytest.mark.e2e
 
@@ -65,9 +66,8 @@ def test_db_list(s):
 
 def test_db_shell_takes_sql_on_stdin(s):
     import subprocess
-    import sys
 
-    result = subprocess.run([sys.executable, "-m", "invoke", "db.shell", "database2"], cwd=s.root, env=s.env,
+    result = subprocess.run([*INV, "db.shell", "database2"], cwd=s.root, env=s.env,
                             input="select count(*) from notes_note;\n", capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert " 1\n" in result.stdout

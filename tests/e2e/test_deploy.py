@@ -4,13 +4,13 @@ builds on the host; `edge` gets images built here with --ship-image."""
 import json
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.e2e.conftest import Stack
 from testkit.projectcopy import copy_project
+from testkit import INV
 
 pytestmark = pytest.mark.e2e
 PORT = 8080  # on each host's own loopback: no clash with anything here
@@ -197,7 +197,7 @@ def test_a_release_failing_its_health_check_is_rolled_back(remote):
 def test_two_deploys_at_once_one_fails_on_the_lock(remote):
     with (remote.root / "hello/hello/templates/hello/index.html").open("a") as template:
         template.write("<!-- three -->\n")
-    first = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--host", "prod"], cwd=remote.root,
+    first = subprocess.Popen([*INV, "deploy", "--host", "prod"], cwd=remote.root,
                              env=remote.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              stdin=subprocess.DEVNULL)
     lock = remote.remote_dir / ".deploy-lock" / "owner"

@@ -9,13 +9,13 @@ import os
 import random
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.e2e.conftest import Stack
 from testkit.projectcopy import copy_project
+from testkit import INV
 
 pytestmark = pytest.mark.e2e
 PORT = 8080
@@ -51,7 +51,7 @@ class Faulty(Stack):
     def deploy_until(self, line_start, fault, *args):
         """Start a deploy, do FAULT() once its output has a line starting with LINE_START
         (stripped; a compiled pattern is searched instead), and return (exit status, stdout, stderr)."""
-        proc = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--host", "fault", *args],
+        proc = subprocess.Popen([*INV, "deploy", "--host", "fault", *args],
                                 cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, stdin=subprocess.DEVNULL)
         seen = []

@@ -5,7 +5,6 @@ import io
 import itertools
 import json
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 from tasks.plans import archives
 
 from .conftest import ROOT
+from testkit import INV
 
 pytestmark = pytest.mark.e2e
 
@@ -138,7 +138,7 @@ def test_a_signed_archive_with_a_forbidden_entry_is_refused_and_nothing_changes(
 
 
 def test_two_backups_of_one_volume_at_once_both_complete(up):
-    argv = [sys.executable, "-m", "invoke", "volume.backup", "--volume", "media_volume"]
+    argv = [*INV, "volume.backup", "--volume", "media_volume"]
     runs = [subprocess.Popen(argv, cwd=up.root, env=up.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     outs = [run.communicate(timeout=300) for run in runs]

@@ -7,11 +7,11 @@ serves the same rows under the same Django key.
 """
 import json
 import subprocess
-import sys
 
 import pytest
 
 from testkit.projectcopy import GIT, copy_project
+from testkit import INV
 
 from .conftest import ROOT
 from .test_upgrade import PREVIOUS
@@ -31,7 +31,7 @@ def _previous_version(target):
 
 
 def _deploy(root):
-    result = subprocess.run([sys.executable, "-m", "invoke", "deploy", "--host", "old", "--ship-image"], cwd=root,
+    result = subprocess.run([*INV, "deploy", "--host", "old", "--ship-image"], cwd=root,
                             capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     return result

@@ -9,13 +9,13 @@ flight when traffic moves, and must complete.
 import json
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 
 from testkit.load import Load
 from testkit.projectcopy import copy_project
+from testkit import INV
 
 from .conftest import Stack, free_port
 
@@ -39,7 +39,7 @@ class Host:
         self.prefix = ["nsenter", f"--net={server.netns}"]
 
     def inv(self, *args, check=True):
-        result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.root, capture_output=True,
+        result = subprocess.run([*INV, *args], cwd=self.root, capture_output=True,
                                 text=True, timeout=900, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             raise AssertionError(f"inv {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
@@ -48,7 +48,7 @@ class Host:
     def deploy_timed(self, *args):
         """`inv deploy --host prod ARGS`, with the time at which Nginx was pointed at the new
         container (its output line, read as it comes)."""
-        process = subprocess.Popen([sys.executable, "-m", "invoke", "deploy", "--host", "prod", *args], cwd=self.root,
+        process = subprocess.Popen([*INV, "deploy", "--host", "prod", *args], cwd=self.root,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
         lines, moved = [], None
         for line in process.stdout:
