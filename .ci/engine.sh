@@ -1,7 +1,8 @@
 # Sourced by .ci/run. Makes sure a Docker engine and Compose v2 answer, and that the base
 # images the Dockerfile and compose file name are present: pulled when a registry answers,
 # otherwise built here from Debian packages as local stand-ins, exported as PYTHON_IMAGE,
-# POSTGRES_IMAGE and NGINX_IMAGE. Idempotent: each step is skipped when already done.
+# POSTGRES_IMAGE, NGINX_IMAGE and CERTBOT_IMAGE. Idempotent: each step is skipped when
+# already done.
 ci_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ci_log=/tmp/ci-engine.log
 say() { printf '[ci] %s\n' "$*" >&2; }
@@ -64,7 +65,7 @@ if ! docker buildx version >/dev/null 2>&1; then
 fi
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
-official=(python:3.11-slim-bookworm postgres:15 nginx:1.27)
+official=(python:3.11-slim-bookworm postgres:15 nginx:1.27 certbot/certbot:v2.11.0)
 missing=()
 for image in "${official[@]}"; do have_image "$image" || missing+=("$image"); done
 if [ "${#missing[@]}" -gt 0 ] && timeout 30 docker pull -q "${missing[0]}" >>"$ci_log" 2>&1; then
@@ -95,6 +96,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
   standin local/python:3.11-slim-bookworm python
   standin local/postgres:15 postgres
   standin local/nginx:1.22 nginx
-  export PYTHON_IMAGE=local/python:3.11-slim-bookworm POSTGRES_IMAGE=local/postgres:15 NGINX_IMAGE=local/nginx:1.22
+  standin local/certbot:2.1 certbot
+  export PYTHON_IMAGE=local/python:3.11-slim-bookworm POSTGRES_IMAGE=local/postgres:15 NGINX_IMAGE=local/nginx:1.22 \
+    CERTBOT_IMAGE=local/certbot:2.1
 fi
 say "engine $(docker version --format '{{.Server.Version}}'), compose $(docker compose version --short), buildx $(docker buildx version 2>/dev/null | cut -d' ' -f2)"

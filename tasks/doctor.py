@@ -4,6 +4,7 @@ from __future__ import annotations
 from .cli import stack_task
 from .execution.runner import compose_problem, engine_problem
 from .plans import compose
+from .procedures.site import certificate, describe
 from .source import render
 from .source.stack import STACK_FILE
 
@@ -66,14 +67,28 @@ def check_port(r):
     return True, (f"port {port} is served by this stack's Nginx" if state == "ours" else f"port {port} is free"), None
 
 
-CHECKS = {"engine": check_engine, "compose": check_compose, "builder": check_builder, "port": check_port,
+def check_certificate(r):
+    """The certificate the front serves: names, issuer, days left; under 14 days is a warning."""
+    site = r.target.site
+    if not site.https:
+        return True, f"no certificate served here (tls = \"{site.tls}\")", None
+    fine, line = describe(certificate(r))
+    fix = (f"`inv certs.renew{r.target.host_flag}` (certbot renews by itself within 30 days of the end)"
+           if site.tls == "acme" else f"install a new one (certificate in {STACK_FILE}) and deploy")
+    return fine, line, fix
+
+
+CHECKS = {"engine": check_engine, "certificate": check_certificate, "compose": check_compose, "builder": check_builder, "port": check_port,
           "env_files": check_env_files, "rendered": check_rendered}
-NEEDS_ENGINE = {"port", "builder"}
+NEEDS_ENGINE = {"port", "builder", "certificate"}
 
 
 @stack_task(help={"dry": "Print the checks' commands instead of running them."})
 def doctor(r):
-    """Check the engine, Compose, buildx, settings and secret files, generated files and the HTTP port."""
+    """Check the engine, Compose, buildx, env and secret files, generated files, port, certificate.
+
+    Here: everything but the certificate. On a host (--host): the engine, Compose, buildx
+    and the certificate the front serves (names, issuer, days left; under 14 days warns)."""
     results, engine_ok = [], True
     for name in r.target.doctor_checks:  # the target says which checks make sense there
         if name in NEEDS_ENGINE and not engine_ok:

@@ -10,7 +10,7 @@ urlpatterns = [
 ]
 
 if settings.TEST_VIEWS:
-    urlpatterns.append(path("test/slow/", views.slow))
+    urlpatterns += [path("test/slow/", views.slow), path("test/scheme/", views.scheme)]
 
 if settings.DEBUG:
     from django.conf.urls.static import static

@@ -18,3 +18,10 @@ def slow(request):
         return HttpResponse("seconds must be a number\n", status=400)
     time.sleep(seconds)
     return HttpResponse(f"slept {seconds:g}s\n", content_type="text/plain")
+
+
+def scheme(request):
+    """What Django believes of the request: secure or not, and from whom (the proxy chain
+    decides both). Routed only with DJANGO_TEST_VIEWS=true."""
+    return HttpResponse(f"secure={request.is_secure()} remote={request.META.get('HTTP_X_REAL_IP', '')}\n",
+                        content_type="text/plain")

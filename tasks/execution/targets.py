@@ -18,6 +18,7 @@ import io
 import os
 import shlex
 import socket
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from ..errors import HostLost, TaskError, last_line
@@ -25,7 +26,7 @@ from ..plans import archives, compose, hostfiles
 from ..plans import release as release_plans
 from ..plans import secrets as secret_plans
 from ..source import render, settings
-from ..source.stack import ROOT, STACK_FILE, Host, Stack
+from ..source.stack import ROOT, STACK_FILE, Host, Site, Stack
 from . import http
 from .files import create_secret, write_atomic
 
@@ -43,6 +44,7 @@ class Target:
     backups: Path | PurePosixPath
     project: str
     http_port: int
+    site: Site                  # how it faces visitors: domains, ports, TLS
     doctor_checks: tuple[str, ...]
 
     def __init__(self):
@@ -91,6 +93,7 @@ class LocalTarget(Target):
         self.backups = self.root / archives.BACKUP_DIR
         self.env = dict(env or {})
         self.project, self.http_port = settings.local_place(stack, self.root, self.env)
+        self.site = replace(render.local_site(stack), http_port=self.http_port)
         # What the containers mount (STACK_CONFIG_DIR's default): the checkout's own config/.
         self.config_dir = self.root / "config"
 
@@ -171,7 +174,8 @@ class HostTarget(Target):
     """The stack deployed on a host: its live release (`current`), or the release a deploy
     prepares; commands run there over SSH, in that release's directory."""
 
-    doctor_checks = ("engine", "compose", "builder")  # the rest is about a checkout; a release was checked here
+    # The rest is about a checkout (a release was checked here), and the certificate.
+    doctor_checks = ("engine", "compose", "builder", "certificate")
 
     def __init__(self, c, host: Host, stack: Stack, release: str | None = None, local_c=None):
         super().__init__()
@@ -188,6 +192,7 @@ class HostTarget(Target):
         # changes, so that a new release recreates no container for its new directory.
         self.config_dir = self.directory / "shared" / "config"
         self.project, self.http_port = settings.host_place(stack, host)
+        self.site = host.site or replace(render.local_site(stack), http_port=self.http_port)
 
     def in_release(self, release: str) -> "HostTarget":
         """The same host and connection, working in RELEASE."""

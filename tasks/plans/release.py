@@ -25,7 +25,7 @@ SHIP = ["Dockerfile", ".dockerignore", "docker-compose.yml", "Pipfile", "Pipfile
 NEVER = ["/config/django.env", "/config/db/*.env", "/config/secrets/", "__pycache__/", "*.pyc", "/hello/db.sqlite3",
          "/hello/staticfiles/", "/hello/media/"]
 SECRET_TOKEN = "@@GENERATED_SECRET@@"
-PASS_THROUGH = ("PYTHON_IMAGE", "POSTGRES_IMAGE", "NGINX_IMAGE")
+PASS_THROUGH = ("PYTHON_IMAGE", "POSTGRES_IMAGE", "NGINX_IMAGE", "CERTBOT_IMAGE")
 
 
 def shipped_files(root: Path) -> list[Path]:

@@ -23,10 +23,12 @@ from ..execution.runner import Runner
 from ..plans import archives, compose, ledger
 from ..plans import release as plans
 from ..plans import rollout as rollout_plans
+from ..source import render
 from ..source.stack import ROOT
 from .images import ship_image
 from .rollout import roll_out
 from .serving import wait_until_served
+from .site import secure as secure_site
 from .starting import release_phase as run_release_phase
 from .starting import start_databases
 
@@ -114,8 +116,11 @@ def ship_code(d: Deploy) -> None:
 
 
 def prepare(d: Deploy) -> None:
-    """The host's env files linked in, and the release's .env for compose."""
+    """The host's env files linked in, the files that depend on the host's site (its
+    domains, ports and TLS) rendered for it, and the release's .env for compose."""
     d.r.target.ensure_secrets(d.r)
+    for path, text in render.site_files(d.r.stack, d.r.target.site).items():
+        d.r.write(d.release_dir / path, text, mode=0o644)
     d.r.write(d.release_dir / ".env", plans.release_env(d.r.project, d.r.target.http_port, d.image,
                                                         d.r.target.config_dir, os.environ), mode=0o644)
 
@@ -134,6 +139,11 @@ def build_image(d: Deploy) -> None:
 def release_phase(d: Deploy) -> None:
     start_databases(d.r, d.timeout)
     run_release_phase(d.r)
+
+
+def secure(d: Deploy) -> None:
+    d.started = True  # the front's configuration may change: undo puts the previous one back
+    secure_site(d.r, d.timeout)
 
 
 def roll(d: Deploy) -> None:
@@ -178,6 +188,7 @@ STEPS = (
     ("building the image", build_image),
     ("running the release phase", release_phase),
     ("recording the release", record),
+    ("securing the site", secure),
     ("moving traffic", roll),
     ("waiting for /healthz", wait_healthy),
     ("switching current", switch),

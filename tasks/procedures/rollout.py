@@ -83,30 +83,41 @@ def ensure_front(r: Runner, timeout: float) -> None:
               what="starting Nginx and the front")
 
 
+def install_nginx_files(r: Runner) -> bool:
+    """Copy the release's config/nginx files to where the containers mount them from (on a
+    host, shared/config; here they are the same folder). True when that is elsewhere."""
+    source, target = r.root / "config" / "nginx", r.target.config_dir / "nginx"
+    if source == target:
+        return False
+    r.shell(plans.install_files(source, target), what="installing the Nginx configuration")
+    return True
+
+
+def refresh_front(r: Runner) -> None:
+    """The front keeps its configuration from release to release; when it did change, it is
+    reloaded (idle keep-alive connections of clients are closed then, once)."""
+    same = r.run(compose_exec(r, "front", plans.front_sum_check()), check=False, hide=True)
+    if same.failed:
+        r.say("the front's configuration changed: reloading it")
+        r.run(compose_exec(r, "front", plans.front_reload()), what="reloading the front", hide=True)
+
+
 def point_nginx_at(r: Runner, container: str, timeout: float) -> None:
     """Install the configuration the containers read, start Nginx and the front if they do
     not run, then write the live app, test and reload."""
-    source, target = r.root / "config" / "nginx", r.target.config_dir / "nginx"
-    installed = source != target
-    if installed:
-        r.shell(plans.install_files(source, target), what="installing the Nginx configuration")
+    installed = install_nginx_files(r)
     ensure_front(r, timeout)
     result = r.run(compose_exec(r, "nginx", plans.switch_script(plans.NGINX_MAIN)),
                    stdin_text=plans.live_conf(container), check=False, hide=True)
     if result.failed:
         if installed:
-            r.shell(plans.restore_files(target, plans.NGINX_FILES), check=False)
+            r.shell(plans.restore_files(r.target.config_dir / "nginx", plans.NGINX_FILES), check=False)
         why = last_line(result.stderr, f"exit status {result.exited}")
         if result.exited == plans.REFUSED:
             raise TaskError(f"Nginx refused the new configuration ({why}); it still runs the previous one")
         raise TaskError(f"reloading Nginx failed ({why})")
     r.report(f"Nginx sends requests to {container}")
-    # The front keeps its configuration from release to release; when it did change, it is
-    # reloaded (idle keep-alive connections of clients are closed then, once).
-    same = r.run(compose_exec(r, "front", plans.front_sum_check()), check=False, hide=True)
-    if same.failed:
-        r.say("the front's configuration changed: reloading it")
-        r.run(compose_exec(r, "front", plans.front_reload()), what="reloading the front", hide=True)
+    refresh_front(r)
 
 
 def compose_exec(r: Runner, service: str, script: str) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from .stack import APP_ROLE, DJANGO_SECRET, ROOT, SECRETS_DIR, Stack
+from .stack import APP_ROLE, DJANGO_SECRET, ROOT, SECRETS_DIR, Site, Stack
 
 TEMPLATES = ROOT / "config" / "templates"
 COMPOSE_FILE = Path("docker-compose.yml")
@@ -50,12 +50,25 @@ def app_secrets(stack: Stack) -> list[str]:
     return [DJANGO_SECRET, *(db.secret_name for db in stack.databases)]
 
 
-def rendered(stack: Stack) -> dict[Path, str]:
-    """Every committed generated file, by path relative to the project root."""
+def local_site(stack: Stack) -> Site:
+    """The site of a checkout (`inv up`): plain HTTP on 127.0.0.1, no domains."""
+    return Site(http_port=stack.http_port)
+
+
+# The generated files that depend on where the stack runs (its Site): a deploy renders them
+# again for the host's entry in config/stack.toml and writes them into the release.
+SITE_FILES = (COMPOSE_FILE, FRONT_CONF)
+
+
+def rendered(stack: Stack, site: Site | None = None) -> dict[Path, str]:
+    """Every generated file, by path relative to the project root: for a checkout (the
+    committed files) or, given SITE, for a host."""
     env = _environment()
+    site = site or local_site(stack)
     values = {
         "project": stack.project,
-        "http_port": stack.http_port,
+        "site": site,
+        "http_port": site.http_port,
         "client_max_body_size": stack.client_max_body_size,
         "databases": stack.databases,
         "app_secrets": app_secrets(stack),
@@ -70,6 +83,12 @@ def rendered(stack: Stack) -> dict[Path, str]:
         FRONT_CONF: _render(env, "front.conf.j2", **values),
         Path(f"{DJANGO_ENV}.example"): _django_env(env, stack),
     }
+
+
+def site_files(stack: Stack, site: Site) -> dict[Path, str]:
+    """The files of SITE_FILES rendered for SITE."""
+    files = rendered(stack, site)
+    return {path: files[path] for path in SITE_FILES}
 
 
 def drift(stack: Stack, root: Path = ROOT) -> list[Path]:

@@ -61,4 +61,5 @@ def local_place(stack: Stack, root: Path, overrides=None, environ=None) -> tuple
 
 def host_place(stack: Stack, host: Host) -> tuple[str, int]:
     """(compose project, HTTP port) of the stack on HOST."""
-    return host.project or stack.project, host.http_port or stack.http_port
+    port = host.site.http_port if host.site else host.http_port or stack.http_port
+    return host.project or stack.project, port

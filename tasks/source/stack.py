@@ -66,6 +66,44 @@ class Database:
         return f"{self.name.upper()}_PASSWORD"
 
 
+# Let's Encrypt's ACME directories, by the word a host's acme_server may use instead.
+ACME_SERVERS = {
+    "production": "https://acme-v02.api.letsencrypt.org/directory",
+    "staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+TLS_MODES = ("acme", "files", "off")
+
+
+@dataclass(frozen=True)
+class Site:
+    """How the stack faces its visitors where it runs: the names it answers to, where it
+    listens, and who terminates TLS. Without domains: plain HTTP on 127.0.0.1 (`inv up`)."""
+    domains: tuple[str, ...] = ()
+    tls: str = "off"                       # acme | files | off
+    bind: str = "127.0.0.1"
+    http_port: int = 8000
+    https_port: int = 443
+    acme_email: str | None = None
+    acme_server: str = ACME_SERVERS["production"]
+    acme_ca_bundle: str | None = None      # a file here: the root the ACME server's TLS chains to
+    certificate: str | None = None         # files on the host (tls = "files")
+    certificate_key: str | None = None
+    trusted_proxies: tuple[str, ...] = ()  # tls = "off": whose X-Forwarded-* are believed
+    hsts_max_age: int = 300
+    hsts_include_subdomains: bool = False
+    hsts_preload: bool = False
+
+    @property
+    def https(self) -> bool:
+        """Nginx terminates TLS itself."""
+        return self.tls in ("acme", "files")
+
+    @property
+    def secure(self) -> bool:
+        """Visitors come over HTTPS: to Nginx, or to a trusted proxy in front of it."""
+        return self.https or bool(self.trusted_proxies)
+
+
 @dataclass(frozen=True)
 class Host:
     """A server the stack is deployed to (config/stack.toml, [hosts.NAME])."""
@@ -78,6 +116,7 @@ class Host:
     known_hosts: str = "~/.ssh/known_hosts"
     http_port: int | None = None
     project: str | None = None
+    site: Site | None = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +203,7 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         databases.append(Database(name=db_name, default=index == 0))
     hosts = {}
     for host_name, entry in data.get("hosts", {}).items():
-        hosts[host_name] = _parse_host(host_name, entry, source)
+        hosts[host_name] = _parse_host(host_name, entry, source, http_port)
     groups = {}
     for group, members in data.get("groups", {}).items():
         try:
@@ -185,13 +224,52 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
 
 
 HOST_KEYS = {"address", "user", "port", "identity_file", "known_hosts", "directory", "http_port", "project"}
+SITE_KEYS = {"domains", "tls", "bind", "https_port", "acme_email", "acme_server", "acme_ca_bundle", "certificate",
+             "certificate_key", "trusted_proxies", "hsts_max_age", "hsts_include_subdomains", "hsts_preload"}
 
 
-def _parse_host(name: str, entry, source: str) -> Host:
+def parse_site(entry: dict, project_http_port: int) -> Site:
+    """The site of a [hosts.NAME] entry; each rule a user may break is said in one line."""
+    names = values.domains(entry["domains"]) if "domains" in entry else ()
+    tls = entry.get("tls", "acme" if names else "off")
+    if tls not in TLS_MODES:
+        raise StackError(f"tls {tls!r} is not valid: one of {', '.join(TLS_MODES)}")
+    if tls != "off" and not names:
+        raise StackError(f'tls = "{tls}" needs domains (the names the certificate is for)')
+    for key, mode in (("acme_email", "acme"), ("acme_server", "acme"), ("acme_ca_bundle", "acme"),
+                      ("certificate", "files"), ("certificate_key", "files"), ("trusted_proxies", "off")):
+        if key in entry and tls != mode:
+            raise StackError(f'{key} is for tls = "{mode}" (this host has tls = "{tls}")')
+    if tls == "files" and not ("certificate" in entry and "certificate_key" in entry):
+        raise StackError('tls = "files" needs certificate and certificate_key (paths on the host)')
+    server = entry.get("acme_server", "production")
+    site = Site(
+        domains=names,
+        tls=tls,
+        bind=values.ip_address(entry["bind"], "bind") if "bind" in entry else "0.0.0.0" if names else "127.0.0.1",
+        http_port=values.port(entry["http_port"], "http_port") if "http_port" in entry
+        else 80 if names else project_http_port,
+        https_port=values.port(entry.get("https_port", 443), "https_port"),
+        acme_email=values.email(entry["acme_email"], "acme_email") if "acme_email" in entry else None,
+        acme_server=ACME_SERVERS.get(server) or values.acme_url(server, "acme_server"),
+        acme_ca_bundle=values.local_file(entry["acme_ca_bundle"], "acme_ca_bundle") if "acme_ca_bundle" in entry else None,
+        certificate=values.directory(entry["certificate"], "certificate") if "certificate" in entry else None,
+        certificate_key=values.directory(entry["certificate_key"], "certificate_key") if "certificate_key" in entry else None,
+        trusted_proxies=values.networks(entry["trusted_proxies"], "trusted_proxies") if "trusted_proxies" in entry else (),
+        hsts_max_age=values.whole(entry.get("hsts_max_age", 300), "hsts_max_age", 0, 63072000),
+        hsts_include_subdomains=values.flag(entry.get("hsts_include_subdomains", False), "hsts_include_subdomains"),
+        hsts_preload=values.flag(entry.get("hsts_preload", False), "hsts_preload"),
+    )
+    if site.https and site.http_port == site.https_port:
+        raise StackError(f"http_port and https_port are both {site.http_port}")
+    return site
+
+
+def _parse_host(name: str, entry, source: str, project_http_port: int = 8000) -> Host:
     where = f"{source}: [hosts.{name}]"
     if not isinstance(entry, dict):
         raise StackError(f"{where} must be a table")
-    unknown = set(entry) - HOST_KEYS
+    unknown = set(entry) - HOST_KEYS - SITE_KEYS
     if unknown:
         raise StackError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))} (secrets never go here)")
     for key in ("address", "directory"):
@@ -208,7 +286,8 @@ def _parse_host(name: str, entry, source: str) -> Host:
             identity_file=values.local_file(entry["identity_file"], "identity_file") if "identity_file" in entry else None,
             known_hosts=values.local_file(entry.get("known_hosts", "~/.ssh/known_hosts"), "known_hosts"),
             http_port=values.port(entry["http_port"], "http_port") if "http_port" in entry else None,
-            project=values.project(entry["project"]) if "project" in entry else None)
+            project=values.project(entry["project"]) if "project" in entry else None,
+            site=parse_site(entry, project_http_port))
     except StackError as exc:
         raise StackError(f"{where}: {exc}") from None
     return host

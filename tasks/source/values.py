@@ -81,3 +81,75 @@ def local_file(value, what: str) -> str:
 
 def host_name(value, what: str = "host name") -> str:
     return text(value, HOST_NAME, what, "letters, digits, '_', '.', '-', starting with a letter or digit")
+
+
+# A DNS name the site answers to: lowercase labels of letters, digits and inner hyphens, at
+# least two of them; no wildcard (HTTP-01 cannot prove one), no trailing dot.
+DOMAIN = re.compile(r"(?=.{1,253}\Z)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# An address for certificate expiry notices (ends up on certbot's command line).
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}")
+# An ACME directory URL: https, a host, an optional port and a plain path.
+ACME_URL = re.compile(r"https://[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?")
+
+
+def domains(value, what: str = "domains") -> tuple[str, ...]:
+    """A non-empty list of distinct DNS names (at most 100: one certificate names them all)."""
+    if not isinstance(value, list) or not value:
+        raise StackError(f"{what} {_shown(value)} is not valid: a list of DNS names, such as [\"example.com\"]")
+    if len(value) > 100:
+        raise StackError(f"{what} lists {len(value)} names: at most 100 (one certificate holds them all)")
+    names = tuple(text(name, DOMAIN, f"{what} entry", "a lowercase DNS name such as www.example.com "
+                                                     "(no wildcard, no trailing dot, no scheme or port)")
+                  for name in value)
+    if len(set(names)) != len(names):
+        raise StackError(f"{what} {_shown(value)} names a domain twice")
+    return names
+
+
+def email(value, what: str) -> str:
+    return text(value, EMAIL, what, "an e-mail address such as ops@example.com")
+
+
+def acme_url(value, what: str) -> str:
+    return text(value, ACME_URL, what, "an https:// ACME directory URL, or \"production\" or \"staging\" "
+                                       "(Let's Encrypt's)")
+
+
+def ip_address(value, what: str) -> str:
+    import ipaddress
+
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise StackError(f"{what} {_shown(value)} is not valid: an IP address such as 0.0.0.0 or 203.0.113.10") from None
+
+
+def networks(value, what: str) -> tuple[str, ...]:
+    """A list of IP addresses or networks (CIDR), as Nginx's set_real_ip_from takes them."""
+    import ipaddress
+
+    if not isinstance(value, list) or not value:
+        raise StackError(f"{what} {_shown(value)} is not valid: a list of addresses or networks, such as [\"10.0.0.0/8\"]")
+    found = []
+    for entry in value:
+        try:
+            if not isinstance(entry, str):
+                raise ValueError
+            found.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            raise StackError(f"{what} entry {_shown(entry)} is not an IP address or network (such as 10.0.0.0/8)") from None
+    return tuple(found)
+
+
+def whole(value, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise StackError(f"{what} {_shown(value)} is not valid: a whole number from {low} to {high}")
+    return value
+
+
+def flag(value, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise StackError(f"{what} {_shown(value)} is not valid: true or false")
+    return value

@@ -31,7 +31,7 @@ def engine_answers() -> bool:
 # the groups run side by side (pytest-xdist, --dist loadgroup in pytest.ini).
 GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "local", "test_hardening": "local",
           "test_deploy": "deploy", "test_faults": "faults", "test_bench": "bench", "test_upgrade": "upgrade", "test_upgrade_host": "upgrade", "test_zero_downtime": "zero",
-          "test_nginx_config": "upgrade"}
+          "test_nginx_config": "upgrade", "test_https": "https"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -164,6 +164,7 @@ def copied_stack(tmp_path_factory):
 
 BASE_IMAGES = [os.environ.get("PYTHON_IMAGE", "python:3.11-slim-bookworm"),
                os.environ.get("POSTGRES_IMAGE", "postgres:15"), os.environ.get("NGINX_IMAGE", "nginx:1.27")]
+CERTBOT_IMAGE = os.environ.get("CERTBOT_IMAGE", "certbot/certbot:v2.11.0")
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,13 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 # Views that only the tests use (a request that takes seconds, to prove a deploy lets the
 # requests in flight finish). Never on in a real deployment.
 TEST_VIEWS = env_bool("DJANGO_TEST_VIEWS", False)
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+# The site's public names, from a host's `domains` in config/stack.toml (the deploy passes
+# them): they are allowed hosts and trusted origins on top of what the env file lists.
+SITE_DOMAINS = env_list("DJANGO_SITE_DOMAINS")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"]) + SITE_DOMAINS
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS") + [
+    f"{scheme}://{name}" for name in SITE_DOMAINS for scheme in ("https", "http")
+    if scheme == "https" or not env_bool("DJANGO_HTTPS", False)]
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -1,0 +1,34 @@
+"""`inv certs --host NAME`, `inv certs.renew --host NAME`: the certificate a host's front
+serves (tls = "acme" or "files" in config/stack.toml; see procedures/site.py)."""
+from __future__ import annotations
+
+from invoke import Collection
+
+from .cli import stack_task
+from .procedures import site
+
+
+@stack_task(hosts="one", help={"host": "The host whose certificate to show.", "dry": "Print the command only."})
+def show(r):
+    """The certificate the site serves: its names, issuer, serial and days left."""
+    fine, line = site.describe(site.certificate(r)) if r.target.site.https else \
+        (True, f"{r.target.name} serves no certificate (tls = \"{r.target.site.tls}\")")
+    r.report(line if fine else f"warning: {line}")
+
+
+@stack_task(hosts="one", help={
+    "host": "The host whose certificate to renew.",
+    "force": "Renew even if it is not due (certbot renews by itself within 30 days of the end).",
+    "dry": "Print the command only.",
+})
+def renew(r, force=False):
+    """Renew the site's certificate now (certbot does so by itself when it is due).
+
+    The front serves the new one from its next TLS handshake, without a reload: no
+    connection is closed."""
+    site.renew(r, force)
+
+
+ns = Collection("certs")
+ns.add_task(show, default=True)
+ns.add_task(renew)

@@ -1,0 +1,185 @@
+"""A public HTTPS site from `inv deploy`: a test host whose domains resolve (in Let's
+Encrypt's test CA, Pebble, running on this machine: testkit/acme.py) to its address; this
+machine's root namespace plays the public, and trusts Pebble's root only.
+
+- tls = "acme": the certificate comes from Pebble through certbot; HTTPS with HTTP/2, a
+  301 from HTTP, HSTS and the security headers once, /healthz, the admin login (CSRF, secure
+  cookies), `check --deploy` clean, `inv doctor` naming the certificate; a forced renewal
+  serves a new serial with 0 failed requests under load; a domain that does not resolve, or
+  an ACME server that does not answer, fails the deploy in one line and the release that
+  served keeps serving.
+"""
+import json
+import re
+import ssl
+import subprocess
+
+import pytest
+
+from testkit.acme import Pebble
+from testkit.load import Load
+from testkit.projectcopy import copy_project
+from testkit import INV
+
+from .conftest import BASE_IMAGES, CERTBOT_IMAGE
+
+pytestmark = pytest.mark.e2e
+DOMAINS = ["hello.test", "www.hello.test"]
+
+
+class Site:
+    def __init__(self, server, root, ca, roots):
+        self.server, self.root, self.ca, self.roots = server, root, ca, roots
+        self.dir = server.dir / "srv" / "hello"
+
+    def inv(self, *args, check=True, env=None):
+        import os
+
+        result = subprocess.run([*INV, *args], cwd=self.root, capture_output=True, text=True, timeout=900,
+                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+        if check and result.returncode != 0:
+            raise AssertionError(f"inv {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def curl(self, url, *args, name=DOMAINS[0]):
+        """curl from the public (this machine), NAME resolving to the host, trusting Pebble's root only."""
+        return subprocess.run(["curl", "--silent", "--show-error", "--max-time", "20", "--cacert", str(self.roots),
+                               "--resolve", f"{name}:443:{self.server.address}",
+                               "--resolve", f"{name}:80:{self.server.address}", *args, url],
+                              capture_output=True, text=True, timeout=60)
+
+    def serial(self):
+        """The serial of the certificate the site serves now (a new TLS handshake)."""
+        context = ssl.create_default_context(cafile=str(self.roots))
+        import socket
+
+        with socket.create_connection((self.server.address, 443), timeout=10) as sock:
+            with context.wrap_socket(sock, server_hostname=DOMAINS[0]) as tls:
+                der = tls.getpeercert(binary_form=True)
+        from cryptography import x509
+
+        return x509.load_der_x509_certificate(der).serial_number
+
+    def current(self):
+        return (self.dir / "current").resolve().name
+
+
+@pytest.fixture(scope="module")
+def site(servers, tmp_path_factory):
+    server = servers("https", images=(*BASE_IMAGES, CERTBOT_IMAGE))
+    with Pebble(addresses=[server.gateway]) as ca:
+        for name in DOMAINS:
+            ca.add_a(name, server.address)
+        work = tmp_path_factory.mktemp("https")
+        roots = ca.write_roots(work / "pebble-roots.pem")
+        root = copy_project(work / "project")
+        with open(root / "config/stack.toml", "a") as handle:
+            handle.write("\n" + server.hosts_entry(
+                "web", str(server.dir / "srv" / "hello"), domains=DOMAINS, acme_email="ops@hello.test",
+                acme_server=ca.directory_url(server.gateway), acme_ca_bundle=str(ca.ca_bundle)))
+        s = Site(server, root, ca, roots)
+        # The host's settings before the first deploy (which keeps an existing file): the
+        # test-only views on.
+        shared = s.dir / "shared" / "config"
+        shared.mkdir(parents=True, mode=0o700)
+        (shared / "django.env").write_text((root / "config/django.env.example").read_text() + "DJANGO_TEST_VIEWS=true\n")
+        (shared / "django.env").chmod(0o600)
+        s.deployed = s.inv("deploy", "--host", "web")
+        yield s
+
+
+def test_the_site_answers_https_with_http2_under_a_certificate_from_the_ca(site):
+    result = site.curl(f"https://{DOMAINS[0]}/", "--http2", "--include", "--write-out", "\n%{http_version} %{http_code}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("2 200"), result.stdout[-300:]
+    assert "Hello from Django" in result.stdout
+    headers = result.stdout.lower()
+    assert headers.count("strict-transport-security: max-age=300") == 1
+    assert headers.count("x-content-type-options: nosniff") == 1
+    assert headers.count("x-frame-options: deny") == 1
+    www = site.curl(f"https://{DOMAINS[1]}/", "--write-out", "%{http_code}", "--output", "/dev/null", name=DOMAINS[1])
+    assert www.stdout == "200", www.stderr
+    assert "certificate for hello.test, www.hello.test from Pebble" in site.deployed.stdout, site.deployed.stdout
+
+
+def test_http_redirects_to_https_and_healthz_answers(site):
+    result = site.curl(f"http://{DOMAINS[0]}/admin/?x=1", "--write-out", "%{http_code} %{redirect_url}",
+                       "--output", "/dev/null")
+    assert result.stdout == f"301 https://{DOMAINS[0]}/admin/?x=1", result.stdout
+    # Another Host is sent to the site's own name, never to itself.
+    other = site.curl(f"http://{DOMAINS[0]}/", "--header", "Host: evil.example", "--write-out", "%{redirect_url}",
+                      "--output", "/dev/null")
+    assert other.stdout == f"https://{DOMAINS[0]}/", other.stdout
+    health = site.curl(f"https://{DOMAINS[0]}/healthz", "--write-out", " %{http_code}")
+    assert health.stdout.endswith(" 200"), health.stdout
+
+
+def test_the_admin_login_works_over_https_with_secure_cookies(site, tmp_path):
+    site.inv("createsuperuser", "--host", "web", "--username", "admin", "--email", "admin@hello.test",
+             env={"DJANGO_SUPERUSER_PASSWORD": "a-long-test-password-1"})
+    jar, url = tmp_path / "cookies", f"https://{DOMAINS[0]}/admin/login/"
+    page = site.curl(url, "--cookie-jar", str(jar), "--include")
+    assert page.returncode == 0, page.stderr
+    assert re.search(r"set-cookie: csrftoken=[^\n]*; secure", page.stdout, re.I), page.stdout[:800]
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.stdout).group(1)
+    login = site.curl(url, "--cookie", str(jar), "--cookie-jar", str(jar), "--include", "--referer", url,
+                      "--data-urlencode", f"csrfmiddlewaretoken={token}", "--data-urlencode", "username=admin",
+                      "--data-urlencode", "password=a-long-test-password-1", "--data-urlencode", "next=/admin/")
+    assert re.search(r"^HTTP/\S+ 302", login.stdout, re.M), login.stdout[:800]
+    assert re.search(r"set-cookie: sessionid=[^\n]*; secure", login.stdout, re.I), login.stdout[:800]
+    admin = site.curl(f"https://{DOMAINS[0]}/admin/", "--cookie", str(jar))
+    assert "Site administration" in admin.stdout
+
+
+def test_check_deploy_is_clean_and_doctor_names_the_certificate(site):
+    check = site.inv("manage", "--host", "web", "--", "check", "--deploy", "--fail-level", "WARNING")
+    assert "System check identified no issues" in check.stdout, check.stdout
+    doctor = site.inv("doctor", "--host", "web").stdout
+    assert re.search(r"ok +certificate for hello\.test, www\.hello\.test from Pebble Intermediate CA \w+, serial \w+, \d+ day\(s\) left",
+                     doctor), doctor
+
+
+def test_a_forced_renewal_serves_a_new_certificate_with_no_request_dropped(site):
+    before = site.serial()
+    with Load("https://127.0.0.1", ["nsenter", f"--net={site.server.netns}"]) as seen:
+        result = site.inv("certs.renew", "--host", "web", "--force")
+    print(f"renewal: {seen.summary()}")
+    assert seen.requests > 100 and seen.failed == 0, f"{seen.summary()}\n{seen.wrk_output}"
+    after = site.serial()
+    assert after != before, result.stdout
+    assert f"{after:x}" in site.inv("certs", "--host", "web").stdout
+
+
+def test_a_domain_that_does_not_resolve_fails_the_deploy_in_one_line_and_the_site_keeps_serving(site):
+    live, serial = site.current(), site.serial()
+    stack = site.root / "config/stack.toml"
+    text = stack.read_text()
+    stack.write_text(text.replace(json.dumps(DOMAINS), json.dumps([*DOMAINS, "nowhere.hello.test"])))
+    try:
+        result = site.inv("deploy", "--host", "web", check=False)
+    finally:
+        stack.write_text(text)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert "nowhere.hello.test" in error and "could not resolve" in error, result.stderr
+    assert site.current() == live and site.serial() == serial
+    page = site.curl(f"https://{DOMAINS[0]}/", "--write-out", "%{http_code}", "--output", "/dev/null")
+    assert page.stdout == "200"
+
+
+def test_an_acme_server_that_does_not_answer_fails_the_deploy_in_one_line(site):
+    live = site.current()
+    stack = site.root / "config/stack.toml"
+    text = stack.read_text()
+    dead = f"https://{site.server.gateway}:9/dir"
+    stack.write_text(text.replace(site.ca.directory_url(site.server.gateway), dead))
+    try:
+        result = site.inv("deploy", "--host", "web", check=False)
+    finally:
+        stack.write_text(text)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert "hello.test" in error and dead in error, result.stderr
+    assert site.current() == live
+    page = site.curl(f"https://{DOMAINS[0]}/", "--write-out", "%{http_code}", "--output", "/dev/null")
+    assert page.stdout == "200"
