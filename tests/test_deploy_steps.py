@@ -81,6 +81,14 @@ def moving_traffic(release, old, new, timeout=30):
             SWITCH_NGINX, FRONT_UNCHANGED, f"docker stop {old}", f"docker rm --force {old}"]
 
 
+def securing_site(release, timeout=30):
+    """The front takes the release's configuration and ports before traffic moves."""
+    return [bash(rollout_plans.install_files(f"/srv/hello/releases/{release}/config/nginx",
+                                             "/srv/hello/shared/config/nginx")),
+            f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout {timeout} --no-deps nginx front",
+            FRONT_UNCHANGED]
+
+
 @pytest.fixture(autouse=True)
 def fixed_release(monkeypatch):
     monkeypatch.setattr(release.archives, "stamp", lambda: NEW.split("-")[0])
@@ -129,6 +137,9 @@ def test_a_deploy_runs_its_steps_in_order_and_switches_last():
     assert steps[1].startswith("bash -c 'set -e\nmkdir -p -m 700 /srv/hello/shared/config")  # secrets
     assert steps[2:] == [
         bash(plans.install_mounted(NEW_DIR, "/srv/hello/shared/config")),
+        # the files that depend on the host's site, rendered for it
+        written(f"{NEW_DIR}/docker-compose.yml"),
+        written(f"{NEW_DIR}/config/nginx/front.conf"),
         written(f"{NEW_DIR}/.env"),
         # building the image
         f"{COMPOSE} build djangoapp",
@@ -138,6 +149,8 @@ def test_a_deploy_runs_its_steps_in_order_and_switches_last():
         IMAGE_ID,
         MIGRATIONS,
         written(f"{NEW_DIR}/release.json"),
+        # securing the site (no domains: the front's configuration and ports only)
+        *securing_site(NEW),
         # moving traffic: APP2 beside APP1, Nginx pointed at it, APP1 drained
         *moving_traffic(NEW, APP1, APP2),
         HEALTH,
@@ -148,7 +161,7 @@ def test_a_deploy_runs_its_steps_in_order_and_switches_last():
     # Compose runs in the new release; the Nginx files go to shared/config, whose path no release changes.
     compose_calls = [c for c in steps if c.startswith(COMPOSE) or c.startswith("docker ")]
     assert {cwd for c in compose_calls for cwd in where(conn, c)} == {NEW_DIR}
-    assert where(conn, steps[steps.index(f"{INSPECT} {APP2}") + 1]) == [None]
+    assert set(where(conn, steps[steps.index(f"{INSPECT} {APP2}") + 1])) == {None}
     env_written = stdin_of(conn, written(f"{NEW_DIR}/.env"))[0]
     assert env_written.splitlines()[1:5] == ["COMPOSE_PROJECT_NAME=hello-prod", "HTTP_PORT=8000",
                                              f"APP_IMAGE=hello-prod-djangoapp:{NEW.split('-')[1]}",

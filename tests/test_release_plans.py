@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from tasks.plans import release as shipping
-from tasks.source.stack import Host, StackError, loads
+from tasks.source.stack import Site, Host, StackError, loads
 
 BASE = open("config/stack.toml").read()
 HOSTS = """
@@ -33,7 +33,7 @@ class TestHosts:
         stack = loads(BASE + HOSTS)
         prod = stack.hosts["prod"]
         assert prod == Host(name="prod", address="203.0.113.10", directory="/srv/hello", user="deploy", port=22,
-                            identity_file="/keys/id", known_hosts="/keys/known_hosts")
+                            identity_file="/keys/id", known_hosts="/keys/known_hosts", site=Site())
         assert [h.name for h in stack.resolve_hosts("web")] == ["prod", "staging"]
         assert [h.name for h in stack.resolve_hosts("staging,prod,staging")] == ["staging", "prod"]
 

@@ -32,13 +32,18 @@ class VolumeInfo:
     postgres: bool
 
 
-def volume_users(stack) -> dict[str, tuple[tuple[str, ...], tuple[str, ...], str]]:
+def volume_users(stack, site=None) -> dict[str, tuple[tuple[str, ...], tuple[str, ...], str]]:
     """For each volume of the stack: (writers, readers, the service whose image to use).
     Mirrors the compose template: a database's volume is its own; the app writes static
-    and media files, which Nginx reads."""
+    and media files, which Nginx reads; on an HTTPS site, certbot writes the certificate
+    the front reads, and its own account and renewal settings (tls = "acme")."""
     users = {db.volume: ((db.name,), (), db.name) for db in stack.databases}
     for short in ("static_volume", "media_volume"):
         users[short] = ((compose.APP,), ("nginx",), compose.APP)
+    if site is not None and site.https:
+        users["certs"] = (("certbot",), ("front",), "front")
+    if site is not None and site.tls == "acme":
+        users["letsencrypt"] = (("certbot",), (), "front")
     return users
 
 
@@ -54,7 +59,7 @@ def stack_volumes(r: Runner) -> dict[str, VolumeInfo]:
     return {
         short: VolumeInfo(short, f"{r.project}_{short}", writers, readers,
                           images.get(owner) or f"{owner.upper()}_IMAGE", short in database_volumes)
-        for short, (writers, readers, owner) in volume_users(r.stack).items()
+        for short, (writers, readers, owner) in volume_users(r.stack, r.target.site).items()
     }
 
 

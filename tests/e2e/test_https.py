@@ -9,10 +9,13 @@ machine's root namespace plays the public, and trusts Pebble's root only.
   an ACME server that does not answer, fails the deploy in one line and the release that
   served keeps serving.
 """
+import datetime
 import json
+import os
 import re
 import ssl
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +25,8 @@ from testkit.projectcopy import copy_project
 from testkit import INV
 
 from .conftest import BASE_IMAGES, CERTBOT_IMAGE
+
+ARTIFACTS = Path("/tmp/hello-e2e-artifacts")
 
 pytestmark = pytest.mark.e2e
 DOMAINS = ["hello.test", "www.hello.test"]
@@ -33,8 +38,6 @@ class Site:
         self.dir = server.dir / "srv" / "hello"
 
     def inv(self, *args, check=True, env=None):
-        import os
-
         result = subprocess.run([*INV, *args], cwd=self.root, capture_output=True, text=True, timeout=900,
                                 stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
         if check and result.returncode != 0:
@@ -63,6 +66,20 @@ class Site:
     def current(self):
         return (self.dir / "current").resolve().name
 
+    def configure(self, **site):
+        """The host's entry in config/stack.toml, with these site settings and DOMAINS."""
+        stack = self.root / "config/stack.toml"
+        if not hasattr(self, "stack_toml"):
+            self.stack_toml = stack.read_text()
+        stack.write_text(self.stack_toml + "\n" + self.server.hosts_entry(
+            "web", str(self.dir), domains=DOMAINS, **site))
+        self.inv("render")
+
+    def inside(self, *argv):
+        """ARGV in the host's network namespace (its own address is not a trusted proxy)."""
+        return subprocess.run(["nsenter", f"--net={self.server.netns}", *argv], capture_output=True, text=True,
+                              timeout=60)
+
 
 @pytest.fixture(scope="module")
 def site(servers, tmp_path_factory):
@@ -73,11 +90,9 @@ def site(servers, tmp_path_factory):
         work = tmp_path_factory.mktemp("https")
         roots = ca.write_roots(work / "pebble-roots.pem")
         root = copy_project(work / "project")
-        with open(root / "config/stack.toml", "a") as handle:
-            handle.write("\n" + server.hosts_entry(
-                "web", str(server.dir / "srv" / "hello"), domains=DOMAINS, acme_email="ops@hello.test",
-                acme_server=ca.directory_url(server.gateway), acme_ca_bundle=str(ca.ca_bundle)))
         s = Site(server, root, ca, roots)
+        s.configure(acme_email="ops@hello.test", acme_server=ca.directory_url(server.gateway),
+                    acme_ca_bundle=str(ca.ca_bundle))
         # The host's settings before the first deploy (which keeps an existing file): the
         # test-only views on.
         shared = s.dir / "shared" / "config"
@@ -129,6 +144,31 @@ def test_the_admin_login_works_over_https_with_secure_cookies(site, tmp_path):
     assert re.search(r"set-cookie: sessionid=[^\n]*; secure", login.stdout, re.I), login.stdout[:800]
     admin = site.curl(f"https://{DOMAINS[0]}/admin/", "--cookie", str(jar))
     assert "Site administration" in admin.stdout
+
+
+def test_a_real_browser_loads_the_admin_login_over_https(site, tmp_path):
+    """Headless Chromium, trusting Pebble's root (its own NSS database), the domain mapped to
+    the host: the page renders (no certificate interstitial), and a screenshot is kept."""
+    home = tmp_path / "home"
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True, capture_output=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "pebble-root", "-i", str(site.roots)],
+                   check=True, capture_output=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "admin-login-https.png"
+    shot.unlink(missing_ok=True)
+    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               f"--host-resolver-rules=MAP {DOMAINS[0]} {site.server.address}", "--window-size=1280,900"]
+    env = {**os.environ, "HOME": str(home)}
+    url = f"https://{DOMAINS[0]}/admin/login/"
+    dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, env=env, timeout=120)
+    assert "Django administration" in dom.stdout and 'name="password"' in dom.stdout, dom.stdout[:500] + dom.stderr[-2000:]
+    taken = subprocess.run([*browser, f"--screenshot={shot}", url], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", taken.stderr[-2000:]
+    assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+    print(f"screenshot: {shot}")
 
 
 def test_check_deploy_is_clean_and_doctor_names_the_certificate(site):
@@ -183,3 +223,68 @@ def test_an_acme_server_that_does_not_answer_fails_the_deploy_in_one_line(site):
     assert site.current() == live
     page = site.curl(f"https://{DOMAINS[0]}/", "--write-out", "%{http_code}", "--output", "/dev/null")
     assert page.stdout == "200"
+
+
+def own_certificate(directory: Path):
+    """A CA of the test's own and a certificate it signed for DOMAINS: (ca.pem, cert.pem, key.pem, serial)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hello test files CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, DOMAINS[0])]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in DOMAINS]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / "ca.pem", directory / "site.crt", directory / "site.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    paths[2].chmod(0o600)
+    return (*paths, leaf.serial_number)
+
+
+def test_tls_files_serves_the_users_own_certificate(site):
+    # On the host: the test host's files are this machine's (its own network, same disk).
+    ca, crt, key, serial = own_certificate(site.server.dir / "tls")
+    site.configure(tls="files", certificate=str(crt), certificate_key=str(key))
+    site.inv("deploy", "--host", "web")
+    site.roots = ca
+    assert site.serial() == serial
+    page = site.curl(f"https://{DOMAINS[0]}/", "--write-out", "%{http_code}", "--output", "/dev/null")
+    assert page.stdout == "200", page.stderr
+    assert "from hello test files CA" in site.inv("certs", "--host", "web").stdout
+
+
+def test_tls_off_believes_x_forwarded_proto_from_the_trusted_proxy_only(site):
+    # This machine reaches the host from its gateway address: that is the load balancer.
+    site.configure(tls="off", trusted_proxies=[site.server.gateway])
+    site.inv("deploy", "--host", "web")
+
+    def scheme(run, *headers):
+        return run(["curl", "--silent", "--max-time", "20", "--output", "/dev/stderr", "--write-out", "%{http_code}",
+                    "--header", f"Host: {DOMAINS[0]}", *[a for h in headers for a in ("--header", h)],
+                    f"http://{site.server.address}/test/scheme/"])
+
+    def public(argv):
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    trusted = scheme(public, "X-Forwarded-Proto: https", "X-Forwarded-For: 198.51.100.7")
+    assert trusted.stdout == "200" and "secure=True" in trusted.stderr, (trusted.stdout, trusted.stderr)
+    assert "remote=198.51.100.7" in trusted.stderr  # the client the proxy named
+    plain = scheme(public, "X-Forwarded-Proto: http")
+    assert plain.stdout == "301", plain  # Django sends plain HTTP to HTTPS
+    # From any other address the header is ignored: the request is plain HTTP.
+    spoofed = scheme(site.inside, "X-Forwarded-Proto: https")
+    assert spoofed.stdout == "301", (spoofed.stdout, spoofed.stderr)
+    closed = site.inside("curl", "--silent", "--max-time", "5", f"https://{site.server.address}/")
+    assert closed.returncode != 0  # nothing listens on 443 any more
