@@ -284,7 +284,7 @@ def test_tls_off_believes_x_forwarded_proto_from_the_trusted_proxy_only(site):
     plain = scheme(public, "X-Forwarded-Proto: http")
     assert plain.stdout == "301", plain  # Django sends plain HTTP to HTTPS
     # From any other address the header is ignored: the request is plain HTTP.
-    spoofed = scheme(site.inside, "X-Forwarded-Proto: https")
+    spoofed = scheme(lambda argv: site.inside(*argv), "X-Forwarded-Proto: https")
     assert spoofed.stdout == "301", (spoofed.stdout, spoofed.stderr)
     closed = site.inside("curl", "--silent", "--max-time", "5", f"https://{site.server.address}/")
     assert closed.returncode != 0  # nothing listens on 443 any more
