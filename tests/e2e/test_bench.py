@@ -23,7 +23,7 @@ def test_quick_bench_runs_every_section_and_leaves_nothing(tmp_path):
         pytest.fail(f"the deploy section makes test hosts, which need {', '.join(missing_tools())}")
     output = tmp_path / "RESULTS.md"
     images_before = docker_names("images", "--all", "--quiet", "--no-trunc")
-    Stack("hello-bench", 0).inv("bench", "--quick", "--output", str(output), timeout=1200)
+    Stack("hello-bench", 0).inv("bench", "--quick", "--output", str(output), timeout=2400)
     text = output.read_text()
     for title in ("## Build", "## Start", "## Serving", "## Backups", "## Deploy"):
         assert title in text, f"{title} missing from:\n{text}"
