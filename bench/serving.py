@@ -7,6 +7,12 @@ Targets, all from the running bench stack:
   runserver     the same page from `manage.py runserver` in the same image, with the same
                 settings, environment and networks (`docker compose run`): what the
                 simplest tutorials ship, and the baseline of the ratios
+  over HTTPS    the static file and the page again, after the same stack is switched to the
+                site a host with `tls = "files"` gets (the front terminates TLS with the
+                deploy's own rendering of docker-compose.yml and front.conf, a self-signed
+                P-256 certificate installed by config/tls/certs.py); then back to plain HTTP.
+                wrk keeps its connections open, so these rows price the encryption of every
+                request and one handshake per connection, not a handshake per request.
 
 Capacity: the page at CAPACITY_CONNECTIONS concurrent connections for CAPACITY_SECONDS, one
 run: every request must be answered (requests beyond Gunicorn's pace wait in its queue),
@@ -24,7 +30,16 @@ import os
 import re
 import resource
 import shutil
+import ssl
 import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from tasks.plans import site as site_plans
+from tasks.source import render
+from tasks.source.stack import load, parse_site
 
 from .harness import BenchError, Env, Section, free_port, log, median, wait_for_200
 
@@ -60,10 +75,10 @@ def _open_files_to_the_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def wrk(url: str, connections: int, duration: float, timeout: float = 5) -> dict:
+def wrk(url: str, connections: int, duration: float, timeout: float = 5, host: str | None = None) -> dict:
     threads = max(1, min(connections, os.cpu_count() or 1))
     argv = ["wrk", "--threads", str(threads), "--connections", str(connections), "--duration", f"{duration:g}s",
-            "--timeout", f"{timeout:g}s", "--latency", url]
+            "--timeout", f"{timeout:g}s", "--latency", *(["--header", f"Host: {host}"] if host else []), url]
     try:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
                                 stdin=subprocess.DEVNULL, preexec_fn=_open_files_to_the_limit)
@@ -101,47 +116,122 @@ class runserver:
         return False
 
 
+class https_site:
+    """The stack switched to a host's HTTPS site (tls = "files") on free ports of 127.0.0.1:
+    the compose file and front.conf rendered for that site as a deploy renders them, a
+    self-signed certificate for DOMAIN installed by the certbot service's one-off run, the
+    front recreated. On the way out the plain files are put back and the front recreated."""
+
+    DOMAIN = "bench.localhost"
+
+    def __init__(self, env: Env):
+        self.env = env
+        self.port = free_port()
+        self.saved: dict[Path, str] = {}
+
+    def __enter__(self) -> str:
+        env = self.env
+        self.tmp = tempfile.TemporaryDirectory(prefix="hello-bench-tls-")
+        cert, key = Path(self.tmp.name, "site.pem"), Path(self.tmp.name, "site.key")
+        env.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-days", "2", "-subj", f"/CN={self.DOMAIN}", "-addext", f"subjectAltName=DNS:{self.DOMAIN}",
+                 "-keyout", key, "-out", cert])
+        stack = load(env.copy)
+        site = parse_site({"domains": [self.DOMAIN], "tls": "files", "bind": "127.0.0.1", "http_port": env.port,
+                           "https_port": self.port, "certificate": str(cert), "certificate_key": str(key)},
+                          stack.http_port)
+        files = render.site_files(stack, site)
+        self.saved = {path: (env.copy / path).read_text() for path in files}
+        for path, text in files.items():
+            (env.copy / path).write_text(text)
+        env.compose(*site_plans.install_files(site))
+        env.compose("up", "-d", "--wait", "--remove-orphans")
+        url = f"https://127.0.0.1:{self.port}"
+        _wait_for_https(f"{url}/", self.DOMAIN, timeout=60)
+        return url
+
+    def __exit__(self, *exc):
+        for path, text in self.saved.items():
+            (self.env.copy / path).write_text(text)
+        if self.saved:
+            self.env.compose("up", "-d", "--wait", "--remove-orphans")
+        self.tmp.cleanup()
+        return False
+
+
+def _wait_for_https(url: str, host: str, timeout: float) -> None:
+    """Until URL answers 200 over TLS with Host: HOST (the certificate is self-signed)."""
+    context = ssl._create_unverified_context()
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers={"Host": host}), timeout=5,
+                                        context=context) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError(f"{url} did not answer 200 over HTTPS within {timeout:g}s")
+        time.sleep(0.5)
+
+
 def fmt_latency(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+STATIC, PAGE, HEALTHZ, RUNSERVER = ("static file (Nginx)", "page (Nginx → Gunicorn)",
+                                    "/healthz (Nginx → Gunicorn → PostgreSQL)", "page (`manage.py runserver`)")
+STATIC_TLS, PAGE_TLS = "static file (Nginx), HTTPS", "page (Nginx → Gunicorn), HTTPS"
+
+
+def _run_cells(targets: dict, cells: dict, repeat: int, duration: float, connections) -> None:
+    """wrk over every (target, connections) REPEAT times, after a warm-up of each target:
+    workers forked, code imported, connections open."""
+    for name, (url, host) in targets.items():
+        wrk(url, 1, min(duration, 1), host=host)
+    for i in range(repeat):
+        for c in connections:
+            for name, (url, host) in targets.items():
+                cells.setdefault((name, c), []).append(wrk(url, c, duration, host=host))
+        log(f"  serving {i + 1}/{repeat}: " + ", ".join(
+            f"{n.split(' (')[0]}{' tls' if host else ''}@{c} {cells[n, c][-1]['rps']:.0f}/s"
+            for n, (url, host) in targets.items() for c in connections))
 
 
 def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> Section:
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed: apt-get install wrk")
     env.inv("up")
+    static = static_path(env)
+    cells: dict = {}
     with runserver(env) as runserver_url:
-        targets = {
-            "static file (Nginx)": f"{env.url}{static_path(env)}",
-            "page (Nginx → Gunicorn)": f"{env.url}/",
-            "/healthz (Nginx → Gunicorn → PostgreSQL)": f"{env.url}/healthz",
-            "page (`manage.py runserver`)": runserver_url,
-        }
-        for name, url in targets.items():
+        targets = {STATIC: (f"{env.url}{static}", None), PAGE: (f"{env.url}/", None),
+                   HEALTHZ: (f"{env.url}/healthz", None), RUNSERVER: (runserver_url, None)}
+        for url, _ in targets.values():
             wait_for_200(url, timeout=30)
-            wrk(url, 1, min(duration, 1))  # warm up: workers forked, code imported, connections open
-        cells = {(name, c): [] for name in targets for c in connections}
-        for i in range(repeat):
-            for c in connections:
-                for name, url in targets.items():
-                    cells[name, c].append(wrk(url, c, duration))
-            log(f"  serving {i + 1}/{repeat}: " + ", ".join(
-                f"{n.split(' (')[0]}@{c} {cells[n, c][-1]['rps']:.0f}/s" for n in targets for c in connections))
-    page = targets["page (Nginx → Gunicorn)"]
+        _run_cells(targets, cells, repeat, duration, connections)
+    page = targets[PAGE][0]
     capacity = wrk(page, CAPACITY_CONNECTIONS, CAPACITY_SECONDS, timeout=30)
     refused = env.compose("logs", "nginx").stdout.count("worker_connections are not enough")
     log(f"  capacity: {capacity['rps']:.0f}/s at {CAPACITY_CONNECTIONS} connections, "
         f"{capacity['non_2xx']} non-2xx, {capacity['socket_errors']} socket errors")
+    with https_site(env) as https_url:
+        _run_cells({STATIC_TLS: (f"{https_url}{static}", https_site.DOMAIN),
+                    PAGE_TLS: (f"{https_url}/", https_site.DOMAIN)}, cells, repeat, duration, connections)
+    order = [STATIC, STATIC_TLS, PAGE, PAGE_TLS, HEALTHZ, RUNSERVER]
 
-    baseline_name = "page (`manage.py runserver`)"
+    def rps(name, c):
+        return median([s["rps"] for s in cells[name, c]])
+
     rows = []
     for c in connections:
-        base = median([s["rps"] for s in cells[baseline_name, c]])
-        for name in targets:
+        base = rps(RUNSERVER, c)
+        for name in order:
             samples = cells[name, c]
-            rps = median([s["rps"] for s in samples])
-            rows.append([name, c, f"{rps:,.0f}", fmt_latency(median([s["p99"] for s in samples])),
+            rows.append([name, c, f"{rps(name, c):,.0f}", fmt_latency(median([s["p99"] for s in samples])),
                          f"{sum(s['errors'] for s in samples)} / {sum(s['requests'] for s in samples):,}",
-                         f"{rps / base:.2f}×" if base else "—"])
+                         f"{rps(name, c) / base:.2f}×" if base else "—"])
     rows.append([f"page (Nginx → Gunicorn), {CAPACITY_SECONDS} s", CAPACITY_CONNECTIONS, f"{capacity['rps']:,.0f}",
                  fmt_latency(capacity["p99"]), f"{capacity['errors']} / {capacity['requests']:,}", "—"])
     workers = env.compose("exec", "-T", "djangoapp", "python", "-c",
@@ -151,13 +241,20 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
         title="Serving",
         header=["target", "connections", "requests/s", "p99", "errors / requests", "requests/s ÷ runserver"],
         rows=rows,
-        notes=[f"wrk on 127.0.0.1, {duration:g} s per run, median of {repeat} run(s); errors are "
+        notes=["**HTTPS ÷ plain HTTP (requests/s)**: " + "; ".join(
+                   f"{c} connection{'s' if c > 1 else ''}: static {rps(STATIC_TLS, c) / rps(STATIC, c):.2f}×, "
+                   f"page {rps(PAGE_TLS, c) / rps(PAGE, c):.2f}×" for c in connections) + ".",
+               f"wrk on 127.0.0.1, {duration:g} s per run, median of {repeat} run(s); errors are "
                "socket errors plus non-2xx/3xx answers, summed over the runs.",
                f"Gunicorn: {workers[0]} workers × {workers[1]} thread(s), {workers[2]} worker class "
                "(gunicorn.conf.py). runserver: Django's threaded development server with its autoreloader; "
                "its ~45 ms per request at one connection is a wait, not CPU (the same at every "
                "concurrency), so the ratios at 1 connection overstate the difference in work.",
                "The ratio compares each target with the runserver page at the same number of connections.",
+               "HTTPS: the same stack switched to the site of a host with tls = \"files\" (the deploy's "
+               "rendering of the front: TLS 1.2/1.3, Mozilla intermediate ciphers, HSTS), a self-signed "
+               "P-256 certificate; wrk (HTTP/1.1) keeps its connections open, so the rows price "
+               "encrypting each request and one handshake per connection.",
                f"Capacity: {CAPACITY_CONNECTIONS:,} connections for {CAPACITY_SECONDS} s on the page: "
                f"{capacity['non_2xx']} answers other than 2xx/3xx, {capacity['socket_errors']} socket errors, "
                f"{refused} 'worker_connections are not enough' in Nginx's log (wrk timeout 30 s: requests "

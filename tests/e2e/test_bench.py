@@ -31,7 +31,10 @@ def test_quick_bench_runs_every_section_and_leaves_nothing(tmp_path):
     # Every ratio is a measured number, and no request failed.
     assert re.search(r"Code-only rebuild ÷ cold build \(ours\): \d\.\d{3}", text)
     serving = text.split("## Serving")[1].split("##")[0]
-    assert len(re.findall(r"\| \d+ / [\d,]+ ", serving)) == 13, serving
+    assert len(re.findall(r"\| \d+ / [\d,]+ ", serving)) == 19, serving
+    # The static file and the page over HTTPS at each concurrency, beside plain HTTP.
+    assert len(re.findall(r"\| (?:static file \(Nginx\)|page \(Nginx → Gunicorn\)), HTTPS +\| \d+ +\| [\d,]+ ", serving)) == 6
+    assert re.search(r"HTTPS ÷ plain HTTP \(requests/s\)\*\*: 1 connection: static \d\.\d\d×, page \d\.\d\d×", serving)
     # 2,000 connections for 20 s: every request answered, none with a 5xx Nginx made.
     assert re.search(r"\| page \(Nginx → Gunicorn\), 20 s\s*\|\s*2000\s*\|\s*[\d,]+\s*\|[^|]+\|\s*0 / [\d,]+ ", serving), serving
     assert "0 'worker_connections are not enough'" in serving
