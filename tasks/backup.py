@@ -1,13 +1,19 @@
-"""`inv backup`: every volume and every database dump in one go; `inv backup.prune`."""
+"""`inv backup`: every volume and every database dump in one go, now, as files;
+`inv backup.prune`. The scheduled backups into a restic repository ([backups] in
+config/stack.toml, run by the stack's backup service): `inv backup.now`, `.snapshots`,
+`.restore`, `.status`, `.drill`, `.key`, `.credentials`."""
 from __future__ import annotations
 
+import sys
 import time
 
 from invoke import Collection
 
-from .cli import stack_task
+from .cli import print_table, stack_task
 from .errors import TaskError
+from .execution.runner import interactive
 from .plans import archives
+from .procedures import backups as scheduled
 from .procedures.backup_files import manifests
 from .procedures.dumps import dump_database
 from .procedures.volume_copy import backup_volume, compressor, stack_volumes
@@ -45,4 +51,78 @@ def prune(r, keep=None):
             r.report(f"deleted the unfinished {leftover.name}")
     r.report(f"kept the newest {keep} backup(s) of each volume and database; {len(doomed)} deleted")
 
-ns = Collection("backup", all_, prune)
+@stack_task(help={"dry": "Print the command only."})
+def now(r):
+    """Run the scheduled backup at once, with progress: every database dumped while it
+    runs, the media (and the certificates), one encrypted restic snapshot, old snapshots
+    forgotten as [backups] keep says, the repository checked."""
+    scheduled.now(r)
+
+
+@stack_task(help={"dry": "Print the command only."})
+def snapshots(r):
+    """The repository's snapshots of this stack: time, size, what they hold."""
+    print_table(scheduled.snapshots(r))
+
+
+@stack_task(help={
+    "snapshot": "Which snapshot: `latest` or an id from `inv backup.snapshots`.",
+    "database": "Restore only this database (repeatable; default: every database, and the media).",
+    "media": "Restore the media (alone, unless --database is given too).",
+    "yes": "Do not ask for confirmation.",
+    "timeout": "Seconds to wait for the stack to be healthy again.",
+    "dry": "Print the commands only.",
+}, iterable=["database"])
+def restore(r, snapshot, database=None, media=False, yes=False, timeout=None):
+    """Restore a snapshot: each database all or nothing (the dump is checked against the
+    sha256 its snapshot recorded, loaded into a fresh database, then swapped in), the media
+    with a safety copy that comes back if anything fails."""
+    names = list(database or [])
+    known = {db.name: db for db in r.stack.databases}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise TaskError(f"no database {', '.join(unknown)} in config/stack.toml (there are: {', '.join(known)})")
+    chosen = [known[name] for name in names] if names else ([] if media else list(known.values()))
+    with_media = media or not names
+    what = ", ".join([db.name for db in chosen] + (["the media"] if with_media else []))
+    r.confirm(yes, f"Replace {what} with snapshot {snapshot}?", f"restoring replaces {what}")
+    scheduled.restore(r, snapshot, chosen, with_media, timeout)
+
+
+@stack_task(help={"dry": "Print the command only."})
+def status(r):
+    """The last successful backup: when, how old, how big; the last error and drill.
+    Exits 1 when the last run failed or the last success is older than twice the
+    schedule's interval: monitoring can call it."""
+    fine, lines = scheduled.status(r)
+    for line in lines:
+        print(line)
+    if not fine:
+        raise TaskError(f"backups on {r.target.name} are failing or overdue")
+
+
+@stack_task(help={"snapshot": "Which snapshot (default: latest).", "dry": "Print the command only."})
+def drill(r, snapshot="latest"):
+    """Restore a snapshot into a throwaway PostgreSQL (the databases' major, on no network)
+    and check it: every dump's checksum, every table's row count, every media file's checksum
+    against what the backup recorded. PASS or FAIL with the time taken; exits 1 on FAIL."""
+    scheduled.drill(r, snapshot)
+
+
+@stack_task(hosts="one", help={"host": "The host whose repository password to show.", "dry": "Print the command only."})
+def key(r):
+    """Print the repository password, once, on a terminal: without it no backup can be read."""
+    scheduled.key(r)
+
+
+@stack_task(hosts="one", help={"host": "The host whose repository credentials to set.", "dry": "Print the command only."})
+def credentials(r):
+    """Set the repository's credentials (such as AWS_ACCESS_KEY_ID=... and
+    AWS_SECRET_ACCESS_KEY=... for s3:) from KEY=VALUE lines on standard input; they are
+    kept 0600 on the host, never in a command line."""
+    if interactive():
+        print("KEY=VALUE lines, then Ctrl-D:")
+    scheduled.credentials(r, sys.stdin.read())
+
+
+ns = Collection("backup", all_, prune, now, snapshots, restore, status, drill, key, credentials)

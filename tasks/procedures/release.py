@@ -30,7 +30,7 @@ from .rollout import roll_out
 from .serving import wait_until_served
 from .site import secure as secure_site
 from .starting import release_phase as run_release_phase
-from .starting import start_databases
+from .starting import start_backups, start_databases
 
 
 class deploy_lock:
@@ -156,6 +156,10 @@ def wait_healthy(d: Deploy) -> None:
     wait_until_served(d.r, d.timeout)
 
 
+def schedule_backups(d: Deploy) -> None:
+    start_backups(d.r)
+
+
 def switch(d: Deploy) -> None:
     d.r.shell(plans.switch(d.r.target.directory, d.release), what=f"pointing current at {d.release}")
 
@@ -191,6 +195,7 @@ STEPS = (
     ("securing the site", secure),
     ("moving traffic", roll),
     ("waiting for /healthz", wait_healthy),
+    ("scheduling the backups", schedule_backups),
     ("switching current", switch),
 )
 

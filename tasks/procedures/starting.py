@@ -14,6 +14,7 @@ stack made by an earlier version (the app connected as the superuser) onto it.
 from __future__ import annotations
 
 from ..execution.runner import Runner
+from ..plans import backups as backup_plans
 from ..plans import compose
 from ..plans import rollout as rollout_plans
 from ..plans import secrets as secret_plans
@@ -57,3 +58,17 @@ def start_stack(r: Runner, build: bool = True, timeout=None, what: str = "starti
     release_phase(r, migrate, static)
     r.say(what)
     roll_out(r, timeout)
+    start_backups(r)
+
+
+def start_backups(r: Runner) -> None:
+    """The backup service ([backups] in config/stack.toml) built and waiting for its
+    schedule; a local repository's folder made first, owned by the service's user."""
+    backups = r.stack.backups
+    if backups is None:
+        return
+    if backups.local_repository:
+        r.compose(["build", backup_plans.SERVICE], what="building the backup image")
+        r.run(backup_plans.own_repository(f"{r.project}-backup:latest", backups.repository),
+              what=f"making the repository folder {backups.repository}")
+    r.compose(backup_plans.start(), what="starting the backup service")

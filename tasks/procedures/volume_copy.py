@@ -35,13 +35,14 @@ class VolumeInfo:
 def volume_users(stack, site=None) -> dict[str, tuple[tuple[str, ...], tuple[str, ...], str]]:
     """For each volume of the stack: (writers, readers, the service whose image to use).
     Mirrors the compose template: a database's volume is its own; the app writes static
-    and media files, which Nginx reads; on an HTTPS site, certbot writes the certificate
+    and media files, which Nginx (and the backup service, the media) reads; on an HTTPS site, certbot writes the certificate
     the front reads, and its own account and renewal settings (tls = "acme")."""
     users = {db.volume: ((db.name,), (), db.name) for db in stack.databases}
-    for short in ("static_volume", "media_volume"):
-        users[short] = ((compose.APP,), ("nginx",), compose.APP)
+    backup = ("backup",) if stack.backups else ()  # reads the media and certs it sends away
+    users["static_volume"] = ((compose.APP,), ("nginx",), compose.APP)
+    users["media_volume"] = ((compose.APP,), ("nginx", *backup), compose.APP)
     if site is not None and site.https:
-        users["certs"] = (("certbot",), ("front",), "front")
+        users["certs"] = (("certbot",), ("front", *backup), "front")
     if site is not None and site.tls == "acme":
         users["letsencrypt"] = (("certbot",), (), "front")
     return users

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from .stack import APP_ROLE, DJANGO_SECRET, ROOT, SECRETS_DIR, Site, Stack
+from .stack import APP_ROLE, BACKUP_CREDENTIALS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
 
 TEMPLATES = ROOT / "config" / "templates"
 COMPOSE_FILE = Path("docker-compose.yml")
@@ -50,6 +50,12 @@ def app_secrets(stack: Stack) -> list[str]:
     return [DJANGO_SECRET, *(db.secret_name for db in stack.databases)]
 
 
+def backup_secrets(stack: Stack) -> list[str]:
+    """The secrets the backup service reads: the repository's password and each database's
+    app password (it dumps as the app role)."""
+    return [RESTIC_PASSWORD, *(db.secret_name for db in stack.databases)] if stack.backups else []
+
+
 def local_site(stack: Stack) -> Site:
     """The site of a checkout (`inv up`): plain HTTP on 127.0.0.1, no domains."""
     return Site(http_port=stack.http_port)
@@ -72,6 +78,9 @@ def rendered(stack: Stack, site: Site | None = None) -> dict[Path, str]:
         "client_max_body_size": stack.client_max_body_size,
         "databases": stack.databases,
         "app_secrets": app_secrets(stack),
+        "backups": stack.backups,
+        "backup_secrets": backup_secrets(stack),
+        "backup_credentials": BACKUP_CREDENTIALS,
         "app_role": APP_ROLE,
         "nginx_connections": NGINX_CONNECTIONS,
         "nginx_files": NGINX_FILES,
@@ -120,6 +129,8 @@ def secret_files(stack: Stack, token: str | None = None) -> dict[Path, str]:
     files = {DJANGO_ENV: _django_env(_environment(), stack), DJANGO_SECRET_FILE: secret(50)}
     for db in stack.databases:
         files[Path(db.secret_file)] = secret(32)
+    if stack.backups:
+        files[Path(SECRETS_DIR) / RESTIC_PASSWORD] = secret(32)
     return files
 
 

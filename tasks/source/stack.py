@@ -19,6 +19,10 @@ STACK_FILE = Path("config/stack.toml")
 SECRETS_DIR = "config/secrets"
 DJANGO_SECRET = "django_secret_key"
 BACKUP_KEY = "backup_key"
+# The restic repository's password, and the repository's credentials (KEY=VALUE lines, such
+# as AWS_ACCESS_KEY_ID), kept by `inv backup.credentials`: files in SECRETS_DIR.
+RESTIC_PASSWORD = "restic_password"
+BACKUP_CREDENTIALS = "backup_repository.env"
 # The PostgreSQL role Django connects as: it owns its database and is not a superuser.
 APP_ROLE = "app"
 
@@ -119,6 +123,51 @@ class Host:
     site: Site | None = None
 
 
+# A restore drill's schedule, by name; or a cron expression of its own.
+DRILLS = {"daily": "30 4 * * *", "weekly": "30 4 * * 0", "monthly": "30 4 1 * *"}
+KEEP_PERIODS = ("hourly", "daily", "weekly", "monthly", "yearly")
+
+
+@dataclass(frozen=True)
+class Backups:
+    """Scheduled backups into a restic repository ([backups] in config/stack.toml): run by
+    the stack's `backup` service on SCHEDULE (cron, the host's timezone)."""
+    schedule: str
+    repository: str
+    keep: tuple[tuple[str, int], ...] = (("daily", 7), ("weekly", 4), ("monthly", 6))
+    drill: str = DRILLS["weekly"]              # a cron expression, or "" for none
+    notify: tuple[str, ...] = ()
+
+    @property
+    def local_repository(self) -> bool:
+        """A path on the host (bind-mounted into the service), not a remote repository."""
+        return self.repository.startswith("/")
+
+
+def parse_backups(entry) -> Backups:
+    if not isinstance(entry, dict):
+        raise StackError("[backups] must be a table")
+    unknown = set(entry) - {"schedule", "repository", "keep", "drill", "notify"}
+    if unknown:
+        raise StackError(f"[backups]: unknown setting(s) {', '.join(sorted(unknown))} (credentials never go here)")
+    for key in ("schedule", "repository"):
+        if key not in entry:
+            raise StackError(f"[backups] needs {key}")
+    keep = entry.get("keep", dict(Backups.keep))
+    if not isinstance(keep, dict) or not keep or set(keep) - set(KEEP_PERIODS):
+        raise StackError(f"[backups] keep must be a table of {', '.join(KEEP_PERIODS)} counts")
+    drill = entry.get("drill", "weekly")
+    return Backups(
+        schedule=values.cron(entry["schedule"], "[backups] schedule"),
+        repository=values.repository(entry["repository"], "[backups] repository"),
+        keep=tuple((period, values.whole(keep[period], f"[backups] keep.{period}", 1, 10000))
+                   for period in KEEP_PERIODS if period in keep),
+        drill="" if drill == "off" else DRILLS.get(drill) or values.cron(drill, "[backups] drill (daily, weekly, "
+                                                                              "monthly, off or cron fields)"),
+        notify=values.notify_urls(entry["notify"], "[backups] notify") if "notify" in entry else (),
+    )
+
+
 @dataclass(frozen=True)
 class Stack:
     project: str
@@ -127,6 +176,7 @@ class Stack:
     databases: tuple[Database, ...]
     hosts: dict = field(default_factory=dict)
     groups: dict = field(default_factory=dict)
+    backups: Backups | None = None
 
     def database(self, name: str) -> Database:
         """The database called NAME, or whose Django alias is NAME (`default`)."""
@@ -213,6 +263,10 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         if not isinstance(members, list) or not all(isinstance(m, str) and m in hosts for m in members):
             raise StackError(f"{source}: group {group!r} must list names of [hosts.*] entries")
         groups[group] = list(members)
+    try:
+        backups = parse_backups(data["backups"]) if "backups" in data else None
+    except StackError as exc:
+        raise StackError(f"{source}: {exc}") from None
     return Stack(
         project=name,
         http_port=http_port,
@@ -220,6 +274,7 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         databases=tuple(databases),
         hosts=hosts,
         groups=groups,
+        backups=backups,
     )
 
 

@@ -153,3 +153,53 @@ def flag(value, what: str) -> bool:
     if not isinstance(value, bool):
         raise StackError(f"{what} {_shown(value)} is not valid: true or false")
     return value
+
+
+# One field of a cron expression: numbers, ranges and steps, or `*` (names are not taken).
+_CRON_FIELD = re.compile(r"(?:\*|[0-9]{1,2}(?:-[0-9]{1,2})?)(?:/[0-9]{1,2})?(?:,(?:\*|[0-9]{1,2}(?:-[0-9]{1,2})?)(?:/[0-9]{1,2})?)*")
+_CRON_RANGES = ((0, 59, "minute"), (0, 23, "hour"), (1, 31, "day of month"), (1, 12, "month"), (0, 7, "day of week"))
+
+
+def cron(value, what: str) -> str:
+    """Five cron fields (minute hour day month weekday), each number within its range."""
+    hint = 'five cron fields, minute hour day month weekday, such as "15 3 * * *"'
+    if not isinstance(value, str):
+        raise StackError(f"{what} {_shown(value)} is not valid: {hint}")
+    fields = value.split()
+    if len(fields) != 5 or " ".join(fields) != value:
+        raise StackError(f"{what} {_shown(value)} is not valid: {hint}")
+    for field, (low, high, name) in zip(fields, _CRON_RANGES):
+        if _CRON_FIELD.fullmatch(field) is None:
+            raise StackError(f"{what} {_shown(value)} is not valid: {hint}")
+        for number in re.findall(r"(?<![/0-9])[0-9]+", field):
+            if not low <= int(number) <= high:
+                raise StackError(f"{what} {_shown(value)} is not valid: the {name} {number} is outside {low}-{high}")
+    return value
+
+
+# A restic repository: an absolute path on the host, sftp:[user@]host:/path, or
+# s3:http(s)://host[:port]/bucket[/prefix]. Nothing that could be read as an option.
+REPOSITORY = re.compile(
+    r"(?:/[A-Za-z0-9_.@+-]+)+"
+    r"|sftp:(?:[a-z_][a-z0-9_.-]{0,31}@)?[A-Za-z0-9][A-Za-z0-9.-]{0,252}:/(?:[A-Za-z0-9_.@+-]+/?)*"
+    r"|s3:https?://[A-Za-z0-9][A-Za-z0-9.-]{0,252}(?::[0-9]{1,5})?/[a-z0-9][a-z0-9.-]{1,62}(?:/[A-Za-z0-9_.+-]+)*/?")
+
+
+def repository(value, what: str = "repository") -> str:
+    value = text(value, REPOSITORY, what, "an absolute path on the host, sftp:user@host:/path or "
+                                          "s3:https://host/bucket/path")
+    if "/../" in value + "/" or "/./" in value + "/":
+        raise StackError(f"{what} {_shown(value)} is not valid: no '.' or '..' path segments")
+    return value
+
+
+# An apprise URL (schema://...): printable, no spaces or quotes; it reaches an environment variable.
+NOTIFY_URL = re.compile(r"[a-z][a-z0-9+]{1,19}://[!#-&(-~]+")
+
+
+def notify_urls(value, what: str = "notify") -> tuple[str, ...]:
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not urls:
+        raise StackError(f"{what} must be an apprise URL or a list of them")
+    return tuple(text(url, NOTIFY_URL, what, "an apprise URL such as json://hooks.example.com/backup "
+                                            "or mailto://user:pass@example.com") for url in urls)

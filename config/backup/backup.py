@@ -1,0 +1,639 @@
+"""The stack's scheduled backups, inside the backup service's container (config/backup/
+Dockerfile: the PostgreSQL image of the databases, plus restic, croniter and apprise).
+
+A run takes, into one restic snapshot:
+  /backup/dumps/NAME.dump     a logical dump of each database (pg_dump custom format, not
+                              compressed: restic compresses and deduplicates), taken in a
+                              transaction whose snapshot also counts the rows of every table
+  /backup/dumps/manifest.json what the run took: per database its sha256 and row counts per
+                              table, per media file its sha256, the PostgreSQL major
+  /backup/media, /backup/certs the media volume, and the certificates' when the site has one
+then `forget --prune` by BACKUP_KEEP and `check`. The snapshot is written by restic at the
+very end of `restic backup`: a run that fails or is killed before leaves none. Runs never
+overlap (a lock file in the state volume); a killed run's stale restic lock is removed by
+the next one.
+
+Commands:
+  schedule           run by BACKUP_SCHEDULE and drill by BACKUP_DRILL (cron, the host's
+                     timezone), for ever (the service's command)
+  run                one backup now, with progress; exit 1 on failure
+  drill [SNAPSHOT]   restore SNAPSHOT (default latest) into a throwaway PostgreSQL server of
+                     this image (the databases' major), listening on no network, and check
+                     every dump's sha256, every table's row count and every media file's
+                     sha256 against the manifest; PASS or FAIL with the time taken
+  status             the state file as JSON, with `due`: whether the last success is older
+                     than twice the schedule's interval
+  snapshots          restic's snapshots of this host as JSON, each with its manifest's summary
+  dump SNAPSHOT PATH one file of a snapshot on standard output, checked against the manifest
+  media SNAPSHOT     the media folder of a snapshot as a tar stream on standard output
+  key                the repository password, for `inv backup.key`
+
+Failures and recoveries (the first success after a failure) are sent to BACKUP_NOTIFY's
+apprise URLs. Secrets are files in /run/secrets/backup (the password, each database's app
+password, and optionally repository.env: credentials such as AWS_ACCESS_KEY_ID), read here
+and passed to restic and pg_dump in their own environment only.
+"""
+import datetime
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+SECRETS = "/run/secrets/backup"
+STATE = "/var/lib/hello-backup"
+STATUS_FILE = f"{STATE}/status.json"
+LOCK_FILE = f"{STATE}/run.lock"
+DUMPS = "/backup/dumps"
+MEDIA = "/backup/media"
+CERTS = "/backup/certs"
+MANIFEST = f"{DUMPS}/manifest.json"
+APP_ROLE = "app"
+DRILLS = {"daily": "30 4 * * *", "weekly": "30 4 * * 0", "monthly": "30 4 1 * *"}
+# Every user table, counted in the transaction's snapshot: psql runs each generated query.
+COUNT_SQL = (
+    "SELECT format('SELECT %L || chr(9) || count(*) FROM %I.%I;', n.nspname || '.' || c.relname, n.nspname, c.relname) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1 \\gexec\n")
+END = "__hello_backup_end__"
+
+
+class Failed(Exception):
+    """One line that says what went wrong."""
+
+
+def say(message):
+    print(message, flush=True)
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def env(name, default=None):
+    value = os.environ.get(name, default)
+    if value is None:
+        raise Failed(f"{name} is not set")
+    return value
+
+
+def databases():
+    return [n for n in env("BACKUP_DATABASES", "").split(",") if n]
+
+
+def host():
+    return env("BACKUP_HOST")
+
+
+# -- restic ---------------------------------------------------------------------------
+
+def restic_env():
+    """restic's environment: the repository, the password file, the cache, and the
+    credentials of repository.env (KEY=VALUE lines), which never enter the container's."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")}
+    e.update(RESTIC_REPOSITORY=env("BACKUP_REPOSITORY"), RESTIC_PASSWORD_FILE=f"{SECRETS}/restic_password",
+             RESTIC_CACHE_DIR=f"{STATE}/cache", HOME=STATE)
+    try:
+        with open(f"{SECRETS}/repository.env") as f:
+            for line in f:
+                line = line.strip()
+                if line and not line.startswith("#") and "=" in line:
+                    key, value = line.split("=", 1)
+                    e[key.strip()] = value.strip()
+    except FileNotFoundError:
+        pass
+    return e
+
+
+def restic(*args, capture=True, check=True, stdout=None):
+    result = subprocess.run(["restic", *args],
+                            env=restic_env(), stdin=subprocess.DEVNULL, text=stdout is None,
+                            stdout=stdout if stdout is not None else (subprocess.PIPE if capture else None),
+                            stderr=subprocess.PIPE)
+    if check and result.returncode != 0:
+        raise Failed(f"restic {args[0]}: {last_line(result.stderr)}")
+    return result
+
+
+def last_line(text, default="no message"):
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    # restic's own one-line error, not the help that follows it.
+    for line in lines:
+        if line.startswith("Fatal:"):
+            return line
+    return lines[-1] if lines else default
+
+
+def ensure_repository():
+    """Open the repository; make it only where there is none and none was ever written to
+    from here (a repository that held this stack's snapshots and is gone, say an unmounted
+    disk, is an error, not an empty folder to start again in)."""
+    result = restic("cat", "config", check=False)
+    if result.returncode == 0:
+        return
+    message = last_line(result.stderr)
+    if "wrong password" in message or "no key found" in message:
+        raise Failed(f"the repository refused the password: {message}")
+    if "unable to open config file" in message or "does not exist" in message or "Is there a repository" in message:
+        used = read_status().get("backup", {}).get("repositories", [])
+        if env("BACKUP_REPOSITORY") in used:
+            raise Failed(f"the repository at {env('BACKUP_REPOSITORY')} is gone (this stack's snapshots were "
+                         f"there): is its disk or bucket missing? ({message})")
+        say(f"making a new restic repository at {env('BACKUP_REPOSITORY')}")
+        restic("init", "--repository-version", "2")
+        return
+    raise Failed(f"the repository cannot be opened: {message}")
+
+
+# -- taking a backup ------------------------------------------------------------------
+
+def psql_session(name):
+    """psql to database NAME as the app role, over the databases' network."""
+    with open(f"{SECRETS}/{name}_password") as f:
+        password = f.read().strip()
+    e = dict(os.environ, PGHOST=name, PGUSER=APP_ROLE, PGDATABASE=name, PGPASSWORD=password,
+             PGCONNECT_TIMEOUT="10", PGAPPNAME="hello-backup")
+    return e, subprocess.Popen(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+
+
+def read_until_end(psql):
+    lines = []
+    for line in psql.stdout:
+        line = line.rstrip("\n")
+        if line == END:
+            return lines
+        lines.append(line)
+    raise Failed(f"psql ended: {last_line(psql.stderr.read())}")
+
+
+def counts_of(psql):
+    psql.stdin.write(COUNT_SQL + f"\\echo {END}\n")
+    psql.stdin.flush()
+    counts = {}
+    for line in read_until_end(psql):
+        table, _, count = line.rpartition("\t")
+        counts[table] = int(count)
+    return counts
+
+
+def dump_database(name):
+    """NAME.dump and its row counts, from one exported snapshot: what the dump holds is
+    exactly what was counted, taken while the app keeps writing."""
+    e, psql = psql_session(name)
+    try:
+        psql.stdin.write("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;\n"
+                         f"SELECT pg_export_snapshot();\n\\echo {END}\n")
+        psql.stdin.flush()
+        snapshot = read_until_end(psql)
+        if len(snapshot) != 1:
+            raise Failed(f"{name}: no snapshot to dump from")
+        path = f"{DUMPS}/{name}.dump"
+        result = subprocess.run(["pg_dump", "--format=custom", "--compress=0", f"--snapshot={snapshot[0]}",
+                                 "--no-password", f"--file={path}"], env=e, stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise Failed(f"pg_dump of {name}: {last_line(result.stderr)}")
+        counts = counts_of(psql)
+        psql.stdin.write("COMMIT;\n\\q\n")
+        psql.stdin.flush()
+        psql.wait(timeout=60)
+    except BrokenPipeError:
+        raise Failed(f"{name}: {last_line(psql.stderr.read())}") from None
+    finally:
+        if psql.poll() is None:
+            psql.kill()
+            psql.wait()
+    return {"file": f"{name}.dump", "sha256": sha256(path), "bytes": os.path.getsize(path), "tables": counts}
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_sums(root):
+    """Every regular file under ROOT by relative path, with its sha256."""
+    sums = {}
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                sums[os.path.relpath(path, root)] = sha256(path)
+    return sums
+
+
+def postgres_major():
+    out = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True).stdout
+    return out.split()[-1].split(".")[0] if out else None
+
+
+def clear_dumps():
+    for name in os.listdir(DUMPS):
+        path = os.path.join(DUMPS, name)
+        shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
+def take():
+    """One backup: dumps and manifest staged, one restic snapshot, forget --prune, check."""
+    started = time.monotonic()
+    ensure_repository()
+    # Only this stack's runs use the repository, and none other is under way (the run
+    # lock): any restic lock left is a killed run's.
+    restic("unlock", "--remove-all")
+    clear_dumps()
+    manifest = {"project": env("BACKUP_PROJECT"), "host": host(), "created": now().isoformat(timespec="seconds"),
+                "postgres_major": postgres_major(), "databases": {}, "media": {}}
+    for name in databases():
+        say(f"dumping {name}")
+        manifest["databases"][name] = dump_database(name)
+        tables = manifest["databases"][name]["tables"]
+        say(f"  {manifest['databases'][name]['bytes']:,} bytes, {len(tables)} tables, {sum(tables.values()):,} rows")
+    manifest["media"] = tree_sums(MEDIA)
+    top = os.stat(MEDIA)
+    manifest["media_root"] = {"uid": top.st_uid, "gid": top.st_gid, "mode": top.st_mode & 0o7777}
+    say(f"media: {len(manifest['media'])} files")
+    paths = [DUMPS, MEDIA] + ([CERTS] if os.path.isdir(CERTS) else [])
+    write_json(MANIFEST, manifest)
+    say(f"sending to {env('BACKUP_REPOSITORY')}")
+    summary = backup_with_progress(paths)
+    keep = dict(part.split("=") for part in env("BACKUP_KEEP").split(",") if part)
+    forget = [f"--keep-{period}={count}" for period, count in keep.items()]
+    say("forgetting old snapshots: " + " ".join(forget))
+    restic("forget", "--host", host(), "--prune", *forget)
+    say("checking the repository")
+    restic("check")
+    clear_dumps()
+    return {"snapshot": summary.get("snapshot_id", "")[:8], "bytes": summary.get("total_bytes_processed", 0),
+            "added": summary.get("data_added", 0), "seconds": round(time.monotonic() - started, 1)}
+
+
+def backup_with_progress(paths):
+    process = subprocess.Popen(["restic", "backup", "--json", "--host", host(), "--tag", "hello",
+                                "--compression", "auto", *paths], env=restic_env(), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    summary, shown = {}, 0.0
+    for line in process.stdout:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if message.get("message_type") == "status" and time.monotonic() - shown > 2:
+            shown = time.monotonic()
+            say(f"  {message.get('percent_done', 0) * 100:.0f}% of {message.get('total_bytes', 0):,} bytes")
+        elif message.get("message_type") == "summary":
+            summary = message
+    error = process.stderr.read()
+    if process.wait() != 0 or not summary:
+        raise Failed(f"restic backup: {last_line(error)}")
+    say(f"snapshot {summary['snapshot_id'][:8]}: {summary.get('total_bytes_processed', 0):,} bytes, "
+        f"{summary.get('data_added', 0):,} added to the repository")
+    return summary
+
+
+# -- status and notifications -----------------------------------------------------------
+
+def read_status():
+    try:
+        with open(STATUS_FILE) as f:
+            return json.load(f)
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def write_json(path, data):
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".status-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def notify(title, body):
+    urls = [u for u in env("BACKUP_NOTIFY", "").split() if u]
+    if not urls:
+        return
+    try:
+        import apprise
+
+        sender = apprise.Apprise()
+        for url in urls:
+            sender.add(url)
+        if not sender.notify(title=title, body=body):
+            say("notification: apprise could not deliver it")
+    except Exception as exc:  # a notification must never turn a result into a crash
+        say(f"notification failed: {exc}")
+
+
+def record(kind, ok, detail, error=None):
+    """The state file after a run or a drill, and the notification it calls for."""
+    status = read_status()
+    entry = status.get(kind, {})
+    was_failing = bool(entry.get("failures"))
+    entry["last_attempt"] = now().isoformat(timespec="seconds")
+    if ok:
+        entry.update(last_success=entry["last_attempt"], last_error=None, failures=0, **detail)
+        if kind == "backup" and env("BACKUP_REPOSITORY") not in entry.setdefault("repositories", []):
+            entry["repositories"].append(env("BACKUP_REPOSITORY"))
+    else:
+        entry.update(last_error=error, last_failure=entry["last_attempt"], failures=entry.get("failures", 0) + 1)
+    status[kind] = entry
+    write_json(STATUS_FILE, status)
+    what = "backup" if kind == "backup" else "restore drill"
+    where = f"{env('BACKUP_PROJECT')} on {host()}"
+    if not ok:
+        notify(f"{what} FAILED: {where}", error)
+    elif was_failing:
+        notify(f"{what} recovered: {where}", f"{what} succeeded again at {entry['last_success']}")
+
+
+def run():
+    with lock() as held:
+        if not held:
+            say("another backup run is under way: this one stops")
+            return 75
+        try:
+            detail = take()
+        except (Failed, OSError, subprocess.SubprocessError) as exc:
+            error = str(exc)
+            say(f"backup FAILED: {error}")
+            record("backup", False, {}, error)
+            try:
+                clear_dumps()
+            except OSError:
+                pass
+            return 1
+        record("backup", True, detail)
+        say(f"backup done in {detail['seconds']} s: snapshot {detail['snapshot']}")
+        return 0
+
+
+class lock:
+    def __enter__(self):
+        self.file = open(LOCK_FILE, "a")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def __exit__(self, *exc):
+        self.file.close()
+        return False
+
+
+def interval(expression):
+    """Seconds between two firings of a cron EXPRESSION (the longest of the next few)."""
+    from croniter import croniter
+
+    it = croniter(expression, datetime.datetime.now().astimezone())
+    times = [it.get_next(float) for _ in range(6)]
+    return max(b - a for a, b in zip(times, times[1:]))
+
+
+def status():
+    state = read_status()
+    backup = state.get("backup", {})
+    limit = 2 * interval(env("BACKUP_SCHEDULE"))
+    last = backup.get("last_success")
+    age = (now() - datetime.datetime.fromisoformat(last)).total_seconds() if last else None
+    state.update(schedule=env("BACKUP_SCHEDULE"), drill_schedule=env("BACKUP_DRILL", ""), age=age,
+                 limit=limit, overdue=age is None or age > limit, repository=env("BACKUP_REPOSITORY"),
+                 failing=bool(backup.get("failures")))
+    print(json.dumps(state, sort_keys=True))
+    return 0
+
+
+# -- reading snapshots ------------------------------------------------------------------
+
+def snapshots():
+    listed = json.loads(restic("snapshots", "--json", "--host", host()).stdout or "[]")
+    rows = []
+    for snap in listed:
+        rows.append({"id": snap["short_id"], "time": snap["time"][:19] + "Z" if snap["time"].endswith("Z") else snap["time"],
+                     "paths": snap.get("paths", []), "tags": snap.get("tags", [])})
+    for row in rows:
+        stats = restic("stats", "--json", "--mode", "restore-size", row["id"], check=False)
+        row["bytes"] = json.loads(stats.stdout).get("total_size") if stats.returncode == 0 else None
+        manifest = restic("dump", row["id"], MANIFEST, check=False)
+        if manifest.returncode == 0:
+            data = json.loads(manifest.stdout)
+            row["databases"] = {n: sum(d["tables"].values()) for n, d in data["databases"].items()}
+            row["media_files"] = len(data["media"])
+    print(json.dumps(rows))
+    return 0
+
+
+def resolve(snapshot):
+    """A snapshot id of this host (`latest` included), or a one-line refusal."""
+    listed = json.loads(restic("snapshots", "--json", "--host", host(), snapshot).stdout or "[]")
+    if not listed:
+        raise Failed(f"no snapshot {snapshot} of {host()} in the repository")
+    return listed[-1]["short_id"]
+
+
+def manifest_of(snapshot):
+    result = restic("dump", snapshot, MANIFEST, check=False)
+    if result.returncode != 0:
+        raise Failed(f"snapshot {snapshot} has no manifest: {last_line(result.stderr)}")
+    return json.loads(result.stdout)
+
+
+def dump(snapshot, path):
+    """One dump of SNAPSHOT on standard output, after its sha256 matched the manifest."""
+    snapshot = resolve(snapshot)
+    manifest = manifest_of(snapshot)
+    name = os.path.basename(path)
+    expected = next((d["sha256"] for d in manifest["databases"].values() if d["file"] == name), None)
+    if expected is None:
+        raise Failed(f"snapshot {snapshot} holds no {name}")
+    with tempfile.TemporaryDirectory(dir=STATE) as tmp:
+        local = os.path.join(tmp, name)
+        with open(local, "wb") as out:
+            restic("dump", snapshot, f"{DUMPS}/{name}", stdout=out)
+        if sha256(local) != expected:
+            raise Failed(f"{name} in snapshot {snapshot} does not match its manifest's sha256: not restoring it")
+        with open(local, "rb") as f:
+            shutil.copyfileobj(f, sys.stdout.buffer)
+    return 0
+
+
+def media(snapshot):
+    """The media folder of SNAPSHOT as a gzip'd tar rooted at the volume (`./` first, with
+    the root's owner and mode), on standard output; every file's sha256 checked against the
+    manifest and the count too, before the last byte is written (the caller keeps the
+    output only when this exits 0)."""
+    import gzip
+    import tarfile
+
+    snapshot = resolve(snapshot)
+    manifest = manifest_of(snapshot)
+    expected, root = manifest["media"], manifest.get("media_root", {"uid": 0, "gid": 0, "mode": 0o755})
+    process = subprocess.Popen(["restic", "dump", "--archive", "tar", snapshot, MEDIA], env=restic_env(),
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    prefix = MEDIA.lstrip("/") + "/"
+    seen = 0
+    with gzip.GzipFile(fileobj=sys.stdout.buffer, mode="wb", compresslevel=1) as gz, \
+            tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT) as out:
+        top = tarfile.TarInfo("./")
+        top.type, top.uid, top.gid, top.mode = tarfile.DIRTYPE, root["uid"], root["gid"], root["mode"]
+        out.addfile(top)
+        with tarfile.open(fileobj=process.stdout, mode="r|") as dumped:
+            for member in dumped:
+                name = member.name.lstrip("/")
+                if not name.startswith(prefix) or not (member.isfile() or member.isdir()):
+                    raise Failed(f"unexpected entry {member.name!r} in the media of {snapshot}")
+                member.name = "./" + name[len(prefix):].rstrip("/")
+                member.uname = member.gname = ""
+                if member.isfile():
+                    relative, digest, source = member.name[2:], hashlib.sha256(), dumped.extractfile(member)
+                    with tempfile.SpooledTemporaryFile(max_size=1 << 24, dir=STATE) as spool:
+                        for block in iter(lambda: source.read(1 << 20), b""):
+                            digest.update(block)
+                            spool.write(block)
+                        if digest.hexdigest() != expected.get(relative):
+                            raise Failed(f"media/{relative} in {snapshot} does not match its manifest's sha256")
+                        spool.seek(0)
+                        out.addfile(member, spool)
+                    seen += 1
+                else:
+                    out.addfile(member)
+    if process.wait() != 0:
+        raise Failed(f"restic dump of the media: {last_line(process.stderr.read())}")
+    if seen != len(expected):
+        raise Failed(f"the media of {snapshot} holds {seen} files, its manifest {len(expected)}")
+    return 0
+
+
+# -- the restore drill ------------------------------------------------------------------
+
+def drill(snapshot="latest"):
+    started = time.monotonic()
+    try:
+        snapshot = resolve(snapshot)
+        problems = drill_snapshot(snapshot)
+    except (Failed, OSError, subprocess.SubprocessError) as exc:
+        problems = [str(exc)]
+    took = round(time.monotonic() - started, 1)
+    if problems:
+        for problem in problems:
+            say(f"  {problem}")
+        say(f"FAIL in {took} s")
+        record("drill", False, {}, f"snapshot {snapshot}: " + "; ".join(problems[:5]))
+        return 1
+    say(f"PASS in {took} s (snapshot {snapshot})")
+    record("drill", True, {"snapshot": snapshot, "seconds": took})
+    return 0
+
+
+def drill_snapshot(snapshot):
+    with tempfile.TemporaryDirectory(dir=STATE, prefix="drill-") as tmp:
+        say(f"restoring snapshot {snapshot}")
+        restic("restore", snapshot, "--target", tmp)
+        root = tmp + DUMPS
+        with open(f"{root}/manifest.json") as f:
+            manifest = json.load(f)
+        problems = []
+        if manifest.get("postgres_major") != postgres_major():
+            problems.append(f"taken with PostgreSQL {manifest.get('postgres_major')}, drilled with {postgres_major()}")
+        for name, expected in manifest["databases"].items():
+            if sha256(f"{root}/{expected['file']}") != expected["sha256"]:
+                problems.append(f"{expected['file']}: sha256 differs from the manifest")
+        if not problems:
+            problems += restore_databases(tmp, root, manifest)
+        restored = tree_sums(tmp + MEDIA) if os.path.isdir(tmp + MEDIA) else {}
+        if len(restored) != len(manifest["media"]):
+            problems.append(f"media: {len(restored)} files, the manifest lists {len(manifest['media'])}")
+        problems += [f"media/{path}: sha256 differs" for path, digest in manifest["media"].items()
+                     if restored.get(path, digest) != digest]
+        return problems
+
+
+def restore_databases(tmp, root, manifest):
+    """Each dump into a throwaway server (this image's PostgreSQL, on a socket in TMP, no
+    TCP at all), then every table's rows counted against the manifest."""
+    data, sock = f"{tmp}/pgdata", f"{tmp}/sock"
+    os.mkdir(sock)
+    subprocess.run(["initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"], check=True,
+                   capture_output=True)
+    subprocess.run(["pg_ctl", "-D", data, "-w", "-l", f"{tmp}/server.log", "-o",
+                    f"-c listen_addresses='' -c unix_socket_directories={sock} -c fsync=off", "start"],
+                   check=True, capture_output=True)
+    problems = []
+    try:
+        e = dict(os.environ, PGHOST=sock, PGUSER="postgres")
+        subprocess.run(["psql", "-XAtq", "-d", "postgres", "-c", f"CREATE ROLE {APP_ROLE}"], env=e, check=True,
+                       capture_output=True)
+        for name, expected in manifest["databases"].items():
+            say(f"loading {name}")
+            subprocess.run(["createdb", "-O", APP_ROLE, name], env=e, check=True, capture_output=True)
+            loaded = subprocess.run(["pg_restore", "--exit-on-error", "--no-owner", "--role", APP_ROLE, "-d", name,
+                                     f"{root}/{expected['file']}"], env=e, capture_output=True, text=True)
+            if loaded.returncode != 0:
+                problems.append(f"{name}: pg_restore failed: {last_line(loaded.stderr)}")
+                continue
+            psql = subprocess.Popen(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-d", name], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+            counts = counts_of(psql)
+            psql.stdin.close()
+            psql.wait()
+            for table, rows in expected["tables"].items():
+                if counts.get(table) != rows:
+                    problems.append(f"{name}.{table}: {counts.get(table)} rows, the backup counted {rows}")
+            say(f"  {len(counts)} tables, {sum(counts.values()):,} rows")
+    finally:
+        subprocess.run(["pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
+    return problems
+
+
+# -- the schedule -------------------------------------------------------------------------
+
+def schedule():
+    """Run and drill at their times, for ever; a SIGTERM ends the wait at once."""
+    from croniter import croniter
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    base = datetime.datetime.now().astimezone()
+    jobs = {"backup": croniter(env("BACKUP_SCHEDULE"), base)}
+    if env("BACKUP_DRILL", ""):
+        jobs["drill"] = croniter(env("BACKUP_DRILL"), base)
+    due = {name: it.get_next(float) for name, it in jobs.items()}
+    say("schedule: " + ", ".join(f"{name} next at {datetime.datetime.fromtimestamp(t).astimezone():%Y-%m-%d %H:%M %Z}"
+                                 for name, t in due.items()))
+    while True:
+        name = min(due, key=due.get)
+        time.sleep(max(0.0, due[name] - time.time()))
+        say(f"{name}: starting at {now():%Y-%m-%d %H:%M:%S} UTC")
+        # A child process: a crash or a kill of the run leaves the schedule going.
+        subprocess.run([sys.executable, __file__, "run" if name == "backup" else "drill"])
+        # The next firing after now: a run longer than the interval skips, never piles up.
+        while due[name] <= time.time():
+            due[name] = jobs[name].get_next(float)
+
+
+def main(argv):
+    commands = {"schedule": schedule, "run": run, "drill": drill, "status": status, "snapshots": snapshots,
+                "dump": dump, "media": media, "key": lambda: print(open(f"{SECRETS}/restic_password").read().strip())}
+    if not argv or argv[0] not in commands:
+        print(__doc__, file=sys.stderr)
+        return 2
+    try:
+        return commands[argv[0]](*argv[1:]) or 0
+    except Failed as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,63 @@
+"""Plans for the scheduled backups (procedures/backups.py runs them): one-off runs of
+config/backup/backup.py in the backup service's container, and reading what it prints.
+
+The service itself (docker-compose.yml, rendered from [backups] in config/stack.toml) runs
+`schedule`; every task here is the same script, run once, beside it: a run's lock file in
+the state volume keeps the two from overlapping.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+SERVICE = "backup"
+UID = 10002  # the image's hello-backup user (config/backup/Dockerfile)
+# What the script exits with when a run is under way already.
+BUSY = 75
+# A snapshot: restic's id (8 hex digits or the whole 64), or `latest`.
+SNAPSHOT = re.compile(r"latest|[0-9a-f]{8}|[0-9a-f]{64}")
+# KEY=VALUE lines of repository credentials: restic's and its backends' variable names.
+CREDENTIAL = re.compile(r"[A-Z][A-Z0-9_]{1,63}=[^\x00-\x1f\x7f]*")
+
+
+def script(command, *args, tty: bool = False) -> list[str]:
+    """Compose: backup.py COMMAND ARGS in a one-off container of the service (its
+    networks, volumes and secrets), removed afterwards."""
+    return ["run", "--rm", *([] if tty else ["-T"]), SERVICE, command, *args]
+
+
+def start() -> list[str]:
+    """Compose: the service (re)built and started, after secrets-init has given it its
+    secrets; it waits for its schedule."""
+    return ["up", "--detach", "--build", SERVICE]
+
+
+def own_repository(image: str, path: str) -> list[str]:
+    """A local repository's folder made on the host, owned by the service's user alone
+    (through the engine: the deploy's user need not be root)."""
+    return ["docker", "run", "--rm", "--user", "0", "--network", "none", "--entrypoint", "sh",
+            "--volume", f"{path}:/repository", image, "-ec",
+            f"chown {UID}:{UID} /repository && chmod 700 /repository"]
+
+
+def parse_json(stdout: str):
+    """The last line of STDOUT that is JSON, or None."""
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith(("{", "[")):
+            try:
+                return json.loads(line)
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+def credentials(text: str) -> str:
+    """TEXT's KEY=VALUE lines, checked: the file repository.env becomes."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    bad = [line.split("=", 1)[0] for line in lines if CREDENTIAL.fullmatch(line) is None]
+    if bad or not lines:
+        raise ValueError("give KEY=VALUE lines, such as AWS_ACCESS_KEY_ID=... (names in capitals)"
+                         + (f"; not: {', '.join(map(shlex.quote, bad))}" if bad else ""))
+    return "\n".join(lines) + "\n"

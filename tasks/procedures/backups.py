@@ -1,0 +1,167 @@
+"""The scheduled backups' tasks (plans in tasks/plans/backups.py; the work itself is
+config/backup/backup.py, run in the backup service's container, whose restic repository
+[backups] in config/stack.toml names).
+
+A restore goes through the paths the file-level backups use: each database dump, checked
+against the sha256 its snapshot's manifest recorded, is loaded all or nothing
+(procedures/dumps.py); the media are checked file by file the same way, then replace the
+volume's content with a safety copy kept until the stack is healthy (procedures/volume_copy.py).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from ..errors import TaskError, last_line
+from ..execution.runner import Runner, interactive
+from ..plans import archives
+from ..plans import backups as plans
+from ..source.stack import BACKUP_CREDENTIALS, SECRETS_DIR
+from .backup_files import backup_dir, temporary_name
+from .dumps import load_database
+from .starting import start_backups
+from .volume_copy import _restore_volume, resolve_volume, stack_volumes
+
+
+def configured(r: Runner):
+    backups = r.stack.backups
+    if backups is None:
+        raise TaskError("no [backups] in config/stack.toml: add schedule and repository there (README: Backups)")
+    return backups
+
+
+def script(r: Runner, command: str, *args, what: str, hide: bool = True):
+    result = r.compose(plans.script(command, *args), hide=hide, check=False, what=what)
+    if result.failed and not r.dry:
+        raise TaskError(f"{what} failed: {last_line(result.stderr, f'exit status {result.exited}')}")
+    return result
+
+
+def now(r: Runner) -> None:
+    configured(r)
+    result = r.compose(plans.script("run"), check=False, what="the backup run")
+    if result.exited == plans.BUSY:
+        raise TaskError("a backup run is under way on this host already (the scheduled one?): try again later")
+    if result.failed:
+        raise TaskError(f"the backup run failed: {last_line(result.stdout, 'see above')}")
+
+
+def snapshots(r: Runner) -> list[list[str]]:
+    configured(r)
+    rows = plans.parse_json(script(r, "snapshots", what="listing the snapshots").stdout) or []
+    table = [["snapshot", "time (UTC)", "size", "databases (rows)", "media files"]]
+    for snap in rows:
+        table.append([snap["id"], snap["time"].replace("T", " ")[:19],
+                      _size(snap["bytes"]) if snap.get("bytes") is not None else "?",
+                      ", ".join(f"{name} ({count:,})" for name, count in snap.get("databases", {}).items()) or "?",
+                      str(snap.get("media_files", "?"))])
+    return table
+
+
+def status(r: Runner) -> tuple[bool, list[str]]:
+    """(fine, lines): the last success, its age, size and the last error; not fine when the
+    last run failed, or the last success is older than twice the schedule's interval (or
+    there is none)."""
+    configured(r)
+    state = plans.parse_json(script(r, "status", what="reading the backup status").stdout)
+    if r.dry:
+        return True, []
+    if not isinstance(state, dict):
+        raise TaskError("the backup service gave no status")
+    backup, drill = state.get("backup", {}), state.get("drill", {})
+    where = r.target.name
+    if backup.get("last_success"):
+        age = state["age"]
+        lines = [f"{where}: last backup {backup['last_success']} ({_age(age)} ago), snapshot "
+                 f"{backup.get('snapshot', '?')}, {_size(backup.get('bytes', 0))}, "
+                 f"{_size(backup.get('added', 0))} added to the repository, {backup.get('seconds', '?')} s"]
+    else:
+        lines = [f"{where}: no backup has succeeded yet"]
+    if backup.get("last_error"):
+        lines.append(f"{where}: last error ({backup.get('last_failure')}): {backup['last_error']}")
+    if drill:
+        lines.append(f"{where}: last drill " + (f"PASS {drill['last_success']} ({drill.get('seconds')} s)"
+                                                 if drill.get("last_success") else "never passed")
+                     + (f"; last failure {drill['last_failure']}: {drill['last_error']}"
+                        if drill.get("last_error") else ""))
+    if state.get("overdue"):
+        lines.append(f"{where}: OVERDUE: no success within {_age(state['limit'])} (twice the schedule "
+                     f"{state['schedule']!r})")
+    return not (state.get("overdue") or state.get("failing")), lines
+
+
+def _size(count) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
+        count /= 1024
+
+
+def _age(seconds) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h" if seconds >= 86400 else \
+        f"{seconds // 3600} h {seconds % 3600 // 60} min" if seconds >= 3600 else f"{seconds // 60} min {seconds % 60} s"
+
+
+def drill(r: Runner, snapshot: str) -> None:
+    configured(r)
+    _snapshot(snapshot)
+    result = r.compose(plans.script("drill", snapshot), check=False, what="the restore drill")
+    if result.failed:
+        raise TaskError(f"the restore drill FAILED on {r.target.name}: see above")
+
+
+def _snapshot(snapshot: str) -> str:
+    if plans.SNAPSHOT.fullmatch(snapshot or "") is None:
+        raise TaskError(f"snapshot {snapshot!r} is not valid: `latest` or an id from `inv backup.snapshots`")
+    return snapshot
+
+
+def restore(r: Runner, snapshot: str, databases: list[str], media: bool, timeout: int) -> None:
+    """Each chosen database from SNAPSHOT, all or nothing, then the media with a safety copy."""
+    configured(r)
+    _snapshot(snapshot)
+    directory = backup_dir(r)
+    when = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for db in databases:
+        r.require_running(db.name)
+        final = directory / f"{r.project}_{db.name}_snapshot-{snapshot}_{when}.dump"
+        tmp = temporary_name(final)
+        try:
+            r.run(archives.pipeline(r.compose_argv(plans.script("dump", snapshot, f"{db.name}.dump")),
+                                    output=str(tmp)), what=f"reading {db.name} from snapshot {snapshot}")
+            load_database(r, db, tmp)
+        finally:
+            r.remove(tmp)
+    if media:
+        info = resolve_volume(stack_volumes(r), "media_volume")
+        final = directory / f"{r.project}_media_snapshot-{snapshot}_{when}.tar.gz"
+        tmp = temporary_name(final)
+        try:
+            r.run(archives.pipeline(r.compose_argv(plans.script("media", snapshot)), output=str(tmp)),
+                  what=f"reading the media from snapshot {snapshot}")
+            _restore_volume(r, info, tmp, archives.COMPRESSORS["gzip"], timeout)
+        finally:
+            r.remove(tmp)
+
+
+def key(r: Runner) -> None:
+    configured(r)
+    if not interactive():
+        raise TaskError("the repository password is shown on a terminal only (it is never logged or piped)")
+    result = script(r, "key", what="reading the repository password")
+    print("WARNING: without this password no backup in the repository can be read, by anyone.\n"
+          "Keep it somewhere other than this server (a password manager, a safe).\n")
+    print(result.stdout.strip())
+
+
+def credentials(r: Runner, text: str) -> None:
+    """TEXT (KEY=VALUE lines, read from standard input) as the repository's credentials on
+    the target, 0600; the backup service gets them at its next start, now."""
+    configured(r)
+    try:
+        content = plans.credentials(text)
+    except ValueError as exc:
+        raise TaskError(f"repository credentials: {exc}") from None
+    r.write(r.target.config_dir / "secrets" / BACKUP_CREDENTIALS, content, mode=0o600)
+    r.report(f"wrote {SECRETS_DIR}/{BACKUP_CREDENTIALS} on {r.target.name} ({len(content.splitlines())} variables)")
+    start_backups(r)

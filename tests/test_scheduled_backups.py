@@ -1,0 +1,129 @@
+"""[backups] in config/stack.toml: its defaults, its one-line refusals, the backup service it
+renders, and the commands the backup tasks build (config/backup/backup.py's own logic is
+tested where it runs, in tests/e2e/test_scheduled_backups.py)."""
+import pytest
+import yaml
+
+from tasks.errors import StackError
+from tasks.plans import backups as plans
+from tasks.source import render
+from tasks.source.stack import DRILLS, loads
+from tasks.source.values import cron
+
+BASE = open("config/stack.toml").read()
+BACKUPS = '\n[backups]\nschedule = "15 3 * * *"\nrepository = "sftp:backup@vault.example.com:/srv/restic/hello"\n'
+
+
+def stack_with(extra: str = "", backups: str = BACKUPS):
+    return loads(BASE + backups + extra)
+
+
+def test_defaults_keep_a_week_a_month_and_half_a_year_and_drill_weekly():
+    backups = stack_with().backups
+    assert backups.keep == (("daily", 7), ("weekly", 4), ("monthly", 6))
+    assert backups.drill == DRILLS["weekly"] and backups.notify == () and not backups.local_repository
+
+
+def test_the_issue_example_parses():
+    backups = stack_with('keep = { daily = 7, weekly = 4, monthly = 6 }\ndrill = "monthly"\n'
+                         'notify = "json://hooks.example.com/backup"\n').backups
+    assert backups.drill == DRILLS["monthly"] and backups.notify == ("json://hooks.example.com/backup",)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('schedule = "61 3 * * *"\n', "the minute 61 is outside 0-59"),
+    ('schedule = "* * *"\n', "five cron fields"),
+    ('schedule = "@daily"\n', "five cron fields"),
+    ('schedule = "15 3 * * * rm -rf /"\n', "five cron fields"),
+    ('schedule = "15  3 * * *"\n', "five cron fields"),
+    ('repository = "-oProxyCommand=sh"\n', "an absolute path on the host"),
+    ('repository = "relative/dir"\n', "an absolute path on the host"),
+    ('repository = "/srv/../etc"\n', "no '.' or '..'"),
+    ('repository = "sftp:backup@host:/srv/x y"\n', "an absolute path on the host"),
+    ('repository = "s3:http://minio/UPPER"\n', "an absolute path on the host"),
+    ('keep = { daily = 0 }\n', "a whole number from 1"),
+    ('keep = { fortnightly = 2 }\n', "keep must be a table of"),
+    ('drill = "sometimes"\n', "drill (daily, weekly, monthly, off or cron fields)"),
+    ('notify = "https://hooks.example.com/a b"\n', "an apprise URL"),
+    ('notify = []\n', "must be an apprise URL or a list"),
+    ('password = "hunter2"\n', "unknown setting(s) password (credentials never go here)"),
+])
+def test_bad_values_are_refused_in_one_line(extra, message):
+    key = extra.split(" =")[0]
+    text = "\n".join(line for line in BACKUPS.splitlines() if not line.startswith(key + " ")) + "\n" + extra
+    with pytest.raises(StackError) as refused:
+        loads(BASE + text)
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_schedule_and_repository_are_required():
+    with pytest.raises(StackError, match=r"\[backups\] needs repository"):
+        loads(BASE + '\n[backups]\nschedule = "15 3 * * *"\n')
+
+
+@pytest.mark.parametrize("expression", ["15 3 * * *", "*/5 * * * *", "0 0-6/2 1,15 * 1-5", "0 4 * 12 7"])
+def test_cron_grammar_takes_the_usual_forms(expression):
+    assert cron(expression, "schedule") == expression
+
+
+def test_without_backups_nothing_changes_in_the_compose_file():
+    plain = yaml.safe_load(render.rendered(loads(BASE))[render.COMPOSE_FILE])
+    assert "backup" not in plain["services"] and "backup_state" not in plain["volumes"]
+
+
+def test_the_backup_service_reads_as_the_app_role_with_no_socket_and_no_capability():
+    stack = stack_with('notify = ["json://hooks.example.com/a", "mailto://ops@example.com"]\n')
+    compose = yaml.safe_load(render.rendered(stack)[render.COMPOSE_FILE])
+    service = compose["services"]["backup"]
+    assert service["cap_drop"] == ["ALL"] and "ports" not in service
+    assert not any("docker.sock" in v for v in service["volumes"])
+    assert "media_volume:/backup/media:ro" in service["volumes"]
+    assert set(service["networks"]) == {"backup_network", "database1_network"}
+    env = service["environment"]
+    assert env["BACKUP_SCHEDULE"] == "15 3 * * *" and env["BACKUP_KEEP"] == "daily=7,weekly=4,monthly=6"
+    assert env["BACKUP_REPOSITORY"] == "sftp:backup@vault.example.com:/srv/restic/hello"
+    assert env["BACKUP_NOTIFY"] == "json://hooks.example.com/a mailto://ops@example.com"
+    # No secret in the environment: they are files of the service's own user.
+    assert not any("PASSWORD" in key and "FILE" not in key for key in env)
+    init = compose["services"]["secrets-init"]
+    assert "backup_secrets:/backup-out" in init["volumes"]
+    assert "chown 10002:10002" in init["entrypoint"][2] and "restic_password database1_password" in init["entrypoint"][2]
+
+
+def test_a_local_repository_is_bind_mounted_and_the_secret_files_include_its_password():
+    stack = stack_with(backups='\n[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/restic/hello"\n')
+    service = yaml.safe_load(render.rendered(stack)[render.COMPOSE_FILE])["services"]["backup"]
+    assert "/srv/restic/hello:/repository" in service["volumes"]
+    assert service["environment"]["BACKUP_REPOSITORY"] == "/repository"
+    files = {str(path) for path in render.secret_files(stack)}
+    assert "config/secrets/restic_password" in files
+    assert "config/secrets/restic_password" not in {str(p) for p in render.secret_files(loads(BASE))}
+
+
+def test_the_backup_service_takes_the_certificates_of_an_https_site():
+    stack = stack_with('[hosts.prod]\naddress = "203.0.113.10"\ndirectory = "/srv/hello"\n'
+                       'domains = ["example.com"]\n')
+    compose = yaml.safe_load(render.rendered(stack, stack.hosts["prod"].site)[render.COMPOSE_FILE])
+    assert "certs:/backup/certs:ro" in compose["services"]["backup"]["volumes"]
+
+
+def test_one_off_runs_share_the_service_and_snapshots_are_checked():
+    assert plans.script("drill", "latest") == ["run", "--rm", "-T", "backup", "drill", "latest"]
+    for good in ("latest", "0123abcd", "a" * 64):
+        assert plans.SNAPSHOT.fullmatch(good)
+    for bad in ("--help", "0123ABCD", "latest;rm", "abc"):
+        assert not plans.SNAPSHOT.fullmatch(bad)
+
+
+def test_credentials_are_key_value_lines_and_nothing_else():
+    assert plans.credentials("# s3\nAWS_ACCESS_KEY_ID=abc\n\nAWS_SECRET_ACCESS_KEY=x/y+z\n") == \
+        "AWS_ACCESS_KEY_ID=abc\nAWS_SECRET_ACCESS_KEY=x/y+z\n"
+    for bad in ("", "aws_key=1\n", "AWS_KEY\n", "export AWS_KEY=1\n", "KEY=a\x1bb\n"):
+        with pytest.raises(ValueError):
+            plans.credentials(bad)
+
+
+def test_a_local_repository_folder_is_made_through_the_engine_for_the_service_user():
+    argv = plans.own_repository("hello-backup:latest", "/srv/restic/hello")
+    assert argv[:3] == ["docker", "run", "--rm"] and "--network" in argv and "none" in argv
+    assert "/srv/restic/hello:/repository" in argv and argv[-1].startswith(f"chown {plans.UID}:{plans.UID} ")
