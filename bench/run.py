@@ -13,10 +13,13 @@ from pathlib import Path
 
 from tasks.execution.files import write_atomic
 
-from . import backup_throughput, build, deploy, deploy_load, serving, start
-from .harness import ROOT, BenchError, log, machine, sandbox
+from . import backup_throughput, build, deploy, deploy_load, scheduled_backups, serving, start
+from tasks.errors import StackError
+from tasks.source import values
 
-SECTIONS = ("build", "start", "serving", "backups", "deploy", "load")
+from .harness import PROJECT, ROOT, BenchError, log, machine, sandbox
+
+SECTIONS = ("build", "start", "serving", "backups", "scheduled", "deploy", "load")
 RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
@@ -32,7 +35,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "nothing is written unless --output is given.")
     parser.add_argument("--output", help=f"Where to write the results (default: {RESULTS.relative_to(ROOT)}; "
                                          "none with --quick).")
+    parser.add_argument("--project", default=PROJECT,
+                        help=f"Compose project and name prefix of the throwaway copy (default: {PROJECT}).")
     args = parser.parse_args(argv)
+    try:
+        values.project(args.project)
+    except StackError as exc:
+        parser.error(str(exc))
     asked = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in asked if name not in SECTIONS]
     args.only = [name for name in SECTIONS if name in asked]  # each once, in the order above
@@ -56,6 +65,8 @@ def measure(name: str, env, args):
         return serving.measure(env, args.repeat, args.duration)
     if name == "backups":
         return backup_throughput.measure(env, args.backup_mib, args.repeat)
+    if name == "scheduled":
+        return scheduled_backups.measure(env, args.backup_mib, args.repeat)
     if name == "load":
         return deploy_load.measure(env, 1 if args.quick else args.repeat, quick=args.quick)
     return deploy.measure(env, args.repeat)
@@ -116,7 +127,7 @@ def main(argv=None) -> int:
     sections, failed = [], []
     try:
         preflight(args.only)
-        with sandbox() as env:
+        with sandbox(args.project) as env:
             for name in args.only:
                 log(f"{name}: measuring")
                 try:

@@ -53,6 +53,7 @@ DUMPS = "/backup/dumps"
 MEDIA = "/backup/media"
 CERTS = "/backup/certs"
 MANIFEST = f"{DUMPS}/manifest.json"
+EXPECTED = "/etc/hello/expected/migrations.json"
 APP_ROLE = "app"
 DRILLS = {"daily": "30 4 * * *", "weekly": "30 4 * * 0", "monthly": "30 4 1 * *"}
 # Every user table, counted in the transaction's snapshot: psql runs each generated query.
@@ -591,10 +592,31 @@ def restore_databases(tmp, root, manifest):
             for table, rows in expected["tables"].items():
                 if counts.get(table) != rows:
                     problems.append(f"{name}.{table}: {counts.get(table)} rows, the backup counted {rows}")
+            problems += unapplied_migrations(name, e)
             say(f"  {len(counts)} tables, {sum(counts.values()):,} rows")
     finally:
         subprocess.run(["pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
     return problems
+
+
+def unapplied_migrations(name, e):
+    """What `manage.py migrate --check` finds against the restored NAME: migrations the
+    running code has (EXPECTED, written by the tasks at each start) that it lacks."""
+    try:
+        with open(EXPECTED) as f:
+            expected = set(json.load(f).get(name, []))
+    except FileNotFoundError:
+        return []
+    result = subprocess.run(["psql", "-XAtq", "-d", name, "-c", "SELECT app || '.' || name FROM django_migrations"],
+                            env=e, capture_output=True, text=True)
+    if result.returncode != 0:
+        return [f"{name}: no django_migrations table: {last_line(result.stderr)}"] if expected else []
+    missing = sorted(expected - set(result.stdout.split()))
+    if missing:
+        return [f"{name}: {len(missing)} migration(s) of the running code not applied (migrate --check fails): "
+                + ", ".join(missing[:5])]
+    say(f"  migrate --check: all {len(expected)} migrations of the running code applied")
+    return []
 
 
 # -- the schedule -------------------------------------------------------------------------

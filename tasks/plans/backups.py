@@ -12,6 +12,9 @@ import re
 import shlex
 
 SERVICE = "backup"
+# In the stack's config folder (a host's shared/config): what the running code expects,
+# written at each start, mounted read-only at /etc/hello/expected for the drill.
+EXPECTED = "backup-expected"
 UID = 10002  # the image's hello-backup user (config/backup/Dockerfile)
 # What the script exits with when a run is under way already.
 BUSY = 75

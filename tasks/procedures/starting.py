@@ -13,9 +13,13 @@ stack made by an earlier version (the app connected as the superuser) onto it.
 """
 from __future__ import annotations
 
+import json
+import shlex
+
 from ..execution.runner import Runner
 from ..plans import backups as backup_plans
 from ..plans import compose
+from ..plans import ledger
 from ..plans import rollout as rollout_plans
 from ..plans import secrets as secret_plans
 from .rollout import roll_out
@@ -67,6 +71,15 @@ def start_backups(r: Runner) -> None:
     backups = r.stack.backups
     if backups is None:
         return
+    # What the running code has migrated each database to: the drill checks a restored
+    # snapshot against it, as `manage.py migrate --check` would (it has no app code to run).
+    expected = {}
+    for db in r.stack.databases:
+        result = r.compose(ledger.applied_migrations(db), hide=True, check=False)
+        expected[db.name] = sorted(result.stdout.split()) if result.ok else []
+    folder = shlex.quote(str(r.target.config_dir / backup_plans.EXPECTED))
+    r.shell(f"mkdir -p {folder} && chmod 755 {folder}", what="making the backup service's expectations folder")
+    r.write(r.target.config_dir / backup_plans.EXPECTED / "migrations.json", json.dumps(expected) + "\n", mode=0o644)
     if backups.local_repository:
         r.compose(["build", backup_plans.SERVICE], what="building the backup image")
         r.run(backup_plans.own_repository(f"{r.project}-backup:latest", backups.repository),

@@ -31,13 +31,13 @@ def engine_answers() -> bool:
 # the groups run side by side (pytest-xdist, --dist loadgroup in pytest.ini).
 GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "local", "test_hardening": "local",
           "test_deploy": "deploy", "test_faults": "faults", "test_bench": "bench", "test_upgrade": "upgrade", "test_upgrade_host": "upgrade", "test_zero_downtime": "zero",
-          "test_nginx_config": "upgrade", "test_https": "https"}
+          "test_nginx_config": "upgrade", "test_https": "https", "test_scheduled_backups": "scheduled"}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         group = GROUPS.get(item.module.__name__.rsplit(".", 1)[-1])
-        if group:
+        if group and item.get_closest_marker("xdist_group") is None:  # a test may name its own
             item.add_marker(pytest.mark.xdist_group(group))
     e2e = [item for item in items if "e2e" in item.keywords]
     if not e2e or engine_answers():

@@ -18,16 +18,37 @@ def docker_names(*args):
     return set(subprocess.run(["docker", *args], capture_output=True, text=True, check=True).stdout.split())
 
 
-def test_quick_bench_runs_every_section_and_leaves_nothing(tmp_path):
+def quick_bench(tmp_path, project, *sections) -> str:
+    """`inv bench --quick --only SECTIONS --project PROJECT`: the report it wrote, after
+    checking that the run left nothing behind."""
     if missing_tools():
         pytest.fail(f"the deploy section makes test hosts, which need {', '.join(missing_tools())}")
     output = tmp_path / "RESULTS.md"
     images_before = docker_names("images", "--all", "--quiet", "--no-trunc")
-    Stack("hello-bench", 0).inv("bench", "--quick", "--output", str(output), timeout=2400)
+    Stack(project, 0).inv("bench", "--quick", "--only", ",".join(sections), "--output", str(output),
+                          "--project", project, timeout=1800)
+    assert not [n for n in Path("/var/run/netns").glob(f"th-{project}*")]  # the servers are gone
+    # Nothing of the run is left: containers, volumes, images.
+    assert not {n for n in docker_names("ps", "--all", "--format", "{{.Names}}") if n.startswith(project)}
+    assert not {n for n in docker_names("volume", "ls", "--quiet") if n.startswith(project)}
+    assert not {n for n in docker_names("images", "--format", "{{.Repository}}") if n.startswith(project)}
+    # Nor an image the bench's compose projects built (other e2e groups build at the same time).
+    for made_by in (project, f"{project}-prod", f"{project}-byhand", f"{project}-zero", f"{project}-recreate"):
+        made = docker_names("images", "--all", "--quiet", "--no-trunc", "--filter",
+                            f"label=com.docker.compose.project={made_by}") - images_before
+        assert not made, made_by
     text = output.read_text()
-    for title in ("## Build", "## Start", "## Serving", "## Backups", "## Deploy"):
-        assert title in text, f"{title} missing from:\n{text}"
     assert "Machine:" in text and "Docker Engine" in text
+    return text
+
+
+# The two halves run side by side (their own xdist groups): together they are the longest
+# group of the suite, and they share no project (the deploy half makes servers of its own).
+@pytest.mark.xdist_group("bench")
+def test_quick_bench_of_build_start_serving_and_both_kinds_of_backups(tmp_path):
+    text = quick_bench(tmp_path, "hello-bench-a", "build", "start", "serving", "backups", "scheduled")
+    for title in ("## Build", "## Start", "## Serving", "## Backups", "## Scheduled backups"):
+        assert title in text, f"{title} missing from:\n{text}"
     # Every ratio is a measured number, and no request failed.
     assert re.search(r"Code-only rebuild ÷ cold build \(ours\): \d\.\d{3}", text)
     serving = text.split("## Serving")[1].split("##")[0]
@@ -39,6 +60,15 @@ def test_quick_bench_runs_every_section_and_leaves_nothing(tmp_path):
     assert re.search(r"\| page \(Nginx → Gunicorn\), 20 s\s*\|\s*2000\s*\|\s*[\d,]+\s*\|[^|]+\|\s*0 / [\d,]+ ", serving), serving
     assert "0 'worker_connections are not enough'" in serving
     assert all(n == "0" for n in re.findall(r"\| (\d+) / [\d,]+ ", serving)), serving
+    scheduled = text.split("## Scheduled backups")[1].split("##")[0]
+    assert re.search(r"Repository growth for an unchanged second run: [\d.,]+ [KMG]?i?B added", scheduled), scheduled
+
+
+@pytest.mark.xdist_group("bench-deploy")
+def test_quick_bench_of_deploys_and_deploys_under_load(tmp_path):
+    text = quick_bench(tmp_path, "hello-bench-d", "deploy", "load")
+    for title in ("## Deploy", "## Deploy under load"):
+        assert title in text, f"{title} missing from:\n{text}"
     deploy = text.split("## Deploy")[1]
     first = re.search(r"\| first +\| [\d.]+ s +\| ([\d,]+) ", deploy)
     unchanged = re.search(r"\| unchanged +\| [\d.]+ s +\| ([\d,]+) ", deploy)
@@ -46,13 +76,3 @@ def test_quick_bench_runs_every_section_and_leaves_nothing(tmp_path):
     # Only the layers a code change made travel: a small fraction of the whole saved image.
     shipped = re.search(r"\| shipped change +\| [\d.]+ s +\| ([\d,]+) +\| [\d.]+ s +\| ([\d,]+) ", deploy)
     assert shipped and int(shipped[1].replace(",", "")) < 0.05 * int(shipped[2].replace(",", "")), deploy
-    assert not [n for n in Path("/var/run/netns").glob("th-hello-bench*")]  # the servers are gone
-    # Nothing of the run is left: containers, volumes, images.
-    assert not {n for n in docker_names("ps", "--all", "--format", "{{.Names}}") if n.startswith("hello-bench")}
-    assert not {n for n in docker_names("volume", "ls", "--quiet") if n.startswith("hello-bench")}
-    assert not {n for n in docker_names("images", "--format", "{{.Repository}}") if n.startswith("hello-bench")}
-    # Nor an image the bench's compose projects built (other e2e groups build at the same time).
-    for project in ("hello-bench", "hello-bench-prod", "hello-bench-byhand"):
-        made = docker_names("images", "--all", "--quiet", "--no-trunc", "--filter",
-                            f"label=com.docker.compose.project={project}") - images_before
-        assert not made, project
