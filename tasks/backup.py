@@ -109,13 +109,13 @@ def drill(r, snapshot="latest"):
     scheduled.drill(r, snapshot)
 
 
-@stack_task(hosts="one", help={"host": "The host whose repository password to show.", "dry": "Print the command only."})
+@stack_task(help={"dry": "Print the command only."})
 def key(r):
     """Print the repository password, once, on a terminal: without it no backup can be read."""
     scheduled.key(r)
 
 
-@stack_task(hosts="one", help={"host": "The host whose repository credentials to set.", "dry": "Print the command only."})
+@stack_task(help={"dry": "Print the command only."})
 def credentials(r):
     """Set the repository's credentials (such as AWS_ACCESS_KEY_ID=... and
     AWS_SECRET_ACCESS_KEY=... for s3:) from KEY=VALUE lines on standard input; they are

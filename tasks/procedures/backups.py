@@ -48,12 +48,14 @@ def now(r: Runner) -> None:
 def snapshots(r: Runner) -> list[list[str]]:
     configured(r)
     rows = plans.parse_json(script(r, "snapshots", what="listing the snapshots").stdout) or []
-    table = [["snapshot", "time (UTC)", "size", "databases (rows)", "media files"]]
+    table = [["snapshot", "time (UTC)", "size", "holds"]]
     for snap in rows:
+        holds = [f"{name} ({count:,} rows)" for name, count in snap.get("databases", {}).items()]
+        holds.append(f"{snap.get('media_files', '?')} media file(s)")
+        if "/backup/certs" in snap.get("paths", []):
+            holds.append("the certificates")
         table.append([snap["id"], snap["time"].replace("T", " ")[:19],
-                      _size(snap["bytes"]) if snap.get("bytes") is not None else "?",
-                      ", ".join(f"{name} ({count:,})" for name, count in snap.get("databases", {}).items()) or "?",
-                      str(snap.get("media_files", "?"))])
+                      _size(snap["bytes"]) if snap.get("bytes") is not None else "?", ", ".join(holds)])
     return table
 
 

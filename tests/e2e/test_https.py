@@ -253,6 +253,25 @@ def own_certificate(directory: Path):
     return (*paths, leaf.serial_number)
 
 
+def test_scheduled_backups_on_the_host_take_the_databases_media_and_certificates(site):
+    stack = site.root / "config/stack.toml"
+    repository = site.server.dir / "restic"  # a folder on the host (its disk is this machine's)
+    stack.write_text(stack.read_text() + f'\n[backups]\nschedule = "0 3 1 1 *"\nrepository = "{repository}"\n'
+                                          'drill = "weekly"\n')
+    site.inv("render")
+    site.inv("deploy", "--host", "web")
+    # The password was made on the host, for the host: 0600 in its shared config.
+    secret = site.dir / "shared/config/secrets/restic_password"
+    assert oct(secret.stat().st_mode & 0o777) == "0o600" and len(secret.read_text().strip()) >= 40
+    assert "schedule: backup next at" in site.inv("logs", "--host", "web", "-s", "backup").stdout
+    site.inv("backup.now", "--host", "web")
+    assert site.inv("backup.status", "--host", "web").returncode == 0
+    listed = site.inv("backup.snapshots", "--host", "web").stdout
+    assert re.search(r"database1 \([\d,]+ rows\), \d+ media file\(s\), the certificates", listed), listed
+    drilled = site.inv("backup.drill", "--host", "web")
+    assert re.search(r"PASS in [\d.]+ s", drilled.stdout), drilled.stdout
+
+
 def test_tls_files_serves_the_users_own_certificate(site):
     # On the host: the test host's files are this machine's (its own network, same disk).
     ca, crt, key, serial = own_certificate(site.server.dir / "tls")

@@ -258,11 +258,11 @@ def test_a_wrong_password_is_refused_in_one_line_and_changes_nothing(sched):
     assert len(snapshot_ids(s)) == count
 
 
-def test_a_killed_run_leaves_no_snapshot_and_the_next_run_goes_through(sched):
+def test_runs_never_overlap_and_a_killed_one_leaves_no_snapshot_nor_blocks_the_next(sched):
     s = sched
     before = snapshot_ids(s)
-    # Something for restic to send for a while: 64 MiB of new media.
-    s.compose("exec", "-T", "djangoapp", "sh", "-c", "head -c 67108864 /dev/urandom > /srv/media/uploads/big.bin")
+    # Something for restic to send for a while: 128 MiB of new media.
+    s.compose("exec", "-T", "djangoapp", "sh", "-c", "head -c 134217728 /dev/urandom > /srv/media/uploads/big.bin")
     run = subprocess.Popen(["docker", "compose", "--project-name", PROJECT, "run", "--rm", "-T", "--name",
                             f"{PROJECT}-killed-run", "backup", "run"], cwd=s.root, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
@@ -270,8 +270,13 @@ def test_a_killed_run_leaves_no_snapshot_and_the_next_run_goes_through(sched):
         for line in run.stdout:
             if line.startswith("sending to"):
                 break
-        time.sleep(1)
+        # Frozen midway (restic is reading 128 MiB), it holds the run's lock: a second run
+        # stops at once, saying why. Then it is killed.
+        s.docker("pause", f"{PROJECT}-killed-run")
+        second = s.inv("backup.now", check=False, timeout=120)
+        s.docker("unpause", f"{PROJECT}-killed-run")
         s.docker("kill", f"{PROJECT}-killed-run")
+        assert second.returncode != 0 and "under way" in second.stderr, second.stdout + second.stderr
     finally:
         run.wait(timeout=120)
     assert snapshot_ids(s) == before
