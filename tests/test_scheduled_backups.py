@@ -105,6 +105,7 @@ def test_the_backup_service_takes_the_certificates_of_an_https_site():
                        'domains = ["example.com"]\n')
     compose = yaml.safe_load(render.rendered(stack, stack.hosts["prod"].site)[render.COMPOSE_FILE])
     assert "certs:/backup/certs:ro" in compose["services"]["backup"]["volumes"]
+    assert compose["services"]["backup"]["group_add"] == ["101"]  # site.pem is 0640, group 101
 
 
 def test_one_off_runs_share_the_service_and_snapshots_are_checked():

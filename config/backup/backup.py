@@ -285,7 +285,7 @@ def backup_with_progress(paths):
     process = subprocess.Popen(["restic", "backup", "--json", "--host", host(), "--tag", "hello",
                                 "--compression", "auto", *paths], env=restic_env(), stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    summary, shown = {}, 0.0
+    summary, shown, unread = {}, 0.0, []
     for line in process.stdout:
         try:
             message = json.loads(line)
@@ -296,9 +296,15 @@ def backup_with_progress(paths):
             say(f"  {message.get('percent_done', 0) * 100:.0f}% of {message.get('total_bytes', 0):,} bytes")
         elif message.get("message_type") == "summary":
             summary = message
+        elif message.get("message_type") == "error":
+            detail = message.get("error")
+            detail = detail.get("message", detail) if isinstance(detail, dict) else detail
+            unread.append(f"{message.get('item', '?')}: {detail}")
     error = process.stderr.read()
     if process.wait() != 0 or not summary:
-        raise Failed(f"restic backup: {last_line(error)}")
+        # A file restic could not read fails the run (and writes no snapshot): say which.
+        raise Failed(f"restic backup: {unread[0] if unread else last_line(error)}"
+                     + (f" (and {len(unread) - 1} more)" if len(unread) > 1 else ""))
     say(f"snapshot {summary['snapshot_id'][:8]}: {summary.get('total_bytes_processed', 0):,} bytes, "
         f"{summary.get('data_added', 0):,} added to the repository")
     return summary
