@@ -45,6 +45,8 @@ def test_the_issue_example_parses():
     ('keep = { fortnightly = 2 }\n', "keep must be a table of"),
     ('drill = "sometimes"\n', "drill (daily, weekly, monthly, off or cron fields)"),
     ('notify = "https://hooks.example.com/a b"\n', "an apprise URL"),
+    ('notify = "json://hooks.example.com/${HOME}"\n', "an apprise URL"),
+    ('schedule = "*/0 * * * *"\n', "a step of 0 in the minute"),
     ('notify = []\n', "must be an apprise URL or a list"),
     ('password = "hunter2"\n', "unknown setting(s) password (credentials never go here)"),
 ])
@@ -119,7 +121,8 @@ def test_one_off_runs_share_the_service_and_snapshots_are_checked():
 def test_credentials_are_key_value_lines_and_nothing_else():
     assert plans.credentials("# s3\nAWS_ACCESS_KEY_ID=abc\n\nAWS_SECRET_ACCESS_KEY=x/y+z\n") == \
         "AWS_ACCESS_KEY_ID=abc\nAWS_SECRET_ACCESS_KEY=x/y+z\n"
-    for bad in ("", "aws_key=1\n", "AWS_KEY\n", "export AWS_KEY=1\n", "KEY=a\x1bb\n"):
+    for bad in ("", "aws_key=1\n", "AWS_KEY\n", "export AWS_KEY=1\n", "AWS_KEY=a\x1bb\n", "RESTIC_REPOSITORY=/x\n",
+                "LD_PRELOAD=/tmp/x.so\n"):
         with pytest.raises(ValueError):
             plans.credentials(bad)
 
@@ -127,4 +130,7 @@ def test_credentials_are_key_value_lines_and_nothing_else():
 def test_a_local_repository_folder_is_made_through_the_engine_for_the_service_user():
     argv = plans.own_repository("hello-backup:latest", "/srv/restic/hello")
     assert argv[:3] == ["docker", "run", "--rm"] and "--network" in argv and "none" in argv
-    assert "/srv/restic/hello:/repository" in argv and argv[-1].startswith(f"chown {plans.UID}:{plans.UID} ")
+    assert "/srv/restic/hello:/repository" in argv and argv[-1].endswith(f"chown {plans.UID}:{plans.UID} /repository "
+                                                                         "&& chmod 700 /repository")
+    # A folder that holds someone else's files is refused, never taken over.
+    assert f'!= {plans.UID} ]; then' in argv[-1] and "exit 1" in argv[-1]

@@ -63,6 +63,10 @@ COUNT_SQL = (
     "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
     "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1 \\gexec\n")
 END = "__hello_backup_end__"
+# The longest a scheduled run or drill may take before the schedule goes on without it.
+RUN_LIMIT = 12 * 3600
+# What repository.env may set: the credentials of restic's backends, nothing else.
+CREDENTIAL_PREFIXES = ("AWS_", "B2_", "AZURE_", "GOOGLE_", "OS_", "ST_", "RESTIC_REST_")
 
 
 class Failed(Exception):
@@ -106,6 +110,8 @@ def restic_env():
                 line = line.strip()
                 if line and not line.startswith("#") and "=" in line:
                     key, value = line.split("=", 1)
+                    if not key.strip().startswith(CREDENTIAL_PREFIXES):
+                        raise Failed(f"repository.env may set credentials only (AWS_*, B2_*, ...), not {key.strip()}")
                     e[key.strip()] = value.strip()
     except FileNotFoundError:
         pass
@@ -199,6 +205,7 @@ def dump_database(name):
             raise Failed(f"{name}: no snapshot to dump from")
         path = f"{DUMPS}/{name}.dump"
         result = subprocess.run(["pg_dump", "--format=custom", "--compress=0", f"--snapshot={snapshot[0]}",
+                                 "--lock-wait-timeout=60s",
                                  "--no-password", f"--file={path}"], env=e, stdin=subprocess.DEVNULL,
                                 capture_output=True, text=True)
         if result.returncode != 0:
@@ -266,10 +273,15 @@ def take():
     top = os.stat(MEDIA)
     manifest["media_root"] = {"uid": top.st_uid, "gid": top.st_gid, "mode": top.st_mode & 0o7777}
     say(f"media: {len(manifest['media'])} files")
-    paths = [DUMPS, MEDIA] + ([CERTS] if os.path.isdir(CERTS) else [])
+    paths = [DUMPS] + ([CERTS] if os.path.isdir(CERTS) else [])
     write_json(MANIFEST, manifest)
+    # Exactly the media files hashed above (a file uploaded since waits for the next run),
+    # NUL-separated (a name may hold a newline); the folder itself when it is empty.
+    listed = f"{STATE}/media-files"
+    with open(listed, "w") as f:
+        f.write("".join(f"{MEDIA}/{name}\0" for name in manifest["media"]) or f"{MEDIA}\0")
     say(f"sending to {env('BACKUP_REPOSITORY')}")
-    summary = backup_with_progress(paths)
+    summary = backup_with_progress(paths, listed)
     keep = dict(part.split("=") for part in env("BACKUP_KEEP").split(",") if part)
     forget = [f"--keep-{period}={count}" for period, count in keep.items()]
     say("forgetting old snapshots: " + " ".join(forget))
@@ -281,9 +293,10 @@ def take():
             "added": summary.get("data_added", 0), "seconds": round(time.monotonic() - started, 1)}
 
 
-def backup_with_progress(paths):
+def backup_with_progress(paths, files_from):
     process = subprocess.Popen(["restic", "backup", "--json", "--host", host(), "--tag", "hello",
-                                "--compression", "auto", *paths], env=restic_env(), stdin=subprocess.DEVNULL,
+                                "--compression", "auto", "--files-from-raw", files_from, *paths],
+                               env=restic_env(), stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     summary, shown, unread = {}, 0.0, []
     for line in process.stdout:
@@ -301,7 +314,11 @@ def backup_with_progress(paths):
             detail = detail.get("message", detail) if isinstance(detail, dict) else detail
             unread.append(f"{message.get('item', '?')}: {detail}")
     error = process.stderr.read()
-    if process.wait() != 0 or not summary:
+    if process.wait() != 0 and summary.get("snapshot_id"):
+        # Exit 3: some file could not be read, and restic wrote a snapshot without it. An
+        # incomplete snapshot must never become `latest`.
+        restic("forget", summary["snapshot_id"], check=False)
+    if process.returncode != 0 or not summary:
         # A file restic could not read fails the run (and writes no snapshot): say which.
         raise Failed(f"restic backup: {unread[0] if unread else last_line(error)}"
                      + (f" (and {len(unread) - 1} more)" if len(unread) > 1 else ""))
@@ -372,7 +389,7 @@ def run():
             return 75
         try:
             detail = take()
-        except (Failed, OSError, subprocess.SubprocessError) as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is recorded and notified
             error = str(exc)
             say(f"backup FAILED: {error}")
             record("backup", False, {}, error)
@@ -417,7 +434,7 @@ def status():
     age = (now() - datetime.datetime.fromisoformat(last)).total_seconds() if last else None
     state.update(schedule=env("BACKUP_SCHEDULE"), drill_schedule=env("BACKUP_DRILL", ""), age=age,
                  limit=limit, overdue=age is None or age > limit, repository=env("BACKUP_REPOSITORY"),
-                 failing=bool(backup.get("failures")))
+                 failing=bool(backup.get("failures") or state.get("drill", {}).get("failures")))
     print(json.dumps(state, sort_keys=True))
     return 0
 
@@ -499,10 +516,14 @@ def media(snapshot):
         with tarfile.open(fileobj=process.stdout, mode="r|") as dumped:
             for member in dumped:
                 name = member.name.lstrip("/")
-                if not name.startswith(prefix) or not (member.isfile() or member.isdir()):
+                if not name.startswith(prefix) or not (member.isfile() or member.isdir()) \
+                        or ".." in name.split("/"):
                     raise Failed(f"unexpected entry {member.name!r} in the media of {snapshot}")
                 member.name = "./" + name[len(prefix):].rstrip("/")
                 member.uname = member.gname = ""
+                # A long or non-ASCII name travels in a pax record, which would beat member.name.
+                member.pax_headers = {k: v for k, v in member.pax_headers.items()
+                                      if k not in ("path", "linkpath", "uname", "gname")}
                 if member.isfile():
                     relative, digest, source = member.name[2:], hashlib.sha256(), dumped.extractfile(member)
                     with tempfile.SpooledTemporaryFile(max_size=1 << 24, dir=STATE) as spool:
@@ -530,7 +551,7 @@ def drill(snapshot="latest"):
     try:
         snapshot = resolve(snapshot)
         problems = drill_snapshot(snapshot)
-    except (Failed, OSError, subprocess.SubprocessError) as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded and notified
         problems = [str(exc)]
     took = round(time.monotonic() - started, 1)
     if problems:
@@ -562,8 +583,10 @@ def drill_snapshot(snapshot):
         restored = tree_sums(tmp + MEDIA) if os.path.isdir(tmp + MEDIA) else {}
         if len(restored) != len(manifest["media"]):
             problems.append(f"media: {len(restored)} files, the manifest lists {len(manifest['media'])}")
+        problems += [f"media/{path}: missing" for path in sorted(set(manifest["media"]) - set(restored))]
+        problems += [f"media/{path}: not in the manifest" for path in sorted(set(restored) - set(manifest["media"]))]
         problems += [f"media/{path}: sha256 differs" for path, digest in manifest["media"].items()
-                     if restored.get(path, digest) != digest]
+                     if path in restored and restored[path] != digest]
         return problems
 
 
@@ -574,11 +597,11 @@ def restore_databases(tmp, root, manifest):
     os.mkdir(sock)
     subprocess.run(["initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"], check=True,
                    capture_output=True)
-    subprocess.run(["pg_ctl", "-D", data, "-w", "-l", f"{tmp}/server.log", "-o",
-                    f"-c listen_addresses='' -c unix_socket_directories={sock} -c fsync=off", "start"],
-                   check=True, capture_output=True)
     problems = []
     try:
+        subprocess.run(["pg_ctl", "-D", data, "-w", "-l", f"{tmp}/server.log", "-o",
+                        f"-c listen_addresses='' -c unix_socket_directories={sock} -c fsync=off", "start"],
+                       check=True, capture_output=True)
         e = dict(os.environ, PGHOST=sock, PGUSER="postgres")
         subprocess.run(["psql", "-XAtq", "-d", "postgres", "-c", f"CREATE ROLE {APP_ROLE}"], env=e, check=True,
                        capture_output=True)
@@ -644,7 +667,10 @@ def schedule():
         time.sleep(max(0.0, due[name] - time.time()))
         say(f"{name}: starting at {now():%Y-%m-%d %H:%M:%S} UTC")
         # A child process: a crash or a kill of the run leaves the schedule going.
-        subprocess.run([sys.executable, __file__, "run" if name == "backup" else "drill"])
+        try:
+            subprocess.run([sys.executable, __file__, "run" if name == "backup" else "drill"], timeout=RUN_LIMIT)
+        except subprocess.TimeoutExpired:
+            say(f"{name}: stopped after {RUN_LIMIT // 3600} h; the next one runs at its time")
         # The next firing after now: a run longer than the interval skips, never piles up.
         while due[name] <= time.time():
             due[name] = jobs[name].get_next(float)

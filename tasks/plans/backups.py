@@ -20,8 +20,9 @@ UID = 10002  # the image's hello-backup user (config/backup/Dockerfile)
 BUSY = 75
 # A snapshot: restic's id (8 hex digits or the whole 64), or `latest`.
 SNAPSHOT = re.compile(r"latest|[0-9a-f]{8}|[0-9a-f]{64}")
-# KEY=VALUE lines of repository credentials: restic's and its backends' variable names.
-CREDENTIAL = re.compile(r"[A-Z][A-Z0-9_]{1,63}=[^\x00-\x1f\x7f]*")
+# KEY=VALUE lines of repository credentials: the variables of restic's backends, nothing
+# else (not RESTIC_REPOSITORY, not LD_PRELOAD): config/backup/backup.py checks the same.
+CREDENTIAL = re.compile(r"(?:AWS|B2|AZURE|GOOGLE|OS|ST|RESTIC_REST)_[A-Z0-9_]{1,60}=[^\x00-\x1f\x7f]*")
 
 
 def script(command, *args, tty: bool = False) -> list[str]:
@@ -41,6 +42,9 @@ def own_repository(image: str, path: str) -> list[str]:
     (through the engine: the deploy's user need not be root)."""
     return ["docker", "run", "--rm", "--user", "0", "--network", "none", "--entrypoint", "sh",
             "--volume", f"{path}:/repository", image, "-ec",
+            # Never take over a folder that holds something else.
+            f'if [ -n "$(ls -A /repository)" ] && [ "$(stat -c %u /repository)" != {UID} ]; then '
+            f'echo "{path} holds files and is not the backup service\'s: choose an empty folder" >&2; exit 1; fi; '
             f"chown {UID}:{UID} /repository && chmod 700 /repository"]
 
 

@@ -19,7 +19,7 @@ from ..source.stack import BACKUP_CREDENTIALS, SECRETS_DIR
 from .backup_files import backup_dir, temporary_name
 from .dumps import load_database
 from .starting import start_backups
-from .volume_copy import _restore_volume, resolve_volume, stack_volumes
+from .volume_copy import resolve_volume, restore_volume, stack_volumes
 
 
 def configured(r: Runner):
@@ -141,7 +141,8 @@ def restore(r: Runner, snapshot: str, databases: list[str], media: bool, timeout
         try:
             r.run(archives.pipeline(r.compose_argv(plans.script("media", snapshot)), output=str(tmp)),
                   what=f"reading the media from snapshot {snapshot}")
-            _restore_volume(r, info, tmp, archives.COMPRESSORS["gzip"], timeout)
+            # The volume's lock, its users stopped, a safety copy, the stack healthy or the copy back.
+            restore_volume(r, info, tmp, {"kind": "volume", "compression": "gzip"}, timeout)
         finally:
             r.remove(tmp)
 

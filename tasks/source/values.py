@@ -174,6 +174,8 @@ def cron(value, what: str) -> str:
         for number in re.findall(r"(?<![/0-9])[0-9]+", field):
             if not low <= int(number) <= high:
                 raise StackError(f"{what} {_shown(value)} is not valid: the {name} {number} is outside {low}-{high}")
+        if re.search(r"/0+(?![0-9])", field):
+            raise StackError(f"{what} {_shown(value)} is not valid: a step of 0 in the {name}")
     return value
 
 
@@ -193,8 +195,9 @@ def repository(value, what: str = "repository") -> str:
     return value
 
 
-# An apprise URL (schema://...): printable, no spaces or quotes; it reaches an environment variable.
-NOTIFY_URL = re.compile(r"[a-z][a-z0-9+]{1,19}://[!#-&(-~]+")
+# An apprise URL (schema://...): URL characters only; no space, quote, `$` (Compose would
+# expand it) or backslash: it reaches a quoted value of the compose file.
+NOTIFY_URL = re.compile(r"[a-z][a-z0-9+]{1,19}://[A-Za-z0-9._~:/?#\[\]@!&()*+,;=%-]+")
 
 
 def notify_urls(value, what: str = "notify") -> tuple[str, ...]:

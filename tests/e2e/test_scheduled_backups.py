@@ -26,6 +26,7 @@ pytestmark = pytest.mark.e2e
 PROJECT = "hello-e2e-sched"
 EVERY_MINUTE = "* * * * *"
 ONCE_A_YEAR = "0 3 1 1 *"
+LONG_NAME = "café-" + "é" * 60 + ".txt"
 
 
 def gateway() -> str:
@@ -134,7 +135,8 @@ def test_a_scheduled_run_then_a_restore_brings_back_a_row_and_a_media_file(sched
     written = time.time()
     manage(s, "from django.contrib.auth.models import User; User.objects.create_user('scheduled-proof')")
     s.compose("exec", "-T", "djangoapp", "sh", "-c", "mkdir -p /srv/media/uploads && "
-              "echo 'kept by the schedule' > /srv/media/uploads/proof.txt")
+              "echo 'kept by the schedule' > /srv/media/uploads/proof.txt && "
+              f"echo accents > '/srv/media/uploads/{LONG_NAME}'")
     # The service runs every minute: wait for a run that started after the writes.
     deadline = time.monotonic() + 200
     while True:
@@ -154,6 +156,9 @@ def test_a_scheduled_run_then_a_restore_brings_back_a_row_and_a_media_file(sched
     assert "loaded" in restored.stdout and "the stack is healthy" in restored.stdout
     assert proof_user_count(s) == 1
     assert s.compose("exec", "-T", "djangoapp", "cat", "/srv/media/uploads/proof.txt").stdout == "kept by the schedule\n"
+    # A long, non-ASCII name (a pax record in the tar stream) lands at its own path.
+    assert s.compose("exec", "-T", "djangoapp", "cat", f"/srv/media/uploads/{LONG_NAME}").stdout == "accents\n"
+    assert s.compose("exec", "-T", "djangoapp", "ls", "/srv/media").stdout.split() == ["uploads"]
     owner = s.compose("exec", "-T", "djangoapp", "stat", "-c", "%u:%g", "/srv/media/uploads/proof.txt").stdout.strip()
     assert owner == "10001:10001"
     assert s.health()[0] == 200
