@@ -144,7 +144,9 @@ def sandbox(project: str = PROJECT):
         if env is not None:
             log(f"cleaning up {project}")
             env.purge()
-            env.run(["docker", "image", "rm", "--force", env.app_image], timeout=120, check=False)
+            # The app image, and the backup service's (the scheduled-backups section builds it).
+            env.run(["docker", "image", "rm", "--force", env.app_image, f"{project}-backup:latest"], timeout=120,
+                    check=False)
             # Each rebuild moves a tag and leaves the old image untagged: remove those made here.
             made = sorted(dangling_images() - dangling_before)
             if made:

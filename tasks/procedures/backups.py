@@ -80,11 +80,11 @@ def status(r: Runner) -> tuple[bool, list[str]]:
         lines = [f"{where}: no backup has succeeded yet"]
     if backup.get("last_error"):
         lines.append(f"{where}: last error ({backup.get('last_failure')}): {backup['last_error']}")
-    if drill:
-        lines.append(f"{where}: last drill " + (f"PASS {drill['last_success']} ({drill.get('seconds')} s)"
-                                                 if drill.get("last_success") else "never passed")
-                     + (f"; last failure {drill['last_failure']}: {drill['last_error']}"
-                        if drill.get("last_error") else ""))
+    if drill.get("failures"):
+        lines.append(f"{where}: last drill FAILED {drill['last_failure']}: {drill['last_error']}"
+                     + (f" (last PASS {drill['last_success']})" if drill.get("last_success") else ""))
+    elif drill:
+        lines.append(f"{where}: last drill PASS {drill['last_success']} ({drill.get('seconds')} s)")
     if state.get("overdue"):
         lines.append(f"{where}: OVERDUE: no success within {_age(state['limit'])} (twice the schedule "
                      f"{state['schedule']!r})")

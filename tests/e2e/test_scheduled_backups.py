@@ -226,6 +226,10 @@ def test_the_drill_fails_a_snapshot_the_running_code_would_have_to_migrate(sched
         expected.write_text(saved)
     assert failed.returncode != 0 and "migrate --check fails" in failed.stdout, failed.stdout
     assert "hello.9999_not_in_the_backup" in failed.stdout
+    # A failed drill turns the status red until a drill passes again.
+    assert s.inv("backup.status", check=False).returncode != 0
+    s.inv("backup.drill", timeout=900)
+    assert s.inv("backup.status").returncode == 0
 
 
 def test_a_repository_gone_fails_the_run_notifies_and_the_next_run_recovers(sched, webhook):
