@@ -162,7 +162,10 @@ def test_a_real_browser_loads_the_admin_login_over_https(site, tmp_path):
                f"--host-resolver-rules=MAP {DOMAINS[0]} {site.server.address}", "--window-size=1280,900"]
     env = {**os.environ, "HOME": str(home)}
     url = f"https://{DOMAINS[0]}/admin/login/"
-    dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, env=env, timeout=120)
+    for _ in range(3):  # a loaded CI machine has seen headless Chromium give up on its first load
+        dom = subprocess.run([*browser, "--dump-dom", url], capture_output=True, text=True, env=env, timeout=120)
+        if "Django administration" in dom.stdout:
+            break
     assert "Django administration" in dom.stdout and 'name="password"' in dom.stdout, dom.stdout[:500] + dom.stderr[-2000:]
     taken = subprocess.run([*browser, f"--screenshot={shot}", url], capture_output=True, text=True, env=env,
                            timeout=120)

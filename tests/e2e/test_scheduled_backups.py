@@ -164,7 +164,7 @@ def test_a_scheduled_run_then_a_restore_brings_back_a_row_and_a_media_file(sched
     assert s.health()[0] == 200
 
 
-def test_an_unchanged_second_run_adds_under_2_percent_of_the_first(sched):
+def test_an_unchanged_second_run_adds_one_chunk_at_most(sched):
     s = sched
     # About 200 MiB of rows, owned by the app's role (the backup reads as that role).
     s.compose("exec", "-T", "database1", "psql", "-U", "database1", "-d", "database1", "-v", "ON_ERROR_STOP=1", "-c",
@@ -183,7 +183,12 @@ def test_an_unchanged_second_run_adds_under_2_percent_of_the_first(sched):
           f"{second['added']:,} B added ({second['added'] / first['bytes']:.2%}); repository folder: "
           f"+{on_disk_first:,} B, then {on_disk_second:+,} B")
     assert first["bytes"] > 100_000_000 and first["added"] > 0.5 * first["bytes"]
-    assert second["added"] < 0.02 * first["bytes"]
+    # What an unchanged run adds is the chunk of each dump that holds its header (pg_dump
+    # writes the time there) plus the manifest and trees: restic's chunks are content-defined,
+    # of 0.5 to 8 MiB (1 MiB on average, boundaries drawn per repository), so at most about
+    # 8 MiB however big the database: 1.0% and 3.0% of this run's 155 MB were measured, under
+    # 0.8% at the 1 GiB.
+    assert second["added"] < 8.5 * 1024 * 1024  # one database: one such chunk, and a little more
 
 
 def test_the_drill_passes_on_a_good_snapshot_and_fails_on_a_tampered_dump(sched, webhook):
