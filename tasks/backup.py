@@ -1,7 +1,7 @@
 """`inv backup`: every volume and every database dump in one go, now, as files;
 `inv backup.prune`. The scheduled backups into a restic repository ([backups] in
 config/stack.toml, run by the stack's backup service): `inv backup.now`, `.snapshots`,
-`.restore`, `.status`, `.drill`, `.key`, `.credentials`."""
+`.restore`, `.status`, `.drill`, `.key`, `.credentials`, `.ssh-key`, `.notify`."""
 from __future__ import annotations
 
 import sys
@@ -125,4 +125,27 @@ def credentials(r):
     scheduled.credentials(r, sys.stdin.read())
 
 
-ns = Collection("backup", all_, prune, now, snapshots, restore, status, drill, key, credentials)
+@stack_task(name="ssh-key", help={
+    "fingerprint": "The repository host's key fingerprint (SHA256:..., from `ssh-keygen -lf` on it): "
+                   "trust its keys when one matches, without asking.",
+    "yes": "Trust the keys shown without a fingerprint to check them against.",
+    "dry": "Print the command only.",
+})
+def ssh_key(r, fingerprint=None, yes=False):
+    """For an sftp: repository: trust the repository host's SSH keys (scanned from this
+    host, checked against --fingerprint or confirmed), make the backup service's own SSH key
+    once (0600, on the host only) and print the line to authorize it on the repository host."""
+    scheduled.ssh_key(r, fingerprint, yes)
+
+
+@stack_task(help={"dry": "Print the command only."})
+def notify(r):
+    """Set the apprise URLs that hear of failed and recovered backups and drills, one per
+    line on standard input (none: no notifications), kept 0600 on the host alone: for URLs
+    holding a token, instead of [backups] notify in config/stack.toml."""
+    if interactive():
+        print("apprise URLs, one per line, then Ctrl-D:")
+    scheduled.notify(r, sys.stdin.read())
+
+
+ns = Collection("backup", all_, prune, now, snapshots, restore, status, drill, key, credentials, ssh_key, notify)

@@ -84,12 +84,16 @@ def test_the_backup_service_reads_as_the_app_role_with_no_socket_and_no_capabili
     env = service["environment"]
     assert env["BACKUP_SCHEDULE"] == "15 3 * * *" and env["BACKUP_KEEP"] == "daily=7,weekly=4,monthly=6"
     assert env["BACKUP_REPOSITORY"] == "sftp:backup@vault.example.com:/srv/restic/hello"
-    assert env["BACKUP_NOTIFY"] == "json://hooks.example.com/a mailto://ops@example.com"
-    # No secret in the environment: they are files of the service's own user.
-    assert not any("PASSWORD" in key and "FILE" not in key for key in env)
+    # No secret in the environment, notify URLs included (they hold tokens): they are files
+    # of the service's own user, those set up on the host copied when present.
+    assert not any("PASSWORD" in key and "FILE" not in key for key in env) and "BACKUP_NOTIFY" not in env
+    assert "hooks.example.com" not in render.rendered(stack)[render.COMPOSE_FILE]
     init = compose["services"]["secrets-init"]
     assert "backup_secrets:/backup-out" in init["volumes"]
-    assert "chown 10002:10002" in init["entrypoint"][2] and "restic_password database1_password" in init["entrypoint"][2]
+    script = init["entrypoint"][2]
+    assert "chown 10002:10002" in script and "restic_password database1_password" in script
+    assert ("backup_repository.env:repository.env backup_ssh_key:ssh_key backup_known_hosts:known_hosts "
+            "backup_notify:notify") in script
 
 
 def test_a_local_repository_is_bind_mounted_and_the_secret_files_include_its_password():
@@ -134,3 +138,39 @@ def test_a_local_repository_folder_is_made_through_the_engine_for_the_service_us
                                                                          "&& chmod 700 /repository")
     # A folder that holds someone else's files is refused, never taken over.
     assert f'!= {plans.UID} ]; then' in argv[-1] and "exit 1" in argv[-1]
+
+
+def test_an_sftp_repository_names_its_ssh_server():
+    assert stack_with().backups.sftp_host == "vault.example.com"
+    assert stack_with(backups='\n[backups]\nschedule = "15 3 * * *"\nrepository = "sftp:10.0.0.5:/r"\n'
+                      ).backups.sftp_host == "10.0.0.5"
+    assert stack_with(backups='\n[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/r"\n').backups.sftp_host is None
+
+
+def test_the_service_ssh_key_is_an_openssh_key_pair_and_fingerprints_match_ssh_keygen(tmp_path):
+    import subprocess
+
+    private, public = plans.new_ssh_key("hello-backup@prod")
+    assert private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and public.endswith(" hello-backup@prod\n")
+    (tmp_path / "key").write_text(private)
+    (tmp_path / "key").chmod(0o600)
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(tmp_path / "key")], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert derived[:2] == public.split()[:2]
+    assert plans.new_ssh_key("x")[1] != public  # a fresh key each time
+    (tmp_path / "key.pub").write_text(public)
+    printed = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "key.pub")], capture_output=True, text=True,
+                             check=True).stdout.split()[1]
+    assert plans.fingerprint(public) == printed and plans.FINGERPRINT.fullmatch(printed)
+    assert plans.fingerprint(f"vault.example.com {public.split()[0]} {public.split()[1]}") == printed
+
+
+def test_host_keys_are_keyscan_lines_and_nothing_else():
+    good = ("vault.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDr\n"
+            "# vault.example.com:22 SSH-2.0-OpenSSH_9.2\n10.0.0.5 ecdsa-sha2-nistp256 AAAAE2VjZHNh==\n")
+    assert plans.host_keys(good) == ["vault.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDr",
+                                     "10.0.0.5 ecdsa-sha2-nistp256 AAAAE2VjZHNh=="]
+    for bad in ("", "# only a comment\n", "vault ssh-dss AAAA\n", "vault ssh-ed25519 AAAA; rm -rf /\n",
+                "@cert-authority * ssh-ed25519 AAAA\n"):
+        with pytest.raises(ValueError):
+            plans.host_keys(bad)

@@ -26,12 +26,14 @@ Commands:
   snapshots          restic's snapshots of this host as JSON, each with its manifest's summary
   dump SNAPSHOT PATH one file of a snapshot on standard output, checked against the manifest
   media SNAPSHOT     the media folder of a snapshot as a tar stream on standard output
+  keyscan            an sftp repository host's public keys, for `inv backup.ssh-key`
   key                the repository password, for `inv backup.key`
 
-Failures and recoveries (the first success after a failure) are sent to BACKUP_NOTIFY's
-apprise URLs. Secrets are files in /run/secrets/backup (the password, each database's app
-password, and optionally repository.env: credentials such as AWS_ACCESS_KEY_ID), read here
-and passed to restic and pg_dump in their own environment only.
+Failures and recoveries (the first success after a failure) are sent to the apprise URLs of
+the secret file `notify`. Secrets are files in /run/secrets/backup (the password, each
+database's app password, and when set up repository.env: credentials such as
+AWS_ACCESS_KEY_ID; ssh_key and known_hosts for an sftp: repository; notify), read here and
+passed to restic and pg_dump in their own environment only.
 """
 import datetime
 import fcntl
@@ -118,8 +120,62 @@ def restic_env():
     return e
 
 
+def sftp_host():
+    """The SSH server of an sftp:[user@]host:/path repository, else None."""
+    repository = env("BACKUP_REPOSITORY")
+    if not repository.startswith("sftp:"):
+        return None
+    return repository[len("sftp:"):].split(":", 1)[0]
+
+
+def ssh_argv():
+    """ssh to an sftp: repository's server with the service's own key and the server's keys
+    as `inv backup.ssh-key` trusted them, never asking anything; None for other repositories."""
+    target = sftp_host()
+    if target is None:
+        return None
+    for name in ("ssh_key", "known_hosts"):
+        if not os.path.exists(f"{SECRETS}/{name}"):
+            raise Failed("the sftp repository needs the service's SSH key and the server's keys: "
+                         "run inv backup.ssh-key")
+    return ["ssh", "-i", f"{SECRETS}/ssh_key", "-o", f"UserKnownHostsFile={SECRETS}/known_hosts",
+            "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+            "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=30", "-o", "ServerAliveCountMax=4", target]
+
+
+def sftp_options():
+    """restic's options: its sftp backend's ssh command line (none of its words hold a space)."""
+    argv = ssh_argv()
+    return [] if argv is None else ["-o", "sftp.command=" + " ".join(argv + ["-s", "sftp"])]
+
+
+def ssh_diagnosis():
+    """Why ssh cannot open the sftp repository's session, in ssh's words (restic only says
+    that it could not, and may exit before it passes ssh's own message on)."""
+    argv = ssh_argv()
+    if argv is None:
+        return ""
+    result = subprocess.run([*argv[:-1], "-s", argv[-1], "sftp"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=60)
+    return "" if result.returncode == 0 else last_line(result.stderr, "")
+
+
+def keyscan():
+    """The sftp repository host's public keys, as known_hosts lines (ssh-keyscan)."""
+    target = sftp_host()
+    if target is None:
+        raise Failed("the repository is not sftp:")
+    name = target.rpartition("@")[2]
+    result = subprocess.run(["ssh-keyscan", "-T", "15", "-t", "ed25519,ecdsa,rsa", name],
+                            capture_output=True, text=True)
+    lines = [line for line in result.stdout.splitlines() if line and not line.startswith("#")]
+    if not lines:
+        raise Failed(f"{name} gave no SSH host key: {last_line(result.stderr, 'no answer on port 22')}")
+    print("\n".join(lines))
+
+
 def restic(*args, capture=True, check=True, stdout=None):
-    result = subprocess.run(["restic", *args],
+    result = subprocess.run(["restic", *sftp_options(), *args],
                             env=restic_env(), stdin=subprocess.DEVNULL, text=stdout is None,
                             stdout=stdout if stdout is not None else (subprocess.PIPE if capture else None),
                             stderr=subprocess.PIPE)
@@ -157,7 +213,8 @@ def ensure_repository():
         say(f"making a new restic repository at {env('BACKUP_REPOSITORY')}")
         restic("init", "--repository-version", "2")
         return
-    raise Failed(f"the repository cannot be opened: {message}")
+    why = ssh_diagnosis()
+    raise Failed(f"the repository cannot be opened: {message}" + (f" (ssh: {why})" if why else ""))
 
 
 # -- taking a backup ------------------------------------------------------------------
@@ -294,7 +351,7 @@ def take():
 
 
 def backup_with_progress(paths, files_from):
-    process = subprocess.Popen(["restic", "backup", "--json", "--host", host(), "--tag", "hello",
+    process = subprocess.Popen(["restic", *sftp_options(), "backup", "--json", "--host", host(), "--tag", "hello",
                                 "--compression", "auto", "--files-from-raw", files_from, *paths],
                                env=restic_env(), stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -345,7 +402,11 @@ def write_json(path, data):
 
 
 def notify(title, body):
-    urls = [u for u in env("BACKUP_NOTIFY", "").split() if u]
+    try:
+        with open(f"{SECRETS}/notify") as f:
+            urls = [u for u in f.read().split() if u]
+    except FileNotFoundError:
+        return
     if not urls:
         return
     try:
@@ -504,7 +565,7 @@ def media(snapshot):
     snapshot = resolve(snapshot)
     manifest = manifest_of(snapshot)
     expected, root = manifest["media"], manifest.get("media_root", {"uid": 0, "gid": 0, "mode": 0o755})
-    process = subprocess.Popen(["restic", "dump", "--archive", "tar", snapshot, MEDIA], env=restic_env(),
+    process = subprocess.Popen(["restic", *sftp_options(), "dump", "--archive", "tar", snapshot, MEDIA], env=restic_env(),
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     prefix = MEDIA.lstrip("/") + "/"
     seen = 0
@@ -678,7 +739,7 @@ def schedule():
 
 def main(argv):
     commands = {"schedule": schedule, "run": run, "drill": drill, "status": status, "snapshots": snapshots,
-                "dump": dump, "media": media, "key": lambda: print(open(f"{SECRETS}/restic_password").read().strip())}
+                "dump": dump, "media": media, "keyscan": keyscan, "key": lambda: print(open(f"{SECRETS}/restic_password").read().strip())}
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2

@@ -68,3 +68,42 @@ def credentials(text: str) -> str:
         raise ValueError("give KEY=VALUE lines, such as AWS_ACCESS_KEY_ID=... (names in capitals)"
                          + (f"; not: {', '.join(map(shlex.quote, bad))}" if bad else ""))
     return "\n".join(lines) + "\n"
+
+
+# ssh-keyscan's lines: HOST KEYTYPE BASE64, nothing else.
+HOST_KEY = re.compile(r"[A-Za-z0-9.:\[\]-]{1,260} (ssh-ed25519|ecdsa-sha2-nistp(?:256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,2}")
+# What `ssh-keygen -l` prints for a key: SHA256: and 43 base64 characters.
+FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+
+
+def new_ssh_key(comment: str) -> tuple[str, str]:
+    """A fresh Ed25519 key pair in OpenSSH's formats: (private, public line). The private key
+    comes from the operating system's CSPRNG, as ssh-keygen's does, through cryptography
+    (which Fabric's paramiko brings): it is made in this process and written on the target
+    only, never to a file here."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    return private, f"{public} {comment}\n"
+
+
+def fingerprint(key_line: str) -> str:
+    """SHA256:... of a known_hosts or public key line, as ssh-keygen -l prints it."""
+    import base64
+    import hashlib
+
+    blob = base64.b64decode(key_line.split()[1] if key_line.split()[0].startswith(("ssh-", "ecdsa-")) else key_line.split()[2])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+def host_keys(stdout: str) -> list[str]:
+    """The known_hosts lines of ssh-keyscan's STDOUT, each checked; ValueError if none."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip() and not line.startswith("#")]
+    bad = [line for line in lines if HOST_KEY.fullmatch(line) is None]
+    if bad or not lines:
+        raise ValueError(f"not host keys: {bad[0][:80] if bad else 'nothing'}")
+    return lines

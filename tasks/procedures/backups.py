@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from ..errors import TaskError, last_line
+from ..errors import StackError, TaskError, last_line
+from ..source import values
+
 from ..execution.runner import Runner, interactive
 from ..plans import archives
 from ..plans import backups as plans
-from ..source.stack import BACKUP_CREDENTIALS, SECRETS_DIR
+from ..source.stack import BACKUP_CREDENTIALS, BACKUP_KNOWN_HOSTS, BACKUP_NOTIFY, BACKUP_SSH_KEY, SECRETS_DIR
 from .backup_files import backup_dir, temporary_name
 from .dumps import load_database
 from .starting import start_backups
@@ -167,4 +169,78 @@ def credentials(r: Runner, text: str) -> None:
         raise TaskError(f"repository credentials: {exc}") from None
     r.write(r.target.config_dir / "secrets" / BACKUP_CREDENTIALS, content, mode=0o600)
     r.report(f"wrote {SECRETS_DIR}/{BACKUP_CREDENTIALS} on {r.target.name} ({len(content.splitlines())} variables)")
+    start_backups(r)
+
+
+def ssh_key(r: Runner, expected: str | None, yes: bool) -> None:
+    """An sftp: repository's access: the service's own SSH key (made once, on the target),
+    the repository host's keys (scanned from the target, trusted when their fingerprint is
+    EXPECTED or on confirmation), then the public key to authorize there."""
+    backups = configured(r)
+    server = backups.sftp_host
+    if server is None:
+        raise TaskError(f"[backups] repository {backups.repository} is not sftp:user@host:/path: it needs no SSH key")
+    if expected is not None and plans.FINGERPRINT.fullmatch(expected) is None:
+        raise TaskError(f"--fingerprint {expected!r} is not valid: SHA256: and 43 characters, "
+                        "as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints on the server")
+    secrets = r.target.config_dir / "secrets"
+    scanned = script(r, "keyscan", what=f"reading {server}'s SSH host keys").stdout
+    if r.dry:
+        return
+    try:
+        keys = plans.host_keys(scanned)
+    except ValueError as exc:
+        raise TaskError(f"{server}'s SSH host keys: {exc}") from None
+    prints = [f"{line.split()[1]} {plans.fingerprint(line)}" for line in keys]
+    print(f"{server}'s host keys, as seen from {r.target.name}:\n  " + "\n  ".join(prints))
+    known = r.probe(["cat", str(secrets / BACKUP_KNOWN_HOSTS)], dry_answer="")
+    before = sorted(known.stdout.splitlines()) if known.ok else []
+    if before == sorted(keys):
+        r.report(f"{server}'s keys are trusted already")
+    else:
+        if expected is not None:
+            if expected not in [plans.fingerprint(line) for line in keys]:
+                raise TaskError(f"{server} does not show the key {expected}: nothing trusted (is something "
+                                "between the two hosts, or is it another server?)")
+        else:
+            changed = " CHANGED since they were trusted" if before else ""
+            r.confirm(yes, f"Trust these keys{changed} for the backups?",
+                      f"trusting {server}'s keys{changed} unchecked (or give --fingerprint)")
+        r.write(secrets / BACKUP_KNOWN_HOSTS, "\n".join(keys) + "\n", mode=0o600)
+        r.report(f"trusted {server}'s host keys ({SECRETS_DIR}/{BACKUP_KNOWN_HOSTS} on {r.target.name})")
+    public = r.probe(["cat", str(secrets / f"{BACKUP_SSH_KEY}.pub")], dry_answer="")
+    if public.ok and r.exists(secrets / BACKUP_SSH_KEY):
+        line = public.stdout.strip()
+    else:
+        private, line = plans.new_ssh_key(f"{r.project}-backup@{r.target.name}")
+        r.write(secrets / BACKUP_SSH_KEY, private, mode=0o600)
+        r.write(secrets / f"{BACKUP_SSH_KEY}.pub", line, mode=0o644)
+        line = line.strip()
+        r.report(f"made the backup service's SSH key ({SECRETS_DIR}/{BACKUP_SSH_KEY} on {r.target.name})")
+    start_backups(r)
+    user = backups.repository[len("sftp:"):].split(":", 1)[0].rpartition("@")[0] or "the user"
+    print(f"\nAuthorize it for {user} on {server}: add this line to that user's ~/.ssh/authorized_keys\n"
+          f"('restrict' allows SFTP and forbids a shell's extras: forwarding, a terminal):\n\n"
+          f"restrict {line}\n\nThen: inv backup.now{r.target.host_flag}")
+
+
+def notify(r: Runner, text: str) -> None:
+    """TEXT's apprise URLs (one per line) kept on the target alone, 0600: for URLs that hold
+    a token, which then never reach config/stack.toml, git or `docker inspect`."""
+    backups = configured(r)
+    if backups.notify:
+        raise TaskError("[backups] notify is set in config/stack.toml, which wins: remove it there "
+                        "to keep the URLs on the host alone")
+    urls = text.split()
+    try:
+        urls = values.notify_urls(urls, "a notify URL") if urls else []
+    except StackError as exc:
+        raise TaskError(str(exc)) from None
+    path = r.target.config_dir / "secrets" / BACKUP_NOTIFY
+    if urls:
+        r.write(path, "\n".join(urls) + "\n", mode=0o600)
+        r.report(f"wrote {len(urls)} notify URL(s) to {SECRETS_DIR}/{BACKUP_NOTIFY} on {r.target.name}")
+    else:
+        r.remove(path)
+        r.report(f"no notify URLs on {r.target.name}: failures are in `inv backup.status` only")
     start_backups(r)

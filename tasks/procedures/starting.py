@@ -22,6 +22,7 @@ from ..plans import compose
 from ..plans import ledger
 from ..plans import rollout as rollout_plans
 from ..plans import secrets as secret_plans
+from ..source.stack import BACKUP_NOTIFY
 from .rollout import roll_out
 
 
@@ -80,6 +81,10 @@ def start_backups(r: Runner) -> None:
     folder = shlex.quote(str(r.target.config_dir / backup_plans.EXPECTED))
     r.shell(f"mkdir -p {folder} && chmod 755 {folder}", what="making the backup service's expectations folder")
     r.write(r.target.config_dir / backup_plans.EXPECTED / "migrations.json", json.dumps(expected) + "\n", mode=0o644)
+    if backups.notify:
+        # [backups] notify is the source of truth when set; `inv backup.notify` otherwise.
+        # A file of secrets-init's, not the service's environment: URLs hold tokens.
+        r.write(r.target.config_dir / "secrets" / BACKUP_NOTIFY, "\n".join(backups.notify) + "\n", mode=0o600)
     if backups.local_repository:
         r.compose(["build", backup_plans.SERVICE], what="building the backup image")
         r.run(backup_plans.own_repository(f"{r.project}-backup:latest", backups.repository),

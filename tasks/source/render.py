@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from .stack import APP_ROLE, BACKUP_CREDENTIALS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
+from .stack import APP_ROLE, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
 
 TEMPLATES = ROOT / "config" / "templates"
 COMPOSE_FILE = Path("docker-compose.yml")
@@ -80,7 +80,7 @@ def rendered(stack: Stack, site: Site | None = None) -> dict[Path, str]:
         "app_secrets": app_secrets(stack),
         "backups": stack.backups,
         "backup_secrets": backup_secrets(stack),
-        "backup_credentials": BACKUP_CREDENTIALS,
+        "backup_optional_secrets": BACKUP_OPTIONAL_SECRETS,
         "app_role": APP_ROLE,
         "nginx_connections": NGINX_CONNECTIONS,
         "nginx_files": NGINX_FILES,

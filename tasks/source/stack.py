@@ -23,6 +23,16 @@ BACKUP_KEY = "backup_key"
 # as AWS_ACCESS_KEY_ID), kept by `inv backup.credentials`: files in SECRETS_DIR.
 RESTIC_PASSWORD = "restic_password"
 BACKUP_CREDENTIALS = "backup_repository.env"
+# An sftp: repository's SSH key and the repository host's keys (`inv backup.ssh-key`).
+BACKUP_SSH_KEY = "backup_ssh_key"
+BACKUP_KNOWN_HOSTS = "backup_known_hosts"
+# The apprise URLs, which usually hold a token: from [backups] notify, or set on the host
+# alone by `inv backup.notify`.
+BACKUP_NOTIFY = "backup_notify"
+# The backup service's files that exist only once set up: the name in SECRETS_DIR, and the
+# name the service reads in /run/secrets/backup (secrets-init copies those present).
+BACKUP_OPTIONAL_SECRETS = ((BACKUP_CREDENTIALS, "repository.env"), (BACKUP_SSH_KEY, "ssh_key"),
+                           (BACKUP_KNOWN_HOSTS, "known_hosts"), (BACKUP_NOTIFY, "notify"))
 # The PostgreSQL role Django connects as: it owns its database and is not a superuser.
 APP_ROLE = "app"
 
@@ -142,6 +152,13 @@ class Backups:
     def local_repository(self) -> bool:
         """A path on the host (bind-mounted into the service), not a remote repository."""
         return self.repository.startswith("/")
+
+    @property
+    def sftp_host(self) -> str | None:
+        """The SSH server of an sftp:[user@]host:/path repository, else None."""
+        if not self.repository.startswith("sftp:"):
+            return None
+        return self.repository[len("sftp:"):].split(":", 1)[0].rpartition("@")[2]
 
 
 def parse_backups(entry) -> Backups:

@@ -368,3 +368,59 @@ def test_an_s3_repository_with_credentials_from_standard_input(sched, webhook, s
     assert "PASS in" in drilled.stdout
     assert s.inv("backup.restore", "latest", "--database", "database1", "--yes", timeout=900).returncode == 0
     assert proof_user_count(s) == 1
+
+
+def test_an_sftp_repository_on_another_server_through_its_real_sshd(sched, webhook, servers):
+    """The repository on a test host (its own address and OpenSSH server), reached over SFTP
+    with the service's own key: host keys trusted by fingerprint, the key authorized there
+    with `restrict`, notify URLs set on the host alone (`inv backup.notify`)."""
+    s = sched
+    vault = servers("sched-vault", images=())
+    folder = vault.dir / "restic"
+    text = (s.root / "config/stack.toml").read_text().split("\n[backups]")[0]
+    (s.root / "config/stack.toml").write_text(
+        text + f'\n[backups]\nschedule = "{ONCE_A_YEAR}"\nrepository = "sftp:root@{vault.address}:{folder}"\n'
+               'drill = "off"\n')
+    s.inv("render")
+    (s.root / "config/secrets/backup_notify").unlink(missing_ok=True)
+    told = subprocess.run([*INV, "backup.notify"], cwd=s.root, env=s.env, input=webhook.url + "\n",
+                          capture_output=True, text=True, timeout=600)
+    assert told.returncode == 0, told.stdout + told.stderr
+    real = subprocess.run(["ssh-keygen", "-lf", str(vault.dir / "host_key.pub")], capture_output=True, text=True,
+                          check=True).stdout.split()[1]
+    other = subprocess.run(["ssh-keygen", "-lf", str(vault.dir / "other_host_key.pub")], capture_output=True,
+                           text=True, check=True).stdout.split()[1]
+
+    # A fingerprint the server does not show: refused in one line, nothing trusted or made.
+    refused = s.inv("backup.ssh-key", "--fingerprint", other, check=False, timeout=600)
+    assert refused.returncode == 1 and f"does not show the key {other}" in refused.stderr, refused.stderr
+    assert not (s.root / "config/secrets/backup_known_hosts").exists()
+    assert not (s.root / "config/secrets/backup_ssh_key").exists()
+
+    made = s.inv("backup.ssh-key", "--fingerprint", real, timeout=600).stdout
+    assert real in made
+    line = re.search(r"^restrict ssh-ed25519 \S+ \S+$", made, re.M)[0]
+    key = s.root / "config/secrets/backup_ssh_key"
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    inspected = s.docker("inspect", f"{PROJECT}-backup-1").stdout
+    assert webhook.url not in inspected and key.read_text().splitlines()[1] not in inspected
+
+    # Not authorized yet: the run fails naming ssh's reason, and the webhook hears of it.
+    webhook.received.clear()
+    failed = s.inv("backup.now", check=False, timeout=600)
+    assert failed.returncode == 1 and "Permission denied" in failed.stdout + failed.stderr, failed.stdout + failed.stderr
+    webhook.wait_for("FAILED")
+
+    with open(vault.dir / "authorized_keys", "a") as keys:
+        keys.write(line + "\n")
+    s.inv("backup.now", timeout=900)
+    webhook.wait_for("recovered")
+    assert (folder / "config").is_file() and any((folder / "data").rglob("*"))
+    # The repository holds ciphertext only: no dump's or media file's bytes in the clear.
+    assert not any(b"kept by the schedule" in p.read_bytes() for p in folder.rglob("*") if p.is_file())
+    listed = s.inv("backup.snapshots").stdout
+    assert re.search(r"[0-9a-f]{8} +20\d\d-.*database1 \(", listed), listed
+    assert "PASS in" in s.inv("backup.drill", timeout=900).stdout
+    # The same key again: trusted already, the key kept.
+    again = s.inv("backup.ssh-key", "--fingerprint", real, timeout=600).stdout
+    assert "trusted already" in again and line in again
