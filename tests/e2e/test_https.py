@@ -256,18 +256,31 @@ def own_certificate(directory: Path):
     return (*paths, leaf.serial_number)
 
 
-def test_scheduled_backups_on_the_host_take_the_databases_media_and_certificates(site):
+def test_scheduled_backups_on_the_host_go_over_sftp_to_another_server(site, servers):
+    """The host's backup service writes to a repository on a second server (its own address
+    and OpenSSH server), with a key made on the host and host keys trusted by fingerprint."""
+    vault = servers("https-vault", images=())
+    repository = vault.dir / "restic"
     stack = site.root / "config/stack.toml"
-    repository = site.server.dir / "restic"  # a folder on the host (its disk is this machine's)
-    stack.write_text(stack.read_text() + f'\n[backups]\nschedule = "0 3 1 1 *"\nrepository = "{repository}"\n'
-                                          'drill = "weekly"\n')
+    stack.write_text(stack.read_text() + f'\n[backups]\nschedule = "0 3 1 1 *"\n'
+                                          f'repository = "sftp:root@{vault.address}:{repository}"\ndrill = "weekly"\n')
     site.inv("render")
     site.inv("deploy", "--host", "web")
     # The password was made on the host, for the host: 0600 in its shared config.
-    secret = site.dir / "shared/config/secrets/restic_password"
-    assert oct(secret.stat().st_mode & 0o777) == "0o600" and len(secret.read_text().strip()) >= 40
+    secrets = site.dir / "shared/config/secrets"
+    assert oct((secrets / "restic_password").stat().st_mode & 0o777) == "0o600"
+    assert len((secrets / "restic_password").read_text().strip()) >= 40
     assert "schedule: backup next at" in site.inv("logs", "--host", "web", "-s", "backup").stdout
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", str(vault.dir / "host_key.pub")], capture_output=True,
+                                 text=True, check=True).stdout.split()[1]
+    made = site.inv("backup.ssh-key", "--host", "web", "--fingerprint", fingerprint).stdout
+    line = re.search(r"^restrict ssh-ed25519 \S+ \S+-backup@web$", made, re.M)[0]
+    assert oct((secrets / "backup_ssh_key").stat().st_mode & 0o777) == "0o600"
+    assert "Then: inv backup.now --host web" in made
+    with open(vault.dir / "authorized_keys", "a") as keys:
+        keys.write(line + "\n")
     site.inv("backup.now", "--host", "web")
+    assert (repository / "config").is_file()
     assert site.inv("backup.status", "--host", "web").returncode == 0
     listed = site.inv("backup.snapshots", "--host", "web").stdout
     assert re.search(r"database1 \([\d,]+ rows\), \d+ media file\(s\), the certificates", listed), listed
