@@ -11,7 +11,7 @@ The package in layers, each importing only from the ones below it:
 """
 from invoke import Collection
 
-from . import app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, volume
+from . import app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, swarm, volume
 from .execution.stdin import ChunkedLocal
 from .source.settings import DEFAULTS
 
@@ -34,6 +34,7 @@ ns = Collection(
     deploy.rollback,
     deploy.releases,
     certs.ns,
+    swarm.ns,
     benchmarks.bench,
 )
 # Piped input at the speed of the pipe, not 100 bytes a second (see execution/stdin.py);

@@ -15,12 +15,14 @@ import inspect
 from invoke import Task, task
 
 from .errors import StackError, TaskError
+from .execution.cluster import ClusterRun
 from .execution.runner import Runner
 from .execution.ssh import connect, each_host
 from .execution.targets import HostTarget, LocalTarget
 from .source import settings
 from .source.stack import load
 
+CLUSTER_HELP = "The cluster (a name from [clusters] in config/stack.toml)."
 HOST_HELP = "Run on these hosts over SSH: a name or group from config/stack.toml, or a comma list (default: here)."
 ONE_HOST_HELP = "The host (a name from config/stack.toml)."
 DRY_HELP = "Print the commands instead of running them."
@@ -56,8 +58,8 @@ def _task_signature(body_params, hosts) -> inspect.Signature:
     required = [p for p in params if p.default is inspect.Parameter.empty]
     optional = [p for p in params if p.default is not inspect.Parameter.empty]
     ordered = [inspect.Parameter("c", ARG)]
-    if hosts == "one":
-        ordered.append(inspect.Parameter("host", ARG))
+    if hosts in ("one", "cluster"):
+        ordered.append(inspect.Parameter("host" if hosts == "one" else "cluster", ARG))
     ordered += required + optional
     if hosts == "many":
         ordered.append(inspect.Parameter("host", ARG, default=None))
@@ -70,15 +72,33 @@ def _help_texts(given, names, keys, hosts) -> dict:
     for name, key in keys.items():
         if name in names and name in texts:
             texts[name] = f"{texts[name]} (default: {settings.DEFAULTS[key]}; config stack.{key})"
-    if hosts:
+    if hosts == "cluster":
+        texts.setdefault("cluster", CLUSTER_HELP)
+    elif hosts:
         texts.setdefault("host", HOST_HELP if hosts == "many" else ONE_HOST_HELP)
     texts.setdefault("dry", DRY_HELP)
     return texts
 
 
+def _run_on_cluster(func, stack, name, dry, values):
+    """FUNC with a ClusterRun: a Runner on each of the cluster's nodes (connected as each
+    is first used: an unreachable one fails where it is needed, in one line)."""
+    cluster = stack.cluster(name)
+    connections = {node: connect(stack.hosts[node], dry=dry) for node in cluster.nodes}
+    try:
+        nodes = {node: Runner(HostTarget(conn, stack.hosts[node], stack), dry) for node, conn in connections.items()}
+        return func(ClusterRun(cluster, nodes), **values)
+    finally:
+        for conn in connections.values():
+            conn.close()
+
+
 def _run(func, c, host, hosts, dry, values):
-    """FUNC with a Runner here, or on each host named by HOST."""
+    """FUNC with a Runner here, or on each host named by HOST (a cluster's name for
+    cluster tasks)."""
     stack = load()
+    if hosts == "cluster":
+        return _run_on_cluster(func, stack, host, dry, values)
     if not host and hosts != "one":
         return func(Runner(LocalTarget(c, stack), dry), **values)
     chosen = stack.resolve_hosts(host)
@@ -99,7 +119,8 @@ def stack_task(help=None, *, hosts="many", configured=None, **task_kwargs):
     """Decorate FUNC(r, ...) as the task FUNC(c, ..., host, dry).
 
     HOSTS: "many" gives `--host` (default here; a group or comma list runs on each host in
-    parallel), "one" a required `--host` naming a single host, None no `--host` (tasks that
+    parallel), "one" a required `--host` naming a single host, "cluster" a required
+    `--cluster` (FUNC gets a ClusterRun, a Runner per node), None no `--host` (tasks that
     edit this checkout). CONFIGURED maps more flags to the settings key of their default."""
     keys = {**CONFIGURED, **(configured or {})}
 
@@ -117,7 +138,8 @@ def stack_task(help=None, *, hosts="many", configured=None, **task_kwargs):
             values.apply_defaults()
             values = dict(values.arguments)
             del values["c"]
-            host, dry = values.pop("host", None), bool(values.pop("dry") or c.config.run.dry)
+            host = values.pop("cluster", None) if hosts == "cluster" else values.pop("host", None)
+            dry = bool(values.pop("dry") or c.config.run.dry)
             for name in names & keys.keys():
                 values[name] = settings.option(c.config, keys[name], values[name])
             try:

@@ -109,17 +109,19 @@ class Runner:
 
     # -- running ------------------------------------------------------------------------------
     def run(self, argv, *, check=True, hide=False, pty=False, stdin=False, stdin_text=None, what=None,
-            dry_answer="") -> Result:
-        """Run ARGV in the stack's directory; with CHECK a non-zero exit becomes a one-line
-        TaskError naming WHAT. Standard input reaches the command only with PTY or STDIN, or
-        is STDIN_TEXT. A dry run answers DRY_ANSWER as the output (a name that later commands print)."""
+            dry_answer="", anywhere=False) -> Result:
+        """Run ARGV in the stack's directory (ANYWHERE: wherever the session starts); with
+        CHECK a non-zero exit becomes a one-line TaskError naming WHAT. Standard input reaches
+        the command only with PTY or STDIN, or is STDIN_TEXT. A dry run answers DRY_ANSWER as
+        the output (a name that later commands print)."""
         command = shlex.join(str(a) for a in argv)
         if self.dry:
             result = self._would(command)
             result.stdout = dry_answer
             return result
         stream = io.StringIO(stdin_text) if stdin_text is not None else None if pty or stdin else False
-        result = self.target.execute(command, warn=True, hide=hide, pty=pty, echo=not hide, in_stream=stream)
+        result = self.target.execute(command, warn=True, hide=hide, pty=pty, echo=not hide, in_stream=stream,
+                                     in_root=not anywhere)
         if check and result.failed:
             detail = f": {last_line(result.stderr, '')}" if hide and result.stderr.strip() else ""
             raise TaskError(f"{what or command} failed (exit status {result.exited}){detail}")

@@ -185,6 +185,64 @@ def parse_backups(entry) -> Backups:
     )
 
 
+# How a cluster's services are reached: through Swarm's routing mesh and virtual IPs (a
+# normal kernel's default), or without IPVS (DNS round robin, ports bound on each node).
+ENDPOINT_MODES = ("vip", "dnsrr")
+PUBLISH_MODES = ("ingress", "host")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Hosts run as one Docker Swarm ([clusters.NAME] in config/stack.toml): the app's
+    replicas spread over them, each database pinned to the node that holds its volume."""
+    name: str
+    manager: str                                # a [hosts] name
+    workers: tuple[str, ...]
+    replicas: int = 2
+    placement: tuple[tuple[str, str], ...] = ()  # (database, node), every database
+    endpoint_mode: str = "vip"
+    publish_mode: str = "ingress"
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return (self.manager, *self.workers)
+
+
+CLUSTER_KEYS = {"manager", "workers", "replicas", "databases", "endpoint_mode", "publish_mode"}
+
+
+def parse_cluster(name: str, entry, hosts: dict, databases) -> Cluster:
+    where = f"[clusters.{name}]"
+    if not isinstance(entry, dict):
+        raise StackError(f"{where} must be a table")
+    unknown = set(entry) - CLUSTER_KEYS
+    if unknown:
+        raise StackError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    values.host_name(name, "cluster name")
+    manager, workers = entry.get("manager"), entry.get("workers", [])
+    if not isinstance(workers, list):
+        raise StackError(f"{where} workers must be a list of [hosts] names")
+    for node in (manager, *workers):
+        if not isinstance(node, str) or node not in hosts:
+            raise StackError(f"{where}: {node!r} is not a [hosts] name (known: {', '.join(sorted(hosts)) or 'none'})")
+    if len({manager, *workers}) != 1 + len(workers):
+        raise StackError(f"{where}: a host is named twice")
+    pinned = entry.get("databases", {})
+    if not isinstance(pinned, dict) or set(pinned) - {db.name for db in databases}:
+        raise StackError(f"{where} databases must map database names to the node holding each")
+    for db, node in pinned.items():
+        if node not in (manager, *workers):
+            raise StackError(f"{where}: database {db} is pinned to {node!r}, which is not one of its nodes")
+    for key, allowed in (("endpoint_mode", ENDPOINT_MODES), ("publish_mode", PUBLISH_MODES)):
+        if entry.get(key, allowed[0]) not in allowed:
+            raise StackError(f"{where} {key} {entry[key]!r} is not valid: one of {', '.join(allowed)}")
+    return Cluster(
+        name=name, manager=manager, workers=tuple(workers),
+        replicas=values.whole(entry.get("replicas", 2), f"{where} replicas", 1, 100),
+        placement=tuple((db.name, pinned.get(db.name, manager)) for db in databases),
+        endpoint_mode=entry.get("endpoint_mode", "vip"), publish_mode=entry.get("publish_mode", "ingress"))
+
+
 @dataclass(frozen=True)
 class Stack:
     project: str
@@ -194,6 +252,7 @@ class Stack:
     hosts: dict = field(default_factory=dict)
     groups: dict = field(default_factory=dict)
     backups: Backups | None = None
+    clusters: dict = field(default_factory=dict)
 
     def database(self, name: str) -> Database:
         """The database called NAME, or whose Django alias is NAME (`default`)."""
@@ -219,6 +278,12 @@ class Stack:
         if not hosts:
             raise StackError("--host needs a host or group name")
         return hosts
+
+    def cluster(self, name: str) -> Cluster:
+        if name not in self.clusters:
+            known = ", ".join(sorted(self.clusters)) or "none yet"
+            raise StackError(f"unknown cluster {name!r}: add [clusters.{name}] to {STACK_FILE} (known: {known})")
+        return self.clusters[name]
 
     @property
     def volumes(self) -> tuple[str, ...]:
@@ -284,6 +349,11 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         backups = parse_backups(data["backups"]) if "backups" in data else None
     except StackError as exc:
         raise StackError(f"{source}: {exc}") from None
+    try:
+        clusters = {cluster: parse_cluster(cluster, entry, hosts, databases)
+                    for cluster, entry in data.get("clusters", {}).items()}
+    except StackError as exc:
+        raise StackError(f"{source}: {exc}") from None
     return Stack(
         project=name,
         http_port=http_port,
@@ -292,6 +362,7 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         hosts=hosts,
         groups=groups,
         backups=backups,
+        clusters=clusters,
     )
 
 

@@ -31,7 +31,8 @@ def engine_answers() -> bool:
 # the groups run side by side (pytest-xdist, --dist loadgroup in pytest.ini).
 GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "local", "test_hardening": "local",
           "test_deploy": "deploy", "test_faults": "faults", "test_bench": "bench", "test_upgrade": "upgrade", "test_upgrade_host": "upgrade", "test_zero_downtime": "zero",
-          "test_nginx_config": "upgrade", "test_https": "https", "test_scheduled_backups": "scheduled"}
+          "test_nginx_config": "upgrade", "test_https": "https", "test_scheduled_backups": "scheduled",
+          "test_swarm": "swarm"}
 
 
 def pytest_collection_modifyitems(config, items):

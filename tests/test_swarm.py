@@ -1,0 +1,78 @@
+"""[clusters.NAME] in config/stack.toml and the plans of `inv swarm.*` (run for real on two
+test hosts in tests/e2e/test_swarm.py)."""
+import json
+
+import pytest
+
+from tasks.errors import StackError
+from tasks.plans import swarm as plans
+from tasks.source.stack import loads
+
+BASE = open("config/stack.toml").read() + """
+[hosts.node1]
+address = "10.0.0.1"
+directory = "/srv/hello"
+[hosts.node2]
+address = "10.0.0.2"
+directory = "/srv/hello"
+"""
+
+
+def test_a_cluster_pins_every_database_to_the_manager_unless_told():
+    cluster = loads(BASE + '[clusters.prod]\nmanager = "node1"\nworkers = ["node2"]\n').clusters["prod"]
+    assert cluster.nodes == ("node1", "node2") and cluster.replicas == 2
+    assert cluster.placement == (("database1", "node1"),)
+    assert (cluster.endpoint_mode, cluster.publish_mode) == ("vip", "ingress")
+    pinned = loads(BASE + '[clusters.prod]\nmanager = "node1"\nworkers = ["node2"]\ndatabases = { database1 = "node2" }\n'
+                          'endpoint_mode = "dnsrr"\npublish_mode = "host"\nreplicas = 3\n').clusters["prod"]
+    assert pinned.placement == (("database1", "node2"),) and pinned.replicas == 3
+    assert (pinned.endpoint_mode, pinned.publish_mode) == ("dnsrr", "host")
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('manager = "nodeX"', "'nodeX' is not a [hosts] name"),
+    ('manager = "node1"\nworkers = ["node1"]', "a host is named twice"),
+    ('manager = "node1"\nworkers = "node2"', "workers must be a list"),
+    ('manager = "node1"\nreplicas = 0', "replicas 0 is not valid"),
+    ('manager = "node1"\ndatabases = { nosuch = "node1" }', "databases must map database names"),
+    ('manager = "node1"\ndatabases = { database1 = "node2" }', "pinned to 'node2', which is not one of its nodes"),
+    ('manager = "node1"\nendpoint_mode = "ipvs"', "endpoint_mode 'ipvs' is not valid: one of vip, dnsrr"),
+    ('manager = "node1"\nregistry = "x"', "unknown setting(s) registry"),
+], ids=["unknown-host", "twice", "workers-string", "no-replicas", "unknown-db", "db-elsewhere", "endpoint", "unknown-key"])
+def test_bad_clusters_are_refused_in_one_line(entry, message):
+    with pytest.raises(StackError, match=None) as caught:
+        loads(BASE + f"[clusters.prod]\n{entry}\n")
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_unknown_cluster_names_the_known_ones():
+    stack = loads(BASE + '[clusters.prod]\nmanager = "node1"\n')
+    with pytest.raises(StackError, match="unknown cluster 'staging'.*known: prod"):
+        stack.cluster("staging")
+
+
+def test_a_node_state_comes_from_docker_info():
+    worker = plans.parse_info(json.dumps({"LocalNodeState": "active", "NodeID": "abc", "ControlAvailable": False}))
+    assert worker.member and not worker.manager and worker.cluster_id == ""
+    assert plans.parse_info('{"LocalNodeState": "inactive", "NodeID": ""}').state == "inactive"
+    manager = plans.parse_info(json.dumps({"LocalNodeState": "active", "NodeID": "m", "ControlAvailable": True,
+                                           "Cluster": {"ID": "c1"}}))
+    assert manager.manager and manager.cluster_id == "c1"
+
+
+def test_the_commands_of_a_swarm():
+    assert plans.init("10.0.0.1") == ["docker", "swarm", "init", "--advertise-addr", "10.0.0.1",
+                                      "--listen-addr", "10.0.0.1:2377"]
+    # The join token comes on standard input, never in our command line.
+    assert plans.join_script("10.0.0.1", "10.0.0.2") == (
+        'read -r token && exec docker swarm join --token "$token" --advertise-addr 10.0.0.2 10.0.0.1:2377')
+    assert plans.rotate_join_token() == ["docker", "swarm", "join-token", "--rotate", "--quiet", "worker"]
+    assert plans.update_labels("n1", ["hello.database.database1"], ["hello.database.old"]) == [
+        "docker", "node", "update", "--label-add", "hello.database.database1=true", "--label-rm", "hello.database.old", "n1"]
+
+
+def test_labels_change_only_where_they_differ():
+    node = {"Spec": {"Labels": {"hello.database.database1": "true", "other": "x", "hello.database.old": "true"}}}
+    assert plans.label_changes(node, {"hello.database.database1", "hello.database.d2"}) == (
+        ["hello.database.d2"], ["hello.database.old"])
+    assert plans.label_changes(node, {"hello.database.database1", "hello.database.old"}) == ([], [])
