@@ -1,7 +1,6 @@
 """A cluster of two test hosts (each its own address, engine and sshd) made one Docker Swarm
 by `inv swarm.init`, over SSH, as [clusters.NAME] in config/stack.toml says."""
 import re
-import subprocess
 
 import pytest
 
