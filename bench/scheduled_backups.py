@@ -103,7 +103,7 @@ def measure(env: Env, size_mib: int, repeat: int) -> Section:
     taken = med("taken")
     return Section(
         title="Scheduled backups",
-        header=["", "ours (restic)", "cookiecutter-django (pg_dump | gzip)", "theirs ÷ ours"],
+        header=["", "ours (restic)", "cookiecutter-django (pg_dump \\| gzip)", "theirs ÷ ours"],
         rows=[
             ["backup", seconds(med("backup")), seconds(med("base_backup")), ratio(med("base_backup") / med("backup"))],
             ["restore", seconds(med("restore")), seconds(med("base_restore")), ratio(med("base_restore") / med("restore"))],
