@@ -5,19 +5,29 @@ from __future__ import annotations
 from invoke import Collection
 
 from .cli import print_table, stack_task
-from .procedures import release
+from .errors import TaskError
+from .execution.cluster import ClusterRun
+from .procedures import cluster_release, release
 
 
-@stack_task(hosts="one", configured={"keep": "keep_releases"}, help={
+@stack_task(hosts="one-or-cluster", configured={"keep": "keep_releases"}, help={
     "host": "The host to deploy to (a name from config/stack.toml).",
+    "cluster": "Or the cluster to deploy to ([clusters] in config/stack.toml): a rolling update on Docker Swarm.",
     "ship_image": "Build the image here and send it over SSH instead of building on the host (default: off).",
     "keep": "Releases to keep on the host",
     "timeout": "Seconds to wait for the new release to be healthy",
     "dry": "Print every command, remote and local, without running any.",
 })
 def deploy(r, ship_image=False, keep=None, timeout=None):
-    """Ship the code to a host as a new release, build, migrate, start, switch; roll back on failure."""
-    release.deploy(r, ship_image=ship_image, keep=keep, timeout=timeout)
+    """Ship the code to a host as a new release, build, migrate, start, switch; roll back on
+    failure. With --cluster: every node builds it, migrations run as a Swarm job, then a
+    rolling update (a new replica healthy before an old one stops; Swarm rolls back a failure)."""
+    if isinstance(r, ClusterRun):
+        if ship_image:
+            raise TaskError("--ship-image is for a host: the nodes of a cluster each build the image")
+        cluster_release.deploy(r, keep=keep, timeout=timeout)
+    else:
+        release.deploy(r, ship_image=ship_image, keep=keep, timeout=timeout)
 
 
 @stack_task(hosts="one", help={

@@ -181,5 +181,7 @@ def test_a_task_for_one_host_never_falls_back_to_here():
     from tasks import deploy
     from tasks.errors import TaskError
 
-    with pytest.raises(TaskError, match="--host needs a host or group name"):
+    with pytest.raises(TaskError, match=r"name a host \(--host NAME\) or a cluster \(--cluster NAME\)"):
         deploy.deploy(MockContext(run={}), "")
+    with pytest.raises(TaskError, match="one of the two"):
+        deploy.deploy(MockContext(run={}), "prod", cluster="prod")

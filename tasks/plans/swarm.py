@@ -11,8 +11,8 @@ import json
 import shlex
 from dataclasses import dataclass
 
-# The node label that pins a database's service to the node holding its volume.
-LABEL_PREFIX = "hello.database."
+from ..source.stack import LABEL_PREFIX
+
 # Swarm's ports between nodes: cluster management (TCP 2377), gossip (7946), overlay (UDP 4789).
 MANAGEMENT_PORT = 2377
 
@@ -109,3 +109,91 @@ def tasks(project: str) -> list[str]:
 
 def json_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip().startswith("{")]
+
+
+# -- a deploy to a cluster ------------------------------------------------------------------
+# Stack deploys never ask a registry: every node has the image, built there.
+MANAGE = ["python", "manage.py"]
+# What `docker service ps` says of a job's task once it is over.
+JOB_DONE, JOB_FAILED = {"Complete"}, {"Failed", "Rejected", "Shutdown", "Orphaned"}
+
+
+def service(project: str, name: str) -> str:
+    return f"{project}_{name}"
+
+
+def deploy_stack(stack_file: str, project: str, env: dict) -> list[str]:
+    """`docker stack deploy` of STACK_FILE with ENV (its ${...}), services no longer in it
+    removed, images used as the nodes have them."""
+    return ["env", *[f"{key}={value}" for key, value in sorted(env.items())],
+            "docker", "stack", "deploy", "--compose-file", stack_file, "--prune", "--resolve-image", "never",
+            project]
+
+
+def versions_script(config_dir, secret_names, config_files) -> str:
+    """Two digests on two lines: of the secret files, of the config files (Swarm's secrets
+    and configs are immutable: new content is a new name)."""
+    secrets = " ".join(shlex.quote(f"{config_dir}/secrets/{name}") for name in secret_names)
+    configs = " ".join(shlex.quote(str(path)) for path in config_files)
+    return f"set -e; cat {secrets} | sha256sum | cut -c1-12; cat {configs} | sha256sum | cut -c1-12"
+
+
+def service_image(project: str, name: str) -> list[str]:
+    return ["docker", "service", "inspect", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            service(project, name)]
+
+
+def job(name: str, mode: str, image: str, command, *, env: dict, env_file: str, secrets, networks=(),
+        mounts=()) -> list[str]:
+    """A one-off task of IMAGE in the swarm (MODE replicated-job: once; global-job: once per
+    node), with the app's settings, secrets, networks and volumes."""
+    argv = ["docker", "service", "create", "--detach", "--quiet", "--name", name, "--mode", mode,
+            "--restart-condition", "none", "--env-file", env_file]
+    argv += [a for key, value in sorted(env.items()) for a in ("--env", f"{key}={value}")]
+    argv += [a for source, target in secrets
+             for a in ("--secret", f"source={source},target={target},uid=10001,gid=10001,mode=0400")]
+    argv += [a for network in networks for a in ("--network", network)]
+    argv += [a for volume, target in mounts for a in ("--mount", f"type=volume,source={volume},target={target}")]
+    return argv + [image, *command]
+
+
+def job_states(name: str) -> list[str]:
+    return ["docker", "service", "ps", name, "--no-trunc", "--format", "{{.CurrentState}}|{{.Error}}"]
+
+
+def job_logs(name: str) -> list[str]:
+    return ["docker", "service", "logs", "--raw", "--no-task-ids", name]
+
+
+def remove_service(name: str) -> list[str]:
+    return ["docker", "service", "rm", name]
+
+
+def job_outcome(stdout: str, expected: int) -> tuple[bool, str] | None:
+    """(done well, the error) once the EXPECTED tasks of a job (one, or one per node) have
+    all finished, else None."""
+    states = [(line.split("|", 1)[0].split()[:1] or [""])[0] for line in stdout.splitlines() if line.strip()]
+    errors = [line.split("|", 1)[1] for line in stdout.splitlines() if "|" in line and line.split("|", 1)[1]]
+    if len(states) < expected or not all(state in JOB_DONE | JOB_FAILED for state in states):
+        return None
+    if all(state in JOB_DONE for state in states):
+        return True, ""
+    return False, errors[0] if errors else "a task did not complete"
+
+
+def update_status(project: str, name: str) -> list[str]:
+    return ["docker", "service", "inspect", "--format", "{{json .UpdateStatus}}", service(project, name)]
+
+
+def running_tasks(project: str, name: str) -> list[str]:
+    return ["docker", "service", "ps", service(project, name), "--filter", "desired-state=running",
+            "--format", "{{.Image}}|{{.CurrentState}}|{{.Node}}"]
+
+
+# Swarm's words for a rolling update that gave up and went back.
+UPDATE_FAILED = {"paused", "rollback_started", "rollback_paused", "rollback_completed"}
+
+
+def rollback_service(project: str, name: str) -> list[str]:
+    """The service back to its previous spec (Swarm keeps one), rolling as configured."""
+    return ["docker", "service", "rollback", "--detach", service(project, name)]

@@ -15,7 +15,7 @@ from ..execution.cluster import ClusterRun
 from ..plans import swarm as plans
 
 
-def _state(node) -> plans.NodeState:
+def node_state(node) -> plans.NodeState:
     result = node.probe(plans.info(), anywhere=True, dry_answer="{}")
     if result.failed:
         raise TaskError(f"{node.target.name}: no Docker engine answers ({last_line(result.stderr, 'no answer')})")
@@ -36,7 +36,7 @@ def _address(node) -> str | None:
 def init(s: ClusterRun) -> None:
     cluster, changed = s.cluster, []
     manager = s.manager
-    state = _state(manager)
+    state = node_state(manager)
     if state.state == "active" and not state.manager:
         raise TaskError(f"{cluster.manager} is a worker of another swarm: run `docker swarm leave` there first")
     if state.state not in ("active", "inactive"):
@@ -50,7 +50,7 @@ def init(s: ClusterRun) -> None:
     manager_address = _address(manager) or manager.target.host.address
     joined = False
     for name, worker in s.workers.items():
-        mine = _state(worker)
+        mine = node_state(worker)
         if mine.state == "active" and mine.node_id in members:
             continue
         if mine.state != "inactive":
@@ -75,7 +75,7 @@ def init(s: ClusterRun) -> None:
 def _label(s: ClusterRun, changed: list[str]) -> None:
     """Each database's label on the node that holds its volume, and on no other."""
     manager = s.manager
-    ids = {name: _state(node).node_id for name, node in s.nodes.items()}
+    ids = {name: node_state(node).node_id for name, node in s.nodes.items()}
     if s.dry:
         return
     found = json.loads(manager.probe(plans.inspect_nodes(ids.values()), anywhere=True).stdout or "[]")
@@ -93,7 +93,7 @@ def status(s: ClusterRun) -> list[list[list[str]]]:
     """Two tables: the nodes (state, role, databases pinned there), then the stack's services
     (replicas running of wanted) with each running task's node and state."""
     manager = s.manager
-    state = _state(manager)
+    state = node_state(manager)
     if not state.manager:
         raise TaskError(f"{s.cluster.manager} is not a swarm manager: run `inv swarm.init --cluster {s.cluster.name}`")
     nodes = plans.json_lines(manager.probe(plans.nodes(), anywhere=True).stdout)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from .stack import APP_ROLE, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
+from .stack import APP_ROLE, LABEL_PREFIX, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
 
 TEMPLATES = ROOT / "config" / "templates"
 COMPOSE_FILE = Path("docker-compose.yml")
@@ -84,14 +84,30 @@ def rendered(stack: Stack, site: Site | None = None) -> dict[Path, str]:
         "app_role": APP_ROLE,
         "nginx_connections": NGINX_CONNECTIONS,
         "nginx_files": NGINX_FILES,
+        "cluster": None,
     }
-    return {
+    files = {
         COMPOSE_FILE: _render(env, "docker-compose.yml.j2", **values),
         NGINX_CONF: _render(env, "nginx.conf.j2", **values),
         NGINX_MAIN_CONF: _render(env, "nginx-main.conf.j2", **values),
         FRONT_CONF: _render(env, "front.conf.j2", **values),
         Path(f"{DJANGO_ENV}.example"): _django_env(env, stack),
     }
+    for cluster in stack.clusters.values():
+        # A cluster's Nginx faces the clients (no front): its own site configuration.
+        at = {**values, "cluster": cluster, "label_prefix": LABEL_PREFIX, "http_port": stack.http_port}
+        files[stack_file(cluster.name)] = _render(env, "docker-stack.yml.j2", **at)
+        files[cluster_nginx_conf(cluster.name)] = _render(env, "nginx.conf.j2", **at)
+    return files
+
+
+def stack_file(cluster: str) -> Path:
+    """The stack file of CLUSTER, for `docker stack deploy`."""
+    return Path(f"docker-stack.{cluster}.yml")
+
+
+def cluster_nginx_conf(cluster: str) -> Path:
+    return Path(f"config/nginx/cluster-{cluster}.conf")
 
 
 def site_files(stack: Stack, site: Site) -> dict[Path, str]:

@@ -188,6 +188,8 @@ def parse_backups(entry) -> Backups:
 # How a cluster's services are reached: through Swarm's routing mesh and virtual IPs (a
 # normal kernel's default), or without IPVS (DNS round robin, ports bound on each node).
 ENDPOINT_MODES = ("vip", "dnsrr")
+# The node label that pins a database's service to the node holding its volume.
+LABEL_PREFIX = "hello.database."
 PUBLISH_MODES = ("ingress", "host")
 
 

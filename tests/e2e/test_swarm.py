@@ -1,25 +1,59 @@
 """A cluster of two test hosts (each its own address, engine and sshd) made one Docker Swarm
 by `inv swarm.init`, over SSH, as [clusters.NAME] in config/stack.toml says."""
+import json
+import os
 import re
+import time
 
 import pytest
 
 from tests.e2e.conftest import Stack, free_port
+from testkit.load import Load
 from testkit.projectcopy import copy_project
 
 pytestmark = pytest.mark.e2e
 
+PROJECT = "hello-e2e-swarm"
+PORT = 8000  # the stack's http_port, published on each node
+ARTIFACTS = "/tmp/hello-e2e-artifacts"
+
+
+def page(node) -> tuple[int, bytes]:
+    status, _, body = node.get(f"http://127.0.0.1:{PORT}/")
+    return status, body
+
+
+def replicas(node1) -> list[list[str]]:
+    """[node ID, state, image] of each of the app's tasks that should run (the test hosts
+    share this machine's hostname: Swarm's node names cannot tell them apart)."""
+    ids = node1.docker("service", "ps", "--quiet", f"{PROJECT}_djangoapp", "--filter", "desired-state=running").stdout.split()
+    if not ids:
+        return []
+    out = node1.docker("inspect", "--format", "{{.NodeID}}|{{.Status.State}}|{{.Spec.ContainerSpec.Image}}", *ids).stdout
+    return [line.split("|") for line in out.splitlines() if line.strip()]
+
+
+def node_id(node) -> str:
+    return node.docker("info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
+
+
+def record(name: str, figures: dict) -> None:
+    os.makedirs(ARTIFACTS, exist_ok=True)
+    with open(f"{ARTIFACTS}/swarm-{name}.json", "w") as f:
+        json.dump(figures, f, indent=1)
+    print(name, figures)
+
 
 @pytest.fixture(scope="module")
 def cluster(servers, tmp_path_factory):
-    node1, node2 = servers("swarm-1", images=()), servers("swarm-2", images=())
+    node1, node2 = servers("swarm-1"), servers("swarm-2")
     root = copy_project(tmp_path_factory.mktemp("swarm") / "project")
     stack = root / "config/stack.toml"
-    stack.write_text(stack.read_text() + "\n" + node1.hosts_entry("node1", f"{node1.dir}/srv")
-                     + node2.hosts_entry("node2", f"{node2.dir}/srv")
+    stack.write_text(stack.read_text() + "\n" + node1.hosts_entry("node1", f"{node1.dir}/srv", project=PROJECT)
+                     + node2.hosts_entry("node2", f"{node2.dir}/srv", project=PROJECT)
                      + '\n[clusters.prod]\nmanager = "node1"\nworkers = ["node2"]\nreplicas = 2\n'
                        'endpoint_mode = "dnsrr"\npublish_mode = "host"\n')
-    s = Stack("hello-e2e-swarm", free_port(0), root=root)
+    s = Stack(PROJECT, free_port(0), root=root)
     s.inv("render")
     s.nodes = (node1, node2)
     return s
@@ -42,6 +76,66 @@ def test_swarm_init_makes_one_swarm_then_a_second_run_changes_nothing(cluster):
     assert "no services of this stack yet" in status
 
 
+def test_a_deploy_serves_the_page_through_nginx_on_both_nodes(cluster):
+    node1, node2 = cluster.nodes
+    done = cluster.inv("deploy", "--cluster", "prod", timeout=1800)
+    print(done.stdout)
+    assert "deployed" in done.stdout, done.stdout
+    running = replicas(node1)
+    assert len(running) == 2 and all(state == "running" for _, state, _ in running), running
+    assert {where for where, _, _ in running} == {node_id(node1), node_id(node2)}, running  # one per node
+    for node in (node1, node2):
+        status, body = page(node)
+        assert status == 200 and b"Hello from Django" in body, (node.name, status, body[:200])
+    listed = cluster.inv("swarm.status", "--cluster", "prod").stdout
+    assert re.search(rf"{PROJECT}_djangoapp +replicated +2/2", listed), listed
+    assert re.search(rf"{PROJECT}_database1 +replicated +1/1", listed), listed
+    # The database runs on the node its label pins it to.
+    task = node1.docker("service", "ps", "--quiet", f"{PROJECT}_database1", "--filter", "desired-state=running").stdout.split()
+    assert node1.docker("inspect", "--format", "{{.NodeID}}", *task).stdout.split() == [node_id(node1)]
+
+
+def test_a_rolling_update_with_a_code_change_under_load_fails_no_request(cluster):
+    node1, _ = cluster.nodes
+    before = {image for _, _, image in replicas(node1)}
+    view = cluster.root / "hello/hello/views.py"
+    view.write_text(view.read_text() + "\n# a code change for the rolling update\n")
+    started = time.monotonic()
+    with Load(f"http://127.0.0.1:{PORT}", ["nsenter", f"--net={node1.netns}"]) as seen:
+        cluster.inv("deploy", "--cluster", "prod", timeout=1800)
+    took = time.monotonic() - started
+    after = replicas(node1)
+    assert len(after) == 2 and not {image for _, _, image in after} & before, (before, after)
+    record("rolling-update", {"requests": seen.requests, "failed": sum(seen.wrk_errors.values()) + seen.non_2xx,
+                              "probe_failures": seen.probe_failures, "longest_gap_s": seen.longest_gap,
+                              "deploy_s": round(took, 1)})
+    assert seen.requests > 100 and sum(seen.wrk_errors.values()) == 0 and seen.non_2xx == 0, seen.wrk_output
+    assert seen.probe_failures == 0, seen.probe_failures
+
+
+def test_a_lost_node_leaves_the_site_up_and_its_replica_restarts_on_the_other(cluster):
+    node1, node2 = cluster.nodes
+    first = node_id(node1)
+    with Load(f"http://127.0.0.1:{PORT}", ["nsenter", f"--net={node1.netns}"]) as seen:
+        lost = time.monotonic()
+        node2.stop_engine()  # the engine and every container of node2 gone
+        full = None
+        while time.monotonic() - lost < 240:
+            running = replicas(node1)
+            if len(running) == 2 and all(where == first and state == "running" for where, state, _ in running):
+                full = time.monotonic() - lost
+                break
+            time.sleep(1)
+    failed = sum(seen.wrk_errors.values()) + seen.non_2xx
+    record("node-loss", {"requests": seen.requests, "failed": failed, "probe_failures": seen.probe_failures,
+                         "longest_gap_s": seen.longest_gap, "full_strength_s": full and round(full, 1)})
+    node2.start_engine()
+    assert full is not None, f"two replicas were not running on node1 within 240 s: {replicas(node1)}"
+    assert page(node1)[0] == 200
+    # The site kept answering through node1: no wait of a request was the outage.
+    assert seen.requests > 100 and seen.longest_gap < 15, (seen.longest_gap, seen.wrk_output)
+
+
 def test_a_worker_that_left_joins_again_and_the_token_it_used_is_rotated(cluster):
     node1, node2 = cluster.nodes
     node2.docker("swarm", "leave")
@@ -57,12 +151,15 @@ def test_a_worker_that_left_joins_again_and_the_token_it_used_is_rotated(cluster
     assert node2.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip() == "active"
 
 
-def test_an_unreachable_worker_is_named_in_one_line(cluster):
+def test_an_unreachable_worker_is_named_in_one_line_by_init_and_by_a_deploy(cluster):
     node1, node2 = cluster.nodes
     node2.link(False)
     try:
-        failed = cluster.inv("swarm.init", "--cluster", "prod", check=False, timeout=300)
+        init = cluster.inv("swarm.init", "--cluster", "prod", check=False, timeout=300)
+        deploy = cluster.inv("deploy", "--cluster", "prod", check=False, timeout=300)
     finally:
         node2.link(True)
-    lines = [line for line in failed.stderr.splitlines() if line.strip()]
-    assert failed.returncode == 1 and len(lines) == 1 and "node2" in lines[0], failed.stderr
+    for failed in (init, deploy):
+        lines = [line for line in failed.stderr.splitlines() if line.strip()]
+        assert failed.returncode == 1 and len(lines) == 1 and "node2" in lines[0], failed.stderr
+    assert page(node1)[0] == 200  # the cluster serves on, untouched

@@ -1,0 +1,217 @@
+"""A deploy to a cluster ([clusters.NAME]): the stack on Docker Swarm, updated by Swarm's own
+rolling update (plans in tasks/plans/swarm.py; the stack file is rendered from
+config/stack.toml like the compose file).
+
+The image reaches every node without a registry by the hosts' own way: the code ships to
+each node by rsync (only what changed since its previous release) and each node builds it
+from the same Pipfile.lock, hashes checked. No registry to run and secure, no trust between
+the nodes, and a code change sends kilobytes, not the image; the cost is a build per node.
+
+The release's directory, its ledger, `current` and the deploy lock live on the manager, as
+they do on a host. The steps:
+  1. the code shipped to every node and the image built there;
+  2. the databases (and networks, secrets, configs) brought to what the file says, the app
+     left on the image it runs (or none yet, on a first deploy);
+  3. the release phase as one-off Swarm jobs: migrations once (on the databases' overlay
+     networks), collectstatic once per node (each node's Nginx serves its own static volume);
+  4. `docker stack deploy` with the new image: Swarm replaces the replicas one at a time,
+     each new one healthy before an old one stops, and rolls back by itself if a new one
+     fails (update_config: start-first, failure_action: rollback);
+  5. `current` switched on the manager once every replica runs the new image.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from ..errors import TaskError, last_line, reason
+from ..execution.cluster import ClusterRun
+from ..execution.runner import poll
+from ..plans import archives
+from ..plans import release as release_plans
+from ..plans import swarm as plans
+from ..source import render
+from ..source.render import app_secrets
+from ..source.stack import ROOT
+from .release import Deploy, build_image, current_release, deploy_lock, prepare, ship_code
+from .swarm import node_state
+
+
+def deploy(s: ClusterRun, keep: int, timeout: int) -> None:
+    started = time.monotonic()
+    cluster, manager = s.cluster, s.manager
+    project = manager.project
+    digest = release_plans.code_digest(ROOT)
+    release = release_plans.release_name(archives.stamp(), digest)
+    image = f"{project}-djangoapp:{digest}"
+    for name, node in s.nodes.items():
+        node.ensure_engine()
+        node.shell(release_plans.prepare_directories(node.target.directory), what=f"preparing {name}'s directory")
+    _check_swarm(s)
+    with deploy_lock(manager):
+        previous = current_release(manager)
+        if previous and previous.endswith(f"-{digest}") and not s.dry:
+            s.report(f"cluster {cluster.name} runs this code already ({previous}): nothing to deploy")
+            return
+        s.say(f"deploying {release} to cluster {cluster.name} ({', '.join(cluster.nodes)}; previous: "
+              f"{previous or 'none'})")
+        steps = Steps(s, release, previous, image, timeout)
+        try:
+            steps.run()
+        except BaseException as exc:
+            where = f"deploy of {release} to cluster {cluster.name} failed ({reason(exc)})"
+            try:
+                steps.undo()
+            except TaskError as back:
+                raise TaskError(f"{where}; undoing it failed too ({reason(back)}): see `inv swarm.status "
+                                f"--cluster {cluster.name}`") from None
+            back = "; the app rolled back to what it ran" if steps.switched else "; nothing was switched"
+            raise TaskError(where + back, 130 if isinstance(exc, KeyboardInterrupt) else 1) from None
+    s.report(f"deployed {release} to cluster {cluster.name} in {time.monotonic() - started:.1f}s "
+             f"({cluster.replicas} replica(s) of {image})")
+
+
+def _check_swarm(s: ClusterRun) -> None:
+    """Every node a member of the manager's swarm, else one line saying what to run."""
+    state = node_state(s.manager)
+    if not state.manager and not s.dry:
+        raise TaskError(f"{s.cluster.manager} is not a swarm manager: run `inv swarm.init --cluster {s.cluster.name}`")
+    for name, node in s.workers.items():
+        if node_state(node).state != "active" and not s.dry:
+            raise TaskError(f"{name} is not in the swarm: run `inv swarm.init --cluster {s.cluster.name}`")
+
+
+class Steps:
+    def __init__(self, s: ClusterRun, release: str, previous: str | None, image: str, timeout: int):
+        self.s, self.release, self.previous, self.image, self.timeout = s, release, previous, image, timeout
+        self.manager = s.manager.in_release(release)
+        self.project = s.manager.project
+        self.stack_file = str(render.stack_file(s.cluster.name))
+        self.switched = False
+
+    def run(self) -> None:
+        for name, node in self.s.nodes.items():
+            self.s.say(f"{name}: shipping the code and building {self.image}")
+            d = Deploy(node.in_release(self.release), node.here(), self.release, self.previous, self.image,
+                       False, self.timeout)
+            ship_code(d)
+            prepare(d)
+            if node is self.s.manager:
+                cluster = self.s.cluster.name
+                files = render.rendered(node.stack)
+                for path in (render.stack_file(cluster), render.cluster_nginx_conf(cluster)):
+                    d.r.write(d.release_dir / path, files[path], mode=0o644)
+            build_image(d)
+        env = self.environment()
+        running = self.manager.probe(plans.service_image(self.project, "djangoapp")).stdout.strip()
+        self.s.say("bringing the databases to the stack file" + (f" (the app stays on {running})" if running else ""))
+        self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
+            **env, "APP_IMAGE": running or self.image, "APP_REPLICAS": str(self.s.cluster.replicas if running else 0)}),
+            what="docker stack deploy (databases)")
+        for db in self.manager.stack.databases:
+            self.wait_running(db.name, None, 1)
+        self.release_phase(env)
+        self.s.say(f"rolling {self.s.cluster.replicas} replica(s) over to {self.image}")
+        self.switched = True
+        self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
+            **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
+            what="docker stack deploy")
+        self.wait_running("djangoapp", self.image, self.s.cluster.replicas)
+        self.manager.shell(release_plans.switch(self.manager.target.directory, self.release),
+                           what=f"pointing current at {self.release}")
+
+    def environment(self) -> dict:
+        """The ${...} of the stack file, for `docker stack deploy` on the manager."""
+        target = self.manager.target
+        configs = [target.root / "config/nginx/nginx.conf", target.root / render.cluster_nginx_conf(self.s.cluster.name),
+                   target.root / "config/db/app-role.sh"]
+        out = self.manager.shell(plans.versions_script(target.config_dir, app_secrets(self.manager.stack), configs),
+                                 what="reading the digests of the secrets and configs").stdout.split()
+        secrets_version, config_version = (out + ["dry", "dry"])[:2]
+        env = {"PROJECT": self.project, "STACK_CONFIG_DIR": str(target.config_dir), "SECRETS_VERSION": secrets_version,
+               "CONFIG_VERSION": config_version}
+        for name in release_plans.PASS_THROUGH:
+            if os.environ.get(name):
+                env[name] = os.environ[name]
+        return env
+
+    def release_phase(self, env: dict) -> None:
+        stack = self.manager.stack
+        secrets = [(f"{self.project}_{name}_{env['SECRETS_VERSION']}", name) for name in app_secrets(stack)]
+        settings = {"DJANGO_SETTINGS_MODULE": "hello.settings.production",
+                    "DJANGO_DATABASES": ",".join(db.name for db in stack.databases),
+                    "DJANGO_SECRET_KEY_FILE": "/run/secrets/django_secret_key",
+                    **{f"{db.password_variable}_FILE": f"/run/secrets/{db.secret_name}" for db in stack.databases}}
+        env_file = str(self.manager.target.config_dir / "django.env")
+        tag = self.release.rsplit("-", 1)[1][:8]
+        for db in stack.databases:
+            self.s.say(f"migrating {db.name} (a one-off Swarm job)")
+            self.run_job(f"{self.project}-migrate-{db.name}-{tag}", "replicated-job", 1,
+                         [*plans.MANAGE, "migrate", "--noinput", "--database", db.alias], env_file, settings, secrets,
+                         networks=[f"{self.project}_{d.network}" for d in stack.databases])
+        self.s.say("collectstatic on every node (a one-off Swarm job per node)")
+        self.run_job(f"{self.project}-static-{tag}", "global-job", len(self.s.cluster.nodes),
+                     [*plans.MANAGE, "collectstatic", "--noinput", "--verbosity", "0"], env_file, settings, secrets,
+                     mounts=[(f"{self.project}_static_volume", "/srv/static")])
+
+    def run_job(self, name, mode, expected, command, env_file, settings, secrets, networks=(), mounts=()):
+        manager = self.manager
+        manager.run(plans.remove_service(name), check=False, hide=True, anywhere=True)
+        manager.run(plans.job(name, mode, self.image, command, env=settings, env_file=env_file, secrets=secrets,
+                              networks=networks, mounts=mounts), hide=True, anywhere=True, what=f"starting {name}")
+        outcome = [None]
+
+        def over():
+            outcome[0] = plans.job_outcome(manager.probe(plans.job_states(name), anywhere=True).stdout, expected)
+            return None if outcome[0] is not None else "still running"
+
+        try:
+            self.wait(f"the job {name} to finish", over)
+            if outcome[0] is not None and not outcome[0][0]:
+                logs = manager.probe(plans.job_logs(name), anywhere=True)
+                raise TaskError(f"{name} failed ({outcome[0][1]}): {last_line(logs.stdout + logs.stderr, 'no output')}")
+        finally:
+            manager.run(plans.remove_service(name), check=False, hide=True, anywhere=True)
+
+    def wait_running(self, name: str, image: str | None, count: int) -> None:
+        """Until COUNT tasks of service NAME run (on IMAGE), healthy; a rolling update that
+        Swarm gave up on (and rolled back) fails at once."""
+        manager = self.manager
+
+        def ready():
+            if image is not None:
+                status = manager.probe(plans.update_status(self.project, name), anywhere=True).stdout.strip()
+                if status and status != "null":
+                    update = json.loads(status)
+                    if update.get("State") in plans.UPDATE_FAILED:
+                        raise TaskError(f"Swarm stopped the rolling update of {name} ({update.get('State')}: "
+                                        f"{update.get('Message', '')}); the replicas run the previous image")
+            tasks = [line.split("|") for line in manager.probe(plans.running_tasks(self.project, name),
+                                                               anywhere=True).stdout.splitlines() if line.strip()]
+            good = [t for t in tasks if t[1].startswith("Running") and (image is None or t[0] == image)]
+            if len(good) >= count and len(tasks) == len(good):
+                return None
+            return f"{len(good)} of {count} running" + (f" on {image}" if image else "")
+
+        self.wait(f"{count} running task(s) of {name}", ready)
+
+    def wait(self, what: str, check) -> None:
+        if self.s.dry:
+            self.s.say(f"[dry] would wait for {what}")
+            return
+        why, waited = poll(check, self.timeout, 1.0)
+        if why is not None:
+            raise TaskError(f"waited {waited:.0f}s for {what} (last: {why}); see `inv swarm.status "
+                            f"--cluster {self.s.cluster.name}`")
+
+    def undo(self) -> None:
+        """The app back on the image it ran (Swarm does it by itself when a new replica
+        fails; `docker service rollback` when the deploy stopped for another reason), and the
+        new release's directories removed; `current` was never switched."""
+        if self.switched:
+            self.s.say(f"rolling the app back to what it ran before {self.release}")
+            self.s.manager.run(plans.rollback_service(self.project, "djangoapp"), check=False, hide=True,
+                               anywhere=True)
+        for node in self.s.nodes.values():
+            node.shell(release_plans.remove_trees([node.target.directory / "releases" / self.release]), check=False)
