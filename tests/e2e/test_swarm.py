@@ -109,8 +109,12 @@ def test_a_rolling_update_with_a_code_change_under_load_fails_no_request(cluster
     record("rolling-update", {"requests": seen.requests, "failed": sum(seen.wrk_errors.values()) + seen.non_2xx,
                               "probe_failures": seen.probe_failures, "longest_gap_s": seen.longest_gap,
                               "deploy_s": round(took, 1)})
+    logs = node1.docker("service", "logs", "--raw", f"{PROJECT}_nginx", check=False)
+    errors = [line for line in (logs.stdout + logs.stderr).splitlines() if "[error]" in line or "[warn]" in line]
+    with open(f"{ARTIFACTS}/swarm-nginx-errors.txt", "w") as f:
+        f.write("\n".join(errors) + "\n")
     assert seen.requests > 100 and sum(seen.wrk_errors.values()) == 0 and seen.non_2xx == 0, seen.wrk_output
-    assert seen.probe_failures == 0, seen.probe_failures
+    assert seen.probe_failures == [], (seen.probe_failures, seen.wrk_output, errors[-20:])
 
 
 def test_a_lost_node_leaves_the_site_up_and_its_replica_restarts_on_the_other(cluster):
