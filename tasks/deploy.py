@@ -43,10 +43,14 @@ def rollback(r, to=None, force=False, timeout=None):
     release.rollback(r, timeout, to=to, force=force)
 
 
-@stack_task(hosts="one", help={"host": "The host whose releases to list.", "dry": "Print the command only."})
+@stack_task(hosts="one-or-cluster", help={"host": "The host whose releases to list.",
+                                           "cluster": "Or the cluster (its manager holds them).",
+                                           "dry": "Print the command only."})
 def releases(r):
-    """The releases on a host, newest first, the live one marked *: commit, when, by whom,
-    image, and the migrations each database had applied once it was deployed."""
+    """The releases on a host or cluster, newest first, the live one marked *: commit, when,
+    by whom, image, and the migrations each database had applied once it was deployed."""
+    if isinstance(r, ClusterRun):
+        r = r.manager
     rows = release.list_releases(r)
     if rows:
         print_table([["", "release", "commit", "deployed at", "by", "image", "migrations", ""], *rows])

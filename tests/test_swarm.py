@@ -76,3 +76,64 @@ def test_labels_change_only_where_they_differ():
     assert plans.label_changes(node, {"hello.database.database1", "hello.database.d2"}) == (
         ["hello.database.d2"], ["hello.database.old"])
     assert plans.label_changes(node, {"hello.database.database1", "hello.database.old"}) == ([], [])
+
+
+def test_a_stack_deploy_takes_its_variables_in_its_environment_and_never_asks_a_registry():
+    argv = plans.deploy_stack("docker-stack.prod.yml", "hello", {"APP_IMAGE": "hello-djangoapp:abc", "APP_REPLICAS": "2"})
+    assert argv == ["env", "APP_IMAGE=hello-djangoapp:abc", "APP_REPLICAS=2", "docker", "stack", "deploy",
+                    "--compose-file", "docker-stack.prod.yml", "--prune", "--resolve-image", "never", "hello"]
+
+
+def test_a_job_has_the_apps_settings_secrets_networks_and_volumes_and_no_retry():
+    argv = plans.job("hello-migrate-database1-abc", "replicated-job", "hello-djangoapp:abc",
+                     ["python", "manage.py", "migrate"], env={"DJANGO_DATABASES": "database1"},
+                     env_file="/srv/hello/shared/config/django.env",
+                     secrets=[("hello_database1_password_v1", "database1_password")],
+                     networks=["hello_database1_network"], mounts=[("hello_static_volume", "/srv/static")])
+    assert argv == ["docker", "service", "create", "--detach", "--quiet", "--name", "hello-migrate-database1-abc",
+                    "--mode", "replicated-job", "--restart-condition", "none",
+                    "--env-file", "/srv/hello/shared/config/django.env", "--env", "DJANGO_DATABASES=database1",
+                    "--secret", "source=hello_database1_password_v1,target=database1_password,uid=10001,gid=10001,mode=0400",
+                    "--network", "hello_database1_network",
+                    "--mount", "type=volume,source=hello_static_volume,target=/srv/static",
+                    "hello-djangoapp:abc", "python", "manage.py", "migrate"]
+
+
+@pytest.mark.parametrize("states, expected, outcome", [
+    ("", 1, None),
+    ("Running 2 seconds ago|\n", 1, None),
+    ("Complete 1 second ago|\n", 1, (True, "")),
+    ("Complete 1 second ago|\n", 2, None),
+    ("Complete 1 second ago|\nRunning 3 seconds ago|\n", 2, None),
+    ("Complete 1 second ago|\nComplete 2 seconds ago|\n", 2, (True, "")),
+    ("Failed 1 second ago|task: non-zero exit (1)\n", 1, (False, "task: non-zero exit (1)")),
+    ("Complete 1 second ago|\nRejected 2 seconds ago|no suitable node\n", 2, (False, "no suitable node")),
+], ids=["none-yet", "running", "done", "one-of-two", "one-running", "both-done", "failed", "one-rejected"])
+def test_a_job_is_over_when_every_task_has_finished(states, expected, outcome):
+    assert plans.job_outcome(states, expected) == outcome
+
+
+def test_the_stack_file_is_rendered_per_cluster_and_its_nginx_faces_the_clients():
+    import yaml
+
+    from tasks.source import render
+
+    stack = loads(BASE + '[clusters.prod]\nmanager = "node1"\nworkers = ["node2"]\nreplicas = 3\n'
+                         'endpoint_mode = "dnsrr"\npublish_mode = "host"\n')
+    files = render.rendered(stack)
+    spec = yaml.safe_load(files[render.stack_file("prod")])
+    app = spec["services"]["djangoapp"]["deploy"]
+    assert app["replicas"] == "${APP_REPLICAS}" and app["endpoint_mode"] == "dnsrr"
+    assert app["update_config"]["order"] == "start-first" and app["update_config"]["failure_action"] == "rollback"
+    assert spec["services"]["nginx"]["deploy"]["mode"] == "global"
+    assert spec["services"]["nginx"]["ports"][0]["mode"] == "host"
+    assert spec["services"]["database1"]["deploy"]["placement"]["constraints"] == [
+        "node.labels.hello.database.database1 == true"]
+    assert spec["networks"]["database1_network"] == {"driver": "overlay", "attachable": True}
+    assert all(secret["name"].endswith("_${SECRETS_VERSION}") for secret in spec["secrets"].values())
+    # Its Nginx believes no client header; the host's (behind the front) is unchanged.
+    cluster_conf = files[render.cluster_nginx_conf("prod")]
+    assert "real_ip_header" not in cluster_conf and "X-Forwarded-For $remote_addr" in cluster_conf
+    assert "valid=5s" in cluster_conf and "proxy_connect_timeout 2s" in cluster_conf
+    assert "real_ip_header X-Real-IP" in files[render.NGINX_CONF] and "valid=10s" in files[render.NGINX_CONF]
+    assert render.stack_file("prod") not in render.rendered(loads(open("config/stack.toml").read()))

@@ -197,3 +197,16 @@ UPDATE_FAILED = {"paused", "rollback_started", "rollback_paused", "rollback_comp
 def rollback_service(project: str, name: str) -> list[str]:
     """The service back to its previous spec (Swarm keeps one), rolling as configured."""
     return ["docker", "service", "rollback", "--detach", service(project, name)]
+
+
+def task_containers(project: str, name: str) -> list[str]:
+    """On a node: the ids of the running containers of service NAME there."""
+    return ["docker", "ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={service(project, name)}"]
+
+
+def applied_migrations(container: str, db) -> list[str]:
+    """In DB's container (on its node): the migrations applied, as the superuser over the socket."""
+    from .ledger import MIGRATIONS_SQL
+
+    return ["docker", "exec", container, "psql", "--username", db.name, "--dbname", db.name, "--no-psqlrc",
+            "--tuples-only", "--no-align", "--command", MIGRATIONS_SQL]

@@ -17,24 +17,29 @@ they do on a host. The steps:
   4. `docker stack deploy` with the new image: Swarm replaces the replicas one at a time,
      each new one healthy before an old one stops, and rolls back by itself if a new one
      fails (update_config: start-first, failure_action: rollback);
-  5. `current` switched on the manager once every replica runs the new image.
+  5. the release's ledger written on the manager (commit, image, each database's applied
+     migrations), `current` switched there once every replica runs the new image, and old
+     releases (and their images) pruned on every node, as on a host.
 """
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
 import time
+from datetime import datetime, timezone
 
 from ..errors import TaskError, last_line, reason
 from ..execution.cluster import ClusterRun
 from ..execution.runner import poll
-from ..plans import archives
+from ..plans import archives, ledger
 from ..plans import release as release_plans
 from ..plans import swarm as plans
 from ..source import render
 from ..source.render import app_secrets
 from ..source.stack import ROOT
-from .release import Deploy, build_image, current_release, deploy_lock, prepare, ship_code
+from .release import Deploy, build_image, current_release, deploy_lock, prepare, prune_releases, ship_code
 from .swarm import node_state
 
 
@@ -54,6 +59,7 @@ def deploy(s: ClusterRun, keep: int, timeout: int) -> None:
         if previous and previous.endswith(f"-{digest}") and not s.dry:
             s.report(f"cluster {cluster.name} runs this code already ({previous}): nothing to deploy")
             return
+        manager.shell(release_plans.mark_served(manager.target.directory), check=False)
         s.say(f"deploying {release} to cluster {cluster.name} ({', '.join(cluster.nodes)}; previous: "
               f"{previous or 'none'})")
         steps = Steps(s, release, previous, image, timeout)
@@ -68,6 +74,8 @@ def deploy(s: ClusterRun, keep: int, timeout: int) -> None:
                                 f"--cluster {cluster.name}`") from None
             back = "; the app rolled back to what it ran" if steps.switched else "; nothing was switched"
             raise TaskError(where + back, 130 if isinstance(exc, KeyboardInterrupt) else 1) from None
+        for node in s.nodes.values():
+            prune_releases(node, keep, release, previous)
     s.report(f"deployed {release} to cluster {cluster.name} in {time.monotonic() - started:.1f}s "
              f"({cluster.replicas} replica(s) of {image})")
 
@@ -118,8 +126,31 @@ class Steps:
             **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
             what="docker stack deploy")
         self.wait_running("djangoapp", self.image, self.s.cluster.replicas)
+        self.record()
         self.manager.shell(release_plans.switch(self.manager.target.directory, self.release),
                            what=f"pointing current at {self.release}")
+
+    def record(self) -> None:
+        """The release's ledger entry on the manager, as a host's: what it is and what each
+        database has applied (read on the node that runs it)."""
+        applied = {}
+        for db, node in self.s.cluster.placement:
+            database = next(d for d in self.manager.stack.databases if d.name == db)
+            runner = self.s.nodes[node]
+            ids = runner.probe(plans.task_containers(self.project, db), anywhere=True).stdout.split()
+            result = runner.probe(plans.applied_migrations(ids[0], database), anywhere=True) if ids else None
+            if result is None or result.failed:
+                raise TaskError(f"reading the migrations of {db} on {node} failed: "
+                                f"{last_line(result.stderr, 'no answer') if result else 'no container there'}")
+            applied[db] = result.stdout.split()
+        here = self.s.manager.here()
+        commit = here.probe(["git", "rev-parse", "HEAD"], anywhere=True).stdout.strip() or "unknown"
+        if commit != "unknown" and here.probe(["git", "status", "--porcelain"], anywhere=True).stdout.strip():
+            commit += "+changes"
+        image = self.manager.probe(["docker", "image", "inspect", "--format", "{{.Id}}", self.image]).stdout.strip()
+        entry = ledger.entry(self.release, commit, image, datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             f"{getpass.getuser()}@{socket.gethostname()}", applied)
+        self.manager.write(self.manager.target.root / ledger.LEDGER, entry, mode=0o644)
 
     def environment(self) -> dict:
         """The ${...} of the stack file, for `docker stack deploy` on the manager."""

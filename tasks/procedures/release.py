@@ -269,19 +269,26 @@ def deploy(r: Runner, ship_image: bool, keep: int, timeout: int) -> None:
             r.shell(plans.remove_trees([directory / "releases" / n for n in unfinished]), check=False)
         r.say(f"deploying {release} to {r.target.name} (previous: {previous or 'none'})")
         run_steps(Deploy(r.in_release(release), r.here(), release, previous, image, ship_image, timeout))
-        known = releases(r)
-        old = known[:-keep] if keep > 0 else []
-        old = [name for name in old if name not in (release, previous)]
-        if old:
-            r.shell(plans.remove_trees([directory / "releases" / n for n in old]), check=False)
-            # Their images too, unless a release kept (the one a rollback goes to included) runs it.
-            kept = {n.rsplit("-", 1)[1] for n in known if n not in old} | {digest, previous.rsplit("-", 1)[1] if previous else ""}
-            images = sorted({f"{r.project}-djangoapp:{n.rsplit('-', 1)[1]}" for n in old} -
-                            {f"{r.project}-djangoapp:{k}" for k in kept})
-            if images:
-                r.run(["docker", "image", "rm", *images], check=False, hide=True)
+        prune_releases(r, keep, release, previous)
     r.report(f"deployed {release} to {r.target.name} in {time.monotonic() - started:.1f}s "
              f"({r.target.url} on the host)")
+
+
+def prune_releases(r: Runner, keep: int, release: str, previous: str | None) -> None:
+    """The newest KEEP releases kept (RELEASE and PREVIOUS always), the others' directories
+    removed, and their images too unless a kept release runs the same one."""
+    directory = r.target.directory
+    known = releases(r)
+    old = known[:-keep] if keep > 0 else []
+    old = [name for name in old if name not in (release, previous)]
+    if old:
+        r.shell(plans.remove_trees([directory / "releases" / n for n in old]), check=False)
+        kept = {n.rsplit("-", 1)[1] for n in known if n not in old} | {
+            release.rsplit("-", 1)[1], previous.rsplit("-", 1)[1] if previous else ""}
+        images = sorted({f"{r.project}-djangoapp:{n.rsplit('-', 1)[1]}" for n in old} -
+                        {f"{r.project}-djangoapp:{k}" for k in kept})
+        if images:
+            r.run(["docker", "image", "rm", *images], check=False, hide=True)
 
 
 def ledgers(r: Runner) -> list[tuple[str, bool, dict | None]]:

@@ -76,6 +76,17 @@ def test_swarm_init_makes_one_swarm_then_a_second_run_changes_nothing(cluster):
     assert "no services of this stack yet" in status
 
 
+def test_render_check_covers_the_stack_file(cluster):
+    assert "up to date" in cluster.inv("render", "--check").stdout
+    stack_file = cluster.root / "docker-stack.prod.yml"
+    rendered = stack_file.read_text()
+    stack_file.write_text(rendered.replace("order: start-first", "order: stop-first", 1))
+    stale = cluster.inv("render", "--check", check=False)
+    assert stale.returncode == 1 and "docker-stack.prod.yml" in stale.stdout + stale.stderr, stale
+    cluster.inv("render")
+    assert stack_file.read_text() == rendered
+
+
 def test_a_deploy_serves_the_page_through_nginx_on_both_nodes(cluster):
     node1, node2 = cluster.nodes
     done = cluster.inv("deploy", "--cluster", "prod", timeout=1800)
@@ -115,6 +126,11 @@ def test_a_rolling_update_with_a_code_change_under_load_fails_no_request(cluster
         f.write("\n".join(errors) + "\n")
     assert seen.requests > 100 and sum(seen.wrk_errors.values()) == 0 and seen.non_2xx == 0, seen.wrk_output
     assert seen.probe_failures == [], (seen.probe_failures, seen.wrk_output, errors[-20:])
+    # The ledger on the manager, as a host's: both releases, the new one live, with the
+    # migrations database1 had applied.
+    listed = cluster.inv("releases", "--cluster", "prod").stdout
+    rows = [line for line in listed.splitlines() if re.search(r"\d{8}T\d{6}Z-", line)]
+    assert len(rows) == 2 and rows[0].startswith("*") and re.search(r"database1 \d+", rows[0]), listed
 
 
 def test_a_lost_node_leaves_the_site_up_and_its_replica_restarts_on_the_other(cluster):
