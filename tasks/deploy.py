@@ -30,8 +30,9 @@ def deploy(r, ship_image=False, keep=None, timeout=None):
         release.deploy(r, ship_image=ship_image, keep=keep, timeout=timeout)
 
 
-@stack_task(hosts="one", help={
+@stack_task(hosts="one-or-cluster", help={
     "host": "The host to roll back (a name from config/stack.toml).",
+    "cluster": "Or the cluster to roll back (a rolling update to that release's image).",
     "to": "The release to go back to (a name from `inv releases`; default: the one before the live one).",
     "force": "Go back even to code that lacks migrations the databases have applied (they stay applied).",
     "timeout": "Seconds to wait for the release to be healthy",
@@ -40,7 +41,10 @@ def deploy(r, ship_image=False, keep=None, timeout=None):
 def rollback(r, to=None, force=False, timeout=None):
     """Move a host's traffic back to an earlier release, without dropping a request. Refused
     when a database has applied migrations that release's code does not know (see --force)."""
-    release.rollback(r, timeout, to=to, force=force)
+    if isinstance(r, ClusterRun):
+        cluster_release.rollback(r, timeout, to=to, force=force)
+    else:
+        release.rollback(r, timeout, to=to, force=force)
 
 
 @stack_task(hosts="one-or-cluster", help={"host": "The host whose releases to list.",

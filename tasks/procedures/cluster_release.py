@@ -39,7 +39,8 @@ from ..plans import swarm as plans
 from ..source import render
 from ..source.render import app_secrets
 from ..source.stack import ROOT
-from .release import Deploy, build_image, current_release, deploy_lock, prepare, prune_releases, ship_code
+from .release import (Deploy, build_image, check_migrations, current_release, deploy_lock, prepare, prune_releases,
+                      rollback_target, ship_code)
 from .swarm import node_state
 
 
@@ -132,7 +133,19 @@ class Steps:
 
     def record(self) -> None:
         """The release's ledger entry on the manager, as a host's: what it is and what each
-        database has applied (read on the node that runs it)."""
+        database has applied."""
+        applied = self.applied()
+        here = self.s.manager.here()
+        commit = here.probe(["git", "rev-parse", "HEAD"], anywhere=True).stdout.strip() or "unknown"
+        if commit != "unknown" and here.probe(["git", "status", "--porcelain"], anywhere=True).stdout.strip():
+            commit += "+changes"
+        image = self.manager.probe(["docker", "image", "inspect", "--format", "{{.Id}}", self.image]).stdout.strip()
+        entry = ledger.entry(self.release, commit, image, datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             f"{getpass.getuser()}@{socket.gethostname()}", applied)
+        self.manager.write(self.manager.target.root / ledger.LEDGER, entry, mode=0o644)
+
+    def applied(self) -> dict[str, list[str]]:
+        """Per database, the migrations applied there now (read on the node that runs it)."""
         applied = {}
         for db, node in self.s.cluster.placement:
             database = next(d for d in self.manager.stack.databases if d.name == db)
@@ -143,14 +156,20 @@ class Steps:
                 raise TaskError(f"reading the migrations of {db} on {node} failed: "
                                 f"{last_line(result.stderr, 'no answer') if result else 'no container there'}")
             applied[db] = result.stdout.split()
-        here = self.s.manager.here()
-        commit = here.probe(["git", "rev-parse", "HEAD"], anywhere=True).stdout.strip() or "unknown"
-        if commit != "unknown" and here.probe(["git", "status", "--porcelain"], anywhere=True).stdout.strip():
-            commit += "+changes"
-        image = self.manager.probe(["docker", "image", "inspect", "--format", "{{.Id}}", self.image]).stdout.strip()
-        entry = ledger.entry(self.release, commit, image, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                             f"{getpass.getuser()}@{socket.gethostname()}", applied)
-        self.manager.write(self.manager.target.root / ledger.LEDGER, entry, mode=0o644)
+        return applied
+
+    def serve_again(self) -> None:
+        """A rollback: the release's own stack file and image (still on every node) rolled
+        out by Swarm, one replica at a time; no migration runs."""
+        env = self.environment()
+        self.s.say(f"rolling {self.s.cluster.replicas} replica(s) back to {self.image}")
+        self.switched = True
+        self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
+            **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
+            what="docker stack deploy")
+        self.wait_running("djangoapp", self.image, self.s.cluster.replicas)
+        self.manager.shell(release_plans.switch(self.manager.target.directory, self.release),
+                           what=f"pointing current at {self.release}")
 
     def environment(self) -> dict:
         """The ${...} of the stack file, for `docker stack deploy` on the manager."""
@@ -246,3 +265,17 @@ class Steps:
                                anywhere=True)
         for node in self.s.nodes.values():
             node.shell(release_plans.remove_trees([node.target.directory / "releases" / self.release]), check=False)
+
+
+def rollback(s: ClusterRun, timeout: int, to: str | None = None, force: bool = False) -> None:
+    """The cluster back on the release before the current one (or TO) by a rolling update;
+    refused when a database has applied migrations that release's code does not know,
+    unless FORCE (as for a host)."""
+    manager = s.manager
+    _check_swarm(s)
+    with deploy_lock(manager):
+        current, target, entry = rollback_target(manager, to)
+        steps = Steps(s, target, current, f"{manager.project}-djangoapp:{target.rsplit('-', 1)[1]}", timeout)
+        check_migrations(manager, target, entry, force, now=steps.applied())
+        steps.serve_again()
+    s.report(f"rolled cluster {s.cluster.name} back from {current} to {target}")

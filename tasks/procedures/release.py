@@ -316,20 +316,8 @@ def rollback(r: Runner, timeout: int, to: str | None = None, force: bool = False
     """Move traffic to the release before the current one, or to TO; refuse when a database
     has applied migrations that release's code does not know, unless FORCE."""
     with deploy_lock(r):
-        current = current_release(r)
-        known = {name: entry for name, served, entry in ledgers(r) if served or name == current}
-        order = sorted(known)
-        if to is None:
-            if current not in known or order.index(current) == 0:
-                raise TaskError(f"no release before {current or 'the current one'} on {r.target.name} to roll back to")
-            target = order[order.index(current) - 1]
-        elif not plans.RELEASE_PATTERN.match(to) or to not in known:
-            raise TaskError(f"no release {to!r} that served on {r.target.name}: see `inv releases{r.target.host_flag}`")
-        elif to == current:
-            raise TaskError(f"{to} is the live release on {r.target.name} already")
-        else:
-            target = to
-        check_migrations(r, target, known[target], force)
+        current, target, entry = rollback_target(r, to)
+        check_migrations(r, target, entry, force)
         back = r.in_release(target)
         serve_release(back, timeout)
         wait_until_served(back, timeout)
@@ -337,15 +325,36 @@ def rollback(r: Runner, timeout: int, to: str | None = None, force: bool = False
         r.report(f"rolled {r.target.name} back from {current} to {target}")
 
 
-def check_migrations(r: Runner, target: str, entry: dict | None, force: bool) -> None:
-    """Refuse (unless FORCE) to go back to code that lacks migrations a database has applied."""
+def rollback_target(r: Runner, to: str | None) -> tuple[str | None, str, dict | None]:
+    """(current, the release to go back to, its ledger): TO, or the one served before the
+    current one."""
+    current = current_release(r)
+    known = {name: entry for name, served, entry in ledgers(r) if served or name == current}
+    order = sorted(known)
+    if to is None:
+        if current not in known or order.index(current) == 0:
+            raise TaskError(f"no release before {current or 'the current one'} on {r.target.name} to roll back to")
+        target = order[order.index(current) - 1]
+    elif not plans.RELEASE_PATTERN.match(to) or to not in known:
+        raise TaskError(f"no release {to!r} that served on {r.target.name}: see `inv releases{r.target.host_flag}`")
+    elif to == current:
+        raise TaskError(f"{to} is the live release on {r.target.name} already")
+    else:
+        target = to
+    return current, target, known[target]
+
+
+def check_migrations(r: Runner, target: str, entry: dict | None, force: bool,
+                     now: dict[str, list[str]] | None = None) -> None:
+    """Refuse (unless FORCE) to go back to code that lacks migrations a database has applied
+    (NOW, read from R's databases unless given)."""
     if not entry or not isinstance(entry.get("migrations"), dict):
         if not force:
             raise TaskError(f"{target} has no ledger (deployed by an earlier version): its migrations are unknown; "
                             "add --force to roll back to it anyway")
         r.say(f"{target} has no ledger: its migrations are unknown (--force)")
         return
-    extra = ledger.ahead(applied(r), entry["migrations"])
+    extra = ledger.ahead(applied(r) if now is None else now, entry["migrations"])
     if not extra:
         r.say(f"every migration applied is known to {target}")
         return

@@ -133,6 +133,19 @@ def test_a_rolling_update_with_a_code_change_under_load_fails_no_request(cluster
     assert len(rows) == 2 and rows[0].startswith("*") and re.search(r"database1 \d+", rows[0]), listed
 
 
+def test_a_rollback_rolls_the_replicas_back_to_the_previous_release(cluster):
+    node1, _ = cluster.nodes
+    listed = cluster.inv("releases", "--cluster", "prod").stdout
+    previous = re.findall(r"^ +(\d{8}T\d{6}Z-[0-9a-f]{12})", listed, re.M)[0]
+    done = cluster.inv("rollback", "--cluster", "prod", timeout=900)
+    assert "back from" in done.stdout and previous in done.stdout, done.stdout
+    images = {image for _, _, image in replicas(node1)}
+    assert images == {f"{PROJECT}-djangoapp:{previous.rsplit('-', 1)[1]}"}, images
+    assert page(node1)[0] == 200
+    listed = cluster.inv("releases", "--cluster", "prod").stdout
+    assert re.search(rf"^\* +{previous}", listed, re.M), listed
+
+
 def test_a_lost_node_leaves_the_site_up_and_its_replica_restarts_on_the_other(cluster):
     node1, node2 = cluster.nodes
     first = node_id(node1)
