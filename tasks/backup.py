@@ -127,7 +127,7 @@ def credentials(r):
 
 @stack_task(name="ssh-key", help={
     "fingerprint": "The repository host's key fingerprint (SHA256:..., from `ssh-keygen -lf` on it): "
-                   "trust its keys when one matches, without asking.",
+                   "trust that key alone, without asking.",
     "yes": "Trust the keys shown without a fingerprint to check them against.",
     "dry": "Print the command only.",
 })

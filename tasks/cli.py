@@ -87,11 +87,13 @@ def _help_texts(given, names, keys, hosts) -> dict:
 
 
 def _run_on_cluster(func, stack, name, dry, values):
-    """FUNC with a ClusterRun: a Runner on each of the cluster's nodes (connected as each
-    is first used: an unreachable one fails where it is needed, in one line)."""
+    """FUNC with a ClusterRun: a Runner on each of the cluster's nodes, every one connected
+    first (an unreachable node is one line before anything changes)."""
     cluster = stack.cluster(name)
-    connections = {node: connect(stack.hosts[node], dry=dry) for node in cluster.nodes}
+    connections = {}
     try:
+        for node in cluster.nodes:
+            connections[node] = connect(stack.hosts[node], dry=dry)
         nodes = {node: Runner(HostTarget(conn, stack.hosts[node], stack), dry) for node, conn in connections.items()}
         return func(ClusterRun(cluster, nodes), **values)
     finally:

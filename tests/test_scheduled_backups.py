@@ -163,6 +163,8 @@ def test_the_service_ssh_key_is_an_openssh_key_pair_and_fingerprints_match_ssh_k
                              check=True).stdout.split()[1]
     assert plans.fingerprint(public) == printed and plans.FINGERPRINT.fullmatch(printed)
     assert plans.fingerprint(f"vault.example.com {public.split()[0]} {public.split()[1]}") == printed
+    # A host whose name looks like a key type is still a host.
+    assert plans.fingerprint(f"ssh-vault.example.com {public.split()[0]} {public.split()[1]}") == printed
 
 
 def test_host_keys_are_keyscan_lines_and_nothing_else():

@@ -61,8 +61,9 @@ def test_a_node_state_comes_from_docker_info():
 
 
 def test_the_commands_of_a_swarm():
-    assert plans.init("10.0.0.1") == ["docker", "swarm", "init", "--advertise-addr", "10.0.0.1",
-                                      "--listen-addr", "10.0.0.1:2377"]
+    assert plans.init("10.0.0.1") == ["docker", "swarm", "init", "--advertise-addr", "10.0.0.1"]
+    assert plans.init(None) == ["docker", "swarm", "init"]
+    assert plans.join_script("10.0.0.1", None) == 'read -r token && exec docker swarm join --token "$token" 10.0.0.1:2377'
     # The join token comes on standard input, never in our command line.
     assert plans.join_script("10.0.0.1", "10.0.0.2") == (
         'read -r token && exec docker swarm join --token "$token" --advertise-addr 10.0.0.2 10.0.0.1:2377')
@@ -131,6 +132,8 @@ def test_the_stack_file_is_rendered_per_cluster_and_its_nginx_faces_the_clients(
         "node.labels.hello.database.database1 == true"]
     assert spec["networks"]["database1_network"] == {"driver": "overlay", "attachable": True}
     assert all(secret["name"].endswith("_${SECRETS_VERSION}") for secret in spec["secrets"].values())
+    # The cluster's own Nginx configuration is the one the stack mounts.
+    assert spec["configs"]["nginx_site"]["file"] == "./config/nginx/cluster-prod.conf" and spec["version"] == "3.8"
     # Its Nginx believes no client header; the host's (behind the front) is unchanged.
     cluster_conf = files[render.cluster_nginx_conf("prod")]
     assert "real_ip_header" not in cluster_conf and "X-Forwarded-For $remote_addr" in cluster_conf

@@ -96,7 +96,11 @@ def fingerprint(key_line: str) -> str:
     import base64
     import hashlib
 
-    blob = base64.b64decode(key_line.split()[1] if key_line.split()[0].startswith(("ssh-", "ecdsa-")) else key_line.split()[2])
+    # A public key line is TYPE KEY [COMMENT]; a known_hosts line HOST TYPE KEY: the key is
+    # the field after the first that names a key type.
+    fields = key_line.split()
+    known_hosts = len(fields) >= 3 and fields[1].startswith(("ssh-", "ecdsa-", "sk-"))
+    blob = base64.b64decode(fields[2] if known_hosts else fields[1])
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 

@@ -43,9 +43,11 @@ def parse_info(stdout: str) -> NodeState:
                      error=data.get("Error", ""))
 
 
-def init(address: str) -> list[str]:
-    """Make the manager's swarm, advertising the address the other nodes reach it at."""
-    return ["docker", "swarm", "init", "--advertise-addr", address, "--listen-addr", f"{address}:{MANAGEMENT_PORT}"]
+def init(address: str | None) -> list[str]:
+    """Make the manager's swarm, advertising the address the other nodes reach it at (the
+    engine's own choice without one); it listens on every interface, so that an address a
+    NAT gives the node works too."""
+    return ["docker", "swarm", "init", *(["--advertise-addr", address] if address else [])]
 
 
 def join_token() -> list[str]:
@@ -58,10 +60,11 @@ def rotate_join_token() -> list[str]:
     return ["docker", "swarm", "join-token", "--rotate", "--quiet", "worker"]
 
 
-def join_script(manager_address: str, address: str) -> str:
+def join_script(manager_address: str, address: str | None) -> str:
     """A worker joins, the token read from standard input (never in our command line, our
     output or the SSH session's command)."""
-    return (f'read -r token && exec docker swarm join --token "$token" --advertise-addr {shlex.quote(address)} '
+    advertise = f"--advertise-addr {shlex.quote(address)} " if address else ""
+    return (f'read -r token && exec docker swarm join --token "$token" {advertise}'
             f"{shlex.quote(f'{manager_address}:{MANAGEMENT_PORT}')}")
 
 
@@ -135,7 +138,7 @@ def versions_script(config_dir, secret_names, config_files) -> str:
     and configs are immutable: new content is a new name)."""
     secrets = " ".join(shlex.quote(f"{config_dir}/secrets/{name}") for name in secret_names)
     configs = " ".join(shlex.quote(str(path)) for path in config_files)
-    return f"set -e; cat {secrets} | sha256sum | cut -c1-12; cat {configs} | sha256sum | cut -c1-12"
+    return f"set -eo pipefail; cat {secrets} | sha256sum | cut -c1-12; cat {configs} | sha256sum | cut -c1-12"
 
 
 def service_image(project: str, name: str) -> list[str]:

@@ -193,16 +193,19 @@ def ssh_key(r: Runner, expected: str | None, yes: bool) -> None:
         raise TaskError(f"{server}'s SSH host keys: {exc}") from None
     prints = [f"{line.split()[1]} {plans.fingerprint(line)}" for line in keys]
     print(f"{server}'s host keys, as seen from {r.target.name}:\n  " + "\n  ".join(prints))
+    if expected is not None:
+        # Only the key that matches: each key type is a connection of its own, and a man in
+        # the middle could pass one through and answer another himself.
+        keys = [line for line in keys if plans.fingerprint(line) == expected]
+        if not keys:
+            raise TaskError(f"{server} does not show the key {expected}: nothing trusted (is something "
+                            "between the two hosts, or is it another server?)")
     known = r.probe(["cat", str(secrets / BACKUP_KNOWN_HOSTS)], dry_answer="")
     before = sorted(known.stdout.splitlines()) if known.ok else []
     if before == sorted(keys):
         r.report(f"{server}'s keys are trusted already")
     else:
-        if expected is not None:
-            if expected not in [plans.fingerprint(line) for line in keys]:
-                raise TaskError(f"{server} does not show the key {expected}: nothing trusted (is something "
-                                "between the two hosts, or is it another server?)")
-        else:
+        if expected is None:
             changed = " CHANGED since they were trusted" if before else ""
             r.confirm(yes, f"Trust these keys{changed} for the backups?",
                       f"trusting {server}'s keys{changed} unchecked (or give --fingerprint)")
@@ -211,6 +214,10 @@ def ssh_key(r: Runner, expected: str | None, yes: bool) -> None:
     public = r.probe(["cat", str(secrets / f"{BACKUP_SSH_KEY}.pub")], dry_answer="")
     if public.ok and r.exists(secrets / BACKUP_SSH_KEY):
         line = public.stdout.strip()
+    elif r.exists(secrets / BACKUP_SSH_KEY):
+        # Never replace the key a repository server may have authorized.
+        raise TaskError(f"{SECRETS_DIR}/{BACKUP_SSH_KEY} on {r.target.name} has lost its .pub: restore it, or "
+                        "remove the key too to make a new one (then authorize the new one)")
     else:
         private, line = plans.new_ssh_key(f"{r.project}-backup@{r.target.name}")
         r.write(secrets / BACKUP_SSH_KEY, private, mode=0o600)

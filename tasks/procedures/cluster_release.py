@@ -73,7 +73,8 @@ def deploy(s: ClusterRun, keep: int, timeout: int) -> None:
             except TaskError as back:
                 raise TaskError(f"{where}; undoing it failed too ({reason(back)}): see `inv swarm.status "
                                 f"--cluster {cluster.name}`") from None
-            back = "; the app rolled back to what it ran" if steps.switched else "; nothing was switched"
+            back = ("; Swarm is rolling the app back to what it ran (see `inv swarm.status "
+                    f"--cluster {cluster.name}`)" if steps.switched else "; nothing was switched")
             raise TaskError(where + back, 130 if isinstance(exc, KeyboardInterrupt) else 1) from None
         for node in s.nodes.values():
             prune_releases(node, keep, release, previous)
@@ -113,7 +114,9 @@ class Steps:
                     d.r.write(d.release_dir / path, files[path], mode=0o644)
             build_image(d)
         env = self.environment()
-        running = self.manager.probe(plans.service_image(self.project, "djangoapp")).stdout.strip()
+        # What serves now: the live release's image (not the service's, which a failed first
+        # deploy may have left on an image never migrated, at 0 replicas).
+        running = f"{self.project}-djangoapp:{self.previous.rsplit('-', 1)[1]}" if self.previous else None
         self.s.say("bringing the databases to the stack file" + (f" (the app stays on {running})" if running else ""))
         self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
             **env, "APP_IMAGE": running or self.image, "APP_REPLICAS": str(self.s.cluster.replicas if running else 0)}),
@@ -237,6 +240,10 @@ class Steps:
                     if update.get("State") in plans.UPDATE_FAILED:
                         raise TaskError(f"Swarm stopped the rolling update of {name} ({update.get('State')}: "
                                         f"{update.get('Message', '')}); the replicas run the previous image")
+                    if update.get("State") not in (None, "completed"):
+                        # Swarm still monitors the last replica it replaced: a failure now
+                        # would still roll the service back.
+                        return f"the update is {update.get('State')}"
             tasks = [line.split("|") for line in manager.probe(plans.running_tasks(self.project, name),
                                                                anywhere=True).stdout.splitlines() if line.strip()]
             good = [t for t in tasks if t[1].startswith("Running") and (image is None or t[0] == image)]
@@ -250,7 +257,8 @@ class Steps:
         if self.s.dry:
             self.s.say(f"[dry] would wait for {what}")
             return
-        why, waited = poll(check, self.timeout, 1.0)
+        # Each replica is replaced in turn (start, health, drain, delay): the timeout is per replica.
+        why, waited = poll(check, self.timeout * max(1, self.s.cluster.replicas), 1.0)
         if why is not None:
             raise TaskError(f"waited {waited:.0f}s for {what} (last: {why}); see `inv swarm.status "
                             f"--cluster {self.s.cluster.name}`")
@@ -259,10 +267,13 @@ class Steps:
         """The app back on the image it ran (Swarm does it by itself when a new replica
         fails; `docker service rollback` when the deploy stopped for another reason), and the
         new release's directories removed; `current` was never switched."""
-        if self.switched:
+        status = self.s.manager.probe(plans.update_status(self.project, "djangoapp"), anywhere=True).stdout.strip()
+        rolling_back = status not in ("", "null") and str(json.loads(status).get("State", "")).startswith("rollback")
+        # Once Swarm rolls back by itself, its previous spec is the failed one: never ask again.
+        if self.switched and not rolling_back:
             self.s.say(f"rolling the app back to what it ran before {self.release}")
-            self.s.manager.run(plans.rollback_service(self.project, "djangoapp"), check=False, hide=True,
-                               anywhere=True)
+            self.s.manager.run(plans.rollback_service(self.project, "djangoapp"), hide=True, anywhere=True,
+                               what="asking Swarm to roll the app back")
         for node in self.s.nodes.values():
             node.shell(release_plans.remove_trees([node.target.directory / "releases" / self.release]), check=False)
 

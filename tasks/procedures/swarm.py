@@ -42,29 +42,29 @@ def init(s: ClusterRun) -> None:
     if state.state not in ("active", "inactive"):
         raise TaskError(f"{cluster.manager}'s swarm is {state.state}: {state.error or 'see docker info there'}")
     if state.state == "inactive":
-        address = _address(manager)
-        manager.run(plans.init(address) if address else plans.init("")[:3], hide=True, anywhere=True,
+        manager.run(plans.init(_address(manager)), hide=True, anywhere=True,
                     what=f"making the swarm on {cluster.manager}")
         changed.append(f"made the swarm on {cluster.manager}")
     members = {node["ID"]: node for node in plans.json_lines(manager.probe(plans.nodes(), anywhere=True).stdout)}
     manager_address = _address(manager) or manager.target.host.address
     joined = False
-    for name, worker in s.workers.items():
-        mine = node_state(worker)
-        if mine.state == "active" and mine.node_id in members:
-            continue
-        if mine.state != "inactive":
-            raise TaskError(f"{name} is in another swarm ({mine.state}): run `docker swarm leave` there first")
-        token = manager.probe(plans.join_token(), anywhere=True).stdout.strip()
-        address = _address(worker) or worker.target.host.address
-        # The token on standard input, never in a command line here or in a log; `docker swarm
-        # join` takes it as an argument only, so it is rotated once the workers are in.
-        worker.shell(plans.join_script(manager_address, address), stdin_text=token + "\n",
-                     what=f"joining {name} to the swarm")
-        changed.append(f"joined {name}")
-        joined = True
-    if joined:
-        manager.probe(plans.rotate_join_token(), anywhere=True)
+    try:
+        for name, worker in s.workers.items():
+            mine = node_state(worker)
+            if mine.state == "active" and mine.node_id in members:
+                continue
+            if mine.state != "inactive":
+                raise TaskError(f"{name} is in another swarm ({mine.state}): run `docker swarm leave` there first")
+            token = manager.probe(plans.join_token(), anywhere=True).stdout.strip()
+            joined = True
+            # The token on standard input, never in a command line here or in a log; `docker
+            # swarm join` takes it as an argument only, so it is rotated once used.
+            worker.shell(plans.join_script(manager_address, _address(worker)), stdin_text=token + "\n",
+                         what=f"joining {name} to the swarm")
+            changed.append(f"joined {name}")
+    finally:
+        if joined:
+            manager.run(plans.rotate_join_token(), hide=True, anywhere=True, what="rotating the join token")
     _label(s, changed)
     if changed:
         s.report(f"swarm {cluster.name}: " + "; ".join(changed))
