@@ -74,9 +74,11 @@ def test_the_commands_of_a_swarm():
 
 def test_labels_change_only_where_they_differ():
     node = {"Spec": {"Labels": {"hello.database.database1": "true", "other": "x", "hello.database.old": "true"}}}
-    assert plans.label_changes(node, {"hello.database.database1", "hello.database.d2"}) == (
+    node["Spec"]["Labels"]["other-project.database.database1"] = "true"  # never ours to touch
+    assert plans.label_changes(node, {"hello.database.database1", "hello.database.d2"}, "hello.database.") == (
         ["hello.database.d2"], ["hello.database.old"])
-    assert plans.label_changes(node, {"hello.database.database1", "hello.database.old"}) == ([], [])
+    assert plans.label_changes(node, {"hello.database.database1", "hello.database.old"}, "hello.database.") == ([], [])
+    assert plans.database_label("hello-e2e", "database1") == "hello-e2e.database.database1"
 
 
 def test_a_stack_deploy_takes_its_variables_in_its_environment_and_never_asks_a_registry():
@@ -129,7 +131,7 @@ def test_the_stack_file_is_rendered_per_cluster_and_its_nginx_faces_the_clients(
     assert spec["services"]["nginx"]["deploy"]["mode"] == "global"
     assert spec["services"]["nginx"]["ports"][0]["mode"] == "host"
     assert spec["services"]["database1"]["deploy"]["placement"]["constraints"] == [
-        "node.labels.hello.database.database1 == true"]
+        "node.labels.${PROJECT}.database.database1 == true"]
     assert spec["networks"]["database1_network"] == {"driver": "overlay", "attachable": True}
     assert all(secret["name"].endswith("_${SECRETS_VERSION}") for secret in spec["secrets"].values())
     # The cluster's own Nginx configuration is the one the stack mounts.

@@ -404,7 +404,7 @@ def write_json(path, data):
 def notify(title, body):
     try:
         with open(f"{SECRETS}/notify") as f:
-            urls = [u for u in f.read().split() if u]
+            urls = [line.strip() for line in f if line.strip() and not line.startswith("#")]
     except FileNotFoundError:
         return
     if not urls:

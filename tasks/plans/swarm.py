@@ -11,7 +11,6 @@ import json
 import shlex
 from dataclasses import dataclass
 
-from ..source.stack import LABEL_PREFIX
 
 # Swarm's ports between nodes: cluster management (TCP 2377), gossip (7946), overlay (UDP 4789).
 MANAGEMENT_PORT = 2377
@@ -86,10 +85,15 @@ def labels(node: dict) -> dict:
     return (node.get("Spec") or {}).get("Labels") or {}
 
 
-def label_changes(node: dict, wanted: set[str]) -> tuple[list[str], list[str]]:
+def label_prefix(project: str) -> str:
+    """The node labels of PROJECT's databases: another project on the swarm has its own."""
+    return f"{project}.database."
+
+
+def label_changes(node: dict, wanted: set[str], prefix: str) -> tuple[list[str], list[str]]:
     """(labels to add, labels to remove) of our prefix on NODE (`docker node inspect`'s
     object) for it to carry exactly WANTED."""
-    have = {key for key, value in labels(node).items() if key.startswith(LABEL_PREFIX) and value == "true"}
+    have = {key for key, value in labels(node).items() if key.startswith(prefix) and value == "true"}
     return sorted(wanted - have), sorted(have - wanted)
 
 
@@ -98,8 +102,8 @@ def update_labels(node_id: str, add, remove) -> list[str]:
             *[a for key in remove for a in ("--label-rm", key)], node_id]
 
 
-def database_label(database: str) -> str:
-    return f"{LABEL_PREFIX}{database}"
+def database_label(project: str, database: str) -> str:
+    return f"{label_prefix(project)}{database}"
 
 
 def services(project: str) -> list[str]:

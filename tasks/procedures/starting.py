@@ -22,7 +22,7 @@ from ..plans import compose
 from ..plans import ledger
 from ..plans import rollout as rollout_plans
 from ..plans import secrets as secret_plans
-from ..source.stack import BACKUP_NOTIFY
+from ..source.stack import BACKUP_NOTIFY, NOTIFY_FROM_STACK
 from .rollout import roll_out
 
 
@@ -81,10 +81,15 @@ def start_backups(r: Runner) -> None:
     folder = shlex.quote(str(r.target.config_dir / backup_plans.EXPECTED))
     r.shell(f"mkdir -p {folder} && chmod 755 {folder}", what="making the backup service's expectations folder")
     r.write(r.target.config_dir / backup_plans.EXPECTED / "migrations.json", json.dumps(expected) + "\n", mode=0o644)
+    # [backups] notify is the source of truth when set; `inv backup.notify` otherwise. A
+    # file of secrets-init's, not the service's environment: URLs hold tokens. A first line
+    # says which wrote it, so that URLs dropped from config/stack.toml stop being used.
+    notify = r.target.config_dir / "secrets" / BACKUP_NOTIFY
     if backups.notify:
-        # [backups] notify is the source of truth when set; `inv backup.notify` otherwise.
-        # A file of secrets-init's, not the service's environment: URLs hold tokens.
-        r.write(r.target.config_dir / "secrets" / BACKUP_NOTIFY, "\n".join(backups.notify) + "\n", mode=0o600)
+        r.write(notify, NOTIFY_FROM_STACK + "\n".join(backups.notify) + "\n", mode=0o600)
+    else:
+        r.shell(f"if head -n 1 {shlex.quote(str(notify))} 2>/dev/null | grep -qxF {shlex.quote(NOTIFY_FROM_STACK.strip())}; "
+                f"then rm -f {shlex.quote(str(notify))}; fi", what="removing the notify URLs [backups] no longer names")
     if backups.local_repository:
         r.compose(["build", backup_plans.SERVICE], what="building the backup image")
         r.run(backup_plans.own_repository(f"{r.project}-backup:latest", backups.repository),

@@ -73,18 +73,23 @@ def init(s: ClusterRun) -> None:
 
 
 def _label(s: ClusterRun, changed: list[str]) -> None:
-    """Each database's label on the node that holds its volume, and on no other."""
+    """Each database's label on the node that holds its volume, and on no other node of the
+    swarm (this project's labels only)."""
     manager = s.manager
     ids = {name: node_state(node).node_id for name, node in s.nodes.items()}
     if s.dry:
         return
-    found = json.loads(manager.probe(plans.inspect_nodes(ids.values()), anywhere=True).stdout or "[]")
-    by_id = {node["ID"]: node for node in found}
-    for name, node_id in ids.items():
-        wanted = {plans.database_label(db) for db, where in s.cluster.placement if where == name}
-        add, remove = plans.label_changes(by_id.get(node_id, {}), wanted)
+    every = [node["ID"] for node in plans.json_lines(manager.probe(plans.nodes(), anywhere=True).stdout)]
+    found = json.loads(manager.probe(plans.inspect_nodes(every), anywhere=True).stdout or "[]")
+    names = {node_id: name for name, node_id in ids.items()}
+    prefix = plans.label_prefix(manager.project)
+    for node in found:
+        name = names.get(node["ID"], node.get("Description", {}).get("Hostname", node["ID"]))
+        wanted = {plans.database_label(manager.project, db) for db, where in s.cluster.placement
+                  if ids.get(where) == node["ID"]}
+        add, remove = plans.label_changes(node, wanted, prefix)
         if add or remove:
-            manager.run(plans.update_labels(node_id, add, remove), hide=True, anywhere=True,
+            manager.run(plans.update_labels(node["ID"], add, remove), hide=True, anywhere=True,
                         what=f"labelling {name}")
             changed.append(f"{name} labelled {', '.join(add) or ''}{' without ' + ', '.join(remove) if remove else ''}")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from .stack import APP_ROLE, LABEL_PREFIX, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
+from .stack import APP_ROLE, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
 
 TEMPLATES = ROOT / "config" / "templates"
 COMPOSE_FILE = Path("docker-compose.yml")
@@ -95,7 +95,7 @@ def rendered(stack: Stack, site: Site | None = None) -> dict[Path, str]:
     }
     for cluster in stack.clusters.values():
         # A cluster's Nginx faces the clients (no front): its own site configuration.
-        at = {**values, "cluster": cluster, "label_prefix": LABEL_PREFIX, "http_port": stack.http_port}
+        at = {**values, "cluster": cluster, "http_port": stack.http_port}
         files[stack_file(cluster.name)] = _render(env, "docker-stack.yml.j2", **at)
         files[cluster_nginx_conf(cluster.name)] = _render(env, "nginx.conf.j2", **at)
     return files

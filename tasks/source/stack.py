@@ -29,6 +29,7 @@ BACKUP_KNOWN_HOSTS = "backup_known_hosts"
 # The apprise URLs, which usually hold a token: from [backups] notify, or set on the host
 # alone by `inv backup.notify`.
 BACKUP_NOTIFY = "backup_notify"
+NOTIFY_FROM_STACK = "# from [backups] notify in config/stack.toml\n"
 # The backup service's files that exist only once set up: the name in SECRETS_DIR, and the
 # name the service reads in /run/secrets/backup (secrets-init copies those present).
 BACKUP_OPTIONAL_SECRETS = ((BACKUP_CREDENTIALS, "repository.env"), (BACKUP_SSH_KEY, "ssh_key"),
@@ -188,8 +189,6 @@ def parse_backups(entry) -> Backups:
 # How a cluster's services are reached: through Swarm's routing mesh and virtual IPs (a
 # normal kernel's default), or without IPVS (DNS round robin, ports bound on each node).
 ENDPOINT_MODES = ("vip", "dnsrr")
-# The node label that pins a database's service to the node holding its volume.
-LABEL_PREFIX = "hello.database."
 PUBLISH_MODES = ("ingress", "host")
 
 

@@ -63,12 +63,12 @@ def test_swarm_init_makes_one_swarm_then_a_second_run_changes_nothing(cluster):
     node1, node2 = cluster.nodes
     made = cluster.inv("swarm.init", "--cluster", "prod", timeout=300).stdout
     assert "made the swarm on node1" in made and "joined node2" in made, made
-    assert "node1 labelled hello.database.database1" in made, made
+    assert f"node1 labelled {PROJECT}.database.database1" in made, made
     listed = node1.docker("node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}").stdout.splitlines()
     assert len(listed) == 2 and all(" Ready" in line for line in listed), listed
     assert node2.docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip() == "active"
     labels = node1.docker("node", "inspect", "--format", "{{json .Spec.Labels}}", "self").stdout
-    assert '"hello.database.database1":"true"' in labels, labels
+    assert f'"{PROJECT}.database.database1":"true"' in labels, labels
     again = cluster.inv("swarm.init", "--cluster", "prod", timeout=300).stdout
     assert "swarm prod is as configured (2 nodes): nothing changed" in again, again
     status = cluster.inv("swarm.status", "--cluster", "prod").stdout
