@@ -9,16 +9,24 @@ from .cli import stack_task
 from .execution.runner import interactive
 from .errors import TaskError, last_line
 from .plans import compose
+from .execution.cluster import ClusterRun
+from .procedures import cluster_tasks
 from .procedures.django import collect_static, migrate_all
 
 
-@stack_task(help={"database": "Migrate only this database, by name or alias (default: every database)."})
-def migrate(r, database=None):
-    """Apply migrations to every database, or to one with --database."""
+@stack_task(hosts="many-or-cluster", help={
+    "database": "Migrate only this database, by name or alias (default: every database).",
+    "timeout": "On a cluster, seconds to wait for each migration job"})
+def migrate(r, database=None, timeout=None):
+    """Apply migrations to every database, or to one with --database (on a cluster: as
+    one-off Swarm jobs of the live release's image)."""
+    if isinstance(r, ClusterRun):
+        cluster_tasks.migrate(r, database, timeout)
+        return
     migrate_all(r, database)
 
 
-@stack_task(help={
+@stack_task(hosts="many-or-cluster", help={
     "username": "Create this user without prompting; the password comes from "
                 "DJANGO_SUPERUSER_PASSWORD (default: ask on the terminal).",
     "email": "The user's e-mail address, with --username (default: none).",
@@ -27,6 +35,14 @@ def createsuperuser(r, username=None, email=None):
     """Create an admin user: interactive on a terminal, or unattended with --username."""
     if username is None and not interactive():
         raise TaskError("not on a terminal: give --username (and --email) and set DJANGO_SUPERUSER_PASSWORD")
+    if isinstance(r, ClusterRun):
+        if username is not None and not os.environ.get("DJANGO_SUPERUSER_PASSWORD"):
+            raise TaskError("set DJANGO_SUPERUSER_PASSWORD in the environment to create a user with --username")
+        if username is None:
+            cluster_tasks.manage(r, ["createsuperuser"], tty=True)
+        else:
+            cluster_tasks.createsuperuser(r, username, email, os.environ["DJANGO_SUPERUSER_PASSWORD"])
+        return
     if username is not None:
         r.require(bool(os.environ.get("DJANGO_SUPERUSER_PASSWORD")),
                   "set DJANGO_SUPERUSER_PASSWORD in the environment to create a user with --username")
@@ -57,12 +73,16 @@ def _arguments_after_double_dash(argv) -> list[str]:
     return list(argv[argv.index("--") + 1:]) if "--" in argv else []
 
 
-@stack_task(help={"args": "manage.py arguments as one string, when not given after `--`."})
+@stack_task(hosts="many-or-cluster", help={"args": "manage.py arguments as one string, when not given after `--`."})
 def manage(r, args=""):
-    """Run manage.py in the app container: inv manage -- showmigrations."""
+    """Run manage.py in the app container: inv manage -- showmigrations (on a cluster: in a
+    running replica)."""
     words = _arguments_after_double_dash(sys.argv) or shlex.split(args)
     if not words:
         raise TaskError("give manage.py arguments: inv manage -- showmigrations")
+    if isinstance(r, ClusterRun):
+        cluster_tasks.manage(r, words, tty=interactive())
+        return
     r.require_running(compose.APP)
     tty = interactive()
     r.compose(compose.manage(words, tty=tty), pty=tty, stdin=True, what=f"manage.py {words[0]}")

@@ -63,9 +63,9 @@ def _task_signature(body_params, hosts) -> inspect.Signature:
     elif hosts == "one-or-cluster":
         ordered.append(inspect.Parameter("host", ARG, default=None))
     ordered += required + optional
-    if hosts == "many":
+    if hosts in ("many", "many-or-cluster"):
         ordered.append(inspect.Parameter("host", ARG, default=None))
-    elif hosts == "one-or-cluster":
+    if hosts in ("one-or-cluster", "many-or-cluster"):
         ordered.append(inspect.Parameter("cluster", ARG, default=None))
     ordered.append(inspect.Parameter("dry", ARG, default=False))
     return inspect.Signature(ordered)
@@ -76,12 +76,14 @@ def _help_texts(given, names, keys, hosts) -> dict:
     for name, key in keys.items():
         if name in names and name in texts:
             texts[name] = f"{texts[name]} (default: {settings.DEFAULTS[key]}; config stack.{key})"
-    if hosts in ("cluster", "one-or-cluster"):
+    if hosts in ("cluster", "one-or-cluster", "many-or-cluster"):
         texts.setdefault("cluster", CLUSTER_HELP)
     if hosts == "one-or-cluster":
         texts.setdefault("host", ONE_HOST_HELP)
-    elif hosts and hosts != "cluster":
-        texts.setdefault("host", HOST_HELP if hosts == "many" else ONE_HOST_HELP)
+    elif hosts in ("many", "many-or-cluster"):
+        texts.setdefault("host", HOST_HELP)
+    elif hosts == "one":
+        texts.setdefault("host", ONE_HOST_HELP)
     texts.setdefault("dry", DRY_HELP)
     return texts
 
@@ -107,13 +109,13 @@ def _run(func, c, host, hosts, dry, values):
     stack = load()
     if hosts == "cluster":
         return _run_on_cluster(func, stack, host, dry, values)
-    if hosts == "one-or-cluster":
+    if hosts in ("one-or-cluster", "many-or-cluster"):
         host, cluster = host
-        if bool(host) == bool(cluster):
+        if host and cluster or (hosts == "one-or-cluster" and not (host or cluster)):
             raise TaskError("name a host (--host NAME) or a cluster (--cluster NAME), one of the two")
         if cluster:
             return _run_on_cluster(func, stack, cluster, dry, values)
-        hosts = "one"
+        hosts = "one" if hosts == "one-or-cluster" else "many"
     if not host and hosts != "one":
         return func(Runner(LocalTarget(c, stack), dry), **values)
     chosen = stack.resolve_hosts(host)
@@ -135,8 +137,8 @@ def stack_task(help=None, *, hosts="many", configured=None, **task_kwargs):
 
     HOSTS: "many" gives `--host` (default here; a group or comma list runs on each host in
     parallel), "one" a required `--host` naming a single host, "cluster" a required
-    `--cluster` (FUNC gets a ClusterRun, a Runner per node), "one-or-cluster" either of the
-    two, None no `--host` (tasks that edit this checkout). CONFIGURED maps more flags to the settings key of their default."""
+    `--cluster` (FUNC gets a ClusterRun, a Runner per node), "one-or-cluster" and
+    "many-or-cluster" either, None no `--host` (tasks that edit this checkout). CONFIGURED maps more flags to the settings key of their default."""
     keys = {**CONFIGURED, **(configured or {})}
 
     def decorate(func):
@@ -154,7 +156,7 @@ def stack_task(help=None, *, hosts="many", configured=None, **task_kwargs):
             values = dict(values.arguments)
             del values["c"]
             host = values.pop("cluster", None) if hosts == "cluster" else \
-                (values.pop("host", None), values.pop("cluster", None)) if hosts == "one-or-cluster" else \
+                (values.pop("host", None), values.pop("cluster", None)) if hosts and hosts.endswith("-or-cluster") else \
                 values.pop("host", None)
             dry = bool(values.pop("dry") or c.config.run.dry)
             for name in names & keys.keys():

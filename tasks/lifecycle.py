@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 
-from .cli import stack_task
+from .cli import print_table, stack_task
 from .errors import TaskError
+from .execution.cluster import ClusterRun
 from .execution.files import write_all
 from .plans import compose
+from .procedures import cluster_tasks, swarm
 from .procedures.locks import project_lock
 from .procedures.serving import check_port_free, wait_until_served
 from .procedures.starting import start_stack
@@ -59,19 +61,27 @@ def down(r, volumes=False, yes=False):
     r.compose(compose.down(volumes=volumes), what="stopping the stack")
 
 
-@stack_task(help={"all": "Also list stopped containers (default: off)."})
+@stack_task(hosts="many-or-cluster", help={"all": "Also list stopped containers (default: off)."})
 def ps(r, all=False):
-    """List the stack's containers with their state and health."""
+    """List the stack's containers with their state and health (on a cluster: its nodes,
+    services and where each replica runs)."""
+    if isinstance(r, ClusterRun):
+        for table in swarm.status(r):
+            print_table(table)
+        return
     r.compose(compose.ps(all_=all))
 
 
-@stack_task(help={
+@stack_task(hosts="many-or-cluster", help={
     "service": "Show one service's logs (default: all): djangoapp, nginx or a database name.",
     "follow": "Keep streaming new lines until Ctrl-C (default: off).",
     "tail": "Lines to show from the end of each log",
 })
 def logs(r, service=None, follow=False, tail=None):
     """Show the services' logs."""
+    if isinstance(r, ClusterRun):
+        cluster_tasks.logs(r, service, follow, tail)
+        return
     r.compose(compose.logs([service] if service else [], follow=follow, tail=tail), check=False)
 
 

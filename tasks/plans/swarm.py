@@ -217,3 +217,14 @@ def applied_migrations(container: str, db) -> list[str]:
 
     return ["docker", "exec", container, "psql", "--username", db.name, "--dbname", db.name, "--no-psqlrc",
             "--tuples-only", "--no-align", "--command", MIGRATIONS_SQL]
+
+
+def service_logs(project: str, name: str, follow: bool, tail: int) -> list[str]:
+    return ["docker", "service", "logs", "--timestamps", "--tail", str(tail), *(["--follow"] if follow else []),
+            service(project, name)]
+
+
+def exec_manage(container: str, args, tty: bool, env_names=()) -> list[str]:
+    """manage.py ARGS in a running app CONTAINER on its node; ENV_NAMES passed by name."""
+    return ["docker", "exec", "-i", *(["-t"] if tty else []), *[a for n in env_names for a in ("-e", n)],
+            container, *MANAGE, *args]

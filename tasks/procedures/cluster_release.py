@@ -189,7 +189,9 @@ class Steps:
                 env[name] = os.environ[name]
         return env
 
-    def release_phase(self, env: dict) -> None:
+    def release_phase(self, env: dict, databases=None, static: bool = True) -> None:
+        """Migrations of DATABASES (default: every one) as one job each; collectstatic on
+        every node, with STATIC."""
         stack = self.manager.stack
         secrets = [(f"{self.project}_{name}_{env['SECRETS_VERSION']}", name) for name in app_secrets(stack)]
         settings = {"DJANGO_SETTINGS_MODULE": "hello.settings.production",
@@ -198,11 +200,13 @@ class Steps:
                     **{f"{db.password_variable}_FILE": f"/run/secrets/{db.secret_name}" for db in stack.databases}}
         env_file = str(self.manager.target.config_dir / "django.env")
         tag = self.release.rsplit("-", 1)[1][:8]
-        for db in stack.databases:
+        for db in databases or stack.databases:
             self.s.say(f"migrating {db.name} (a one-off Swarm job)")
             self.run_job(f"{self.project}-migrate-{db.name}-{tag}", "replicated-job", 1,
                          [*plans.MANAGE, "migrate", "--noinput", "--database", db.alias], env_file, settings, secrets,
                          networks=[f"{self.project}_{d.network}" for d in stack.databases])
+        if not static:
+            return
         self.s.say("collectstatic on every node (a one-off Swarm job per node)")
         self.run_job(f"{self.project}-static-{tag}", "global-job", len(self.s.cluster.nodes),
                      [*plans.MANAGE, "collectstatic", "--noinput", "--verbosity", "0"], env_file, settings, secrets,

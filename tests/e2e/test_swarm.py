@@ -106,6 +106,22 @@ def test_a_deploy_serves_the_page_through_nginx_on_both_nodes(cluster):
     assert node1.docker("inspect", "--format", "{{.NodeID}}", *task).stdout.split() == [node_id(node1)]
 
 
+def test_the_everyday_tasks_take_the_cluster(cluster):
+    assert re.search(rf"{PROJECT}_djangoapp +replicated +2/2", cluster.inv("ps", "--cluster", "prod").stdout)
+    logs = cluster.inv("logs", "--cluster", "prod", "--service", "djangoapp", "--tail", "20").stdout
+    assert "Booting worker" in logs or "Listening at" in logs, logs
+    migrated = cluster.inv("migrate", "--cluster", "prod", timeout=600).stdout
+    assert "migrating database1" in migrated, migrated
+    made = cluster.inv("createsuperuser", "--cluster", "prod", "--username", "swarm-admin",
+                       env={"DJANGO_SUPERUSER_PASSWORD": "not-in-argv-8c1e"}, timeout=300)
+    assert "not-in-argv-8c1e" not in made.stdout + made.stderr
+    shown = cluster.inv("manage", "--cluster", "prod", "--args",
+                        "shell -c \"from django.contrib.auth.models import User; "
+                        "print('admins', User.objects.filter(username='swarm-admin', is_superuser=True).count())\"",
+                        timeout=300).stdout
+    assert "admins 1" in shown, shown
+
+
 def test_a_rolling_update_with_a_code_change_under_load_fails_no_request(cluster):
     node1, _ = cluster.nodes
     before = {image for _, _, image in replicas(node1)}
