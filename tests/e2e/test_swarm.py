@@ -108,11 +108,12 @@ def test_a_deploy_serves_the_page_through_nginx_on_both_nodes(cluster):
 
 def test_the_everyday_tasks_take_the_cluster(cluster):
     assert re.search(rf"{PROJECT}_djangoapp +replicated +2/2", cluster.inv("ps", "--cluster", "prod").stdout)
-    logs = cluster.inv("logs", "--cluster", "prod", "--service", "djangoapp", "--tail", "20").stdout
+    shown = cluster.inv("logs", "--cluster", "prod", "--service", "djangoapp", "--tail", "20")
+    logs = shown.stdout + shown.stderr  # the containers' standard error comes as the command's
     assert "Booting worker" in logs or "Listening at" in logs, logs
     migrated = cluster.inv("migrate", "--cluster", "prod", timeout=600).stdout
     assert "migrating database1" in migrated, migrated
-    made = cluster.inv("createsuperuser", "--cluster", "prod", "--username", "swarm-admin",
+    made = cluster.inv("createsuperuser", "--cluster", "prod", "--username", "swarm-admin", "--email", "admin@hello.test",
                        env={"DJANGO_SUPERUSER_PASSWORD": "not-in-argv-8c1e"}, timeout=300)
     assert "not-in-argv-8c1e" not in made.stdout + made.stderr
     shown = cluster.inv("manage", "--cluster", "prod", "--args",
