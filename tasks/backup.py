@@ -1,7 +1,8 @@
 """`inv backup`: every volume and every database dump in one go, now, as files;
 `inv backup.prune`. The scheduled backups into a restic repository ([backups] in
 config/stack.toml, run by the stack's backup service): `inv backup.now`, `.snapshots`,
-`.restore`, `.status`, `.drill`, `.key`, `.credentials`, `.ssh-key`, `.notify`."""
+`.restore`, `.status`, `.drill`, `.key`, `.credentials`, `.ssh-key`, `.notify`; all but
+`.restore` take `--cluster` too (the stack's backup service runs on the manager)."""
 from __future__ import annotations
 
 import sys
@@ -51,7 +52,7 @@ def prune(r, keep=None):
             r.report(f"deleted the unfinished {leftover.name}")
     r.report(f"kept the newest {keep} backup(s) of each volume and database; {len(doomed)} deleted")
 
-@stack_task(help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
 def now(r):
     """Run the scheduled backup at once, with progress: every database dumped while it
     runs, the media (and the certificates), one encrypted restic snapshot, old snapshots
@@ -59,7 +60,7 @@ def now(r):
     scheduled.now(r)
 
 
-@stack_task(help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
 def snapshots(r):
     """The repository's snapshots of this stack: time, size, what they hold."""
     print_table(scheduled.snapshots(r))
@@ -89,7 +90,7 @@ def restore(r, snapshot, database=None, media=False, yes=False, timeout=None):
     scheduled.restore(r, snapshot, chosen, with_media, timeout)
 
 
-@stack_task(help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
 def status(r):
     """The last successful backup: when, how old, how big; the last error and drill.
     Exits 1 when the last run failed or the last success is older than twice the
@@ -101,7 +102,7 @@ def status(r):
         raise TaskError(f"backups on {r.target.name} are failing or overdue")
 
 
-@stack_task(help={"snapshot": "Which snapshot (default: latest).", "dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster", help={"snapshot": "Which snapshot (default: latest).", "dry": "Print the command only."})
 def drill(r, snapshot="latest"):
     """Restore a snapshot into a throwaway PostgreSQL (the databases' major, on no network)
     and check it: every dump's checksum, every table's row count, every media file's checksum
@@ -109,13 +110,13 @@ def drill(r, snapshot="latest"):
     scheduled.drill(r, snapshot)
 
 
-@stack_task(help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
 def key(r):
     """Print the repository password, once, on a terminal: without it no backup can be read."""
     scheduled.key(r)
 
 
-@stack_task(help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
 def credentials(r):
     """Set the repository's credentials (such as AWS_ACCESS_KEY_ID=... and
     AWS_SECRET_ACCESS_KEY=... for s3:) from KEY=VALUE lines on standard input; they are
@@ -125,7 +126,7 @@ def credentials(r):
     scheduled.credentials(r, sys.stdin.read())
 
 
-@stack_task(name="ssh-key", help={
+@stack_task(hosts="many-or-cluster", name="ssh-key", help={
     "fingerprint": "The repository host's key fingerprint (SHA256:..., from `ssh-keygen -lf` on it): "
                    "trust that key alone, without asking.",
     "yes": "Trust the keys shown without a fingerprint to check them against.",
@@ -138,7 +139,7 @@ def ssh_key(r, fingerprint=None, yes=False):
     scheduled.ssh_key(r, fingerprint, yes)
 
 
-@stack_task(help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
 def notify(r):
     """Set the apprise URLs that hear of failed and recovered backups and drills, one per
     line on standard input (none: no notifications), kept 0600 on the host alone: for URLs

@@ -142,3 +142,35 @@ def test_the_stack_file_is_rendered_per_cluster_and_its_nginx_faces_the_clients(
     assert "valid=5s" in cluster_conf and "proxy_connect_timeout 2s" in cluster_conf
     assert "real_ip_header X-Real-IP" in files[render.NGINX_CONF] and "valid=10s" in files[render.NGINX_CONF]
     assert render.stack_file("prod") not in render.rendered(loads(open("config/stack.toml").read()))
+
+
+def test_a_cluster_with_backups_runs_the_backup_service_on_the_manager_with_its_own_secrets():
+    import yaml
+
+    from tasks.source import render
+
+    stack = loads(BASE + '[clusters.prod]\nmanager = "node1"\nworkers = ["node2"]\n'
+                         '[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/restic/hello"\n')
+    spec = yaml.safe_load(render.rendered(stack)[render.stack_file("prod")])
+    backup = spec["services"]["backup"]
+    assert backup["image"] == "${BACKUP_IMAGE}" and backup["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert backup["environment"]["BACKUP_SECRETS_DIR"] == "/run/secrets" and backup["cap_drop"] == ["ALL"]
+    # The service's user owns its secrets; the app's are not among them.
+    targets = {s["target"]: s for s in backup["secrets"]}
+    assert set(targets) == {"restic_password", "database1_password", "repository.env", "ssh_key", "known_hosts", "notify"}
+    assert all((s["uid"], s["mode"]) == ("10002", 0o400) for s in targets.values())
+    assert "django_secret_key" not in targets
+    names = {key: value["name"] for key, value in spec["secrets"].items()}
+    assert names["backup_restic_password"] == "${PROJECT}_backup_restic_password_${BACKUP_SECRETS_VERSION}"
+    assert names["django_secret_key"].endswith("_${SECRETS_VERSION}")  # a new credential leaves the app alone
+    assert "/srv/restic/hello:/repository" in backup["volumes"] and "backup_state" in spec["volumes"]
+    assert "backup" not in yaml.safe_load(render.rendered(loads(BASE + '[clusters.prod]\nmanager = "node1"\n'))[
+        render.stack_file("prod")])["services"]
+
+
+def test_digests_are_one_line_per_group_of_files_and_the_backup_image_is_tagged_by_its_id():
+    script = plans.versions_script(["/c/secrets/a", "/c/secrets/b c"], ["/r/x.conf"], [])
+    assert script.count("sha256sum") == 2 and "'/c/secrets/b c'" in script
+    built = plans.build_backup_image("hello", "/srv/r/config/backup", "postgres:15")
+    assert "--build-arg POSTGRES_IMAGE=postgres:15 /srv/r/config/backup" in built and "hello-backup:$(" in built
+    assert plans.exec_backup("abc", ["drill", "latest"])[-3:] == ["/usr/local/lib/hello-backup/backup.py", "drill", "latest"]

@@ -47,7 +47,8 @@ import sys
 import tempfile
 import time
 
-SECRETS = "/run/secrets/backup"
+# A host's secrets-init puts them here; a cluster's Swarm secrets are in /run/secrets.
+SECRETS = os.environ.get("BACKUP_SECRETS_DIR", "/run/secrets/backup")
 STATE = "/var/lib/hello-backup"
 STATUS_FILE = f"{STATE}/status.json"
 LOCK_FILE = f"{STATE}/run.lock"
@@ -120,6 +121,16 @@ def restic_env():
     return e
 
 
+def secret_set(name):
+    """Whether the optional secret NAME was set up: a cluster's Swarm secret exists either
+    way (a blank line when not: Swarm takes no empty secret)."""
+    try:
+        with open(f"{SECRETS}/{name}", "rb") as f:
+            return bool(f.read().strip())
+    except FileNotFoundError:
+        return False
+
+
 def sftp_host():
     """The SSH server of an sftp:[user@]host:/path repository, else None."""
     repository = env("BACKUP_REPOSITORY")
@@ -135,7 +146,7 @@ def ssh_argv():
     if target is None:
         return None
     for name in ("ssh_key", "known_hosts"):
-        if not os.path.exists(f"{SECRETS}/{name}"):
+        if not secret_set(name):
             raise Failed("the sftp repository needs the service's SSH key and the server's keys: "
                          "run inv backup.ssh-key")
     return ["ssh", "-i", f"{SECRETS}/ssh_key", "-o", f"UserKnownHostsFile={SECRETS}/known_hosts",

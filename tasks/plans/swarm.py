@@ -137,12 +137,27 @@ def deploy_stack(stack_file: str, project: str, env: dict) -> list[str]:
             project]
 
 
-def versions_script(config_dir, secret_names, config_files) -> str:
-    """Two digests on two lines: of the secret files, of the config files (Swarm's secrets
-    and configs are immutable: new content is a new name)."""
-    secrets = " ".join(shlex.quote(f"{config_dir}/secrets/{name}") for name in secret_names)
-    configs = " ".join(shlex.quote(str(path)) for path in config_files)
-    return f"set -eo pipefail; cat {secrets} | sha256sum | cut -c1-12; cat {configs} | sha256sum | cut -c1-12"
+def versions_script(*groups) -> str:
+    """A digest per group of files (paths), a line each: Swarm's secrets and configs are
+    immutable, so new content takes a new name."""
+    return "set -eo pipefail; " + "; ".join(
+        f"cat {' '.join(shlex.quote(str(path)) for path in group)} | sha256sum | cut -c1-12" for group in groups if group)
+
+
+def build_backup_image(project: str, context: str, postgres_image: str) -> str:
+    """On the manager: the backup service's image built from CONTEXT (config/backup of the
+    release) and tagged by its image id, which it prints: the same content, the same tag,
+    so that a deploy restarts the backup service only when its image changed."""
+    return (f"set -eo pipefail; id=$(docker build --quiet --build-arg POSTGRES_IMAGE={shlex.quote(postgres_image)} "
+            f"{shlex.quote(context)} | tail -n 1); tag={shlex.quote(project + '-backup')}:$(echo \"$id\" | cut -c8-19); "
+            f'docker tag "$id" "$tag"; echo "$tag"')
+
+
+def exec_backup(container: str, args, tty: bool = False) -> list[str]:
+    """config/backup/backup.py ARGS in the running backup CONTAINER (on the manager): its
+    state, secrets and networks; the run's lock keeps it from overlapping the schedule's."""
+    return ["docker", "exec", "-i", *(["-t"] if tty else []), container,
+            "python3", "/usr/local/lib/hello-backup/backup.py", *args]
 
 
 def service_image(project: str, name: str) -> list[str]:

@@ -6,6 +6,11 @@ A restore goes through the paths the file-level backups use: each database dump,
 against the sha256 its snapshot's manifest recorded, is loaded all or nothing
 (procedures/dumps.py); the media are checked file by file the same way, then replace the
 volume's content with a safety copy kept until the stack is healthy (procedures/volume_copy.py).
+
+On a cluster ([clusters] in config/stack.toml), the stack's backup service runs on the
+manager: the same script runs in its running container there, and what changes its
+secrets deploys the live release's stack again (procedures/cluster_release.py), which
+restarts that service alone.
 """
 from __future__ import annotations
 
@@ -14,42 +19,95 @@ from datetime import datetime, timezone
 from ..errors import StackError, TaskError, last_line
 from ..source import values
 
+from ..execution.cluster import ClusterRun
 from ..execution.runner import Runner, interactive
 from ..plans import archives
 from ..plans import backups as plans
+from ..plans import swarm
 from ..source.stack import BACKUP_CREDENTIALS, BACKUP_KNOWN_HOSTS, BACKUP_NOTIFY, BACKUP_SSH_KEY, SECRETS_DIR
 from .backup_files import backup_dir, temporary_name
+from .cluster_release import refresh
 from .dumps import load_database
 from .starting import start_backups
 from .volume_copy import resolve_volume, restore_volume, stack_volumes
 
 
-def configured(r: Runner):
-    backups = r.stack.backups
+class Service:
+    """backup.py run once on a host: in a one-off container of the compose service."""
+
+    def __init__(self, r: Runner):
+        self.r, self.name, self.flag = r, r.target.name, r.target.host_flag
+
+    def run(self, args, **kwargs):
+        return self.r.compose(plans.script(*args), **kwargs)
+
+    def argv(self, args) -> list[str]:
+        return self.r.compose_argv(plans.script(*args))
+
+    def restart(self) -> None:
+        start_backups(self.r)
+
+
+class ClusterService(Service):
+    """backup.py run once on a cluster: in the running container of the stack's service,
+    on the manager."""
+
+    def __init__(self, s: ClusterRun):
+        self.s, self.r, self.name, self.flag = s, s.manager, f"cluster {s.cluster.name}", f" --cluster {s.cluster.name}"
+        self._container = None
+
+    def container(self) -> str:
+        if self._container is None:
+            ids = self.r.probe(swarm.task_containers(self.r.project, plans.SERVICE), anywhere=True,
+                               dry_answer="BACKUP").stdout.split()
+            if not ids:
+                raise TaskError(f"the backup service does not run on {self.s.cluster.manager}, the manager of "
+                                f"{self.name}: deploy it (`inv deploy{self.flag}`), or see `inv swarm.status{self.flag}`")
+            self._container = ids[0]
+        return self._container
+
+    def run(self, args, **kwargs):
+        return self.r.run(self.argv(args), anywhere=True, **kwargs)
+
+    def argv(self, args) -> list[str]:
+        return swarm.exec_backup(self.container(), args)
+
+    def restart(self) -> None:
+        refresh(self.s)
+
+
+def service(r) -> Service:
+    return ClusterService(r) if isinstance(r, ClusterRun) else Service(r)
+
+
+def configured(svc: Service):
+    backups = svc.r.stack.backups
     if backups is None:
         raise TaskError("no [backups] in config/stack.toml: add schedule and repository there (README: Backups)")
     return backups
 
 
-def script(r: Runner, command: str, *args, what: str, hide: bool = True):
-    result = r.compose(plans.script(command, *args), hide=hide, check=False, what=what)
-    if result.failed and not r.dry:
+def script(svc: Service, command: str, *args, what: str, hide: bool = True):
+    result = svc.run([command, *args], hide=hide, check=False, what=what)
+    if result.failed and not svc.r.dry:
         raise TaskError(f"{what} failed: {last_line(result.stderr, f'exit status {result.exited}')}")
     return result
 
 
-def now(r: Runner) -> None:
-    configured(r)
-    result = r.compose(plans.script("run"), check=False, what="the backup run")
+def now(r) -> None:
+    svc = service(r)
+    configured(svc)
+    result = svc.run(["run"], check=False, what="the backup run")
     if result.exited == plans.BUSY:
-        raise TaskError("a backup run is under way on this host already (the scheduled one?): try again later")
+        raise TaskError(f"a backup run is under way on {svc.name} already (the scheduled one?): try again later")
     if result.failed:
         raise TaskError(f"the backup run failed: {last_line(result.stdout, 'see above')}")
 
 
-def snapshots(r: Runner) -> list[list[str]]:
-    configured(r)
-    rows = plans.parse_json(script(r, "snapshots", what="listing the snapshots").stdout) or []
+def snapshots(r) -> list[list[str]]:
+    svc = service(r)
+    configured(svc)
+    rows = plans.parse_json(script(svc, "snapshots", what="listing the snapshots").stdout) or []
     table = [["snapshot", "time (UTC)", "size", "holds"]]
     for snap in rows:
         holds = [f"{name} ({count:,} rows)" for name, count in snap.get("databases", {}).items()]
@@ -61,18 +119,19 @@ def snapshots(r: Runner) -> list[list[str]]:
     return table
 
 
-def status(r: Runner) -> tuple[bool, list[str]]:
+def status(r) -> tuple[bool, list[str]]:
     """(fine, lines): the last success, its age, size and the last error; not fine when the
     last run failed, or the last success is older than twice the schedule's interval (or
     there is none)."""
-    configured(r)
-    state = plans.parse_json(script(r, "status", what="reading the backup status").stdout)
-    if r.dry:
+    svc = service(r)
+    configured(svc)
+    state = plans.parse_json(script(svc, "status", what="reading the backup status").stdout)
+    if svc.r.dry:
         return True, []
     if not isinstance(state, dict):
         raise TaskError("the backup service gave no status")
     backup, drill = state.get("backup", {}), state.get("drill", {})
-    where = r.target.name
+    where = svc.name
     if backup.get("last_success"):
         age = state["age"]
         lines = [f"{where}: last backup {backup['last_success']} ({_age(age)} ago), snapshot "
@@ -106,12 +165,13 @@ def _age(seconds) -> str:
         f"{seconds // 3600} h {seconds % 3600 // 60} min" if seconds >= 3600 else f"{seconds // 60} min {seconds % 60} s"
 
 
-def drill(r: Runner, snapshot: str) -> None:
-    configured(r)
+def drill(r, snapshot: str) -> None:
+    svc = service(r)
+    configured(svc)
     _snapshot(snapshot)
-    result = r.compose(plans.script("drill", snapshot), check=False, what="the restore drill")
+    result = svc.run(["drill", snapshot], check=False, what="the restore drill")
     if result.failed:
-        raise TaskError(f"the restore drill FAILED on {r.target.name}: see above")
+        raise TaskError(f"the restore drill FAILED on {svc.name}: see above")
 
 
 def _snapshot(snapshot: str) -> str:
@@ -122,7 +182,7 @@ def _snapshot(snapshot: str) -> str:
 
 def restore(r: Runner, snapshot: str, databases: list[str], media: bool, timeout: int) -> None:
     """Each chosen database from SNAPSHOT, all or nothing, then the media with a safety copy."""
-    configured(r)
+    configured(Service(r))
     _snapshot(snapshot)
     directory = backup_dir(r)
     when = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -149,34 +209,39 @@ def restore(r: Runner, snapshot: str, databases: list[str], media: bool, timeout
             r.remove(tmp)
 
 
-def key(r: Runner) -> None:
-    configured(r)
+def key(r) -> None:
+    svc = service(r)
+    configured(svc)
     if not interactive():
         raise TaskError("the repository password is shown on a terminal only (it is never logged or piped)")
-    result = script(r, "key", what="reading the repository password")
+    result = script(svc, "key", what="reading the repository password")
     print("WARNING: without this password no backup in the repository can be read, by anyone.\n"
           "Keep it somewhere other than this server (a password manager, a safe).\n")
     print(result.stdout.strip())
 
 
-def credentials(r: Runner, text: str) -> None:
+def credentials(r, text: str) -> None:
     """TEXT (KEY=VALUE lines, read from standard input) as the repository's credentials on
     the target, 0600; the backup service gets them at its next start, now."""
-    configured(r)
+    svc = service(r)
+    configured(svc)
     try:
         content = plans.credentials(text)
     except ValueError as exc:
         raise TaskError(f"repository credentials: {exc}") from None
+    r = svc.r
     r.write(r.target.config_dir / "secrets" / BACKUP_CREDENTIALS, content, mode=0o600)
     r.report(f"wrote {SECRETS_DIR}/{BACKUP_CREDENTIALS} on {r.target.name} ({len(content.splitlines())} variables)")
-    start_backups(r)
+    svc.restart()
 
 
-def ssh_key(r: Runner, expected: str | None, yes: bool) -> None:
+def ssh_key(r, expected: str | None, yes: bool) -> None:
     """An sftp: repository's access: the service's own SSH key (made once, on the target),
     the repository host's keys (scanned from the target, trusted when their fingerprint is
     EXPECTED or on confirmation), then the public key to authorize there."""
-    backups = configured(r)
+    svc = service(r)
+    r = svc.r
+    backups = configured(svc)
     server = backups.sftp_host
     if server is None:
         raise TaskError(f"[backups] repository {backups.repository} is not sftp:user@host:/path: it needs no SSH key")
@@ -184,7 +249,7 @@ def ssh_key(r: Runner, expected: str | None, yes: bool) -> None:
         raise TaskError(f"--fingerprint {expected!r} is not valid: SHA256: and 43 characters, "
                         "as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints on the server")
     secrets = r.target.config_dir / "secrets"
-    scanned = script(r, "keyscan", what=f"reading {server}'s SSH host keys").stdout
+    scanned = script(svc, "keyscan", what=f"reading {server}'s SSH host keys").stdout
     if r.dry:
         return
     try:
@@ -212,9 +277,11 @@ def ssh_key(r: Runner, expected: str | None, yes: bool) -> None:
         r.write(secrets / BACKUP_KNOWN_HOSTS, "\n".join(keys) + "\n", mode=0o600)
         r.report(f"trusted {server}'s host keys ({SECRETS_DIR}/{BACKUP_KNOWN_HOSTS} on {r.target.name})")
     public = r.probe(["cat", str(secrets / f"{BACKUP_SSH_KEY}.pub")], dry_answer="")
-    if public.ok and r.exists(secrets / BACKUP_SSH_KEY):
+    # A blank file is no key: a cluster's deploy leaves one for a Swarm secret not set up.
+    have_key = not r.dry and r.probe(["grep", "-q", "[^[:space:]]", str(secrets / BACKUP_SSH_KEY)]).ok
+    if public.ok and have_key:
         line = public.stdout.strip()
-    elif r.exists(secrets / BACKUP_SSH_KEY):
+    elif have_key:
         # Never replace the key a repository server may have authorized.
         raise TaskError(f"{SECRETS_DIR}/{BACKUP_SSH_KEY} on {r.target.name} has lost its .pub: restore it, or "
                         "remove the key too to make a new one (then authorize the new one)")
@@ -224,17 +291,19 @@ def ssh_key(r: Runner, expected: str | None, yes: bool) -> None:
         r.write(secrets / f"{BACKUP_SSH_KEY}.pub", line, mode=0o644)
         line = line.strip()
         r.report(f"made the backup service's SSH key ({SECRETS_DIR}/{BACKUP_SSH_KEY} on {r.target.name})")
-    start_backups(r)
+    svc.restart()
     user = backups.repository[len("sftp:"):].split(":", 1)[0].rpartition("@")[0] or "the user"
     print(f"\nAuthorize it for {user} on {server}: add this line to that user's ~/.ssh/authorized_keys\n"
           f"('restrict' allows SFTP and forbids a shell's extras: forwarding, a terminal):\n\n"
-          f"restrict {line}\n\nThen: inv backup.now{r.target.host_flag}")
+          f"restrict {line}\n\nThen: inv backup.now{svc.flag}")
 
 
-def notify(r: Runner, text: str) -> None:
+def notify(r, text: str) -> None:
     """TEXT's apprise URLs (one per line) kept on the target alone, 0600: for URLs that hold
     a token, which then never reach config/stack.toml, git or `docker inspect`."""
-    backups = configured(r)
+    svc = service(r)
+    r = svc.r
+    backups = configured(svc)
     if backups.notify:
         raise TaskError("[backups] notify is set in config/stack.toml, which wins: remove it there "
                         "to keep the URLs on the host alone")
@@ -249,5 +318,5 @@ def notify(r: Runner, text: str) -> None:
         r.report(f"wrote {len(urls)} notify URL(s) to {SECRETS_DIR}/{BACKUP_NOTIFY} on {r.target.name}")
     else:
         r.remove(path)
-        r.report(f"no notify URLs on {r.target.name}: failures are in `inv backup.status` only")
-    start_backups(r)
+        r.report(f"no notify URLs on {r.target.name}: failures are in `inv backup.status{svc.flag}` only")
+    svc.restart()

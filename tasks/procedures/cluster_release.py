@@ -26,6 +26,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import shlex
 import socket
 import time
 from datetime import datetime, timezone
@@ -34,13 +35,15 @@ from ..errors import TaskError, last_line, reason
 from ..execution.cluster import ClusterRun
 from ..execution.runner import poll
 from ..plans import archives, ledger
+from ..plans import backups as backup_plans
 from ..plans import release as release_plans
 from ..plans import swarm as plans
 from ..source import render
-from ..source.render import app_secrets
-from ..source.stack import ROOT
+from ..source.render import app_secrets, backup_secrets
+from ..source.stack import BACKUP_OPTIONAL_SECRETS, ROOT
 from .release import (Deploy, build_image, check_migrations, current_release, deploy_lock, prepare, prune_releases,
                       rollback_target, ship_code)
+from .starting import backup_settings
 from .swarm import node_state
 
 
@@ -113,7 +116,7 @@ class Steps:
                 for path in (render.stack_file(cluster), render.cluster_nginx_conf(cluster)):
                     d.r.write(d.release_dir / path, files[path], mode=0o644)
             build_image(d)
-        env = self.environment()
+        env = {**self.prepare_backups(), **self.environment()}
         # What serves now: the live release's image (not the service's, which a failed first
         # deploy may have left on an image never migrated, at 0 replicas).
         running = f"{self.project}-djangoapp:{self.previous.rsplit('-', 1)[1]}" if self.previous else None
@@ -130,13 +133,16 @@ class Steps:
             **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
             what="docker stack deploy")
         self.wait_running("djangoapp", self.image, self.s.cluster.replicas)
-        self.record()
+        applied = self.record()
+        if self.manager.stack.backups:
+            backup_settings(self.manager, applied)
+            self.wait_running("backup", env["BACKUP_IMAGE"], 1)
         self.manager.shell(release_plans.switch(self.manager.target.directory, self.release),
                            what=f"pointing current at {self.release}")
 
-    def record(self) -> None:
+    def record(self) -> dict[str, list[str]]:
         """The release's ledger entry on the manager, as a host's: what it is and what each
-        database has applied."""
+        database has applied (returned)."""
         applied = self.applied()
         here = self.s.manager.here()
         commit = here.probe(["git", "rev-parse", "HEAD"], anywhere=True).stdout.strip() or "unknown"
@@ -146,6 +152,7 @@ class Steps:
         entry = ledger.entry(self.release, commit, image, datetime.now(timezone.utc).isoformat(timespec="seconds"),
                              f"{getpass.getuser()}@{socket.gethostname()}", applied)
         self.manager.write(self.manager.target.root / ledger.LEDGER, entry, mode=0o644)
+        return applied
 
     def applied(self) -> dict[str, list[str]]:
         """Per database, the migrations applied there now (read on the node that runs it)."""
@@ -164,7 +171,7 @@ class Steps:
     def serve_again(self) -> None:
         """A rollback: the release's own stack file and image (still on every node) rolled
         out by Swarm, one replica at a time; no migration runs."""
-        env = self.environment()
+        env = {**self.prepare_backups(), **self.environment()}
         self.s.say(f"rolling {self.s.cluster.replicas} replica(s) back to {self.image}")
         self.switched = True
         self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
@@ -176,18 +183,56 @@ class Steps:
 
     def environment(self) -> dict:
         """The ${...} of the stack file, for `docker stack deploy` on the manager."""
-        target = self.manager.target
+        target, stack = self.manager.target, self.manager.stack
+        secrets = target.config_dir / "secrets"
         configs = [target.root / "config/nginx/nginx.conf", target.root / render.cluster_nginx_conf(self.s.cluster.name),
                    target.root / "config/db/app-role.sh"]
-        out = self.manager.shell(plans.versions_script(target.config_dir, app_secrets(self.manager.stack), configs),
+        backup = [secrets / name for name in [*backup_secrets(stack), *(source for source, _ in BACKUP_OPTIONAL_SECRETS)]]
+        out = self.manager.shell(plans.versions_script([secrets / name for name in app_secrets(stack)], configs,
+                                                       backup if stack.backups else []),
                                  what="reading the digests of the secrets and configs").stdout.split()
-        secrets_version, config_version = (out + ["dry", "dry"])[:2]
+        secrets_version, config_version, backup_version = (out + ["dry", "dry", "dry"])[:3]
         env = {"PROJECT": self.project, "STACK_CONFIG_DIR": str(target.config_dir), "SECRETS_VERSION": secrets_version,
                "CONFIG_VERSION": config_version}
+        if stack.backups:
+            env["BACKUP_SECRETS_VERSION"] = backup_version
         for name in release_plans.PASS_THROUGH:
             if os.environ.get(name):
                 env[name] = os.environ[name]
         return env
+
+    def prepare_backups(self) -> dict:
+        """With [backups]: the backup service's image built on the manager from this
+        release, its files there (the settings; an empty file for each optional secret not
+        set up, a blank line: a Swarm secret must have one; a local repository's folder, its own);
+        the ${...} of the stack file that name its image."""
+        manager, backups = self.manager, self.manager.stack.backups
+        if backups is None:
+            return {}
+        secrets = manager.target.config_dir / "secrets"
+        manager.shell("umask 077; " + "; ".join(f"[ -s {path} ] || echo > {path}" for path in (
+            shlex.quote(str(secrets / source)) for source, _ in BACKUP_OPTIONAL_SECRETS)),
+            what="making the backup service's optional secret files")
+        backup_settings(manager, None)
+        self.s.say("building the backup image on the manager")
+        built = manager.shell(plans.build_backup_image(self.project, str(manager.target.root / "config/backup"),
+                                                       os.environ.get("POSTGRES_IMAGE") or "postgres:15"),
+                              what="building the backup image")
+        image = (built.stdout.split() or [f"{self.project}-backup:dry"])[-1]
+        if backups.local_repository:
+            manager.run(backup_plans.own_repository(image, backups.repository), anywhere=True,
+                        what=f"making the repository folder {backups.repository}")
+        return {"BACKUP_IMAGE": image}
+
+    def refresh(self) -> None:
+        """The live release's stack deployed again as it is: what changed on the manager
+        since (the backup service's secrets, say) taken up, the app left as it runs."""
+        env = {**self.prepare_backups(), **self.environment()}
+        self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
+            **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
+            what="docker stack deploy")
+        if self.manager.stack.backups:
+            self.wait_running("backup", env["BACKUP_IMAGE"], 1)
 
     def release_phase(self, env: dict, databases=None, static: bool = True) -> None:
         """Migrations of DATABASES (default: every one) as one job each; collectstatic on
@@ -280,6 +325,18 @@ class Steps:
                                what="asking Swarm to roll the app back")
         for node in self.s.nodes.values():
             node.shell(release_plans.remove_trees([node.target.directory / "releases" / self.release]), check=False)
+
+
+def refresh(s: ClusterRun, timeout: int = 180) -> None:
+    """The live release deployed again, for what changed on the manager only."""
+    _check_swarm(s)
+    with deploy_lock(s.manager):
+        live = current_release(s.manager)
+        if live is None:
+            raise TaskError(f"nothing is deployed to cluster {s.cluster.name} yet: `inv deploy --cluster "
+                            f"{s.cluster.name}` (it starts the backup service)")
+        Steps(s, live, None, f"{s.manager.project}-djangoapp:{live.rsplit('-', 1)[1]}", timeout).refresh()
+    s.report(f"the stack of cluster {s.cluster.name} took up the change ({live}, as it was)")
 
 
 def rollback(s: ClusterRun, timeout: int, to: str | None = None, force: bool = False) -> None:

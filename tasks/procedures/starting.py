@@ -72,15 +72,29 @@ def start_backups(r: Runner) -> None:
     backups = r.stack.backups
     if backups is None:
         return
-    # What the running code has migrated each database to: the drill checks a restored
-    # snapshot against it, as `manage.py migrate --check` would (it has no app code to run).
     expected = {}
     for db in r.stack.databases:
         result = r.compose(ledger.applied_migrations(db), hide=True, check=False)
         expected[db.name] = sorted(result.stdout.split()) if result.ok else []
-    folder = shlex.quote(str(r.target.config_dir / backup_plans.EXPECTED))
-    r.shell(f"mkdir -p {folder} && chmod 755 {folder}", what="making the backup service's expectations folder")
-    r.write(r.target.config_dir / backup_plans.EXPECTED / "migrations.json", json.dumps(expected) + "\n", mode=0o644)
+    backup_settings(r, expected)
+    if backups.local_repository:
+        r.compose(["build", backup_plans.SERVICE], what="building the backup image")
+        r.run(backup_plans.own_repository(f"{r.project}-backup:latest", backups.repository),
+              what=f"making the repository folder {backups.repository}")
+    r.compose(backup_plans.start(), what="starting the backup service")
+
+
+def backup_settings(r: Runner, expected: dict | None) -> None:
+    """The files the backup service reads beside its secrets, in R's config folder: what
+    the running code has migrated each database to, EXPECTED (None: left as it is), which
+    the drill checks a restored snapshot against as `manage.py migrate --check` would (it
+    has no app code to run); the notify URLs [backups] names."""
+    backups = r.stack.backups
+    folder = r.target.config_dir / backup_plans.EXPECTED
+    r.shell(f"mkdir -p {shlex.quote(str(folder))} && chmod 755 {shlex.quote(str(folder))}",
+            what="making the backup service's expectations folder")
+    if expected is not None or not r.exists(folder / "migrations.json"):
+        r.write(folder / "migrations.json", json.dumps(expected or {}) + "\n", mode=0o644)
     # [backups] notify is the source of truth when set; `inv backup.notify` otherwise. A
     # file of secrets-init's, not the service's environment: URLs hold tokens. A first line
     # says which wrote it, so that URLs dropped from config/stack.toml stop being used.
@@ -90,8 +104,3 @@ def start_backups(r: Runner) -> None:
     else:
         r.shell(f"if head -n 1 {shlex.quote(str(notify))} 2>/dev/null | grep -qxF {shlex.quote(NOTIFY_FROM_STACK.strip())}; "
                 f"then rm -f {shlex.quote(str(notify))}; fi", what="removing the notify URLs [backups] no longer names")
-    if backups.local_repository:
-        r.compose(["build", backup_plans.SERVICE], what="building the backup image")
-        r.run(backup_plans.own_repository(f"{r.project}-backup:latest", backups.repository),
-              what=f"making the repository folder {backups.repository}")
-    r.compose(backup_plans.start(), what="starting the backup service")

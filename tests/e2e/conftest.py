@@ -90,10 +90,11 @@ class Stack:
         self.url = f"http://127.0.0.1:{port}"
         self.env = {**os.environ, "COMPOSE_PROJECT_NAME": project, "HTTP_PORT": str(port)}
 
-    def inv(self, *args, check=True, env=None, timeout=600):
+    def inv(self, *args, check=True, env=None, timeout=600, input=None):
+        """`inv ARGS` in the stack's checkout; INPUT its standard input (else none)."""
         result = subprocess.run([*INV, *args], cwd=self.root,
-                                env={**self.env, **(env or {})}, capture_output=True, text=True,
-                                timeout=timeout, stdin=subprocess.DEVNULL)
+                                env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+                                **({"input": input} if input is not None else {"stdin": subprocess.DEVNULL}))
         if check and result.returncode != 0:
             raise AssertionError(f"inv {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
         return result

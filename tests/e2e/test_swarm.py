@@ -52,7 +52,9 @@ def cluster(servers, tmp_path_factory):
     stack.write_text(stack.read_text() + "\n" + node1.hosts_entry("node1", f"{node1.dir}/srv", project=PROJECT)
                      + node2.hosts_entry("node2", f"{node2.dir}/srv", project=PROJECT)
                      + '\n[clusters.prod]\nmanager = "node1"\nworkers = ["node2"]\nreplicas = 2\n'
-                       'endpoint_mode = "dnsrr"\npublish_mode = "host"\n')
+                       'endpoint_mode = "dnsrr"\npublish_mode = "host"\n'
+                       # The backup service on the manager, its repository a folder there.
+                       f'\n[backups]\nschedule = "15 3 * * *"\nrepository = "{node1.dir}/restic"\n')
     s = Stack(PROJECT, free_port(0), root=root)
     s.inv("render")
     s.nodes = (node1, node2)
@@ -123,6 +125,29 @@ def test_the_everyday_tasks_take_the_cluster(cluster):
     assert "admins 1" in shown, shown
 
 
+def test_the_backups_run_on_the_manager_and_a_drill_passes(cluster):
+    node1, _ = cluster.nodes
+    done = cluster.inv("backup.now", "--cluster", "prod", timeout=600)
+    assert "snapshot" in done.stdout, done.stdout
+    listed = cluster.inv("backup.snapshots", "--cluster", "prod").stdout
+    assert re.search(r"database1 \([\d,]+ rows\)", listed), listed
+    drill = cluster.inv("backup.drill", "--cluster", "prod", timeout=600).stdout
+    assert "PASS" in drill, drill
+    assert "cluster prod: last backup" in cluster.inv("backup.status", "--cluster", "prod").stdout
+    # The repository is encrypted: no plaintext of the dump on the manager's disk.
+    assert (node1.dir / "restic" / "config").exists()
+    # New notify URLs are a new secret of the backup service alone: the app's replicas stay.
+    app_tasks = sorted(node1.docker("service", "ps", "--quiet", f"{PROJECT}_djangoapp").stdout.split())
+    before = node1.docker("service", "inspect", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Secrets}}",
+                          f"{PROJECT}_backup").stdout
+    cluster.inv("backup.notify", "--cluster", "prod", input="json://127.0.0.1:9/hook\n", timeout=600)
+    after = node1.docker("service", "inspect", "--format", "{{json .Spec.TaskTemplate.ContainerSpec.Secrets}}",
+                         f"{PROJECT}_backup").stdout
+    assert before != after and "json://" not in after
+    assert sorted(node1.docker("service", "ps", "--quiet", f"{PROJECT}_djangoapp").stdout.split()) == app_tasks
+    assert "cluster prod: last backup" in cluster.inv("backup.status", "--cluster", "prod").stdout
+
+
 def test_a_rolling_update_with_a_code_change_under_load_fails_no_request(cluster):
     node1, _ = cluster.nodes
     before = {image for _, _, image in replicas(node1)}
@@ -180,8 +205,13 @@ def test_a_lost_node_leaves_the_site_up_and_its_replica_restarts_on_the_other(cl
     logs = node1.docker("service", "logs", "--raw", f"{PROJECT}_nginx", check=False)
     with open(f"{ARTIFACTS}/swarm-node-loss-nginx.txt", "w") as f:
         f.write("\n".join(line for line in (logs.stdout + logs.stderr).splitlines() if "[error]" in line or "[warn]" in line))
+    # Every task of the app with its node, state and error: a replica that Swarm replaced
+    # on node1 too (a failed health check under load, say) shows here.
+    history = node1.docker("service", "ps", "--no-trunc", "--format", "{{.Node}}|{{.DesiredState}}|{{.CurrentState}}|{{.Error}}",
+                           f"{PROJECT}_djangoapp", check=False).stdout.splitlines()
     record("node-loss", {"requests": seen.requests, "failed": failed, "probe_failures": seen.probe_failures,
-                         "longest_gap_s": seen.longest_gap, "full_strength_s": full and round(full, 1)})
+                         "longest_gap_s": seen.longest_gap, "full_strength_s": full and round(full, 1),
+                         "tasks": history})
     node2.start_engine()
     assert full is not None, f"two replicas were not running on node1 within 240 s: {replicas(node1)}"
     assert page(node1)[0] == 200
