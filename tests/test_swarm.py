@@ -174,3 +174,24 @@ def test_digests_are_one_line_per_group_of_files_and_the_backup_image_is_tagged_
     built = plans.build_backup_image("hello", "/srv/r/config/backup", "postgres:15")
     assert "--build-arg POSTGRES_IMAGE=postgres:15 /srv/r/config/backup" in built and "hello-backup:$(" in built
     assert plans.exec_backup("abc", ["drill", "latest"])[-3:] == ["/usr/local/lib/hello-backup/backup.py", "drill", "latest"]
+
+
+@pytest.mark.parametrize("placements, nodes, verdict", [
+    (["b", "b"], ["a", "b"], True),           # both replicas on one node of two
+    (["a", "b"], ["a", "b"], False),
+    (["a", "a", "b"], ["a", "b"], False),     # three on two nodes: 2 and 1 is even
+    (["a", "a", "a"], ["a", "b"], True),
+    (["a"], ["a", "b"], False),               # one replica: nothing to spread
+    (["a", "a"], ["a"], False),               # one node
+    (["b", "b"], ["a", "b", "c"], True),
+    (["x", "x"], ["a", "b"], False),          # a node that takes no tasks (down, drained) is not counted
+], ids=["all-on-one", "even", "three-even", "three-on-one", "single", "one-node", "three-nodes", "node-gone"])
+def test_replicas_are_unbalanced_when_a_node_runs_two_more_than_another(placements, nodes, verdict):
+    assert plans.unbalanced(placements, nodes) is verdict
+
+
+def test_only_ready_active_nodes_take_tasks():
+    listed = "\n".join(json.dumps(n) for n in [{"ID": "a", "Status": "Ready", "Availability": "Active"},
+                                                {"ID": "b", "Status": "Down", "Availability": "Active"},
+                                                {"ID": "c", "Status": "Ready", "Availability": "Drain"}])
+    assert plans.available_nodes(listed) == ["a"]

@@ -212,6 +212,31 @@ def running_tasks(project: str, name: str) -> list[str]:
             "--format", "{{.Image}}|{{.CurrentState}}|{{.Node}}"]
 
 
+def task_nodes(project: str, name: str) -> str:
+    """On a manager: the node ID of each task of service NAME that should run, a line each."""
+    return (f"docker service ps --quiet --filter desired-state=running {shlex.quote(service(project, name))} "
+            "| xargs -r docker inspect --format '{{.NodeID}}'")
+
+
+def scale(project: str, name: str, replicas: int) -> list[str]:
+    return ["docker", "service", "scale", "--detach", f"{service(project, name)}={replicas}"]
+
+
+def unbalanced(placements: list[str], nodes: list[str]) -> bool:
+    """Whether one of NODES (the IDs of those that take tasks) runs two or more tasks more
+    than another, given each task's node ID (PLACEMENTS)."""
+    counts = {node: 0 for node in nodes}
+    for node in placements:
+        if node in counts:
+            counts[node] += 1
+    return len(counts) > 1 and max(counts.values()) - min(counts.values()) >= 2
+
+
+def available_nodes(stdout: str) -> list[str]:
+    """The IDs of the nodes that take tasks (Ready and Active), from `docker node ls`'s JSON lines."""
+    return [n["ID"] for n in json_lines(stdout) if n.get("Status") == "Ready" and n.get("Availability") == "Active"]
+
+
 # Swarm's words for a rolling update that gave up and went back.
 UPDATE_FAILED = {"paused", "rollback_started", "rollback_paused", "rollback_completed"}
 

@@ -133,6 +133,7 @@ class Steps:
             **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
             what="docker stack deploy")
         self.wait_running("djangoapp", self.image, self.s.cluster.replicas)
+        self.balance()
         applied = self.record()
         if self.manager.stack.backups:
             backup_settings(self.manager, applied)
@@ -178,8 +179,31 @@ class Steps:
             **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
             what="docker stack deploy")
         self.wait_running("djangoapp", self.image, self.s.cluster.replicas)
+        self.balance()
         self.manager.shell(release_plans.switch(self.manager.target.directory, self.release),
                            what=f"pointing current at {self.release}")
+
+    def balance(self) -> None:
+        """The replicas spread over the nodes again. A start-first update places each new
+        replica while the old one it replaces still runs, so every choice is a tie that
+        Swarm breaks the same way (the node with fewer tasks of any service: not the
+        manager, which runs the databases): both replicas of two nodes can end up on one,
+        and losing that node then loses the site until they start elsewhere. One replica
+        more (Swarm places it on the emptiest node), then one fewer (Swarm removes it from
+        the node with the most, stopping it as a rolling update does, drain included)."""
+        manager, replicas = self.manager, self.s.cluster.replicas
+        for _ in range(replicas):
+            nodes = plans.available_nodes(manager.probe(plans.nodes(), anywhere=True).stdout)
+            placed = manager.shell(plans.task_nodes(self.project, "djangoapp"), what="reading where the replicas run")
+            if self.s.dry or not plans.unbalanced(placed.stdout.split(), nodes):
+                return
+            self.s.say("spreading the replicas over the nodes again (one more, then one fewer)")
+            manager.run(plans.scale(self.project, "djangoapp", replicas + 1), hide=True, anywhere=True,
+                        what="adding a replica")
+            self.wait_running("djangoapp", self.image, replicas + 1)
+            manager.run(plans.scale(self.project, "djangoapp", replicas), hide=True, anywhere=True,
+                        what="removing a replica")
+            self.wait_running("djangoapp", self.image, replicas, exactly=True)
 
     def environment(self) -> dict:
         """The ${...} of the stack file, for `docker stack deploy` on the manager."""
@@ -276,9 +300,9 @@ class Steps:
         finally:
             manager.run(plans.remove_service(name), check=False, hide=True, anywhere=True)
 
-    def wait_running(self, name: str, image: str | None, count: int) -> None:
-        """Until COUNT tasks of service NAME run (on IMAGE), healthy; a rolling update that
-        Swarm gave up on (and rolled back) fails at once."""
+    def wait_running(self, name: str, image: str | None, count: int, exactly: bool = False) -> None:
+        """Until COUNT tasks of service NAME run (on IMAGE), healthy (EXACTLY: and no more);
+        a rolling update that Swarm gave up on (and rolled back) fails at once."""
         manager = self.manager
 
         def ready():
@@ -296,7 +320,7 @@ class Steps:
             tasks = [line.split("|") for line in manager.probe(plans.running_tasks(self.project, name),
                                                                anywhere=True).stdout.splitlines() if line.strip()]
             good = [t for t in tasks if t[1].startswith("Running") and (image is None or t[0] == image)]
-            if len(good) >= count and len(tasks) == len(good):
+            if len(good) >= count and len(tasks) == len(good) and not (exactly and len(tasks) > count):
                 return None
             return f"{len(good)} of {count} running" + (f" on {image}" if image else "")
 

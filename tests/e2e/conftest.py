@@ -35,11 +35,26 @@ GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "loc
           "test_swarm": "swarm"}
 
 
+# The groups, longest first (from CI's --durations): xdist hands them to the workers in
+# this order (--no-loadscope-reorder in pytest.ini; by default it would start the groups
+# with the most tests first, and the two one-test bench groups, the longest, last).
+LONGEST_FIRST = ["bench-load", "bench-deploy", "https", "local", "scheduled", "deploy", "zero", "faults", "swarm",
+                 "bench", "upgrade"]
+
+
+def _group(item) -> str | None:
+    marker = item.get_closest_marker("xdist_group")
+    return None if marker is None else (marker.args[0] if marker.args else marker.kwargs.get("name"))
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         group = GROUPS.get(item.module.__name__.rsplit(".", 1)[-1])
         if group and item.get_closest_marker("xdist_group") is None:  # a test may name its own
             item.add_marker(pytest.mark.xdist_group(group))
+    rank = {group: n for n, group in enumerate(LONGEST_FIRST)}
+    # Stable: within a group, and among the fast tests (last), the collection's order.
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))
     e2e = [item for item in items if "e2e" in item.keywords]
     if not e2e or engine_answers():
         return

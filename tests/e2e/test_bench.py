@@ -64,11 +64,12 @@ def test_quick_bench_of_build_start_serving_and_both_kinds_of_backups(tmp_path):
     assert re.search(r"Repository growth for an unchanged second run: [\d.,]+ [KMG]?i?B added", scheduled), scheduled
 
 
+# The deploy sections, each a group of its own too (each makes fresh servers and builds on
+# them cold): in one group they were the suite's longest.
 @pytest.mark.xdist_group("bench-deploy")
-def test_quick_bench_of_deploys_and_deploys_under_load(tmp_path):
-    text = quick_bench(tmp_path, "hello-bench-d", "deploy", "load")
-    for title in ("## Deploy", "## Deploy under load"):
-        assert title in text, f"{title} missing from:\n{text}"
+def test_quick_bench_of_deploys(tmp_path):
+    text = quick_bench(tmp_path, "hello-bench-d", "deploy")
+    assert "## Deploy" in text, text
     deploy = text.split("## Deploy")[1]
     first = re.search(r"\| first +\| [\d.]+ s +\| ([\d,]+) ", deploy)
     unchanged = re.search(r"\| unchanged +\| [\d.]+ s +\| ([\d,]+) ", deploy)
@@ -76,3 +77,12 @@ def test_quick_bench_of_deploys_and_deploys_under_load(tmp_path):
     # Only the layers a code change made travel: a small fraction of the whole saved image.
     shipped = re.search(r"\| shipped change +\| [\d.]+ s +\| ([\d,]+) +\| [\d.]+ s +\| ([\d,]+) ", deploy)
     assert shipped and int(shipped[1].replace(",", "")) < 0.05 * int(shipped[2].replace(",", "")), deploy
+
+
+@pytest.mark.xdist_group("bench-load")
+def test_quick_bench_of_deploys_under_load(tmp_path):
+    text = quick_bench(tmp_path, "hello-bench-l", "load")
+    assert "## Deploy under load" in text, text
+    # Ours drops nothing; stop-and-recreate is measured beside it (its failures vary).
+    row = re.search(r"\| code change +\| ([\d,]+) +\| (\d+) +\| [\d.]+ s +\| [\d.]+ s +\| ([\d,]+) +\| (\d+) ", text)
+    assert row and int(row[1].replace(",", "")) > 0 and row[2] == "0" and int(row[3].replace(",", "")) > 0, text

@@ -181,8 +181,12 @@ def test_a_rollback_rolls_the_replicas_back_to_the_previous_release(cluster):
     previous = re.findall(r"^ +(\d{8}T\d{6}Z-[0-9a-f]{12})", listed, re.M)[0]
     done = cluster.inv("rollback", "--cluster", "prod", timeout=900)
     assert "back from" in done.stdout and previous in done.stdout, done.stdout
-    images = {image for _, _, image in replicas(node1)}
+    running = replicas(node1)
+    images = {image for _, _, image in running}
     assert images == {f"{PROJECT}-djangoapp:{previous.rsplit('-', 1)[1]}"}, images
+    # Still one replica per node: a start-first update may put both on one, which the
+    # rollback (as a deploy) spreads again, so that losing a node never loses them all.
+    assert {where for where, _, _ in running} == {node_id(node1), node_id(cluster.nodes[1])}, running
     assert page(node1)[0] == 200
     listed = cluster.inv("releases", "--cluster", "prod").stdout
     assert re.search(rf"^\* +{previous}", listed, re.M), listed
@@ -215,12 +219,11 @@ def test_a_lost_node_leaves_the_site_up_and_its_replica_restarts_on_the_other(cl
     node2.start_engine()
     assert full is not None, f"two replicas were not running on node1 within 240 s: {replicas(node1)}"
     assert page(node1)[0] == 200
-    # Measured, not bounded: Docker's embedded DNS answered NXDOMAIN for the app's name for
-    # up to ~26 s while Swarm reconciled the lost node's task (Nginx's log), so requests
-    # failed with 502 in that window: 0 of 34,624 in one run, 784 of 21,395 and 4,471 of
-    # 8,852 in others. What holds every time: the site answers through node1 again, at full
-    # strength on node1 alone.
-    assert seen.requests > failed, seen.wrk_output
+    # The site kept answering through node1: only requests in flight on node2 may fail.
+    # (Before deploys spread the replicas again, a rolling update could leave both on
+    # node2, and its loss failed up to half the requests for ~20 s: Docker's DNS had no
+    # replica to answer for the app until Swarm started them on node1.)
+    assert failed <= seen.requests // 100 and seen.longest_gap < 10, (failed, seen.longest_gap, seen.wrk_output)
 
 
 def test_a_worker_that_left_joins_again_and_the_token_it_used_is_rotated(cluster):
