@@ -4,6 +4,10 @@ Targets, all from the running bench stack:
   static file   a hashed admin stylesheet served by Nginx from the static volume
   page          the Django page `/`, Nginx -> Gunicorn
   healthz       `/healthz`, Nginx -> Gunicorn -> a query on every database
+  ceiling       the page's bytes (status, headers, body) from a bare WSGI application
+                (bench/ceiling_app.py) in the same image, under the same Gunicorn
+                configuration, behind the same Nginx: what serving the page costs without
+                Django, the ceiling the page is compared with
   runserver     the same page from `manage.py runserver` in the same image, with the same
                 settings, environment and networks (`docker compose run`): what the
                 simplest tutorials ship, and the baseline of the ratios
@@ -29,6 +33,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import ssl
 import subprocess
@@ -37,6 +42,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tasks.plans import rollout as rollout_plans
 from tasks.plans import site as site_plans
 from tasks.source import render
 from tasks.source.stack import load, parse_site
@@ -159,6 +165,69 @@ class https_site:
         return False
 
 
+class ceiling:
+    """The page's bytes from a bare WSGI application (bench/ceiling_app.py) in a container of
+    the app image, under the same Gunicorn configuration, put behind the same Nginx the way
+    a deploy moves traffic (its live file, a reload); on the way out Nginx goes back to the
+    app it served. What no Django page served this way can beat."""
+
+    def __init__(self, env: Env):
+        self.env = env
+        self.name = f"{env.project}-ceiling"
+        self.previous = None
+
+    def _point_nginx(self, conf: str) -> None:
+        script = rollout_plans.switch_script(rollout_plans.NGINX_MAIN)
+        self.env.compose("exec", "-T", "nginx", "sh", "-c", f"printf %s {shlex.quote(conf)} | sh -c {shlex.quote(script)}")
+
+    def __enter__(self) -> None:
+        live = self.env.compose("exec", "-T", "nginx", "cat", rollout_plans.LIVE_FILE, check=False)
+        if live.returncode != 0 or not live.stdout.strip():
+            raise BenchError(f"no {rollout_plans.LIVE_FILE} in Nginx to go back to after the ceiling")
+        self.previous = live.stdout
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _start(self) -> None:
+        env = self.env
+        folder = env.workdir / "ceiling"
+        folder.mkdir(exist_ok=True)
+        with urllib.request.urlopen(f"{env.url}/", timeout=10) as answer:
+            body, status = answer.read(), f"{answer.status} {answer.reason}"
+            headers = [(k, v) for k, v in answer.getheaders() if k.lower() not in HOP_AND_NGINX_HEADERS]
+        (folder / "page.body").write_bytes(body)
+        (folder / "page.json").write_text(json.dumps({"status": status, "headers": headers}))
+        shutil.copy(Path(__file__).with_name("ceiling_app.py"), folder / "ceiling_app.py")
+        for path in [folder, *folder.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)  # the app's user reads them
+        env.run(["docker", "rm", "--force", self.name], check=False)
+        env.compose("run", "--detach", "--no-deps", "--name", self.name, "--volume", f"{folder}:/bench:ro",
+                    "--env", "PYTHONPATH=/bench", "djangoapp",
+                    "gunicorn", "--config", "gunicorn.conf.py", "ceiling_app:application")
+        deadline = time.monotonic() + 60
+        probe = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/', timeout=2)"
+        while env.run(["docker", "exec", self.name, "python", "-c", probe], check=False).returncode != 0:
+            if time.monotonic() > deadline:
+                raise BenchError(f"the ceiling's Gunicorn ({self.name}) did not answer within 60 s")
+            time.sleep(0.2)
+        self._point_nginx(rollout_plans.live_conf(self.name))
+        wait_for_200(f"{env.url}/", timeout=30)
+
+    def __exit__(self, *exc):
+        try:
+            self._point_nginx(self.previous)
+        finally:
+            self.env.run(["docker", "rm", "--force", self.name], check=False)
+        return False
+
+
+# What the ceiling does not replay: Nginx's own headers and the connection's.
+HOP_AND_NGINX_HEADERS = {"server", "date", "connection", "keep-alive", "transfer-encoding"}
+
+
 def _wait_for_https(url: str, host: str, timeout: float) -> None:
     """Until URL answers 200 over TLS with Host: HOST (the certificate is self-signed)."""
     context = ssl._create_unverified_context()
@@ -182,6 +251,7 @@ def fmt_latency(seconds: float) -> str:
 
 STATIC, PAGE, HEALTHZ, RUNSERVER = ("static file (Nginx)", "page (Nginx → Gunicorn)",
                                     "/healthz (Nginx → Gunicorn → PostgreSQL)", "page (`manage.py runserver`)")
+CEILING = "page's bytes, bare WSGI (Nginx → Gunicorn)"
 STATIC_TLS, PAGE_TLS = "static file (Nginx), HTTPS", "page (Nginx → Gunicorn), HTTPS"
 
 
@@ -212,6 +282,8 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
             wait_for_200(url, timeout=30)
         _run_cells(targets, cells, repeat, duration, connections)
     page = targets[PAGE][0]
+    with ceiling(env):
+        _run_cells({CEILING: (page, None)}, cells, repeat, duration, connections)
     capacity = wrk(page, CAPACITY_CONNECTIONS, CAPACITY_SECONDS, timeout=30)
     refused = env.compose("logs", "nginx").stdout.count("worker_connections are not enough")
     log(f"  capacity: {capacity['rps']:.0f}/s at {CAPACITY_CONNECTIONS} connections, "
@@ -219,7 +291,7 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
     with https_site(env) as https_url:
         _run_cells({STATIC_TLS: (f"{https_url}{static}", https_site.DOMAIN),
                     PAGE_TLS: (f"{https_url}/", https_site.DOMAIN)}, cells, repeat, duration, connections)
-    order = [STATIC, STATIC_TLS, PAGE, PAGE_TLS, HEALTHZ, RUNSERVER]
+    order = [STATIC, STATIC_TLS, CEILING, PAGE, PAGE_TLS, HEALTHZ, RUNSERVER]
 
     def rps(name, c):
         return median([s["rps"] for s in cells[name, c]])
@@ -241,7 +313,12 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
         title="Serving",
         header=["target", "connections", "requests/s", "p99", "errors / requests", "requests/s ÷ runserver"],
         rows=rows,
-        notes=["**HTTPS ÷ plain HTTP (requests/s)**: " + "; ".join(
+        notes=["**The page as a fraction of the ceiling (requests/s)**: " + "; ".join(
+                   f"{c} connection{'s' if c > 1 else ''}: {rps(PAGE, c) / rps(CEILING, c):.2f}" for c in connections)
+               + ". The ceiling: a bare WSGI application answering the page's bytes (status, headers, "
+               "body), in the app image, under the same gunicorn.conf.py, behind the same Nginx "
+               "(bench/ceiling_app.py): Nginx, Gunicorn and the network's cost without Django's.",
+               "**HTTPS ÷ plain HTTP (requests/s)**: " + "; ".join(
                    f"{c} connection{'s' if c > 1 else ''}: static {rps(STATIC_TLS, c) / rps(STATIC, c):.2f}×, "
                    f"page {rps(PAGE_TLS, c) / rps(PAGE, c):.2f}×" for c in connections) + ".",
                f"wrk on 127.0.0.1, {duration:g} s per run, median of {repeat} run(s); errors are "

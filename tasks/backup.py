@@ -1,8 +1,8 @@
 """`inv backup`: every volume and every database dump in one go, now, as files;
 `inv backup.prune`. The scheduled backups into a restic repository ([backups] in
 config/stack.toml, run by the stack's backup service): `inv backup.now`, `.snapshots`,
-`.restore`, `.status`, `.drill`, `.key`, `.credentials`, `.ssh-key`, `.notify`; all but
-`.restore` take `--cluster` too (the stack's backup service runs on the manager)."""
+`.restore`, `.status`, `.drill`, `.key`, `.credentials`, `.ssh-key`, `.notify`; they
+take `--cluster` too (the stack's backup service runs on the manager)."""
 from __future__ import annotations
 
 import sys
@@ -12,6 +12,7 @@ from invoke import Collection
 
 from .cli import print_table, stack_task
 from .errors import TaskError
+from .execution.cluster import ClusterRun
 from .execution.runner import interactive
 from .plans import archives
 from .procedures import backups as scheduled
@@ -66,7 +67,7 @@ def snapshots(r):
     print_table(scheduled.snapshots(r))
 
 
-@stack_task(help={
+@stack_task(hosts="many-or-cluster", help={
     "snapshot": "Which snapshot: `latest` or an id from `inv backup.snapshots`.",
     "database": "Restore only this database (repeatable; default: every database, and the media).",
     "media": "Restore the media (alone, unless --database is given too).",
@@ -77,17 +78,27 @@ def snapshots(r):
 def restore(r, snapshot, database=None, media=False, yes=False, timeout=None):
     """Restore a snapshot: each database all or nothing (the dump is checked against the
     sha256 its snapshot recorded, loaded into a fresh database, then swapped in), the media
-    with a safety copy that comes back if anything fails."""
+    with a safety copy that comes back if anything fails. On a cluster: the databases, each
+    on the node that runs it (a cluster's media are each node's own volume)."""
+    cluster = isinstance(r, ClusterRun)
     names = list(database or [])
-    known = {db.name: db for db in r.stack.databases}
+    stack = r.manager.stack if cluster else r.stack
+    known = {db.name: db for db in stack.databases}
     unknown = [name for name in names if name not in known]
     if unknown:
         raise TaskError(f"no database {', '.join(unknown)} in config/stack.toml (there are: {', '.join(known)})")
+    if cluster and media:
+        raise TaskError(f"--media: the media of cluster {r.cluster.name} are each node's own volume, and the "
+                        "backups take the manager's (README: Scaling out); restore the databases alone")
     chosen = [known[name] for name in names] if names else ([] if media else list(known.values()))
-    with_media = media or not names
+    with_media = (media or not names) and not cluster
     what = ", ".join([db.name for db in chosen] + (["the media"] if with_media else []))
-    r.confirm(yes, f"Replace {what} with snapshot {snapshot}?", f"restoring replaces {what}")
-    scheduled.restore(r, snapshot, chosen, with_media, timeout)
+    confirm = r.manager.confirm if cluster else r.confirm
+    confirm(yes, f"Replace {what} with snapshot {snapshot}?", f"restoring replaces {what}")
+    if cluster:
+        scheduled.restore_cluster(r, snapshot, chosen)
+    else:
+        scheduled.restore(r, snapshot, chosen, with_media, timeout)
 
 
 @stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
@@ -95,11 +106,11 @@ def status(r):
     """The last successful backup: when, how old, how big; the last error and drill.
     Exits 1 when the last run failed or the last success is older than twice the
     schedule's interval: monitoring can call it."""
-    fine, lines = scheduled.status(r)
+    fine, lines, where = scheduled.status(r)
     for line in lines:
         print(line)
     if not fine:
-        raise TaskError(f"backups on {r.target.name} are failing or overdue")
+        raise TaskError(f"backups on {where} are failing or overdue")
 
 
 @stack_task(hosts="many-or-cluster", help={"snapshot": "Which snapshot (default: latest).", "dry": "Print the command only."})

@@ -318,21 +318,28 @@ def read_manifest(text: str, source: str) -> dict:
 
 # Logical dumps -----------------------------------------------------------------------------
 
-def pg_dump(project_compose: list[str], db: str) -> list[str]:
-    return [*project_compose, "exec", "-T", db, "pg_dump", "--format", "custom", "--username", db, "--dbname", db]
+# IN_DB below: the argv that runs a command in database DB's container, its standard input
+# passed through: `docker compose ... exec -T DB` on a host, `docker exec -i ID` on the
+# node of a cluster that runs it.
+
+def in_compose_service(project_compose: list[str], db: str) -> list[str]:
+    return [*project_compose, "exec", "-T", db]
 
 
-def run_sql(project_compose: list[str], db: str, sql: str, database="postgres") -> list[str]:
-    return [*project_compose, "exec", "-T", db, "psql", "--username", db, "--dbname", database,
-            "-v", "ON_ERROR_STOP=1", "-Atqc", sql]
+def pg_dump(in_db: list[str], db: str) -> list[str]:
+    return [*in_db, "pg_dump", "--format", "custom", "--username", db, "--dbname", db]
 
 
-def pg_restore(project_compose: list[str], db: str, target: str, role: str) -> list[str]:
+def run_sql(in_db: list[str], db: str, sql: str, database="postgres") -> list[str]:
+    return [*in_db, "psql", "--username", db, "--dbname", database, "-v", "ON_ERROR_STOP=1", "-Atqc", sql]
+
+
+def pg_restore(in_db: list[str], target: str, role: str) -> list[str]:
     """pg_restore connected as ROLE itself (the app's role: not a superuser), not a
     superuser that switches role, which the dump's own SQL could switch back: whatever a
     dump holds (`COPY ... TO PROGRAM` in an index's function, say) runs with ROLE's rights.
     The dump's owners and grants are left out: ROLE owns what it loads."""
-    return [*project_compose, "exec", "-T", db, "pg_restore", "--username", role, "--dbname", target,
+    return [*in_db, "pg_restore", "--username", role, "--dbname", target,
             "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction"]
 
 

@@ -153,6 +153,11 @@ def build_backup_image(project: str, context: str, postgres_image: str) -> str:
             f'docker tag "$id" "$tag"; echo "$tag"')
 
 
+def exec_in(container: str) -> list[str]:
+    """On a node: a command in its running CONTAINER, standard input passed through."""
+    return ["docker", "exec", "-i", container]
+
+
 def exec_backup(container: str, args, tty: bool = False) -> list[str]:
     """config/backup/backup.py ARGS in the running backup CONTAINER (on the manager): its
     state, secrets and networks; the run's lock keeps it from overlapping the schedule's."""
@@ -214,8 +219,8 @@ def running_tasks(project: str, name: str) -> list[str]:
 
 def task_nodes(project: str, name: str) -> str:
     """On a manager: the node ID of each task of service NAME that should run, a line each."""
-    return (f"docker service ps --quiet --filter desired-state=running {shlex.quote(service(project, name))} "
-            "| xargs -r docker inspect --format '{{.NodeID}}'")
+    return (f"docker service ps --quiet --no-trunc --filter desired-state=running {shlex.quote(service(project, name))} "
+            "| xargs -r docker inspect --type task --format '{{.NodeID}}'")
 
 
 def scale(project: str, name: str, replicas: int) -> list[str]:

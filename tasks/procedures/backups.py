@@ -27,7 +27,8 @@ from ..plans import swarm
 from ..source.stack import BACKUP_CREDENTIALS, BACKUP_KNOWN_HOSTS, BACKUP_NOTIFY, BACKUP_SSH_KEY, SECRETS_DIR
 from .backup_files import backup_dir, temporary_name
 from .cluster_release import refresh
-from .dumps import load_database
+from .dumps import load_database, load_into
+from .locks import volume_lock
 from .starting import start_backups
 from .volume_copy import resolve_volume, restore_volume, stack_volumes
 
@@ -119,15 +120,15 @@ def snapshots(r) -> list[list[str]]:
     return table
 
 
-def status(r) -> tuple[bool, list[str]]:
-    """(fine, lines): the last success, its age, size and the last error; not fine when the
-    last run failed, or the last success is older than twice the schedule's interval (or
-    there is none)."""
+def status(r) -> tuple[bool, list[str], str]:
+    """(fine, lines, where): the last success, its age, size and the last error; not fine
+    when the last run failed, or the last success is older than twice the schedule's
+    interval (or there is none)."""
     svc = service(r)
     configured(svc)
     state = plans.parse_json(script(svc, "status", what="reading the backup status").stdout)
     if svc.r.dry:
-        return True, []
+        return True, [], svc.name
     if not isinstance(state, dict):
         raise TaskError("the backup service gave no status")
     backup, drill = state.get("backup", {}), state.get("drill", {})
@@ -149,7 +150,7 @@ def status(r) -> tuple[bool, list[str]]:
     if state.get("overdue"):
         lines.append(f"{where}: OVERDUE: no success within {_age(state['limit'])} (twice the schedule "
                      f"{state['schedule']!r})")
-    return not (state.get("overdue") or state.get("failing")), lines
+    return not (state.get("overdue") or state.get("failing")), lines, where
 
 
 def _size(count) -> str:
@@ -209,6 +210,40 @@ def restore(r: Runner, snapshot: str, databases: list[str], media: bool, timeout
             r.remove(tmp)
 
 
+def restore_cluster(s: ClusterRun, snapshot: str, databases: list) -> None:
+    """Each chosen database of a cluster from SNAPSHOT, all or nothing, on the node that
+    runs it: the dump read by the backup service on the manager, checked against its
+    manifest there, copied to the database's node if it is another, loaded into a fresh
+    database and swapped in (as on a host); the app's replicas reconnect by themselves."""
+    svc = ClusterService(s)
+    configured(svc)
+    _snapshot(snapshot)
+    manager, project = s.manager, s.manager.project
+    placement = dict(s.cluster.placement)
+    directory = backup_dir(manager)
+    when = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for db in databases:
+        name = placement[db.name]
+        node = s.nodes[name]
+        ids = node.probe(swarm.task_containers(project, db.name), anywhere=True, dry_answer=db.name.upper()).stdout.split()
+        if not ids:
+            raise TaskError(f"{db.name} does not run on {name}: see `inv swarm.status --cluster {s.cluster.name}`")
+        tmp = temporary_name(directory / f"{project}_{db.name}_snapshot-{snapshot}_{when}.dump")
+        there = backup_dir(node) / tmp.name
+        try:
+            manager.run(archives.pipeline(svc.argv(["dump", snapshot, f"{db.name}.dump"]), output=str(tmp)),
+                        anywhere=True, what=f"reading {db.name} from snapshot {snapshot}")
+            if node is not manager:
+                manager.do(f"copy the dump of {db.name} from {s.cluster.manager} to {name}",
+                           manager.target.copy_to, node.target, tmp, there)
+            with volume_lock(node, f"{project}_{db.volume}"):
+                load_into(node, db, swarm.exec_in(ids[0]), tmp if node is manager else there, anywhere=True)
+        finally:
+            manager.remove(tmp)
+            if node is not manager:
+                node.remove(there)
+
+
 def key(r) -> None:
     svc = service(r)
     configured(svc)
@@ -266,7 +301,8 @@ def ssh_key(r, expected: str | None, yes: bool) -> None:
             raise TaskError(f"{server} does not show the key {expected}: nothing trusted (is something "
                             "between the two hosts, or is it another server?)")
     known = r.probe(["cat", str(secrets / BACKUP_KNOWN_HOSTS)], dry_answer="")
-    before = sorted(known.stdout.splitlines()) if known.ok else []
+    # Blank lines are no key: a cluster's deploy leaves a blank file for a secret not set up.
+    before = sorted(line for line in known.stdout.splitlines() if line.strip()) if known.ok else []
     if before == sorted(keys):
         r.report(f"{server}'s keys are trusted already")
     else:

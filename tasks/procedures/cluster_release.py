@@ -79,6 +79,7 @@ def deploy(s: ClusterRun, keep: int, timeout: int) -> None:
             back = ("; Swarm is rolling the app back to what it ran (see `inv swarm.status "
                     f"--cluster {cluster.name}`)" if steps.switched else "; nothing was switched")
             raise TaskError(where + back, 130 if isinstance(exc, KeyboardInterrupt) else 1) from None
+        steps.balance()
         for node in s.nodes.values():
             prune_releases(node, keep, release, previous)
     s.report(f"deployed {release} to cluster {cluster.name} in {time.monotonic() - started:.1f}s "
@@ -133,7 +134,6 @@ class Steps:
             **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
             what="docker stack deploy")
         self.wait_running("djangoapp", self.image, self.s.cluster.replicas)
-        self.balance()
         applied = self.record()
         if self.manager.stack.backups:
             backup_settings(self.manager, applied)
@@ -179,11 +179,20 @@ class Steps:
             **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
             what="docker stack deploy")
         self.wait_running("djangoapp", self.image, self.s.cluster.replicas)
-        self.balance()
         self.manager.shell(release_plans.switch(self.manager.target.directory, self.release),
                            what=f"pointing current at {self.release}")
 
     def balance(self) -> None:
+        """After a deploy or rollback has switched (a scale changes the service's previous
+        spec, which an undo rolls back to): a failure here leaves the release serving, and
+        says so."""
+        try:
+            self._balance()
+        except TaskError as exc:
+            self.s.say(f"warning: the replicas stay unevenly spread over the nodes ({reason(exc)}); "
+                       f"the next deploy spreads them again")
+
+    def _balance(self) -> None:
         """The replicas spread over the nodes again. A start-first update places each new
         replica while the old one it replaces still runs, so every choice is a tie that
         Swarm breaks the same way (the node with fewer tasks of any service: not the
@@ -234,10 +243,10 @@ class Steps:
         if backups is None:
             return {}
         secrets = manager.target.config_dir / "secrets"
+        backup_settings(manager, None)  # first: it removes the notify file [backups] no longer names
         manager.shell("umask 077; " + "; ".join(f"[ -s {path} ] || echo > {path}" for path in (
             shlex.quote(str(secrets / source)) for source, _ in BACKUP_OPTIONAL_SECRETS)),
             what="making the backup service's optional secret files")
-        backup_settings(manager, None)
         self.s.say("building the backup image on the manager")
         built = manager.shell(plans.build_backup_image(self.project, str(manager.target.root / "config/backup"),
                                                        os.environ.get("POSTGRES_IMAGE") or "postgres:15"),
@@ -353,13 +362,22 @@ class Steps:
 
 def refresh(s: ClusterRun, timeout: int = 180) -> None:
     """The live release deployed again, for what changed on the manager only."""
+    if s.dry:
+        s.say(f"[dry] would deploy the live release of cluster {s.cluster.name} again (the backup service restarts)")
+        return
     _check_swarm(s)
     with deploy_lock(s.manager):
         live = current_release(s.manager)
         if live is None:
             raise TaskError(f"nothing is deployed to cluster {s.cluster.name} yet: `inv deploy --cluster "
                             f"{s.cluster.name}` (it starts the backup service)")
-        Steps(s, live, None, f"{s.manager.project}-djangoapp:{live.rsplit('-', 1)[1]}", timeout).refresh()
+        steps = Steps(s, live, None, f"{s.manager.project}-djangoapp:{live.rsplit('-', 1)[1]}", timeout)
+        # The live release's stack file is deployed again: it must have the backup service
+        # that this checkout's [backups] sets up.
+        if not steps.manager.probe(["grep", "-q", "^  backup:$", steps.stack_file]).ok:
+            raise TaskError(f"the live release of cluster {s.cluster.name} ({live}) has no backup service: "
+                            f"deploy this checkout's [backups] first (`inv deploy --cluster {s.cluster.name}`)")
+        steps.refresh()
     s.report(f"the stack of cluster {s.cluster.name} took up the change ({live}, as it was)")
 
 
@@ -374,4 +392,5 @@ def rollback(s: ClusterRun, timeout: int, to: str | None = None, force: bool = F
         steps = Steps(s, target, current, f"{manager.project}-djangoapp:{target.rsplit('-', 1)[1]}", timeout)
         check_migrations(manager, target, entry, force, now=steps.applied())
         steps.serve_again()
+        steps.balance()
     s.report(f"rolled cluster {s.cluster.name} back from {current} to {target}")

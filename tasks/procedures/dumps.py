@@ -23,10 +23,10 @@ def dump_database(r: Runner, db) -> Path:
 def _dump_database(r: Runner, db, final) -> Path:
     tmp = temporary_name(final)
     r.say(f"dumping {db.name} -> {final}")
-    project_compose = r.compose_argv([])
+    in_db = archives.in_compose_service(r.compose_argv([]), db.name)
     try:
         version = r.probe(r.compose_argv(compose.exec_(db.name, ["postgres", "--version"])))
-        r.run(archives.pipeline(archives.pg_dump(project_compose, db.name), output=str(tmp)),
+        r.run(archives.pipeline(archives.pg_dump(in_db, db.name), output=str(tmp)),
               what=f"pg_dump of {db.name}")
         publish(r, tmp, final,
                 kind="dump", project=r.project, subject=db.name, database=db.name, archive=final.name,
@@ -43,27 +43,30 @@ def load_database(r: Runner, db, dump_file) -> None:
     """Restore a dump into a fresh database, all or nothing, then swap it in for DB."""
     r.require_running(db.name)
     with volume_lock(r, f"{r.project}_{db.volume}"):
-        _load_database(r, db, dump_file)
+        load_into(r, db, archives.in_compose_service(r.compose_argv([]), db.name), dump_file)
 
 
-def _load_database(r: Runner, db, dump_file) -> None:
-    project_compose = r.compose_argv([])
+def load_into(r: Runner, db, in_db: list[str], dump_file, anywhere: bool = False) -> None:
+    """DUMP_FILE (on R's host) loaded into a fresh database of DB's server (IN_DB runs a
+    command in its container; ANYWHERE: from wherever the session starts, as on a node of a
+    cluster), then swapped in for DB; nothing changed if it does not load."""
     when = archives.stamp().lower()
     fresh, retired = f"{db.name}__load_{when}", f"{db.name}__old_{when}"
 
     def sql(statement: str):
-        return archives.run_sql(project_compose, db.name, statement)
+        return archives.run_sql(in_db, db.name, statement)
 
     r.run(sql(f"CREATE DATABASE {archives.quote_ident(fresh)} OWNER {archives.quote_ident(APP_ROLE)}"),
-          what=f"creating {fresh}")
+          what=f"creating {fresh}", anywhere=anywhere)
     try:
-        r.run(archives.pipeline(archives.pg_restore(project_compose, db.name, fresh, APP_ROLE), input=str(dump_file)),
-              what=f"pg_restore into {fresh} as {APP_ROLE}")
+        r.run(archives.pipeline(archives.pg_restore(in_db, fresh, APP_ROLE), input=str(dump_file)),
+              what=f"pg_restore into {fresh} as {APP_ROLE}", anywhere=anywhere)
     except BaseException:
-        r.run(sql(f"DROP DATABASE IF EXISTS {archives.quote_ident(fresh)}"), check=False)
+        r.run(sql(f"DROP DATABASE IF EXISTS {archives.quote_ident(fresh)}"), check=False, anywhere=anywhere)
         r.say(f"nothing changed in {db.name}: the dump did not load")
         raise
-    r.run(sql(archives.swap_databases_sql(db.name, fresh, retired)), what=f"swapping {fresh} in for {db.name}")
+    r.run(sql(archives.swap_databases_sql(db.name, fresh, retired)), what=f"swapping {fresh} in for {db.name}",
+          anywhere=anywhere)
     r.run(sql(f"DROP DATABASE {archives.quote_ident(retired)}"), check=False,
-          what=f"dropping the previous {db.name}")
+          what=f"dropping the previous {db.name}", anywhere=anywhere)
     r.report(f"loaded {dump_file.name} into {db.name}")

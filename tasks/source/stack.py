@@ -38,7 +38,8 @@ BACKUP_OPTIONAL_SECRETS = ((BACKUP_CREDENTIALS, "repository.env"), (BACKUP_SSH_K
 APP_ROLE = "app"
 
 # Services the stack defines itself, and names Django or Compose give a meaning to.
-RESERVED_NAMES = frozenset({"djangoapp", "nginx", "front", "default", "postgres", "template0", "template1"})
+RESERVED_NAMES = frozenset({"djangoapp", "nginx", "front", "backup", "certbot", "secrets-init", "default", "postgres",
+                            "template0", "template1"})
 # PostgreSQL truncates identifiers at 63 bytes; leave room for the "_network"/"_volume"
 # suffixes and the compose project prefix so that every derived name stays readable.
 MAX_NAME_LENGTH = 30

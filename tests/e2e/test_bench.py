@@ -52,7 +52,10 @@ def test_quick_bench_of_build_start_serving_and_both_kinds_of_backups(tmp_path):
     # Every ratio is a measured number, and no request failed.
     assert re.search(r"Code-only rebuild ÷ cold build \(ours\): \d\.\d{3}", text)
     serving = text.split("## Serving")[1].split("##")[0]
-    assert len(re.findall(r"\| \d+ / [\d,]+ ", serving)) == 19, serving
+    assert len(re.findall(r"\| \d+ / [\d,]+ ", serving)) == 22, serving
+    # The ceiling (the page's bytes from a bare WSGI app behind the same Nginx) beside the page.
+    assert len(re.findall(r"\| page's bytes, bare WSGI \(Nginx → Gunicorn\) +\| \d+ +\| [\d,]+ ", serving)) == 3
+    assert re.search(r"The page as a fraction of the ceiling \(requests/s\)\*\*: 1 connection: \d\.\d\d", serving)
     # The static file and the page over HTTPS at each concurrency, beside plain HTTP.
     assert len(re.findall(r"\| (?:static file \(Nginx\)|page \(Nginx → Gunicorn\)), HTTPS +\| \d+ +\| [\d,]+ ", serving)) == 6
     assert re.search(r"HTTPS ÷ plain HTTP \(requests/s\)\*\*: 1 connection: static \d\.\d\d×, page \d\.\d\d×", serving)
