@@ -120,18 +120,25 @@ class Server:
 
     def down(self) -> None:
         self.stop_sshd()
-        self.stop_engine()
+        self._kill_containers()
+        self.stop_engine(patience=5)
+        for pid in self.pids():  # containerd and whatever else the engine left in the namespace
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self.index is not None:
             _run("ip", "link", "del", self.veth, check=False)
             if self._claims:
                 self.index = None
         _run("ip", "netns", "del", self.namespace, check=False)
-        # Mounts a test left under the host's directory (a small tmpfs) go first.
-        if self.dir.exists():
-            for line in reversed(Path("/proc/mounts").read_text().splitlines()):
-                point = line.split()[1]
-                if point.startswith(f"{self.dir}/"):
-                    _run("umount", "-l", point, check=False)
+        # Mounts a test left under the host's directory (a small tmpfs) go first, and the
+        # network namespaces an engine killed at once leaves mounted in its exec root.
+        prefixes = tuple(f"{path}/" for path in (self.dir, self.data_root, self.exec_root))
+        for line in reversed(Path("/proc/mounts").read_text().splitlines()):
+            point = line.split()[1]
+            if point.startswith(prefixes):
+                _run("umount", "-l", point, check=False)
         for path in (self.dir, self.data_root, self.exec_root):
             shutil.rmtree(path, ignore_errors=True)
 
@@ -161,6 +168,21 @@ class Server:
                 raise RuntimeError(f"the engine of {self.name} did not start: {self.dir}/dockerd.log")
             time.sleep(0.5)
 
+    def _kill_containers(self) -> None:
+        """Every container of the host removed at once (SIGKILL): the engine's shutdown would
+        stop each one gracefully, up to its grace period (50 s for the app), and nothing of
+        a test host outlives it anyway. Twice: Swarm may have started a replacement."""
+        if self._engine_pid() is None:
+            return
+        for _ in range(2):
+            try:
+                ids = self.docker("ps", "--all", "--quiet", check=False, timeout=30).stdout.split()
+                if not ids:
+                    return
+                self.docker("rm", "--force", *ids, check=False, timeout=120)
+            except subprocess.TimeoutExpired:
+                return
+
     def _engine_pid(self) -> int | None:
         """The PID in the host's pidfile, if that process is this host's dockerd. A pidfile
         left by a run that was killed outlives its process, and after a restart its number
@@ -172,7 +194,10 @@ class Server:
             return None
         return pid if str(self.pidfile).encode() in argv else None
 
-    def stop_engine(self) -> None:
+    def stop_engine(self, patience: float = 30) -> None:
+        """Stop the host's dockerd (SIGTERM), waiting up to PATIENCE seconds for it, then kill
+        it. A test stopping the engine waits; tearing the host down does not (an engine of
+        a swarm spends half a minute leaving it)."""
         pid = self._engine_pid()
         if pid is None:
             self.pidfile.unlink(missing_ok=True)
@@ -181,13 +206,19 @@ class Server:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pid = None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + patience
         while pid and time.monotonic() < deadline:
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
+                pid = None
                 break
             time.sleep(0.2)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         if self._dockerd is not None:
             try:
                 self._dockerd.wait(timeout=5)

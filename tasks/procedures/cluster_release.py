@@ -105,18 +105,9 @@ class Steps:
         self.switched = False
 
     def run(self) -> None:
-        for name, node in self.s.nodes.items():
-            self.s.say(f"{name}: shipping the code and building {self.image}")
-            d = Deploy(node.in_release(self.release), node.here(), self.release, self.previous, self.image,
-                       False, self.timeout)
-            ship_code(d)
-            prepare(d)
-            if node is self.s.manager:
-                cluster = self.s.cluster.name
-                files = render.rendered(node.stack)
-                for path in (render.stack_file(cluster), render.cluster_nginx_conf(cluster)):
-                    d.r.write(d.release_dir / path, files[path], mode=0o644)
-            build_image(d)
+        # Every node builds at once: the deploy waits for the slowest, not for their sum.
+        self.s.say(f"shipping the code and building {self.image} on {', '.join(self.s.nodes)} at once")
+        self.s.each(self.build_on)
         env = {**self.prepare_backups(), **self.environment()}
         # What serves now: the live release's image (not the service's, which a failed first
         # deploy may have left on an image never migrated, at 0 replicas).
@@ -140,6 +131,18 @@ class Steps:
             self.wait_running("backup", env["BACKUP_IMAGE"], 1)
         self.manager.shell(release_plans.switch(self.manager.target.directory, self.release),
                            what=f"pointing current at {self.release}")
+
+    def build_on(self, name: str, node) -> None:
+        d = Deploy(node.in_release(self.release), node.here(), self.release, self.previous, self.image,
+                   False, self.timeout)
+        ship_code(d)
+        prepare(d)
+        if node is self.s.manager:
+            cluster = self.s.cluster.name
+            files = render.rendered(node.stack)
+            for path in (render.stack_file(cluster), render.cluster_nginx_conf(cluster)):
+                d.r.write(d.release_dir / path, files[path], mode=0o644)
+        build_image(d)
 
     def record(self) -> dict[str, list[str]]:
         """The release's ledger entry on the manager, as a host's: what it is and what each

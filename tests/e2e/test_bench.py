@@ -87,5 +87,5 @@ def test_quick_bench_of_deploys_under_load(tmp_path):
     text = quick_bench(tmp_path, "hello-bench-l", "load")
     assert "## Deploy under load" in text, text
     # Ours drops nothing; stop-and-recreate is measured beside it (its failures vary).
-    row = re.search(r"\| code change +\| ([\d,]+) +\| (\d+) +\| [\d.]+ s +\| [\d.]+ s +\| ([\d,]+) +\| (\d+) ", text)
+    row = re.search(r"\| code change +\| ([\d,]+) +\| ([\d,]+) +\| [\d.]+ s +\| [\d.]+ s +\| ([\d,]+) +\| ([\d,]+) ", text)
     assert row and int(row[1].replace(",", "")) > 0 and row[2] == "0" and int(row[3].replace(",", "")) > 0, text
