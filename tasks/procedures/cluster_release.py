@@ -108,22 +108,19 @@ class Steps:
         # Every node builds at once: the deploy waits for the slowest, not for their sum.
         self.s.say(f"shipping the code and building {self.image} on {', '.join(self.s.nodes)} at once")
         self.s.each(self.build_on)
-        env = {**self.prepare_backups(), **self.environment()}
+        env = self.stack_environment()
         # What serves now: the live release's image (not the service's, which a failed first
         # deploy may have left on an image never migrated, at 0 replicas).
         running = f"{self.project}-djangoapp:{self.previous.rsplit('-', 1)[1]}" if self.previous else None
         self.s.say("bringing the databases to the stack file" + (f" (the app stays on {running})" if running else ""))
-        self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
-            **env, "APP_IMAGE": running or self.image, "APP_REPLICAS": str(self.s.cluster.replicas if running else 0)}),
-            what="docker stack deploy (databases)")
+        self.stack_deploy(env, running or self.image, self.s.cluster.replicas if running else 0,
+                          "docker stack deploy (databases)")
         for db in self.manager.stack.databases:
             self.wait_running(db.name, None, 1)
         self.release_phase(env)
         self.s.say(f"rolling {self.s.cluster.replicas} replica(s) over to {self.image}")
         self.switched = True
-        self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
-            **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
-            what="docker stack deploy")
+        self.stack_deploy(env, self.image, self.s.cluster.replicas)
         self.wait_running("djangoapp", self.image, self.s.cluster.replicas)
         applied = self.record()
         if self.manager.stack.backups:
@@ -175,12 +172,10 @@ class Steps:
     def serve_again(self) -> None:
         """A rollback: the release's own stack file and image (still on every node) rolled
         out by Swarm, one replica at a time; no migration runs."""
-        env = {**self.prepare_backups(), **self.environment()}
+        env = self.stack_environment()
         self.s.say(f"rolling {self.s.cluster.replicas} replica(s) back to {self.image}")
         self.switched = True
-        self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
-            **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
-            what="docker stack deploy")
+        self.stack_deploy(env, self.image, self.s.cluster.replicas)
         self.wait_running("djangoapp", self.image, self.s.cluster.replicas)
         self.manager.shell(release_plans.switch(self.manager.target.directory, self.release),
                            what=f"pointing current at {self.release}")
@@ -260,13 +255,20 @@ class Steps:
                         what=f"making the repository folder {backups.repository}")
         return {"BACKUP_IMAGE": image}
 
+    def stack_environment(self) -> dict:
+        """Everything `docker stack deploy` needs: the backup image built first (its
+        placeholder secrets exist before their digest is read)."""
+        return {**self.prepare_backups(), **self.environment()}
+
+    def stack_deploy(self, env: dict, image: str, replicas: int, what: str = "docker stack deploy") -> None:
+        self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
+            **env, "APP_IMAGE": image, "APP_REPLICAS": str(replicas)}), what=what)
+
     def refresh(self) -> None:
         """The live release's stack deployed again as it is: what changed on the manager
         since (the backup service's secrets, say) taken up, the app left as it runs."""
-        env = {**self.prepare_backups(), **self.environment()}
-        self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
-            **env, "APP_IMAGE": self.image, "APP_REPLICAS": str(self.s.cluster.replicas)}),
-            what="docker stack deploy")
+        env = self.stack_environment()
+        self.stack_deploy(env, self.image, self.s.cluster.replicas)
         if self.manager.stack.backups:
             self.wait_running("backup", env["BACKUP_IMAGE"], 1)
 
