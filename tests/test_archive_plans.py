@@ -1,8 +1,11 @@
 """Backup plans are data: the exact commands, names, manifests and retention choices."""
 import io
+import os
 import re
+import subprocess
 import tarfile
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -54,6 +57,52 @@ def test_restore_moves_the_content_aside_then_unpacks_with_owners():
         "--same-permissions; cd /data; find .restore-new -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; "
         "chown --reference=.restore-new .; chmod --reference=.restore-new .; rmdir .restore-new'",
     ]
+
+
+FAKE_DOCKER = """#!/bin/sh
+# Stands in for `docker run`: reads the bind-mounted FIFO to OUT, or fails without opening it.
+[ -n "${FAIL:-}" ] && exit 7
+for arg; do case "$arg" in type=bind,source=*) src=${arg#type=bind,source=}; src=${src%%,*};; esac; done
+cat "$src" > "$OUT"
+"""
+
+
+def fifo_restore(tmp_path, monkeypatch, **env):
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin" / "docker"
+    fake.write_text(FAKE_DOCKER)
+    fake.chmod(0o755)
+    (tmp_path / "data").write_bytes(b"x" * 300_000)
+    subprocess.run(["gzip", "-k", str(tmp_path / "data")], check=True)
+    fifo = str(tmp_path / ".a.tar.gz.1234.stream")
+    argv = archive.extract_volume(str(tmp_path / "data.gz"), archive.GZIP, "v", "img", fifo=fifo)
+    result = subprocess.run(argv, env={**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
+                                       "OUT": str(tmp_path / "out"), **env}, timeout=20)
+    return result, fifo
+
+
+def test_the_unpacked_archive_reaches_the_helper_through_a_fifo_removed_afterwards(tmp_path, monkeypatch):
+    result, fifo = fifo_restore(tmp_path, monkeypatch)
+    assert result.returncode == 0
+    assert (tmp_path / "out").read_bytes() == b"x" * 300_000
+    assert not Path(fifo).exists()
+
+
+def test_a_helper_that_never_opens_the_fifo_fails_the_restore_without_hanging(tmp_path, monkeypatch):
+    result, fifo = fifo_restore(tmp_path, monkeypatch, FAIL="1")
+    assert result.returncode == 7  # the writer, blocked on the FIFO, was killed: no hang (timeout 20 s)
+    assert not Path(fifo).exists()
+
+
+def test_a_fifo_path_the_mount_option_would_split_is_refused():
+    with pytest.raises(ValueError):
+        archive.extract_volume("/b/a.tar.gz", archive.GZIP, "v", "img", fifo="/b/x,readonly=false")
+
+
+def test_the_postgres_major_is_read_from_the_images_environment_when_it_has_one():
+    assert archive.pg_major_of("PATH=/usr/bin\nPG_MAJOR=15\nPG_VERSION=15.8-1\n") == "15"
+    assert archive.pg_major_of("PATH=/usr/bin\n") is None  # then `postgres --version` is run
+    assert archive.pg_major_of("PG_MAJOR=15; rm -rf /\n") is None
 
 
 def test_putting_the_safety_copy_back():

@@ -40,6 +40,7 @@ APP1, APP2, APP3 = (f"hello-prod-djangoapp-{n}" for n in (1, 2, 3))
 APP_IDS = f"{COMPOSE} ps --all --quiet djangoapp"
 INSPECT = ("docker inspect --format "
            "'{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}'")
+HEALTH_TESTS = shlex.join(rollout_plans.health_tests([]))
 UP_TO_DATE = f"{COMPOSE} --dry-run up --detach --no-deps --no-build djangoapp"
 SCALE_TO_2 = f"{COMPOSE} up --detach --no-deps --no-recreate --no-build --scale djangoapp=2 djangoapp"
 SWITCH_NGINX = shlex.join(["docker", "compose", "--project-name", "hello-prod", "exec", "-T", "nginx", "sh", "-c",
@@ -65,7 +66,8 @@ def written(path, mode="644"):
 def release_phase(timeout=30):
     """The databases, their app role, the app's secrets, then migrations and static files
     from one-off containers of the new image."""
-    return [f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout {timeout} --no-deps database1",
+    return [f"{COMPOSE} up --detach --remove-orphans --no-build --no-deps database1",
+            f"{COMPOSE} ps --all --quiet database1",
             f"{COMPOSE} exec -T database1 psql --username database1 --dbname database1 --quiet --no-psqlrc",
             f"{COMPOSE} run --rm --no-deps -T secrets-init",
             f"{COMPOSE} run --rm --no-deps -T djangoapp python manage.py migrate --noinput --database default",
@@ -74,7 +76,7 @@ def release_phase(timeout=30):
 
 def moving_traffic(release, old, new, timeout=30):
     """Traffic moves from the app container OLD to NEW, started beside it from RELEASE."""
-    return [APP_IDS, f"{INSPECT} {old}", UP_TO_DATE, SCALE_TO_2, APP_IDS, f"{INSPECT} {old} {new}", f"{INSPECT} {new}",
+    return [APP_IDS, f"{INSPECT} {old}", UP_TO_DATE, SCALE_TO_2, APP_IDS, f"{INSPECT} {old} {new}", f"{HEALTH_TESTS} {new}",
             bash(rollout_plans.install_files(f"/srv/hello/releases/{release}/config/nginx",
                                              "/srv/hello/shared/config/nginx")),
             f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout {timeout} --no-deps nginx front",
@@ -161,7 +163,7 @@ def test_a_deploy_runs_its_steps_in_order_and_switches_last():
     # Compose runs in the new release; the Nginx files go to shared/config, whose path no release changes.
     compose_calls = [c for c in steps if c.startswith(COMPOSE) or c.startswith("docker ")]
     assert {cwd for c in compose_calls for cwd in where(conn, c)} == {NEW_DIR}
-    assert set(where(conn, steps[steps.index(f"{INSPECT} {APP2}") + 1])) == {None}
+    assert set(where(conn, steps[steps.index(f"{HEALTH_TESTS} {APP2}") + 1])) == {None}
     env_written = stdin_of(conn, written(f"{NEW_DIR}/.env"))[0]
     assert env_written.splitlines()[1:5] == ["COMPOSE_PROJECT_NAME=hello-prod", "HTTP_PORT=8000",
                                              f"APP_IMAGE=hello-prod-djangoapp:{NEW.split('-')[1]}",
@@ -214,12 +216,12 @@ def test_a_new_app_container_that_never_gets_healthy_is_removed_and_the_old_one_
     with pytest.raises(TaskError) as err:
         release.deploy(r, ship_image=False, keep=5, timeout=0)
     assert err.value.message == (
-        f"error: deploy of {NEW} to prod failed while moving traffic (the new app container {APP2} did not answer "
-        f"200 within 0s (last: unhealthy); it was removed and {APP1} still serves); rolled back to {OLD}, which is "
+        f"error: deploy of {NEW} to prod failed while moving traffic (the new app container {APP2} did not become "
+        f"healthy within 0s (last: {APP2} is unhealthy); it was removed and {APP1} still serves); rolled back to {OLD}, which is "
         "serving again")
     moved = steps_run(conn)[steps_run(conn).index(SCALE_TO_2):]
     assert moved == [
-        SCALE_TO_2, APP_IDS, f"{INSPECT} {APP1} {APP2}", f"{INSPECT} {APP2}", logs, f"docker rm --force {APP2}",
+        SCALE_TO_2, APP_IDS, f"{INSPECT} {APP1} {APP2}", f"{HEALTH_TESTS} {APP2}", logs, f"docker rm --force {APP2}",
         # The previous release: APP1 runs its code already, so Nginx is pointed back at it, and nothing drains.
         OLD_HAS_FRONT, COLLECTSTATIC, APP_IDS, f"{INSPECT} {APP1}", UP_TO_DATE,
         bash(rollout_plans.install_files(f"{OLD_DIR}/config/nginx", "/srv/hello/shared/config/nginx")),

@@ -27,6 +27,7 @@ APP1, APP2, APP3 = (f"hello-prod-djangoapp-{n}" for n in (1, 2, 3))
 APP_IDS = f"{COMPOSE} ps --all --quiet djangoapp"
 INSPECT = ("docker inspect --format "
            "'{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}'")
+HEALTH = shlex.join(plans.health_tests([]))
 UP_TO_DATE = f"{COMPOSE} --dry-run up --detach --no-deps --no-build djangoapp"
 INSTALL = "bash -c " + shlex.quote(plans.install_files(f"{RELEASE_DIR}/config/nginx", "/srv/hello/shared/config/nginx"))
 RESTORE = "bash -c " + shlex.quote(plans.restore_files("/srv/hello/shared/config/nginx", plans.NGINX_FILES))
@@ -71,7 +72,7 @@ def test_the_first_app_container_starts_with_nothing_to_drain():
     assert ran(conn) == [
         APP_IDS,  # no container: nothing to inspect, nothing to compare
         f"{COMPOSE} up --detach --no-deps --no-recreate --no-build --scale djangoapp=1 djangoapp",
-        APP_IDS, f"{INSPECT} {APP1}", f"{INSPECT} {APP1}",
+        APP_IDS, f"{INSPECT} {APP1}", f"{HEALTH} {APP1}",
         INSTALL, NGINX_AND_FRONT, SWITCH, FRONT_UNCHANGED,
     ]
     assert conn.app == {APP1: "running healthy"}
@@ -84,7 +85,7 @@ def test_what_an_interrupted_rollout_left_drains_with_the_old_one():
     assert ran(conn) == [
         APP_IDS, f"{INSPECT} {APP1} {APP2}",  # two: no dry run asked, a new one starts
         f"{COMPOSE} up --detach --no-deps --no-recreate --no-build --scale djangoapp=3 djangoapp",
-        APP_IDS, f"{INSPECT} {APP1} {APP2} {APP3}", f"{INSPECT} {APP3}",
+        APP_IDS, f"{INSPECT} {APP1} {APP2} {APP3}", f"{HEALTH} {APP3}",
         INSTALL, NGINX_AND_FRONT, SWITCH, FRONT_UNCHANGED,
         f"docker stop {APP1} {APP2}", f"docker rm --force {APP1} {APP2}",
     ]
@@ -104,9 +105,10 @@ def test_a_new_container_that_exits_is_removed_with_its_last_lines_shown(capsys)
     r, conn = on_host({logs: Result(stdout="[INFO] Booting\n", stderr="Error: no such table\n")}, new="exited unhealthy")
     with pytest.raises(TaskError) as err:
         rollout.roll_out(r, timeout=0)
-    assert err.value.message == (f"error: the new app container {APP2} did not answer 200 within 0s (last: exited); "
+    assert err.value.message == (f"error: the new app container {APP2} did not become healthy within 0s "
+                                 f"(last: {APP2} is exited); "
                                  f"it was removed and {APP1} still serves")
-    assert ran(conn)[-4:] == [f"{INSPECT} {APP1} {APP2}", f"{INSPECT} {APP2}", logs, f"docker rm --force {APP2}"]
+    assert ran(conn)[-4:] == [f"{INSPECT} {APP1} {APP2}", f"{HEALTH} {APP2}", logs, f"docker rm --force {APP2}"]
     assert conn.app == {APP1: "running healthy"}  # Nginx was never told
     out = capsys.readouterr().out
     assert f"  {APP2}: [INFO] Booting\n  {APP2}: Error: no such table\n" in out

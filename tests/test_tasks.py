@@ -25,7 +25,8 @@ class TestDry:
         # Nginx files are read from this checkout's config/ where they are (nothing installed).
         assert out.endswith("\n".join([
             f"[dry] {COMPOSE} build djangoapp",
-            f"[dry] {COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 180 --no-deps database1",
+            f"[dry] {COMPOSE} up --detach --remove-orphans --no-build --no-deps database1",
+            "[dry] would wait for the databases",
             f"[dry] {COMPOSE} exec -T database1 psql --username database1 --dbname database1 --quiet --no-psqlrc",
             f"[dry] {COMPOSE} run --rm --no-deps -T secrets-init",
             "migrating database1 (alias default)",

@@ -151,14 +151,15 @@ class Runner:
         return func(*args, **kwargs)
 
     def wait_until(self, description: str, check, timeout: float, interval: float = 0.5,
-                   hint: str = "") -> float:
-        """Poll CHECK (None when done, else why not) until done; return the seconds waited."""
+                   hint: str = "", failure: str = "did not answer 200") -> float:
+        """Poll CHECK (None when done, else why not) until done; return the seconds waited.
+        Past TIMEOUT: "DESCRIPTION FAILURE within TIMEOUT (last: why)HINT"."""
         if self.dry:
             self._would(f"would wait for {description}")
             return 0.0
         why, waited = poll(check, timeout, interval)
         if why is not None:
-            raise TaskError(f"{description} did not answer 200 within {timeout:.0f}s (last: {why}){hint}")
+            raise TaskError(f"{description} {failure} within {timeout:.0f}s (last: {why}){hint}")
         return waited
 
     def require(self, condition: bool, message: str) -> None:

@@ -68,15 +68,18 @@ def pipeline(*stages, output: str | None = None, input: str | None = None) -> li
     return ["bash", "-o", "pipefail", "-c", text]
 
 
-def helper(image: str, mounts, command, stdin: bool = False) -> list[str]:
+def helper(image: str, mounts, command, stdin: bool = False, read_only_file: tuple[str, str] | None = None) -> list[str]:
     """A throwaway container from an image already on the host (never pulled), without
     network, as root so that it can read and restore every file's owner and mode; with
-    STDIN, it reads its standard input. `--rm` also removes the anonymous volumes the image
-    declares (the postgres image's VOLUME /var/lib/postgresql/data)."""
+    STDIN, it reads its standard input; READ_ONLY_FILE (path here, path inside) is bind-mounted.
+    `--rm` also removes the anonymous volumes the image declares (the postgres image's
+    VOLUME /var/lib/postgresql/data)."""
     argv = ["docker", "run", "--rm", *(["--interactive"] if stdin else []),
             "--pull", "never", "--network", "none", "--user", "0"]
     for volume, path, read_only in mounts:
         argv += ["--volume", f"{volume}:{path}{':ro' if read_only else ''}"]
+    if read_only_file:
+        argv += ["--mount", f"type=bind,source={read_only_file[0]},target={read_only_file[1]},readonly"]
     return argv + ["--entrypoint", command[0], image, *command[1:]]
 
 
@@ -146,22 +149,48 @@ def move_aside(volume: str, image: str) -> list[str]:
     return _in_volume(volume, image, script)
 
 
-def extract_volume(archive: str, compressor: Compressor, volume: str, image: str) -> list[str]:
+def extract_volume(archive: str, compressor: Compressor, volume: str, image: str,
+                   fifo: str | None = None) -> list[str]:
     """Unpack ARCHIVE (its entries checked first: check_entries) into STAGING with tar, as
-    root, in a helper fed on its standard input, then move it up into the volume's root,
-    which takes the owner and mode of the archive's root. Every entry gets the owner, group
-    and mode of its header; only the headers' numeric ids count: their names are looked up
-    in the image the backup was read through, which need not be this one. Not `docker cp`:
-    with --archive it gives every entry to the container's user (root, or the app image's
-    `app`), and without, it leaves the volume's root as it finds it."""
+    root, in a helper, then move it up into the volume's root, which takes the owner and
+    mode of the archive's root. Every entry gets the owner, group and mode of its header;
+    only the headers' numeric ids count: their names are looked up in the image the backup
+    was read through, which need not be this one. Not `docker cp`: with --archive it gives
+    every entry to the container's user (root, or the app image's `app`), and without, it
+    leaves the volume's root as it finds it.
+
+    The helper reads the unpacked stream from a FIFO at the path FIFO, bind-mounted, when the
+    engine runs on this machine (engine_host_names): 2 GB in 1.9 s where its standard input,
+    carried through the engine's attach stream, takes 4.0 s. Without FIFO: standard input."""
+    source = "/stream" if fifo else "-"
     script = (
-        f"set -e; tar --extract --file - --directory /data/{STAGING} --numeric-owner --same-owner "
+        f"set -e; tar --extract --file {source} --directory /data/{STAGING} --numeric-owner --same-owner "
         f"--same-permissions; cd /data; "
         f"find {STAGING} -mindepth 1 -maxdepth 1 -exec mv -t . -- {{}} +; "
         f"chown --reference={STAGING} .; chmod --reference={STAGING} .; rmdir {STAGING}"
     )
-    return pipeline([*compressor.decompress, archive],
-                    helper(image, [(volume, "/data", False)], ["sh", "-c", script], stdin=True))
+    unpack = [*compressor.decompress, archive]
+    if not fifo:
+        return pipeline(unpack, helper(image, [(volume, "/data", False)], ["sh", "-c", script], stdin=True))
+    if not FIFO_PATH.fullmatch(fifo):
+        raise ValueError(f"not a path for a FIFO: {fifo!r}")
+    run = helper(image, [(volume, "/data", False)], ["sh", "-c", script], read_only_file=(fifo, source))
+    # The writer blocks until the helper opens the FIFO: killed on the way out if it never does.
+    text = (f"set -eu; writer=; trap 'kill \"$writer\" 2>/dev/null || true; rm -f -- {shlex.quote(fifo)}' EXIT; "
+            f"mkfifo -m 600 -- {shlex.quote(fifo)}; {shlex.join(unpack)} > {shlex.quote(fifo)} & writer=$!; "
+            f"{shlex.join(run)}; wait \"$writer\"")
+    return ["bash", "-c", text]
+
+
+# An absolute path without the characters `--mount` splits on (`,` and `=`) or quotes.
+FIFO_PATH = re.compile(r"/[A-Za-z0-9_./+@:-]+")
+
+
+def engine_host_names() -> list[str]:
+    """Prints the engine's host name, then this machine's: the same when the engine runs
+    here, so that a bind mount reaches this machine's files (a FIFO too). Docker Desktop,
+    Colima and remote engines answer with names of their own."""
+    return ["sh", "-c", "docker info --format '{{.Name}}' && uname -n"]
 
 
 def put_safety_back(volume: str, image: str) -> list[str]:
@@ -257,6 +286,19 @@ def read_entries(stream):
 
 def drop_safety(volume: str, image: str) -> list[str]:
     return _in_volume(volume, image, f"rm -rf -- {SAFETY}")
+
+
+def image_environment(image: str) -> list[str]:
+    """The image's environment, a VAR=value per line."""
+    return ["docker", "image", "inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", image]
+
+
+def pg_major_of(environment: str) -> str | None:
+    """PG_MAJOR, which the official postgres images set, from IMAGE_ENVIRONMENT's answer."""
+    for line in environment.splitlines():
+        if line.startswith("PG_MAJOR=") and line[9:].isdigit():
+            return line[9:]
+    return None
 
 
 def postgres_version(image: str) -> list[str]:

@@ -27,13 +27,34 @@ NGINX_FILES = ("nginx.conf", "default.conf", "front.conf")
 
 def app_ids() -> list[str]:
     """Compose: the ids of every container of the app service, running or not."""
-    return ["ps", "--all", "--quiet", compose.APP]
+    return compose.container_ids([compose.APP])
 
 
 def describe(ids) -> list[str]:
     """One line per container: name, state, health."""
     template = "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
     return ["docker", "inspect", "--format", template, *ids]
+
+
+def health_tests(ids) -> list[str]:
+    """One line per container: name, state, health status and its health test as JSON
+    (null when it has none), tab-separated."""
+    template = ("{{.Name}}\t{{.State.Status}}\t{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
+                "\t{{json .Config.Healthcheck}}")
+    return ["docker", "inspect", "--format", template, *ids]
+
+
+def run_health_test(container: str, healthcheck) -> list[str] | None:
+    """The container's own health test (compose's `healthcheck.test`) as a `docker exec`,
+    or None when it has none: what the engine runs at each tick, run when we choose."""
+    test = (healthcheck or {}).get("Test") or []
+    if not CONTAINER_NAME.fullmatch(container):
+        raise ValueError(f"not a container name: {container!r}")
+    if len(test) >= 2 and test[0] == "CMD":
+        return ["docker", "exec", container, *test[1:]]
+    if len(test) == 2 and test[0] == "CMD-SHELL":
+        return ["docker", "exec", container, "/bin/sh", "-c", test[1]]
+    return None
 
 
 def would_recreate() -> list[str]:

@@ -10,9 +10,11 @@ whose two checksum records disagree, or whose archive holds an entry it will not
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -120,32 +122,74 @@ def verify(r: Runner, archive_file, data: dict) -> None:
     """Check ARCHIVE_FILE's SHA-256 against its manifest where R runs, before anything else."""
     argv, stdin = archives.sha256_check(str(archive_file), data["sha256"])
     if r.probe(argv, stdin_text=stdin).failed:
-        digest = sha256(r, archive_file)
-        raise TaskError(f"{archive_file.name} is corrupt or truncated: its SHA-256 is {digest[:16]}..., "
-                        f"the manifest says {data['sha256'][:16]}...; nothing was changed")
+        corrupt(archive_file, sha256(r, archive_file), data)
     r.report(f"verified {archive_file.name} (sha256 {data['sha256'][:12]}){r.target.on}")
 
 
-def check_volume_entries(archive_file: Path, data: dict) -> None:
-    """Read every entry of a volume archive here, before anything is written anywhere
-    (archives.check_entries); a refusal names the first offending entry."""
+def corrupt(archive_file, digest: str, data: dict):
+    raise TaskError(f"{archive_file.name} is corrupt or truncated: its SHA-256 is {digest[:16]}..., "
+                    f"the manifest says {data['sha256'][:16]}...; nothing was changed")
+
+
+def verify_volume_archive(r: Runner, archive_file: Path, data: dict) -> None:
+    """Read a volume archive here once, for both checks, before anything is written anywhere:
+    its SHA-256 against the manifest's, and every entry (archives.check_entries) as the
+    decompressor's output goes by. A refusal names the first offending entry; a wrong
+    checksum wins over any complaint about the content (a flipped bit makes both)."""
     comp = archives.COMPRESSORS.get(data.get("compression", ""))
     if comp is None:
         raise TaskError(f"{archive_file.name} uses an unknown compression {data.get('compression')!r}")
     owners = data.get("owners")
     if not isinstance(owners, list):
         raise TaskError(f"the manifest of {archive_file.name} lists no owners: refusing it; nothing was changed")
-    with subprocess.Popen([*comp.decompress, str(archive_file)], stdout=subprocess.PIPE,
+    digest = hashlib.sha256()
+    problem = None
+    with subprocess.Popen(list(comp.decompress), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL) as unpack:
+        feeder = threading.Thread(target=_hash_and_feed, args=(archive_file, digest, unpack.stdin), daemon=True)
+        feeder.start()
         try:
             archives.check_entries(archives.read_entries(unpack.stdout), owners)
+            while unpack.stdout.read(1 << 20):  # what follows the end-of-archive blocks
+                pass
         except archives.Refused as exc:
-            unpack.kill()
-            raise TaskError(f"refusing {archive_file.name}: {exc}; nothing was changed") from None
+            problem = f"refusing {archive_file.name}: {exc}; nothing was changed"
         except Exception as exc:  # tarfile's own errors: not a tar stream, truncated
-            unpack.kill()
-            raise TaskError(f"refusing {archive_file.name}: it is not a readable tar archive ({exc}); "
-                            "nothing was changed") from None
+            problem = (f"refusing {archive_file.name}: it is not a readable tar archive ({exc}); "
+                       "nothing was changed")
+        finally:
+            if problem:
+                unpack.kill()
+            feeder.join()
+    if digest.hexdigest() != data["sha256"]:
+        corrupt(archive_file, digest.hexdigest(), data)
+    if problem:
+        raise TaskError(problem)
+    r.report(f"verified {archive_file.name} (sha256 {data['sha256'][:12]}; every entry read)")
+
+
+def _hash_and_feed(path: Path, digest, pipe) -> None:
+    """Hash the whole file at PATH, writing it to PIPE for as long as the reader takes it."""
+    try:
+        with open(path, "rb") as source:
+            while chunk := source.read(1 << 20):
+                digest.update(chunk)
+                if pipe is not None:
+                    try:
+                        pipe.write(chunk)
+                    except (BrokenPipeError, ValueError):  # the reader stopped (a refusal)
+                        _close(pipe)
+                        pipe = None  # hash the rest all the same
+    finally:
+        if pipe is not None:
+            _close(pipe)
+
+
+def _close(pipe) -> None:
+    try:
+        pipe.close()  # closed even when flushing what is left fails
+    except OSError:
+        pass
 
 
 def verified_on_target(r: Runner, path):
@@ -153,9 +197,10 @@ def verified_on_target(r: Runner, path):
     entry checked here, then put where R runs (a host verifies its copy again): (the archive
     on the target, its manifest)."""
     archive_file, data = read_local(path)
-    verify(r.here(), archive_file, data)
     if data["kind"] == "volume":
-        check_volume_entries(archive_file, data)
+        verify_volume_archive(r.here(), archive_file, data)
+    else:
+        verify(r.here(), archive_file, data)
     on_target = r.target.receive_backup(r, archive_file, lambda copy: verify(r, copy, data))
     return on_target, data
 

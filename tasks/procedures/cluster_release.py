@@ -33,7 +33,6 @@ from datetime import datetime, timezone
 
 from ..errors import TaskError, last_line, reason
 from ..execution.cluster import ClusterRun
-from ..execution.runner import poll
 from ..plans import archives, ledger
 from ..plans import backups as backup_plans
 from ..plans import release as release_plans
@@ -341,14 +340,10 @@ class Steps:
         self.wait(f"{count} running task(s) of {name}", ready)
 
     def wait(self, what: str, check) -> None:
-        if self.s.dry:
-            self.s.say(f"[dry] would wait for {what}")
-            return
         # Each replica is replaced in turn (start, health, drain, delay): the timeout is per replica.
-        why, waited = poll(check, self.timeout * max(1, self.s.cluster.replicas), 1.0)
-        if why is not None:
-            raise TaskError(f"waited {waited:.0f}s for {what} (last: {why}); see `inv swarm.status "
-                            f"--cluster {self.s.cluster.name}`")
+        self.s.manager.wait_until(what, check, self.timeout * max(1, self.s.cluster.replicas), interval=1.0,
+                                  failure="was not reached",
+                                  hint=f"; see `inv swarm.status --cluster {self.s.cluster.name}`")
 
     def undo(self) -> None:
         """The app back on the image it ran (Swarm does it by itself when a new replica

@@ -11,7 +11,7 @@ def wait_until_served(r: Runner, timeout: float) -> str:
     """Wait for /healthz to answer 200 through Nginx; return the URL the stack serves.
     The target says how /healthz is reached (from here, or from inside a host)."""
     description, check = r.target.health_check(r)
-    r.wait_until(description, check, timeout, hint=f"; see `inv logs{r.target.host_flag}`")
+    r.wait_until(description, check, timeout, interval=0.2, hint=f"; see `inv logs{r.target.host_flag}`")
     return r.target.url
 
 

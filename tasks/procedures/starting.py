@@ -23,7 +23,7 @@ from ..plans import ledger
 from ..plans import rollout as rollout_plans
 from ..plans import secrets as secret_plans
 from ..source.stack import BACKUP_NOTIFY, NOTIFY_FROM_STACK
-from .rollout import roll_out
+from .rollout import roll_out, wait_healthy
 
 
 def provision_databases(r: Runner, databases=None) -> None:
@@ -34,7 +34,9 @@ def provision_databases(r: Runner, databases=None) -> None:
 
 def start_databases(r: Runner, timeout: float) -> None:
     names = [db.name for db in r.stack.databases]
-    r.compose(compose.up(names, build=False, timeout=timeout, no_deps=True), what="starting the databases")
+    r.compose(compose.up(names, build=False, wait=False, no_deps=True), what="starting the databases")
+    ids = r.compose_probe(compose.container_ids(names)).stdout.split()
+    wait_healthy(r, ids, timeout, "the databases")
     provision_databases(r)
     r.compose(rollout_plans.run_once("secrets-init"), what="giving the app its secrets", hide=True)
 

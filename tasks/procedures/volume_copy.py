@@ -9,6 +9,7 @@ the volume and puts it back if anything after that fails.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,6 +21,9 @@ from ..plans import archives, compose
 from .backup_files import backup_dir, fresh_name, publish, sha256, temporary_name
 from .locks import volume_lock
 from .starting import start_stack
+
+
+STATIC_VOLUME = "static_volume"
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,7 @@ def volume_users(stack, site=None) -> dict[str, tuple[tuple[str, ...], tuple[str
     the front reads, and its own account and renewal settings (tls = "acme")."""
     users = {db.volume: ((db.name,), (), db.name) for db in stack.databases}
     backup = ("backup",) if stack.backups else ()  # reads the media and certs it sends away
-    users["static_volume"] = ((compose.APP,), ("nginx",), compose.APP)
+    users[STATIC_VOLUME] = ((compose.APP,), ("nginx",), compose.APP)
     users["media_volume"] = ((compose.APP,), ("nginx", *backup), compose.APP)
     if site is not None and site.https:
         users["certs"] = (("certbot",), ("front", *backup), "front")
@@ -165,10 +169,24 @@ def _backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor, final
 
 
 def _postgres_major(r: Runner, image: str) -> str | None:
+    # The image's own PG_MAJOR when it has one: read in 0.02 s, where starting it takes 0.3 s.
+    major = archives.pg_major_of(r.probe(archives.image_environment(image)).stdout)
+    if major:
+        return major
     result = r.probe(archives.postgres_version(image))
     if result.failed:
         raise TaskError(f"could not run postgres --version in {image}: {result.stderr.strip()}")
     return archives.major_version(result.stdout)
+
+
+def stream_path(r: Runner, archive_file) -> str | None:
+    """Where a restore's helper reads the unpacked archive from (archives.extract_volume): a
+    FIFO beside the archive, when the engine runs on the machine that holds it; else None."""
+    names = r.probe(archives.engine_host_names()).stdout.split()
+    path = str(archive_file.with_name(f".{archive_file.name}.{secrets.token_hex(4)}.stream"))
+    if len(names) == 2 and names[0] == names[1] and archives.FIFO_PATH.fullmatch(path):
+        return path
+    return None
 
 
 def restore_volume(r: Runner, info: VolumeInfo, archive_file, data: dict, timeout: int) -> None:
@@ -194,18 +212,22 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
         # Let compose create the volume, with its labels, as `inv up` would.
         r.compose(compose.up(build=False, wait=False) + ["--no-start"], what="creating the stack's volumes")
     users = sorted(set(info.writers + info.readers))
+    fifo = stream_path(r, archive_file)
     with stopped_services(r, users):
         r.run(archives.move_aside(info.name, info.image), what=f"moving the content of {info.name} aside")
         try:
-            r.run(archives.extract_volume(str(archive_file), comp, info.name, info.image), what=f"restoring {info.name}")
+            r.run(archives.extract_volume(str(archive_file), comp, info.name, info.image, fifo=fifo),
+                  what=f"restoring {info.name}")
         except BaseException:
             r.say(f"restoring {info.name} failed; putting the safety copy back")
             r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
             r.say(f"{info.name} holds its previous content again")
             raise
-    # Every service up and healthy again, or the old content goes back.
+    # Every service up and healthy again, or the old content goes back. A database from an
+    # older backup is migrated to the running code; restored static files get today's too.
     try:
-        start_stack(r, build=False, timeout=timeout, what="starting the stack after the restore")
+        start_stack(r, build=False, timeout=timeout, what="starting the stack after the restore",
+                    migrate=info.postgres, static=info.short == STATIC_VOLUME)
     except BaseException as exc:
         r.say(f"the stack did not become healthy with the restored {info.short}; putting the safety copy back")
         with stopped_services(r, users):

@@ -218,7 +218,7 @@ def test_a_release_failing_its_health_check_never_takes_traffic(host):
         health.write_text(good)
     assert_no_request_dropped(seen, "failing deploy")
     assert result.returncode == 1
-    assert "did not answer 200 within 25s" in result.stderr and "still serves" in result.stderr
+    assert "did not become healthy within 25s" in result.stderr and "still serves" in result.stderr
     assert host.current() == live
     names = host.started_at()
     assert len([n for n in names if "-djangoapp-" in n]) == 1
