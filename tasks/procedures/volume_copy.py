@@ -208,6 +208,8 @@ def restore_volume(r: Runner, info: VolumeInfo, archive_file, data: dict, timeou
 
 
 def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Compressor, timeout: int) -> None:
+    # Static files are collected again into a restored static volume, or a new, empty one.
+    collect_static = info.short == STATIC_VOLUME or not volume_exists(r, f"{r.project}_{STATIC_VOLUME}")
     if not volume_exists(r, info.name):
         # Let compose create the volume, with its labels, as `inv up` would.
         r.compose(compose.up(build=False, wait=False) + ["--no-start"], what="creating the stack's volumes")
@@ -224,10 +226,10 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
             r.say(f"{info.name} holds its previous content again")
             raise
     # Every service up and healthy again, or the old content goes back. A database from an
-    # older backup is migrated to the running code; restored static files get today's too.
+    # older backup is migrated to the running code.
     try:
         start_stack(r, build=False, timeout=timeout, what="starting the stack after the restore",
-                    migrate=info.postgres, static=info.short == STATIC_VOLUME)
+                    migrate=info.postgres, static=collect_static)
     except BaseException as exc:
         r.say(f"the stack did not become healthy with the restored {info.short}; putting the safety copy back")
         with stopped_services(r, users):
