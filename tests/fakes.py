@@ -63,6 +63,7 @@ class Engine(Recorder):
     def __init__(self, answers=None, project="hello-prod", app=None, made_in=None, new="running healthy"):
         super().__init__(answers)
         self.project, self.new = project, new
+        self.databases = ("database1",)
         self.app = dict({f"{project}-djangoapp-1": "running healthy"} if app is None else app)
         self.made_in = {name: made_in for name in self.app}
 
@@ -81,10 +82,14 @@ class Engine(Recorder):
             if words[0] == "up" and "--scale" in words:
                 name = f"{self.project}-djangoapp-{max([int(n.rsplit('-', 1)[1]) for n in self.app] + [0]) + 1}"
                 self.app[name], self.made_in[name] = self.new, self.cwd
+        elif words[:3] == ["docker", "ps", "--all"] and f"label=com.docker.compose.project={self.project}" in words:
+            # plans.rollout.service_containers: the databases run too
+            return Result(stdout="".join(f"{db}-id {db}\n" for db in self.databases), command=command)
         elif words[:3] == ["docker", "inspect", "--format"]:
             if "{{json .Config.Healthcheck}}" in words[3]:  # plans.rollout.health_tests: no test of its own
-                return Result(stdout="".join("\t".join([f"/{n}", *self.app[n].split(), "null"]) + "\n"
-                                             for n in words[4:] if n in self.app), command=command)
+                states = {**{f"{db}-id": "running healthy" for db in self.databases}, **self.app}
+                return Result(stdout="".join("\t".join([f"/{n}", *states[n].split(), "null"]) + "\n"
+                                             for n in words[4:] if n in states), command=command)
             return Result(stdout="".join(f"/{n} {self.app[n]}\n" for n in words[4:] if n in self.app),
                           command=command)
         elif words[:2] == ["docker", "stop"]:

@@ -60,10 +60,12 @@ def test_restore_moves_the_content_aside_then_unpacks_with_owners():
 
 
 FAKE_DOCKER = """#!/bin/sh
-# Stands in for `docker run`: reads the bind-mounted FIFO to OUT, or fails without opening it.
-[ -n "${FAIL:-}" ] && exit 7
+# Stands in for `docker run`: copies the bind-mounted FIFO, or its standard input, to OUT;
+# FAIL=N: exits N without opening anything (125: the engine could not make the container).
+src=-
 for arg; do case "$arg" in type=bind,source=*) src=${arg#type=bind,source=}; src=${src%%,*};; esac; done
-cat "$src" > "$OUT"
+if [ -n "${FAIL:-}" ] && [ "$src" != - ]; then exit "$FAIL"; fi
+if [ "$src" = - ]; then cat > "$OUT"; else cat "$src" > "$OUT"; fi
 """
 
 
@@ -89,9 +91,28 @@ def test_the_unpacked_archive_reaches_the_helper_through_a_fifo_removed_afterwar
 
 
 def test_a_helper_that_never_opens_the_fifo_fails_the_restore_without_hanging(tmp_path, monkeypatch):
-    result, fifo = fifo_restore(tmp_path, monkeypatch, FAIL="1")
+    result, fifo = fifo_restore(tmp_path, monkeypatch, FAIL="7")
     assert result.returncode == 7  # the writer, blocked on the FIFO, was killed: no hang (timeout 20 s)
+    assert not (tmp_path / "out").exists()
     assert not Path(fifo).exists()
+
+
+def test_an_engine_that_cannot_mount_the_fifo_gets_the_stream_on_standard_input(tmp_path, monkeypatch):
+    result, fifo = fifo_restore(tmp_path, monkeypatch, FAIL="125")
+    assert result.returncode == 0
+    assert (tmp_path / "out").read_bytes() == b"x" * 300_000
+    assert not Path(fifo).exists()
+
+
+@pytest.mark.parametrize("facts, usable", [
+    ("vm name=seccomp,profile=default\nvm\n", True),
+    ("docker-desktop name=seccomp,profile=default\nmy-mac\n", False),   # another machine's files
+    ("vm name=seccomp,profile=default name=selinux\nvm\n", False),      # may not read ours
+    ("vm name=userns\nvm\n", False),
+    ("", False),                                                       # no engine answered
+])
+def test_a_fifo_is_used_only_when_the_engine_runs_here_and_may_read_it(facts, usable):
+    assert archive.fifo_usable(facts) is usable
 
 
 def test_a_fifo_path_the_mount_option_would_split_is_refused():

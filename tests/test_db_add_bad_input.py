@@ -83,7 +83,7 @@ def test_concurrent_adds_both_land(tree):
         assert [run.returncode for run in runs] == [0, 0], outs
         stack_text = (tree / "config/stack.toml").read_text()
         for name in names:
-            assert f'name = "{name}"' in stack_text and f"  {name}:" in (tree / "docker-compose.yml").read_text()
+            assert f'name = "{name}"' in stack_text and f'  "{name}":' in (tree / "docker-compose.yml").read_text()
 
 
 def test_a_held_project_lock_is_named_after_a_short_wait(tree):

@@ -67,7 +67,8 @@ def release_phase(timeout=30):
     """The databases, their app role, the app's secrets, then migrations and static files
     from one-off containers of the new image."""
     return [f"{COMPOSE} up --detach --remove-orphans --no-build --no-deps database1",
-            f"{COMPOSE} ps --all --quiet database1",
+            shlex.join(rollout_plans.service_containers("hello-prod")),
+            f"{HEALTH_TESTS} database1-id",
             f"{COMPOSE} exec -T database1 psql --username database1 --dbname database1 --quiet --no-psqlrc",
             f"{COMPOSE} run --rm --no-deps -T secrets-init",
             f"{COMPOSE} run --rm --no-deps -T djangoapp python manage.py migrate --noinput --database default",

@@ -74,7 +74,7 @@ def test_every_generated_file_says_so_in_its_first_line():
 def test_a_second_database_is_isolated_in_the_compose_file():
     text = render.rendered(stack_with("database2"))[render.COMPOSE_FILE]
 
-    assert "  database2:\n    image: ${POSTGRES_IMAGE:-postgres:15}" in text
+    assert "  \"database2\":\n    image: ${POSTGRES_IMAGE:-postgres:15}" in text
     assert ("      - database2_volume:/var/lib/postgresql/data\n"
             "      - ${STACK_CONFIG_DIR:-./config}/db/app-role.sh:/docker-entrypoint-initdb.d/app-role.sh:ro\n"
             "    networks:\n      - database2_network\n") in text

@@ -1,6 +1,7 @@
 """Moving traffic to a new app container (tasks/procedures/rollout.py), against the fake
 engine of tests/fakes.py: which containers start and stop, what Nginx is told, and what
 happens when the new container, Nginx or the front says no."""
+import json
 import shlex
 
 import pytest
@@ -98,6 +99,26 @@ def test_an_unhealthy_container_of_this_code_is_replaced():
     assert UP_TO_DATE not in conn.commands  # not serving: replaced whatever it runs
     assert ran(conn)[-2:] == [f"docker stop {APP1}", f"docker rm --force {APP1}"]
     assert conn.app == {APP2: "running healthy"}
+
+
+TEST = {"Test": ["CMD", "python", "-c", "check()"], "Interval": 3000000000}
+
+
+def test_a_starting_container_whose_own_health_test_passes_takes_traffic_before_the_engines_next_tick():
+    starting = Result(stdout=f"/{APP2}\trunning\tstarting\t{json.dumps(TEST)}\n")
+    r, conn = on_host({f"{HEALTH} {APP2}": starting}, made_in=RELEASE_DIR + "-old")
+    rollout.roll_out(r, timeout=0)
+    assert f"docker exec {APP2} python -c 'check()'" in conn.commands
+    assert conn.app == {APP2: "running healthy"}
+
+
+def test_a_container_the_engine_calls_unhealthy_is_not_taken_on_its_own_tests_word():
+    unhealthy = Result(stdout=f"/{APP2}\trunning\tunhealthy\t{json.dumps(TEST)}\n")
+    r, conn = on_host({f"{HEALTH} {APP2}": unhealthy}, made_in=RELEASE_DIR + "-old")
+    with pytest.raises(TaskError, match=f"did not become healthy within 0s \\(last: {APP2} is unhealthy\\)"):
+        rollout.roll_out(r, timeout=0)
+    assert not any(c.startswith("docker exec") for c in conn.commands)
+    assert conn.app == {APP1: "running healthy"}
 
 
 def test_a_new_container_that_exits_is_removed_with_its_last_lines_shown(capsys):

@@ -58,12 +58,6 @@ def test_the_stacks_own_service_names_are_reserved(name):
         validate_database_name(name)
 
 
-@pytest.mark.parametrize("name", ["no", "yes", "on", "off", "y", "true", "null"])
-def test_names_yaml_reads_as_booleans_or_null_are_refused(name):
-    with pytest.raises(StackError, match="boolean or null in YAML 1.1"):
-        validate_database_name(name)
-
-
 def test_environment_overrides_get_the_same_checks():
     stack = loads(BASE)
     for env, message in [({"HTTP_PORT": "8000; id"}, "HTTP_PORT (from the environment or .env) '8000; id' is not a TCP port"),

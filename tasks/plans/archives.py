@@ -160,25 +160,35 @@ def extract_volume(archive: str, compressor: Compressor, volume: str, image: str
     leaves the volume's root as it finds it.
 
     The helper reads the unpacked stream from a FIFO at the path FIFO, bind-mounted, when the
-    engine runs on this machine (engine_host_names): 2 GB in 1.9 s where its standard input,
-    carried through the engine's attach stream, takes 4.0 s. Without FIFO: standard input."""
-    source = "/stream" if fifo else "-"
-    script = (
-        f"set -e; tar --extract --file {source} --directory /data/{STAGING} --numeric-owner --same-owner "
-        f"--same-permissions; cd /data; "
-        f"find {STAGING} -mindepth 1 -maxdepth 1 -exec mv -t . -- {{}} +; "
-        f"chown --reference={STAGING} .; chmod --reference={STAGING} .; rmdir {STAGING}"
-    )
+    engine runs on this machine (engine_facts): 2 GB in 1.9 s where its standard input,
+    carried through the engine's attach stream, takes 4.0 s. If the engine cannot mount it
+    after all (`docker run` exits 125: no container ran, nothing was written), standard input
+    it is. Without FIFO: standard input."""
+    def unpack_with(source: str, **how) -> list[str]:
+        script = (
+            f"set -e; tar --extract --file {source} --directory /data/{STAGING} --numeric-owner --same-owner "
+            f"--same-permissions; cd /data; "
+            f"find {STAGING} -mindepth 1 -maxdepth 1 -exec mv -t . -- {{}} +; "
+            f"chown --reference={STAGING} .; chmod --reference={STAGING} .; rmdir {STAGING}"
+        )
+        return helper(image, [(volume, "/data", False)], ["sh", "-c", script], **how)
+
     unpack = [*compressor.decompress, archive]
+    piped = pipeline(unpack, unpack_with("-", stdin=True))
     if not fifo:
-        return pipeline(unpack, helper(image, [(volume, "/data", False)], ["sh", "-c", script], stdin=True))
+        return piped
     if not FIFO_PATH.fullmatch(fifo):
         raise ValueError(f"not a path for a FIFO: {fifo!r}")
-    run = helper(image, [(volume, "/data", False)], ["sh", "-c", script], read_only_file=(fifo, source))
+    run = unpack_with("/stream", read_only_file=(fifo, "/stream"))
     # The writer blocks until the helper opens the FIFO: killed on the way out if it never does.
-    text = (f"set -eu; writer=; trap 'kill \"$writer\" 2>/dev/null || true; rm -f -- {shlex.quote(fifo)}' EXIT; "
-            f"mkfifo -m 600 -- {shlex.quote(fifo)}; {shlex.join(unpack)} > {shlex.quote(fifo)} & writer=$!; "
-            f"{shlex.join(run)}; wait \"$writer\"")
+    text = (f"set -eu; fifo={shlex.quote(fifo)}; writer=; "
+            """trap 'if [ -n "$writer" ]; then kill "$writer" 2>/dev/null || true; fi; rm -f -- "$fifo"' EXIT; """
+            f"""mkfifo -m 600 -- "$fifo"; {shlex.join(unpack)} > "$fifo" & writer=$!; status=0; """
+            f"""{shlex.join(run)} || status=$?; """
+            """if [ "$status" = 125 ]; then kill "$writer" 2>/dev/null || true; wait "$writer" || true; writer=; """
+            """echo "the engine could not mount $fifo: reading the archive from standard input" >&2; """
+            f"""{shlex.join(piped)}; exit; fi; """
+            """[ "$status" = 0 ] || exit "$status"; wait "$writer"; writer=""")
     return ["bash", "-c", text]
 
 
@@ -186,11 +196,22 @@ def extract_volume(archive: str, compressor: Compressor, volume: str, image: str
 FIFO_PATH = re.compile(r"/[A-Za-z0-9_./+@:-]+")
 
 
-def engine_host_names() -> list[str]:
-    """Prints the engine's host name, then this machine's: the same when the engine runs
-    here, so that a bind mount reaches this machine's files (a FIFO too). Docker Desktop,
-    Colima and remote engines answer with names of their own."""
-    return ["sh", "-c", "docker info --format '{{.Name}}' && uname -n"]
+def engine_facts() -> list[str]:
+    """Prints the engine's host name and security options on one line, then this machine's
+    name. The same names when the engine runs here, so that a bind mount reaches this
+    machine's files (a FIFO too); Docker Desktop, Colima and remote engines answer with names
+    of their own. With SELinux or a user namespace remap, the helper's root may not read a
+    bind-mounted file of ours."""
+    return ["sh", "-c", "docker info --format '{{.Name}}{{range .SecurityOptions}} {{.}}{{end}}' && uname -n"]
+
+
+def fifo_usable(facts: str) -> bool:
+    """From ENGINE_FACTS' answer: can a helper read a FIFO made here?"""
+    lines = facts.splitlines()
+    if len(lines) != 2 or not lines[0].split():
+        return False
+    engine, *options = lines[0].split()
+    return engine == lines[1].strip() and not any("selinux" in o or "userns" in o for o in options)
 
 
 def put_safety_back(volume: str, image: str) -> list[str]:

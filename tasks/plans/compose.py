@@ -32,11 +32,6 @@ def up(services=(), build=True, wait=True, timeout=180, no_deps=False) -> list[s
     return argv + list(services)
 
 
-def container_ids(services) -> list[str]:
-    """The ids of the containers of SERVICES, running or not."""
-    return ["ps", "--all", "--quiet", *services]
-
-
 def down(volumes=False) -> list[str]:
     return ["down", "--remove-orphans", *(["--volumes"] if volumes else [])]
 

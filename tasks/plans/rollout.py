@@ -27,13 +27,21 @@ NGINX_FILES = ("nginx.conf", "default.conf", "front.conf")
 
 def app_ids() -> list[str]:
     """Compose: the ids of every container of the app service, running or not."""
-    return compose.container_ids([compose.APP])
+    return ["ps", "--all", "--quiet", compose.APP]
 
 
 def describe(ids) -> list[str]:
     """One line per container: name, state, health."""
     template = "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
     return ["docker", "inspect", "--format", template, *ids]
+
+
+def service_containers(project: str) -> list[str]:
+    """The PROJECT's containers, running or not, but for one-off ones (`compose run`): a
+    line each, its id and its service."""
+    return ["docker", "ps", "--all", "--filter", f"label=com.docker.compose.project={project}",
+            "--filter", "label=com.docker.compose.oneoff=False",
+            "--format", '{{.ID}} {{.Label "com.docker.compose.service"}}']
 
 
 def health_tests(ids) -> list[str]:

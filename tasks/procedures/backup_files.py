@@ -143,33 +143,42 @@ def verify_volume_archive(r: Runner, archive_file: Path, data: dict) -> None:
     if not isinstance(owners, list):
         raise TaskError(f"the manifest of {archive_file.name} lists no owners: refusing it; nothing was changed")
     digest = hashlib.sha256()
-    problem = None
+    problem, read = None, False
+    failed = []  # the feeder's own error (reading the archive), if any
     with subprocess.Popen(list(comp.decompress), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL) as unpack:
-        feeder = threading.Thread(target=_hash_and_feed, args=(archive_file, digest, unpack.stdin), daemon=True)
+        feeder = threading.Thread(target=_hash_and_feed, args=(archive_file, digest, unpack.stdin, failed),
+                                  daemon=True)
         feeder.start()
         try:
             archives.check_entries(archives.read_entries(unpack.stdout), owners)
             while unpack.stdout.read(1 << 20):  # what follows the end-of-archive blocks
                 pass
+            read = True
         except archives.Refused as exc:
             problem = f"refusing {archive_file.name}: {exc}; nothing was changed"
         except Exception as exc:  # tarfile's own errors: not a tar stream, truncated
             problem = (f"refusing {archive_file.name}: it is not a readable tar archive ({exc}); "
                        "nothing was changed")
         finally:
-            if problem:
+            if not read:  # a refusal, or Ctrl-C: the feeder must not wait on a reader that left
                 unpack.kill()
             feeder.join()
+    if failed:
+        raise TaskError(f"could not read {archive_file}: {failed[0]}; nothing was changed")
     if digest.hexdigest() != data["sha256"]:
         corrupt(archive_file, digest.hexdigest(), data)
+    if problem is None and unpack.returncode != 0:
+        problem = (f"refusing {archive_file.name}: {comp.name} could not decompress it "
+                   f"(exit status {unpack.returncode}); nothing was changed")
     if problem:
         raise TaskError(problem)
     r.report(f"verified {archive_file.name} (sha256 {data['sha256'][:12]}; every entry read)")
 
 
-def _hash_and_feed(path: Path, digest, pipe) -> None:
-    """Hash the whole file at PATH, writing it to PIPE for as long as the reader takes it."""
+def _hash_and_feed(path: Path, digest, pipe, failed: list) -> None:
+    """Hash the whole file at PATH, writing it to PIPE for as long as the reader takes it;
+    an error reading it goes into FAILED."""
     try:
         with open(path, "rb") as source:
             while chunk := source.read(1 << 20):
@@ -180,6 +189,8 @@ def _hash_and_feed(path: Path, digest, pipe) -> None:
                     except (BrokenPipeError, ValueError):  # the reader stopped (a refusal)
                         _close(pipe)
                         pipe = None  # hash the rest all the same
+    except OSError as exc:
+        failed.append(exc.strerror or str(exc))
     finally:
         if pipe is not None:
             _close(pipe)

@@ -306,7 +306,7 @@ class Steps:
             return None if outcome[0] is not None else "still running"
 
         try:
-            self.wait(f"the job {name} to finish", over)
+            self.wait(f"the job {name}", over, "did not finish")
             if outcome[0] is not None and not outcome[0][0]:
                 logs = manager.probe(plans.job_logs(name), anywhere=True)
                 raise TaskError(f"{name} failed ({outcome[0][1]}): {last_line(logs.stdout + logs.stderr, 'no output')}")
@@ -337,12 +337,12 @@ class Steps:
                 return None
             return f"{len(good)} of {count} running" + (f" on {image}" if image else "")
 
-        self.wait(f"{count} running task(s) of {name}", ready)
+        self.wait(name, ready, f"did not reach {count} running task(s)")
 
-    def wait(self, what: str, check) -> None:
+    def wait(self, what: str, check, failure: str) -> None:
         # Each replica is replaced in turn (start, health, drain, delay): the timeout is per replica.
         self.s.manager.wait_until(what, check, self.timeout * max(1, self.s.cluster.replicas), interval=1.0,
-                                  failure="was not reached",
+                                  failure=failure,
                                   hint=f"; see `inv swarm.status --cluster {self.s.cluster.name}`")
 
     def undo(self) -> None:

@@ -51,19 +51,20 @@ def app_containers(r: Runner) -> list[AppContainer]:
 READY_POLL = 0.2
 
 
-def wait_healthy(r: Runner, containers, timeout: float, description: str) -> float:
+def wait_containers_healthy(r: Runner, containers, timeout: float, description: str) -> float:
     """Wait until every one of CONTAINERS (names or ids) runs and passes its health check:
-    the engine's verdict when it has one, else its health test run now with `docker exec`
-    (a container without a health test counts once it runs). Return the seconds waited."""
+    the engine's verdict once it has one; while it says `starting`, the container's own
+    health test run now with `docker exec` (one the engine calls unhealthy must be called
+    healthy by the engine again). A container without a health test counts once it runs.
+    Return the seconds waited."""
     pending = [str(c) for c in containers]
     tests = {}
 
     def check():
         if not pending:
             return None
-        lines = r.probe(plans.health_tests(pending)).stdout.splitlines()
         found = {}
-        for line in lines:
+        for line in r.probe(plans.health_tests(pending)).stdout.splitlines():
             fields = line.split("\t")
             if len(fields) == 4:
                 found[fields[0].lstrip("/")] = fields
@@ -73,15 +74,17 @@ def wait_healthy(r: Runner, containers, timeout: float, description: str) -> flo
         for name, (_, state, health, test) in found.items():
             if state != "running":
                 why = f"{name} is {state}"
-                continue
-            if health in ("healthy", "none"):
-                continue
-            if name not in tests:
-                tests[name] = plans.run_health_test(name, json.loads(test or "null"))
-            if tests[name] is not None and r.probe(tests[name]).ok:
-                continue
-            why = f"{name} is {health}"
+            elif health not in ("healthy", "none") and not (health == "starting" and passes(name, test)):
+                why = f"{name} is {health}"
         return why
+
+    def passes(name: str, test: str) -> bool:
+        if name not in tests:
+            try:
+                tests[name] = plans.run_health_test(name, json.loads(test or "null"))
+            except ValueError:  # a name or test we cannot run: the engine's verdict only
+                tests[name] = None
+        return tests[name] is not None and r.probe(tests[name]).ok
 
     return r.wait_until(description, check, timeout, interval=READY_POLL, failure="did not become healthy")
 
@@ -95,7 +98,7 @@ def start_beside(r: Runner, old: list[AppContainer], timeout: float) -> str:
     r.require(len(new) == 1, f"expected one new app container, found {len(new)}: {', '.join(new) or 'none'}")
     name = new[0] if new else f"{r.project}-{compose.APP}-new"
     try:
-        wait_healthy(r, [name], timeout, f"the new app container {name}")
+        wait_containers_healthy(r, [name], timeout, f"the new app container {name}")
     except TaskError as exc:
         logged = r.probe(plans.logs(name))
         tail = logged.stdout + logged.stderr

@@ -23,7 +23,7 @@ from ..plans import ledger
 from ..plans import rollout as rollout_plans
 from ..plans import secrets as secret_plans
 from ..source.stack import BACKUP_NOTIFY, NOTIFY_FROM_STACK
-from .rollout import roll_out, wait_healthy
+from .rollout import roll_out, wait_containers_healthy
 
 
 def provision_databases(r: Runner, databases=None) -> None:
@@ -35,8 +35,10 @@ def provision_databases(r: Runner, databases=None) -> None:
 def start_databases(r: Runner, timeout: float) -> None:
     names = [db.name for db in r.stack.databases]
     r.compose(compose.up(names, build=False, wait=False, no_deps=True), what="starting the databases")
-    ids = r.compose_probe(compose.container_ids(names)).stdout.split()
-    wait_healthy(r, ids, timeout, "the databases")
+    found = [line.split() for line in r.probe(rollout_plans.service_containers(r.project)).stdout.splitlines()]
+    ids = [fields[0] for fields in found if len(fields) == 2 and fields[1] in names]
+    r.require(len(ids) == len(names), f"expected a container for each of {', '.join(names)}, found {len(ids)}")
+    wait_containers_healthy(r, ids, timeout, "the databases")
     provision_databases(r)
     r.compose(rollout_plans.run_once("secrets-init"), what="giving the app its secrets", hide=True)
 

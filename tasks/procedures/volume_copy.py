@@ -182,9 +182,8 @@ def _postgres_major(r: Runner, image: str) -> str | None:
 def stream_path(r: Runner, archive_file) -> str | None:
     """Where a restore's helper reads the unpacked archive from (archives.extract_volume): a
     FIFO beside the archive, when the engine runs on the machine that holds it; else None."""
-    names = r.probe(archives.engine_host_names()).stdout.split()
     path = str(archive_file.with_name(f".{archive_file.name}.{secrets.token_hex(4)}.stream"))
-    if len(names) == 2 and names[0] == names[1] and archives.FIFO_PATH.fullmatch(path):
+    if archives.FIFO_PATH.fullmatch(path) and archives.fifo_usable(r.probe(archives.engine_facts()).stdout):
         return path
     return None
 
@@ -208,8 +207,10 @@ def restore_volume(r: Runner, info: VolumeInfo, archive_file, data: dict, timeou
 
 
 def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Compressor, timeout: int) -> None:
-    # Static files are collected again into a restored static volume, or a new, empty one.
+    # Static files are collected again into a restored static volume, or a new, empty one;
+    # migrations run on a restored database (from older code, perhaps) or a new, empty one.
     collect_static = info.short == STATIC_VOLUME or not volume_exists(r, f"{r.project}_{STATIC_VOLUME}")
+    migrate = info.postgres or not all(volume_exists(r, f"{r.project}_{db.volume}") for db in r.stack.databases)
     if not volume_exists(r, info.name):
         # Let compose create the volume, with its labels, as `inv up` would.
         r.compose(compose.up(build=False, wait=False) + ["--no-start"], what="creating the stack's volumes")
@@ -225,11 +226,10 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
             r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
             r.say(f"{info.name} holds its previous content again")
             raise
-    # Every service up and healthy again, or the old content goes back. A database from an
-    # older backup is migrated to the running code.
+    # Every service up and healthy again, or the old content goes back.
     try:
         start_stack(r, build=False, timeout=timeout, what="starting the stack after the restore",
-                    migrate=info.postgres, static=collect_static)
+                    migrate=migrate, static=collect_static)
     except BaseException as exc:
         r.say(f"the stack did not become healthy with the restored {info.short}; putting the safety copy back")
         with stopped_services(r, users):

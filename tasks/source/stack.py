@@ -40,8 +40,6 @@ APP_ROLE = "app"
 # Services the stack defines itself, and names Django or Compose give a meaning to.
 RESERVED_NAMES = frozenset({"djangoapp", "nginx", "front", "backup", "certbot", "secrets-init", "default", "postgres",
                             "template0", "template1"})
-# Plain words that YAML 1.1 (PyYAML, older tools) reads as booleans or null, not names.
-YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
 # PostgreSQL truncates identifiers at 63 bytes; leave room for the "_network"/"_volume"
 # suffixes and the compose project prefix so that every derived name stays readable.
 MAX_NAME_LENGTH = 30
@@ -309,9 +307,6 @@ def validate_database_name(name: str, existing: tuple[str, ...] = ()) -> None:
         )
     if name in RESERVED_NAMES:
         raise StackError(f"database name {shown} is reserved (it names a service or a Django/PostgreSQL built-in); pick another")
-    if name in YAML_WORDS:
-        raise StackError(f"database name {shown} reads as a boolean or null in YAML 1.1 (the generated compose "
-                         "file would mean something else to some tools); pick another")
     if name in existing:
         raise StackError(f"database {shown} already exists in {STACK_FILE}")
 
