@@ -47,7 +47,7 @@ SWITCH_NGINX = shlex.join(["docker", "compose", "--project-name", "hello-prod", 
                            rollout_plans.switch_script("/etc/nginx/hello/nginx.conf")])
 FRONT_UNCHANGED = f"{COMPOSE} exec -T front sh -c 'sha256sum /etc/nginx/hello/front.conf | cmp -s - /run/front.sha256'"
 IMAGE_ID = "docker image inspect --format '{{.Id}}' hello-prod-djangoapp:abcdef012345"
-MIGRATIONS = (f"{COMPOSE} exec -T database1 psql --username database1 --dbname database1 --no-psqlrc --tuples-only "
+MIGRATIONS = (f"{COMPOSE} exec -T database1 psql --username app --dbname database1 --no-psqlrc --tuples-only "
               "--no-align --command 'SELECT app || '\"'\"'.'\"'\"' || name FROM django_migrations ORDER BY id'")
 # A release about to serve again is checked first for the front this version's rollout needs.
 OLD_HAS_FRONT = "bash -c 'test -e /srv/hello/releases/20261120T000000Z-0123456789ab/config/nginx/front.conf'"

@@ -170,7 +170,7 @@ class TestLedger:
     def test_the_migrations_are_read_as_the_superuser_one_a_line(self):
         db = loads(open("config/stack.toml").read()).databases[0]
         assert ledger.applied_migrations(db) == [
-            "exec", "-T", "database1", "psql", "--username", "database1", "--dbname", "database1", "--no-psqlrc",
+            "exec", "-T", "database1", "psql", "--username", "app", "--dbname", "database1", "--no-psqlrc",
             "--tuples-only", "--no-align", "--command", "SELECT app || '.' || name FROM django_migrations ORDER BY id"]
 
     def test_split_all(self):

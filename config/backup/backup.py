@@ -664,7 +664,14 @@ def drill_snapshot(snapshot):
 
 def restore_databases(tmp, root, manifest):
     """Each dump into a throwaway server (this image's PostgreSQL, on a socket in TMP, no
-    TCP at all), then every table's rows counted against the manifest."""
+    TCP at all), then every table's rows counted against the manifest.
+
+    Everything that reads the dump runs as the app's role, a login role with no more rights
+    than the app has on the live server (not a superuser, owner of its database alone): a
+    dump is whatever the app's role could write, and the superuser that `pg_restore --role`
+    would switch from can be switched back to by the dump's own SQL (RESET ROLE in a
+    function a CHECK constraint calls while rows are loaded), and then run programs as this
+    service's user. The superuser only makes the role and the databases."""
     data, sock = f"{tmp}/pgdata", f"{tmp}/sock"
     os.mkdir(sock)
     subprocess.run(["initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync"], check=True,
@@ -674,13 +681,15 @@ def restore_databases(tmp, root, manifest):
         subprocess.run(["pg_ctl", "-D", data, "-w", "-l", f"{tmp}/server.log", "-o",
                         f"-c listen_addresses='' -c unix_socket_directories={sock} -c fsync=off", "start"],
                        check=True, capture_output=True)
-        e = dict(os.environ, PGHOST=sock, PGUSER="postgres")
-        subprocess.run(["psql", "-XAtq", "-d", "postgres", "-c", f"CREATE ROLE {APP_ROLE}"], env=e, check=True,
-                       capture_output=True)
+        superuser = dict(os.environ, PGHOST=sock, PGUSER="postgres")
+        subprocess.run(["psql", "-XAtq", "-d", "postgres", "-c",
+                        f"CREATE ROLE {APP_ROLE} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                        "NOBYPASSRLS"], env=superuser, check=True, capture_output=True)
+        e = dict(os.environ, PGHOST=sock, PGUSER=APP_ROLE)
         for name, expected in manifest["databases"].items():
             say(f"loading {name}")
-            subprocess.run(["createdb", "-O", APP_ROLE, name], env=e, check=True, capture_output=True)
-            loaded = subprocess.run(["pg_restore", "--exit-on-error", "--no-owner", "--role", APP_ROLE, "-d", name,
+            subprocess.run(["createdb", "-O", APP_ROLE, name], env=superuser, check=True, capture_output=True)
+            loaded = subprocess.run(["pg_restore", "--exit-on-error", "--no-owner", "--no-privileges", "-d", name,
                                      f"{root}/{expected['file']}"], env=e, capture_output=True, text=True)
             if loaded.returncode != 0:
                 problems.append(f"{name}: pg_restore failed: {last_line(loaded.stderr)}")

@@ -394,7 +394,15 @@ def pg_dump(in_db: list[str], db: str) -> list[str]:
 
 
 def run_sql(in_db: list[str], db: str, sql: str, database="postgres") -> list[str]:
-    return [*in_db, "psql", "--username", db, "--dbname", database, "-v", "ON_ERROR_STOP=1", "-Atqc", sql]
+    """SQL as the superuser, whose names resolve in pg_catalog alone: nothing the app's role
+    made (a function or an operator in a schema it can write to) is ever called by it. Each
+    -c is a statement of its own (CREATE DATABASE refuses a transaction block)."""
+    return [*in_db, "psql", "--username", db, "--dbname", database, "-v", "ON_ERROR_STOP=1", "-Atq",
+            "-c", SUPERUSER_SEARCH_PATH, "-c", sql]
+
+
+# What a superuser's session sets first wherever the app's role may have created objects.
+SUPERUSER_SEARCH_PATH = "SET search_path = pg_catalog"
 
 
 def pg_restore(in_db: list[str], target: str, role: str) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 
+from ..source.stack import APP_ROLE
 from .release import SERVED
 
 LEDGER = "release.json"
@@ -31,10 +32,17 @@ def parse(text: str) -> dict | None:
 
 
 def applied_migrations(db) -> list[str]:
-    """Compose: the migrations DB has applied, one `app.name` a line (as the superuser,
-    over the container's socket)."""
-    return ["exec", "-T", db.name, "psql", "--username", db.name, "--dbname", db.name, "--no-psqlrc",
-            "--tuples-only", "--no-align", "--command", MIGRATIONS_SQL]
+    """Compose: the migrations DB has applied, one `app.name` a line, read over the
+    container's socket as the app's role: django_migrations is the app's to shape (a view,
+    a column type with its own operators), and whatever a query of it runs must run with
+    the app's rights, not the superuser's."""
+    return ["exec", "-T", db.name, *read_migrations(db.name)]
+
+
+def read_migrations(database: str) -> list[str]:
+    """psql, in DATABASE's container, printing MIGRATIONS_SQL's rows as the app's role."""
+    return ["psql", "--username", APP_ROLE, "--dbname", database, "--no-psqlrc", "--tuples-only", "--no-align",
+            "--command", MIGRATIONS_SQL]
 
 
 def read_all(directory) -> str:

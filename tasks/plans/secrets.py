@@ -9,7 +9,7 @@ from __future__ import annotations
 import shlex
 
 from ..source.stack import APP_ROLE, DJANGO_SECRET, SECRETS_DIR
-from .archives import quote_ident
+from .archives import SUPERUSER_SEARCH_PATH, quote_ident
 
 
 def _q(path) -> str:
@@ -69,6 +69,9 @@ def provision_sql(db) -> str:
         # Never echo a statement that carries the password into the server's log.
         "SET log_statement = 'none';",
         "SET log_min_error_statement = 'panic';",
+        # Names resolve in pg_catalog alone: no function or operator the app's role made in
+        # its schema is called with the superuser's rights (each session: before and after \connect).
+        f"{SUPERUSER_SEARCH_PATH};",
         f"SELECT 'CREATE ROLE {role}' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{APP_ROLE}') \\gexec",
         f"\\set app_password `cat {secret}`",
         f"ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
@@ -77,6 +80,7 @@ def provision_sql(db) -> str:
         f"ALTER ROLE {database} PASSWORD NULL;",
         f"ALTER DATABASE {database} OWNER TO {role};",
         f"\\connect {database}",
+        f"{SUPERUSER_SEARCH_PATH};",
         f"ALTER SCHEMA public OWNER TO {role};",
         # Tables, views and sequences the superuser made (a sequence that belongs to a
         # table column moves with its table).

@@ -257,11 +257,10 @@ def task_containers(project: str, name: str) -> list[str]:
 
 
 def applied_migrations(container: str, db) -> list[str]:
-    """In DB's container (on its node): the migrations applied, as the superuser over the socket."""
-    from .ledger import MIGRATIONS_SQL
+    """In DB's container (on its node): the migrations applied, read as the app's role."""
+    from .ledger import read_migrations
 
-    return ["docker", "exec", container, "psql", "--username", db.name, "--dbname", db.name, "--no-psqlrc",
-            "--tuples-only", "--no-align", "--command", MIGRATIONS_SQL]
+    return ["docker", "exec", container, *read_migrations(db.name)]
 
 
 def service_logs(project: str, name: str, follow: bool, tail: int) -> list[str]:

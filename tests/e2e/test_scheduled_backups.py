@@ -237,6 +237,48 @@ def test_the_drill_fails_a_snapshot_the_running_code_would_have_to_migrate(sched
     assert s.inv("backup.status").returncode == 0
 
 
+# SQL the app's role can write (what a compromised app could do): a function that leaves
+# the role it runs as, then runs a program that writes PROOF. Called by a CHECK constraint
+# while a dump's rows are loaded, and by an operator used in reading django_migrations.
+ESCAPE = """CREATE FUNCTION public.g() RETURNS int LANGUAGE plpgsql AS $$ BEGIN BEGIN EXECUTE 'RESET ROLE';
+  EXECUTE 'COPY (SELECT 1) TO PROGRAM ''(id; cat /run/secrets/backup/restic_password) > {proof} 2>&1''';
+EXCEPTION WHEN others THEN NULL; END; RETURN 1; END $$;"""
+
+
+def as_app(s: Stack, sql: str):
+    return s.compose("exec", "-T", "database1", "psql", "-U", "app", "-d", "database1", "-v", "ON_ERROR_STOP=1",
+                     "-c", sql)
+
+
+def test_sql_the_app_wrote_never_runs_with_more_rights_than_the_app_in_a_drill_or_a_start(sched):
+    s = sched
+    as_app(s, ESCAPE.format(proof="/var/lib/hello-backup/escaped") + """
+        CREATE FUNCTION public.f(i int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT i + public.g() - 1 $$;
+        CREATE TABLE public.t (i int CHECK (public.f(i) = i)); INSERT INTO public.t VALUES (1);""")
+    try:
+        s.inv("backup.now", timeout=900)
+        drilled = s.inv("backup.drill", timeout=900)
+        assert re.search(r"PASS in [\d.]+ s", drilled.stdout), drilled.stdout
+        # The function ran in the drill (its table's row was loaded and counted), as the app.
+        state = restic(s, "ls -A /var/lib/hello-backup").stdout.split()
+        assert "escaped" not in state, restic(s, "cat /var/lib/hello-backup/escaped", check=False).stdout
+        # The migrations the running code expects are read at every start: an operator of
+        # the app's in its schema, chosen over pg_catalog's for `varchar || varchar`, runs its
+        # function as whoever reads the table.
+        as_app(s, ESCAPE.replace("public.g()", "public.h()").format(proof="/tmp/escaped") + """
+            CREATE FUNCTION public.cat(a varchar, b varchar) RETURNS text LANGUAGE plpgsql
+              AS $$ BEGIN PERFORM public.h(); RETURN a::text || b::text; END $$;
+            CREATE OPERATOR public.|| (LEFTARG = varchar, RIGHTARG = varchar, FUNCTION = public.cat);""")
+        s.inv("up", timeout=900)
+        found = s.compose("exec", "-T", "database1", "ls", "-A", "/tmp").stdout.split()
+        assert "escaped" not in found, s.compose("exec", "-T", "database1", "cat", "/tmp/escaped").stdout
+        expected = json.loads((s.root / "config/backup-expected/migrations.json").read_text())
+        assert "auth.0001_initial" in expected["database1"]
+    finally:
+        as_app(s, "DROP OPERATOR IF EXISTS public.|| (varchar, varchar); DROP TABLE IF EXISTS public.t; "
+                  "DROP FUNCTION IF EXISTS public.cat, public.f, public.g, public.h")
+
+
 def test_a_repository_gone_fails_the_run_notifies_and_the_next_run_recovers(sched, webhook):
     s = sched
     moved = s.repository.with_name("moved-away")
