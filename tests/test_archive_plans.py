@@ -261,3 +261,22 @@ class TestEntries:
         buffer.seek(0)
         owner = f"{(tmp_path / 'f').stat().st_uid}:{(tmp_path / 'f').stat().st_gid}"
         assert archive.check_entries(archive.read_entries(buffer), [owner]) == 1
+
+    @pytest.mark.parametrize("root, message", [
+        (("./", tarfile.DIRTYPE, 0o755, 10001), None),
+        (("./", tarfile.DIRTYPE, 0o770, 10001), None),
+        (("./", tarfile.DIRTYPE, 0o755, 0), "the volume's root belongs to 0:0, not to 10001:10001"),
+        (("./", tarfile.DIRTYPE, 0o500, 10001), "the volume's root has mode 500"),
+        (("./", tarfile.DIRTYPE, 0o777, 10001), "the volume's root has mode 777"),
+        (("./", tarfile.DIRTYPE, 0o2775, 10001), "the volume's root has mode 2775"),
+        (("./", tarfile.REGTYPE, 0o755, 10001), "the volume's root belongs to"),
+        (None, "it holds no entry for the volume's root"),
+    ], ids=["755", "770", "owned-by-root", "not-writable", "world-writable", "setgid", "a-file", "absent"])
+    def test_the_root_of_a_volume_whose_user_is_known_is_that_user_s(self, root, message):
+        members = [self.member(*root[:3], uid=root[3], gid=root[3])] if root else []
+        members.append(self.member("./uploads/a.png", uid=10001, gid=10001))
+        if message is None:
+            assert archive.check_entries(members, ["10001:10001"], root_owner="10001:10001") == 2
+        else:
+            with pytest.raises(archive.Refused, match=re.escape(message)):
+                archive.check_entries(members, ["10001:10001", "0:0"], root_owner="10001:10001")

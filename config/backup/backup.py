@@ -567,15 +567,17 @@ def dump(snapshot, path):
 
 def media(snapshot):
     """The media folder of SNAPSHOT as a gzip'd tar rooted at the volume (`./` first, with
-    the root's owner and mode), on standard output; every file's sha256 checked against the
-    manifest and the count too, before the last byte is written (the caller keeps the
-    output only when this exits 0)."""
+    the owner and mode of the live media volume's root: the snapshot's are not trusted), on
+    standard output; every file's sha256 checked against the manifest and the count too,
+    before the last byte is written (the caller keeps the output only when this exits 0,
+    and checks every entry again as any volume restore does)."""
     import gzip
     import tarfile
 
     snapshot = resolve(snapshot)
     manifest = manifest_of(snapshot)
-    expected, root = manifest["media"], manifest.get("media_root", {"uid": 0, "gid": 0, "mode": 0o755})
+    live = os.stat(MEDIA)
+    expected, root = manifest["media"], {"uid": live.st_uid, "gid": live.st_gid, "mode": live.st_mode & 0o777}
     process = subprocess.Popen(["restic", *sftp_options(), "dump", "--archive", "tar", snapshot, MEDIA], env=restic_env(),
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     prefix = MEDIA.lstrip("/") + "/"

@@ -12,6 +12,7 @@ decides whether it happens.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import io
@@ -163,6 +164,11 @@ class LocalTarget(Target):
         """A backup made here is home already."""
         return archive_file
 
+    @contextlib.contextmanager
+    def copy_here(self, path):
+        """A file of the target, readable on this machine: here, the file itself."""
+        yield Path(path)
+
     def receive_backup(self, r, local_archive: Path, verify) -> Path:
         """A local backup is where a restore here reads it (and was verified here)."""
         return local_archive
@@ -295,6 +301,15 @@ class HostTarget(Target):
                  self._get, remote_path, LOCAL_BACKUPS / remote_path.name)
         r.report(f"copied {archive_file.name} from {self.name} into {LOCAL_BACKUPS}")
         return LOCAL_BACKUPS / archive_file.name
+
+    @contextlib.contextmanager
+    def copy_here(self, path):
+        """The host's file at PATH copied into a private folder here for as long as the
+        block runs (a check that must read it on this machine, where the code is)."""
+        with tempfile.TemporaryDirectory(prefix="hello-") as folder:
+            local = Path(folder) / PurePosixPath(path).name
+            self._get(PurePosixPath(path), local)
+            yield local
 
     def receive_backup(self, r, local_archive: Path, verify) -> PurePosixPath:
         """Copy a local backup into the host's backups folder (a restore with --host), and

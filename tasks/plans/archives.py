@@ -260,19 +260,30 @@ def _resolve(link: tuple[str, ...], links: dict, depth: int = 0) -> tuple[str, .
     return tuple(parts)
 
 
-def check_entries(members, owners) -> int:
+def check_entries(members, owners, root_owner: str | None = None) -> int:
     """Raise Refused, naming the first offending entry, unless every member of the tar
     stream MEMBERS is a regular file, a directory, or a symlink that leads inside the
     archive; none is setuid or setgid, has an absolute name or `..`, takes a reserved name,
     lies below a symlink (tar would write through it), or belongs to an owner (uid:gid)
-    not in OWNERS. Returns the number of entries."""
+    not in OWNERS. With ROOT_OWNER, the archive must hold the volume's root (`./`, whose
+    owner and mode the restored volume takes), owned by ROOT_OWNER, which may read, write
+    and enter it, and not writable by everyone: a volume its user cannot write to is a
+    site down. Returns the number of entries."""
     allowed = set(owners)
     links: dict[tuple[str, ...], str] = {}
-    count = 0
+    count, root_seen = 0, False
     for member in members:
         count += 1
         name = member.name
         shown = f"{name!r}"
+        if root_owner is not None and not _parts(name) and not name.startswith("/"):
+            root_seen = True
+            if not member.isdir() or f"{member.uid}:{member.gid}" != root_owner:
+                raise Refused(f"the volume's root belongs to {member.uid}:{member.gid}, not to {root_owner}, "
+                              "the user that writes to it")
+            if member.mode & 0o700 != 0o700 or member.mode & 0o7002:
+                raise Refused(f"the volume's root has mode {member.mode:o}: its user must read, write and "
+                              "enter it, and nothing else (setuid, setgid, sticky, writable by everyone)")
         if name.startswith("/"):
             raise Refused(f"entry {shown} has an absolute path")
         parts = _parts(name)
@@ -296,6 +307,8 @@ def check_entries(members, owners) -> int:
     for link, target in links.items():
         if _resolve(link, links) is None:
             raise Refused(f"entry {'/'.join(link)!r} is a symlink to {target!r}, outside the volume")
+    if root_owner is not None and not root_seen:
+        raise Refused("it holds no entry for the volume's root (./), whose owner and mode the volume would take")
     return count
 
 

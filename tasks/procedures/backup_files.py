@@ -131,11 +131,12 @@ def corrupt(archive_file, digest: str, data: dict):
                     f"the manifest says {data['sha256'][:16]}...; nothing was changed")
 
 
-def verify_volume_archive(r: Runner, archive_file: Path, data: dict) -> None:
+def verify_volume_archive(r: Runner, archive_file: Path, data: dict, root_owner: str | None = None) -> None:
     """Read a volume archive here once, for both checks, before anything is written anywhere:
-    its SHA-256 against the manifest's, and every entry (archives.check_entries) as the
-    decompressor's output goes by. A refusal names the first offending entry; a wrong
-    checksum wins over any complaint about the content (a flipped bit makes both)."""
+    its SHA-256 against the manifest's, and every entry (archives.check_entries, the
+    volume's root owned by ROOT_OWNER when given) as the decompressor's output goes by. A
+    refusal names the first offending entry; a wrong checksum wins over any complaint about
+    the content (a flipped bit makes both)."""
     comp = archives.COMPRESSORS.get(data.get("compression", ""))
     if comp is None:
         raise TaskError(f"{archive_file.name} uses an unknown compression {data.get('compression')!r}")
@@ -151,7 +152,7 @@ def verify_volume_archive(r: Runner, archive_file: Path, data: dict) -> None:
                                   daemon=True)
         feeder.start()
         try:
-            archives.check_entries(archives.read_entries(unpack.stdout), owners)
+            archives.check_entries(archives.read_entries(unpack.stdout), owners, root_owner)
             while unpack.stdout.read(1 << 20):  # what follows the end-of-archive blocks
                 pass
             read = True

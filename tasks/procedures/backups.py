@@ -24,8 +24,8 @@ from ..execution.runner import Runner, interactive
 from ..plans import archives
 from ..plans import backups as plans
 from ..plans import swarm
-from ..source.stack import BACKUP_CREDENTIALS, BACKUP_KNOWN_HOSTS, BACKUP_NOTIFY, BACKUP_SSH_KEY, SECRETS_DIR
-from .backup_files import backup_dir, temporary_name
+from ..source.stack import APP_OWNER, BACKUP_CREDENTIALS, BACKUP_KNOWN_HOSTS, BACKUP_NOTIFY, BACKUP_SSH_KEY, SECRETS_DIR
+from .backup_files import backup_dir, sha256, temporary_name, verify_volume_archive
 from .cluster_release import refresh
 from .dumps import load_database, load_into
 from .locks import volume_lock
@@ -204,10 +204,21 @@ def restore(r: Runner, snapshot: str, databases: list[str], media: bool, timeout
         try:
             r.run(archives.pipeline(r.compose_argv(plans.script("media", snapshot)), output=str(tmp)),
                   what=f"reading the media from snapshot {snapshot}")
+            # A snapshot is as trustworthy as whoever could write to the repository: its
+            # entries pass the checks of any volume restore (files, folders and inside
+            # symlinks only, no setuid or setgid, owned by the app), and its root is the app's.
+            data = {"kind": "volume", "compression": "gzip", "sha256": sha256(r, tmp), "owners": [APP_OWNER]}
+            r.do(f"check every entry of {tmp.name}", check_media, r, tmp, data)
             # The volume's lock, its users stopped, a safety copy, the stack healthy or the copy back.
-            restore_volume(r, info, tmp, {"kind": "volume", "compression": "gzip"}, timeout)
+            restore_volume(r, info, tmp, data, timeout)
         finally:
             r.remove(tmp)
+
+
+def check_media(r: Runner, archive, data: dict) -> None:
+    """The media ARCHIVE on R's target, read here (copied from a host first), against DATA."""
+    with r.target.copy_here(archive) as local:
+        verify_volume_archive(r.here(), local, data, root_owner=APP_OWNER)
 
 
 def restore_cluster(s: ClusterRun, snapshot: str, databases: list) -> None:

@@ -36,6 +36,8 @@ BACKUP_OPTIONAL_SECRETS = ((BACKUP_CREDENTIALS, "repository.env"), (BACKUP_SSH_K
                            (BACKUP_KNOWN_HOSTS, "known_hosts"), (BACKUP_NOTIFY, "notify"))
 # The PostgreSQL role Django connects as: it owns its database and is not a superuser.
 APP_ROLE = "app"
+# The app image's user and group (Dockerfile): the static and media volumes are theirs.
+APP_OWNER = "10001:10001"
 
 # Services the stack defines itself, and names Django or Compose give a meaning to.
 RESERVED_NAMES = frozenset({"djangoapp", "nginx", "front", "backup", "certbot", "secrets-init", "default", "postgres",

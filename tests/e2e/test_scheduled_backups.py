@@ -237,6 +237,64 @@ def test_the_drill_fails_a_snapshot_the_running_code_would_have_to_migrate(sched
     assert s.inv("backup.status").returncode == 0
 
 
+def forge(s: Stack, change: str) -> str:
+    """A snapshot made from the latest one with CHANGE (a shell script) applied to its
+    /backup tree, by whoever holds the repository's password (here: root, every capability);
+    returns its id."""
+    config = json.loads(s.compose("config", "--format", "json").stdout)
+    host = config["services"]["backup"]["environment"]["BACKUP_HOST"]
+    before = set(snapshot_ids(s))
+    s.docker("run", "--rm", "--user", "0", "--entrypoint", "sh", "-e", "RESTIC_REPOSITORY=/repository",
+             "-e", "RESTIC_PASSWORD_FILE=/password", "-e", f"HOST={host}", "-v", f"{s.repository}:/repository",
+             "-v", f"{s.root / 'config/secrets/restic_password'}:/password:ro", f"{PROJECT}-backup:latest", "-ec",
+             'restic restore latest --host "$HOST" --target / --quiet && ' + change +
+             ' && restic backup --quiet --host "$HOST" --tag hello /backup/dumps /backup/media'
+             # What root wrote, the service's user must read (restic retries for minutes).
+             ' && chown -R 10002:10002 /repository')
+    made = set(snapshot_ids(s)) - before
+    assert len(made) == 1
+    return made.pop()
+
+
+RECORD = ("python3 -c \"import hashlib, json; p = '/backup/dumps/manifest.json'; m = json.load(open(p)); "
+          "m['media']['{name}'] = hashlib.sha256(open('/backup/media/{name}', 'rb').read()).hexdigest(); "
+          "m.update({extra}); json.dump(m, open(p, 'w'))\"")
+
+
+@pytest.mark.parametrize("change, refusal", [
+    ("cp /bin/dash /backup/media/shell && chown 0:0 /backup/media/shell && chmod 4755 /backup/media/shell && "
+     + RECORD.format(name="shell", extra="{}"), "'./shell' is setuid or setgid"),
+    ("echo x > /backup/media/x && chown 0:0 /backup/media/x && " + RECORD.format(name="x", extra="{}"),
+     "'./x' belongs to 0:0"),
+    ("echo x > /backup/media/x && chown 10001:10001 /backup/media/x && chown 0:0 /backup/media && "
+     "chmod 700 /backup/media && " + RECORD.format(name="x", extra="media_root={'uid': 0, 'gid': 0, 'mode': 0o700}"),
+     None),
+], ids=["setuid-root-binary", "owned-by-root", "root-locked-away"])
+def test_a_forged_snapshot_s_media_are_refused_or_kept_in_their_place(sched, change, refusal):
+    """Entries a volume restore would refuse are refused, and nothing changes; the media
+    root's owner and mode are the stack's, whatever the snapshot says (REFUSAL None: the
+    restore goes through, the root unchanged)."""
+    s = sched
+    forged = forge(s, change)
+    try:
+        restored = s.inv("backup.restore", forged, "--media", "--yes", check=False, timeout=600)
+        output = restored.stdout + restored.stderr
+        listed = s.compose("exec", "-T", "djangoapp", "ls", "-A", "/srv/media", "/srv/media/uploads").stdout
+        if refusal:
+            assert restored.returncode != 0 and refusal in output and "nothing was changed" in output, output
+            assert "shell" not in listed and "x\n" not in listed and "proof.txt" in listed, listed
+        else:
+            assert restored.returncode == 0, output
+            assert "x\n" in listed and "proof.txt" in listed, listed
+        root = s.compose("exec", "-T", "djangoapp", "stat", "-c", "%u:%g %a", "/srv/media").stdout.strip()
+        assert root == "10001:10001 755"
+        assert s.health()[0] == 200
+        # The app can write there.
+        s.compose("exec", "-T", "djangoapp", "sh", "-c", "touch /srv/media/.written && rm /srv/media/.written")
+    finally:
+        restic(s, f"restic forget {forged}")
+
+
 # SQL the app's role can write (what a compromised app could do): a function that leaves
 # the role it runs as, then runs a program that writes PROOF. Called by a CHECK constraint
 # while a dump's rows are loaded, and by an operator used in reading django_migrations.
