@@ -176,6 +176,8 @@ def parse_backups(entry) -> Backups:
     if not isinstance(keep, dict) or not keep or set(keep) - set(KEEP_PERIODS):
         raise StackError(f"[backups] keep must be a table of {', '.join(KEEP_PERIODS)} counts")
     drill = entry.get("drill", "weekly")
+    if not isinstance(drill, str):
+        raise StackError(f"[backups] drill {drill!r} is not valid: daily, weekly, monthly, off or five cron fields")
     return Backups(
         schedule=values.cron(entry["schedule"], "[backups] schedule"),
         repository=values.repository(entry["repository"], "[backups] repository"),
@@ -236,8 +238,7 @@ def parse_cluster(name: str, entry, hosts: dict, databases) -> Cluster:
         if node not in (manager, *workers):
             raise StackError(f"{where}: database {db} is pinned to {node!r}, which is not one of its nodes")
     for key, allowed in (("endpoint_mode", ENDPOINT_MODES), ("publish_mode", PUBLISH_MODES)):
-        if entry.get(key, allowed[0]) not in allowed:
-            raise StackError(f"{where} {key} {entry[key]!r} is not valid: one of {', '.join(allowed)}")
+        values.choice(entry.get(key, allowed[0]), allowed, f"{where} {key}")
     return Cluster(
         name=name, manager=manager, workers=tuple(workers),
         replicas=values.whole(entry.get("replicas", 2), f"{where} replicas", 1, 100),
@@ -296,7 +297,9 @@ def validate_database_name(name: str, existing: tuple[str, ...] = ()) -> None:
     """Raise StackError unless NAME can be a compose service, network prefix, PostgreSQL
     database and Django alias, and is not already taken."""
     shown = repr(name)
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str):
+        raise StackError(f"database name {shown} is not valid: a string of lowercase letters, digits and underscores")
+    if not name:
         raise StackError("a database name cannot be empty")
     if len(name) > MAX_NAME_LENGTH:
         raise StackError(f"database name {shown} is too long ({len(name)} characters; at most {MAX_NAME_LENGTH})")
@@ -311,15 +314,23 @@ def validate_database_name(name: str, existing: tuple[str, ...] = ()) -> None:
         raise StackError(f"database {shown} already exists in {STACK_FILE}")
 
 
+# The document's tables besides [project] and [[databases]], with what each holds.
+TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists of [hosts] names",
+          "clusters": "a table of [clusters.NAME] tables", "backups": "a table (schedule, repository, ...)"}
+
+
 def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
     """Build a validated Stack from the parsed TOML document."""
+    project = data.get("project")
+    if not isinstance(project, dict) or "name" not in project:
+        raise StackError(f"{source}: [project] needs name = \"...\" (the compose project name)" if
+                         isinstance(project, dict) else f"{source}: project {project!r} is not valid: a [project] table")
+    name, entries = project["name"], data.get("databases", [])
+    if not isinstance(entries, list):
+        raise StackError(f"{source}: databases {entries!r} is not valid: [[databases]] tables, each with name = \"...\"")
     try:
-        project = data["project"]
-        name = project["name"]
-        entries = data.get("databases", [])
-    except (KeyError, TypeError) as exc:
-        raise StackError(f"{source}: missing or invalid [project] setting ({exc})") from None
-    try:
+        for key, hint in TABLES.items():
+            values.table(data.get(key, {}), key, hint)
         values.project(name)
         http_port = values.port(project.get("http_port", 8000), "http_port")
         body = values.body_size(project.get("client_max_body_size", "20m"))
@@ -329,8 +340,8 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         raise StackError(f"{source}: at least one [[databases]] entry is needed")
     databases = []
     for index, entry in enumerate(entries):
-        db_name = entry.get("name", "") if isinstance(entry, dict) else ""
         try:
+            db_name = values.table(entry, f"[[databases]] entry {index + 1}", 'a table with name = "..."').get("name", "")
             validate_database_name(db_name, tuple(db.name for db in databases))
         except StackError as exc:
             raise StackError(f"{source}: {exc}") from None
@@ -376,9 +387,7 @@ SITE_KEYS = {"domains", "tls", "bind", "https_port", "acme_email", "acme_server"
 def parse_site(entry: dict, project_http_port: int) -> Site:
     """The site of a [hosts.NAME] entry; each rule a user may break is said in one line."""
     names = values.domains(entry["domains"]) if "domains" in entry else ()
-    tls = entry.get("tls", "acme" if names else "off")
-    if tls not in TLS_MODES:
-        raise StackError(f"tls {tls!r} is not valid: one of {', '.join(TLS_MODES)}")
+    tls = values.choice(entry.get("tls", "acme" if names else "off"), TLS_MODES, "tls")
     if tls != "off" and not names:
         raise StackError(f'tls = "{tls}" needs domains (the names the certificate is for)')
     for key, mode in (("acme_email", "acme"), ("acme_server", "acme"), ("acme_ca_bundle", "acme"),
@@ -388,6 +397,8 @@ def parse_site(entry: dict, project_http_port: int) -> Site:
     if tls == "files" and not ("certificate" in entry and "certificate_key" in entry):
         raise StackError('tls = "files" needs certificate and certificate_key (paths on the host)')
     server = entry.get("acme_server", "production")
+    if not isinstance(server, str):
+        values.acme_url(server, "acme_server")  # refused: says what it takes
     site = Site(
         domains=names,
         tls=tls,
