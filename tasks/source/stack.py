@@ -246,6 +246,59 @@ def parse_cluster(name: str, entry, hosts: dict, databases) -> Cluster:
         endpoint_mode=entry.get("endpoint_mode", "vip"), publish_mode=entry.get("publish_mode", "ingress"))
 
 
+# Swarm's limits on the names of what a cluster's stack makes: a secret or config at most 64
+# characters, a service (a one-off job too) at most 63, a DNS label. `docker stack deploy`
+# meets them only as it creates each one, its networks made already.
+SWARM_SECRET_LIMIT, SWARM_SERVICE_LIMIT = 64, 63
+# Stand-ins of full length for the digest that names each version of a secret or config
+# (plans/swarm.py versions_script: 12 characters) and the release tag in a one-off job's
+# name (procedures/cluster_release.py release_phase: 8).
+DIGEST, TAG = "#" * 12, "#" * 8
+
+
+def swarm_names(project: str, databases, backups: bool) -> list[tuple[str | None, str, str, int]]:
+    """(database or None, kind, name, Swarm's limit) of every secret, config and service that
+    the stack of a cluster whose project is PROJECT makes (config/templates/docker-stack.yml.j2),
+    digests and tags as DIGEST and TAG."""
+    secrets = [DJANGO_SECRET, *(db.secret_name for db in databases)]
+    names = [(None, "config", f"{project}_{name}_{DIGEST}", SWARM_SECRET_LIMIT)
+             for name in ("nginx_main", "nginx_site", "app_role")]
+    names += [(None, "service", f"{project}_{name}", SWARM_SERVICE_LIMIT) for name in ("djangoapp", "nginx")]
+    names += [(None, "job", f"{project}-static-{TAG}", SWARM_SERVICE_LIMIT)]
+    names += [(db, "secret", f"{project}_{name}_{DIGEST}", SWARM_SECRET_LIMIT)
+              for db, name in zip((None, *(db.name for db in databases)), secrets)]
+    for db in databases:
+        names += [(db.name, "service", f"{project}_{db.name}", SWARM_SERVICE_LIMIT),
+                  (db.name, "job", f"{project}-migrate-{db.name}-{TAG}", SWARM_SERVICE_LIMIT)]
+    if backups:
+        names += [(None, "service", f"{project}_backup", SWARM_SERVICE_LIMIT),
+                  (None, "secret", f"{project}_backup_{RESTIC_PASSWORD}_{DIGEST}", SWARM_SECRET_LIMIT)]
+        names += [(None, "secret", f"{project}_{source}_{DIGEST}", SWARM_SECRET_LIMIT)
+                  for source, _ in BACKUP_OPTIONAL_SECRETS]
+        names += [(db.name, "secret", f"{project}_backup_{db.secret_name}_{DIGEST}", SWARM_SECRET_LIMIT)
+                  for db in databases]
+    return names
+
+
+def check_swarm_names(cluster: str, project: str, databases, backups: bool) -> None:
+    """Refuse, before anything is deployed, a database (or project) name that would make a
+    Swarm name longer than Swarm takes: its own names are what a user sees in `docker
+    secret ls`, so they are not shortened behind the user's back."""
+    too_long = [(len(name) - limit, db, kind, name, limit)
+                for db, kind, name, limit in swarm_names(project, databases, backups) if len(name) > limit]
+    if not too_long:
+        return
+    # The project's own names first: no database name is short enough while they are too long.
+    over, db, kind, name, limit = max([n for n in too_long if n[1] is None] or too_long)
+    shown = name.replace(DIGEST, "<digest>").replace(TAG, "<tag>")
+    if db is not None:
+        raise StackError(f"[clusters.{cluster}]: database name {db!r} is too long for Swarm: the {kind} {shown} would "
+                         f"have {len(name)} characters (at most {limit}); use at most {len(db) - over} characters "
+                         f"for it with project {project!r}" + (" and [backups]" if backups else ""))
+    raise StackError(f"[clusters.{cluster}]: project name {project!r} is too long for Swarm: the {kind} {shown} "
+                     f"would have {len(name)} characters (at most {limit})")
+
+
 @dataclass(frozen=True)
 class Stack:
     project: str
@@ -365,6 +418,8 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
     try:
         clusters = {cluster: parse_cluster(cluster, entry, hosts, databases)
                     for cluster, entry in data.get("clusters", {}).items()}
+        for cluster in clusters.values():
+            check_swarm_names(cluster.name, hosts[cluster.manager].project or name, databases, backups is not None)
     except StackError as exc:
         raise StackError(f"{source}: {exc}") from None
     return Stack(
