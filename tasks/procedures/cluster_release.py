@@ -378,7 +378,6 @@ class Steps:
         for node in self.s.nodes.values():
             node.shell(release_plans.remove_trees([node.target.directory / "releases" / self.release]), check=False)
 
-
     def remove_created(self) -> None:
         """The secrets, configs and networks this run's `docker stack deploy` made and no
         service uses (a deploy that stopped half-way leaves them otherwise: a failed one
