@@ -119,3 +119,24 @@ def test_a_lock_left_by_a_dead_task_is_taken_over(tree):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "was left by a task that is gone" in result.stdout and not lock.exists()
+
+
+def test_a_name_too_long_for_a_clusters_swarm_is_refused_and_nothing_is_written(tmp_path):
+    """With a cluster and [backups], a database's backup secret is `hello_backup_NAME_password_`
+    and a 12-character digest: Swarm takes 64 characters, so 29 for NAME."""
+    tree = copy_project(tmp_path)
+    with open(tree / "config/stack.toml", "a") as handle:
+        handle.write('\n[hosts.node1]\naddress = "203.0.113.10"\ndirectory = "/srv/hello"\n\n[clusters.prod]\n'
+                     'manager = "node1"\n\n[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/backups"\n')
+    assert subprocess.run([*INV, "render"], cwd=tree, capture_output=True, text=True).returncode == 0
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-qam", "cluster"],
+                   cwd=tree, check=True)
+    before = snapshot(tree)
+    result = subprocess.run([*INV, "db.add", "d" * 30], cwd=tree, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == ("error: config/stack.toml: [clusters.prod]: database name '" + "d" * 30 + "' is too long "
+                             "for Swarm: the secret hello_backup_" + "d" * 30 + "_password_<digest> would have 65 "
+                             "characters (at most 64); use at most 29 characters for it with project 'hello' and "
+                             "[backups]\n")
+    assert snapshot(tree) == before
+    assert subprocess.run([*INV, "db.add", "d" * 29], cwd=tree, capture_output=True, text=True).returncode == 0

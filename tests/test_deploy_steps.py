@@ -319,12 +319,14 @@ KNOWN_TO_OLD = {"database1": ["contenttypes.0001_initial", "hello.0001_initial"]
 
 def read_ledgers(*releases):
     """What `ledger.read_all` prints on the host: RELEASES as (name, served, migrations), no
-    ledger when migrations is None."""
+    ledger when migrations is None, the ledger's own text when it is a string."""
     text = ""
     for name, served, migrations in releases:
         text += f"== {name} {'yes' if served else 'no'}\n"
         if migrations is not None:
-            text += ledger.entry(name, COMMIT, "sha256:5eed", "2026-11-20T00:00:00+00:00", "ann@desk", migrations)
+            body = migrations if isinstance(migrations, str) else ledger.entry(
+                name, COMMIT, "sha256:5eed", "2026-11-20T00:00:00+00:00", "ann@desk", migrations)
+            text += "".join(f"|{line}\n" for line in body.splitlines())
         text += "\n"
     return {bash(ledger.read_all("/srv/hello")): Result(text)}
 
@@ -395,6 +397,53 @@ def test_rollback_to_a_release_without_a_ledger_needs_force():
     assert steps_run(conn)[-3:] == [HEALTH, bash(plans.switch("/srv/hello", OLD)), bash(plans.release_lock("/srv/hello"))]
 
 
+def tampered(release, **changes):
+    """RELEASE's ledger as written, with CHANGES to its fields (None: the field removed)."""
+    entry = json.loads(ledger.entry(release, COMMIT, "sha256:5eed", "2026-11-20T00:00:00+00:00", "ann@desk",
+                                    KNOWN_TO_OLD))
+    entry.update(changes)
+    return json.dumps({key: value for key, value in entry.items() if value is not None})
+
+
+TAMPERED = {
+    "migrations-number": (tampered(OLD, migrations={"database1": 5}), "the migrations of database1 are a number, not a list"),
+    "migrations-list": (tampered(OLD, migrations=["hello.0001_initial"]), "migrations is a list, not an object of databases"),
+    "migrations-null": (tampered(OLD, migrations=None), "no migrations"),
+    "migrations-json-null": (tampered(OLD).replace('"migrations": {', '"migrations": null, "x": {'),
+                             "migrations is null, not an object of databases"),
+    "migration-not-text": (tampered(OLD, migrations={"database1": [1]}), "the migrations of database1 hold 1, not an app.name"),
+    "database-not-a-name": (tampered(OLD, migrations={"db 1; x": []}), "migrations names 'db 1; x', not a database"),
+    "commit-number": (tampered(OLD, commit=5), "commit is a number, not a line of text"),
+    "commit-escape": (tampered(OLD, commit="\x1b[2J"), "commit is '\\x1b[2J', not a line of text"),
+    "another-release": (tampered(NEW), f"it is the ledger of '{NEW}'"),
+    "a-list": ("[1, 2]", "a list, not an object"),
+    "null": ("null", "null, not an object"),
+    "not-json": ('{"release": "x",', "not JSON"),
+}
+
+
+@pytest.mark.parametrize("text, why", TAMPERED.values(), ids=TAMPERED.keys())
+def test_rollback_to_a_release_whose_ledger_is_not_valid_needs_force_and_says_why(text, why):
+    r, conn, _ = live(NEW, KNOWN_TO_OLD["database1"], (OLD, True, text), (NEW, True, KNOWN_TO_OLD))
+    with pytest.raises(TaskError) as err:
+        release.rollback(r, timeout=30)
+    assert err.value.message == (f"error: the ledger of {OLD} (/srv/hello/releases/{OLD}/release.json) is not valid: "
+                                 f"{why}; its migrations are unknown: add --force to roll back to it anyway")
+    assert MIGRATIONS not in conn.commands and conn.commands[-1] == bash(plans.release_lock("/srv/hello"))
+    assert conn.app == {APP2: "running healthy"}  # nothing started
+
+
+def test_rollback_with_force_to_a_release_whose_ledger_is_not_valid_believes_nothing_in_it(capsys):
+    # The ledger claims every migration applied: a valid one would let the rollback through.
+    r, conn, _ = live(NEW, ["hello.0002_x"], (OLD, True, tampered(OLD, migrations={"database1": 5})),
+                      (NEW, True, {"database1": ["hello.0002_x"]}))
+    release.rollback(r, timeout=30, force=True)
+    assert MIGRATIONS not in conn.commands
+    assert steps_run(conn)[-2:] == [bash(plans.switch("/srv/hello", OLD)), bash(plans.release_lock("/srv/hello"))]
+    assert (f"the ledger of {OLD} (/srv/hello/releases/{OLD}/release.json) is not valid: the migrations of database1 "
+            "are a number, not a list; its migrations are unknown (--force)\n") in capsys.readouterr().out
+
+
 def test_rollback_goes_to_the_last_release_that_served_or_to_the_one_named():
     releases = [(OLDER, True, KNOWN_TO_OLD), (OLD, False, KNOWN_TO_OLD), (NEW, True, KNOWN_TO_OLD)]
     r, conn, _ = live(NEW, KNOWN_TO_OLD["database1"], *releases)
@@ -428,6 +477,17 @@ def test_releases_are_listed_newest_first_with_their_ledgers():
         ["", OLD, COMMIT[:12], "2026-11-20T00:00:00+00:00", "ann@desk", "5eed", "database1 2", "never served"],
         ["", OLDER, "-", "-", "-", "-", "-", ""],
     ]
+
+
+@pytest.mark.parametrize("text, why", TAMPERED.values(), ids=TAMPERED.keys())
+def test_a_release_whose_ledger_is_not_valid_is_listed_without_it_and_named_in_one_line(text, why, capsys):
+    r, _, _ = live(NEW, [], (OLD, True, text), (NEW, True, {"database1": ["a.1"]}))
+    assert release.list_releases(r) == [
+        ["*", NEW, COMMIT[:12], "2026-11-20T00:00:00+00:00", "ann@desk", "5eed", "database1 1", ""],
+        ["", OLD, "-", "-", "-", "-", "-", "ledger not valid"],
+    ]
+    assert capsys.readouterr().out == (f"warning: the ledger of {OLD} (/srv/hello/releases/{OLD}/release.json) is not "
+                                       f"valid: {why}; its migrations are unknown\n")
 
 
 def test_a_lock_that_cannot_be_written_is_not_called_held():

@@ -163,9 +163,42 @@ class TestLedger:
                                       "image": "sha256:5eed", "deployed_at": "2026-11-21T00:00:00+00:00",
                                       "deployed_by": "ann@desk", "migrations": self.MIGRATIONS}
 
-    @pytest.mark.parametrize("text", ["", "{", "[1, 2]", '"text"', "null"])
-    def test_what_is_not_a_ledger_parses_to_none(self, text):
-        assert ledger.parse(text) is None
+    @pytest.mark.parametrize("text, why", [
+        ("", "not JSON"), ("{", "not JSON"), ("[" * 100000 + "]" * 100000, "not JSON"),
+        ("[1, 2]", "a list, not an object"), ('"text"', "a string, not an object"), ("null", "null, not an object"),
+        ("{}", "no release, commit, image, deployed_at, deployed_by, migrations"),
+    ])
+    def test_what_is_not_a_ledger_parses_to_invalid_saying_why(self, text, why):
+        assert ledger.parse(text) == ledger.Invalid(why)
+
+    @pytest.mark.parametrize("changes, why", [
+        ({"migrations": {"database1": 5}}, "the migrations of database1 are a number, not a list"),
+        ({"migrations": {"database1": None}}, "the migrations of database1 are null, not a list"),
+        ({"migrations": {"database1": {"a": "b"}}}, "the migrations of database1 are an object, not a list"),
+        ({"migrations": ["hello.0001_initial"]}, "migrations is a list, not an object of databases"),
+        ({"migrations": None}, "migrations is null, not an object of databases"),
+        ({"migrations": "database1"}, "migrations is a string, not an object of databases"),
+        ({"migrations": {"Database 1": []}}, "migrations names 'Database 1', not a database"),
+        ({"migrations": {"database1": ["hello.0001_initial", 2]}}, "the migrations of database1 hold 2, not an app.name"),
+        ({"migrations": {"database1": [True]}}, "the migrations of database1 hold True, not an app.name"),
+        ({"migrations": {"database1": ["hello 0001"]}}, "the migrations of database1 hold 'hello 0001', not an app.name"),
+        ({"migrations": {"database1": [["a.1"]]}}, "the migrations of database1 hold ['a.1'], not an app.name"),
+        ({"commit": 5}, "commit is a number, not a line of text"),
+        ({"image": ["sha256:5eed"]}, "image is a list, not a line of text"),
+        ({"deployed_by": "ann\x1b]0;owned\x07"}, "deployed_by is 'ann\\x1b]0;owned\\x07', not a line of text"),
+        ({"deployed_at": "x" * 201}, f"deployed_at is {'x' * 36!r}..., not a line of text".replace("'...", "...")),
+        ({"release": "20261120T000000Z-0123456789ab"}, "it is the ledger of '20261120T000000Z-0123456789ab'"),
+    ], ids=["migrations-number", "migrations-null", "migrations-object", "migrations-list", "migrations-none",
+            "migrations-string", "database-not-a-name", "migration-number", "migration-boolean", "migration-space",
+            "migration-list", "commit-number", "image-list", "deployed-by-escape", "deployed-at-long",
+            "another-release"])
+    def test_a_tampered_ledger_is_invalid_and_says_what_is_wrong(self, changes, why):
+        entry = json.loads(ledger.entry("20261121T000000Z-abcdef012345", "0123abc", "sha256:5eed",
+                                        "2026-11-21T00:00:00+00:00", "ann@desk", self.MIGRATIONS))
+        text = json.dumps({**entry, **changes})
+        assert ledger.parse(text, "20261121T000000Z-abcdef012345") == ledger.Invalid(why)
+        for key in changes:  # a field missing is named too
+            assert ledger.parse(json.dumps({k: v for k, v in entry.items() if k != key})) == ledger.Invalid(f"no {key}")
 
     def test_the_migrations_are_read_as_the_superuser_one_a_line(self):
         db = loads(open("config/stack.toml").read()).databases[0]
@@ -175,12 +208,14 @@ class TestLedger:
 
     def test_split_all(self):
         entry = ledger.entry("B", "c", "i", "t", "u", {"database1": ["a.1"]})
-        text = f"== C no\n{{ not json\n\n== B yes\n{entry}\n== A yes\n\n== D no\n"
+        body = "".join(f"|{line}\n" for line in entry.splitlines())
+        text = f"== C no\n|{{ not json\n\n== B yes\n{body}\n== A yes\n\n== D no\n== E no\n{body}"
         assert ledger.split_all(text) == [
             ("A", True, None),  # served, no ledger (an earlier version deployed it)
             ("B", True, json.loads(entry)),
-            ("C", False, None),  # a ledger that does not parse counts as none
+            ("C", False, ledger.Invalid("not JSON")),  # a ledger that does not parse is named as such
             ("D", False, None),
+            ("E", False, ledger.Invalid("it is the ledger of 'B'")),  # another release's ledger
         ]
         assert ledger.split_all("") == []
 
@@ -198,6 +233,15 @@ class TestLedger:
                                                    ("20261121T000000Z-abcdef012345", False, json.loads(entry))]
         nothing = sh(ledger.read_all(tmp_path / "no such dir"))
         assert nothing.returncode == 0 and nothing.stdout == ""
+
+    def test_a_ledger_cannot_pass_for_another_release(self, tmp_path):
+        releases = tmp_path / "releases"
+        name, fake = "20261121T000000Z-abcdef012345", "20261122T000000Z-ffffffffffff"
+        (releases / name).mkdir(parents=True)
+        entry = ledger.entry(fake, "c", "i", "t", "u", {})
+        (releases / name / ledger.LEDGER).write_text(f"{{}}\n== {fake} yes\n{entry}")  # no newline at its end
+        found = ledger.split_all(sh(ledger.read_all(tmp_path)).stdout)
+        assert found == [(name, False, ledger.Invalid("not JSON"))]
 
     def test_ahead_names_per_database_what_the_release_does_not_know(self):
         known = {"database1": ["a.1", "a.2"], "reports": ["r.1"]}

@@ -3,10 +3,12 @@ test hosts in tests/e2e/test_swarm.py)."""
 import json
 
 import pytest
+from invoke import Result
 
 from tasks.errors import StackError
 from tasks.plans import swarm as plans
-from tasks.source.stack import loads
+from tasks.source.stack import DIGEST, TAG, loads, swarm_names
+from tests.fakes import Recorder
 
 BASE = open("config/stack.toml").read() + """
 [hosts.node1]
@@ -195,3 +197,135 @@ def test_only_ready_active_nodes_take_tasks():
                                                 {"ID": "b", "Status": "Down", "Availability": "Active"},
                                                 {"ID": "c", "Status": "Ready", "Availability": "Drain"}])
     assert plans.available_nodes(listed) == ["a"]
+
+
+BACKUPS = '[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/restic/hello"\n'
+
+
+@pytest.mark.parametrize("extra, project, message", [
+    (BACKUPS, None, "database name '" + "d" * 30 + "' is too long for Swarm: the secret hello_backup_" + "d" * 30
+     + "_password_<digest> would have 65 characters (at most 64); use at most 29 characters for it with project "
+       "'hello' and [backups]"),
+    ("", "p" * 30, "database name '" + "d" * 30 + "' is too long for Swarm: the secret " + "p" * 30 + "_" + "d" * 30
+     + "_password_<digest> would have 83 characters (at most 64); use at most 11 characters for it with project '"
+     + "p" * 30 + "'"),
+    ("", "p" * 40, "project name '" + "p" * 40 + "' is too long for Swarm: the secret " + "p" * 40
+     + "_django_secret_key_<digest> would have 71 characters (at most 64)"),
+], ids=["backup-secret", "app-secret", "project"])
+def test_a_name_too_long_for_swarm_is_refused_before_anything_is_deployed(extra, project, message):
+    text = BASE.replace("[hosts.node1]\n", f'[hosts.node1]\nproject = "{project}"\n' if project else "[hosts.node1]\n") + f'[[databases]]\nname = "{"d" * 30}"\n' + extra + '[clusters.prod]\nmanager = "node1"\n'
+    with pytest.raises(StackError) as caught:
+        loads(text)
+    assert str(caught.value) == f"config/stack.toml: [clusters.prod]: {message}"
+
+
+def test_names_at_swarms_limits_are_taken_and_only_a_cluster_has_them():
+    longest = "d" * 29
+    stack = loads(BASE + f'[[databases]]\nname = "{longest}"\n' + BACKUPS + '[clusters.prod]\nmanager = "node1"\n')
+    assert max(len(name) - limit for _, _, name, limit in swarm_names("hello", stack.databases, True)) == 0
+    # Without a cluster no Swarm name is made: a compose host takes 30 characters.
+    assert loads(BASE + f'[[databases]]\nname = "{"d" * 30}"\n' + BACKUPS).databases[-1].name == "d" * 30
+
+
+def test_the_names_checked_are_those_the_stack_file_gives_swarm():
+    import yaml
+
+    from tasks.source import render
+
+    stack = loads(BASE + '[[databases]]\nname = "reports"\n' + BACKUPS + '[clusters.prod]\nmanager = "node1"\n')
+    spec = yaml.safe_load(render.rendered(stack)[render.stack_file("prod")])
+
+    def named(entry):
+        return (entry["name"].replace("${PROJECT}", "hello").replace("${SECRETS_VERSION}", DIGEST)
+                .replace("${BACKUP_SECRETS_VERSION}", DIGEST).replace("${CONFIG_VERSION}", DIGEST))
+
+    made = {("secret", named(entry)) for entry in spec["secrets"].values()}
+    made |= {("config", named(entry)) for entry in spec["configs"].values()}
+    made |= {("service", f"hello_{name}") for name in spec["services"]}
+    checked = {(kind, name) for _, kind, name, _ in swarm_names("hello", stack.databases, True)}
+    assert made == {entry for entry in checked if entry[0] != "job"}
+    assert {name for kind, name in checked if kind == "job"} == {f"hello-migrate-{db.name}-{TAG}"
+                                                                for db in stack.databases} | {f"hello-static-{TAG}"}
+
+
+def test_the_objects_of_a_stack_are_listed_by_its_label_and_removed_networks_last():
+    assert plans.stack_objects("hello-prod", "network") == [
+        "docker", "network", "ls", "--filter", "label=com.docker.stack.namespace=hello-prod", "--format", "{{.Name}}"]
+    assert plans.remove_objects([("network", "hello_database1_network"), ("secret", "hello_b_1"),
+                                 ("secret", "hello_a_1"), ("config", "hello_nginx_main_1")]) == [
+        ["docker", "secret", "rm", "hello_a_1", "hello_b_1"], ["docker", "config", "rm", "hello_nginx_main_1"],
+        ["docker", "network", "rm", "hello_database1_network"]]
+    assert plans.remove_objects([]) == []
+
+
+class Manager(Recorder):
+    """A swarm manager's engine: the stack's objects as (kind, name); `docker stack deploy`
+    makes MADE then fails (as when Swarm refuses a name after it made the networks);
+    `docker KIND rm` removes the names given but those IN_USE."""
+
+    def __init__(self, objects, made, in_use=()):
+        super().__init__()
+        self.objects, self.made, self.in_use = set(objects), set(made), set(in_use)
+
+    def run(self, command, **kwargs):
+        result = super().run(command, **kwargs)
+        words = command.split()
+        if command in self.answers:
+            return result
+        if " docker stack deploy " in command:
+            self.objects |= self.made
+            return Result(stderr="failed to create secret: invalid name\n", exited=1, command=command)
+        if len(words) > 2 and words[0] == "docker" and words[2] == "ls":
+            names = sorted(name for kind, name in self.objects if kind == words[1])
+            return Result(stdout="".join(f"{name}\n" for name in names), command=command)
+        if len(words) > 2 and words[0] == "docker" and words[2] == "rm" and words[1] in plans.STACK_OBJECTS:
+            self.objects -= {(words[1], name) for name in words[3:] if (words[1], name) not in self.in_use}
+        return Result(command=command)
+
+
+def test_a_failed_stack_deploy_removes_the_secrets_and_networks_it_made_and_nothing_else(capsys):
+    from tasks.errors import TaskError
+    from tasks.execution.cluster import ClusterRun
+    from tasks.execution.runner import Runner
+    from tasks.execution.targets import HostTarget
+    from tasks.procedures.cluster_release import Steps
+
+    stack = loads(BASE + '[clusters.prod]\nmanager = "node1"\n')
+    before = {("secret", "hello_django_secret_key_aaaaaaaaaaaa"), ("network", "hello_nginx_network")}
+    made = {("secret", "hello_django_secret_key_bbbbbbbbbbbb"), ("secret", "hello_database1_password_bbbbbbbbbbbb"),
+            ("network", "hello_database1_network"), ("config", "hello_nginx_main_bbbbbbbbbbbb")}
+    # A service of the stack took the new database network before the failure: it stays.
+    conn = Manager(before, made, in_use={("network", "hello_database1_network")})
+    s = ClusterRun(stack.clusters["prod"], {"node1": Runner(HostTarget(conn, stack.hosts["node1"], stack), False)})
+    steps = Steps(s, "20261121T000000Z-abcdef012345", None, "hello-djangoapp:abcdef012345", 30)
+    with pytest.raises(TaskError, match="docker stack deploy .*failed"):
+        steps.stack_deploy({"PROJECT": "hello"}, steps.image, 0, "docker stack deploy (databases)")
+    listing = [" ".join(plans.stack_objects("hello", kind)).replace("{{.Name}}", "'{{.Name}}'")
+               for kind in plans.STACK_OBJECTS]
+    assert conn.commands[:3] == listing  # read before the stack is deployed
+    steps.undo()
+    removals = [c for c in conn.commands if " rm " in c and c.startswith("docker ")]
+    assert removals == ["docker secret rm hello_database1_password_bbbbbbbbbbbb hello_django_secret_key_bbbbbbbbbbbb",
+                        "docker config rm hello_nginx_main_bbbbbbbbbbbb", "docker network rm hello_database1_network"]
+    assert conn.objects == before | {("network", "hello_database1_network")}  # what was there before stays
+    assert "removing what this deploy made in Swarm: config hello_nginx_main_bbbbbbbbbbbb, network " in capsys.readouterr().out
+    assert conn.commands[-1].startswith("bash -c ") and "releases/20261121T000000Z-abcdef012345" in conn.commands[-1]
+
+
+def test_an_undo_removes_nothing_when_the_stack_could_not_be_listed_first():
+    from tasks.errors import TaskError
+    from tasks.execution.cluster import ClusterRun
+    from tasks.execution.runner import Runner
+    from tasks.execution.targets import HostTarget
+    from tasks.procedures.cluster_release import Steps
+
+    stack = loads(BASE + '[clusters.prod]\nmanager = "node1"\n')
+    conn = Manager(set(), {("network", "hello_database1_network")})
+    conn.answers[" ".join(plans.stack_objects("hello", "config")).replace("{{.Name}}", "'{{.Name}}'")] = Result(
+        exited=1, stderr="Cannot connect to the Docker daemon\n")
+    s = ClusterRun(stack.clusters["prod"], {"node1": Runner(HostTarget(conn, stack.hosts["node1"], stack), False)})
+    steps = Steps(s, "20261121T000000Z-abcdef012345", None, "hello-djangoapp:abcdef012345", 30)
+    with pytest.raises(TaskError):
+        steps.stack_deploy({"PROJECT": "hello"}, steps.image, 0)
+    steps.undo()
+    assert not [c for c in conn.commands if " rm " in c and c.startswith("docker ")]

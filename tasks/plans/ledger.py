@@ -8,9 +8,12 @@ rollback compares that with what each database has applied now (procedures/ledge
 from __future__ import annotations
 
 import json
+import re
 import shlex
+from dataclasses import dataclass
 
 from ..source.stack import APP_ROLE
+from ..source.values import DATABASE
 from .release import SERVED
 
 LEDGER = "release.json"
@@ -23,12 +26,71 @@ def entry(release: str, commit: str, image: str, deployed_at: str, deployed_by: 
                        "deployed_by": deployed_by, "migrations": migrations}, indent=2, sort_keys=True) + "\n"
 
 
-def parse(text: str) -> dict | None:
+# What `entry` writes, and what each field may hold. The text fields are shown by `inv
+# releases`: one printable line, so that an edited file cannot garble the terminal.
+TEXT_FIELDS = ("release", "commit", "image", "deployed_at", "deployed_by")
+LINE = re.compile(r"[^\x00-\x1f\x7f-\x9f]{0,200}")
+# A migration as the databases print it (MIGRATIONS_SQL): app.name.
+MIGRATION = re.compile(r"[^\s.]+\.\S+")
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A ledger that is not what `entry` writes (edited by hand, cut short, another
+    release's): WHY, in a few words. Nothing in it is trusted: its release's migrations are
+    unknown, as for a release without a ledger."""
+    why: str
+
+
+def _kind(value) -> str:
+    """VALUE's JSON type, for a message."""
+    for kind, name in ((bool, "true/false"), (str, "a string"), ((int, float), "a number"), (list, "a list"),
+                       (dict, "an object")):
+        if isinstance(value, kind):
+            return name
+    return "null"
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def problem(value, release: str | None = None) -> str | None:
+    """What is wrong with VALUE as the ledger of RELEASE (any release when None), or None."""
+    if not isinstance(value, dict):
+        return f"{_kind(value)}, not an object"
+    missing = [key for key in (*TEXT_FIELDS, "migrations") if key not in value]
+    if missing:
+        return f"no {', '.join(missing)}"
+    for key in TEXT_FIELDS:
+        if not isinstance(value[key], str) or LINE.fullmatch(value[key]) is None:
+            return f"{key} is {_kind(value[key]) if not isinstance(value[key], str) else _shown(value[key])}, " \
+                   "not a line of text"
+    if release is not None and value["release"] != release:
+        return f"it is the ledger of {_shown(value['release'])}"
+    migrations = value["migrations"]
+    if not isinstance(migrations, dict):
+        return f"migrations is {_kind(migrations)}, not an object of databases"
+    for db, names in migrations.items():
+        if DATABASE.fullmatch(db) is None:
+            return f"migrations names {_shown(db)}, not a database"
+        if not isinstance(names, list):
+            return f"the migrations of {db} are {_kind(names)}, not a list"
+        for name in names:
+            if not isinstance(name, str) or MIGRATION.fullmatch(name) is None:
+                return f"the migrations of {db} hold {_shown(name)}, not an app.name"
+    return None
+
+
+def parse(text: str, release: str | None = None) -> dict | Invalid:
+    """The ledger in TEXT, every field checked (and that it is RELEASE's, when given)."""
     try:
         value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+    except (ValueError, RecursionError):
+        return Invalid("not JSON")
+    why = problem(value, release)
+    return value if why is None else Invalid(why)
 
 
 def applied_migrations(db) -> list[str]:
@@ -46,24 +108,27 @@ def read_migrations(database: str) -> list[str]:
 
 
 def read_all(directory) -> str:
-    """Shell: for each release directory, a `== NAME SERVED?` line, then its ledger (if any)."""
+    """Shell: for each release directory, a `== NAME SERVED?` line, then its ledger (if any),
+    each of its lines after a `|`: whatever a ledger holds, it cannot pass for a release."""
     d = shlex.quote(f"{directory}/releases")
     return (f"cd {d} 2>/dev/null || exit 0; for r in *; do test -d \"$r\" || continue; "
-            f"s=no; test -e \"$r/{SERVED}\" && s=yes; echo \"== $r $s\"; cat \"$r/{LEDGER}\" 2>/dev/null; echo; done")
+            f"s=no; test -e \"$r/{SERVED}\" && s=yes; echo \"== $r $s\"; "
+            f"sed 's/^/|/' \"$r/{LEDGER}\" 2>/dev/null; echo; done")
 
 
-def split_all(text: str) -> list[tuple[str, bool, dict | None]]:
-    """(release, served, ledger or None) from what `read_all` printed, oldest first."""
+def split_all(text: str) -> list[tuple[str, bool, dict | Invalid | None]]:
+    """(release, served, its ledger, Invalid, or None without one) from what `read_all`
+    printed, oldest first."""
     found, name, served, body = [], None, False, []
     for line in text.splitlines() + ["== "]:
         if line.startswith("== "):
             if name:
-                found.append((name, served, parse("\n".join(body)) if "".join(body).strip() else None))
+                found.append((name, served, parse("\n".join(body), name) if "".join(body).strip() else None))
             parts = line[3:].split()
             name, served, body = (parts[0], parts[1:] == ["yes"], []) if parts else (None, False, [])
-        else:
-            body.append(line)
-    return sorted(found)
+        elif line.startswith("|"):
+            body.append(line[1:])
+    return sorted(found, key=lambda release: release[:2])
 
 
 def ahead(applied: dict[str, list[str]], known: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -246,6 +246,22 @@ def available_nodes(stdout: str) -> list[str]:
 UPDATE_FAILED = {"paused", "rollback_started", "rollback_paused", "rollback_completed"}
 
 
+# What `docker stack deploy` makes besides services, by the kind its command line names.
+STACK_OBJECTS = ("secret", "config", "network")
+
+
+def stack_objects(project: str, kind: str) -> list[str]:
+    """On the manager: the names of stack PROJECT's objects of KIND (STACK_OBJECTS), a line each."""
+    return ["docker", kind, "ls", "--filter", f"label=com.docker.stack.namespace={project}", "--format", "{{.Name}}"]
+
+
+def remove_objects(objects) -> list[list[str]]:
+    """On the manager: OBJECTS, (kind, name) pairs, removed; networks last (a service being
+    removed may still hold one). What a service still uses is refused by Swarm, and stays."""
+    return [["docker", kind, "rm", *sorted(name for k, name in objects if k == kind)]
+            for kind in STACK_OBJECTS if any(k == kind for k, _ in objects)]
+
+
 def rollback_service(project: str, name: str) -> list[str]:
     """The service back to its previous spec (Swarm keeps one), rolling as configured."""
     return ["docker", "service", "rollback", "--detach", service(project, name)]

@@ -102,6 +102,10 @@ class Steps:
         self.project = s.manager.project
         self.stack_file = str(render.stack_file(s.cluster.name))
         self.switched = False
+        # The stack's secrets, configs and networks before this run's first `docker stack
+        # deploy` (None: not read, or not deployed yet): what an undo may remove is the rest.
+        self.before: set[tuple[str, str]] | None = None
+        self.stack_deployed = False
 
     def run(self) -> None:
         # Every node builds at once: the deploy waits for the slowest, not for their sum.
@@ -259,7 +263,20 @@ class Steps:
         placeholder secrets exist before their digest is read)."""
         return {**self.prepare_backups(), **self.environment()}
 
+    def stack_objects(self) -> set[tuple[str, str]] | None:
+        """(kind, name) of the stack's secrets, configs and networks now; None if one list
+        could not be read (then nothing is taken for new)."""
+        found = set()
+        for kind in plans.STACK_OBJECTS:
+            result = self.s.manager.probe(plans.stack_objects(self.project, kind), anywhere=True)
+            if result.failed:
+                return None
+            found |= {(kind, name) for name in result.stdout.split()}
+        return found
+
     def stack_deploy(self, env: dict, image: str, replicas: int, what: str = "docker stack deploy") -> None:
+        if not self.stack_deployed:
+            self.before, self.stack_deployed = self.stack_objects(), True
         self.manager.run(plans.deploy_stack(self.stack_file, self.project, {
             **env, "APP_IMAGE": image, "APP_REPLICAS": str(replicas)}), what=what)
 
@@ -347,8 +364,9 @@ class Steps:
 
     def undo(self) -> None:
         """The app back on the image it ran (Swarm does it by itself when a new replica
-        fails; `docker service rollback` when the deploy stopped for another reason), and the
-        new release's directories removed; `current` was never switched."""
+        fails; `docker service rollback` when the deploy stopped for another reason), what
+        this run made in Swarm and nothing uses removed, and the new release's directories
+        removed; `current` was never switched."""
         status = self.s.manager.probe(plans.update_status(self.project, "djangoapp"), anywhere=True).stdout.strip()
         rolling_back = status not in ("", "null") and str(json.loads(status).get("State", "")).startswith("rollback")
         # Once Swarm rolls back by itself, its previous spec is the failed one: never ask again.
@@ -356,8 +374,21 @@ class Steps:
             self.s.say(f"rolling the app back to what it ran before {self.release}")
             self.s.manager.run(plans.rollback_service(self.project, "djangoapp"), hide=True, anywhere=True,
                                what="asking Swarm to roll the app back")
+        self.remove_created()
         for node in self.s.nodes.values():
             node.shell(release_plans.remove_trees([node.target.directory / "releases" / self.release]), check=False)
+
+    def remove_created(self) -> None:
+        """The secrets, configs and networks this run's `docker stack deploy` made and no
+        service uses (a deploy that stopped half-way leaves them otherwise: a failed one
+        leaves its networks, say); those in use stay, as Swarm refuses their removal."""
+        after = self.stack_objects() if self.before is not None else None
+        created = sorted(after - self.before) if after is not None else []
+        if not created:
+            return
+        self.s.say(f"removing what this deploy made in Swarm: {', '.join(f'{kind} {name}' for kind, name in created)}")
+        for argv in plans.remove_objects(created):
+            self.s.manager.run(argv, check=False, hide=True, anywhere=True)
 
 
 def refresh(s: ClusterRun, timeout: int = 180) -> None:

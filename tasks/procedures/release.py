@@ -291,10 +291,16 @@ def prune_releases(r: Runner, keep: int, release: str, previous: str | None) -> 
             r.run(["docker", "image", "rm", *images], check=False, hide=True)
 
 
-def ledgers(r: Runner) -> list[tuple[str, bool, dict | None]]:
-    """(release, served, ledger or None) of every release on the host, oldest first."""
+def ledgers(r: Runner) -> list[tuple[str, bool, dict | ledger.Invalid | None]]:
+    """(release, served, its ledger, Invalid, or None) of every release on the host, oldest
+    first."""
     text = r.shell(ledger.read_all(r.target.directory), check=False).stdout
     return [entry for entry in ledger.split_all(text) if plans.RELEASE_PATTERN.match(entry[0])]
+
+
+def invalid_ledger(r: Runner, release: str, entry: ledger.Invalid) -> str:
+    """RELEASE's ledger is not valid, and why: for a message."""
+    return f"the ledger of {release} ({r.target.directory}/releases/{release}/{ledger.LEDGER}) is not valid: {entry.why}"
 
 
 def list_releases(r: Runner) -> list[list[str]]:
@@ -302,13 +308,18 @@ def list_releases(r: Runner) -> list[list[str]]:
     current = current_release(r)
     rows = []
     for name, served, entry in reversed(ledgers(r)):
+        notes = [] if served or name == current else ["never served"]
+        if isinstance(entry, ledger.Invalid):
+            # Nothing of it is shown: a value there may be anything.
+            r.say(f"warning: {invalid_ledger(r, name, entry)}; its migrations are unknown")
+            entry, notes = {}, ["ledger not valid", *notes]
         entry = entry or {}
         migrations = entry.get("migrations")
         rows.append(["*" if name == current else "", name, str(entry.get("commit", "-"))[:12],
                      str(entry.get("deployed_at", "-")), str(entry.get("deployed_by", "-")),
                      str(entry.get("image", "-")).removeprefix("sha256:")[:12],
                      ", ".join(f"{db} {len(names)}" for db, names in migrations.items()) if migrations else "-",
-                     "" if served or name == current else "never served"])
+                     ", ".join(notes)])
     return rows
 
 
@@ -325,7 +336,7 @@ def rollback(r: Runner, timeout: int, to: str | None = None, force: bool = False
         r.report(f"rolled {r.target.name} back from {current} to {target}")
 
 
-def rollback_target(r: Runner, to: str | None) -> tuple[str | None, str, dict | None]:
+def rollback_target(r: Runner, to: str | None) -> tuple[str | None, str, dict | ledger.Invalid | None]:
     """(current, the release to go back to, its ledger): TO, or the one served before the
     current one."""
     current = current_release(r)
@@ -344,11 +355,20 @@ def rollback_target(r: Runner, to: str | None) -> tuple[str | None, str, dict | 
     return current, target, known[target]
 
 
-def check_migrations(r: Runner, target: str, entry: dict | None, force: bool,
+def check_migrations(r: Runner, target: str, entry: dict | ledger.Invalid | None, force: bool,
                      now: dict[str, list[str]] | None = None) -> None:
     """Refuse (unless FORCE) to go back to code that lacks migrations a database has applied
-    (NOW, read from R's databases unless given)."""
-    if not entry or not isinstance(entry.get("migrations"), dict):
+    (NOW, read from R's databases unless given). A ledger that is not valid says nothing: its
+    release's migrations are unknown, as without one (refused unless FORCE, which is the
+    same override as for migrations the code lacks; a rollback in an emergency is not
+    blocked by a damaged file, and nothing in that file is believed)."""
+    if isinstance(entry, ledger.Invalid):
+        if not force:
+            raise TaskError(f"{invalid_ledger(r, target, entry)}; its migrations are unknown: add --force to roll "
+                            "back to it anyway")
+        r.say(f"{invalid_ledger(r, target, entry)}; its migrations are unknown (--force)")
+        return
+    if not entry:
         if not force:
             raise TaskError(f"{target} has no ledger (deployed by an earlier version): its migrations are unknown; "
                             "add --force to roll back to it anyway")

@@ -5,6 +5,7 @@ with the tree (`inv render --check`) or write it (`inv render`, `inv db.add`).
 """
 from __future__ import annotations
 
+import functools
 import secrets
 from pathlib import Path
 
@@ -26,7 +27,10 @@ NGINX_FILES = 2 * NGINX_CONNECTIONS + 1024
 PLACEHOLDER = "<generated-by-inv>"
 
 
+@functools.cache
 def _environment():
+    """One for the process: a template is compiled once however many sites are rendered
+    (a deploy renders each host's; Jinja2 still reloads a template whose file changed)."""
     import jinja2  # imported on use: tasks that render nothing start faster without it
 
     return jinja2.Environment(

@@ -178,6 +178,8 @@ def parse_backups(entry) -> Backups:
     if not isinstance(keep, dict) or not keep or set(keep) - set(KEEP_PERIODS):
         raise StackError(f"[backups] keep must be a table of {', '.join(KEEP_PERIODS)} counts")
     drill = entry.get("drill", "weekly")
+    if not isinstance(drill, str):
+        raise StackError(f"[backups] drill {drill!r} is not valid: daily, weekly, monthly, off or five cron fields")
     return Backups(
         schedule=values.cron(entry["schedule"], "[backups] schedule"),
         repository=values.repository(entry["repository"], "[backups] repository"),
@@ -238,13 +240,65 @@ def parse_cluster(name: str, entry, hosts: dict, databases) -> Cluster:
         if node not in (manager, *workers):
             raise StackError(f"{where}: database {db} is pinned to {node!r}, which is not one of its nodes")
     for key, allowed in (("endpoint_mode", ENDPOINT_MODES), ("publish_mode", PUBLISH_MODES)):
-        if entry.get(key, allowed[0]) not in allowed:
-            raise StackError(f"{where} {key} {entry[key]!r} is not valid: one of {', '.join(allowed)}")
+        values.choice(entry.get(key, allowed[0]), allowed, f"{where} {key}")
     return Cluster(
         name=name, manager=manager, workers=tuple(workers),
         replicas=values.whole(entry.get("replicas", 2), f"{where} replicas", 1, 100),
         placement=tuple((db.name, pinned.get(db.name, manager)) for db in databases),
         endpoint_mode=entry.get("endpoint_mode", "vip"), publish_mode=entry.get("publish_mode", "ingress"))
+
+
+# Swarm's limits on the names of what a cluster's stack makes: a secret or config at most 64
+# characters, a service (a one-off job too) at most 63, a DNS label. `docker stack deploy`
+# meets them only as it creates each one, its networks made already.
+SWARM_SECRET_LIMIT, SWARM_SERVICE_LIMIT = 64, 63
+# Stand-ins of full length for the digest that names each version of a secret or config
+# (plans/swarm.py versions_script: 12 characters) and the release tag in a one-off job's
+# name (procedures/cluster_release.py release_phase: 8).
+DIGEST, TAG = "#" * 12, "#" * 8
+
+
+def swarm_names(project: str, databases, backups: bool) -> list[tuple[str | None, str, str, int]]:
+    """(database or None, kind, name, Swarm's limit) of every secret, config and service that
+    the stack of a cluster whose project is PROJECT makes (config/templates/docker-stack.yml.j2),
+    digests and tags as DIGEST and TAG."""
+    secrets = [DJANGO_SECRET, *(db.secret_name for db in databases)]
+    names = [(None, "config", f"{project}_{name}_{DIGEST}", SWARM_SECRET_LIMIT)
+             for name in ("nginx_main", "nginx_site", "app_role")]
+    names += [(None, "service", f"{project}_{name}", SWARM_SERVICE_LIMIT) for name in ("djangoapp", "nginx")]
+    names += [(None, "job", f"{project}-static-{TAG}", SWARM_SERVICE_LIMIT)]
+    names += [(db, "secret", f"{project}_{name}_{DIGEST}", SWARM_SECRET_LIMIT)
+              for db, name in zip((None, *(db.name for db in databases)), secrets)]
+    for db in databases:
+        names += [(db.name, "service", f"{project}_{db.name}", SWARM_SERVICE_LIMIT),
+                  (db.name, "job", f"{project}-migrate-{db.name}-{TAG}", SWARM_SERVICE_LIMIT)]
+    if backups:
+        names += [(None, "service", f"{project}_backup", SWARM_SERVICE_LIMIT),
+                  (None, "secret", f"{project}_backup_{RESTIC_PASSWORD}_{DIGEST}", SWARM_SECRET_LIMIT)]
+        names += [(None, "secret", f"{project}_{source}_{DIGEST}", SWARM_SECRET_LIMIT)
+                  for source, _ in BACKUP_OPTIONAL_SECRETS]
+        names += [(db.name, "secret", f"{project}_backup_{db.secret_name}_{DIGEST}", SWARM_SECRET_LIMIT)
+                  for db in databases]
+    return names
+
+
+def check_swarm_names(cluster: str, project: str, databases, backups: bool) -> None:
+    """Refuse, before anything is deployed, a database (or project) name that would make a
+    Swarm name longer than Swarm takes: its own names are what a user sees in `docker
+    secret ls`, so they are not shortened behind the user's back."""
+    too_long = [(len(name) - limit, db, kind, name, limit)
+                for db, kind, name, limit in swarm_names(project, databases, backups) if len(name) > limit]
+    if not too_long:
+        return
+    # The project's own names first: no database name is short enough while they are too long.
+    over, db, kind, name, limit = max([n for n in too_long if n[1] is None] or too_long)
+    shown = name.replace(DIGEST, "<digest>").replace(TAG, "<tag>")
+    if db is not None:
+        raise StackError(f"[clusters.{cluster}]: database name {db!r} is too long for Swarm: the {kind} {shown} would "
+                         f"have {len(name)} characters (at most {limit}); use at most {len(db) - over} characters "
+                         f"for it with project {project!r}" + (" and [backups]" if backups else ""))
+    raise StackError(f"[clusters.{cluster}]: project name {project!r} is too long for Swarm: the {kind} {shown} "
+                     f"would have {len(name)} characters (at most {limit})")
 
 
 @dataclass(frozen=True)
@@ -298,7 +352,9 @@ def validate_database_name(name: str, existing: tuple[str, ...] = ()) -> None:
     """Raise StackError unless NAME can be a compose service, network prefix, PostgreSQL
     database and Django alias, and is not already taken."""
     shown = repr(name)
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str):
+        raise StackError(f"database name {shown} is not valid: a string of lowercase letters, digits and underscores")
+    if not name:
         raise StackError("a database name cannot be empty")
     if len(name) > MAX_NAME_LENGTH:
         raise StackError(f"database name {shown} is too long ({len(name)} characters; at most {MAX_NAME_LENGTH})")
@@ -313,15 +369,23 @@ def validate_database_name(name: str, existing: tuple[str, ...] = ()) -> None:
         raise StackError(f"database {shown} already exists in {STACK_FILE}")
 
 
+# The document's tables besides [project] and [[databases]], with what each holds.
+TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists of [hosts] names",
+          "clusters": "a table of [clusters.NAME] tables", "backups": "a table (schedule, repository, ...)"}
+
+
 def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
     """Build a validated Stack from the parsed TOML document."""
+    project = data.get("project")
+    if not isinstance(project, dict) or "name" not in project:
+        raise StackError(f"{source}: [project] needs name = \"...\" (the compose project name)" if
+                         isinstance(project, dict) else f"{source}: project {project!r} is not valid: a [project] table")
+    name, entries = project["name"], data.get("databases", [])
+    if not isinstance(entries, list):
+        raise StackError(f"{source}: databases {entries!r} is not valid: [[databases]] tables, each with name = \"...\"")
     try:
-        project = data["project"]
-        name = project["name"]
-        entries = data.get("databases", [])
-    except (KeyError, TypeError) as exc:
-        raise StackError(f"{source}: missing or invalid [project] setting ({exc})") from None
-    try:
+        for key, hint in TABLES.items():
+            values.table(data.get(key, {}), key, hint)
         values.project(name)
         http_port = values.port(project.get("http_port", 8000), "http_port")
         body = values.body_size(project.get("client_max_body_size", "20m"))
@@ -331,8 +395,8 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         raise StackError(f"{source}: at least one [[databases]] entry is needed")
     databases = []
     for index, entry in enumerate(entries):
-        db_name = entry.get("name", "") if isinstance(entry, dict) else ""
         try:
+            db_name = values.table(entry, f"[[databases]] entry {index + 1}", 'a table with name = "..."').get("name", "")
             validate_database_name(db_name, tuple(db.name for db in databases))
         except StackError as exc:
             raise StackError(f"{source}: {exc}") from None
@@ -356,6 +420,8 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
     try:
         clusters = {cluster: parse_cluster(cluster, entry, hosts, databases)
                     for cluster, entry in data.get("clusters", {}).items()}
+        for cluster in clusters.values():
+            check_swarm_names(cluster.name, hosts[cluster.manager].project or name, databases, backups is not None)
     except StackError as exc:
         raise StackError(f"{source}: {exc}") from None
     return Stack(
@@ -378,9 +444,7 @@ SITE_KEYS = {"domains", "tls", "bind", "https_port", "acme_email", "acme_server"
 def parse_site(entry: dict, project_http_port: int) -> Site:
     """The site of a [hosts.NAME] entry; each rule a user may break is said in one line."""
     names = values.domains(entry["domains"]) if "domains" in entry else ()
-    tls = entry.get("tls", "acme" if names else "off")
-    if tls not in TLS_MODES:
-        raise StackError(f"tls {tls!r} is not valid: one of {', '.join(TLS_MODES)}")
+    tls = values.choice(entry.get("tls", "acme" if names else "off"), TLS_MODES, "tls")
     if tls != "off" and not names:
         raise StackError(f'tls = "{tls}" needs domains (the names the certificate is for)')
     for key, mode in (("acme_email", "acme"), ("acme_server", "acme"), ("acme_ca_bundle", "acme"),
@@ -390,6 +454,8 @@ def parse_site(entry: dict, project_http_port: int) -> Site:
     if tls == "files" and not ("certificate" in entry and "certificate_key" in entry):
         raise StackError('tls = "files" needs certificate and certificate_key (paths on the host)')
     server = entry.get("acme_server", "production")
+    if not isinstance(server, str):
+        values.acme_url(server, "acme_server")  # refused: says what it takes
     site = Site(
         domains=names,
         tls=tls,

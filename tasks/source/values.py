@@ -41,6 +41,20 @@ def text(value, grammar: re.Pattern, what: str, hint: str) -> str:
     return value
 
 
+def table(value, what: str, hint: str) -> dict:
+    """VALUE if it is a TOML table; else a StackError saying WHAT and HINT (what it should hold)."""
+    if not isinstance(value, dict):
+        raise StackError(f"{what} {_shown(value)} is not valid: {hint}")
+    return value
+
+
+def choice(value, allowed, what: str) -> str:
+    """VALUE if it is one of the words ALLOWED."""
+    if not isinstance(value, str) or value not in allowed:
+        raise StackError(f"{what} {_shown(value)} is not valid: one of {', '.join(allowed)}")
+    return value
+
+
 def port(value, what: str, from_text: bool = False) -> int:
     """A TCP port: an integer (not a boolean, not a float) from 1 to 65535. FROM_TEXT: the
     value comes from the environment or a .env file, where it is digits."""
@@ -86,8 +100,11 @@ def host_name(value, what: str = "host name") -> str:
 # A DNS name the site answers to: lowercase labels of letters, digits and inner hyphens, at
 # least two of them; no wildcard (HTTP-01 cannot prove one), no trailing dot.
 DOMAIN = re.compile(r"(?=.{1,253}\Z)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?")
-# An address for certificate expiry notices (ends up on certbot's command line).
-EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,63}")
+# An address for certificate expiry notices: it ends up on certbot's command line, so never
+# an option (no leading '-'). A dot-atom local part (no leading, trailing or double dot) of at
+# most 64 characters, then a domain of letter-or-digit-edged labels; 254 at most in all.
+EMAIL = re.compile(r"(?=[^@]{1,64}@)(?=.{6,254}\Z)[A-Za-z0-9_%+][A-Za-z0-9_%+-]*(?:\.[A-Za-z0-9_%+-]+)*"
+                   r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
 # An ACME directory URL: https, a host, an optional port and a plain path.
 ACME_URL = re.compile(r"https://[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?")
 
@@ -107,7 +124,7 @@ def domains(value, what: str = "domains") -> tuple[str, ...]:
 
 
 def email(value, what: str) -> str:
-    return text(value, EMAIL, what, "an e-mail address such as ops@example.com")
+    return text(value, EMAIL, what, "an e-mail address such as ops@example.com (not starting with '-' or '.')")
 
 
 def acme_url(value, what: str) -> str:

@@ -222,6 +222,33 @@ def test_rollback_goes_back_to_the_previous_code(remote):
     assert status == 200 and "Hello from release two" in body and "<!-- three -->" not in body
 
 
+def test_a_tampered_ledger_is_named_and_never_trusted_for_a_rollback(remote):
+    if len(remote.releases()) < 2:  # run alone: two releases to go between
+        remote.deploy()
+        template = remote.root / "hello/hello/templates/hello/index.html"
+        template.write_text(template.read_text() + "<!-- tampered ledger -->\n")
+        remote.deploy()
+    releases, current = remote.releases(), remote.current()
+    target = releases[releases.index(current) - 1]
+    path = remote.remote_dir / "releases" / target / "release.json"
+    kept = path.read_text()
+    path.write_text(json.dumps({**json.loads(kept), "migrations": {"database1": 5}}, indent=2))
+    try:
+        listed = remote.inv("releases", "--host", "prod")
+        warning = (f"warning: the ledger of {target} ({remote.remote_dir}/releases/{target}/release.json) is not "
+                   f"valid: the migrations of database1 are a number, not a list; its migrations are unknown")
+        assert warning in listed.stdout.splitlines() and listed.stderr == ""
+        row = next(line for line in listed.stdout.splitlines() if target in line and "warning" not in line)
+        assert "ledger not valid" in row
+        refused = remote.inv("rollback", "--host", "prod", check=False)
+        assert refused.returncode == 1 and refused.stderr.strip().splitlines() == [
+            f"error: {warning.removeprefix('warning: ')}: add --force to roll back to it anyway"]
+        assert remote.current() == current and remote.page()[0] == 200
+        assert not (remote.remote_dir / ".deploy-lock").exists()
+    finally:
+        path.write_text(kept)
+
+
 @pytest.mark.parametrize("host, message", [
     ("nope", "unknown host 'nope': add [hosts.nope] to config/stack.toml"),
     ("wrongkey", "refused the login"),
