@@ -68,6 +68,10 @@ COUNT_SQL = (
 END = "__hello_backup_end__"
 # The longest a scheduled run or drill may take before the schedule goes on without it.
 RUN_LIMIT = 12 * 3600
+# How long a command waits for the repository while another place's run holds it (each
+# host and cluster of a project may share one repository: prune and check lock it alone).
+LOCK_WAIT = 3600
+LOCKED = "is already locked"
 # What repository.env may set: the credentials of restic's backends, nothing else.
 CREDENTIAL_PREFIXES = ("AWS_", "B2_", "AZURE_", "GOOGLE_", "OS_", "ST_", "RESTIC_REST_")
 
@@ -96,7 +100,17 @@ def databases():
 
 
 def host():
+    """Whose snapshots these are: PROJECT@PLACE (a [hosts] name, `cluster.NAME`, or `local`
+    for a checkout). Runs write, list, restore and forget this place's snapshots alone, so
+    that hosts sharing a repository (and its password) never take each other's."""
     return env("BACKUP_HOST")
+
+
+def legacy_host():
+    """The host every place wrote its snapshots as before places had their own (the
+    project's name): such snapshots are listed, and restored when named by id, never
+    taken for `latest` nor forgotten, since any place of the project may have made them."""
+    return env("BACKUP_PROJECT")
 
 
 # -- restic ---------------------------------------------------------------------------
@@ -186,13 +200,37 @@ def keyscan():
 
 
 def restic(*args, capture=True, check=True, stdout=None):
-    result = subprocess.run(["restic", *sftp_options(), *args],
-                            env=restic_env(), stdin=subprocess.DEVNULL, text=stdout is None,
-                            stdout=stdout if stdout is not None else (subprocess.PIPE if capture else None),
-                            stderr=subprocess.PIPE)
+    for wait in lock_waits():
+        result = subprocess.run(["restic", *sftp_options(), *args],
+                                env=restic_env(), stdin=subprocess.DEVNULL, text=stdout is None,
+                                stdout=stdout if stdout is not None else (subprocess.PIPE if capture else None),
+                                stderr=subprocess.PIPE)
+        if result.returncode == 0 or not wait(result.stderr):
+            break
     if check and result.returncode != 0:
         raise Failed(f"restic {args[0]}: {last_line(result.stderr)}")
     return result
+
+
+def lock_waits():
+    """For a command that may find the repository locked by another place's run: yields a
+    WAIT(stderr) to call after each failed attempt, which sleeps and says True when the
+    failure was that lock (and LOCK_WAIT has not passed), else False."""
+    deadline, delay = time.monotonic() + LOCK_WAIT, 2.0
+
+    def wait(stderr):
+        nonlocal delay
+        text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr or ""
+        if LOCKED not in text or time.monotonic() + delay > deadline:
+            return False
+        print(f"the repository is locked by another run ({last_line(text)}): trying again in {delay:.0f} s",
+              file=sys.stderr, flush=True)
+        time.sleep(delay)
+        delay = min(delay * 2, 60.0)
+        return True
+
+    while True:
+        yield wait
 
 
 def last_line(text, default="no message"):
@@ -326,9 +364,10 @@ def take():
     """One backup: dumps and manifest staged, one restic snapshot, forget --prune, check."""
     started = time.monotonic()
     ensure_repository()
-    # Only this stack's runs use the repository, and none other is under way (the run
-    # lock): any restic lock left is a killed run's.
-    restic("unlock", "--remove-all")
+    # A killed run's locks (this place's host name, a process that is gone) are stale;
+    # another place's, live or not, are not ours to remove: restic's own `unlock` tells
+    # them apart by the host name each lock records (the container's, one per place).
+    restic("unlock")
     clear_dumps()
     manifest = {"project": env("BACKUP_PROJECT"), "host": host(), "created": now().isoformat(timespec="seconds"),
                 "postgres_major": postgres_major(), "databases": {}, "media": {}}
@@ -362,6 +401,19 @@ def take():
 
 
 def backup_with_progress(paths, files_from):
+    for wait in lock_waits():
+        try:
+            return backup_once(paths, files_from)
+        except Locked as exc:
+            if not wait(str(exc)):
+                raise Failed(f"restic backup: {exc}") from None
+
+
+class Locked(Exception):
+    """restic could not lock the repository: another place's run holds it."""
+
+
+def backup_once(paths, files_from):
     process = subprocess.Popen(["restic", *sftp_options(), "backup", "--json", "--host", host(), "--tag", "hello",
                                 "--compression", "auto", "--files-from-raw", files_from, *paths],
                                env=restic_env(), stdin=subprocess.DEVNULL,
@@ -382,7 +434,9 @@ def backup_with_progress(paths, files_from):
             detail = detail.get("message", detail) if isinstance(detail, dict) else detail
             unread.append(f"{message.get('item', '?')}: {detail}")
     error = process.stderr.read()
-    if process.wait() != 0 and summary.get("snapshot_id"):
+    if process.wait() != 0 and not summary and LOCKED in error:
+        raise Locked(last_line(error))
+    if process.returncode != 0 and summary.get("snapshot_id"):
         # Exit 3: some file could not be read, and restic wrote a snapshot without it. An
         # incomplete snapshot must never become `latest`.
         restic("forget", summary["snapshot_id"], check=False)
@@ -514,11 +568,12 @@ def status():
 # -- reading snapshots ------------------------------------------------------------------
 
 def snapshots():
-    listed = json.loads(restic("snapshots", "--json", "--host", host()).stdout or "[]")
+    listed = json.loads(restic("snapshots", "--json", "--host", host(), "--host", legacy_host()).stdout or "[]")
     rows = []
     for snap in listed:
         rows.append({"id": snap["short_id"], "time": snap["time"][:19] + "Z" if snap["time"].endswith("Z") else snap["time"],
-                     "paths": snap.get("paths", []), "tags": snap.get("tags", [])})
+                     "paths": snap.get("paths", []), "tags": snap.get("tags", []),
+                     "legacy": snap.get("hostname") != host()})
     for row in rows:
         stats = restic("stats", "--json", "--mode", "restore-size", row["id"], check=False)
         row["bytes"] = json.loads(stats.stdout).get("total_size") if stats.returncode == 0 else None
@@ -532,11 +587,18 @@ def snapshots():
 
 
 def resolve(snapshot):
-    """A snapshot id of this host (`latest` included), or a one-line refusal."""
-    listed = json.loads(restic("snapshots", "--json", "--host", host(), snapshot).stdout or "[]")
-    if not listed:
-        raise Failed(f"no snapshot {snapshot} of {host()} in the repository")
-    return listed[-1]["short_id"]
+    """A snapshot id of this place (`latest` included; a legacy one named by its id), or a
+    one-line refusal: another place's snapshots are not this place's to restore. (restic
+    applies --host to `latest` only, not to a snapshot named by its id.)"""
+    listed = json.loads(restic("snapshots", "--json", "--host", host(), snapshot, check=False).stdout or "[]")
+    found = listed[-1] if listed else None
+    if found is None or found.get("hostname") not in (host(), legacy_host()):
+        whose = f" (it is {found['hostname']}'s)" if found else ""
+        raise Failed(f"no snapshot {snapshot} of {host()} in the repository{whose}")
+    if found["hostname"] != host():
+        print(f"snapshot {snapshot} was taken before each place had its own ({legacy_host()}): "
+              "restoring it as you named it", file=sys.stderr, flush=True)
+    return found["short_id"]
 
 
 def manifest_of(snapshot):

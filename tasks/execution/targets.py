@@ -200,6 +200,7 @@ class HostTarget(Target):
         self.config_dir = self.directory / "shared" / "config"
         self.project, self.http_port = settings.host_place(stack, host)
         self.site = host.site or replace(render.local_site(stack), http_port=self.http_port)
+        self.backup_place = render.BackupPlace.of(self.project, host.name)
 
     def in_release(self, release: str) -> "HostTarget":
         """The same host and connection, working in RELEASE."""

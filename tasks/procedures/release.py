@@ -119,7 +119,7 @@ def prepare(d: Deploy) -> None:
     """The host's env files linked in, the files that depend on the host's site (its
     domains, ports and TLS) rendered for it, and the release's .env for compose."""
     d.r.target.ensure_secrets(d.r)
-    for path, text in render.site_files(d.r.stack, d.r.target.site).items():
+    for path, text in render.site_files(d.r.stack, d.r.target.site, d.r.target.backup_place).items():
         d.r.write(d.release_dir / path, text, mode=0o644)
     d.r.write(d.release_dir / ".env", plans.release_env(d.r.project, d.r.target.http_port, d.image,
                                                         d.r.target.config_dir, os.environ), mode=0o644)

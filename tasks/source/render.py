@@ -6,7 +6,9 @@ with the tree (`inv render --check`) or write it (`inv render`, `inv db.add`).
 from __future__ import annotations
 
 import functools
+import hashlib
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 from .stack import APP_ROLE, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
@@ -60,6 +62,30 @@ def backup_secrets(stack: Stack) -> list[str]:
     return [RESTIC_PASSWORD, *(db.secret_name for db in stack.databases)] if stack.backups else []
 
 
+@dataclass(frozen=True)
+class BackupPlace:
+    """Who the scheduled backups of one place are: IDENTITY (restic's --host for its
+    snapshots: PROJECT@PLACE) and HOSTNAME (the backup container's, which restic writes in
+    its locks), so that the hosts and clusters of a project may share one repository."""
+    identity: str
+    hostname: str
+
+    @classmethod
+    def of(cls, project: str, place: str) -> "BackupPlace":
+        identity = f"{project}@{place}"
+        # At most 64 characters, one per identity: a host name may hold what a host name may not.
+        return cls(identity, f"backup-{hashlib.sha256(identity.encode()).hexdigest()[:20]}")
+
+
+# A checkout's stack (`inv up`), named by its compose project when Compose reads the file.
+LOCAL_BACKUP_PLACE = BackupPlace("${COMPOSE_PROJECT_NAME}@local", "${COMPOSE_PROJECT_NAME}-backup")
+
+
+def cluster_backup_place(stack: Stack, cluster) -> BackupPlace:
+    manager = stack.hosts.get(cluster.manager)
+    return BackupPlace.of((manager.project if manager else None) or stack.project, f"cluster.{cluster.name}")
+
+
 def local_site(stack: Stack) -> Site:
     """The site of a checkout (`inv up`): plain HTTP on 127.0.0.1, no domains."""
     return Site(http_port=stack.http_port)
@@ -70,9 +96,9 @@ def local_site(stack: Stack) -> Site:
 SITE_FILES = (COMPOSE_FILE, FRONT_CONF)
 
 
-def rendered(stack: Stack, site: Site | None = None) -> dict[Path, str]:
+def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_BACKUP_PLACE) -> dict[Path, str]:
     """Every generated file, by path relative to the project root: for a checkout (the
-    committed files) or, given SITE, for a host."""
+    committed files) or, given SITE and PLACE, for a host."""
     env = _environment()
     site = site or local_site(stack)
     values = {
@@ -89,6 +115,7 @@ def rendered(stack: Stack, site: Site | None = None) -> dict[Path, str]:
         "nginx_connections": NGINX_CONNECTIONS,
         "nginx_files": NGINX_FILES,
         "cluster": None,
+        "backup_place": place,
     }
     files = {
         COMPOSE_FILE: _render(env, "docker-compose.yml.j2", **values),
@@ -99,7 +126,8 @@ def rendered(stack: Stack, site: Site | None = None) -> dict[Path, str]:
     }
     for cluster in stack.clusters.values():
         # A cluster's Nginx faces the clients (no front): its own site configuration.
-        at = {**values, "cluster": cluster, "http_port": stack.http_port}
+        at = {**values, "cluster": cluster, "http_port": stack.http_port,
+              "backup_place": cluster_backup_place(stack, cluster)}
         files[stack_file(cluster.name)] = _render(env, "docker-stack.yml.j2", **at)
         files[cluster_nginx_conf(cluster.name)] = _render(env, "nginx.conf.j2", **at)
     return files
@@ -114,9 +142,9 @@ def cluster_nginx_conf(cluster: str) -> Path:
     return Path(f"config/nginx/cluster-{cluster}.conf")
 
 
-def site_files(stack: Stack, site: Site) -> dict[Path, str]:
-    """The files of SITE_FILES rendered for SITE."""
-    files = rendered(stack, site)
+def site_files(stack: Stack, site: Site, place: BackupPlace = LOCAL_BACKUP_PLACE) -> dict[Path, str]:
+    """The files of SITE_FILES rendered for SITE, at PLACE."""
+    files = rendered(stack, site, place)
     return {path: files[path] for path in SITE_FILES}
 
 

@@ -32,13 +32,13 @@ def engine_answers() -> bool:
 GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "local", "test_hardening": "local",
           "test_deploy": "deploy", "test_faults": "faults", "test_bench": "bench", "test_upgrade": "upgrade", "test_upgrade_host": "upgrade", "test_zero_downtime": "zero",
           "test_nginx_config": "upgrade", "test_https": "https", "test_scheduled_backups": "scheduled",
-          "test_swarm": "swarm"}
+          "test_swarm": "swarm", "test_shared_repository": "shared"}
 
 
 # The groups, longest first (from CI's --durations): xdist hands them to the workers in
 # this order (--no-loadscope-reorder in pytest.ini; by default it would start the groups
 # with the most tests first, and the two one-test bench groups, the longest, last).
-LONGEST_FIRST = ["https", "local", "scheduled", "deploy", "bench-deploy", "zero", "faults", "swarm", "bench-load",
+LONGEST_FIRST = ["https", "local", "scheduled", "deploy", "bench-deploy", "zero", "faults", "swarm", "shared", "bench-load",
                  "bench", "upgrade"]
 
 

@@ -201,7 +201,7 @@ def test_the_drill_passes_on_a_good_snapshot_and_fails_on_a_tampered_dump(sched,
     good = snapshot_ids(s)
     restic(s, "cd / && restic restore latest --target / --include /backup/dumps && "
               "printf 'X' | dd of=/backup/dumps/database1.dump bs=1 seek=4096 conv=notrunc status=none && "
-              "restic backup --quiet --host hello --tag hello /backup/dumps /backup/media && rm -f /backup/dumps/*")
+              "restic backup --quiet --host \"$BACKUP_HOST\" --tag hello /backup/dumps /backup/media && rm -f /backup/dumps/*")
     tampered = [i for i in snapshot_ids(s) if i not in good]
     assert len(tampered) == 1
     failed = s.inv("backup.drill", check=False, timeout=900)
