@@ -49,7 +49,7 @@ UP_TO_DATE = f"{COMPOSE} --dry-run up --detach --no-deps --no-build djangoapp"
 SCALE_TO_2 = f"{COMPOSE} up --detach --no-deps --no-recreate --no-build --scale djangoapp=2 djangoapp"
 SWITCH_NGINX = shlex.join(["docker", "compose", "--project-name", "hello-prod", "exec", "-T", "nginx", "sh", "-c",
                            rollout_plans.switch_script("/etc/nginx/hello/nginx.conf")])
-FRONT_UNCHANGED = f"{COMPOSE} exec -T front sh -c 'sha256sum /etc/nginx/hello/front.conf | cmp -s - /run/front.sha256'"
+FRONT_UNCHANGED = f"{COMPOSE} exec -T front sh -c 'cat /etc/nginx/hello/front.conf /etc/hello/certs/site.conf 2>/dev/null | sha256sum | cmp -s - /run/front.sha256'"
 IMAGE_ID = "docker image inspect --format '{{.Id}}' hello-prod-djangoapp:abcdef012345"
 MIGRATIONS = (f"{COMPOSE} exec -T database1 psql --username database1 --dbname database1 --no-psqlrc --tuples-only "
               "--no-align --command 'SELECT app || '\"'\"'.'\"'\"' || name FROM django_migrations ORDER BY id'")
