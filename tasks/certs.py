@@ -22,10 +22,11 @@ def show(r):
     "dry": "Print the command only.",
 })
 def renew(r, force=False):
-    """Renew the site's certificate now (certbot does so by itself when it is due).
+    """Renew the site's certificate now, with a new key (certbot renews by itself when it is
+    due, keeping the key).
 
-    The front serves the new one from its next TLS handshake, without a reload: no
-    connection is closed."""
+    The new key is in a new file, which the front reads once reloaded: idle keep-alive
+    connections are closed then, once, and no TLS handshake fails."""
     site.renew(r, force)
 
 

@@ -62,10 +62,13 @@ def releases(r):
         r.report(f"no releases on {r.target.name} yet")
 
 
-@stack_task(hosts="one", help={"host": "The host whose deploy lock to release.", "dry": "Print the command only."})
-def unlock(r):
-    """Release a stale deploy lock (after checking that no deploy runs)."""
-    release.unlock(r)
+@stack_task(hosts="one", help={"host": "The host whose deploy lock to release.",
+                                "force": "Release a lock held from another machine, whose deploy this one cannot "
+                                         "see (default: off; a deploy still running here is never unlocked).",
+                                "dry": "Print the command only."})
+def unlock(r, force=False):
+    """Release the deploy lock of a deploy that died (refused while it runs)."""
+    release.unlock(r, force=force)
 
 
 ns = Collection("deploy")

@@ -145,3 +145,95 @@ class Load:
         seen.longest_gap = result["probe"]["longest_gap"]
         seen.slow = result["slow"]
         return False
+
+
+HANDSHAKER = r"""
+import json, signal, socket, ssl, sys, threading, time
+host, port, name, rate, threads, limit = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
+path, every = sys.argv[7], int(sys.argv[8])
+stop = threading.Event()
+signal.signal(signal.SIGINT, lambda *_: stop.set())
+deadline = time.time() + limit
+# Availability is measured here, not trust: any certificate will do, but the handshake must end.
+context = ssl._create_unverified_context()
+seen = {"handshakes": 0, "requests": 0, "failed": 0, "failures": []}
+lock = threading.Lock()
+
+def shaking():
+    interval, due, n = threads / rate, time.time(), 0
+    while not stop.is_set() and time.time() < deadline:
+        n += 1
+        asked = path and n % every == 0
+        try:
+            with socket.create_connection((host, port), timeout=10) as sock:
+                with context.wrap_socket(sock, server_hostname=name) as tls:
+                    failure = None
+                    if asked:
+                        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+                        status = tls.recv(64).split(b"\r\n", 1)[0].decode(errors="replace")
+                        if " 200 " not in status + " ":
+                            failure = f"GET {path}: {status or 'no answer'}"
+        except Exception as e:
+            failure = f"{type(e).__name__}: {e}"
+        with lock:
+            seen["handshakes"] += 1
+            seen["requests"] += 1 if asked else 0
+            if failure:
+                seen["failed"] += 1
+                if len(seen["failures"]) < 10:
+                    seen["failures"].append(failure)
+        due += interval
+        time.sleep(max(0.0, due - time.time()))
+
+workers = [threading.Thread(target=shaking) for _ in range(threads)]
+for t in workers:
+    t.start()
+for t in workers:
+    while t.is_alive():
+        t.join(0.2)
+print(json.dumps(seen))
+"""
+
+
+@dataclass
+class Shaken:
+    """What the handshakes saw: how many, how many failed, the first few errors."""
+    handshakes: int = 0
+    requests: int = 0
+    failed: int = 0
+    failures: list = field(default_factory=list)
+
+    def summary(self) -> str:
+        return f"{self.handshakes} TLS handshakes ({self.requests} with a request), {self.failed} failed {self.failures[:3]}"
+
+
+class Handshakes:
+    """`with Handshakes(host, port, name, prefix) as seen:` new TLS connections to HOST:PORT
+    (server name NAME) for the block, at most RATE a second over THREADS threads (bounded in
+    time by LIMIT), each one a full handshake, and every EVERY-th of a thread a request for
+    PATH that must answer 200; SEEN is filled when it ends. A certificate and key that do
+    not belong together fail a handshake, not a request on a connection that is open
+    already: this is the load that sees it, at a bounded rate rather than flat out."""
+
+    def __init__(self, host: str, port: int, name: str, prefix=(), rate: float = 200, threads: int = 4,
+                 limit: float = 300, path: str = "", every: int = 10):
+        self.argv = [*prefix, sys.executable if not prefix else "python3", "-c", HANDSHAKER,
+                     host, str(port), name, str(rate), str(threads), str(limit), path, str(every)]
+        self.seen = Shaken()
+
+    def __enter__(self) -> Shaken:
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)  # the handshakes run before the operation starts
+        return self.seen
+
+    def __exit__(self, *exc):
+        time.sleep(1.0)  # and a moment after it ends
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        out, err = self.process.communicate(timeout=60)
+        if not out.strip():
+            raise RuntimeError(f"the handshakes said nothing: {err}")
+        result = json.loads(out.strip().splitlines()[-1])
+        self.seen.handshakes, self.seen.requests, self.seen.failed, self.seen.failures = (
+            result["handshakes"], result["requests"], result["failed"], result["failures"])
+        return False

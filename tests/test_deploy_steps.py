@@ -3,7 +3,11 @@ this machine for rsync and git): the exact order of what runs, and the one undo 
 host's engine is tests.fakes.Engine: it keeps the app's containers, so that the rollout
 (a new app container beside the old, Nginx reloaded, the old one drained) can be followed."""
 import json
+import os
+import re
 import shlex
+import socket
+import subprocess
 
 import pytest
 from invoke import Result
@@ -45,7 +49,7 @@ UP_TO_DATE = f"{COMPOSE} --dry-run up --detach --no-deps --no-build djangoapp"
 SCALE_TO_2 = f"{COMPOSE} up --detach --no-deps --no-recreate --no-build --scale djangoapp=2 djangoapp"
 SWITCH_NGINX = shlex.join(["docker", "compose", "--project-name", "hello-prod", "exec", "-T", "nginx", "sh", "-c",
                            rollout_plans.switch_script("/etc/nginx/hello/nginx.conf")])
-FRONT_UNCHANGED = f"{COMPOSE} exec -T front sh -c 'sha256sum /etc/nginx/hello/front.conf | cmp -s - /run/front.sha256'"
+FRONT_UNCHANGED = f"{COMPOSE} exec -T front sh -c 'cat /etc/nginx/hello/front.conf /etc/hello/certs/site.conf 2>/dev/null | sha256sum | cmp -s - /run/front.sha256'"
 IMAGE_ID = "docker image inspect --format '{{.Id}}' hello-prod-djangoapp:abcdef012345"
 MIGRATIONS = (f"{COMPOSE} exec -T database1 psql --username app --dbname database1 --no-psqlrc --tuples-only "
               "--no-align --command 'SELECT app || '\"'\"'.'\"'\"' || name FROM django_migrations ORDER BY id'")
@@ -279,6 +283,35 @@ def test_a_held_lock_stops_the_deploy_and_names_who_holds_it():
         release.deploy(r, ship_image=False, keep=5, timeout=30)
     assert here.calls == []
     assert bash(plans.release_lock("/srv/hello")) not in conn.commands  # not ours to release
+
+
+def test_unlock_is_refused_while_the_deploy_holding_the_lock_runs_here():
+    # This test's own process plays the deploy: it runs on this machine.
+    holder = f"ann@{socket.gethostname()} pid {os.getpid()} since 2026-11-21T10:00:00+00:00"
+    r, conn, _ = host({bash(plans.lock_holder("/srv/hello")): Result(holder + "\n")})
+    with pytest.raises(TaskError, match=re.escape(f"held by a deploy that still runs on this machine ({holder}): "
+                                                  f"wait for it to end, or stop it (kill {os.getpid()})")):
+        release.unlock(r, force=True)
+    assert bash(plans.release_lock("/srv/hello")) not in conn.commands
+
+
+def test_unlock_releases_the_lock_of_a_deploy_that_died_here():
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    holder = f"ann@{socket.gethostname()} pid {dead.pid} since 2026-11-21T10:00:00+00:00"
+    r, conn, _ = host({bash(plans.lock_holder("/srv/hello")): Result(holder + "\n")})
+    release.unlock(r)
+    assert conn.commands[-1] == bash(plans.release_lock("/srv/hello"))
+
+
+def test_unlock_releases_a_lock_held_from_another_machine_only_with_force():
+    holder = "bob@elsewhere.invalid pid 7 since 2026-11-21T10:00:00+00:00"
+    r, conn, _ = host({bash(plans.lock_holder("/srv/hello")): Result(holder + "\n")})
+    with pytest.raises(TaskError, match=re.escape("release the lock with `inv deploy.unlock --host prod --force`")):
+        release.unlock(r)
+    assert bash(plans.release_lock("/srv/hello")) not in conn.commands
+    release.unlock(r, force=True)
+    assert conn.commands[-1] == bash(plans.release_lock("/srv/hello"))
 
 
 def test_old_releases_beyond_keep_are_removed_but_never_the_live_ones():

@@ -144,6 +144,37 @@ class TestHostShell:
         assert shipping.lock_holder("/srv/hello") == "cat /srv/hello/.deploy-lock/owner 2>/dev/null"
         assert shipping.release_lock("/srv/hello") == "rm -rf /srv/hello/.deploy-lock"
 
+    @pytest.mark.parametrize("holder, found", [
+        ("ann@desk pid 7 since 2026-11-21T10:00:00+00:00", ("desk", 7)),
+        ("ann@desk.example.org pid 12345 since T", ("desk.example.org", 12345)),
+        ("", None),
+        ("someone wrote this by hand", None),
+    ], ids=["owner-line", "dotted-machine", "empty", "foreign-text"])
+    def test_the_lock_owner_names_a_machine_and_a_pid(self, holder, found):
+        assert shipping.lock_owner(holder) == found
+
+    @pytest.mark.parametrize("holder, alive, force, refusal", [
+        ("", False, False, None),
+        ("ann@desk pid 7 since T", False, False, None),
+        ("ann@desk pid 7 since T", True, False,
+         "the deploy lock on prod is held by a deploy that still runs on this machine (ann@desk pid 7 since T): "
+         "wait for it to end, or stop it (kill 7) and run this again"),
+        ("ann@desk pid 7 since T", True, True,
+         "the deploy lock on prod is held by a deploy that still runs on this machine (ann@desk pid 7 since T): "
+         "wait for it to end, or stop it (kill 7) and run this again"),
+        ("bob@laptop pid 7 since T", False, False,
+         "the deploy lock on prod is held by bob@laptop pid 7 since T, which this machine cannot check: once that "
+         "deploy has ended (ask whoever runs it), release the lock with `inv deploy.unlock --host prod --force`"),
+        ("bob@laptop pid 7 since T", False, True, None),
+        ("garbled", False, False,
+         "the deploy lock on prod is held by garbled, which this machine cannot check: once that deploy has ended "
+         "(ask whoever runs it), release the lock with `inv deploy.unlock --host prod --force`"),
+        ("garbled", False, True, None),
+    ], ids=["not-held", "dead-here", "alive-here", "alive-here-force", "elsewhere", "elsewhere-force",
+            "unreadable", "unreadable-force"])
+    def test_unlock_refuses_a_live_deploy_and_one_it_cannot_check_without_force(self, holder, alive, force, refusal):
+        assert shipping.unlock_refusal("prod", holder, "desk", alive, force) == refusal
+
     def test_current_is_switched_in_one_rename(self):
         assert shipping.switch("/srv/my hello", "20261121T000000Z-abcdef012345") == (
             "touch '/srv/my hello'/releases/20261121T000000Z-abcdef012345/.served && "

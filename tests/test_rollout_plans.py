@@ -146,9 +146,10 @@ class TestSwitchScript:
         assert sorted(p.name for p in live.iterdir()) == []
 
     def test_the_front_is_reloaded_only_when_its_file_changed(self):
-        assert plans.front_sum_check() == "sha256sum /etc/nginx/hello/front.conf | cmp -s - /run/front.sha256"
+        assert plans.front_sum_check() == ("cat /etc/nginx/hello/front.conf /etc/hello/certs/site.conf 2>/dev/null "
+                                           "| sha256sum | cmp -s - /run/front.sha256")
         assert plans.front_reload().startswith(
-            "sha256sum /etc/nginx/hello/front.conf > /run/front.sha256 && "
+            "cat /etc/nginx/hello/front.conf /etc/hello/certs/site.conf 2>/dev/null | sha256sum > /run/front.sha256 && "
             "nginx -t -q -c /etc/nginx/hello/front.conf || exit 3\n")
 
 

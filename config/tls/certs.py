@@ -1,9 +1,17 @@
 """The site's certificate, inside the certbot container (compose service `certbot`).
 
-The front reads one file, /etc/hello/certs/site.pem: the certificate chain followed by its
-key, mode 0640, group 101 (Nginx's workers), replaced only by rename, so that a handshake
-never sees a certificate with another certificate's key. Every way a certificate arrives
-goes through `install`:
+The front reads the certificate chain and its key from one file, mode 0640, group 101
+(Nginx's workers), at each TLS handshake: once for the certificate, and again for the key.
+A file replaced between the two reads with another key pairs a certificate with a key not
+its own, and the handshake fails. So a file holds one key for ever: its name is the key's
+(site-KEYID.pem), a renewal with the same key replaces it by rename (either read finds a
+pair), and a new key goes to a new file, which the front's configuration names in site.conf
+(its map of certificates): the front takes it at its next reload (`inv certs.renew` and
+deploys reload it), while the handshakes before the reload read the old file, untouched.
+Renewals made here, which cannot reload the front, keep the key (certbot's --reuse-key);
+those made by `inv` take a new one. site.pem, the one file of earlier versions, is still
+written for the front of a release before this one (a rollback). Every way a certificate
+arrives goes through `install`:
 
   placeholder        a self-signed certificate for SITE_DOMAINS, if there is none yet, so
                      that the front can serve HTTPS before the first real one exists
@@ -19,6 +27,7 @@ goes through `install`:
 Python, not shell: certbot's image has it, with the `cryptography` package this needs.
 """
 import datetime
+import hashlib
 import json
 import os
 import random
@@ -33,7 +42,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-SITE_PEM = "/etc/hello/certs/site.pem"
+CERTS = "/etc/hello/certs"
+SITE_CONF = f"{CERTS}/site.conf"
+LEGACY_PEM = f"{CERTS}/site.pem"
 NGINX_GID = 101  # the nginx group of the official image (and of the test stand-in)
 LINEAGE = "site"
 LIVE = f"/etc/letsencrypt/live/{LINEAGE}"
@@ -92,9 +103,45 @@ def public(key):
     return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
+def key_id(key):
+    return hashlib.sha256(public(key)).hexdigest()[:16]
+
+
+def served():
+    """The file site.conf names (the front serves it), or None."""
+    try:
+        with open(SITE_CONF) as conf:
+            match = re.search(r"^\s*default\s+(\S+);", conf.read(), re.M)
+            return match.group(1) if match else None
+    except FileNotFoundError:
+        return None
+
+
+def write(path, body, mode):
+    """BODY into PATH by rename, readable by Nginx's group; False when it is there already."""
+    try:
+        with open(path, "rb") as current:
+            if current.read() == body:
+                return False
+    except FileNotFoundError:
+        pass
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.write(fd, body)
+        os.fchown(fd, 0, NGINX_GID)
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return True
+
+
 def install(chain_pem, key_pem, where):
     """Check that KEY belongs to the first certificate of CHAIN and that it is valid now,
-    then put both into SITE_PEM by rename (nothing is written when they are there already)."""
+    then put both into the file of that key, by rename, and name it in SITE_CONF (nothing is
+    written when they are there already)."""
     certificates, _ = load(chain_pem)
     _, key = load(key_pem)
     if not certificates:
@@ -110,30 +157,33 @@ def install(chain_pem, key_pem, where):
     body = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
     body += key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption())
-    try:
-        with open(SITE_PEM, "rb") as current:
-            if current.read() == body:
-                return False
-    except FileNotFoundError:
-        pass
-    tmp = f"{SITE_PEM}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    try:
-        os.write(fd, body)
-        os.fchown(fd, 0, NGINX_GID)
-        os.fchmod(fd, 0o640)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, SITE_PEM)
+    path, before = f"{CERTS}/site-{key_id(key)}.pem", served()
+    changed = write(path, body, 0o640)
+    write(LEGACY_PEM, body, 0o640)
+    if path != before:
+        # The file the front reads until its reload stays; older ones go.
+        for name in os.listdir(CERTS):
+            if re.fullmatch(r"site-[0-9a-f]{16}\.pem", name) and f"{CERTS}/{name}" not in (path, before):
+                os.remove(f"{CERTS}/{name}")
+        write(SITE_CONF, f"# The front's certificate, written by certs.py.\ndefault {path};\n".encode(), 0o644)
+    if not changed and path == before:
+        return False
     print(f"installed the certificate for {', '.join(names_of(certificates[0]))} "
-          f"(serial {certificates[0].serial_number:x}, until {expires(certificates[0]):%Y-%m-%d})")
+          f"(serial {certificates[0].serial_number:x}, until {expires(certificates[0]):%Y-%m-%d})"
+          + ("" if path == before or before is None else ", with a new key: served once the front reloads"))
     return True
 
 
 def placeholder():
-    if os.path.exists(SITE_PEM):
+    if served():
         return
+    if os.path.exists(LEGACY_PEM):  # the one file of an earlier version: into its key's file
+        with open(LEGACY_PEM, "rb") as legacy:
+            body = legacy.read()
+        certificates, key = load(body)
+        if certificates and key and expires(certificates[0]) > datetime.datetime.now(datetime.timezone.utc):
+            install(body, body, LEGACY_PEM)
+            return
     names = domains()
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0]),
@@ -199,7 +249,7 @@ def renewal_server():
 def obtain():
     names, server = domains(), os.environ.get("ACME_SERVER", "")
     args = ["certonly", "--webroot", "-w", WEBROOT, "--cert-name", LINEAGE, "--server", server, "--agree-tos",
-            "--keep-until-expiring", "--deploy-hook", DEPLOY_HOOK]
+            "--keep-until-expiring", "--reuse-key", "--deploy-hook", DEPLOY_HOOK]
     email = os.environ.get("ACME_EMAIL")
     args += ["--email", email] if email else ["--register-unsafely-without-email"]
     previous = renewal_server()
@@ -214,7 +264,11 @@ def obtain():
 
 
 def renew(force=False):
-    args = ["renew", "--cert-name", LINEAGE, "--deploy-hook", DEPLOY_HOOK]
+    # Run by `inv certs.renew`, which reloads the front afterwards: a new key each time
+    # (--new-key), kept by the renewals of renew-loop (--reuse-key). Asked for now: without
+    # a terminal, certbot would first wait a random 0-8 minutes (renew-loop spreads its own).
+    args = ["renew", "--cert-name", LINEAGE, "--new-key", "--reuse-key", "--no-random-sleep-on-renew",
+            "--deploy-hook", DEPLOY_HOOK]
     if force:
         args.append("--force-renewal")
     status, output = certbot(args)
@@ -229,7 +283,8 @@ def renew_loop():
     time.sleep(random.uniform(0, 60))
     while True:
         if os.path.exists(RENEWAL_CONF):
-            status, output = certbot(["renew", "--cert-name", LINEAGE, "--deploy-hook", DEPLOY_HOOK])
+            # The same key: this container cannot reload the front (see the top of this file).
+            status, output = certbot(["renew", "--cert-name", LINEAGE, "--reuse-key", "--deploy-hook", DEPLOY_HOOK])
             print(output.strip().splitlines()[-1] if status == 0 and output.strip() else
                   f"renewing the certificate failed: {acme_error(output)}", flush=True)
         time.sleep(RENEW_EVERY + random.uniform(0, 3600))
@@ -254,7 +309,7 @@ def install_files():
 
 def show():
     try:
-        with open(SITE_PEM, "rb") as handle:
+        with open(served() or LEGACY_PEM, "rb") as handle:
             certificates, _ = load(handle.read())
     except FileNotFoundError:
         print(json.dumps({"installed": False}))

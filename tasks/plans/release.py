@@ -186,6 +186,37 @@ def release_lock(directory) -> str:
     return f"rm -rf {_q(f'{directory}/{LOCK}')}"
 
 
+# The owner line take_lock writes: "USER@MACHINE pid PID since WHEN".
+LOCK_OWNER = re.compile(r"^\S+@(\S+) pid (\d+) ")
+
+
+def lock_owner(holder: str) -> tuple[str, int] | None:
+    """(machine, pid) of the deploy that holds the lock, from its owner line; None when the
+    line names none (an empty or foreign file)."""
+    match = LOCK_OWNER.match(holder)
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def unlock_refusal(name: str, holder: str, here: str, alive: bool, force: bool) -> str | None:
+    """Why `inv deploy.unlock` must leave the lock on host NAME alone (None: release it).
+    HOLDER is its owner line, HERE this machine's name, ALIVE whether the holder's pid runs
+    here. A live deploy keeps its lock, --force or not (a second deploy would prune the
+    release it is making); one elsewhere cannot be checked from here, so only --force
+    releases it."""
+    owner = lock_owner(holder) if holder else None
+    if not holder:
+        return None
+    if owner and owner[0] == here:
+        if alive:
+            return (f"the deploy lock on {name} is held by a deploy that still runs on this machine ({holder}): "
+                    f"wait for it to end, or stop it (kill {owner[1]}) and run this again")
+        return None
+    if force:
+        return None
+    return (f"the deploy lock on {name} is held by {holder}, which this machine cannot check: once that deploy "
+            f"has ended (ask whoever runs it), release the lock with `inv deploy.unlock --host {name} --force`")
+
+
 def current_release(directory) -> str:
     """Prints the target of `current` (nothing when there is none yet)."""
     return f"readlink {_q(f'{directory}/current')} || true"

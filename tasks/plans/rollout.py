@@ -12,6 +12,7 @@ import re
 import shlex
 
 from . import compose
+from .site import CERTIFICATE_CONF
 
 LIVE_FILE = "/etc/nginx/live/app.conf"
 NGINX_DIR = "/etc/nginx/hello"
@@ -154,13 +155,18 @@ def switch_script(main: str) -> str:
     )
 
 
+# What the front reads at a reload only: its configuration, and the map that names the
+# certificate file (a new key is a new file: procedures/site.py).
+FRONT_SUM = f"cat {FRONT_MAIN} {CERTIFICATE_CONF} 2>/dev/null | sha256sum"
+
+
 def front_sum_check() -> str:
-    """sh, in the front container: exits 0 when front.conf is what it loaded."""
-    return f"sha256sum {FRONT_MAIN} | cmp -s - /run/front.sha256"
+    """sh, in the front container: exits 0 when front.conf and the certificate's map are what it loaded."""
+    return f"{FRONT_SUM} | cmp -s - /run/front.sha256"
 
 
 def front_reload() -> str:
-    return f"sha256sum {FRONT_MAIN} > /run/front.sha256 && " + reload_script(FRONT_MAIN)
+    return f"{FRONT_SUM} > /run/front.sha256 && " + reload_script(FRONT_MAIN)
 
 
 def install_files(source, target, names=NGINX_FILES) -> str:

@@ -1,8 +1,10 @@
 """Plans for the site's certificate (procedures/site.py runs them): the one-off runs of
 config/tls/certs.py in the certbot service's container, and reading what it prints.
 
-The certificate lives in the `certs` volume as one file (chain and key), which the front
-reads at each TLS handshake: installing a new one is a rename there, never a reload.
+The certificate lives in the `certs` volume as one file per key (chain and key), which the
+front reads at each TLS handshake: a renewal with the same key is a rename there, never a
+reload; a new key is a new file, named in CERTIFICATE_CONF, which the front reads when it
+reloads (config/tls/certs.py says why).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ SCRIPT = "/etc/hello/tls/certs.py"
 # Files of config/tls/ that the certbot container reads (from STACK_CONFIG_DIR/tls).
 TLS_FILES = ("certs.py",)
 CA_BUNDLE = "acme-ca.pem"
+# In the front's container: the map naming the certificate file it serves.
+CERTIFICATE_CONF = "/etc/hello/certs/site.conf"
 # The exit status of certs.py when the ACME server or the user's files are refused.
 REFUSED = 2
 # `inv doctor` warns when the certificate ends sooner than this.

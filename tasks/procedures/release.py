@@ -385,8 +385,27 @@ def check_migrations(r: Runner, target: str, entry: dict | ledger.Invalid | None
     r.say(f"rolling back with --force: these stay applied, unknown to {target}'s code: {listed}")
 
 
-def unlock(r: Runner) -> None:
+def _running_here(pid: int) -> bool:
+    if pid <= 0:
+        return False  # 0 and below name process groups, never a deploy
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive all the same
+    return True
+
+
+def unlock(r: Runner, force: bool = False) -> None:
+    """Release the deploy lock of a deploy that is gone; refused while it still runs."""
     result = r.shell(plans.lock_holder(r.target.directory), check=False)
     holder = result.stdout.strip() if result.ok else ""
+    owner = plans.lock_owner(holder)
+    here = socket.gethostname()
+    alive = bool(owner and owner[0] == here and _running_here(owner[1]))
+    refusal = plans.unlock_refusal(r.target.name, holder, here, alive, force)
+    if refusal:
+        raise TaskError(refusal)
     r.shell(plans.release_lock(r.target.directory), what="releasing the lock")
     r.report(f"released the deploy lock on {r.target.name}" + (f" (held by {holder})" if holder else " (it was not held)"))

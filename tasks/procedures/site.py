@@ -63,6 +63,7 @@ def secure(r: Runner, timeout: float) -> None:
         result = certs(r, plans.obtain(), "obtaining the certificate")
         for line in result.stdout.strip().splitlines()[-1:]:
             r.say(line)
+        refresh_front(r)  # a new certificate has a new key: the front reloads to read its file
         # Renewal, twice a day; recreated only when its definition changed.
         r.compose(compose.up([plans.SERVICE], build=False, wait=False, no_deps=True), what="starting certbot")
     if site.https:
@@ -103,4 +104,5 @@ def renew(r: Runner, force: bool) -> None:
     result = certs(r, plans.renew(force), "renewing the certificate")
     for line in result.stdout.strip().splitlines()[-2:]:
         r.say(line)
+    refresh_front(r)  # a renewal here brings a new key, in a new file: the front reloads to read it
     show_certificate(r)

@@ -3,6 +3,7 @@ its own address, Docker engine and sshd, holding the base images and nothing els
 builds on the host; `edge` gets images built here with --ship-image."""
 import json
 import re
+import socket
 import subprocess
 import time
 
@@ -211,6 +212,48 @@ def test_two_deploys_at_once_one_fails_on_the_lock(remote):
     assert "another deploy holds the lock on prod:" in second.stderr and " pid " in second.stderr
     assert first.returncode == 0, err
     assert not (remote.remote_dir / ".deploy-lock").exists()
+
+
+def test_unlock_is_refused_while_the_deploy_runs_and_needs_force_for_another_machines(remote):
+    """`inv deploy.unlock` while a deploy holds the lock: refused (with --force too), naming
+    the process to stop; the deploy ends with its release in place. A lock held from another
+    machine is released with --force only; one left by a process gone from here without."""
+    releases = remote.releases()
+    deploying = subprocess.Popen([*INV, "deploy", "--host", "prod"], cwd=remote.root, env=remote.env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    lock = remote.remote_dir / ".deploy-lock"
+    deadline = time.monotonic() + 60
+    while not (lock / "owner").exists():
+        assert time.monotonic() < deadline and deploying.poll() is None
+        time.sleep(0.05)
+    refused = remote.inv("deploy.unlock", "--host", "prod", check=False)
+    forced = remote.inv("deploy.unlock", "--host", "prod", "--force", check=False)
+    held = lock.exists()
+    out, err = deploying.communicate(timeout=300)
+    for attempt in (refused, forced):
+        assert attempt.returncode == 1, attempt.stdout
+        assert re.search(r"error: the deploy lock on prod is held by a deploy that still runs on this machine "
+                         r"\(\S+@\S+ pid \d+ since \S+\): wait for it to end, or stop it \(kill \d+\) and run this again",
+                         attempt.stderr), attempt.stderr
+    assert held
+    assert deploying.returncode == 0, err
+    assert remote.current() not in releases and remote.current() in remote.releases()
+    assert not lock.exists()
+
+    lock.mkdir()
+    (lock / "owner").write_text("bob@elsewhere.invalid pid 7 since 2026-11-21T10:00:00+00:00\n")
+    elsewhere = remote.inv("deploy.unlock", "--host", "prod", check=False)
+    assert elsewhere.returncode == 1 and lock.exists()
+    assert "release the lock with `inv deploy.unlock --host prod --force`" in elsewhere.stderr, elsewhere.stderr
+    assert "held by bob@elsewhere.invalid" in remote.inv("deploy.unlock", "--host", "prod", "--force").stdout
+    assert not lock.exists()
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    lock.mkdir()
+    (lock / "owner").write_text(f"ann@{socket.gethostname()} pid {gone.pid} since 2026-11-21T10:00:00+00:00\n")
+    remote.inv("deploy.unlock", "--host", "prod")
+    assert not lock.exists()
 
 
 def test_rollback_goes_back_to_the_previous_code(remote):

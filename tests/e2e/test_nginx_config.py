@@ -3,6 +3,7 @@ accepts (`nginx -t`, in the stack's Nginx image): property tests with hypothesis
 rendered files checked in one container."""
 import os
 import subprocess
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -49,3 +50,56 @@ def test_every_accepted_input_renders_a_config_nginx_accepts(tmp_path):
                              "--volume", f"{tmp_path}:/cases:ro", "--entrypoint", "sh", NGINX_IMAGE, "-c", script],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "all accepted" in result.stdout, result.stdout + result.stderr
+
+
+BACKEND = """events {}
+http { server { listen 80; location / { return 200 "behind $host $uri\\n"; } } }
+"""
+
+
+@pytest.mark.parametrize("site", [{}, {"domains": ["example.com", "www.example.com"], "tls": "off"}],
+                         ids=["local", "domains-behind-a-proxy"])
+def test_the_front_answers_files_and_healthz_for_the_sites_own_names_only(tmp_path, site):
+    """The front's rendered configuration in the Nginx image, with a stand-in for Nginx behind
+    it (on the network alias `nginx`, as in the stack): files and /healthz pass for the site's
+    names and this machine's; any other Host gets a 400, as Django gives it for the pages."""
+    from tasks.source.stack import Site, loads
+
+    stack = loads(open("config/stack.toml").read())
+    front = render.rendered(stack, Site(http_port=stack.http_port, **site) if site else None)[render.FRONT_CONF]
+    (tmp_path / "front.conf").write_text(front)
+    (tmp_path / "behind.conf").write_text(BACKEND)
+    name = f"hello-e2e-front-names-{os.getpid()}-{len(site)}"
+    docker = ["docker", "run", "--detach", "--pull", "never", "--network", name]
+    subprocess.run(["docker", "network", "create", name], check=True, capture_output=True)
+    try:
+        subprocess.run([*docker, "--name", f"{name}-nginx", "--network-alias", "nginx", "--volume",
+                        f"{tmp_path}/behind.conf:/etc/nginx/behind.conf:ro", NGINX_IMAGE,
+                        "nginx", "-g", "daemon off;", "-c", "/etc/nginx/behind.conf"], check=True, capture_output=True)
+        subprocess.run([*docker, "--name", f"{name}-front", "--publish", "127.0.0.1::80", "--volume",
+                        f"{tmp_path}/front.conf:/etc/nginx/front.conf:ro", NGINX_IMAGE,
+                        "nginx", "-g", "daemon off;", "-c", "/etc/nginx/front.conf"], check=True, capture_output=True)
+        port = subprocess.run(["docker", "port", f"{name}-front", "80/tcp"], check=True, capture_output=True,
+                              text=True).stdout.split()[0].rsplit(":", 1)[1]
+
+        def status(path, host):
+            argv = ["curl", "--silent", "--max-time", "10", "--output",
+                    "/dev/null", "--write-out", "%{http_code}", "--header", f"Host: {host}",
+                    f"http://127.0.0.1:{port}{path}"]
+            return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+
+        # Docker's proxy takes the connection before Nginx listens: wait for an answer.
+        deadline = time.monotonic() + 30
+        while status("/", "localhost") == "000" and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+        own = ["localhost", f"127.0.0.1:{port}", f"localhost:{port}", "[::1]", *site.get("domains", [])]
+        for path in ("/static/hello.css", "/media/a.png", "/healthz", "/"):
+            assert [status(path, host) for host in own] == ["200"] * len(own), path
+        for host in ("evil.example", "example.com.evil.example", "nginx", "127.0.0.2"):
+            assert [status(path, host) for path in ("/static/hello.css", "/media/a.png", "/healthz",
+                                                    "//static/hello.css", "/x/../healthz")] == ["400"] * 5, host
+            assert status("/", host) == "200"  # the pages are the app's to refuse (Django's ALLOWED_HOSTS)
+    finally:
+        subprocess.run(["docker", "rm", "--force", f"{name}-front", f"{name}-nginx"], capture_output=True)
+        subprocess.run(["docker", "network", "rm", name], capture_output=True)
