@@ -1,6 +1,8 @@
 """[backups] in config/stack.toml: its defaults, its one-line refusals, the backup service it
 renders, and the commands the backup tasks build (config/backup/backup.py's own logic is
 tested where it runs, in tests/e2e/test_scheduled_backups.py)."""
+import subprocess
+
 import pytest
 import yaml
 
@@ -176,3 +178,21 @@ def test_host_keys_are_keyscan_lines_and_nothing_else():
                 "@cert-authority * ssh-ed25519 AAAA\n"):
         with pytest.raises(ValueError):
             plans.host_keys(bad)
+
+
+def test_secrets_init_leaves_the_backup_service_the_passwords_of_the_stack_s_databases_alone(tmp_path):
+    """The rendered script run for real (sh, as root): a purged database's password, left
+    in the backup service's secrets by an earlier start, is removed; the others are kept."""
+    stack = stack_with(backups='\n[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/restic/hello"\n')
+    script = yaml.safe_load(render.rendered(stack)[render.COMPOSE_FILE])["services"]["secrets-init"]["entrypoint"][2]
+    folders = {name: tmp_path / name for name in ("in", "out", "backup-out")}
+    for folder in folders.values():
+        folder.mkdir()
+    for name in ("django_secret_key", "database1_password", "restic_password", "backup_notify"):
+        (folders["in"] / name).write_text("secret\n")
+    (folders["backup-out"] / "database9_password").write_text("a purged database's\n")
+    (folders["backup-out"] / "known_hosts").write_text("no longer set up\n")
+    script = script.replace("$$", "$").replace("/backup-out", str(folders["backup-out"]))
+    script = script.replace("/out", str(folders["out"])).replace("/in/", f"{folders['in']}/")
+    subprocess.run(["sh", "-ec", script], check=True, capture_output=True)
+    assert sorted(p.name for p in folders["backup-out"].iterdir()) == ["database1_password", "notify", "restic_password"]

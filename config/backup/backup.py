@@ -99,6 +99,12 @@ def databases():
     return [n for n in env("BACKUP_DATABASES", "").split(",") if n]
 
 
+def repository_shown():
+    """The repository as the user wrote it in [backups]: a local one's path on the host, not
+    the path it is mounted at here."""
+    return os.environ.get("BACKUP_REPOSITORY_ON_HOST") or env("BACKUP_REPOSITORY")
+
+
 def host():
     """Whose snapshots these are: PROJECT@PLACE (a [hosts] name, `cluster.NAME`, or `local`
     for a checkout). Runs write, list, restore and forget this place's snapshots alone, so
@@ -257,9 +263,9 @@ def ensure_repository():
     if "unable to open config file" in message or "does not exist" in message or "Is there a repository" in message:
         used = read_status().get("backup", {}).get("repositories", [])
         if env("BACKUP_REPOSITORY") in used:
-            raise Failed(f"the repository at {env('BACKUP_REPOSITORY')} is gone (this stack's snapshots were "
+            raise Failed(f"the repository at {repository_shown()} is gone (this stack's snapshots were "
                          f"there): is its disk or bucket missing? ({message})")
-        say(f"making a new restic repository at {env('BACKUP_REPOSITORY')}")
+        say(f"making a new restic repository at {repository_shown()}")
         restic("init", "--repository-version", "2")
         return
     why = ssh_diagnosis()
@@ -387,7 +393,7 @@ def take():
     listed = f"{STATE}/media-files"
     with open(listed, "w") as f:
         f.write("".join(f"{MEDIA}/{name}\0" for name in manifest["media"]) or f"{MEDIA}\0")
-    say(f"sending to {env('BACKUP_REPOSITORY')}")
+    say(f"sending to {repository_shown()}")
     summary = backup_with_progress(paths, listed)
     keep = dict(part.split("=") for part in env("BACKUP_KEEP").split(",") if part)
     forget = [f"--keep-{period}={count}" for period, count in keep.items()]
@@ -559,7 +565,7 @@ def status():
     last = backup.get("last_success")
     age = (now() - datetime.datetime.fromisoformat(last)).total_seconds() if last else None
     state.update(schedule=env("BACKUP_SCHEDULE"), drill_schedule=env("BACKUP_DRILL", ""), age=age,
-                 limit=limit, overdue=age is None or age > limit, repository=env("BACKUP_REPOSITORY"),
+                 limit=limit, overdue=age is None or age > limit, repository=repository_shown(),
                  failing=bool(backup.get("failures") or state.get("drill", {}).get("failures")))
     print(json.dumps(state, sort_keys=True))
     return 0

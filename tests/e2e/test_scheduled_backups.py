@@ -347,6 +347,8 @@ def test_a_repository_gone_fails_the_run_notifies_and_the_next_run_recovers(sche
     try:
         failed = s.inv("backup.now", check=False, timeout=600)
         assert failed.returncode != 0 and "is gone" in failed.stdout, failed.stdout
+        # Named by its path on the host, not the path the service mounts it at.
+        assert f"the repository at {s.repository} is gone" in failed.stdout, failed.stdout
         checked = s.inv("backup.status", check=False)
         assert checked.returncode != 0 and "is gone" in checked.stdout, checked.stdout
         assert "backup FAILED" in webhook.wait_for("backup FAILED")["title"]
