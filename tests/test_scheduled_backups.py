@@ -196,3 +196,39 @@ def test_secrets_init_leaves_the_backup_service_the_passwords_of_the_stack_s_dat
     script = script.replace("/out", str(folders["out"])).replace("/in/", f"{folders['in']}/")
     subprocess.run(["sh", "-ec", script], check=True, capture_output=True)
     assert sorted(p.name for p in folders["backup-out"].iterdir()) == ["database1_password", "notify", "restic_password"]
+
+
+def backup_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("backup_script", "config/backup/backup.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GOOD_MANIFEST = {"databases": {"database1": {"file": "database1.dump", "sha256": "a" * 64, "tables": {"public.t": 3}}},
+                 "media": {"uploads/a.png": "b" * 64}}
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m["databases"].update({"-h evil": m["databases"]["database1"]}),
+    lambda m: m["databases"]["database1"].update(file="../../run/secrets/backup/restic_password"),
+    lambda m: m["databases"]["database1"].update(sha256=None),
+    lambda m: m["databases"]["database1"]["tables"].update({"public.t": "3"}),
+    lambda m: m["media"].update({"../outside": "b" * 64}),
+    lambda m: m["media"].update({"/etc/passwd": "b" * 64}),
+    lambda m: m.update(databases=[]),
+    lambda m: m.pop("media"),
+], ids=["option-like-name", "file-outside", "no-sha256", "count-not-int", "media-dotdot", "media-absolute",
+        "databases-a-list", "no-media"])
+def test_a_snapshot_manifest_is_checked_before_anything_in_it_is_used(change):
+    import copy
+    import json
+
+    script = backup_script()
+    assert script.checked_manifest(json.dumps(GOOD_MANIFEST), "abc") == GOOD_MANIFEST
+    forged = copy.deepcopy(GOOD_MANIFEST)
+    change(forged)
+    with pytest.raises(script.Failed, match="the manifest of snapshot abc is not one a backup run writes"):
+        script.checked_manifest(json.dumps(forged), "abc")

@@ -40,6 +40,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -611,7 +612,33 @@ def manifest_of(snapshot):
     result = restic("dump", snapshot, MANIFEST, check=False)
     if result.returncode != 0:
         raise Failed(f"snapshot {snapshot} has no manifest: {last_line(result.stderr)}")
-    return json.loads(result.stdout)
+    return checked_manifest(result.stdout, snapshot)
+
+
+DATABASE_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def checked_manifest(text, snapshot):
+    """A snapshot's manifest, its shape checked before any of it names a file, a database or
+    a command's argument (whoever holds the password may write one): database names of the
+    stack's grammar, each dump NAME.dump, SHA-256s, row counts, media paths inside the folder."""
+    try:
+        manifest = json.loads(text)
+        dbs, media = manifest["databases"], manifest["media"]
+        ok = isinstance(dbs, dict) and isinstance(media, dict) and all(
+            isinstance(name, str) and DATABASE_NAME.fullmatch(name) and isinstance(d, dict)
+            and d.get("file") == f"{name}.dump" and isinstance(d.get("sha256"), str) and SHA256.fullmatch(d["sha256"])
+            and isinstance(d.get("tables"), dict)
+            and all(isinstance(t, str) and type(n) is int for t, n in d["tables"].items())
+            for name, d in dbs.items()) and all(
+            isinstance(path, str) and not path.startswith("/") and ".." not in path.split("/")
+            and isinstance(digest, str) and SHA256.fullmatch(digest) for path, digest in media.items())
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise Failed(f"the manifest of snapshot {snapshot} is not one a backup run writes: not trusting it")
+    return manifest
 
 
 def dump(snapshot, path):
@@ -713,7 +740,7 @@ def drill_snapshot(snapshot):
         restic("restore", snapshot, "--target", tmp)
         root = tmp + DUMPS
         with open(f"{root}/manifest.json") as f:
-            manifest = json.load(f)
+            manifest = checked_manifest(f.read(), snapshot)
         problems = []
         if manifest.get("postgres_major") != postgres_major():
             problems.append(f"taken with PostgreSQL {manifest.get('postgres_major')}, drilled with {postgres_major()}")
