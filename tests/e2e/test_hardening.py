@@ -1,11 +1,16 @@
 """The security probe's cases, against the running stack: what Nginx shows, what a forged
-archive or dump can do (nothing), and what two tasks at once do to a volume."""
+archive or dump can do (nothing), what two tasks at once do to a volume, and what a task
+interrupted (Ctrl-C) or killed at any step leaves behind."""
 import hashlib
 import io
 import itertools
 import json
+import os
+import re
+import signal
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -205,3 +210,106 @@ def test_a_dump_that_runs_a_program_is_refused(up, tmp_path):
     assert _sql(up, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == tables
     assert up.health() == (200, {"status": "ok"})
     _sql(up, "DROP DATABASE evil", "postgres")
+
+
+# -- interrupted and killed runs -------------------------------------------------------------
+
+SERVICES = {"djangoapp", "nginx", "front", "database1"}
+
+
+def _running(s) -> set[str]:
+    return set(s.compose("ps", "--services", "--status", "running").stdout.split())
+
+
+def _signal_at(s, args, pattern, sig, delay=0.2):
+    """Run `inv ARGS` in a process group of its own, as a terminal runs it, and send SIG to
+    the whole group (what Ctrl-C does: the task and the command it runs both get it) DELAY
+    seconds after the first line of its output that matches PATTERN (a step's command,
+    echoed as it starts). Returns (exit status, output)."""
+    proc = subprocess.Popen([*INV, *args], cwd=s.root, env=s.env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
+    seen, sent = [], False
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if not sent and re.search(pattern, line):
+                time.sleep(delay)
+                os.killpg(proc.pid, sig)
+                sent = True
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = "".join(seen)
+    assert sent, f"no line matched {pattern!r}:\n{output}"
+    return proc.returncode, output
+
+
+def _serving(s, timeout=20) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status = s.get("/healthz")[0]
+        except OSError:
+            status = 0
+        if status == 200 or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)
+
+
+def _listing(s) -> str:
+    """The media volume's entries (reserved names included), as the app sees them."""
+    return s.compose("exec", "-T", "djangoapp", "sh", "-c", "cd /srv/media && ls -A | sort").stdout
+
+
+@pytest.fixture(scope="module")
+def two_media(up):
+    """An archive of the media volume holding 'then.txt', and the volume holding 'now.txt'
+    instead: (the archive, the listing of each)."""
+    up.compose("exec", "-T", "djangoapp", "sh", "-c", "cd /srv/media && rm -rf ./* && echo then > then.txt")
+    archive, then = _backup(up), _listing(up)
+    up.compose("exec", "-T", "djangoapp", "sh", "-c", "cd /srv/media && rm -f then.txt && echo now > now.txt")
+    return archive, then, _listing(up)
+
+
+RESTORE_STEPS = {
+    "stopping": r"compose .* stop djangoapp nginx",
+    "moving aside": r"--volume hello-e2e_media_volume:/data .*mkdir \.restore-safety",
+    "unpacking": r"tar --extract",
+    "starting again": r"compose .* start djangoapp nginx",
+    "starting the databases": r"compose .* up .*--no-deps database1",
+    "rolling out": r"--scale djangoapp=2",
+    "reloading the front": r"--wait .*nginx front",
+    "dropping the safety copy": r"mv -T -- \.restore-safety \.restore-discard",
+}
+
+
+@pytest.mark.parametrize("step", RESTORE_STEPS)
+def test_a_restore_interrupted_at_any_step_leaves_the_site_serving(up, two_media, step):
+    archive, then, now = two_media
+    before = _listing(up)
+    assert before in (then, now)
+    _signal_at(up, ["volume.restore", str(archive), "--yes"], RESTORE_STEPS[step], signal.SIGINT)
+    assert _serving(up) == 200
+    assert SERVICES <= _running(up)
+    # All of the archive, or all of what was there: nothing of a restore half done.
+    assert _listing(up) in (then, before), _listing(up)
+
+
+BACKUP_STEPS = {
+    "stopping": r"compose .* stop djangoapp",
+    "archiving": r"docker cp ",
+    "starting again": r"compose .* start djangoapp",
+}
+
+
+@pytest.mark.parametrize("step", BACKUP_STEPS)
+def test_a_backup_interrupted_at_any_step_leaves_the_site_serving(up, step):
+    backups = ROOT / "backups"
+    before = {p.name for p in backups.iterdir()}
+    _signal_at(up, ["volume.backup", "--volume", "media_volume"], BACKUP_STEPS[step], signal.SIGINT)
+    assert _serving(up) == 200
+    assert SERVICES <= _running(up)
+    new = {p.name for p in backups.iterdir()} - before
+    # A backup finished (its manifest written last) or none: never a part of one.
+    assert not [n for n in new if n.endswith(".tmp")], new
