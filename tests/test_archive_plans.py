@@ -313,3 +313,32 @@ class TestEntries:
         buffer.seek(0)
         owner = f"{(tmp_path / 'f').stat().st_uid}:{(tmp_path / 'f').stat().st_gid}"
         assert archive.check_entries(archive.read_entries(buffer), [owner]) == 1
+
+
+DROP_LOAD = ["ALTER DATABASE \"d__load_2\" WITH ALLOW_CONNECTIONS false; SELECT count(pg_terminate_backend(pid)) "
+             "FROM pg_stat_activity WHERE datname = 'd__load_2'", "DROP DATABASE IF EXISTS \"d__load_2\""]
+
+
+@pytest.mark.parametrize("found, expected", [
+    (["d"], []),
+    (["d", "d__load_2"], [("d__load_2", "dropping d__load_2: a load that was never swapped in", DROP_LOAD)]),
+    (["d", "d__old_1"], [("d__old_1", "dropping d__old_1: the data d had before a load that was swapped in",
+                          archive.drop_database_sql("d__old_1"))]),
+    # d missing: its newest retired copy is its data, renamed back; never dropped.
+    (["d__old_1", "d__old_2", "d__load_2"], [
+        ("d__old_2", "renaming d__old_2 back to d: it holds d's data (a load stopped between its renames)",
+         ['ALTER DATABASE "d__old_2" RENAME TO "d"; ALTER DATABASE "d" WITH ALLOW_CONNECTIONS true']),
+        ("d__old_1", "dropping d__old_1: the data d had before a load that was swapped in",
+         archive.drop_database_sql("d__old_1")),
+        ("d__load_2", "dropping d__load_2: a load that was never swapped in", DROP_LOAD)]),
+    (["d__load_2"], []),  # d missing, nothing to put back: the copy may be all there is
+], ids=["nothing", "a-load-never-swapped-in", "a-retired-copy", "the-live-data-retired", "only-a-load"])
+def test_what_a_killed_load_left_is_settled_without_dropping_the_live_data(found, expected):
+    assert archive.settle_loads("d", found) == expected
+
+
+def test_the_databases_of_a_load_are_listed_by_prefix_not_by_pattern():
+    # LIKE would take `_` for any character: d1__load_x must not match d1x_load_...
+    assert archive.loads_of_sql("d1") == ("SELECT datname FROM pg_database WHERE datname = 'd1' OR "
+                                          "starts_with(datname, 'd1__load_') OR starts_with(datname, 'd1__old_') "
+                                          "ORDER BY datname")

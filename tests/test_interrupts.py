@@ -80,3 +80,19 @@ def test_a_start_that_fails_by_itself_is_named_with_what_to_run(capsys):
             raise TaskError("in the block")
     assert ran(conn) == [STOP, START]  # not tried again: it did not fail for a Ctrl-C
     assert "djangoapp, nginx did not start again (exit status 1): `inv up` starts them" in capsys.readouterr().out
+
+
+def test_a_temporary_file_is_unfinished_once_its_writer_is_gone():
+    import socket
+    import subprocess
+
+    from tasks.execution.files import unfinished, writer_mark
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    here = socket.gethostname()
+    names = [f".a.dump.0badf00d{writer_mark()}",            # this process: still writing
+             f".a.dump.0badf00d.{gone.pid}@{here}.tmp",    # its writer is gone
+             f".a.dump.0badf00d.{gone.pid}@elsewhere.tmp",  # another machine's: unknown
+             ".a.dump.0badf00d.tmp"]                       # an earlier version's: unknown
+    assert unfinished(names) == [names[1]]

@@ -460,6 +460,50 @@ def swap_databases_sql(live: str, fresh: str, retired: str) -> str:
     ])
 
 
+def loads_of_sql(live: str) -> str:
+    """SQL listing LIVE and the databases a load of it makes (LIVE__load_*, LIVE__old_*)."""
+    lit = live.replace("'", "''")
+    return (f"SELECT datname FROM pg_database WHERE datname = '{lit}' OR starts_with(datname, '{lit}__load_') "
+            f"OR starts_with(datname, '{lit}__old_') ORDER BY datname")
+
+
+def drop_database_sql(name: str) -> list[str]:
+    """Statements (each run on its own: DROP DATABASE refuses a transaction) that drop NAME,
+    ending the connections a killed task's commands may still hold to it."""
+    q, lit = quote_ident(name), name.replace("'", "''")
+    return [f"ALTER DATABASE {q} WITH ALLOW_CONNECTIONS false; "
+            f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{lit}'",
+            f"DROP DATABASE IF EXISTS {q}"]
+
+
+def settle_loads(live: str, found) -> list[tuple[str, str, list[str]]]:
+    """What a killed load of LIVE (procedures/dumps.load_into) left, from FOUND (the
+    answer to loads_of_sql), settled without losing LIVE's data: [(what, statements)].
+    - LIVE missing, a LIVE__old_* there: that is LIVE's data (the load stopped between its
+      renames): the newest is renamed back, connections allowed again.
+    - a LIVE__old_* beside LIVE: the data LIVE had before a load swapped in: dropped, as the
+      load would have done next.
+    - a LIVE__load_* beside LIVE: a copy never swapped in: dropped. With LIVE missing and no
+      LIVE__old_* to put back, it is kept (the only copy there is).
+    Returns [(the database, what is done, statements)]."""
+    found = set(found)
+    olds = sorted(n for n in found if n.startswith(f"{live}__old_"))
+    loads = sorted(n for n in found if n.startswith(f"{live}__load_"))
+    steps = []
+    if live not in found:
+        if not olds:
+            return []
+        back = olds.pop()
+        steps.append((back, f"renaming {back} back to {live}: it holds {live}'s data (a load stopped between its renames)",
+                      [f"ALTER DATABASE {quote_ident(back)} RENAME TO {quote_ident(live)}; "
+                       f"ALTER DATABASE {quote_ident(live)} WITH ALLOW_CONNECTIONS true"]))
+    for name in olds:
+        steps.append((name, f"dropping {name}: the data {live} had before a load that was swapped in", drop_database_sql(name)))
+    for name in loads:
+        steps.append((name, f"dropping {name}: a load that was never swapped in", drop_database_sql(name)))
+    return steps
+
+
 # Retention ---------------------------------------------------------------------------------
 
 def to_prune(manifests: list[dict], keep: int) -> list[dict]:
