@@ -44,8 +44,8 @@ def test_restore_moves_the_content_aside_then_unpacks_with_owners():
     assert argv[:-1] == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
                          "--volume", "hello_database1_volume:/data", "--entrypoint", "sh", "postgres:15", "-c"]
     # What an interrupted restore left is settled first, never moved aside with the content.
-    assert argv[-1].startswith(f"set -e; cd /data; {archive.SETTLE}; mkdir .restore-safety")
-    assert argv[-1].endswith("mkdir .restore-safety; chown --reference=. .restore-safety; chmod --reference=. .restore-safety; "
+    assert argv[-1].startswith(f"set -e; cd /data; {archive.SETTLE}; rm -rf -- .restore-new; mkdir .restore-safety")
+    assert argv[-1].endswith("rm -rf -- .restore-new; mkdir .restore-safety; chown --reference=. .restore-safety; chmod --reference=. .restore-safety; "
                              "find . -mindepth 1 -maxdepth 1 ! -name .restore-safety -exec mv -t .restore-safety -- {} +; "
                              "mkdir -m 700 .restore-new")
     # As root from standard input (`docker cp` would give every entry to the helper's user),

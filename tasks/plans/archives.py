@@ -173,7 +173,7 @@ def move_aside(volume: str, image: str) -> list[str]:
     owner and mode are kept on SAFETY, so that putting it back restores them."""
     script = (
         f"{SETTLE}; "
-        f"mkdir {SAFETY}; chown --reference=. {SAFETY}; chmod --reference=. {SAFETY}; "
+        f"rm -rf -- {STAGING}; mkdir {SAFETY}; chown --reference=. {SAFETY}; chmod --reference=. {SAFETY}; "
         f"find . -mindepth 1 -maxdepth 1 ! -name {SAFETY} -exec mv -t {SAFETY} -- {{}} +; "
         f"mkdir -m 700 {STAGING}"
     )
@@ -184,8 +184,8 @@ def extract_volume(archive: str, compressor: Compressor, volume: str, image: str
                    fifo: str | None = None) -> list[str]:
     """Unpack ARCHIVE (its entries checked first: check_entries) into STAGING with tar, as
     root, in a helper, then move it up into the volume's root, which takes the owner and
-    mode of the archive's root; STAGING, empty, stays until the restore is verified. Every entry gets the owner, group and mode of its header;
-    only the headers' numeric ids count: their names are looked up in the image the backup
+    mode of the archive's root; STAGING, empty, stays until the restore is verified. Every
+    entry gets the owner, group and mode of its header; only the headers' numeric ids count: their names are looked up in the image the backup
     was read through, which need not be this one. Not `docker cp`: with --archive it gives
     every entry to the container's user (root, or the app image's `app`), and without, it
     leaves the volume's root as it finds it.
