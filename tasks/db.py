@@ -13,7 +13,7 @@ from invoke import Collection
 from .cli import print_table, stack_task
 from .execution.runner import interactive
 from .errors import TaskError
-from .execution.files import create_secret, write_all
+from .execution.files import create_secret, unfinished_in, write_all
 from .plans import compose
 from .procedures.backup_files import verified_on_target
 from .procedures.dumps import dump_database, load_database
@@ -46,6 +46,16 @@ def _write_stack_change(r, new_text: str):
     return r.with_stack(new_stack)
 
 
+def _remove_unfinished(r, stack) -> None:
+    """Delete the temporary files a killed `db.add` or `db.remove` left (a secret among
+    them, perhaps) where these write: the source of truth, the generated files, the secrets."""
+    paths = [STACK_FILE, *render.rendered(stack), *render.secret_files(stack)]
+    for folder in sorted({(r.root / path).parent for path in paths}):
+        for leftover in unfinished_in(folder):
+            r.remove(leftover)
+            r.say(f"deleted {leftover.relative_to(r.root)}: left by a task that was killed")
+
+
 @stack_task(hosts=None, help={
     "name": "The database: lowercase letters, digits and underscores, starting with a letter.",
     "up": "Start it now and run its migrations (default: off; prints the command instead).",
@@ -56,6 +66,7 @@ def add(r, name, up=False, timeout=None):
     """Add a PostgreSQL database (container, network, volume, secret, Django alias)."""
     validate_database_name(name)  # a bad name is refused before anything, the lock included
     with project_lock(r):
+        _remove_unfinished(r, r.stack)
         new_text = with_database_added(read_text(r.root), name)
         r = _write_stack_change(r, new_text)
         db = r.stack.database(name)
@@ -93,6 +104,7 @@ def list_(r):
 def remove(r, name, purge=False, yes=False):
     """Remove a database from the stack; its data volume is kept unless --purge --yes."""
     with project_lock(r):
+        _remove_unfinished(r, r.stack)
         _remove(r, name, purge, yes)
 
 

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from .cli import stack_task
+from .execution.files import unfinished_in
 from .execution.runner import compose_problem, engine_problem
-from .plans import compose
+from .plans import archives, compose
+from .procedures.dumps import loads_left
 from .procedures.site import certificate, describe
+from .procedures.volume_copy import stack_volumes
 from .source import render
 from .source.stack import STACK_FILE
 
@@ -78,24 +81,83 @@ def check_certificate(r):
     return fine, line, fix
 
 
+def check_interrupted_restores(r):
+    """A volume holding what a killed restore leaves (archives.SETTLE): one line each."""
+    existing = set(r.probe(["docker", "volume", "ls", "--quiet", "--filter", f"name=^{r.project}_"]).stdout.split())
+    volumes = [info for info in stack_volumes(r).values() if info.name in existing] if existing else []
+    if not volumes:
+        return True, "no volume yet: no interrupted restore", None
+    image = next((info.image for info in volumes if r.probe(["docker", "image", "inspect", info.image]).ok), None)
+    if image is None:
+        return False, "could not look into the volumes for interrupted restores: none of their images is here", \
+            "`inv build`, then `inv doctor` again"
+    result = r.probe(archives.restore_leftovers({info.short: info.name for info in volumes}, image))
+    if result.failed:
+        return False, f"could not look into the volumes for interrupted restores ({result.stderr.strip()})", None
+    left = {}
+    for line in result.stdout.splitlines():
+        short, name = line.split()
+        left.setdefault(short, []).append(name)
+    found = []
+    for short, names in sorted(left.items()):
+        outcome = ("it was verified: that deletes its safety copy" if archives.DISCARD in names else
+                   "it was never verified: that puts back the content from before it")
+        found.append((False, f"{r.project}_{short} holds {', '.join(names)}, left by an interrupted restore",
+                      f"`inv volume.backup --volume {short}` settles it first ({outcome})"))
+    return found or (True, "no volume holds what an interrupted restore leaves", None)
+
+
+def check_interrupted_loads(r):
+    """A database server holding the copies a killed load leaves (NAME__load_*, NAME__old_*)."""
+    running = r.running_services()
+    found, checked = [], []
+    for db in r.stack.databases:
+        if db.name not in running:
+            continue
+        names = loads_left(r, db, archives.in_compose_service(r.compose_argv([]), db.name))
+        if names is None:
+            found.append((False, f"could not list the databases of {db.name}'s server", f"`inv logs {db.name}`"))
+            continue
+        checked.append(db.name)
+        for leftover, what, _ in archives.settle_loads(db.name, names):
+            found.append((False, f"{leftover} in {db.name}'s server, left by an interrupted load",
+                          f"`inv db.dump {db.name}` settles it first ({what})"))
+    return found or (True, f"no interrupted load in {', '.join(checked) or 'a running database'}", None)
+
+
+def check_unfinished_files(r):
+    """Temporary files whose writer is gone: a backup, a dump, a secret or a generated file
+    a killed task was writing."""
+    places = {r.backups: "the next task that writes a backup or a dump deletes it"}
+    for path in (STACK_FILE, *render.rendered(r.stack), *render.secret_files(r.stack)):
+        places.setdefault((r.root / path).parent, "`inv db.add` or `inv db.remove` deletes it, or delete it yourself")
+    found = [(False, f"{leftover.relative_to(r.root)}: a file a killed task was writing", fix)
+             for folder, fix in places.items() for leftover in unfinished_in(folder)]
+    return found or (True, "no file left unfinished by a killed task", None)
+
+
 CHECKS = {"engine": check_engine, "certificate": check_certificate, "compose": check_compose, "builder": check_builder, "port": check_port,
-          "env_files": check_env_files, "rendered": check_rendered}
-NEEDS_ENGINE = {"port", "builder", "certificate"}
+          "env_files": check_env_files, "rendered": check_rendered,
+          "interrupted_restores": check_interrupted_restores, "interrupted_loads": check_interrupted_loads,
+          "unfinished_files": check_unfinished_files}
+NEEDS_ENGINE = {"port", "builder", "certificate", "interrupted_restores", "interrupted_loads"}
 
 
 @stack_task(help={"dry": "Print the checks' commands instead of running them."})
 def doctor(r):
-    """Check the engine, Compose, buildx, env and secret files, generated files, port, certificate.
+    """Check the engine, Compose, buildx, env and secret files, generated files, port, certificate, leftovers.
 
-    Here: everything but the certificate. On a host (--host): the engine, Compose, buildx
+    Here: everything but the certificate, and what a killed task left (a restore's safety
+    copy in a volume, a load's copies of a database, an unfinished file). On a host (--host): the engine, Compose, buildx
     and the certificate the front serves (names, issuer, days left; under 14 days warns)."""
     results, engine_ok = [], True
     for name in r.target.doctor_checks:  # the target says which checks make sense there
         if name in NEEDS_ENGINE and not engine_ok:
             continue
-        ok, message, hint = CHECKS[name](r)
-        engine_ok = engine_ok and (ok or name not in ("engine", "compose"))
-        results.append((ok, message, hint))
+        outcome = CHECKS[name](r)  # one line, or one for each thing found
+        for ok, message, hint in outcome if isinstance(outcome, list) else [outcome]:
+            engine_ok = engine_ok and (ok or name not in ("engine", "compose"))
+            results.append((ok, message, hint))
     for ok, message, hint in results:
         r.report(f"{'ok  ' if ok else 'FAIL'} {message}")
         if hint and not ok:

@@ -31,7 +31,9 @@ def last_line(text: str, default: str) -> str:
 
 def reason(exc: BaseException) -> str:
     """What went wrong, for a message that goes on to say what was undone."""
-    if isinstance(exc, KeyboardInterrupt):
+    # Invoke answers a Ctrl-C by writing to the command's standard input, which fails when
+    # it has none: that error stands for the interrupt.
+    if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__context__, KeyboardInterrupt):
         return "interrupted"
     if isinstance(exc, TaskError):
         return str(exc.message).removeprefix("error: ")

@@ -43,19 +43,20 @@ def test_restore_moves_the_content_aside_then_unpacks_with_owners():
     argv = archive.move_aside("hello_database1_volume", "postgres:15")
     assert argv[:-1] == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
                          "--volume", "hello_database1_volume:/data", "--entrypoint", "sh", "postgres:15", "-c"]
-    assert "if [ -e .restore-safety ]; then" in argv[-1]  # never over an interrupted restore's copy
-    assert argv[-1].endswith("mkdir .restore-safety; chown --reference=. .restore-safety; chmod --reference=. .restore-safety; "
+    # What an interrupted restore left is settled first, never moved aside with the content.
+    assert argv[-1].startswith(f"set -e; cd /data; {archive.SETTLE}; rm -rf -- .restore-new; mkdir .restore-safety")
+    assert argv[-1].endswith("rm -rf -- .restore-new; mkdir .restore-safety; chown --reference=. .restore-safety; chmod --reference=. .restore-safety; "
                              "find . -mindepth 1 -maxdepth 1 ! -name .restore-safety -exec mv -t .restore-safety -- {} +; "
                              "mkdir -m 700 .restore-new")
     # As root from standard input (`docker cp` would give every entry to the helper's user),
-    # into a folder beside the safety copy, then moved up.
+    # into a folder beside the safety copy, then moved up; the folder stays until verified.
     assert archive.extract_volume("/b/a.tar.gz", archive.GZIP, "hello_media_volume", "hello-djangoapp:latest") == [
         "bash", "-o", "pipefail", "-c",
         "gzip -dc /b/a.tar.gz | docker run --rm --interactive --pull never --network none --user 0 "
         "--volume hello_media_volume:/data --entrypoint sh hello-djangoapp:latest -c "
         "'set -e; tar --extract --file - --directory /data/.restore-new --numeric-owner --same-owner "
         "--same-permissions; cd /data; find .restore-new -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; "
-        "chown --reference=.restore-new .; chmod --reference=.restore-new .; rmdir .restore-new'",
+        "chown --reference=.restore-new .; chmod --reference=.restore-new .'",
     ]
 
 
@@ -130,10 +131,61 @@ def test_putting_the_safety_copy_back():
     argv = archive.put_safety_back("v", "img")
     assert argv[:-1] == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
                          "--volume", "v:/data", "--entrypoint", "sh", "img", "-c"]
-    assert argv[-1] == ("set -e; cd /data; test -d .restore-safety; "
-                        "find . -mindepth 1 -maxdepth 1 ! -name .restore-safety -exec rm -rf -- {} +; "
-                        "find .restore-safety -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; "
-                        "chown --reference=.restore-safety .; chmod --reference=.restore-safety .; rmdir .restore-safety")
+    assert argv[-1] == f"set -e; cd /data; {archive.SETTLE}" == archive.settle_restore("v", "img")[-1]
+    assert archive.SETTLE.endswith(
+        "find .restore-safety -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; "
+        "chown --reference=.restore-safety .; chmod --reference=.restore-safety .; rmdir .restore-safety; fi")
+    # Verified: the copy is renamed before it goes, so that a killed deletion is finished.
+    assert archive.drop_safety("v", "img")[-1] == (
+        "set -e; cd /data; mv -T -- .restore-safety .restore-discard; rm -rf -- .restore-new .restore-discard")
+
+
+OLD = {"a": "old a", "d/x": "old x"}
+NEW = {"n": "new n", "nd/y": "new y"}
+
+
+def _volume(root: Path, layout: dict) -> None:
+    for path, text in layout.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        if text is None:
+            (root / path).mkdir(exist_ok=True)
+        else:
+            (root / path).write_text(text)
+
+
+def _content(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ({"a": "old a", "d/x": "old x"}, OLD),
+    ({"a": "old a", ".restore-safety/d/x": "old x"}, OLD),                       # moving aside
+    ({".restore-safety/a": "old a", ".restore-safety/d/x": "old x", ".restore-new": None}, OLD),  # moved aside
+    ({".restore-safety/a": "old a", ".restore-safety/d/x": "old x", ".restore-new/nd/y": "new y"}, OLD),  # unpacking
+    ({".restore-safety/a": "old a", ".restore-safety/d/x": "old x", "n": "new n",
+      ".restore-new/nd/y": "new y"}, OLD),                                         # moving the archive up
+    ({".restore-safety/a": "old a", ".restore-safety/d/x": "old x", "n": "new n", "nd/y": "new y",
+      ".restore-new": None}, OLD),                                                 # unpacked, not verified
+    ({".restore-safety/d/x": "old x", "a": "old a"}, OLD),                       # putting back (moving back)
+    ({".restore-discard/a": "old a", "n": "new n", "nd/y": "new y", ".restore-new": None}, NEW),  # verified
+    ({".restore-discard/d/x": "old x", "n": "new n", "nd/y": "new y"}, NEW),     # verified, being deleted
+], ids=["untouched", "moving-aside", "moved-aside", "unpacking", "moving-up", "unpacked", "putting-back",
+        "verified", "deleting-the-copy"])
+def test_what_a_killed_restore_left_is_settled_to_one_content_or_the_other(tmp_path, layout, expected):
+    """Each state a restore killed at some step leaves in its volume, run through the real
+    script: the content from before the restore comes back unless the restore had been
+    verified, and nothing of the restore's own names is left. Run twice: a settling that
+    is killed too is settled by the next one."""
+    _volume(tmp_path, layout)
+    os.chmod(tmp_path, 0o750)
+    if (tmp_path / ".restore-safety").exists():
+        os.chmod(tmp_path / ".restore-safety", 0o711)  # the root's mode from before the restore
+    script = archive.settle_restore("v", "img")[-1].replace("cd /data;", f"cd {tmp_path};")
+    for _ in range(2):
+        subprocess.run(["sh", "-c", script], check=True, capture_output=True)
+        assert _content(tmp_path) == expected
+        assert not [n for n in archive.RESERVED if (tmp_path / n).exists()]
+    assert oct(tmp_path.stat().st_mode & 0o777) == ("0o711" if ".restore-safety" in str(layout) else "0o750")
 
 
 def test_paths_with_spaces_are_quoted():
@@ -280,3 +332,31 @@ class TestEntries:
         else:
             with pytest.raises(archive.Refused, match=re.escape(message)):
                 archive.check_entries(members, ["10001:10001", "0:0"], root_owner="10001:10001")
+
+DROP_LOAD = ["ALTER DATABASE \"d__load_2\" WITH ALLOW_CONNECTIONS false; SELECT count(pg_terminate_backend(pid)) "
+             "FROM pg_stat_activity WHERE datname = 'd__load_2'", "DROP DATABASE IF EXISTS \"d__load_2\""]
+
+
+@pytest.mark.parametrize("found, expected", [
+    (["d"], []),
+    (["d", "d__load_2"], [("d__load_2", "dropping d__load_2: a load that was never swapped in", DROP_LOAD)]),
+    (["d", "d__old_1"], [("d__old_1", "dropping d__old_1: the data d had before a load that was swapped in",
+                          archive.drop_database_sql("d__old_1"))]),
+    # d missing: its newest retired copy is its data, renamed back; never dropped.
+    (["d__old_1", "d__old_2", "d__load_2"], [
+        ("d__old_2", "renaming d__old_2 back to d: it holds d's data (a load stopped between its renames)",
+         ['ALTER DATABASE "d__old_2" RENAME TO "d"; ALTER DATABASE "d" WITH ALLOW_CONNECTIONS true']),
+        ("d__old_1", "dropping d__old_1: the data d had before a load that was swapped in",
+         archive.drop_database_sql("d__old_1")),
+        ("d__load_2", "dropping d__load_2: a load that was never swapped in", DROP_LOAD)]),
+    (["d__load_2"], []),  # d missing, nothing to put back: the copy may be all there is
+], ids=["nothing", "a-load-never-swapped-in", "a-retired-copy", "the-live-data-retired", "only-a-load"])
+def test_what_a_killed_load_left_is_settled_without_dropping_the_live_data(found, expected):
+    assert archive.settle_loads("d", found) == expected
+
+
+def test_the_databases_of_a_load_are_listed_by_prefix_not_by_pattern():
+    # LIKE would take `_` for any character: d1__load_x must not match d1x_load_...
+    assert archive.loads_of_sql("d1") == ("SELECT datname FROM pg_database WHERE datname = 'd1' OR "
+                                          "starts_with(datname, 'd1__load_') OR starts_with(datname, 'd1__old_') "
+                                          "ORDER BY datname")

@@ -2,10 +2,12 @@
 
 Runs the real task in a throwaway git copy of the project and checks `git status`."""
 import subprocess
+import time
 
 import pytest
 
 from testkit.projectcopy import copy_project, git_status
+from tasks.procedures.locks import WAIT
 from testkit import INV
 
 
@@ -115,10 +117,13 @@ def test_a_lock_left_by_a_dead_task_is_taken_over(tree):
     lock = tree / ".locks/project"
     lock.mkdir(parents=True)
     (lock / "owner").write_text(f"inv db.add by someone@{socket.gethostname()} pid {dead.pid} since then\n")
+    started = time.monotonic()
     result = subprocess.run([*INV, "db.add", "takenover"], cwd=tree,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "was left by a task that is gone" in result.stdout and not lock.exists()
+    # At once: not after the wait for a live holder (10 s here, 120 s for a volume's lock).
+    assert time.monotonic() - started < WAIT / 2
 
 
 def test_a_name_too_long_for_a_clusters_swarm_is_refused_and_nothing_is_written(tmp_path):

@@ -6,6 +6,7 @@ from invoke import Result
 
 from tasks import app, doctor, lifecycle
 from tasks.errors import TaskError
+from tasks.plans import archives
 from tasks.plans import rollout as rollout_plans
 
 COMPOSE = "docker compose --project-name hello"
@@ -215,6 +216,13 @@ class TestManage:
             app.manage(mock_c())
 
 
+# What `inv doctor` asks about the leftovers of killed tasks; the answers say: none.
+VOLUMES = "docker volume ls --quiet --filter 'name=^hello_'"
+LOADS = shlex.join(archives.run_sql([*COMPOSE.split(), "exec", "-T", "database1"], "database1",
+                                    archives.loads_of_sql("database1")))
+NO_LEFTOVERS = {VOLUMES: Result(""), LOADS: Result("database1\n")}
+
+
 class TestDoctor:
     def test_reports_every_failure_with_a_fix(self, mock_c, capsys):
         c = mock_c({
@@ -229,10 +237,40 @@ class TestDoctor:
         assert "FAIL Docker Compose is not installed" in out
         assert out.count("fix: ") >= 2
 
-    def test_a_missing_buildx_is_named_with_the_package_to_install(self, mock_c, capsys):
-        c = mock_c({"docker buildx version": Result(exited=1, stderr="docker: 'buildx' is not a docker command.\n")})
+    def test_a_missing_buildx_is_named_with_the_package_to_install(self, mock_c, capsys, monkeypatch):
+        # The checkout's own settings files exist once a stack ran here, not in a fresh clone.
+        monkeypatch.setitem(doctor.CHECKS, "env_files", lambda r: (True, "settings and secret files present", None))
+        c = mock_c({"docker buildx version": Result(exited=1, stderr="docker: 'buildx' is not a docker command.\n"),
+                    **NO_LEFTOVERS})
         with pytest.raises(TaskError, match="1 check"):
             doctor.doctor(c)
         out = capsys.readouterr().out
         assert "FAIL buildx is not installed: every build warns and falls back to Compose's own builder" in out
         assert "fix: install the buildx plugin (docker-buildx-plugin" in out
+
+    def test_what_killed_tasks_left_is_named_one_line_each_with_the_task_that_settles_it(self, mock_c, capsys):
+        config = ('{"services": {"djangoapp": {"image": "hello-djangoapp:latest"}, '
+                  '"database1": {"image": "postgres:15"}}}')
+        c = mock_c({
+            VOLUMES: Result("hello_media_volume\nhello_database1_volume\n"),
+            f"{COMPOSE} config --format json": Result(config),
+            "docker image inspect postgres:15": Result("[]"),
+            shlex.join(archives.restore_leftovers({"database1_volume": "hello_database1_volume",
+                                                   "media_volume": "hello_media_volume"}, "postgres:15")):
+                Result("media_volume .restore-safety\nmedia_volume .restore-new\n"),
+            LOADS: Result("database1__load_20261205t101500z\ndatabase1__old_20261204t101500z\n"),
+            "docker buildx version": Result("github.com/docker/buildx 0.29.1 0.29.1-4\n"),
+        })
+        with pytest.raises(TaskError, match="check"):
+            doctor.doctor(c)
+        out = capsys.readouterr().out
+        assert ("FAIL hello_media_volume holds .restore-safety, .restore-new, left by an interrupted restore\n"
+                "     fix: `inv volume.backup --volume media_volume` settles it first (it was never verified: "
+                "that puts back the content from before it)\n") in out
+        # database1 itself is missing: the retired copy is its data, renamed back, not dropped.
+        assert ("FAIL database1__old_20261204t101500z in database1's server, left by an interrupted load\n"
+                "     fix: `inv db.dump database1` settles it first (renaming database1__old_20261204t101500z back "
+                "to database1: it holds database1's data (a load stopped between its renames))\n") in out
+        assert ("FAIL database1__load_20261205t101500z in database1's server, left by an interrupted load\n"
+                "     fix: `inv db.dump database1` settles it first (dropping database1__load_20261205t101500z: "
+                "a load that was never swapped in)\n") in out

@@ -84,10 +84,12 @@ def helper(image: str, mounts, command, stdin: bool = False, read_only_file: tup
 
 
 def volume_stats(volume: str, image: str) -> list[str]:
-    """Prints four lines: bytes, number of entries, PostgreSQL major version (or empty), and
-    the owners (uid:gid) of its entries, space-separated: a restore accepts these alone."""
+    """Prints five lines: bytes, number of entries, PostgreSQL major version (or empty), the
+    owners (uid:gid) of its entries, space-separated (a restore accepts these alone), and
+    the names an interrupted restore left at its root (settle_restore deals with them)."""
     script = ("du -sb /data | cut -f1; find /data -mindepth 1 | wc -l; cat /data/PG_VERSION 2>/dev/null || echo; "
-              "find /data -printf '%U:%G\\n' | sort -u | tr '\\n' ' '; echo")
+              "find /data -printf '%U:%G\\n' | sort -u | tr '\\n' ' '; echo; "
+              f"for n in {' '.join(RESERVED)}; do if [ -e \"/data/$n\" ]; then printf '%s ' \"$n\"; fi; done; echo")
     return helper(image, [(volume, "/data", True)], ["sh", "-c", script])
 
 
@@ -95,9 +97,12 @@ def volume_stats(volume: str, image: str) -> list[str]:
 # rename: instant, and no second copy of the data), and removes it once the stack is healthy.
 SAFETY = ".restore-safety"
 # The archive is unpacked into this folder of the volume, beside the safety copy and never
-# above it, then moved up: no entry can reach the safety copy.
+# above it, then moved up; the folder stays until the restore is verified: while it is there,
+# whatever lies beside the safety copy is the restore's, not the volume's own content.
 STAGING = ".restore-new"
-RESERVED = (SAFETY, STAGING)
+# The safety copy of a restore verified healthy is renamed to this before it is deleted.
+DISCARD = ".restore-discard"
+RESERVED = (SAFETY, STAGING, DISCARD)
 
 
 HELPER_LABEL = "hello.backup-helper"
@@ -135,13 +140,39 @@ def _in_volume(volume: str, image: str, script: str) -> list[str]:
     return helper(image, [(volume, "/data", False)], ["sh", "-c", f"set -e; cd /data; {script}"])
 
 
+# Finish or undo the restore a killed task left in a volume, from what is on disk (run in
+# the volume's root, its users stopped; nothing to do when no restore was interrupted):
+# - DISCARD: the restore was verified (the stack was healthy with the new content) and its
+#   safety copy was being deleted: finish deleting it.
+# - SAFETY and STAGING: the content was moved aside; what lies beside the copy is the
+#   archive's, in part or whole, never verified: delete it (STAGING last: it marks what
+#   is the archive's until then), then move the copy back.
+# - SAFETY alone: the content was being moved aside (or back): what lies beside it is
+#   the volume's own: move the rest back.
+# Undone rather than finished: nothing says the stack works with the archive's content,
+# and the task's own rule for an unhealthy stack is the copy back; the archive is still there.
+SETTLE = (
+    f"if [ -d {DISCARD} ]; then echo 'a restore verified healthy left its safety copy: deleting it'; "
+    f"rm -rf -- {STAGING} {DISCARD}; "
+    f"elif [ -d {SAFETY} ]; then echo 'a restore not verified healthy left its safety copy: putting back the content from before it'; "
+    f"if [ -d {STAGING} ]; then find . -mindepth 1 -maxdepth 1 ! -name {SAFETY} ! -name {STAGING} -exec rm -rf -- {{}} +; "
+    f"rm -rf -- {STAGING}; fi; "
+    f"find {SAFETY} -mindepth 1 -maxdepth 1 -exec mv -t . -- {{}} +; "
+    f"chown --reference={SAFETY} .; chmod --reference={SAFETY} .; rmdir {SAFETY}; fi"
+)
+
+
+def settle_restore(volume: str, image: str) -> list[str]:
+    """SETTLE in VOLUME: what a killed restore left, finished or undone."""
+    return _in_volume(volume, image, SETTLE)
+
+
 def move_aside(volume: str, image: str) -> list[str]:
     """Move VOLUME's content into SAFETY, leaving it empty but for an empty STAGING folder
-    to unpack into. Refuses to run over the safety folder of an earlier, interrupted restore.
-    The root's owner and mode are kept on SAFETY, so that putting it back restores them."""
+    to unpack into; the restore a killed task left there is settled first. The root's
+    owner and mode are kept on SAFETY, so that putting it back restores them."""
     script = (
-        f"if [ -e {SAFETY} ]; then echo 'an earlier restore was interrupted: {SAFETY} holds the content "
-        f"from before it; move it back or delete it first' >&2; exit 3; fi; "
+        f"{SETTLE}; "
         f"rm -rf -- {STAGING}; mkdir {SAFETY}; chown --reference=. {SAFETY}; chmod --reference=. {SAFETY}; "
         f"find . -mindepth 1 -maxdepth 1 ! -name {SAFETY} -exec mv -t {SAFETY} -- {{}} +; "
         f"mkdir -m 700 {STAGING}"
@@ -153,8 +184,8 @@ def extract_volume(archive: str, compressor: Compressor, volume: str, image: str
                    fifo: str | None = None) -> list[str]:
     """Unpack ARCHIVE (its entries checked first: check_entries) into STAGING with tar, as
     root, in a helper, then move it up into the volume's root, which takes the owner and
-    mode of the archive's root. Every entry gets the owner, group and mode of its header;
-    only the headers' numeric ids count: their names are looked up in the image the backup
+    mode of the archive's root; STAGING, empty, stays until the restore is verified. Every
+    entry gets the owner, group and mode of its header; only the headers' numeric ids count: their names are looked up in the image the backup
     was read through, which need not be this one. Not `docker cp`: with --archive it gives
     every entry to the container's user (root, or the app image's `app`), and without, it
     leaves the volume's root as it finds it.
@@ -169,7 +200,7 @@ def extract_volume(archive: str, compressor: Compressor, volume: str, image: str
             f"set -e; tar --extract --file {source} --directory /data/{STAGING} --numeric-owner --same-owner "
             f"--same-permissions; cd /data; "
             f"find {STAGING} -mindepth 1 -maxdepth 1 -exec mv -t . -- {{}} +; "
-            f"chown --reference={STAGING} .; chmod --reference={STAGING} .; rmdir {STAGING}"
+            f"chown --reference={STAGING} .; chmod --reference={STAGING} ."
         )
         return helper(image, [(volume, "/data", False)], ["sh", "-c", script], **how)
 
@@ -216,14 +247,8 @@ def fifo_usable(facts: str) -> bool:
 
 def put_safety_back(volume: str, image: str) -> list[str]:
     """Delete whatever a failed restore left and move the safety content back in place,
-    with the root's owner and mode as they were."""
-    script = (
-        f"test -d {SAFETY}; "
-        f"find . -mindepth 1 -maxdepth 1 ! -name {SAFETY} -exec rm -rf -- {{}} +; "
-        f"find {SAFETY} -mindepth 1 -maxdepth 1 -exec mv -t . -- {{}} +; "
-        f"chown --reference={SAFETY} .; chmod --reference={SAFETY} .; rmdir {SAFETY}"
-    )
-    return _in_volume(volume, image, script)
+    with the root's owner and mode as they were: SETTLE, as for a killed restore."""
+    return _in_volume(volume, image, SETTLE)
 
 
 # Checking an archive before anything is written ----------------------------------------------
@@ -319,7 +344,18 @@ def read_entries(stream):
 
 
 def drop_safety(volume: str, image: str) -> list[str]:
-    return _in_volume(volume, image, f"rm -rf -- {SAFETY}")
+    """The restore verified: its safety copy renamed (the mark of a verified restore, for
+    SETTLE), then deleted with the unpacking folder."""
+    return _in_volume(volume, image, f"mv -T -- {SAFETY} {DISCARD}; rm -rf -- {STAGING} {DISCARD}")
+
+
+def restore_leftovers(volumes: dict[str, str], image: str) -> list[str]:
+    """Prints a line `SHORT NAME` for each name of RESERVED at the root of a volume of
+    VOLUMES (short name: engine's name), all mounted read-only in one helper from IMAGE."""
+    mounts = [(name, f"/v/{short}", True) for short, name in volumes.items()]
+    script = (f"cd /v; for v in *; do for n in {' '.join(RESERVED)}; do "
+              """if [ -e "$v/$n" ]; then echo "$v $n"; fi; done; done""")
+    return helper(image, mounts, ["sh", "-c", script])
 
 
 def image_environment(image: str) -> list[str]:
@@ -443,6 +479,50 @@ def swap_databases_sql(live: str, fresh: str, retired: str) -> str:
         f"ALTER DATABASE {f} RENAME TO {l}",
         f"ALTER DATABASE {l} WITH ALLOW_CONNECTIONS true",
     ])
+
+
+def loads_of_sql(live: str) -> str:
+    """SQL listing LIVE and the databases a load of it makes (LIVE__load_*, LIVE__old_*)."""
+    lit = live.replace("'", "''")
+    return (f"SELECT datname FROM pg_database WHERE datname = '{lit}' OR starts_with(datname, '{lit}__load_') "
+            f"OR starts_with(datname, '{lit}__old_') ORDER BY datname")
+
+
+def drop_database_sql(name: str) -> list[str]:
+    """Statements (each run on its own: DROP DATABASE refuses a transaction) that drop NAME,
+    ending the connections a killed task's commands may still hold to it."""
+    q, lit = quote_ident(name), name.replace("'", "''")
+    return [f"ALTER DATABASE {q} WITH ALLOW_CONNECTIONS false; "
+            f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{lit}'",
+            f"DROP DATABASE IF EXISTS {q}"]
+
+
+def settle_loads(live: str, found) -> list[tuple[str, str, list[str]]]:
+    """What a killed load of LIVE (procedures/dumps.load_into) left, from FOUND (the
+    answer to loads_of_sql), settled without losing LIVE's data: [(what, statements)].
+    - LIVE missing, a LIVE__old_* there: that is LIVE's data (the load stopped between its
+      renames): the newest is renamed back, connections allowed again.
+    - a LIVE__old_* beside LIVE: the data LIVE had before a load swapped in: dropped, as the
+      load would have done next.
+    - a LIVE__load_* beside LIVE: a copy never swapped in: dropped. With LIVE missing and no
+      LIVE__old_* to put back, it is kept (the only copy there is).
+    Returns [(the database, what is done, statements)]."""
+    found = set(found)
+    olds = sorted(n for n in found if n.startswith(f"{live}__old_"))
+    loads = sorted(n for n in found if n.startswith(f"{live}__load_"))
+    steps = []
+    if live not in found:
+        if not olds:
+            return []
+        back = olds.pop()
+        steps.append((back, f"renaming {back} back to {live}: it holds {live}'s data (a load stopped between its renames)",
+                      [f"ALTER DATABASE {quote_ident(back)} RENAME TO {quote_ident(live)}; "
+                       f"ALTER DATABASE {quote_ident(live)} WITH ALLOW_CONNECTIONS true"]))
+    for name in olds:
+        steps.append((name, f"dropping {name}: the data {live} had before a load that was swapped in", drop_database_sql(name)))
+    for name in loads:
+        steps.append((name, f"dropping {name}: a load that was never swapped in", drop_database_sql(name)))
+    return steps
 
 
 # Retention ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..errors import TaskError
-from ..execution.files import create_secret
+from ..execution.files import create_secret, unfinished, writer_mark
 from ..execution.runner import Runner
 from ..plans import archives
 from ..source.stack import BACKUP_KEY, ROOT, SECRETS_DIR
@@ -50,7 +50,13 @@ def verifying_key() -> bytes:
 
 
 def backup_dir(r: Runner):
+    """The backups folder, made if need be, without the files a killed task was writing."""
     r.mkdir(r.backups)
+    listed = r.probe(["find", str(r.backups), "-maxdepth", "1", "-name", ".*.tmp"], anywhere=True).stdout.split()
+    left = unfinished(name.rsplit("/", 1)[-1] for name in listed)
+    if left:
+        r.remove(*(r.backups / name for name in left))
+        r.say(f"deleted {', '.join(left)}: left in {r.backups} by a task that was killed")
     return r.backups
 
 
@@ -67,8 +73,9 @@ def fresh_name(r: Runner, directory, subject: str, extension: str):
 
 def temporary_name(final):
     """Where an archive is written before it is complete: unique to this run, so that two
-    runs never write, or clean up, each other's file."""
-    return final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    runs never write, or clean up, each other's file; named after its writer, so that the
+    file of a killed one is found (backup_dir)."""
+    return final.with_name(f".{final.name}.{secrets.token_hex(4)}{writer_mark()}")
 
 
 def sha256(r: Runner, path) -> str:

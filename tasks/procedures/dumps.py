@@ -16,6 +16,7 @@ def dump_database(r: Runner, db) -> Path:
     r.require_running(db.name)
     directory = backup_dir(r)
     with volume_lock(r, f"{r.project}_{db.volume}"):
+        settle_loads(r, db, archives.in_compose_service(r.compose_argv([]), db.name))
         final = fresh_name(r, directory, db.name, ".dump")
         return _dump_database(r, db, final)
 
@@ -56,6 +57,7 @@ def load_into(r: Runner, db, in_db: list[str], dump_file, anywhere: bool = False
     def sql(statement: str):
         return archives.run_sql(in_db, db.name, statement)
 
+    settle_loads(r, db, in_db, anywhere)
     r.run(sql(f"CREATE DATABASE {archives.quote_ident(fresh)} OWNER {archives.quote_ident(APP_ROLE)}"),
           what=f"creating {fresh}", anywhere=anywhere)
     try:
@@ -70,3 +72,19 @@ def load_into(r: Runner, db, in_db: list[str], dump_file, anywhere: bool = False
     r.run(sql(f"DROP DATABASE {archives.quote_ident(retired)}"), check=False,
           what=f"dropping the previous {db.name}", anywhere=anywhere)
     r.report(f"loaded {dump_file.name} into {db.name}")
+
+
+def loads_left(r: Runner, db, in_db: list[str], anywhere: bool = False) -> list[str] | None:
+    """DB and the databases a load of it made, by name (None: the server did not answer)."""
+    result = r.probe(archives.run_sql(in_db, db.name, archives.loads_of_sql(db.name)), anywhere=anywhere,
+                     dry_answer=db.name)
+    return result.stdout.split() if result.ok else None
+
+
+def settle_loads(r: Runner, db, in_db: list[str], anywhere: bool = False) -> None:
+    """What a killed load of DB left (archives.settle_loads), settled; under DB's volume
+    lock, so that no load running now is taken for one."""
+    for _, what, statements in archives.settle_loads(db.name, loads_left(r, db, in_db, anywhere) or [db.name]):
+        r.say(what)
+        for statement in statements:
+            r.run(archives.run_sql(in_db, db.name, statement), hide=True, anywhere=anywhere, what=what)

@@ -54,20 +54,31 @@ class held:
     def __enter__(self):
         owner = (f"{_task()} by {getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} "
                  f"since {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
-        for attempt in (1, 2):
-            taken = self.r.shell(plans.take(self.path, owner, self.wait), check=False)
-            if taken.ok:
+        # Taken over at once when its task is gone (killed), before waiting for it; or when
+        # its task died while this one waited.
+        for wait in (0, self.wait):
+            if self._take(owner, wait):
                 return self
-            if taken.exited != plans.HELD:
-                raise TaskError(f"taking {self.what} failed: {last_line(taken.stderr, f'exit status {taken.exited}')}")
-            holder = self.r.shell(plans.holder(self.path), check=False).stdout.strip()
-            if attempt == 1 and _stale(holder):
+            holder = self._holder()
+            if _stale(holder):
                 self.r.say(f"{self.what} was left by a task that is gone ({holder}); taking it over")
                 self.r.shell(plans.release(self.path), check=False)
-                continue
-            raise TaskError(f"{self.what} is held by {holder or 'another task'} (waited {self.wait}s); "
-                            f"try again once it is done, or if it died elsewhere, remove {self.path}")
-        return self
+                if self._take(owner, 0):
+                    return self
+                holder = self._holder()
+        raise TaskError(f"{self.what} is held by {holder or 'another task'} (waited {self.wait}s); "
+                        f"try again once it is done, or if it died elsewhere, remove {self.path}")
+
+    def _take(self, owner: str, wait: int) -> bool:
+        taken = self.r.shell(plans.take(self.path, owner, wait), check=False)
+        if taken.ok:
+            return True
+        if taken.exited != plans.HELD:
+            raise TaskError(f"taking {self.what} failed: {last_line(taken.stderr, f'exit status {taken.exited}')}")
+        return False
+
+    def _holder(self) -> str:
+        return self.r.shell(plans.holder(self.path), check=False).stdout.strip()
 
     def __exit__(self, *exc):
         self.r.shell(plans.release(self.path), check=False)

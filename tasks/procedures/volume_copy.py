@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import TaskError, reason
+from ..execution.interrupts import again
 from ..execution.runner import Runner
 from ..plans import archives, compose
 from .backup_files import backup_dir, fresh_name, publish, sha256, temporary_name
@@ -84,8 +85,9 @@ def compressor(r: Runner) -> archives.Compressor:
 
 
 class stopped_services:
-    """Stop SERVICES that are running, and start them again on the way out, whatever
-    happens in between (an error, Ctrl-C)."""
+    """Stop SERVICES that are running, and start them again on every way out: an error or
+    a Ctrl-C in the block, a Ctrl-C while they stop (some may be stopped already: all that
+    were to be are started), a Ctrl-C while they start again (held back until they run)."""
 
     def __init__(self, r: Runner, services):
         self.r = r
@@ -93,15 +95,31 @@ class stopped_services:
         self.services = [s for s in services if s in running]
 
     def __enter__(self):
-        if self.services:
-            self.r.compose(compose.stop(self.services), what=f"stopping {', '.join(self.services)}")
+        try:
+            if self.services:
+                self.r.compose(compose.stop(self.services), what=f"stopping {', '.join(self.services)}")
+        except BaseException:
+            # The engine goes on stopping what the interrupted command asked it to: a start
+            # now could come first, and the stop after it. Its stop is waited for, then all start.
+            again(self.r, compose.stop(self.services), f"finishing the stop of {', '.join(self.services)}")
+            self._start_again()
+            raise
         return self
 
-    def __exit__(self, *exc):
-        if self.services:
-            self.r.compose(compose.start(self.services), what=f"starting {', '.join(self.services)} again",
-                           check=False)
+    def __exit__(self, exc_type, exc, tb):
+        if self._start_again() and exc_type is None:
+            raise KeyboardInterrupt  # the Ctrl-C held back while they started
         return False
+
+    def _start_again(self) -> bool:
+        """Start the services again; True when a Ctrl-C came meanwhile."""
+        if not self.services:
+            return False
+        names = ", ".join(self.services)
+        result, interrupted = again(self.r, compose.start(self.services), f"starting {names} again")
+        if result.failed:
+            self.r.say(f"{names} did not start again (exit status {result.exited}): `inv up` starts them")
+        return interrupted
 
 
 class helper_container:
@@ -150,6 +168,10 @@ def _backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor, final
     try:
         with stopped_services(r, info.writers):
             stats = r.probe(archives.volume_stats(info.name, info.image))
+            left = (stats.stdout.splitlines() + [""] * 5)[4].split()
+            if left:  # by a killed restore: never archived
+                settle_restore(r, info, left)
+                stats = r.probe(archives.volume_stats(info.name, info.image))
             with helper_container(r, info) as container:
                 r.run(archives.archive_volume(container, comp, str(tmp)), what=f"archiving {info.name}")
         size, files, pg, owners = (stats.stdout.splitlines() + ["", "", "", ""])[:4]
@@ -166,6 +188,14 @@ def _backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor, final
     r.report(f"  {int(size or 0) / 1e6:.1f} MB in {int(files or 0)} entries -> "
              f"{r.size(final) / 1e6:.1f} MB in {time.monotonic() - started:.1f}s, sha256 {digest[:12]}")
     return final
+
+
+def settle_restore(r: Runner, info: VolumeInfo, left) -> None:
+    """Finish or undo the restore a killed task left in INFO's volume (archives.SETTLE says
+    which, and why), with every service using it stopped; LEFT: the names it left."""
+    r.say(f"{info.name} holds {', '.join(left)}, left by an interrupted restore")
+    with stopped_services(r, info.writers + info.readers):
+        r.run(archives.settle_restore(info.name, info.image), what=f"settling the interrupted restore of {info.name}")
 
 
 def _postgres_major(r: Runner, image: str) -> str | None:
@@ -216,25 +246,31 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
         r.compose(compose.up(build=False, wait=False) + ["--no-start"], what="creating the stack's volumes")
     users = sorted(set(info.writers + info.readers))
     fifo = stream_path(r, archive_file)
-    with stopped_services(r, users):
-        r.run(archives.move_aside(info.name, info.image), what=f"moving the content of {info.name} aside")
-        try:
-            r.run(archives.extract_volume(str(archive_file), comp, info.name, info.image, fifo=fifo),
-                  what=f"restoring {info.name}")
-        except BaseException:
-            r.say(f"restoring {info.name} failed; putting the safety copy back")
-            r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
-            r.say(f"{info.name} holds its previous content again")
-            raise
-    # Every service up and healthy again, or the old content goes back.
+    unpacked = False
     try:
+        with stopped_services(r, users):
+            try:
+                # A restore a killed task left here is settled first (archives.SETTLE).
+                r.run(archives.move_aside(info.name, info.image), what=f"moving the content of {info.name} aside")
+                r.run(archives.extract_volume(str(archive_file), comp, info.name, info.image, fifo=fifo),
+                      what=f"restoring {info.name}")
+            except BaseException:
+                r.say(f"restoring {info.name} failed; putting the safety copy back")
+                r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
+                r.say(f"{info.name} holds its previous content again")
+                raise
+            unpacked = True
+        # Every service up and healthy again, or the old content goes back (a Ctrl-C while
+        # they started included).
         start_stack(r, build=False, timeout=timeout, what="starting the stack after the restore",
                     migrate=migrate, static=collect_static)
     except BaseException as exc:
+        if not unpacked:
+            raise
         r.say(f"the stack did not become healthy with the restored {info.short}; putting the safety copy back")
         with stopped_services(r, users):
             r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
-        r.compose(compose.up(build=False, timeout=timeout), check=False)
+        again(r, compose.up(build=False, timeout=timeout), "starting the stack again")
         raise TaskError(f"restore of {archive_file.name} rolled back: the stack was not healthy with it "
                         f"({reason(exc)}); {info.name} has its previous content again") from None
     r.run(archives.drop_safety(info.name, info.image), what=f"removing the safety copy {info.name}:/{archives.SAFETY}")
