@@ -585,8 +585,11 @@ def snapshots():
         stats = restic("stats", "--json", "--mode", "restore-size", row["id"], check=False)
         row["bytes"] = json.loads(stats.stdout).get("total_size") if stats.returncode == 0 else None
         manifest = restic("dump", row["id"], MANIFEST, check=False)
-        if manifest.returncode == 0:
-            data = json.loads(manifest.stdout)
+        try:
+            data = checked_manifest(manifest.stdout, row["id"]) if manifest.returncode == 0 else None
+        except Failed:
+            data = None  # listed with what restic knows of it: its holdings are not believed
+        if data is not None:
             row["databases"] = {n: sum(d["tables"].values()) for n, d in data["databases"].items()}
             row["media_files"] = len(data["media"])
     print(json.dumps(rows))
@@ -597,11 +600,17 @@ def resolve(snapshot):
     """A snapshot id of this place (`latest` included; a legacy one named by its id), or a
     one-line refusal: another place's snapshots are not this place's to restore. (restic
     applies --host to `latest` only, not to a snapshot named by its id.)"""
-    listed = json.loads(restic("snapshots", "--json", "--host", host(), snapshot, check=False).stdout or "[]")
+    # An id restic does not know is an error of its own; `latest` of no snapshot is none.
+    result = restic("snapshots", "--json", "--host", host(), snapshot, check=snapshot == "latest")
+    listed = json.loads(result.stdout or "[]") if result.returncode == 0 else []
     found = listed[-1] if listed else None
     if found is None or found.get("hostname") not in (host(), legacy_host()):
-        whose = f" (it is {found['hostname']}'s)" if found else ""
-        raise Failed(f"no snapshot {snapshot} of {host()} in the repository{whose}")
+        whose = f" (it is {found.get('hostname')}'s)" if found else ""
+        older = ""
+        if snapshot == "latest" and json.loads(restic("snapshots", "--json", "--host", legacy_host()).stdout or "[]"):
+            older = (f"; it holds snapshots of {legacy_host()}, taken before each place had its own: "
+                     "name one by its id (inv backup.snapshots)")
+        raise Failed(f"no snapshot {snapshot} of {host()} in the repository{whose}{older}")
     if found["hostname"] != host():
         print(f"snapshot {snapshot} was taken before each place had its own ({legacy_host()}): "
               "restoring it as you named it", file=sys.stderr, flush=True)
@@ -673,8 +682,18 @@ def media(snapshot):
     manifest = manifest_of(snapshot)
     live = os.stat(MEDIA)
     expected, root = manifest["media"], {"uid": live.st_uid, "gid": live.st_gid, "mode": live.st_mode & 0o777}
-    process = subprocess.Popen(["restic", *sftp_options(), "dump", "--archive", "tar", snapshot, MEDIA], env=restic_env(),
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # restic failing before its first byte (another place's run locks the repository, say)
+    # is its own message, and waited for when it is that lock; never a tar error.
+    for wait in lock_waits():
+        process = subprocess.Popen(["restic", *sftp_options(), "dump", "--archive", "tar", snapshot, MEDIA],
+                                   env=restic_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        if process.stdout.peek(1):
+            break
+        error = process.stderr.read()
+        process.wait()
+        if not wait(error):
+            raise Failed(f"restic dump of the media: {last_line(error)}")
     prefix = MEDIA.lstrip("/") + "/"
     seen = 0
     with gzip.GzipFile(fileobj=sys.stdout.buffer, mode="wb", compresslevel=1) as gz, \

@@ -115,6 +115,8 @@ def snapshots(r) -> list[list[str]]:
         holds.append(f"{snap.get('media_files', '?')} media file(s)")
         if "/backup/certs" in snap.get("paths", []):
             holds.append("the certificates")
+        if snap.get("legacy"):
+            holds.append("taken before each place had its own snapshots: restored by id only")
         table.append([snap["id"], snap["time"].replace("T", " ")[:19],
                       _size(snap["bytes"]) if snap.get("bytes") is not None else "?", ", ".join(holds)])
     return table
@@ -187,32 +189,36 @@ def restore(r: Runner, snapshot: str, databases: list[str], media: bool, timeout
     _snapshot(snapshot)
     directory = backup_dir(r)
     when = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for db in databases:
-        r.require_running(db.name)
-        final = directory / f"{r.project}_{db.name}_snapshot-{snapshot}_{when}.dump"
-        tmp = temporary_name(final)
-        try:
-            r.run(archives.pipeline(r.compose_argv(plans.script("dump", snapshot, f"{db.name}.dump")),
-                                    output=str(tmp)), what=f"reading {db.name} from snapshot {snapshot}")
-            load_database(r, db, tmp)
-        finally:
-            r.remove(tmp)
-    if media:
-        info = resolve_volume(stack_volumes(r), "media_volume")
-        final = directory / f"{r.project}_media_snapshot-{snapshot}_{when}.tar.gz"
-        tmp = temporary_name(final)
-        try:
-            r.run(archives.pipeline(r.compose_argv(plans.script("media", snapshot)), output=str(tmp)),
+    media_tmp = None
+    try:
+        if media:
+            # Read and checked before any database is touched: media a restore would refuse
+            # leave the databases as they are too. A snapshot is as trustworthy as whoever
+            # could write to the repository: its entries pass the checks of any volume
+            # restore (files, folders and inside symlinks only, no setuid or setgid, owned by
+            # the app), and its root is the app's.
+            info = resolve_volume(stack_volumes(r), "media_volume")
+            media_tmp = temporary_name(directory / f"{r.project}_media_snapshot-{snapshot}_{when}.tar.gz")
+            r.run(archives.pipeline(r.compose_argv(plans.script("media", snapshot)), output=str(media_tmp)),
                   what=f"reading the media from snapshot {snapshot}")
-            # A snapshot is as trustworthy as whoever could write to the repository: its
-            # entries pass the checks of any volume restore (files, folders and inside
-            # symlinks only, no setuid or setgid, owned by the app), and its root is the app's.
-            data = {"kind": "volume", "compression": "gzip", "sha256": sha256(r, tmp), "owners": [APP_OWNER]}
-            r.do(f"check every entry of {tmp.name}", check_media, r, tmp, data)
+            data = {"kind": "volume", "compression": "gzip", "sha256": sha256(r, media_tmp), "owners": [APP_OWNER]}
+            r.do(f"check every entry of {media_tmp.name}", check_media, r, media_tmp, data)
+        for db in databases:
+            r.require_running(db.name)
+            final = directory / f"{r.project}_{db.name}_snapshot-{snapshot}_{when}.dump"
+            tmp = temporary_name(final)
+            try:
+                r.run(archives.pipeline(r.compose_argv(plans.script("dump", snapshot, f"{db.name}.dump")),
+                                        output=str(tmp)), what=f"reading {db.name} from snapshot {snapshot}")
+                load_database(r, db, tmp)
+            finally:
+                r.remove(tmp)
+        if media:
             # The volume's lock, its users stopped, a safety copy, the stack healthy or the copy back.
-            restore_volume(r, info, tmp, data, timeout)
-        finally:
-            r.remove(tmp)
+            restore_volume(r, info, media_tmp, data, timeout)
+    finally:
+        if media_tmp is not None:
+            r.remove(media_tmp)
 
 
 def check_media(r: Runner, archive, data: dict) -> None:
