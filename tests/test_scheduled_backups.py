@@ -232,3 +232,26 @@ def test_a_snapshot_manifest_is_checked_before_anything_in_it_is_used(change):
     change(forged)
     with pytest.raises(script.Failed, match="the manifest of snapshot abc is not one a backup run writes"):
         script.checked_manifest(json.dumps(forged), "abc")
+
+
+def test_a_run_waits_for_the_drills_and_restores_of_its_place_and_they_for_it(tmp_path, monkeypatch):
+    """A run removes its place's stale restic locks: none of this place's readers may hold
+    one then (restic would take a one-off container's live lock for a killed run's)."""
+    import fcntl
+
+    script = backup_script()
+    monkeypatch.setattr(script, "USE_FILE", str(tmp_path / "use.lock"))
+
+    def can(mode):
+        with open(script.USE_FILE, "a") as other:
+            try:
+                fcntl.flock(other, mode | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                return False
+
+    with script.using():
+        assert can(fcntl.LOCK_SH) and not can(fcntl.LOCK_EX)  # readers together, a run waits
+    with script.using(exclusive=True):
+        assert not can(fcntl.LOCK_SH)  # readers wait for the run
+    assert can(fcntl.LOCK_EX)

@@ -3,6 +3,7 @@ it takes, never a traceback. The known cases one by one, then the whole document
 valid documents with values replaced, removed or added at any level (hosts, their sites,
 groups, clusters, backups), of any TOML type; loading and rendering either succeed or raise
 the project's own one-line StackError."""
+import re
 import tomllib
 
 import pytest
@@ -204,3 +205,15 @@ def test_the_documents_fuzzed_are_valid_before_their_edits():
 
     count()
     assert all(loaded.values()), loaded
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('\n[backup]\nschedule = "15 3 * * *"\n', "unknown setting(s) backup (known: backups, clusters, databases, groups, "
+                                                "hosts, project)"),
+    ("\n[[databases]]\nname = \"database2\"\nport = 5433\n", "[[databases]]: unknown setting(s) port (known: name)"),
+], ids=["a-misspelt-table", "a-database-setting"])
+def test_a_setting_the_stack_does_not_know_is_named_not_ignored(extra, message):
+    with pytest.raises(StackError, match=re.escape(message)):
+        loads(BASE + extra)
+    with pytest.raises(StackError, match=re.escape("[project]: unknown setting(s) http_prot")):
+        loads(BASE.replace("http_port = 8000", "http_prot = 8000"))

@@ -53,6 +53,11 @@ SECRETS = os.environ.get("BACKUP_SECRETS_DIR", "/run/secrets/backup")
 STATE = "/var/lib/hello-backup"
 STATUS_FILE = f"{STATE}/status.json"
 LOCK_FILE = f"{STATE}/run.lock"
+# Held shared by every command that reads the repository (a drill, a restore's dump, a
+# listing), exclusively by a run while it removes stale restic locks and prunes: a one-off
+# container of this place has this place's host name, and restic, which cannot see its
+# processes, would take its live lock for a killed run's.
+USE_FILE = f"{STATE}/use.lock"
 DUMPS = "/backup/dumps"
 MEDIA = "/backup/media"
 CERTS = "/backup/certs"
@@ -373,7 +378,9 @@ def take():
     ensure_repository()
     # A killed run's locks (this place's host name, a process that is gone) are stale;
     # another place's, live or not, are not ours to remove: restic's own `unlock` tells
-    # them apart by the host name each lock records (the container's, one per place).
+    # them apart by the host name each lock records (the container's, one per place). No
+    # command of this place's reads the repository meanwhile (USE_FILE): its lock, from a
+    # container whose processes restic cannot see, would look as stale.
     restic("unlock")
     clear_dumps()
     manifest = {"project": env("BACKUP_PROJECT"), "host": host(), "created": now().isoformat(timespec="seconds"),
@@ -521,7 +528,8 @@ def run():
             say("another backup run is under way: this one stops")
             return 75
         try:
-            detail = take()
+            with using(exclusive=True):
+                detail = take()
         except Exception as exc:  # noqa: BLE001 - every failure is recorded and notified
             error = str(exc)
             say(f"backup FAILED: {error}")
@@ -548,6 +556,36 @@ class lock:
     def __exit__(self, *exc):
         self.file.close()
         return False
+
+
+class using:
+    """USE_FILE, shared (readers) or exclusive (a run), waited for: a run waits for the
+    drills and restores under way, which wait for it in turn."""
+
+    def __init__(self, exclusive=False):
+        self.mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+
+    def __enter__(self):
+        self.file = open(USE_FILE, "a")
+        try:
+            fcntl.flock(self.file, self.mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for " + ("the drills and restores under way" if self.mode == fcntl.LOCK_EX
+                                    else "the backup run under way"), file=sys.stderr, flush=True)
+            fcntl.flock(self.file, self.mode)
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+        return False
+
+
+def reading(command):
+    """COMMAND, run while holding USE_FILE shared."""
+    def run_reading(*args):
+        with using():
+            return command(*args)
+    return run_reading
 
 
 def interval(expression):
@@ -874,8 +912,8 @@ def schedule():
 
 
 def main(argv):
-    commands = {"schedule": schedule, "run": run, "drill": drill, "status": status, "snapshots": snapshots,
-                "dump": dump, "media": media, "keyscan": keyscan, "key": lambda: print(open(f"{SECRETS}/restic_password").read().strip())}
+    commands = {"schedule": schedule, "run": run, "drill": reading(drill), "status": status,
+                "snapshots": reading(snapshots), "dump": reading(dump), "media": reading(media), "keyscan": keyscan, "key": lambda: print(open(f"{SECRETS}/restic_password").read().strip())}
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2

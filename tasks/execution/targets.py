@@ -166,7 +166,7 @@ class LocalTarget(Target):
         return archive_file
 
     @contextlib.contextmanager
-    def copy_here(self, path):
+    def copy_here(self, path, local: Path):
         """A file of the target, readable on this machine: here, the file itself."""
         yield Path(path)
 
@@ -305,13 +305,14 @@ class HostTarget(Target):
         return LOCAL_BACKUPS / archive_file.name
 
     @contextlib.contextmanager
-    def copy_here(self, path):
-        """The host's file at PATH copied into a private folder here for as long as the
-        block runs (a check that must read it on this machine, where the code is)."""
-        with tempfile.TemporaryDirectory(prefix="hello-") as folder:
-            local = Path(folder) / PurePosixPath(path).name
+    def copy_here(self, path, local: Path):
+        """The host's file at PATH copied to LOCAL (0600) for as long as the block runs: a
+        check that must read it on this machine, where the code is."""
+        try:
             self._get(PurePosixPath(path), local)
             yield local
+        finally:
+            local.unlink(missing_ok=True)
 
     def receive_backup(self, r, local_archive: Path, verify) -> PurePosixPath:
         """Copy a local backup into the host's backups folder (a restore with --host), and

@@ -222,9 +222,12 @@ def restore(r: Runner, snapshot: str, databases: list[str], media: bool, timeout
 
 
 def check_media(r: Runner, archive, data: dict) -> None:
-    """The media ARCHIVE on R's target, read here (copied from a host first), against DATA."""
-    with r.target.copy_here(archive) as local:
-        verify_volume_archive(r.here(), local, data, root_owner=APP_OWNER)
+    """The media ARCHIVE on R's target, read here (a host's copied into this machine's
+    backups folder first, under a name the next task cleans if this one is killed), against DATA."""
+    here = r.here()
+    local = temporary_name(backup_dir(here) / archive.name.lstrip("."))
+    with r.target.copy_here(archive, local) as path:
+        verify_volume_archive(here, path, data, root_owner=APP_OWNER)
 
 
 def restore_cluster(s: ClusterRun, snapshot: str, databases: list) -> None:

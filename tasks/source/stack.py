@@ -374,6 +374,11 @@ TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists
           "clusters": "a table of [clusters.NAME] tables", "backups": "a table (schedule, repository, ...)"}
 
 
+TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups"}
+PROJECT_KEYS = {"name", "http_port", "client_max_body_size"}
+DATABASE_KEYS = {"name"}
+
+
 def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
     """Build a validated Stack from the parsed TOML document."""
     project = data.get("project")
@@ -383,6 +388,13 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
     name, entries = project["name"], data.get("databases", [])
     if not isinstance(entries, list):
         raise StackError(f"{source}: databases {entries!r} is not valid: [[databases]] tables, each with name = \"...\"")
+    # A misspelt table ([backup] for [backups]) would otherwise turn a feature off unsaid.
+    for where, keys, known in (("", data, TOP_KEYS), ("[project]", project, PROJECT_KEYS),
+                               *(("[[databases]]", e, DATABASE_KEYS) for e in entries if isinstance(e, dict))):
+        unknown = sorted(set(keys) - known)
+        if unknown:
+            raise StackError(f"{source}: {where + ': ' if where else ''}unknown setting(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(known))})")
     try:
         for key, hint in TABLES.items():
             values.table(data.get(key, {}), key, hint)
