@@ -2,7 +2,7 @@
 
 ROUTES maps an app label to a database alias. An app whose database is not configured (a
 stack with database1 only, or SQLite on a laptop) falls back to `default`, so the project
-works the same with one database or several. See the README, "Using a second database".
+works the same with one database or several. See docs/databases.md, "Using a second database".
 """
 from django.conf import settings
 
