@@ -77,7 +77,8 @@ def _arguments_after_double_dash(argv) -> list[str]:
     return list(argv[argv.index("--") + 1:]) if "--" in argv else []
 
 
-@stack_task(hosts="many-or-cluster", help={"args": "manage.py arguments as one string, when not given after `--`."})
+@stack_task(hosts="many-or-cluster", help={
+    "args": "manage.py arguments as one string, when not given after `--` (default: none)."})
 def manage(r, args=""):
     """Run a manage.py command in the app container.
 

@@ -84,8 +84,8 @@ def snapshots(r):
 @stack_task(hosts="many-or-cluster", help={
     "snapshot": "Which snapshot: `latest` or an id from `inv backup.snapshots`.",
     "database": "Restore only this database (repeatable; default: every database, and the media).",
-    "media": "Restore the media (alone, unless --database is given too).",
-    "yes": "Do not ask for confirmation.",
+    "media": "Restore the media (alone, unless --database is given too; default: off).",
+    "yes": "Do not ask for confirmation (default: off).",
     "timeout": "Seconds to wait for the stack to be healthy again.",
 }, iterable=["database"])
 def restore(r, snapshot, database=None, media=False, yes=False, timeout=None):
@@ -161,8 +161,8 @@ def credentials(r):
 
 @stack_task(hosts="many-or-cluster", name="ssh-key", help={
     "fingerprint": "The repository host's key fingerprint (SHA256:..., from `ssh-keygen -lf` on it): "
-                   "trust that key alone, without asking.",
-    "yes": "Trust the keys shown without a fingerprint to check them against.",
+                   "trust that key alone, without asking (default: none; show the keys and ask).",
+    "yes": "Trust the keys shown without a fingerprint to check them against (default: off).",
 })
 def ssh_key(r, fingerprint=None, yes=False):
     """Set up the SSH keys for an sftp: restic repository.

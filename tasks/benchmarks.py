@@ -14,7 +14,7 @@ from .source.stack import ROOT
     "repeat": "Runs per measurement; medians are kept (default: 3).",
     "duration": "Seconds per wrk run in the serving section (default: 5).",
     "backup_mib": "MiB of table data for the backup runs (default: 1024).",
-    "quick": "A smoke run: 1 run, 1 s wrk runs, 16 MiB backups; writes nothing unless --output.",
+    "quick": "A smoke run: 1 run, 1 s wrk runs, 16 MiB backups; writes nothing unless --output (default: off).",
     "output": "Where to write the results (default: bench/RESULTS.md; none with --quick).",
     "project": "Compose project (and prefix of every name) of the throwaway copy (default: hello-bench); "
                "two runs side by side need two.",

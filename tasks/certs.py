@@ -20,13 +20,14 @@ def show(r):
 
 @stack_task(hosts="one", help={
     "host": "The host whose certificate to renew.",
-    "force": "Renew even if it is not due (certbot renews by itself within 30 days of the end).",
+    "force": "Renew even if it is not due (certbot renews by itself within 30 days of the end; default: off).",
 })
 def renew(r, force=False):
     """Renew a host's site certificate now, with a new key.
 
-    certbot renews by itself when it is due, keeping the key. The new key is in a new file, which the front reads once reloaded: idle keep-alive
-    connections are closed then, once, and no TLS handshake fails."""
+    certbot renews by itself when it is due, keeping the key. The new key is in a new file,
+    which the front reads once reloaded: idle keep-alive connections are closed then, once,
+    and no TLS handshake fails."""
     site.renew(r, force)
 
 

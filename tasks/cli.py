@@ -25,11 +25,14 @@ from .source import settings
 from .source.stack import load
 
 CLUSTER_HELP = "The cluster (a name from [clusters] in config/stack.toml)."
+OR_CLUSTER_HELP = "Run on this cluster instead: a name from [clusters] in config/stack.toml (default: none)."
 HOST_HELP = "Run on these hosts over SSH: a name or group from config/stack.toml, or a comma list (default: here)."
 ONE_HOST_HELP = "The host (a name from config/stack.toml)."
 DRY_HELP = "Print what would be run and written, and change nothing (default: off)."
 # The only short flags, each naming one long flag in every task; `-h` is never one (it is
-# help). -H as Fabric's hosts, -n as make's and rsync's dry run, -y as apt's yes.
+# help). -H as Fabric's hosts, -n as make's and rsync's dry run, -y as apt's yes; -t, -s, -f
+# and -a as docker's timeout, service, follow and all (-f takes Invoke's --config after a
+# task's name, where no one writes it).
 SHORT_FLAGS = {"host": "H", "cluster": "C", "dry": "n", "yes": "y", "timeout": "t", "service": "s",
                "follow": "f", "all": "a"}
 # Flags whose default lives in source/settings.py, and the settings key each one reads.
@@ -95,8 +98,10 @@ def _help_texts(given, names, keys, hosts) -> dict:
     for name, key in keys.items():
         if name in names and name in texts:
             texts[name] = f"{texts[name]} (default: {settings.DEFAULTS[key]}; config stack.{key})"
-    if hosts in ("cluster", "one-or-cluster", "many-or-cluster"):
+    if hosts == "cluster":
         texts.setdefault("cluster", CLUSTER_HELP)
+    elif hosts in ("one-or-cluster", "many-or-cluster"):
+        texts.setdefault("cluster", OR_CLUSTER_HELP)
     if hosts == "one-or-cluster":
         texts.setdefault("host", ONE_HOST_HELP)
     elif hosts in ("many", "many-or-cluster"):

@@ -98,7 +98,7 @@ def list_(r):
 @stack_task(hosts=None, help={
     "name": "The database to remove (not the default one).",
     "purge": "Also delete its data volume and env file, for good (default: off; needs --yes).",
-    "yes": "Confirm --purge without asking.",
+    "yes": "Confirm --purge without asking (default: off).",
 })
 def remove(r, name, purge=False, yes=False):
     """Remove a database from the stack.
@@ -157,8 +157,8 @@ def dump(r, name):
     "name": "The database to replace, by name or alias.",
     "file": "A dump made by `inv db.dump` (its manifest must sit next to it).",
     "from": "The database the dump was taken from, when it is not NAME: loading another "
-            "database's dump is refused unless this names it.",
-    "yes": "Do not ask for confirmation (needed when not on a terminal).",
+            "database's dump is refused unless this names it (default: none).",
+    "yes": "Do not ask for confirmation (needed when not on a terminal; default: off).",
 })
 def load(r, name, file, from_=None, yes=False):
     """Load a dump file into a database, all or nothing.

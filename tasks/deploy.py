@@ -11,8 +11,9 @@ from .procedures import cluster_release, release
 
 
 @stack_task(hosts="one-or-cluster", configured={"keep": "keep_releases"}, help={
-    "host": "The host to deploy to (a name from config/stack.toml).",
-    "cluster": "Or the cluster to deploy to ([clusters] in config/stack.toml): a rolling update on Docker Swarm.",
+    "host": "The host to deploy to, a name from config/stack.toml (default: none; this or --cluster).",
+    "cluster": "Or the cluster to deploy to ([clusters] in config/stack.toml): a rolling update on Docker Swarm "
+               "(default: none).",
     "ship_image": "Build the image here and send it over SSH instead of building on the host (default: off).",
     "keep": "Releases to keep on the host",
     "timeout": "Seconds to wait for the new release to be healthy",
@@ -32,10 +33,11 @@ def deploy(r, ship_image=False, keep=None, timeout=None):
 
 
 @stack_task(hosts="one-or-cluster", help={
-    "host": "The host to roll back (a name from config/stack.toml).",
-    "cluster": "Or the cluster to roll back (a rolling update to that release's image).",
+    "host": "The host to roll back, a name from config/stack.toml (default: none; this or --cluster).",
+    "cluster": "Or the cluster to roll back: a rolling update to that release's image (default: none).",
     "to": "The release to go back to (a name from `inv releases`; default: the one before the live one).",
-    "force": "Go back even to code that lacks migrations the databases have applied (they stay applied).",
+    "force": "Go back even to code that lacks migrations the databases have applied (they stay applied; "
+             "default: off).",
     "timeout": "Seconds to wait for the release to be healthy",
 })
 def rollback(r, to=None, force=False, timeout=None):
@@ -49,8 +51,8 @@ def rollback(r, to=None, force=False, timeout=None):
         release.rollback(r, timeout, to=to, force=force)
 
 
-@stack_task(hosts="one-or-cluster", help={"host": "The host whose releases to list.",
-                                           "cluster": "Or the cluster (its manager holds them)."})
+@stack_task(hosts="one-or-cluster", help={"host": "The host whose releases to list (default: none; this or --cluster).",
+                                           "cluster": "Or the cluster, whose manager holds them (default: none)."})
 def releases(r):
     """List a host's or cluster's releases, newest first.
 

@@ -54,7 +54,7 @@ def up(r, build=True, timeout=None, migrate=True, static=True):
 
 @stack_task(help={
     "volumes": "Also delete the named volumes: databases, static and media files (default: off).",
-    "yes": "Confirm --volumes without asking (needed when not on a terminal).",
+    "yes": "Confirm --volumes without asking (needed when not on a terminal; default: off).",
 })
 def down(r, volumes=False, yes=False):
     """Stop and remove the stack's containers.

@@ -43,8 +43,8 @@ def backup(r, volume=None):
 
 @stack_task(help={
     "archive": "The archive (or its .json manifest) to restore, e.g. backups/hello_media_volume_20261120T101500Z.tar.zst.",
-    "volume": "Restore into this volume instead of the one the archive came from.",
-    "yes": "Do not ask for confirmation (needed when not on a terminal).",
+    "volume": "Restore into this volume instead of the one the archive came from (default: none).",
+    "yes": "Do not ask for confirmation (needed when not on a terminal; default: off).",
     "timeout": "Seconds to wait for the stack to be healthy afterwards",
 })
 def restore(r, archive, volume=None, yes=False, timeout=None):

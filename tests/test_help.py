@@ -7,7 +7,7 @@ import inspect
 import re
 
 import pytest
-from invoke import Program
+from invoke import Parser, Program
 
 from tasks import cli, ns
 
@@ -71,6 +71,13 @@ def test_dry_reads_the_same_in_every_task(name):
     assert args["dry"].names == ("dry", "n")
 
 
+@pytest.mark.parametrize("name", TASKS)
+def test_every_flag_says_its_default(name):
+    unsaid = [arg.name for arg in ns[name].get_arguments()
+              if not arg.positional and not re.search(r"[(;] ?default: ", arg.help or "")]
+    assert unsaid == []
+
+
 def test_a_task_cannot_word_dry_its_own_way():
     with pytest.raises(TypeError, match="DRY_HELP"):
         cli.stack_task(help={"dry": "Print the commands only."})(lambda r: None)
@@ -107,7 +114,7 @@ def test_dash_h_after_a_task_is_its_help(argv, monkeypatch, capsys):
 ], ids=["restore-snapshot", "shell-name", "renew-host"])
 def test_help_read_as_an_argument_runs_nothing(argv, argument, monkeypatch, capsys):
     """Invoke gives `-h` to a positional argument still missing; the task refuses it."""
-    monkeypatch.setattr(cli, "_run", lambda *args: pytest.fail("the task ran"))
+    monkeypatch.setattr(cli, "_run", lambda *args: pytest.fail("the task ran"), raising=False)
     with pytest.raises(SystemExit) as refused:
         Program(namespace=ns, binary="inv").run(["inv", *argv])
     assert refused.value.code == 1
@@ -115,15 +122,18 @@ def test_help_read_as_an_argument_runs_nothing(argv, argument, monkeypatch, caps
         capsys.readouterr().err
 
 
-def test_the_common_short_flags_parse(monkeypatch):
-    called = {}
-    monkeypatch.setattr(cli, "_run", lambda func, c, host, hosts, dry, values: called.update(
-        host=host, dry=dry, **values))
-    Program(namespace=ns, binary="inv").run(
-        ["inv", "backup.restore", "latest", "-H", "prod", "-n", "-y", "-t", "30", "--database", "database1"],
-        exit=False)
-    assert called == {"host": ("prod", None), "dry": True, "snapshot": "latest", "database": ["database1"],
-                      "media": False, "yes": True, "timeout": 30}
+def test_the_short_flags_parse_as_their_long_ones():
+    parsed = Parser(contexts=ns.to_contexts()).parse_argv(
+        ["backup.restore", "latest", "-H", "prod", "-C", "", "-n", "-y", "-t", "30", "--database", "database1",
+         "logs", "-s", "djangoapp", "-f", "ps", "-a"])
+    given = {context.name: {arg.name: arg.value for arg in context.args.values() if arg.got_value}
+             for context in parsed}
+    assert given == {
+        "backup.restore": {"snapshot": "latest", "host": "prod", "cluster": "", "dry": True, "yes": True,
+                           "timeout": 30, "database": ["database1"]},
+        "logs": {"service": "djangoapp", "follow": True},
+        "ps": {"all": True},
+    }
 
 
 class TestTheTwoBackupSystems:
@@ -142,7 +152,11 @@ class TestTheTwoBackupSystems:
 
     def test_an_old_name_runs_the_new_task_and_says_so(self, monkeypatch, capsys):
         called = []
-        monkeypatch.setattr(cli, "_run", lambda func, c, host, hosts, dry, values: called.append((func, values)))
+
+        def prune(c, keep=None, dry=False):
+            called.append({"keep": keep, "dry": dry})
+
+        monkeypatch.setattr(ns["archive.prune"], "body", prune)
         Program(namespace=ns, binary="inv").run(["inv", "backup.prune", "--keep", "3", "-n"], exit=False)
-        assert called == [(inspect.unwrap(ns["archive.prune"].body), {"keep": 3})]
+        assert called == [{"keep": 3, "dry": True}]
         assert "`inv backup.prune` is now `inv archive.prune`" in capsys.readouterr().err
