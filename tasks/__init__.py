@@ -29,6 +29,7 @@ ns = Collection(
     doctor.doctor,
     db.ns,
     volume.ns,
+    backup.archive_ns,
     backup.ns,
     deploy.ns,
     deploy.rollback,

@@ -18,8 +18,9 @@ from .procedures.django import collect_static, migrate_all
     "database": "Migrate only this database, by name or alias (default: every database).",
     "timeout": "On a cluster, seconds to wait for each migration job"})
 def migrate(r, database=None, timeout=None):
-    """Apply migrations to every database, or to one with --database (on a cluster: as
-    one-off Swarm jobs of the live release's image)."""
+    """Apply migrations to every database, or to one.
+
+    --database picks one. On a cluster: as one-off Swarm jobs of the live release's image."""
     if isinstance(r, ClusterRun):
         cluster_tasks.migrate(r, database, timeout)
         return
@@ -32,7 +33,10 @@ def migrate(r, database=None, timeout=None):
     "email": "The user's e-mail address, with --username (default: none).",
 })
 def createsuperuser(r, username=None, email=None):
-    """Create an admin user: interactive on a terminal, or unattended with --username."""
+    """Create a Django admin user.
+
+    Interactive on a terminal, or unattended with --username (the password from
+    DJANGO_SUPERUSER_PASSWORD)."""
     if username is None and not interactive():
         raise TaskError("not on a terminal: give --username (and --email) and set DJANGO_SUPERUSER_PASSWORD")
     if isinstance(r, ClusterRun):
@@ -62,7 +66,7 @@ def createsuperuser(r, username=None, email=None):
 
 @stack_task()
 def static(r):
-    """Collect static files into the static volume that Nginx serves."""
+    """Collect static files into the volume Nginx serves."""
     r.require_running(compose.APP)
     collect_static(r)
 
@@ -73,10 +77,12 @@ def _arguments_after_double_dash(argv) -> list[str]:
     return list(argv[argv.index("--") + 1:]) if "--" in argv else []
 
 
-@stack_task(hosts="many-or-cluster", help={"args": "manage.py arguments as one string, when not given after `--`."})
+@stack_task(hosts="many-or-cluster", help={
+    "args": "manage.py arguments as one string, when not given after `--` (default: none)."})
 def manage(r, args=""):
-    """Run manage.py in the app container: inv manage -- showmigrations (on a cluster: in a
-    running replica)."""
+    """Run a manage.py command in the app container.
+
+    The command follows `--`: inv manage -- showmigrations. On a cluster: in a running replica."""
     words = _arguments_after_double_dash(sys.argv) or shlex.split(args)
     if not words:
         raise TaskError("give manage.py arguments: inv manage -- showmigrations")

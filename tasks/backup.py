@@ -1,8 +1,14 @@
-"""`inv backup`: every volume and every database dump in one go, now, as files;
-`inv backup.prune`. The scheduled backups into a restic repository ([backups] in
+"""The stack's two kinds of backup.
+
+`inv archive.*`, file archives in backups/: `inv archive` dumps every database and archives
+every volume, now; `inv archive.prune` deletes old ones (`volume.archive`, `volume.restore`,
+`db.dump` and `db.load` handle one at a time). Their old names `inv backup`, `backup.all` and
+`backup.prune` stay for one release.
+
+`inv backup.*`, the scheduled backups into a restic repository ([backups] in
 config/stack.toml, run by the stack's backup service): `inv backup.now`, `.snapshots`,
-`.restore`, `.status`, `.drill`, `.key`, `.credentials`, `.ssh-key`, `.notify`; they
-take `--cluster` too (the stack's backup service runs on the manager)."""
+`.restore`, `.status`, `.drill`, `.key`, `.credentials`, `.ssh-key`, `.notify`; they take
+`--cluster` too (the stack's backup service runs on the manager)."""
 from __future__ import annotations
 
 import sys
@@ -10,7 +16,7 @@ import time
 
 from invoke import Collection
 
-from .cli import print_table, stack_task
+from .cli import print_table, renamed, stack_task
 from .errors import TaskError
 from .execution.cluster import ClusterRun
 from .execution.runner import interactive
@@ -25,7 +31,10 @@ DAY = 86400
 
 @stack_task(default=True, name="all")
 def all_(r):
-    """Dump every database (while it runs), then archive every volume."""
+    """Archive every database and volume to backups/.
+
+    Each database dumped while it runs, then each volume archived: compressed, checksummed,
+    each with a manifest. Not the scheduled restic backups (backup.*)."""
     made = [dump_database(r, db) for db in r.stack.databases]
     comp = compressor(r)
     made += [backup_volume(r, info, comp) for info in stack_volumes(r).values()]
@@ -34,11 +43,12 @@ def all_(r):
 
 
 @stack_task(hosts=None, configured={"keep": "keep_backups"}, help={
-    "keep": "How many backups to keep per volume and per database (at least 1)",
-    "dry": "List what would be deleted without deleting it.",
+    "keep": "How many archives to keep per volume and dumps per database (at least 1)",
 })
 def prune(r, keep=None):
-    """Delete old backups, keeping the newest N of each volume and database."""
+    """Delete old archives and dumps from backups/.
+
+    The newest N of each volume and database stay (--keep)."""
     if keep < 1:
         raise TaskError("--keep must be at least 1: the newest backup of a volume is never deleted")
     doomed = archives.to_prune(manifests(r), keep)
@@ -53,33 +63,38 @@ def prune(r, keep=None):
             r.report(f"deleted the unfinished {leftover.name}")
     r.report(f"kept the newest {keep} backup(s) of each volume and database; {len(doomed)} deleted")
 
-@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster")
 def now(r):
-    """Run the scheduled backup at once, with progress: every database dumped while it
-    runs, the media (and the certificates), one encrypted restic snapshot, old snapshots
-    forgotten as [backups] keep says, the repository checked."""
+    """Run the scheduled restic backup now.
+
+    With progress: every database dumped while it runs, the media (and the certificates),
+    one encrypted restic snapshot, old snapshots forgotten as [backups] keep says, the
+    repository checked."""
     scheduled.now(r)
 
 
-@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster")
 def snapshots(r):
-    """The repository's snapshots of this stack: time, size, what they hold."""
+    """List the restic repository's snapshots.
+
+    Those of this stack: time, size, what they hold."""
     print_table(scheduled.snapshots(r))
 
 
 @stack_task(hosts="many-or-cluster", help={
     "snapshot": "Which snapshot: `latest` or an id from `inv backup.snapshots`.",
     "database": "Restore only this database (repeatable; default: every database, and the media).",
-    "media": "Restore the media (alone, unless --database is given too).",
-    "yes": "Do not ask for confirmation.",
+    "media": "Restore the media (alone, unless --database is given too; default: off).",
+    "yes": "Do not ask for confirmation (default: off).",
     "timeout": "Seconds to wait for the stack to be healthy again.",
-    "dry": "Print the commands only.",
 }, iterable=["database"])
 def restore(r, snapshot, database=None, media=False, yes=False, timeout=None):
-    """Restore a snapshot: each database all or nothing (the dump is checked against the
-    sha256 its snapshot recorded, loaded into a fresh database, then swapped in), the media
-    with a safety copy that comes back if anything fails. On a cluster: the databases, each
-    on the node that runs it (a cluster's media are each node's own volume)."""
+    """Restore databases and media from a restic snapshot.
+
+    Each database all or nothing (the dump is checked against the sha256 its snapshot
+    recorded, loaded into a fresh database, then swapped in), the media with a safety copy
+    that comes back if anything fails. On a cluster: the databases, each on the node that
+    runs it (a cluster's media are each node's own volume)."""
     cluster = isinstance(r, ClusterRun)
     names = list(database or [])
     stack = r.manager.stack if cluster else r.stack
@@ -101,11 +116,13 @@ def restore(r, snapshot, database=None, media=False, yes=False, timeout=None):
         scheduled.restore(r, snapshot, chosen, with_media, timeout)
 
 
-@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster")
 def status(r):
-    """The last successful backup: when, how old, how big; the last error and drill.
-    Exits 1 when the last run failed or the last success is older than twice the
-    schedule's interval: monitoring can call it."""
+    """Report the restic backups' health, for monitoring.
+
+    The last successful backup: when, how old, how big; the last error and drill. Exits 1
+    when the last run failed or the last success is older than twice the schedule's
+    interval."""
     fine, lines, where = scheduled.status(r)
     for line in lines:
         print(line)
@@ -113,25 +130,30 @@ def status(r):
         raise TaskError(f"backups on {where} are failing or overdue")
 
 
-@stack_task(hosts="many-or-cluster", help={"snapshot": "Which snapshot (default: latest).", "dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster", help={"snapshot": "Which snapshot (default: latest)."})
 def drill(r, snapshot="latest"):
-    """Restore a snapshot into a throwaway PostgreSQL (the databases' major, on no network)
-    and check it: every dump's checksum, every table's row count, every media file's checksum
-    against what the backup recorded. PASS or FAIL with the time taken; exits 1 on FAIL."""
+    """Check that a restic snapshot restores: PASS or FAIL.
+
+    Restores it into a throwaway PostgreSQL (the databases' major, on no network) and checks
+    every dump's checksum, every table's row count, every media file's checksum against what
+    the backup recorded. PASS or FAIL with the time taken; exits 1 on FAIL."""
     scheduled.drill(r, snapshot)
 
 
-@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster")
 def key(r):
-    """Print the repository password, once, on a terminal: without it no backup can be read."""
+    """Print the restic repository's password, once.
+
+    On a terminal only: without it no backup can be read."""
     scheduled.key(r)
 
 
-@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster")
 def credentials(r):
-    """Set the repository's credentials (such as AWS_ACCESS_KEY_ID=... and
-    AWS_SECRET_ACCESS_KEY=... for s3:) from KEY=VALUE lines on standard input; they are
-    kept 0600 on the host, never in a command line."""
+    """Set the restic repository's credentials from stdin.
+
+    KEY=VALUE lines on standard input (such as AWS_ACCESS_KEY_ID=... and
+    AWS_SECRET_ACCESS_KEY=... for s3:), kept 0600 on the host, never in a command line."""
     if interactive():
         print("KEY=VALUE lines, then Ctrl-D:")
     scheduled.credentials(r, sys.stdin.read())
@@ -139,25 +161,30 @@ def credentials(r):
 
 @stack_task(hosts="many-or-cluster", name="ssh-key", help={
     "fingerprint": "The repository host's key fingerprint (SHA256:..., from `ssh-keygen -lf` on it): "
-                   "trust that key alone, without asking.",
-    "yes": "Trust the keys shown without a fingerprint to check them against.",
-    "dry": "Print the command only.",
+                   "trust that key alone, without asking (default: none; show the keys and ask).",
+    "yes": "Trust the keys shown without a fingerprint to check them against (default: off).",
 })
 def ssh_key(r, fingerprint=None, yes=False):
-    """For an sftp: repository: trust the repository host's SSH keys (scanned from this
-    host, checked against --fingerprint or confirmed), make the backup service's own SSH key
-    once (0600, on the host only) and print the line to authorize it on the repository host."""
+    """Set up the SSH keys for an sftp: restic repository.
+
+    Trust the repository host's SSH keys (scanned from this host, checked against
+    --fingerprint or confirmed), make the backup service's own SSH key once (0600, on the
+    host only) and print the line to authorize it on the repository host."""
     scheduled.ssh_key(r, fingerprint, yes)
 
 
-@stack_task(hosts="many-or-cluster", help={"dry": "Print the command only."})
+@stack_task(hosts="many-or-cluster")
 def notify(r):
-    """Set the apprise URLs that hear of failed and recovered backups and drills, one per
-    line on standard input (none: no notifications), kept 0600 on the host alone: for URLs
-    holding a token, instead of [backups] notify in config/stack.toml."""
+    """Set the apprise URLs told of failed restic backups.
+
+    Of failed and recovered backups and drills: one URL per line on standard input (none: no
+    notifications), kept 0600 on the host alone. For URLs holding a token, instead of
+    [backups] notify in config/stack.toml."""
     if interactive():
         print("apprise URLs, one per line, then Ctrl-D:")
     scheduled.notify(r, sys.stdin.read())
 
 
-ns = Collection("backup", all_, prune, now, snapshots, restore, status, drill, key, credentials, ssh_key, notify)
+archive_ns = Collection("archive", all_, prune)
+ns = Collection("backup", now, snapshots, restore, status, drill, key, credentials, ssh_key, notify,
+                renamed(all_, "backup.all", "archive.all"), renamed(prune, "backup.prune", "archive.prune"))

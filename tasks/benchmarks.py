@@ -5,23 +5,25 @@ import sys
 
 from invoke import Exit, task
 
+from .cli import StackTask
 from .source.stack import ROOT
 
 
-@task(name="bench", help={
+@task(name="bench", klass=StackTask, help={
     "only": "Comma-separated sections to run: build,start,serving,backups,scheduled,deploy,load (default: all).",
     "repeat": "Runs per measurement; medians are kept (default: 3).",
     "duration": "Seconds per wrk run in the serving section (default: 5).",
     "backup_mib": "MiB of table data for the backup runs (default: 1024).",
-    "quick": "A smoke run: 1 run, 1 s wrk runs, 16 MiB backups; writes nothing unless --output.",
+    "quick": "A smoke run: 1 run, 1 s wrk runs, 16 MiB backups; writes nothing unless --output (default: off).",
     "output": "Where to write the results (default: bench/RESULTS.md; none with --quick).",
     "project": "Compose project (and prefix of every name) of the throwaway copy (default: hello-bench); "
                "two runs side by side need two.",
 })
 def bench(c, only="", repeat=3, duration=5, backup_mib=1024, quick=False, output=None, project=None):
-    """Measure build, start, serving, backups, scheduled backups, deploy and deploy under load against baselines run alongside; write bench/RESULTS.md.
+    """Benchmark the stack against baselines run alongside.
 
-    Runs in a throwaway copy of the project (compose project hello-bench, free ports on
+    Measures build, start, serving, backups, scheduled backups, deploy and deploy under load;
+    writes bench/RESULTS.md. Runs in a throwaway copy of the project (compose project hello-bench, free ports on
     127.0.0.1), which it removes at the end; about 15 minutes with the defaults."""
     # bench/ sits beside tasks/, and `inv` puts only tasks/ itself on sys.path. Imported late:
     # `inv --list` stays fast.

@@ -8,9 +8,11 @@ from .cli import stack_task
 from .procedures import site
 
 
-@stack_task(hosts="one", help={"host": "The host whose certificate to show.", "dry": "Print the command only."})
+@stack_task(hosts="one", help={"host": "The host whose certificate to show."})
 def show(r):
-    """The certificate the site serves: its names, issuer, serial and days left."""
+    """Show the certificate a host's site serves.
+
+    Its names, issuer, serial and days left."""
     fine, line = site.describe(site.certificate(r)) if r.target.site.https else \
         (True, f"{r.target.name} serves no certificate (tls = \"{r.target.site.tls}\")")
     r.report(line if fine else f"warning: {line}")
@@ -18,15 +20,14 @@ def show(r):
 
 @stack_task(hosts="one", help={
     "host": "The host whose certificate to renew.",
-    "force": "Renew even if it is not due (certbot renews by itself within 30 days of the end).",
-    "dry": "Print the command only.",
+    "force": "Renew even if it is not due (certbot renews by itself within 30 days of the end; default: off).",
 })
 def renew(r, force=False):
-    """Renew the site's certificate now, with a new key (certbot renews by itself when it is
-    due, keeping the key).
+    """Renew a host's site certificate now, with a new key.
 
-    The new key is in a new file, which the front reads once reloaded: idle keep-alive
-    connections are closed then, once, and no TLS handshake fails."""
+    certbot renews by itself when it is due, keeping the key. The new key is in a new file,
+    which the front reads once reloaded: idle keep-alive connections are closed then, once,
+    and no TLS handshake fails."""
     site.renew(r, force)
 
 

@@ -2,6 +2,7 @@
 
 `stack_task` is Invoke's @task plus what each stack task needs, written once:
 - `--dry` (or Invoke's global `inv --dry TASK`) and, unless `hosts=None`, `--host`;
+- the short flags of SHORT_FLAGS, the same in every task, and no other (`-h` stays help);
 - a Runner made from the source of truth for the target: here, or each named host (in
   parallel, with a result line per host), handed to the task body instead of `c`;
 - flags left at None filled from Invoke's config or the defaults (source/settings.py);
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import sys
 
 from invoke import Task, task
 
@@ -23,9 +25,16 @@ from .source import settings
 from .source.stack import load
 
 CLUSTER_HELP = "The cluster (a name from [clusters] in config/stack.toml)."
+OR_CLUSTER_HELP = "Run on this cluster instead: a name from [clusters] in config/stack.toml (default: none)."
 HOST_HELP = "Run on these hosts over SSH: a name or group from config/stack.toml, or a comma list (default: here)."
 ONE_HOST_HELP = "The host (a name from config/stack.toml)."
-DRY_HELP = "Print the commands instead of running them."
+DRY_HELP = "Print what would be run and written, and change nothing (default: off)."
+# The only short flags, each naming one long flag in every task; `-h` is never one (it is
+# help). -H as Fabric's hosts, -n as make's and rsync's dry run, -y as apt's yes; -t, -s, -f
+# and -a as docker's timeout, service, follow and all (-f takes Invoke's --config after a
+# task's name, where no one writes it).
+SHORT_FLAGS = {"host": "H", "cluster": "C", "dry": "n", "yes": "y", "timeout": "t", "service": "s",
+               "follow": "f", "all": "a"}
 # Flags whose default lives in source/settings.py, and the settings key each one reads.
 CONFIGURED = {"timeout": "timeout", "tail": "tail"}
 ARG = inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -40,7 +49,9 @@ def print_table(rows) -> None:
 
 class StackTask(Task):
     """A Task whose flags defaulting to None still parse as their settings' type (Invoke
-    infers a flag's type from its default)."""
+    infers a flag's type from its default), whose short flags are SHORT_FLAGS' and no
+    others (Invoke would take each flag's first free letter), and whose help survives
+    reading its flags (Invoke's own empties it)."""
 
     kinds: dict = {}
 
@@ -48,7 +59,16 @@ class StackTask(Task):
         opts = super().arg_opts(name, default, taken_names)
         if name in self.kinds:
             opts["kind"] = self.kinds[name]
+        long_name = opts["names"][0]
+        opts["names"] = [long_name, *([SHORT_FLAGS[long_name]] if long_name in SHORT_FLAGS else [])]
         return opts
+
+    def get_arguments(self, ignore_unknown_help=None):
+        kept = dict(self.help)
+        try:
+            return super().get_arguments(ignore_unknown_help)
+        finally:
+            self.help = kept
 
 
 def _task_signature(body_params, hosts) -> inspect.Signature:
@@ -73,11 +93,15 @@ def _task_signature(body_params, hosts) -> inspect.Signature:
 
 def _help_texts(given, names, keys, hosts) -> dict:
     texts = dict(given or {})
+    if "dry" in texts:
+        raise TypeError("--dry has one help text in every task (DRY_HELP): drop the task's own")
     for name, key in keys.items():
         if name in names and name in texts:
             texts[name] = f"{texts[name]} (default: {settings.DEFAULTS[key]}; config stack.{key})"
-    if hosts in ("cluster", "one-or-cluster", "many-or-cluster"):
+    if hosts == "cluster":
         texts.setdefault("cluster", CLUSTER_HELP)
+    elif hosts in ("one-or-cluster", "many-or-cluster"):
+        texts.setdefault("cluster", OR_CLUSTER_HELP)
     if hosts == "one-or-cluster":
         texts.setdefault("host", ONE_HOST_HELP)
     elif hosts in ("many", "many-or-cluster"):
@@ -86,6 +110,15 @@ def _help_texts(given, names, keys, hosts) -> dict:
         texts.setdefault("host", ONE_HOST_HELP)
     texts.setdefault("dry", DRY_HELP)
     return texts
+
+
+def _refuse_help_as_value(signature, values) -> None:
+    """Invoke reads `inv TASK -h` as help unless TASK still wants a positional argument,
+    which then gets "-h" as its value: refused, so that a task never runs on it."""
+    for param in signature.parameters.values():
+        if param.default is inspect.Parameter.empty and values.get(param.name) in ("-h", "--help"):
+            raise TaskError(f"{values[param.name]} was read as the {param.name.upper()} argument: for the help, "
+                            "put --help before the task's name (inv --help TASK)")
 
 
 def _run_on_cluster(func, stack, name, dry, values):
@@ -155,6 +188,7 @@ def stack_task(help=None, *, hosts="many", configured=None, **task_kwargs):
             values.apply_defaults()
             values = dict(values.arguments)
             del values["c"]
+            _refuse_help_as_value(signature, values)
             host = values.pop("cluster", None) if hosts == "cluster" else \
                 (values.pop("host", None), values.pop("cluster", None)) if hosts and hosts.endswith("-or-cluster") else \
                 values.pop("host", None)
@@ -172,3 +206,19 @@ def stack_task(help=None, *, hosts="many", configured=None, **task_kwargs):
         return made
 
     return decorate
+
+
+def renamed(made, old: str, new: str) -> Task:
+    """MADE under OLD, the name it had before NEW, for one release: the same flags, a summary
+    that names NEW, and a reminder on standard error when it runs."""
+
+    @functools.wraps(made.body)
+    def body(c, *args, **kwargs):
+        print(f"note: `inv {old}` is now `inv {new}`; the old name goes in the next release", file=sys.stderr)
+        return made.body(c, *args, **kwargs)
+
+    body.__doc__ = f"Run {new} (old name; removed next release).\n\n{inspect.getdoc(made)}"
+    task_ = StackTask(body, name=old.rsplit(".", 1)[-1], positional=made.positional, optional=made.optional,
+                      default=made.is_default, help=dict(made.help), iterable=made.iterable)
+    task_.kinds = made.kinds
+    return task_

@@ -25,10 +25,6 @@ from .source.stack import (STACK_FILE, loads, read_text, validate_database_name,
                            with_database_removed)
 
 
-# add and remove edit this checkout: a dry run shows the files and commands, and writes none.
-EDIT_DRY = "Print what would be written and run, and change nothing."
-
-
 def _write_stack_change(r, new_text: str):
     """Render every file for the new source of truth in memory, then write those that
     change (each atomically, all prepared before the first rename); return the new runner."""
@@ -60,10 +56,12 @@ def _remove_unfinished(r, stack) -> None:
     "name": "The database: lowercase letters, digits and underscores, starting with a letter.",
     "up": "Start it now and run its migrations (default: off; prints the command instead).",
     "timeout": "With --up, seconds to wait for the stack to be healthy",
-    "dry": EDIT_DRY,
 })
 def add(r, name, up=False, timeout=None):
-    """Add a PostgreSQL database (container, network, volume, secret, Django alias)."""
+    """Add a PostgreSQL database to the stack.
+
+    Its container, network, volume, secret and Django alias, in config/stack.toml and the
+    files made from it."""
     validate_database_name(name)  # a bad name is refused before anything, the lock included
     with project_lock(r):
         _remove_unfinished(r, r.stack)
@@ -84,9 +82,11 @@ def add(r, name, up=False, timeout=None):
     r.report(f"Database {name} is up and migrated.")
 
 
-@stack_task(name="list", help={"dry": "Print the command used to find running services."})
+@stack_task(name="list")
 def list_(r):
-    """List the databases: name, Django alias, network, volume, running or not."""
+    """List the databases and whether each one runs.
+
+    Name, Django alias, network, volume, running or stopped."""
     running = r.running_services()
     rows = [("NAME", "ALIAS", "NETWORK", "VOLUME", "STATE")]
     for db in r.stack.databases:
@@ -98,11 +98,12 @@ def list_(r):
 @stack_task(hosts=None, help={
     "name": "The database to remove (not the default one).",
     "purge": "Also delete its data volume and env file, for good (default: off; needs --yes).",
-    "yes": "Confirm --purge without asking.",
-    "dry": EDIT_DRY,
+    "yes": "Confirm --purge without asking (default: off).",
 })
 def remove(r, name, purge=False, yes=False):
-    """Remove a database from the stack; its data volume is kept unless --purge --yes."""
+    """Remove a database from the stack.
+
+    Its data volume is kept unless --purge --yes."""
     with project_lock(r):
         _remove_unfinished(r, r.stack)
         _remove(r, name, purge, yes)
@@ -134,7 +135,9 @@ def _remove(r, name, purge, yes):
 
 @stack_task(help={"name": "The database, by name or alias (`default`)."})
 def shell(r, name):
-    """Open psql in a database's container (SQL can also be piped in)."""
+    """Open psql in a database's container.
+
+    SQL can also be piped in."""
     db = r.stack.database(name)
     r.require_running(db.name)
     tty = interactive()
@@ -143,7 +146,10 @@ def shell(r, name):
 
 @stack_task(help={"name": "The database to dump, by name or alias."})
 def dump(r, name):
-    """Dump a running database with pg_dump -Fc to backups/ (checksummed, with a manifest)."""
+    """Dump a database to backups/ as a file.
+
+    pg_dump -Fc of the running database, checksummed, with a manifest; `inv db.load` loads
+    it. Not the scheduled restic backups (backup.*)."""
     r.target.bring_home(r, dump_database(r, r.stack.database(name)))
 
 
@@ -151,11 +157,13 @@ def dump(r, name):
     "name": "The database to replace, by name or alias.",
     "file": "A dump made by `inv db.dump` (its manifest must sit next to it).",
     "from": "The database the dump was taken from, when it is not NAME: loading another "
-            "database's dump is refused unless this names it.",
-    "yes": "Do not ask for confirmation (needed when not on a terminal).",
+            "database's dump is refused unless this names it (default: none).",
+    "yes": "Do not ask for confirmation (needed when not on a terminal; default: off).",
 })
 def load(r, name, file, from_=None, yes=False):
-    """Load a dump into a fresh database as the app's role, then swap it in; all or nothing."""
+    """Load a dump file into a database, all or nothing.
+
+    Into a fresh database as the app's role, then swapped in."""
     db = r.stack.database(name)
     dump_file, data = verified_on_target(r, file)
     if data["kind"] != "dump":

@@ -11,17 +11,19 @@ from .procedures import cluster_release, release
 
 
 @stack_task(hosts="one-or-cluster", configured={"keep": "keep_releases"}, help={
-    "host": "The host to deploy to (a name from config/stack.toml).",
-    "cluster": "Or the cluster to deploy to ([clusters] in config/stack.toml): a rolling update on Docker Swarm.",
+    "host": "The host to deploy to, a name from config/stack.toml (default: none; this or --cluster).",
+    "cluster": "Or the cluster to deploy to ([clusters] in config/stack.toml): a rolling update on Docker Swarm "
+               "(default: none).",
     "ship_image": "Build the image here and send it over SSH instead of building on the host (default: off).",
     "keep": "Releases to keep on the host",
     "timeout": "Seconds to wait for the new release to be healthy",
-    "dry": "Print every command, remote and local, without running any.",
 })
 def deploy(r, ship_image=False, keep=None, timeout=None):
-    """Ship the code to a host as a new release, build, migrate, start, switch; roll back on
-    failure. With --cluster: every node builds it, migrations run as a Swarm job, then a
-    rolling update (a new replica healthy before an old one stops; Swarm rolls back a failure)."""
+    """Ship the code to a host or cluster as a new release.
+
+    On a host: build, migrate, start, switch; roll back on failure. With --cluster: every
+    node builds it, migrations run as a Swarm job, then a rolling update (a new replica
+    healthy before an old one stops; Swarm rolls back a failure)."""
     if isinstance(r, ClusterRun):
         if ship_image:
             raise TaskError("--ship-image is for a host: the nodes of a cluster each build the image")
@@ -31,28 +33,31 @@ def deploy(r, ship_image=False, keep=None, timeout=None):
 
 
 @stack_task(hosts="one-or-cluster", help={
-    "host": "The host to roll back (a name from config/stack.toml).",
-    "cluster": "Or the cluster to roll back (a rolling update to that release's image).",
+    "host": "The host to roll back, a name from config/stack.toml (default: none; this or --cluster).",
+    "cluster": "Or the cluster to roll back: a rolling update to that release's image (default: none).",
     "to": "The release to go back to (a name from `inv releases`; default: the one before the live one).",
-    "force": "Go back even to code that lacks migrations the databases have applied (they stay applied).",
+    "force": "Go back even to code that lacks migrations the databases have applied (they stay applied; "
+             "default: off).",
     "timeout": "Seconds to wait for the release to be healthy",
-    "dry": "Print every command without running any.",
 })
 def rollback(r, to=None, force=False, timeout=None):
-    """Move a host's traffic back to an earlier release, without dropping a request. Refused
-    when a database has applied migrations that release's code does not know (see --force)."""
+    """Move traffic back to an earlier release.
+
+    On a host or a cluster, without dropping a request. Refused when a database has applied
+    migrations that release's code does not know (see --force)."""
     if isinstance(r, ClusterRun):
         cluster_release.rollback(r, timeout, to=to, force=force)
     else:
         release.rollback(r, timeout, to=to, force=force)
 
 
-@stack_task(hosts="one-or-cluster", help={"host": "The host whose releases to list.",
-                                           "cluster": "Or the cluster (its manager holds them).",
-                                           "dry": "Print the command only."})
+@stack_task(hosts="one-or-cluster", help={"host": "The host whose releases to list (default: none; this or --cluster).",
+                                           "cluster": "Or the cluster, whose manager holds them (default: none)."})
 def releases(r):
-    """The releases on a host or cluster, newest first, the live one marked *: commit, when,
-    by whom, image, and the migrations each database had applied once it was deployed."""
+    """List a host's or cluster's releases, newest first.
+
+    The live one marked *: commit, when, by whom, image, and the migrations each database had
+    applied once it was deployed."""
     if isinstance(r, ClusterRun):
         r = r.manager
     rows = release.list_releases(r)
@@ -64,10 +69,11 @@ def releases(r):
 
 @stack_task(hosts="one", help={"host": "The host whose deploy lock to release.",
                                 "force": "Release a lock held from another machine, whose deploy this one cannot "
-                                         "see (default: off; a deploy still running here is never unlocked).",
-                                "dry": "Print the command only."})
+                                         "see (default: off; a deploy still running here is never unlocked)."})
 def unlock(r, force=False):
-    """Release the deploy lock of a deploy that died (refused while it runs)."""
+    """Release the deploy lock of a deploy that died.
+
+    Refused while that deploy runs."""
     release.unlock(r, force=force)
 
 

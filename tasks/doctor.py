@@ -143,9 +143,12 @@ CHECKS = {"engine": check_engine, "certificate": check_certificate, "compose": c
 NEEDS_ENGINE = {"port", "builder", "certificate", "interrupted_restores", "interrupted_loads"}
 
 
-@stack_task(help={"dry": "Print the checks' commands instead of running them."})
+@stack_task()
 def doctor(r):
-    """Check the engine, Compose, buildx, env and secret files, generated files, port, certificate, leftovers.
+    """Check what the stack needs, one line per check.
+
+    The engine, Compose, buildx, env and secret files, generated files, port, certificate and
+    leftovers; a failing check says how to fix it.
 
     Here: everything but the certificate, and what a killed task left (a restore's safety
     copy in a volume, a load's copies of a database, an unfinished file). On a host (--host): the engine, Compose, buildx

@@ -24,7 +24,9 @@ from .source.stack import STACK_FILE
     "no_cache": "Ignore the layer cache (default: off).",
 })
 def build(r, service=None, pull=False, no_cache=False):
-    """Build the app image (layers cached: a code-only change rebuilds in seconds)."""
+    """Build the app image.
+
+    Layers are cached: a code-only change rebuilds in seconds."""
     r.target.ensure_secrets(r)
     r.compose(compose.build([service] if service else [], pull=pull, no_cache=no_cache))
 
@@ -36,9 +38,11 @@ def build(r, service=None, pull=False, no_cache=False):
     "static": "Collect static files into the static volume before the new code serves (default: on).",
 })
 def up(r, build=True, timeout=None, migrate=True, static=True):
-    """Start the stack, or move it to new code, without dropping a request: migrate and collect
-    static from the new image, start its app container beside the old one, reload Nginx,
-    drain the old one. Containers whose definition did not change keep running."""
+    """Start the stack, or move it to new code.
+
+    Without dropping a request: migrate and collect static from the new image, start its app
+    container beside the old one, reload Nginx, drain the old one. Containers whose
+    definition did not change keep running."""
     r.target.ensure_rendered()
     r.target.ensure_secrets(r)
     check_port_free(r)
@@ -50,10 +54,12 @@ def up(r, build=True, timeout=None, migrate=True, static=True):
 
 @stack_task(help={
     "volumes": "Also delete the named volumes: databases, static and media files (default: off).",
-    "yes": "Confirm --volumes without asking (needed when not on a terminal).",
+    "yes": "Confirm --volumes without asking (needed when not on a terminal; default: off).",
 })
 def down(r, volumes=False, yes=False):
-    """Stop and remove the containers; the data volumes stay unless --volumes --yes."""
+    """Stop and remove the stack's containers.
+
+    The data volumes stay unless --volumes --yes."""
     if volumes:
         names = ", ".join(r.stack.volumes)
         r.confirm(yes, f"Delete the volumes {names} and all their data?", f"--volumes deletes {names} for good")
@@ -63,8 +69,9 @@ def down(r, volumes=False, yes=False):
 
 @stack_task(hosts="many-or-cluster", help={"all": "Also list stopped containers (default: off)."})
 def ps(r, all=False):
-    """List the stack's containers with their state and health (on a cluster: its nodes,
-    services and where each replica runs)."""
+    """List the stack's containers, their state and health.
+
+    On a cluster: its nodes, its services and where each replica runs."""
     if isinstance(r, ClusterRun):
         for table in swarm.status(r):
             print_table(table)
@@ -87,10 +94,11 @@ def logs(r, service=None, follow=False, tail=None):
 
 @stack_task(name="render", hosts=None, help={
     "check": "Change nothing; exit non-zero if a generated file differs (default: off).",
-    "dry": "Print what would change without writing.",
 })
 def render_(r, check=False):
-    """Regenerate docker-compose.yml and the Nginx config from config/stack.toml."""
+    """Regenerate the files made from config/stack.toml.
+
+    docker-compose.yml and the Nginx config; --check only compares them."""
     files = render.rendered(r.stack)
     stale = render.drift(r.stack, r.root)
     leftover = render.stale_examples(r.root, set(files))

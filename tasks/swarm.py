@@ -8,17 +8,21 @@ from .cli import print_table, stack_task
 from .procedures import swarm
 
 
-@stack_task(hosts="cluster", help={"dry": "Print the commands without running any."})
+@stack_task(hosts="cluster")
 def init(s):
-    """Make the cluster's hosts one swarm: init on the manager, join the workers, label the
-    node of each database. Idempotent: a second run changes nothing and says so."""
+    """Make the cluster's hosts one Docker Swarm.
+
+    Init on the manager, join the workers, label the node of each database. Idempotent: a
+    second run changes nothing and says so."""
     swarm.init(s)
 
 
-@stack_task(hosts="cluster", help={"dry": "Print the commands only."})
+@stack_task(hosts="cluster")
 def status(s):
-    """The swarm's nodes (status, availability, role), then the stack's services: replicas
-    running of wanted, and each task's node and state."""
+    """Show the swarm's nodes and the stack's services.
+
+    The nodes' status, availability and role, then the services: replicas running of
+    wanted, and each task's node and state."""
     nodes, services = swarm.status(s)
     print_table(nodes)
     print()

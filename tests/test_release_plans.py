@@ -130,7 +130,7 @@ def test_every_stack_task_takes_host():
     with_host = {name for name in ns.task_names if "host" in inspect.signature(ns[name].body).parameters}
     assert {"up", "down", "ps", "logs", "migrate", "createsuperuser", "static", "manage", "doctor", "db.list",
             "db.shell", "db.dump", "db.load", "volume.list", "volume.backup", "volume.restore", "backup.all",
-            "deploy.deploy", "rollback", "releases"} <= with_host
+            "deploy.deploy", "rollback", "releases", "volume.archive", "archive.all"} <= with_host
 
 
 class TestHostShell:
