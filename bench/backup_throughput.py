@@ -1,10 +1,10 @@
-"""Benchmark `inv volume.backup` / `inv volume.restore` against Docker's documented recipe.
+"""Benchmark `inv volume.archive` / `inv volume.restore` against Docker's documented recipe.
 
 What is compared, on the same PostgreSQL data volume (database1_volume) filled with about
 --size-mib MiB of table rows (half random-ish, half repetitive, so compression has realistic
 work to do):
 
-  ours      `python -m invoke volume.backup --volume database1_volume` and
+  ours      `python -m invoke volume.archive --volume database1_volume` and
             `python -m invoke volume.restore ARCHIVE --yes`, timed end to end as a user
             runs them: Invoke start-up, stopping and starting database1, tar + zstd (gzip
             when the host has no zstd), the SHA-256 and manifest; for the restore, the
@@ -125,7 +125,7 @@ def archives(env: Env) -> set[Path]:
 
 def ours_backup(env: Env) -> Path:
     before = archives(env)
-    env.inv("volume.backup", "--volume", VOLUME_SHORT)
+    env.inv("volume.archive", "--volume", VOLUME_SHORT)
     new = archives(env) - before
     if len(new) != 1:
         raise BenchError(f"expected one new archive in {env.copy / 'backups'}, found {sorted(new)}")
@@ -201,7 +201,7 @@ def section(size_mib: int, repeat: int, volume: int, rows: int, ours: Samples, b
         rows=table_rows,
         notes=[f"database1_volume: {volume / MIB:.0f} MiB on disk (du -sb), table `bench`: {rows:,} rows "
                f"({size_mib} MiB asked for); median of {repeat} run(s), order alternating.",
-               "Ours is timed end to end as a user runs it (`inv volume.backup`, `inv volume.restore "
+               "Ours is timed end to end as a user runs it (`inv volume.archive`, `inv volume.restore "
                "--yes`): Invoke start-up, stopping and starting the services, checksum, manifest, safety "
                "copy and the wait until the stack is healthy. The recipe's `docker run` alone is timed, "
                "with database1 stopped outside the clock. A ratio above 1: ours is faster (or smaller)."],
@@ -235,7 +235,7 @@ def measure(env: Env, size_mib: int, repeat: int) -> Section:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m bench.backup_throughput",
-        description="Time `inv volume.backup`/`volume.restore` against Docker's documented "
+        description="Time `inv volume.archive`/`volume.restore` against Docker's documented "
                     "tar czf/xzf recipe on a PostgreSQL volume, in a throwaway copy of the project.")
     parser.add_argument("--size-mib", type=int, default=1024,
                         help="Table data to put in database1, in MiB (default: 1024).")

@@ -103,7 +103,7 @@ def check_interrupted_restores(r):
         outcome = ("it was verified: that deletes its safety copy" if archives.DISCARD in names else
                    "it was never verified: that puts back the content from before it")
         found.append((False, f"{r.project}_{short} holds {', '.join(names)}, left by an interrupted restore",
-                      f"`inv volume.backup --volume {short}` settles it first ({outcome})"))
+                      f"`inv volume.archive --volume {short}` settles it first ({outcome})"))
     return found or (True, "no volume holds what an interrupted restore leaves", None)
 
 

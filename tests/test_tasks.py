@@ -265,7 +265,7 @@ class TestDoctor:
             doctor.doctor(c)
         out = capsys.readouterr().out
         assert ("FAIL hello_media_volume holds .restore-safety, .restore-new, left by an interrupted restore\n"
-                "     fix: `inv volume.backup --volume media_volume` settles it first (it was never verified: "
+                "     fix: `inv volume.archive --volume media_volume` settles it first (it was never verified: "
                 "that puts back the content from before it)\n") in out
         # database1 itself is missing: the retired copy is its data, renamed back, not dropped.
         assert ("FAIL database1__old_20261204t101500z in database1's server, left by an interrupted load\n"

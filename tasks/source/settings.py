@@ -19,7 +19,7 @@ from .stack import Host, Stack
 DEFAULTS = {
     "timeout": 180,        # seconds to wait for the stack to become healthy
     "keep_releases": 5,    # releases kept on a host after a deploy
-    "keep_backups": 7,     # backups kept per volume and database by backup.prune
+    "keep_backups": 7,     # backups kept per volume and database by archive.prune
     "tail": 200,           # log lines shown per service
 }
 COMPOSE_VARIABLES = ("COMPOSE_PROJECT_NAME", "HTTP_PORT")

@@ -78,7 +78,7 @@ def s(copied_stack):
 
 
 def test_dry_backup_writes_nothing(s):
-    out = s.inv("volume.backup", "--dry").stdout
+    out = s.inv("volume.archive", "--dry").stdout
     assert "[dry] bash -o pipefail -c 'umask 077; docker cp HELPER_CONTAINER:/data/. - | zstd" in out
     assert f"[dry] docker compose --project-name {s.project} stop database1" in out
     assert not (s.root / "backups").exists() or not list((s.root / "backups").iterdir())
@@ -92,7 +92,7 @@ def test_volume_list(s):
 
 def test_round_trip_after_down_volumes(s):
     in_volume(s, "media_volume", "chmod 0775 .")  # not the mode a new volume gets
-    out = s.inv("volume.backup").stdout
+    out = s.inv("volume.archive").stdout
     for volume in ("database1_volume", "media_volume", "static_volume"):
         archive = latest(s, volume)
         assert archive and archive.exists(), out
@@ -128,7 +128,7 @@ def test_a_restore_gives_back_every_owner_group_and_mode(s):
     s.compose("stop", "database1")  # its files stay as they are backed up until listed
     before = {volume: entries(s, volume) for volume in ("database1_volume", "media_volume")}
     assert before["media_volume"]["./odd-ids.txt"] == ("123", "456", "604")
-    s.inv("volume.backup", "--volume", "database1_volume", "--volume", "media_volume")
+    s.inv("volume.archive", "--volume", "database1_volume", "--volume", "media_volume")
     for volume in ("database1_volume", "media_volume"):
         s.inv("volume.restore", str(latest(s, volume)), "--yes")
     s.compose("stop", "database1")
@@ -153,7 +153,7 @@ def test_backup_and_restore_of_a_database_volume_leave_no_anonymous_volume(s):
     """The postgres image declares VOLUME /var/lib/postgresql/data: a helper made from it
     gets an anonymous volume, which must go with the helper."""
     before = anonymous_volumes(s)
-    s.inv("volume.backup", "--volume", "database1_volume")
+    s.inv("volume.archive", "--volume", "database1_volume")
     s.inv("volume.restore", str(latest(s, "database1_volume")), "--yes")
     assert anonymous_volumes(s) - before == set()
 
@@ -198,7 +198,7 @@ def test_a_killed_backup_leaves_nothing_that_looks_complete(s):
     app_exec(s, "import os; open('/srv/media/big.bin', 'wb').write(os.urandom(64 << 20))")
     backups = s.root / "backups"
     before = set(backups.iterdir())
-    proc = subprocess.Popen([*INV, "volume.backup", "--volume", "media_volume"],
+    proc = subprocess.Popen([*INV, "volume.archive", "--volume", "media_volume"],
                             cwd=s.root, env=s.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
@@ -212,7 +212,7 @@ def test_a_killed_backup_leaves_nothing_that_looks_complete(s):
     assert not [p for p in new if p.name.endswith(".json")]
     assert "djangoapp" not in s.compose("ps", "--services", "--status", "running").stdout.split()
     s.inv("up", "--no-build")
-    s.inv("volume.backup", "--volume", "media_volume")  # finds and replaces the killed run's helper
+    s.inv("volume.archive", "--volume", "media_volume")  # finds and replaces the killed run's helper
     assert "djangoapp" in s.compose("ps", "--services", "--status", "running").stdout.split()
     app_exec(s, "import os; os.remove('/srv/media/big.bin')")
 
@@ -224,7 +224,7 @@ def test_a_restore_that_fails_midway_puts_the_safety_copy_back(s):
     from .test_hardening import ROOT_DIR, _entry, _forge
 
     app_exec(s, "import os; [open(f'/srv/media/f{i}.bin', 'wb').write(os.urandom(1 << 16)) for i in range(40)]")
-    s.inv("volume.backup", "--volume", "media_volume")
+    s.inv("volume.archive", "--volume", "media_volume")
     real = latest(s, "media_volume")
     entries = [ROOT_DIR, *(_entry(f"./g{i}.bin", content=os.urandom(1 << 12)) for i in range(40)),
                _entry("./clash", content=b"a file"), _entry("./clash/inside", content=b"needs a folder")]
@@ -269,7 +269,7 @@ def test_a_corrupt_dump_is_refused(s):
 
 
 def test_backup_everything_then_prune(s):
-    s.inv("backup")
+    s.inv("archive")
     backups = s.root / "backups"
     subjects = {}
     for manifest in backups.glob("*.json"):
@@ -278,7 +278,7 @@ def test_backup_everything_then_prune(s):
     assert {"database1", "database1_volume", "media_volume", "static_volume"} <= set(subjects)
     assert len(subjects["media_volume"]) >= 3
     newest = {k: max(v) for k, v in subjects.items()}
-    out = s.inv("backup.prune", "--keep", "1").stdout
+    out = s.inv("archive.prune", "--keep", "1").stdout
     assert "kept the newest 1 backup(s)" in out
     left = {}
     for manifest in backups.glob("*.json"):
@@ -286,4 +286,5 @@ def test_backup_everything_then_prune(s):
         left.setdefault(data["subject"], []).append(data["created"])
         assert (backups / data["archive"]).exists()
     assert {k: v for k, v in left.items()} == {k: [v] for k, v in newest.items()}
-    assert s.inv("backup.prune", "--keep", "0", check=False).returncode == 1
+    refused = s.inv("backup.prune", "--keep", "0", check=False)  # the old name still runs it, for a release
+    assert refused.returncode == 1 and "`inv backup.prune` is now `inv archive.prune`" in refused.stderr

@@ -162,7 +162,7 @@ def test_remote_tasks(remote):
     ps = remote.inv("ps", "--host", "prod").stdout
     assert re.search(r"hello-e2e-prod-djangoapp-\d", ps) and "(healthy)" in ps
     assert "No migrations to apply." in remote.inv("migrate", "--host", "prod").stdout
-    remote.inv("volume.backup", "--host", "prod", "--volume", "media_volume")
+    remote.inv("volume.archive", "--host", "prod", "--volume", "media_volume")
     local = sorted((remote.root / "backups").glob("hello-e2e-prod_media_volume_*.tar.zst"))
     assert local, "the archive did not arrive locally"
     manifest = json.loads(local[-1].with_name(local[-1].name + ".json").read_text())
@@ -347,7 +347,7 @@ def test_ship_image_sends_a_code_change_alone(edge):
 
 
 def test_several_hosts_run_in_parallel_with_a_line_each(remote, edge):
-    result = remote.inv("volume.backup", "--host", "prod,edge", "--volume", "media_volume")
+    result = remote.inv("volume.archive", "--host", "prod,edge", "--volume", "media_volume")
     assert "[prod] ok" in result.stdout and "[edge] ok" in result.stdout
     for project in ("hello-e2e-prod", "hello-e2e-edge"):
         assert list((remote.root / "backups").glob(f"{project}_media_volume_*.tar.zst")), project

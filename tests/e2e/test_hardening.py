@@ -65,7 +65,7 @@ def test_public_healthz_names_no_database_but_inside_it_does(up):
 # -- archives ------------------------------------------------------------------------------
 
 def _backup(s, volume="media_volume") -> Path:
-    out = s.inv("volume.backup", "--volume", volume).stdout
+    out = s.inv("volume.archive", "--volume", volume).stdout
     return ROOT / "backups" / next(w for w in out.split() if w.endswith((".tar.zst", ".tar.gz"))).rsplit("/", 1)[-1]
 
 
@@ -143,7 +143,7 @@ def test_a_signed_archive_with_a_forbidden_entry_is_refused_and_nothing_changes(
 
 
 def test_two_backups_of_one_volume_at_once_both_complete(up):
-    argv = [*INV, "volume.backup", "--volume", "media_volume"]
+    argv = [*INV, "volume.archive", "--volume", "media_volume"]
     runs = [subprocess.Popen(argv, cwd=up.root, env=up.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for _ in range(2)]
     outs = [run.communicate(timeout=300) for run in runs]
@@ -307,7 +307,7 @@ BACKUP_STEPS = {
 def test_a_backup_interrupted_at_any_step_leaves_the_site_serving(up, step):
     backups = ROOT / "backups"
     before = {p.name for p in backups.iterdir()}
-    _signal_at(up, ["volume.backup", "--volume", "media_volume"], BACKUP_STEPS[step], signal.SIGINT)
+    _signal_at(up, ["volume.archive", "--volume", "media_volume"], BACKUP_STEPS[step], signal.SIGINT)
     assert _serving(up) == 200
     assert SERVICES <= _running(up)
     new = {p.name for p in backups.iterdir()} - before
@@ -338,7 +338,7 @@ def test_a_restore_killed_before_it_was_verified_is_reported_then_undone(up, two
             "     fix: `inv volume.backup --volume media_volume` settles it first (it was never verified: "
             "that puts back the content from before it)") in report, report
     up.inv("up", "--no-build")
-    out = up.inv("volume.backup", "--volume", "media_volume").stdout
+    out = up.inv("volume.archive", "--volume", "media_volume").stdout
     assert "putting back the content from before it" in out
     assert _listing(up) == now
     assert "left by an interrupted restore" not in _doctor(up)
@@ -360,7 +360,7 @@ def test_a_restore_killed_once_verified_is_reported_then_finished(up, two_media)
     up.compose("exec", "-T", "djangoapp", "sh", "-c", "cd /srv/media && rm -rf ./* && echo then > then.txt")
     _in_media_volume(up, "mkdir .restore-discard .restore-new; echo now > .restore-discard/now.txt")
     assert "it was verified: that deletes its safety copy" in _doctor(up)
-    out = up.inv("volume.backup", "--volume", "media_volume").stdout
+    out = up.inv("volume.archive", "--volume", "media_volume").stdout
     assert "a restore verified healthy left its safety copy: deleting it" in out
     assert _listing(up) == then
     assert "left by an interrupted restore" not in _doctor(up)
