@@ -196,6 +196,22 @@ class Runner:
     def exists(self, path) -> bool:
         return False if self.dry else self.target.exists(path)
 
+    # -- bytes through a command on this machine (pipes.py; the target is a LocalTarget) ----------
+    def feed(self, argv, write, *, what: str) -> None:
+        """Run ARGV with WRITE(stdin) writing its standard input as it makes the bytes; a
+        failure is one TaskError naming WHAT, with the command's own last word."""
+        if self.dry:
+            self._would(shlex.join(str(a) for a in argv))
+            return
+        code, errors = self.target.feed(argv, write)
+        if code != 0:
+            raise TaskError(f"{what} failed: {last_line(errors, f'exit status {code}')}")
+
+    def read_input(self, argv, path, tap, read) -> tuple[int, str | None]:
+        """pipes.filter_file: the file at PATH through ARGV, for READ. For an input a user
+        names (a backup to restore), which a dry run reads too, as it reads the command line."""
+        return self.target.filter_file(argv, path, tap, read)
+
     def size(self, path) -> int:
         return 0 if self.dry else self.target.size(path)
 
