@@ -43,8 +43,8 @@ class _GzipPipe:
 def ship_image(r: Runner, here: Runner, image: str) -> None:
     """Make IMAGE (built here) present on R's host, sending what the host lacks."""
     name = r.target.name
-    local_id = here.probe(["docker", "image", "inspect", "--format", "{{.Id}}", image], dry_answer="sha256:dry").stdout.strip()
-    if r.probe(["docker", "image", "inspect", "--format", "{{.Id}}", image]).stdout.strip() == local_id:
+    local_id = here.probe(images.image_id(image), prints="image id here").stdout.strip()
+    if r.probe(images.image_id(image), prints=f"image id on {name}").stdout.strip() == local_id:
         r.say(f"{name} already has {image}: nothing to send")
         return
     containerd = images.uses_containerd_store(r.shell(images.STORE, check=False).stdout)
