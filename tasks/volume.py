@@ -6,6 +6,7 @@ import json
 from invoke import Collection
 
 from .cli import print_table, stack_task
+from .plans import compose
 from .procedures.backup_files import verified_on_target
 from .procedures.volume_copy import backup_volume, compressor, resolve_volume, restore_volume, stack_volumes
 
@@ -14,7 +15,7 @@ from .procedures.volume_copy import backup_volume, compressor, resolve_volume, r
 def list_(r):
     """List the stack's volumes with their size and the services using them."""
     volumes = stack_volumes(r)
-    result = r.probe(["docker", "system", "df", "--verbose", "--format", "{{json .Volumes}}"])
+    result = r.probe(compose.volume_sizes())
     sizes = {v["Name"]: v["Size"] for v in json.loads(result.stdout or "[]")} if result.ok else {}
     rows = [("VOLUME", "SIZE", "USED BY")]
     for info in volumes.values():
