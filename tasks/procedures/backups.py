@@ -14,8 +14,6 @@ restarts that service alone.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from ..errors import StackError, TaskError, last_line
 from ..source import values
 
@@ -186,7 +184,7 @@ def restore(r: Runner, snapshot: str, databases: list[str], media: bool, timeout
     configured(Service(r))
     _snapshot(snapshot)
     directory = backup_dir(r)
-    when = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    when = archives.stamp()
     media_tmp = None
     try:
         if media:
@@ -239,7 +237,7 @@ def restore_cluster(s: ClusterRun, snapshot: str, databases: list) -> None:
     manager, project = s.manager, s.manager.project
     placement = dict(s.cluster.placement)
     directory = backup_dir(manager)
-    when = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    when = archives.stamp()
     for db in databases:
         name = placement[db.name]
         node = s.nodes[name]
