@@ -18,7 +18,7 @@ from invoke import Task, task
 
 from .errors import StackError, TaskError
 from .execution.cluster import ClusterRun
-from .execution.runner import Runner
+from .execution.runner import Runner, dry_run
 from .execution.ssh import connect, each_host
 from .execution.targets import HostTarget, LocalTarget
 from .source import settings
@@ -192,7 +192,7 @@ def stack_task(help=None, *, hosts="many", configured=None, **task_kwargs):
             host = values.pop("cluster", None) if hosts == "cluster" else \
                 (values.pop("host", None), values.pop("cluster", None)) if hosts and hosts.endswith("-or-cluster") else \
                 values.pop("host", None)
-            dry = bool(values.pop("dry") or c.config.run.dry)
+            dry = dry_run(c, values.pop("dry"))
             for name in names & keys.keys():
                 values[name] = settings.option(c.config, keys[name], values[name])
             try:

@@ -123,9 +123,9 @@ def _remove(r, name, purge, yes):
     if compose.APP in running:
         # Recreate the app without the database's network and alias.
         r.compose(compose.up(build=False), what="restarting the app without it")
-    r.run(["docker", "network", "rm", f"{r.project}_{old.network}"], check=False, hide=True)
+    r.run(compose.remove_network(f"{r.project}_{old.network}"), check=False, hide=True)
     if purge:
-        r.run(["docker", "volume", "rm", volume], what=f"deleting {volume}")
+        r.run(compose.remove_volume(volume), what=f"deleting {volume}")
         r.remove(r.root / old.secret_file)
         r.say(f"Database {name} removed with its volume {volume}.")
     else:

@@ -7,6 +7,7 @@ import json
 from invoke import Collection
 
 from .cli import print_table, renamed, stack_task
+from .plans import compose
 from .procedures.backup_files import verified_on_target
 from .procedures.volume_copy import backup_volume, compressor, resolve_volume, restore_volume, stack_volumes
 
@@ -17,7 +18,7 @@ def list_(r):
 
     The users are the services that mount each volume."""
     volumes = stack_volumes(r)
-    result = r.probe(["docker", "system", "df", "--verbose", "--format", "{{json .Volumes}}"])
+    result = r.probe(compose.volume_sizes())
     sizes = {v["Name"]: v["Size"] for v in json.loads(result.stdout or "[]")} if result.ok else {}
     rows = [("VOLUME", "SIZE", "USED BY")]
     for info in volumes.values():

@@ -5,8 +5,12 @@ tasks.plans) go in; each is quoted once with shlex.join and run on the target. I
 the runner prints what it would run or change, runs nothing (no command, no probe, no file
 operation, here or on a host) and answers as Invoke's own dry mode does, with an empty
 successful result. The facts a dry run cannot learn are assumed as for a running stack:
-every service runs, and no file exists on the target yet. Callers never ask whether the
-run is dry: outcome lines go through `report`, which a dry run leaves out.
+every service runs, and no file exists on the target yet. A command whose output later
+commands use (a container's id, a checksum) says what it prints (`prints="helper
+container"`), and a dry run answers with a placeholder of that name (HELPER_CONTAINER),
+which those commands then print. Callers never ask whether the run is dry: outcome lines go
+through `report`, which a dry run leaves out, and a requirement of what was read goes
+through `require`, which a dry run, having read nothing, goes on without.
 """
 from __future__ import annotations
 
@@ -41,6 +45,16 @@ def compose_problem(result, where: str = "") -> tuple[str, str] | None:
     return (f"Docker Compose is not installed{where}",
             f"install the Compose v2 plugin (package docker-compose-plugin, or {COMPOSE_DOCS}); "
             "docker-compose v1 is end-of-life and not supported")
+
+
+def dry_run(c, flag: bool) -> bool:
+    """Whether a task runs dry: its own --dry, or Invoke's (`inv --dry TASK`, run.dry)."""
+    return bool(flag or c.config.run.dry)
+
+
+def placeholder(prints: str | None) -> str:
+    """A dry run's answer for a command that PRINTS something later commands use."""
+    return "_".join(prints.upper().split()) if prints else ""
 
 
 def interactive() -> bool:
@@ -108,16 +122,18 @@ class Runner:
         return Result(stdout="", stderr="", exited=0, command=text)
 
     # -- running ------------------------------------------------------------------------------
+    # DRY_ANSWER (deprecated): what a dry run answers, given by the caller; PRINTS names the
+    # output instead, and the runner makes the answer. Kept for the callers not moved yet.
     def run(self, argv, *, check=True, hide=False, pty=False, stdin=False, stdin_text=None, what=None,
-            dry_answer="", anywhere=False) -> Result:
+            prints=None, dry_answer=None, anywhere=False) -> Result:
         """Run ARGV in the stack's directory (ANYWHERE: wherever the session starts); with
         CHECK a non-zero exit becomes a one-line TaskError naming WHAT. Standard input reaches
-        the command only with PTY or STDIN, or is STDIN_TEXT. A dry run answers DRY_ANSWER as
-        the output (a name that later commands print)."""
+        the command only with PTY or STDIN, or is STDIN_TEXT. PRINTS: what its output is,
+        when later commands use it (a dry run answers a placeholder of that name)."""
         command = shlex.join(str(a) for a in argv)
         if self.dry:
             result = self._would(command)
-            result.stdout = dry_answer
+            result.stdout = placeholder(prints) if dry_answer is None else dry_answer
             return result
         stream = io.StringIO(stdin_text) if stdin_text is not None else None if pty or stdin else False
         result = self.target.execute(command, warn=True, hide=hide, pty=pty, echo=not hide, in_stream=stream,
@@ -127,12 +143,13 @@ class Runner:
             raise TaskError(f"{what or command} failed (exit status {result.exited}){detail}")
         return result
 
-    def probe(self, argv, *, stdin_text=None, dry_answer="", anywhere=False) -> Result:
+    def probe(self, argv, *, stdin_text=None, prints=None, dry_answer=None, anywhere=False) -> Result:
         """Run a read-only command quietly and return its result; a dry run runs none,
-        prints nothing and answers DRY_ANSWER. ANYWHERE: not in the stack's directory,
-        which may not exist yet (a first deploy)."""
+        prints nothing and answers empty, or a placeholder named after what it PRINTS (as
+        `run`). ANYWHERE: not in the stack's directory, which may not exist yet (a first deploy)."""
         if self.dry:
-            return Result(stdout=dry_answer, stderr="", exited=0, command=shlex.join(argv))
+            answer = placeholder(prints) if dry_answer is None else dry_answer
+            return Result(stdout=answer, stderr="", exited=0, command=shlex.join(str(a) for a in argv))
         stream = io.StringIO(stdin_text) if stdin_text is not None else False
         return self.target.execute(shlex.join(str(a) for a in argv), warn=True, hide=True, in_stream=stream,
                                    in_root=not anywhere)
@@ -162,11 +179,13 @@ class Runner:
             raise TaskError(f"{description} {failure} within {timeout:.0f}s (last: {why}){hint}")
         return waited
 
-    def require(self, condition: bool, message: str) -> None:
+    def require(self, condition: bool, message: str) -> bool:
         """Fail with MESSAGE unless CONDITION: a precondition of running, not of planning, so
-        a dry run goes on without it."""
+        a dry run goes on without it. Returns CONDITION: what depends on it (a fact that was
+        read) is left out when it does not hold, which only a dry run gets past."""
         if not condition and not self.dry:
             raise TaskError(message)
+        return condition
 
     def confirm(self, yes: bool, question: str, consequence: str) -> None:
         """Go on with --yes, or in a dry run (nothing will change); otherwise ask on a
@@ -195,6 +214,22 @@ class Runner:
 
     def exists(self, path) -> bool:
         return False if self.dry else self.target.exists(path)
+
+    # -- bytes through a command on this machine (pipes.py; the target is a LocalTarget) ----------
+    def feed(self, argv, write, *, what: str) -> None:
+        """Run ARGV with WRITE(stdin) writing its standard input as it makes the bytes; a
+        failure is one TaskError naming WHAT, with the command's own last word."""
+        if self.dry:
+            self._would(shlex.join(str(a) for a in argv))
+            return
+        code, errors = self.target.feed(argv, write)
+        if code != 0:
+            raise TaskError(f"{what} failed: {last_line(errors, f'exit status {code}')}")
+
+    def read_input(self, argv, path, tap, read) -> tuple[int, str | None]:
+        """pipes.filter_file: the file at PATH through ARGV, for READ. For an input a user
+        names (a backup to restore), which a dry run reads too, as it reads the command line."""
+        return self.target.filter_file(argv, path, tap, read)
 
     def size(self, path) -> int:
         return 0 if self.dry else self.target.size(path)

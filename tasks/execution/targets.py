@@ -29,7 +29,7 @@ from ..plans import release as release_plans
 from ..plans import secrets as secret_plans
 from ..source import render, settings
 from ..source.stack import ROOT, STACK_FILE, Host, Site, Stack
-from . import http
+from . import http, pipes
 from .files import create_secret, write_atomic
 
 LOCAL_BACKUPS = ROOT / archives.BACKUP_DIR
@@ -123,6 +123,12 @@ class LocalTarget(Target):
 
     def size(self, path) -> int:
         return Path(path).stat().st_size
+
+    def feed(self, argv, write) -> tuple[int, str]:
+        return pipes.feed(argv, write, self.env)
+
+    def filter_file(self, argv, path, tap, read) -> tuple[int, str | None]:
+        return pipes.filter_file(argv, path, tap, read, self.env)
 
     # -- what differs -----------------------------------------------------------------------
     def ensure_secrets(self, r) -> None:

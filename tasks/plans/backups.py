@@ -11,6 +11,9 @@ import json
 import re
 import shlex
 
+from ..source.stack import NOTIFY_FROM_STACK
+from .shell import quote
+
 SERVICE = "backup"
 # In the stack's config folder (a host's shared/config): what the running code expects,
 # written at each start, mounted read-only at /etc/hello/expected for the drill.
@@ -23,6 +26,19 @@ SNAPSHOT = re.compile(r"latest|[0-9a-f]{8}|[0-9a-f]{64}")
 # KEY=VALUE lines of repository credentials: the variables of restic's backends, nothing
 # else (not RESTIC_REPOSITORY, not LD_PRELOAD): config/backup/backup.py checks the same.
 CREDENTIAL = re.compile(r"(?:AWS|B2|AZURE|GOOGLE|OS|ST|RESTIC_REST)_[A-Z0-9_]{1,60}=[^\x00-\x1f\x7f]*")
+
+
+def expectations_folder(folder) -> str:
+    """FOLDER, made if need be, readable by the service's user (it holds no secret)."""
+    return f"mkdir -p {quote(folder)} && chmod 755 {quote(folder)}"
+
+
+def forget_notify_from_stack(path) -> str:
+    """Delete the notify URLs file at PATH when [backups] notify wrote it (its first line
+    says so), so that URLs dropped from config/stack.toml stop being used; one that `inv
+    backup.notify` wrote stays."""
+    return (f"if head -n 1 {quote(path)} 2>/dev/null | grep -qxF {quote(NOTIFY_FROM_STACK.strip())}; "
+            f"then rm -f {quote(path)}; fi")
 
 
 def script(command, *args, tty: bool = False) -> list[str]:

@@ -7,6 +7,8 @@ been end-of-life since 2023.
 """
 from __future__ import annotations
 
+from ..source.settings import DEFAULTS
+
 APP = "djangoapp"
 MANAGE = ["python", "manage.py"]
 
@@ -22,7 +24,7 @@ def build(services=(), pull=False, no_cache=False) -> list[str]:
     return ["build", *(["--pull"] if pull else []), *(["--no-cache"] if no_cache else []), *services]
 
 
-def up(services=(), build=True, wait=True, timeout=180, no_deps=False) -> list[str]:
+def up(services=(), build=True, wait=True, timeout=DEFAULTS["timeout"], no_deps=False) -> list[str]:
     argv = ["up", "--detach", "--remove-orphans"]
     argv += ["--build"] if build else ["--no-build"]
     if wait:
@@ -129,3 +131,16 @@ def compose_version() -> list[str]:
 
 def buildx_version() -> list[str]:
     return ["docker", "buildx", "version"]
+
+
+def volume_sizes() -> list[str]:
+    """Prints the engine's volumes with their sizes, as one JSON list."""
+    return ["docker", "system", "df", "--verbose", "--format", "{{json .Volumes}}"]
+
+
+def remove_network(name: str) -> list[str]:
+    return ["docker", "network", "rm", name]
+
+
+def remove_volume(name: str) -> list[str]:
+    return ["docker", "volume", "rm", name]

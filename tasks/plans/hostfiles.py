@@ -5,11 +5,7 @@ are renamed over the target, so a dropped connection never leaves a half-written
 """
 from __future__ import annotations
 
-import shlex
-
-
-def _q(path) -> str:
-    return shlex.quote(str(path))
+from .shell import quote as _q
 
 
 def write(path, mode: int) -> str:

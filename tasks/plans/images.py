@@ -61,3 +61,13 @@ def layers_to_leave_out(manifest: list[dict], config: dict, have: set[str]) -> d
     # A file two layers share (an empty layer, say) stays if any of them is needed.
     return {path: diff_id for path, diff_id, chain in zip(entry["Layers"], diff_ids, chains)
             if chain in have and path not in needed}
+
+
+def image_id(image: str) -> list[str]:
+    return ["docker", "image", "inspect", "--format", "{{.Id}}", image]
+
+
+def save(image: str, output) -> list[str]:
+    """IMAGE as a tar file at OUTPUT: a file, not a pipe, since the manifest that says which
+    file is which layer comes last in the stream, and a file can be read in any order."""
+    return ["docker", "save", "--output", str(output), image]

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import shlex
 
+from .shell import quote as _q
+
 HELD = 3  # take()'s exit status when another task still holds the lock at the end of the wait
-
-
-def _q(path) -> str:
-    return shlex.quote(str(path))
 
 
 def take(path, owner: str, wait: int) -> str:

@@ -19,6 +19,7 @@ import shlex
 from pathlib import Path, PurePosixPath
 
 from ..source.stack import SECRETS_DIR
+from .shell import quote as _q
 
 # What a host needs to build and run the stack; nothing else leaves this machine.
 SHIP = ["Dockerfile", ".dockerignore", "docker-compose.yml", "Pipfile", "Pipfile.lock", "config/", "hello/"]
@@ -160,10 +161,6 @@ LOCK = ".deploy-lock"
 SERVED = ".served"
 LOCK_HELD = 3  # take_lock's exit status when another deploy holds the lock
 TEMPLATE_END = "HELLO_ENV_TEMPLATE_END"
-
-
-def _q(path) -> str:
-    return shlex.quote(str(path))
 
 
 def prepare_directories(directory) -> str:

@@ -6,14 +6,9 @@ version is brought in line by its next start, and a new one gets the same result
 """
 from __future__ import annotations
 
-import shlex
-
 from ..source.stack import APP_ROLE, DJANGO_SECRET, SECRETS_DIR
 from .archives import SUPERUSER_SEARCH_PATH, quote_ident
-
-
-def _q(path) -> str:
-    return shlex.quote(str(path))
+from .shell import quote as _q
 
 
 def _move_value(env_file: str, variable: str, secret_file: str, same=()) -> str:

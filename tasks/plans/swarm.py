@@ -165,11 +165,6 @@ def exec_backup(container: str, args, tty: bool = False) -> list[str]:
             "python3", "/usr/local/lib/hello-backup/backup.py", *args]
 
 
-def service_image(project: str, name: str) -> list[str]:
-    return ["docker", "service", "inspect", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
-            service(project, name)]
-
-
 def job(name: str, mode: str, image: str, command, *, env: dict, env_file: str, secrets, networks=(),
         mounts=()) -> list[str]:
     """A one-off task of IMAGE in the swarm (MODE replicated-job: once; global-job: once per

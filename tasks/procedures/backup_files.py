@@ -11,10 +11,7 @@ whose two checksum records disagree, or whose archive holds an entry it will not
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
-import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -28,9 +25,7 @@ KEY_FILE = ROOT / SECRETS_DIR / BACKUP_KEY
 
 
 def signing_key(r: Runner) -> bytes:
-    """The backup key, made (0600) the first time a backup needs one (a dry run makes none)."""
-    if r.dry:
-        return b"dry run"
+    """The backup key, made (0600) the first time a backup needs one."""
     if r.do(f"create {KEY_FILE} (mode 0600, generated key) unless it exists",
             create_secret, KEY_FILE, secrets.token_hex(32) + "\n"):
         r.say(f"created {KEY_FILE.relative_to(ROOT)} (mode 0600): keep a copy with your backups, "
@@ -79,20 +74,25 @@ def temporary_name(final):
 
 
 def sha256(r: Runner, path) -> str:
-    result = r.probe(archives.sha256(str(path)), dry_answer=f"<sha256>  {path}")
+    result = r.probe(archives.sha256(str(path)), prints="sha256")
     if result.failed or not result.stdout.split():
         raise TaskError(f"could not checksum {path}: {result.stderr.strip()}")
     return result.stdout.split()[0]
 
 
 def publish(r: Runner, tmp, final, **fields) -> None:
-    """Rename the finished archive into place, then write a sha256sum-compatible checksum
-    file for people and scripts, then its signed manifest (the 'complete' mark)."""
-    manifest_text = archives.manifest(signing_key(r.here()), **fields)
+    """Sign the manifest (before anything moves: a missing key changes nothing), rename the
+    finished archive into place, then write a sha256sum-compatible checksum file for people
+    and scripts, then the manifest (the 'complete' mark)."""
+    here = r.here()
+    manifest_text = here.do(f"sign the manifest of {final.name}", _signed_manifest, here, fields)
     r.rename(tmp, final)
-    data = json.loads(manifest_text)
-    r.write(final.with_name(final.name + ".sha256"), f"{data['sha256']}  {final.name}\n")
+    r.write(final.with_name(final.name + ".sha256"), f"{fields['sha256']}  {final.name}\n")
     r.write(final.with_name(archives.manifest_path(final.name)), manifest_text)
+
+
+def _signed_manifest(here: Runner, fields: dict) -> str:
+    return archives.manifest(signing_key(here), **fields)
 
 
 def read_local(path) -> tuple[Path, dict]:
@@ -151,64 +151,34 @@ def verify_volume_archive(r: Runner, archive_file: Path, data: dict, root_owner:
     if not isinstance(owners, list):
         raise TaskError(f"the manifest of {archive_file.name} lists no owners: refusing it; nothing was changed")
     digest = hashlib.sha256()
-    problem, read = None, False
-    failed = []  # the feeder's own error (reading the archive), if any
-    with subprocess.Popen(list(comp.decompress), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                          stderr=subprocess.DEVNULL) as unpack:
-        feeder = threading.Thread(target=_hash_and_feed, args=(archive_file, digest, unpack.stdin, failed),
-                                  daemon=True)
-        feeder.start()
+    problem = None
+
+    def check(output) -> bool:
+        """Every entry as the decompressor's OUTPUT goes by; whether it was read to the end."""
+        nonlocal problem
         try:
-            archives.check_entries(archives.read_entries(unpack.stdout), owners, root_owner)
-            while unpack.stdout.read(1 << 20):  # what follows the end-of-archive blocks
+            archives.check_entries(archives.read_entries(output), owners, root_owner)
+            while output.read(1 << 20):  # what follows the end-of-archive blocks
                 pass
-            read = True
+            return True
         except archives.Refused as exc:
             problem = f"refusing {archive_file.name}: {exc}; nothing was changed"
         except Exception as exc:  # tarfile's own errors: not a tar stream, truncated
             problem = (f"refusing {archive_file.name}: it is not a readable tar archive ({exc}); "
                        "nothing was changed")
-        finally:
-            if not read:  # a refusal, or Ctrl-C: the feeder must not wait on a reader that left
-                unpack.kill()
-            feeder.join()
-    if failed:
-        raise TaskError(f"could not read {archive_file}: {failed[0]}; nothing was changed")
+        return False
+
+    status, unreadable = r.read_input(comp.decompress, archive_file, digest.update, check)
+    if unreadable:
+        raise TaskError(f"could not read {archive_file}: {unreadable}; nothing was changed")
     if digest.hexdigest() != data["sha256"]:
         corrupt(archive_file, digest.hexdigest(), data)
-    if problem is None and unpack.returncode != 0:
+    if problem is None and status != 0:
         problem = (f"refusing {archive_file.name}: {comp.name} could not decompress it "
-                   f"(exit status {unpack.returncode}); nothing was changed")
+                   f"(exit status {status}); nothing was changed")
     if problem:
         raise TaskError(problem)
     r.report(f"verified {archive_file.name} (sha256 {data['sha256'][:12]}; every entry read)")
-
-
-def _hash_and_feed(path: Path, digest, pipe, failed: list) -> None:
-    """Hash the whole file at PATH, writing it to PIPE for as long as the reader takes it;
-    an error reading it goes into FAILED."""
-    try:
-        with open(path, "rb") as source:
-            while chunk := source.read(1 << 20):
-                digest.update(chunk)
-                if pipe is not None:
-                    try:
-                        pipe.write(chunk)
-                    except (BrokenPipeError, ValueError):  # the reader stopped (a refusal)
-                        _close(pipe)
-                        pipe = None  # hash the rest all the same
-    except OSError as exc:
-        failed.append(exc.strerror or str(exc))
-    finally:
-        if pipe is not None:
-            _close(pipe)
-
-
-def _close(pipe) -> None:
-    try:
-        pipe.close()  # closed even when flushing what is left fails
-    except OSError:
-        pass
 
 
 def verified_on_target(r: Runner, path):

@@ -14,8 +14,6 @@ restarts that service alone.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 from ..errors import StackError, TaskError, last_line
 from ..source import values
 
@@ -60,7 +58,7 @@ class ClusterService(Service):
     def container(self) -> str:
         if self._container is None:
             ids = self.r.probe(swarm.task_containers(self.r.project, plans.SERVICE), anywhere=True,
-                               dry_answer="BACKUP").stdout.split()
+                               prints="backup container").stdout.split()
             if not ids:
                 raise TaskError(f"the backup service does not run on {self.s.cluster.manager}, the manager of "
                                 f"{self.name}: deploy it (`inv deploy{self.flag}`), or see `inv swarm.status{self.flag}`")
@@ -90,7 +88,7 @@ def configured(svc: Service):
 
 def script(svc: Service, command: str, *args, what: str, hide: bool = True):
     result = svc.run([command, *args], hide=hide, check=False, what=what)
-    if result.failed and not svc.r.dry:
+    if result.failed:
         raise TaskError(f"{what} failed: {last_line(result.stderr, f'exit status {result.exited}')}")
     return result
 
@@ -129,10 +127,8 @@ def status(r) -> tuple[bool, list[str], str]:
     svc = service(r)
     configured(svc)
     state = plans.parse_json(script(svc, "status", what="reading the backup status").stdout)
-    if svc.r.dry:
-        return True, [], svc.name
-    if not isinstance(state, dict):
-        raise TaskError("the backup service gave no status")
+    if not svc.r.require(isinstance(state, dict), "the backup service gave no status"):
+        return True, [], svc.name  # nothing was read (a dry run): nothing to tell
     backup, drill = state.get("backup", {}), state.get("drill", {})
     where = svc.name
     if backup.get("last_success"):
@@ -188,7 +184,7 @@ def restore(r: Runner, snapshot: str, databases: list[str], media: bool, timeout
     configured(Service(r))
     _snapshot(snapshot)
     directory = backup_dir(r)
-    when = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    when = archives.stamp()
     media_tmp = None
     try:
         if media:
@@ -241,11 +237,11 @@ def restore_cluster(s: ClusterRun, snapshot: str, databases: list) -> None:
     manager, project = s.manager, s.manager.project
     placement = dict(s.cluster.placement)
     directory = backup_dir(manager)
-    when = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    when = archives.stamp()
     for db in databases:
         name = placement[db.name]
         node = s.nodes[name]
-        ids = node.probe(swarm.task_containers(project, db.name), anywhere=True, dry_answer=db.name.upper()).stdout.split()
+        ids = node.probe(swarm.task_containers(project, db.name), anywhere=True, prints=f"{db.name} container").stdout.split()
         if not ids:
             raise TaskError(f"{db.name} does not run on {name}: see `inv swarm.status --cluster {s.cluster.name}`")
         tmp = temporary_name(directory / f"{project}_{db.name}_snapshot-{snapshot}_{when}.dump")
@@ -305,12 +301,12 @@ def ssh_key(r, expected: str | None, yes: bool) -> None:
                         "as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints on the server")
     secrets = r.target.config_dir / "secrets"
     scanned = script(svc, "keyscan", what=f"reading {server}'s SSH host keys").stdout
-    if r.dry:
-        return
     try:
-        keys = plans.host_keys(scanned)
+        keys, problem = plans.host_keys(scanned), None
     except ValueError as exc:
-        raise TaskError(f"{server}'s SSH host keys: {exc}") from None
+        keys, problem = [], f"{server}'s SSH host keys: {exc}"
+    if not r.require(problem is None, problem):
+        return  # nothing was scanned (a dry run): nothing to trust
     prints = [f"{line.split()[1]} {plans.fingerprint(line)}" for line in keys]
     print(f"{server}'s host keys, as seen from {r.target.name}:\n  " + "\n  ".join(prints))
     if expected is not None:
@@ -320,7 +316,7 @@ def ssh_key(r, expected: str | None, yes: bool) -> None:
         if not keys:
             raise TaskError(f"{server} does not show the key {expected}: nothing trusted (is something "
                             "between the two hosts, or is it another server?)")
-    known = r.probe(["cat", str(secrets / BACKUP_KNOWN_HOSTS)], dry_answer="")
+    known = r.probe(["cat", str(secrets / BACKUP_KNOWN_HOSTS)])
     # Blank lines are no key: a cluster's deploy leaves a blank file for a secret not set up.
     before = sorted(line for line in known.stdout.splitlines() if line.strip()) if known.ok else []
     if before == sorted(keys):
@@ -332,9 +328,9 @@ def ssh_key(r, expected: str | None, yes: bool) -> None:
                       f"trusting {server}'s keys{changed} unchecked (or give --fingerprint)")
         r.write(secrets / BACKUP_KNOWN_HOSTS, "\n".join(keys) + "\n", mode=0o600)
         r.report(f"trusted {server}'s host keys ({SECRETS_DIR}/{BACKUP_KNOWN_HOSTS} on {r.target.name})")
-    public = r.probe(["cat", str(secrets / f"{BACKUP_SSH_KEY}.pub")], dry_answer="")
+    public = r.probe(["cat", str(secrets / f"{BACKUP_SSH_KEY}.pub")])
     # A blank file is no key: a cluster's deploy leaves one for a Swarm secret not set up.
-    have_key = not r.dry and r.probe(["grep", "-q", "[^[:space:]]", str(secrets / BACKUP_SSH_KEY)]).ok
+    have_key = r.probe(["grep", "-q", "[^[:space:]]", str(secrets / BACKUP_SSH_KEY)]).ok
     if public.ok and have_key:
         line = public.stdout.strip()
     elif have_key:

@@ -76,8 +76,7 @@ def load_into(r: Runner, db, in_db: list[str], dump_file, anywhere: bool = False
 
 def loads_left(r: Runner, db, in_db: list[str], anywhere: bool = False) -> list[str] | None:
     """DB and the databases a load of it made, by name (None: the server did not answer)."""
-    result = r.probe(archives.run_sql(in_db, db.name, archives.loads_of_sql(db.name)), anywhere=anywhere,
-                     dry_answer=db.name)
+    result = r.probe(archives.run_sql(in_db, db.name, archives.loads_of_sql(db.name)), anywhere=anywhere)
     return result.stdout.split() if result.ok else None
 
 

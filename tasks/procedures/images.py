@@ -4,14 +4,12 @@ this works and why it is not a registry."""
 from __future__ import annotations
 
 import json
-import subprocess
 import tarfile
 import tempfile
 import time
 import zlib
 from pathlib import Path
 
-from ..errors import TaskError, last_line
 from ..execution.runner import Runner
 from ..plans import images
 from ..plans import release as release_plans
@@ -45,8 +43,8 @@ class _GzipPipe:
 def ship_image(r: Runner, here: Runner, image: str) -> None:
     """Make IMAGE (built here) present on R's host, sending what the host lacks."""
     name = r.target.name
-    local_id = here.probe(["docker", "image", "inspect", "--format", "{{.Id}}", image], dry_answer="sha256:dry").stdout.strip()
-    if r.probe(["docker", "image", "inspect", "--format", "{{.Id}}", image]).stdout.strip() == local_id:
+    local_id = here.probe(images.image_id(image), prints="image id here").stdout.strip()
+    if r.probe(images.image_id(image), prints=f"image id on {name}").stdout.strip() == local_id:
         r.say(f"{name} already has {image}: nothing to send")
         return
     containerd = images.uses_containerd_store(r.shell(images.STORE, check=False).stdout)
@@ -56,18 +54,14 @@ def ship_image(r: Runner, here: Runner, image: str) -> None:
     load = ["ssh", *release_plans.ssh_options(r.target.host), release_plans.destination(r.target.host),
             "docker", "load", "--quiet"]
     here.do(f"send the layers of {image} that {name} lacks (docker save | gzip | ssh docker load)",
-            _send, r, image, have, load)
+            _send, r, here, image, have, load)
 
 
-def _send(r: Runner, image: str, have: set[str], load: list[str]) -> None:
+def _send(r: Runner, here: Runner, image: str, have: set[str], load: list[str]) -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="hello-ship-") as tmp:
         saved = Path(tmp) / "image.tar"
-        # A file first, not a pipe: the manifest that says which file is which layer comes
-        # last in the stream, and a saved file can be read in any order.
-        done = subprocess.run(["docker", "save", "--output", str(saved), image], capture_output=True, text=True)
-        if done.returncode != 0:
-            raise TaskError(f"docker save {image} failed: {last_line(done.stderr)}")
+        here.run(images.save(image, saved), hide=True, what=f"docker save {image}")
         with tarfile.open(saved) as tar:
             manifest = json.load(tar.extractfile("manifest.json"))
             config = json.load(tar.extractfile(manifest[0]["Config"]))
@@ -76,14 +70,16 @@ def _send(r: Runner, image: str, have: set[str], load: list[str]) -> None:
             total = sum(m.size for m in members)
             full = saved.stat().st_size
             layers = len(config["rootfs"]["diff_ids"])
-            sent = _stream(r, tar, members, total, load)
+            sent = _stream(r, here, tar, members, total, load)
     r.report(f"shipped {image} to {r.target.name}: {layers - len(leave_out)} of {layers} layers, "
              f"{sent.sent} bytes sent ({sent.raw} before compression; the whole image is {full}) "
              f"in {time.monotonic() - started:.1f}s")
 
 
-def _stream(r: Runner, tar, members, total: int, load: list[str]) -> _GzipPipe:
+def _stream(r: Runner, here: Runner, tar, members, total: int, load: list[str]) -> _GzipPipe:
+    """MEMBERS of TAR, as one gzip-compressed tar stream, into LOAD (run here)."""
     last = [time.monotonic()]
+    sent = []
 
     def progress(pipe: _GzipPipe) -> None:
         now = time.monotonic()
@@ -91,26 +87,13 @@ def _stream(r: Runner, tar, members, total: int, load: list[str]) -> _GzipPipe:
             last[0] = now
             r.say(f"  {pipe.raw / 1e6:.1f} of {total / 1e6:.1f} MB, {pipe.sent / 1e6:.1f} MB sent")
 
-    with tempfile.TemporaryFile() as errors:
-        proc = subprocess.Popen(load, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
-        pipe = _GzipPipe(proc.stdin, progress)
-        try:
-            with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT) as out:
-                for member in members:
-                    out.addfile(member, tar.extractfile(member) if member.isfile() else None)
-            pipe.close()
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass  # ssh or docker load stopped: its own message says why
-        finally:
-            if not proc.stdin.closed:
-                try:
-                    proc.stdin.close()
-                except OSError:
-                    pass
-            code = proc.wait()
-        errors.seek(0)
-        message = errors.read().decode(errors="replace")
-    if code != 0:
-        raise TaskError(f"sending the image to {r.target.name} failed: {last_line(message, f'exit status {code}')}")
-    return pipe
+    def write(stdin) -> None:
+        pipe = _GzipPipe(stdin, progress)
+        sent.append(pipe)
+        with tarfile.open(fileobj=pipe, mode="w|", format=tarfile.PAX_FORMAT) as out:
+            for member in members:
+                out.addfile(member, tar.extractfile(member) if member.isfile() else None)
+        pipe.close()
+
+    here.feed(load, write, what=f"sending the image to {r.target.name}")
+    return sent[0]

@@ -14,7 +14,6 @@ stack made by an earlier version (the app connected as the superuser) onto it.
 from __future__ import annotations
 
 import json
-import shlex
 
 from ..execution.runner import Runner
 from ..plans import backups as backup_plans
@@ -22,6 +21,7 @@ from ..plans import compose
 from ..plans import ledger
 from ..plans import rollout as rollout_plans
 from ..plans import secrets as secret_plans
+from ..source import settings
 from ..source.stack import BACKUP_NOTIFY, NOTIFY_FROM_STACK
 from .rollout import roll_out, wait_containers_healthy
 
@@ -60,7 +60,7 @@ def release_phase(r: Runner, migrate: bool = True, static: bool = True) -> None:
 def start_stack(r: Runner, build: bool = True, timeout=None, what: str = "starting the stack",
                 migrate: bool = True, static: bool = True) -> None:
     """The stack of R's directory serves its code (see the module's docstring)."""
-    timeout = 180 if timeout is None else timeout
+    timeout = settings.DEFAULTS["timeout"] if timeout is None else timeout
     if build:
         r.compose(compose.build([compose.APP]), what="building the app image")
     start_databases(r, timeout)
@@ -95,8 +95,7 @@ def backup_settings(r: Runner, expected: dict | None) -> None:
     has no app code to run); the notify URLs [backups] names."""
     backups = r.stack.backups
     folder = r.target.config_dir / backup_plans.EXPECTED
-    r.shell(f"mkdir -p {shlex.quote(str(folder))} && chmod 755 {shlex.quote(str(folder))}",
-            what="making the backup service's expectations folder")
+    r.shell(backup_plans.expectations_folder(folder), what="making the backup service's expectations folder")
     if expected is not None or not r.exists(folder / "migrations.json"):
         r.write(folder / "migrations.json", json.dumps(expected or {}) + "\n", mode=0o644)
     # [backups] notify is the source of truth when set; `inv backup.notify` otherwise. A
@@ -106,5 +105,4 @@ def backup_settings(r: Runner, expected: dict | None) -> None:
     if backups.notify:
         r.write(notify, NOTIFY_FROM_STACK + "\n".join(backups.notify) + "\n", mode=0o600)
     else:
-        r.shell(f"if head -n 1 {shlex.quote(str(notify))} 2>/dev/null | grep -qxF {shlex.quote(NOTIFY_FROM_STACK.strip())}; "
-                f"then rm -f {shlex.quote(str(notify))}; fi", what="removing the notify URLs [backups] no longer names")
+        r.shell(backup_plans.forget_notify_from_stack(notify), what="removing the notify URLs [backups] no longer names")

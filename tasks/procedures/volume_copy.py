@@ -133,7 +133,7 @@ class helper_container:
     def __enter__(self) -> str:
         self.r.probe(archives.remove_container(archives.helper_name(self.info.name)))  # left by a killed run
         argv = archives.create_helper(self.info.image, self.info.name, self.r.project)
-        result = self.r.run(argv, hide=True, check=False, dry_answer="HELPER_CONTAINER")
+        result = self.r.run(argv, hide=True, check=False, prints="helper container")
         if result.failed:
             raise TaskError(f"could not create a helper container from {self.info.image} "
                             f"(it must be on the host; run `inv build`): {result.stderr.strip()}")

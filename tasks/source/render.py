@@ -181,11 +181,3 @@ def secret_files(stack: Stack, token: str | None = None) -> dict[Path, str]:
         files[Path(SECRETS_DIR) / RESTIC_PASSWORD] = secret(32)
     return files
 
-
-def env_keys(text: str) -> set[str]:
-    """The variable names an env file's TEXT sets, as Compose's env_file reading sees them."""
-    import io
-
-    from dotenv import dotenv_values
-
-    return set(dotenv_values(stream=io.StringIO(text)))
