@@ -210,7 +210,11 @@ def extract_volume(archive: str, compressor: Compressor, volume: str, image: str
         return piped
     if not FIFO_PATH.fullmatch(fifo):
         raise ValueError(f"not a path for a FIFO: {fifo!r}")
-    run = unpack_with("/stream", read_only_file=(fifo, "/stream"))
+    return _through_fifo(fifo, unpack, unpack_with("/stream", read_only_file=(fifo, "/stream")), piped)
+
+
+def _through_fifo(fifo: str, unpack: list[str], run: list[str], piped: list[str]) -> list[str]:
+    """UNPACK writes into the FIFO that RUN reads; PIPED, when the engine cannot mount it."""
     # The writer blocks until the helper opens the FIFO: killed on the way out if it never does.
     text = (f"set -eu; fifo={shlex.quote(fifo)}; writer=; "
             """trap 'if [ -n "$writer" ]; then kill "$writer" 2>/dev/null || true; fi; rm -f -- "$fifo"' EXIT; """
@@ -299,34 +303,13 @@ def check_entries(members, owners, root_owner: str | None = None) -> int:
     count, root_seen = 0, False
     for member in members:
         count += 1
-        name = member.name
-        shown = f"{name!r}"
-        if root_owner is not None and not _parts(name) and not name.startswith("/"):
+        if root_owner is not None and not _parts(member.name) and not member.name.startswith("/"):
             root_seen = True
-            if not member.isdir() or f"{member.uid}:{member.gid}" != root_owner:
-                raise Refused(f"the volume's root belongs to {member.uid}:{member.gid}, not to {root_owner}, "
-                              "the user that writes to it")
-            if member.mode & 0o700 != 0o700 or member.mode & 0o7002:
-                raise Refused(f"the volume's root has mode {member.mode:o}: its user must read, write and "
-                              "enter it, and nothing else (setuid, setgid, sticky, writable by everyone)")
-        if name.startswith("/"):
-            raise Refused(f"entry {shown} has an absolute path")
-        parts = _parts(name)
-        if ".." in parts:
-            raise Refused(f"entry {shown} climbs out of the volume (..)")
-        if parts and parts[0] in RESERVED:
-            raise Refused(f"entry {shown} takes the name a restore reserves for itself ({parts[0]})")
-        if not (member.isreg() or member.isdir() or member.issym()):
-            kind = ("a hard link" if member.islnk() else "a device node" if member.ischr() or member.isblk()
-                    else "a FIFO" if member.isfifo() else f"of type {member.type!r}")
-            raise Refused(f"entry {shown} is {kind}: only files, directories and symlinks are restored")
-        if member.mode & 0o6000:
-            raise Refused(f"entry {shown} is setuid or setgid (mode {member.mode:o})")
-        if f"{member.uid}:{member.gid}" not in allowed:
-            raise Refused(f"entry {shown} belongs to {member.uid}:{member.gid}, an owner the manifest does not list")
+            _check_root(member, root_owner)
+        parts = _check_entry(member, allowed)
         for depth in range(1, len(parts)):
             if parts[:depth] in links:
-                raise Refused(f"entry {shown} lies below the symlink {'/'.join(parts[:depth])!r}")
+                raise Refused(f"entry {member.name!r} lies below the symlink {'/'.join(parts[:depth])!r}")
         if member.issym():
             links[parts] = member.linkname
     for link, target in links.items():
@@ -335,6 +318,36 @@ def check_entries(members, owners, root_owner: str | None = None) -> int:
     if root_owner is not None and not root_seen:
         raise Refused("it holds no entry for the volume's root (./), whose owner and mode the volume would take")
     return count
+
+
+def _check_root(member, root_owner: str) -> None:
+    if not member.isdir() or f"{member.uid}:{member.gid}" != root_owner:
+        raise Refused(f"the volume's root belongs to {member.uid}:{member.gid}, not to {root_owner}, "
+                      "the user that writes to it")
+    if member.mode & 0o700 != 0o700 or member.mode & 0o7002:
+        raise Refused(f"the volume's root has mode {member.mode:o}: its user must read, write and "
+                      "enter it, and nothing else (setuid, setgid, sticky, writable by everyone)")
+
+
+def _check_entry(member, allowed: set) -> tuple[str, ...]:
+    """MEMBER's path parts, once its name, kind, mode and owner are all allowed."""
+    shown = f"{member.name!r}"
+    if member.name.startswith("/"):
+        raise Refused(f"entry {shown} has an absolute path")
+    parts = _parts(member.name)
+    if ".." in parts:
+        raise Refused(f"entry {shown} climbs out of the volume (..)")
+    if parts and parts[0] in RESERVED:
+        raise Refused(f"entry {shown} takes the name a restore reserves for itself ({parts[0]})")
+    if not (member.isreg() or member.isdir() or member.issym()):
+        kind = ("a hard link" if member.islnk() else "a device node" if member.ischr() or member.isblk()
+                else "a FIFO" if member.isfifo() else f"of type {member.type!r}")
+        raise Refused(f"entry {shown} is {kind}: only files, directories and symlinks are restored")
+    if member.mode & 0o6000:
+        raise Refused(f"entry {shown} is setuid or setgid (mode {member.mode:o})")
+    if f"{member.uid}:{member.gid}" not in allowed:
+        raise Refused(f"entry {shown} belongs to {member.uid}:{member.gid}, an owner the manifest does not list")
+    return parts
 
 
 def read_entries(stream):

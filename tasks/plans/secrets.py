@@ -58,7 +58,6 @@ def provision_sql(db) -> str:
     # The superuser is named after its database (POSTGRES_USER).
     role, database = quote_ident(APP_ROLE), quote_ident(db.name)
     secret = f"/run/secrets/{db.secret_name}"
-    owned = f"relowner <> '{APP_ROLE}'::regrole AND relnamespace = 'public'::regnamespace"
     return "\n".join([
         r"\set ON_ERROR_STOP on",
         # Never echo a statement that carries the password into the server's log.
@@ -77,8 +76,16 @@ def provision_sql(db) -> str:
         f"\\connect {database}",
         f"{SUPERUSER_SEARCH_PATH};",
         f"ALTER SCHEMA public OWNER TO {role};",
-        # Tables, views and sequences the superuser made (a sequence that belongs to a
-        # table column moves with its table).
+        *_give_app_what_the_superuser_made(),
+        "",
+    ])
+
+
+def _give_app_what_the_superuser_made() -> list[str]:
+    """Tables, views and sequences the superuser made go to APP_ROLE (a sequence that belongs
+    to a table column moves with its table)."""
+    owned = f"relowner <> '{APP_ROLE}'::regrole AND relnamespace = 'public'::regnamespace"
+    return [
         "DO $$ DECLARE r record; BEGIN",
         f"  FOR r IN SELECT oid::regclass AS name, relkind FROM pg_class WHERE {owned} AND relkind IN ('r', 'p', 'v', 'm', 'f') LOOP",
         f"    EXECUTE format('ALTER %s %s OWNER TO {APP_ROLE}', CASE r.relkind WHEN 'v' THEN 'VIEW' "
@@ -88,8 +95,7 @@ def provision_sql(db) -> str:
         f"    EXECUTE format('ALTER SEQUENCE %s OWNER TO {APP_ROLE}', r.name);",
         "  END LOOP;",
         "END $$;",
-        "",
-    ])
+    ]
 
 
 def provision(project_compose: list[str], db) -> list[str]:

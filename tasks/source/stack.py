@@ -5,6 +5,7 @@ tasks run) is derived from the `Stack` this module returns.
 """
 from __future__ import annotations
 
+import contextlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -379,6 +380,46 @@ PROJECT_KEYS = {"name", "http_port", "client_max_body_size"}
 DATABASE_KEYS = {"name"}
 
 
+@contextlib.contextmanager
+def _in(source: str):
+    """A StackError raised inside names the file it comes from."""
+    try:
+        yield
+    except StackError as exc:
+        raise StackError(f"{source}: {exc}") from None
+
+
+def _refuse_unknown_keys(data: dict, project: dict, entries: list) -> None:
+    # A misspelt table ([backup] for [backups]) would otherwise turn a feature off unsaid.
+    for where, keys, known in (("", data, TOP_KEYS), ("[project]", project, PROJECT_KEYS),
+                               *(("[[databases]]", e, DATABASE_KEYS) for e in entries if isinstance(e, dict))):
+        unknown = sorted(set(keys) - known)
+        if unknown:
+            raise StackError(f"{where + ': ' if where else ''}unknown setting(s) {', '.join(unknown)} "
+                             f"(known: {', '.join(sorted(known))})")
+
+
+def _parse_databases(entries: list) -> tuple[Database, ...]:
+    if not entries:
+        raise StackError("at least one [[databases]] entry is needed")
+    databases = []
+    for index, entry in enumerate(entries):
+        db_name = values.table(entry, f"[[databases]] entry {index + 1}", 'a table with name = "..."').get("name", "")
+        validate_database_name(db_name, tuple(db.name for db in databases))
+        databases.append(Database(name=db_name, default=index == 0))
+    return tuple(databases)
+
+
+def _parse_groups(groups: dict, hosts: dict) -> dict:
+    parsed = {}
+    for group, members in groups.items():
+        values.host_name(group, "group name")
+        if not isinstance(members, list) or not all(isinstance(m, str) and m in hosts for m in members):
+            raise StackError(f"group {group!r} must list names of [hosts.*] entries")
+        parsed[group] = list(members)
+    return parsed
+
+
 def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
     """Build a validated Stack from the parsed TOML document."""
     project = data.get("project")
@@ -388,64 +429,25 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
     name, entries = project["name"], data.get("databases", [])
     if not isinstance(entries, list):
         raise StackError(f"{source}: databases {entries!r} is not valid: [[databases]] tables, each with name = \"...\"")
-    # A misspelt table ([backup] for [backups]) would otherwise turn a feature off unsaid.
-    for where, keys, known in (("", data, TOP_KEYS), ("[project]", project, PROJECT_KEYS),
-                               *(("[[databases]]", e, DATABASE_KEYS) for e in entries if isinstance(e, dict))):
-        unknown = sorted(set(keys) - known)
-        if unknown:
-            raise StackError(f"{source}: {where + ': ' if where else ''}unknown setting(s) {', '.join(unknown)} "
-                             f"(known: {', '.join(sorted(known))})")
-    try:
+    with _in(source):
+        _refuse_unknown_keys(data, project, entries)
         for key, hint in TABLES.items():
             values.table(data.get(key, {}), key, hint)
         values.project(name)
         http_port = values.port(project.get("http_port", 8000), "http_port")
         body = values.body_size(project.get("client_max_body_size", "20m"))
-    except StackError as exc:
-        raise StackError(f"{source}: {exc}") from None
-    if not entries:
-        raise StackError(f"{source}: at least one [[databases]] entry is needed")
-    databases = []
-    for index, entry in enumerate(entries):
-        try:
-            db_name = values.table(entry, f"[[databases]] entry {index + 1}", 'a table with name = "..."').get("name", "")
-            validate_database_name(db_name, tuple(db.name for db in databases))
-        except StackError as exc:
-            raise StackError(f"{source}: {exc}") from None
-        databases.append(Database(name=db_name, default=index == 0))
-    hosts = {}
-    for host_name, entry in data.get("hosts", {}).items():
-        hosts[host_name] = _parse_host(host_name, entry, source, http_port)
-    groups = {}
-    for group, members in data.get("groups", {}).items():
-        try:
-            values.host_name(group, "group name")
-        except StackError as exc:
-            raise StackError(f"{source}: {exc}") from None
-        if not isinstance(members, list) or not all(isinstance(m, str) and m in hosts for m in members):
-            raise StackError(f"{source}: group {group!r} must list names of [hosts.*] entries")
-        groups[group] = list(members)
-    try:
+        databases = _parse_databases(entries)
+    hosts = {host_name: _parse_host(host_name, entry, source, http_port)
+             for host_name, entry in data.get("hosts", {}).items()}
+    with _in(source):
+        groups = _parse_groups(data.get("groups", {}), hosts)
         backups = parse_backups(data["backups"]) if "backups" in data else None
-    except StackError as exc:
-        raise StackError(f"{source}: {exc}") from None
-    try:
         clusters = {cluster: parse_cluster(cluster, entry, hosts, databases)
                     for cluster, entry in data.get("clusters", {}).items()}
         for cluster in clusters.values():
             check_swarm_names(cluster.name, hosts[cluster.manager].project or name, databases, backups is not None)
-    except StackError as exc:
-        raise StackError(f"{source}: {exc}") from None
-    return Stack(
-        project=name,
-        http_port=http_port,
-        client_max_body_size=body,
-        databases=tuple(databases),
-        hosts=hosts,
-        groups=groups,
-        backups=backups,
-        clusters=clusters,
-    )
+    return Stack(project=name, http_port=http_port, client_max_body_size=body, databases=databases,
+                 hosts=hosts, groups=groups, backups=backups, clusters=clusters)
 
 
 HOST_KEYS = {"address", "user", "port", "identity_file", "known_hosts", "directory", "http_port", "project"}
