@@ -82,7 +82,7 @@ def service(r) -> Service:
 def configured(svc: Service):
     backups = svc.r.stack.backups
     if backups is None:
-        raise TaskError("no [backups] in config/stack.toml: add schedule and repository there (README: Backups)")
+        raise TaskError("no [backups] in config/stack.toml: add schedule and repository there (docs/backups.md)")
     return backups
 
 
@@ -299,14 +299,27 @@ def ssh_key(r, expected: str | None, yes: bool) -> None:
     if expected is not None and plans.FINGERPRINT.fullmatch(expected) is None:
         raise TaskError(f"--fingerprint {expected!r} is not valid: SHA256: and 43 characters, "
                         "as `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints on the server")
-    secrets = r.target.config_dir / "secrets"
+    if not _trust_host_keys(svc, server, expected, yes):
+        return  # nothing was scanned (a dry run): nothing to trust
+    line = _service_key(svc)
+    svc.restart()
+    user = backups.repository[len("sftp:"):].split(":", 1)[0].rpartition("@")[0] or "the user"
+    print(f"\nAuthorize it for {user} on {server}: add this line to that user's ~/.ssh/authorized_keys\n"
+          f"('restrict' allows SFTP and forbids a shell's extras: forwarding, a terminal):\n\n"
+          f"restrict {line}\n\nThen: inv backup.now{svc.flag}")
+
+
+def _trust_host_keys(svc, server: str, expected: str | None, yes: bool) -> bool:
+    """SERVER's host keys, scanned from the target, written to its known_hosts when their
+    fingerprint is EXPECTED or on confirmation; False when nothing was scanned (a dry run)."""
+    r = svc.r
     scanned = script(svc, "keyscan", what=f"reading {server}'s SSH host keys").stdout
     try:
         keys, problem = plans.host_keys(scanned), None
     except ValueError as exc:
         keys, problem = [], f"{server}'s SSH host keys: {exc}"
     if not r.require(problem is None, problem):
-        return  # nothing was scanned (a dry run): nothing to trust
+        return False
     prints = [f"{line.split()[1]} {plans.fingerprint(line)}" for line in keys]
     print(f"{server}'s host keys, as seen from {r.target.name}:\n  " + "\n  ".join(prints))
     if expected is not None:
@@ -316,38 +329,40 @@ def ssh_key(r, expected: str | None, yes: bool) -> None:
         if not keys:
             raise TaskError(f"{server} does not show the key {expected}: nothing trusted (is something "
                             "between the two hosts, or is it another server?)")
-    known = r.probe(["cat", str(secrets / BACKUP_KNOWN_HOSTS)])
+    known_hosts = r.target.config_dir / "secrets" / BACKUP_KNOWN_HOSTS
+    known = r.probe(["cat", str(known_hosts)])
     # Blank lines are no key: a cluster's deploy leaves a blank file for a secret not set up.
     before = sorted(line for line in known.stdout.splitlines() if line.strip()) if known.ok else []
     if before == sorted(keys):
         r.report(f"{server}'s keys are trusted already")
-    else:
-        if expected is None:
-            changed = " CHANGED since they were trusted" if before else ""
-            r.confirm(yes, f"Trust these keys{changed} for the backups?",
-                      f"trusting {server}'s keys{changed} unchecked (or give --fingerprint)")
-        r.write(secrets / BACKUP_KNOWN_HOSTS, "\n".join(keys) + "\n", mode=0o600)
-        r.report(f"trusted {server}'s host keys ({SECRETS_DIR}/{BACKUP_KNOWN_HOSTS} on {r.target.name})")
+        return True
+    if expected is None:
+        changed = " CHANGED since they were trusted" if before else ""
+        r.confirm(yes, f"Trust these keys{changed} for the backups?",
+                  f"trusting {server}'s keys{changed} unchecked (or give --fingerprint)")
+    r.write(known_hosts, "\n".join(keys) + "\n", mode=0o600)
+    r.report(f"trusted {server}'s host keys ({SECRETS_DIR}/{BACKUP_KNOWN_HOSTS} on {r.target.name})")
+    return True
+
+
+def _service_key(svc) -> str:
+    """The public line of the backup service's SSH key, made on the target if it has none."""
+    r = svc.r
+    secrets = r.target.config_dir / "secrets"
     public = r.probe(["cat", str(secrets / f"{BACKUP_SSH_KEY}.pub")])
     # A blank file is no key: a cluster's deploy leaves one for a Swarm secret not set up.
     have_key = r.probe(["grep", "-q", "[^[:space:]]", str(secrets / BACKUP_SSH_KEY)]).ok
     if public.ok and have_key:
-        line = public.stdout.strip()
-    elif have_key:
+        return public.stdout.strip()
+    if have_key:
         # Never replace the key a repository server may have authorized.
         raise TaskError(f"{SECRETS_DIR}/{BACKUP_SSH_KEY} on {r.target.name} has lost its .pub: restore it, or "
                         "remove the key too to make a new one (then authorize the new one)")
-    else:
-        private, line = plans.new_ssh_key(f"{r.project}-backup@{r.target.name}")
-        r.write(secrets / BACKUP_SSH_KEY, private, mode=0o600)
-        r.write(secrets / f"{BACKUP_SSH_KEY}.pub", line, mode=0o644)
-        line = line.strip()
-        r.report(f"made the backup service's SSH key ({SECRETS_DIR}/{BACKUP_SSH_KEY} on {r.target.name})")
-    svc.restart()
-    user = backups.repository[len("sftp:"):].split(":", 1)[0].rpartition("@")[0] or "the user"
-    print(f"\nAuthorize it for {user} on {server}: add this line to that user's ~/.ssh/authorized_keys\n"
-          f"('restrict' allows SFTP and forbids a shell's extras: forwarding, a terminal):\n\n"
-          f"restrict {line}\n\nThen: inv backup.now{svc.flag}")
+    private, line = plans.new_ssh_key(f"{r.project}-backup@{r.target.name}")
+    r.write(secrets / BACKUP_SSH_KEY, private, mode=0o600)
+    r.write(secrets / f"{BACKUP_SSH_KEY}.pub", line, mode=0o644)
+    r.report(f"made the backup service's SSH key ({SECRETS_DIR}/{BACKUP_SSH_KEY} on {r.target.name})")
+    return line.strip()
 
 
 def notify(r, text: str) -> None:

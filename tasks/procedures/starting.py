@@ -45,7 +45,7 @@ def start_databases(r: Runner, timeout: float) -> None:
 
 def release_phase(r: Runner, migrate: bool = True, static: bool = True) -> None:
     """Migrations and static files from one-off containers of the image about to serve.
-    Migrations must keep working with the code that still serves (see the README); the
+    Migrations must keep working with the code that still serves (docs/deploying.md); the
     hashed names of collectstatic let the old and the new files live side by side."""
     if migrate:
         for db in r.stack.databases:
