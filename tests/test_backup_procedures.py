@@ -223,11 +223,6 @@ class TestBackupFiles:
         with pytest.raises(TaskError, match="^could not checksum /x: sha256sum: x: No such file$"):
             backup_files.sha256(r, "/x")
 
-    def test_a_dry_run_signs_with_no_key_and_makes_none(self, tmp_path, monkeypatch):
-        monkeypatch.setattr(backup_files, "KEY_FILE", tmp_path / "none")
-        r, _ = on_host(dry=True)
-        assert backup_files.signing_key(r) == b"dry run" and not (tmp_path / "none").exists()
-
     def test_the_key_is_made_on_first_use_0600(self, monkeypatch, capsys):
         key = backup_files.KEY_FILE
         key.unlink()
@@ -530,5 +525,6 @@ class TestRestoringAVolume:
     ], ids=["same-machine", "seccomp", "selinux", "another-machine"])
     def test_the_archive_streams_through_a_fifo_when_the_engine_is_on_the_same_machine(self, facts, fifo):
         r, _ = on_host((shlex.join(archives.engine_facts()), Result(stdout=facts)))
-        assert volume_copy.stream_path(r, VOLUME_TAR) == (
-            str(BACKUPS / f".{VOLUME_TAR.name}.00000000.stream") if fifo else None)
+        path = volume_copy.stream_path(r, VOLUME_TAR)
+        # Beside the archive, hidden, unique to this run.
+        assert (path or "").startswith(str(BACKUPS / f".{VOLUME_TAR.name}.00000000.")) if fifo else path is None
