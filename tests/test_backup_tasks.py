@@ -242,3 +242,32 @@ class TestVolumeTasks:
         with pytest.raises(TaskError, match="^restoring replaces everything in hello-prod_media_volume: add --yes"):
             volume.restore(c(), str(archive), host="prod")
         assert not [command for command in conn.commands if "docker run" in command]
+
+
+class TestSwarmTasks:
+    """tasks/swarm.py's bodies: what procedures/swarm.py found, printed (the procedure's
+    commands are tested with it)."""
+
+    def test_status_prints_the_nodes_then_the_services(self, place, monkeypatch, capsys):
+        from tasks import swarm
+        place()
+        monkeypatch.setattr(swarm.swarm, "status", lambda s: (
+            [["NODE", "STATUS"], ["node1", "Ready"]], [["SERVICE", "REPLICAS"], ["hello_djangoapp", "2/2"]]))
+        swarm.status(c(), cluster="swarm")
+        assert [line.split() for line in capsys.readouterr().out.splitlines()] == [
+            ["NODE", "STATUS"], ["node1", "Ready"], [], ["SERVICE", "REPLICAS"], ["hello_djangoapp", "2/2"]]
+
+    def test_status_before_a_deploy_says_there_are_no_services(self, place, monkeypatch, capsys):
+        from tasks import swarm
+        place()
+        monkeypatch.setattr(swarm.swarm, "status", lambda s: ([["NODE", "STATUS"]], [["SERVICE", "REPLICAS"]]))
+        swarm.status(c(), cluster="swarm")
+        assert capsys.readouterr().out.splitlines()[-1] == "no services of this stack yet"
+
+    def test_init_hands_the_cluster_to_the_procedure(self, place, monkeypatch):
+        from tasks import swarm
+        place()
+        given = []
+        monkeypatch.setattr(swarm.swarm, "init", lambda s: given.append((s.cluster.name, sorted(s.nodes))))
+        swarm.init(c(), cluster="swarm")
+        assert given == [("swarm", ["node1", "node2"])]
