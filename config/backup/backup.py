@@ -135,16 +135,24 @@ def restic_env():
              RESTIC_CACHE_DIR=f"{STATE}/cache", HOME=STATE)
     try:
         with open(f"{SECRETS}/repository.env") as f:
-            for line in f:
-                line = line.strip()
-                if line and not line.startswith("#") and "=" in line:
-                    key, value = line.split("=", 1)
-                    if not key.strip().startswith(CREDENTIAL_PREFIXES):
-                        raise Failed(f"repository.env may set credentials only (AWS_*, B2_*, ...), not {key.strip()}")
-                    e[key.strip()] = value.strip()
+            e.update(repository_credentials(f))
     except FileNotFoundError:
         pass
     return e
+
+
+def repository_credentials(lines):
+    """repository.env's KEY=VALUE LINES (blank lines and comments skipped) as a dict: the
+    credentials of restic's backends alone, anything else refused in one line."""
+    found = {}
+    for line in lines:
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            if not key.strip().startswith(CREDENTIAL_PREFIXES):
+                raise Failed(f"repository.env may set credentials only (AWS_*, B2_*, ...), not {key.strip()}")
+            found[key.strip()] = value.strip()
+    return found
 
 
 def secret_set(name):
@@ -256,6 +264,16 @@ def last_line(text, default="no message"):
     return lines[-1] if lines else default
 
 
+def opening_failure(message):
+    """Why restic could not open the repository, from its MESSAGE: "password" (a wrong
+    one), "missing" (no repository there), else "other"."""
+    if "wrong password" in message or "no key found" in message:
+        return "password"
+    if "unable to open config file" in message or "does not exist" in message or "Is there a repository" in message:
+        return "missing"
+    return "other"
+
+
 def ensure_repository():
     """Open the repository; make it only where there is none and none was ever written to
     from here (a repository that held this stack's snapshots and is gone, say an unmounted
@@ -264,9 +282,10 @@ def ensure_repository():
     if result.returncode == 0:
         return
     message = last_line(result.stderr)
-    if "wrong password" in message or "no key found" in message:
+    why = opening_failure(message)
+    if why == "password":
         raise Failed(f"the repository refused the password: {message}")
-    if "unable to open config file" in message or "does not exist" in message or "Is there a repository" in message:
+    if why == "missing":
         used = read_status().get("backup", {}).get("repositories", [])
         if env("BACKUP_REPOSITORY") in used:
             raise Failed(f"the repository at {repository_shown()} is gone (this stack's snapshots were "
@@ -403,8 +422,7 @@ def take():
         f.write("".join(f"{MEDIA}/{name}\0" for name in manifest["media"]) or f"{MEDIA}\0")
     say(f"sending to {repository_shown()}")
     summary = backup_with_progress(paths, listed)
-    keep = dict(part.split("=") for part in env("BACKUP_KEEP").split(",") if part)
-    forget = [f"--keep-{period}={count}" for period, count in keep.items()]
+    forget = forget_options(env("BACKUP_KEEP"))
     say("forgetting old snapshots: " + " ".join(forget))
     restic("forget", "--host", host(), "--prune", *forget)
     say("checking the repository")
@@ -412,6 +430,13 @@ def take():
     clear_dumps()
     return {"snapshot": summary.get("snapshot_id", "")[:8], "bytes": summary.get("total_bytes_processed", 0),
             "added": summary.get("data_added", 0), "seconds": round(time.monotonic() - started, 1)}
+
+
+def forget_options(keep):
+    """restic forget's options from BACKUP_KEEP (PERIOD=COUNT,...: daily=7,weekly=4): the
+    snapshots each period keeps, all older ones forgotten."""
+    periods = dict(part.split("=") for part in keep.split(",") if part)
+    return [f"--keep-{period}={count}" for period, count in periods.items()]
 
 
 def backup_with_progress(paths, files_from):
@@ -502,24 +527,34 @@ def notify(title, body):
 
 def record(kind, ok, detail, error=None):
     """The state file after a run or a drill, and the notification it calls for."""
-    status = read_status()
+    repository = env("BACKUP_REPOSITORY") if ok and kind == "backup" else None
+    status, news = recorded(read_status(), kind, ok, detail, error, now().isoformat(timespec="seconds"), repository)
+    write_json(STATUS_FILE, status)
+    where = f"{env('BACKUP_PROJECT')} on {host()}"
+    if news is not None:
+        notify(f"{news[0]}: {where}", news[1])
+
+
+def recorded(status, kind, ok, detail, error, when, repository=None):
+    """(STATUS with the outcome of a run or a drill at WHEN, the notification it calls for:
+    (title's start, body) or None). A failure is always told, a success only when it ends
+    failures (a recovery); a successful run adds its REPOSITORY to those it wrote to."""
     entry = status.get(kind, {})
     was_failing = bool(entry.get("failures"))
-    entry["last_attempt"] = now().isoformat(timespec="seconds")
+    entry["last_attempt"] = when
     if ok:
         entry.update(last_success=entry["last_attempt"], last_error=None, failures=0, **detail)
-        if kind == "backup" and env("BACKUP_REPOSITORY") not in entry.setdefault("repositories", []):
-            entry["repositories"].append(env("BACKUP_REPOSITORY"))
+        if kind == "backup" and repository not in entry.setdefault("repositories", []):
+            entry["repositories"].append(repository)
     else:
         entry.update(last_error=error, last_failure=entry["last_attempt"], failures=entry.get("failures", 0) + 1)
     status[kind] = entry
-    write_json(STATUS_FILE, status)
     what = "backup" if kind == "backup" else "restore drill"
-    where = f"{env('BACKUP_PROJECT')} on {host()}"
     if not ok:
-        notify(f"{what} FAILED: {where}", error)
-    elif was_failing:
-        notify(f"{what} recovered: {where}", f"{what} succeeded again at {entry['last_success']}")
+        return status, (f"{what} FAILED", error)
+    if was_failing:
+        return status, (f"{what} recovered", f"{what} succeeded again at {entry['last_success']}")
+    return status, None
 
 
 def run():
@@ -593,32 +628,38 @@ def interval(expression):
     from croniter import croniter
 
     it = croniter(expression, datetime.datetime.now().astimezone())
-    times = [it.get_next(float) for _ in range(6)]
+    return longest_gap([it.get_next(float) for _ in range(6)])
+
+
+def longest_gap(times):
+    """The longest time between two consecutive TIMES (a schedule's next firings)."""
     return max(b - a for a, b in zip(times, times[1:]))
 
 
 def status():
     state = read_status()
-    backup = state.get("backup", {})
-    limit = 2 * interval(env("BACKUP_SCHEDULE"))
-    last = backup.get("last_success")
-    age = (now() - datetime.datetime.fromisoformat(last)).total_seconds() if last else None
-    state.update(schedule=env("BACKUP_SCHEDULE"), drill_schedule=env("BACKUP_DRILL", ""), age=age,
-                 limit=limit, overdue=age is None or age > limit, repository=repository_shown(),
-                 failing=bool(backup.get("failures") or state.get("drill", {}).get("failures")))
+    state.update(verdict(state, 2 * interval(env("BACKUP_SCHEDULE")), now()))
+    state.update(schedule=env("BACKUP_SCHEDULE"), drill_schedule=env("BACKUP_DRILL", ""),
+                 repository=repository_shown())
     print(json.dumps(state, sort_keys=True))
     return 0
+
+
+def verdict(state, limit, at):
+    """What the state file says at AT: the last success's age in seconds (None: there is
+    none), overdue when it is none or older than LIMIT, failing when the last run or drill failed."""
+    backup = state.get("backup", {})
+    last = backup.get("last_success")
+    age = (at - datetime.datetime.fromisoformat(last)).total_seconds() if last else None
+    return {"age": age, "limit": limit, "overdue": age is None or age > limit,
+            "failing": bool(backup.get("failures") or state.get("drill", {}).get("failures"))}
 
 
 # -- reading snapshots ------------------------------------------------------------------
 
 def snapshots():
     listed = json.loads(restic("snapshots", "--json", "--host", host(), "--host", legacy_host()).stdout or "[]")
-    rows = []
-    for snap in listed:
-        rows.append({"id": snap["short_id"], "time": snap["time"][:19] + "Z" if snap["time"].endswith("Z") else snap["time"],
-                     "paths": snap.get("paths", []), "tags": snap.get("tags", []),
-                     "legacy": snap.get("hostname") != host()})
+    rows = [snapshot_row(snap, host()) for snap in listed]
     for row in rows:
         stats = restic("stats", "--json", "--mode", "restore-size", row["id"], check=False)
         row["bytes"] = json.loads(stats.stdout).get("total_size") if stats.returncode == 0 else None
@@ -628,10 +669,22 @@ def snapshots():
         except Failed:
             data = None  # listed with what restic knows of it: its holdings are not believed
         if data is not None:
-            row["databases"] = {n: sum(d["tables"].values()) for n, d in data["databases"].items()}
-            row["media_files"] = len(data["media"])
+            row.update(holdings(data))
     print(json.dumps(rows))
     return 0
+
+
+def snapshot_row(snap, place):
+    """A listed snapshot of restic's as `snapshots` prints it: its time to the second, and
+    legacy when another host than PLACE (the project's, before each place had its own) took it."""
+    return {"id": snap["short_id"], "time": snap["time"][:19] + "Z" if snap["time"].endswith("Z") else snap["time"],
+            "paths": snap.get("paths", []), "tags": snap.get("tags", []), "legacy": snap.get("hostname") != place}
+
+
+def holdings(manifest):
+    """What a snapshot holds, from its checked MANIFEST: each database's rows, the media files."""
+    return {"databases": {n: sum(d["tables"].values()) for n, d in manifest["databases"].items()},
+            "media_files": len(manifest["media"])}
 
 
 def resolve(snapshot):
@@ -807,13 +860,19 @@ def drill_snapshot(snapshot):
         if not problems:
             problems += restore_databases(tmp, root, manifest)
         restored = tree_sums(tmp + MEDIA) if os.path.isdir(tmp + MEDIA) else {}
-        if len(restored) != len(manifest["media"]):
-            problems.append(f"media: {len(restored)} files, the manifest lists {len(manifest['media'])}")
-        problems += [f"media/{path}: missing" for path in sorted(set(manifest["media"]) - set(restored))]
-        problems += [f"media/{path}: not in the manifest" for path in sorted(set(restored) - set(manifest["media"]))]
-        problems += [f"media/{path}: sha256 differs" for path, digest in manifest["media"].items()
-                     if path in restored and restored[path] != digest]
-        return problems
+        return problems + media_problems(manifest["media"], restored)
+
+
+def media_problems(listed, restored):
+    """How the RESTORED media (relative path: sha256) differ from those the manifest LISTED."""
+    problems = []
+    if len(restored) != len(listed):
+        problems.append(f"media: {len(restored)} files, the manifest lists {len(listed)}")
+    problems += [f"media/{path}: missing" for path in sorted(set(listed) - set(restored))]
+    problems += [f"media/{path}: not in the manifest" for path in sorted(set(restored) - set(listed))]
+    problems += [f"media/{path}: sha256 differs" for path, digest in listed.items()
+                 if path in restored and restored[path] != digest]
+    return problems
 
 
 def restore_databases(tmp, root, manifest):
@@ -853,14 +912,18 @@ def restore_databases(tmp, root, manifest):
             counts = counts_of(psql)
             psql.stdin.close()
             psql.wait()
-            for table, rows in expected["tables"].items():
-                if counts.get(table) != rows:
-                    problems.append(f"{name}.{table}: {counts.get(table)} rows, the backup counted {rows}")
+            problems += count_problems(name, expected["tables"], counts)
             problems += unapplied_migrations(name, e)
             say(f"  {len(counts)} tables, {sum(counts.values()):,} rows")
     finally:
         subprocess.run(["pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True)
     return problems
+
+
+def count_problems(name, counted, counts):
+    """The tables of database NAME whose restored row COUNTS differ from those the backup COUNTED."""
+    return [f"{name}.{table}: {counts.get(table)} rows, the backup counted {rows}"
+            for table, rows in counted.items() if counts.get(table) != rows]
 
 
 def unapplied_migrations(name, e):
@@ -875,11 +938,20 @@ def unapplied_migrations(name, e):
                             env=e, capture_output=True, text=True)
     if result.returncode != 0:
         return [f"{name}: no django_migrations table: {last_line(result.stderr)}"] if expected else []
-    missing = sorted(expected - set(result.stdout.split()))
+    problems = migration_problems(name, expected, result.stdout.split())
+    if problems:
+        return problems
+    say(f"  migrate --check: all {len(expected)} migrations of the running code applied")
+    return []
+
+
+def migration_problems(name, expected, applied):
+    """The migrations of the running code (EXPECTED) that database NAME has not APPLIED, as
+    one problem (the first five named), or none."""
+    missing = sorted(expected - set(applied))
     if missing:
         return [f"{name}: {len(missing)} migration(s) of the running code not applied (migrate --check fails): "
                 + ", ".join(missing[:5])]
-    say(f"  migrate --check: all {len(expected)} migrations of the running code applied")
     return []
 
 
@@ -906,9 +978,15 @@ def schedule():
             subprocess.run([sys.executable, __file__, "run" if name == "backup" else "drill"], timeout=RUN_LIMIT)
         except subprocess.TimeoutExpired:
             say(f"{name}: stopped after {RUN_LIMIT // 3600} h; the next one runs at its time")
-        # The next firing after now: a run longer than the interval skips, never piles up.
-        while due[name] <= time.time():
-            due[name] = jobs[name].get_next(float)
+        due[name] = next_after(jobs[name], due[name], time.time())
+
+
+def next_after(job, due, at):
+    """JOB's next firing after AT, from the one DUE that was run: a run longer than the
+    interval skips the firings it overran, never piles them up."""
+    while due <= at:
+        due = job.get_next(float)
+    return due
 
 
 def main(argv):
