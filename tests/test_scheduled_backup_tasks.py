@@ -51,19 +51,6 @@ def fixed_names(monkeypatch):
     monkeypatch.setattr(backup_files, "writer_mark", lambda: MARK)
 
 
-@pytest.fixture(autouse=True)
-def frozen_clock(monkeypatch):
-    """A restore's files are named after the time it started."""
-    import datetime as real
-
-    class Clock:
-        @staticmethod
-        def now(tz):
-            return real.datetime(2026, 12, 5, 3, 0, tzinfo=tz)
-
-    monkeypatch.setattr(backups, "datetime", Clock)
-
-
 @pytest.fixture
 def restarts(monkeypatch):
     """The backup service started again (procedures/starting.py, tested with the start):
