@@ -81,22 +81,30 @@ def keep_watch(conn) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_AFTER * 1000)
 
 
+def in_parallel(named: dict, work) -> list[tuple[str, Exception | None]]:
+    """WORK(name, item) for every item of NAMED at once (each its own SSH connection), every
+    one to its end whatever happens to another: (name, its failure or None), in NAMED's
+    order. What a failure means is the caller's policy."""
+    def one(pair):
+        name, item = pair
+        try:
+            work(name, item)
+            return name, None
+        except Exception as exc:  # every machine finishes, whatever happened on another
+            return name, exc
+
+    with ThreadPoolExecutor(max_workers=max(1, len(named))) as pool:
+        return list(pool.map(one, named.items()))
+
+
 def each_host(hosts, work) -> None:
     """WORK(host) for every host, in parallel, then a result line per host; one failure
     fails the whole, once every host has finished."""
-    def one(host):
-        try:
-            work(host)
-            return host.name, None
-        except Exit as exc:
-            return host.name, exc.message or f"exit status {exc.code}"
-        except Exception as exc:  # report every host, whatever happened on one of them
-            return host.name, f"{type(exc).__name__}: {exc}"
-
-    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        results = list(pool.map(one, hosts))
+    results = in_parallel({host.name: host for host in hosts}, lambda name, host: work(host))
     for name, error in results:
-        print(f"[{name}] {'ok' if error is None else error}", flush=True)
+        why = error.message or f"exit status {error.code}" if isinstance(error, Exit) else \
+            f"{type(error).__name__}: {error}" if error else "ok"
+        print(f"[{name}] {why}", flush=True)
     failed = [name for name, error in results if error]
     if failed:
         raise TaskError(f"failed on {', '.join(failed)} (of {len(hosts)} hosts)")
