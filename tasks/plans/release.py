@@ -68,7 +68,7 @@ def release_name(stamp: str, digest: str) -> str:
 
 def digest_of(release: str) -> str:
     """The code digest a release name ends with (release_name)."""
-    return release.rsplit("-", 1)[1]
+    return release.rsplit("-", 1)[-1]
 
 
 def image(project: str, digest: str) -> str:
