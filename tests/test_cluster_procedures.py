@@ -427,3 +427,12 @@ def test_status_is_two_tables_from_the_manager():
     assert services == [["service", "mode", "replicas", "tasks"],
                         ["hello_djangoapp", "replicated", "2/2", "n1: Running"]]
     assert commands(conns["node2"]) == []
+
+
+def test_a_dry_init_runs_nothing_on_any_node(capsys):
+    s, conns, _ = fake_cluster(node_rules={"node1": [], "node2": []})
+    for node in s.nodes.values():
+        node.dry = True
+    swarm.init(s)
+    assert commands(conns["node1"]) == [] and commands(conns["node2"]) == []
+    assert "[dry] [node1:/srv/hello/current] docker swarm init --advertise-addr 10.0.0.1" in capsys.readouterr().out

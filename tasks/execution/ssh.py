@@ -29,19 +29,8 @@ def connect(host: Host, dry: bool = False):
     """A Fabric connection to HOST that only trusts host keys already in its known_hosts.
     Opened at once (unless DRY), so that every SSH problem becomes one clear line here."""
     import paramiko
-    from fabric import Connection
 
-    connect_kwargs = {}
-    if host.identity_file:
-        connect_kwargs = {"key_filename": os.path.expanduser(host.identity_file), "look_for_keys": False,
-                          "allow_agent": False}
-    conn = Connection(host.address, user=host.user, port=host.port, connect_timeout=10,
-                      connect_kwargs=connect_kwargs)
-    conn.config.runners.remote = remote_runner()  # piped input in chunks (stdin.py)
-    known_hosts = os.path.expanduser(host.known_hosts)
-    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    if os.path.exists(known_hosts):
-        conn.client.load_host_keys(known_hosts)
+    conn = _connection(host)
     if dry:
         return conn
     where = f"{host.name} ({host.user + '@' if host.user else ''}{host.address}:{host.port})"
@@ -66,6 +55,25 @@ def connect(host: Host, dry: bool = False):
         reason = "connection refused" if "refused" in str(exc).lower() or getattr(exc, "errno", None) == 111 else str(exc)
         raise TaskError(f"cannot reach {where}: {reason}") from None
     keep_watch(conn)
+    return conn
+
+
+def _connection(host: Host):
+    """HOST's connection, not yet open: its key, its known_hosts and nothing else trusted."""
+    import paramiko
+    from fabric import Connection
+
+    connect_kwargs = {}
+    if host.identity_file:
+        connect_kwargs = {"key_filename": os.path.expanduser(host.identity_file), "look_for_keys": False,
+                          "allow_agent": False}
+    conn = Connection(host.address, user=host.user, port=host.port, connect_timeout=10,
+                      connect_kwargs=connect_kwargs)
+    conn.config.runners.remote = remote_runner()  # piped input in chunks (stdin.py)
+    known_hosts = os.path.expanduser(host.known_hosts)
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    if os.path.exists(known_hosts):
+        conn.client.load_host_keys(known_hosts)
     return conn
 
 
