@@ -1,6 +1,9 @@
-"""A deploy and a rollback on a host: ordered, named steps with one undo path.
+"""A deploy and a rollback: one flow for every kind of place (`run_deploy`, `run_rollback`:
+the lock, "runs this code already", the named steps with one undo hook, the ledger, the
+prune, the rollback check), and the host strategy (HostRelease); a Swarm cluster's is
+SwarmRelease in procedures/cluster_release.py.
 
-No request is dropped on the way: the release phase (migrations, static files) runs from
+On a host no request is dropped on the way: the release phase (migrations, static files) runs from
 one-off containers while the previous release serves, then the new app container starts
 beside the old one and traffic moves by a reload of Nginx (procedures/rollout.py).
 
