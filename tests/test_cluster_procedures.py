@@ -436,3 +436,55 @@ def test_a_dry_init_runs_nothing_on_any_node(capsys):
     swarm.init(s)
     assert commands(conns["node1"]) == [] and commands(conns["node2"]) == []
     assert "[dry] [node1:/srv/hello/current] docker swarm init --advertise-addr 10.0.0.1" in capsys.readouterr().out
+
+
+def test_the_optional_secret_files_are_made_blank_by_one_script():
+    assert plans.blank_if_missing(["/s/a b", "/s/c"]) == (
+        "umask 077; [ -s '/s/a b' ] || echo > '/s/a b'; [ -s /s/c ] || echo > /s/c")
+
+
+def test_a_stack_file_is_asked_for_a_service_by_an_anchored_grep():
+    assert plans.stack_has_service("docker-stack.prod.yml", "backup") == [
+        "grep", "-q", "^  backup:$", "docker-stack.prod.yml"]
+
+
+def test_one_image_name_per_code_digest():
+    assert release_plans.image("hello-prod", "abcdef012345") == "hello-prod-djangoapp:abcdef012345"
+    assert release_plans.release_image("hello", NEW) == IMAGE and release_plans.digest_of(NEW) == "abcdef012345"
+
+
+def test_the_password_script_reads_one_line_and_puts_nothing_in_argv():
+    assert compose.with_secret_on_stdin("PW", ["docker", "exec", "-e", "PW", "c", "x y"]) == (
+        "IFS= read -r PW; export PW; exec docker exec -e PW c 'x y'")
+
+
+def test_the_django_environment_is_one_source_for_compose_stack_and_jobs():
+    from tasks.source import render
+
+    s, _, _ = cluster()
+    env = render.django_environment(s.stack)
+    assert env == {"DJANGO_SETTINGS_MODULE": "hello.settings.production", "DJANGO_DATABASES": "database1",
+                   "DJANGO_SECRET_KEY_FILE": "/run/secrets/django_secret_key",
+                   "DATABASE1_PASSWORD_FILE": "/run/secrets/database1_password"}
+    files = render.rendered(s.stack)
+    for path in (render.COMPOSE_FILE, render.stack_file("prod")):
+        assert "".join(f"      {k}: {v}\n" for k, v in env.items()) in files[path], path
+
+
+def test_every_node_finishes_and_the_first_failure_in_node_order_names_its_node():
+    from tasks.execution.ssh import in_parallel
+
+    finished = []
+
+    def work(name, item):
+        finished.append(name)
+        if name != "a":
+            raise ValueError(f"broke {item}")
+
+    results = in_parallel({"a": 1, "b": 2, "c": 3}, work)
+    assert sorted(finished) == ["a", "b", "c"]
+    assert [(name, str(exc) if exc else None) for name, exc in results] == [("a", None), ("b", "broke 2"),
+                                                                             ("c", "broke 3")]
+    s, _, _ = cluster()
+    with pytest.raises(TaskError, match="node1: broke"):
+        s.each(lambda name, node: (_ for _ in ()).throw(ValueError("broke")))
