@@ -18,10 +18,10 @@ from invoke import Collection
 
 from .cli import print_table, renamed, stack_task
 from .errors import TaskError
-from .execution.cluster import ClusterRun
 from .execution.runner import interactive
 from .plans import archives
 from .procedures import backups as scheduled
+from .procedures import places
 from .procedures.backup_files import manifests
 from .procedures.dumps import dump_database
 from .procedures.volume_copy import backup_volume, compressor, stack_volumes
@@ -95,25 +95,20 @@ def restore(r, snapshot, database=None, media=False, yes=False, timeout=None):
     recorded, loaded into a fresh database, then swapped in), the media with a safety copy
     that comes back if anything fails. On a cluster: the databases, each on the node that
     runs it (a cluster's media are each node's own volume)."""
-    cluster = isinstance(r, ClusterRun)
+    place = places.of(r)
     names = list(database or [])
-    stack = r.manager.stack if cluster else r.stack
-    known = {db.name: db for db in stack.databases}
+    known = {db.name: db for db in r.stack.databases}
     unknown = [name for name in names if name not in known]
     if unknown:
         raise TaskError(f"no database {', '.join(unknown)} in config/stack.toml (there are: {', '.join(known)})")
-    if cluster and media:
-        raise TaskError(f"--media: the media of cluster {r.cluster.name} are each node's own volume, and the "
-                        "backups take the manager's (README: Scaling out); restore the databases alone")
+    if media and not place.restores_media:
+        raise TaskError(f"--media: the media of {r.name} are each node's own volume, and the "
+                        "backups take the manager's (docs/scaling-out.md); restore the databases alone")
     chosen = [known[name] for name in names] if names else ([] if media else list(known.values()))
-    with_media = (media or not names) and not cluster
+    with_media = (media or not names) and place.restores_media
     what = ", ".join([db.name for db in chosen] + (["the media"] if with_media else []))
-    confirm = r.manager.confirm if cluster else r.confirm
-    confirm(yes, f"Replace {what} with snapshot {snapshot}?", f"restoring replaces {what}")
-    if cluster:
-        scheduled.restore_cluster(r, snapshot, chosen)
-    else:
-        scheduled.restore(r, snapshot, chosen, with_media, timeout)
+    r.confirm(yes, f"Replace {what} with snapshot {snapshot}?", f"restoring replaces {what}")
+    place.restore(snapshot, chosen, with_media, timeout)
 
 
 @stack_task(hosts="many-or-cluster")

@@ -5,9 +5,7 @@ from __future__ import annotations
 from invoke import Collection
 
 from .cli import print_table, stack_task
-from .errors import TaskError
-from .execution.cluster import ClusterRun
-from .procedures import cluster_release, release
+from .procedures import places, release
 
 
 @stack_task(hosts="one-or-cluster", configured={"keep": "keep_releases"}, help={
@@ -24,12 +22,7 @@ def deploy(r, ship_image=False, keep=None, timeout=None):
     On a host: build, migrate, start, switch; roll back on failure. With --cluster: every
     node builds it, migrations run as a Swarm job, then a rolling update (a new replica
     healthy before an old one stops; Swarm rolls back a failure)."""
-    if isinstance(r, ClusterRun):
-        if ship_image:
-            raise TaskError("--ship-image is for a host: the nodes of a cluster each build the image")
-        cluster_release.deploy(r, keep=keep, timeout=timeout)
-    else:
-        release.deploy(r, ship_image=ship_image, keep=keep, timeout=timeout)
+    places.of(r).deploy(ship_image, keep, timeout)
 
 
 @stack_task(hosts="one-or-cluster", help={
@@ -45,10 +38,7 @@ def rollback(r, to=None, force=False, timeout=None):
 
     On a host or a cluster, without dropping a request. Refused when a database has applied
     migrations that release's code does not know (see --force)."""
-    if isinstance(r, ClusterRun):
-        cluster_release.rollback(r, timeout, to=to, force=force)
-    else:
-        release.rollback(r, timeout, to=to, force=force)
+    places.of(r).rollback(timeout, to, force)
 
 
 @stack_task(hosts="one-or-cluster", help={"host": "The host whose releases to list (default: none; this or --cluster).",
@@ -58,8 +48,7 @@ def releases(r):
 
     The live one marked *: commit, when, by whom, image, and the migrations each database had
     applied once it was deployed."""
-    if isinstance(r, ClusterRun):
-        r = r.manager
+    r = places.of(r).home  # where the releases live: the host, or the cluster's manager
     rows = release.list_releases(r)
     if rows:
         print_table([["", "release", "commit", "deployed at", "by", "image", "migrations", ""], *rows])

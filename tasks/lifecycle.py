@@ -6,10 +6,9 @@ import time
 
 from .cli import print_table, stack_task
 from .errors import TaskError
-from .execution.cluster import ClusterRun
 from .execution.files import write_all
 from .plans import compose
-from .procedures import cluster_tasks, swarm
+from .procedures import places
 from .procedures.locks import project_lock
 from .procedures.serving import check_port_free, wait_until_served
 from .procedures.starting import start_stack
@@ -72,11 +71,8 @@ def ps(r, all=False):
     """List the stack's containers, their state and health.
 
     On a cluster: its nodes, its services and where each replica runs."""
-    if isinstance(r, ClusterRun):
-        for table in swarm.status(r):
-            print_table(table)
-        return
-    r.compose(compose.ps(all_=all))
+    for table in places.of(r).ps(all):
+        print_table(table)
 
 
 @stack_task(hosts="many-or-cluster", help={
@@ -86,10 +82,7 @@ def ps(r, all=False):
 })
 def logs(r, service=None, follow=False, tail=None):
     """Show the services' logs."""
-    if isinstance(r, ClusterRun):
-        cluster_tasks.logs(r, service, follow, tail)
-        return
-    r.compose(compose.logs([service] if service else [], follow=follow, tail=tail), check=False)
+    places.of(r).logs(service, follow, tail)
 
 
 @stack_task(name="render", hosts=None, help={

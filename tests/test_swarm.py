@@ -288,7 +288,7 @@ def test_a_failed_stack_deploy_removes_the_secrets_and_networks_it_made_and_noth
     from tasks.execution.cluster import ClusterRun
     from tasks.execution.runner import Runner
     from tasks.execution.targets import HostTarget
-    from tasks.procedures.cluster_release import Steps
+    from tasks.procedures.cluster_release import SwarmRelease
 
     stack = loads(BASE + '[clusters.prod]\nmanager = "node1"\n')
     before = {("secret", "hello_django_secret_key_aaaaaaaaaaaa"), ("network", "hello_nginx_network")}
@@ -297,13 +297,16 @@ def test_a_failed_stack_deploy_removes_the_secrets_and_networks_it_made_and_noth
     # A service of the stack took the new database network before the failure: it stays.
     conn = Manager(before, made, in_use={("network", "hello_database1_network")})
     s = ClusterRun(stack.clusters["prod"], {"node1": Runner(HostTarget(conn, stack.hosts["node1"], stack), False)})
-    steps = Steps(s, "20261121T000000Z-abcdef012345", None, "hello-djangoapp:abcdef012345", 30)
+    place = SwarmRelease(s)
+    d = place.context("20261121T000000Z-abcdef012345", None, 30)
+    assert d.image == "hello-djangoapp:abcdef012345"
+    place.env = {"PROJECT": "hello"}
     with pytest.raises(TaskError, match="docker stack deploy .*failed"):
-        steps.stack_deploy({"PROJECT": "hello"}, steps.image, 0, "docker stack deploy (databases)")
+        place.stack_deploy(d, d.image, 0, "docker stack deploy (databases)")
     listing = [" ".join(plans.stack_objects("hello", kind)).replace("{{.Name}}", "'{{.Name}}'")
                for kind in plans.STACK_OBJECTS]
     assert conn.commands[:3] == listing  # read before the stack is deployed
-    steps.undo()
+    place.undo(d, "bringing the databases up", "deploy failed", 1)
     removals = [c for c in conn.commands if " rm " in c and c.startswith("docker ")]
     assert removals == ["docker secret rm hello_database1_password_bbbbbbbbbbbb hello_django_secret_key_bbbbbbbbbbbb",
                         "docker config rm hello_nginx_main_bbbbbbbbbbbb", "docker network rm hello_database1_network"]
@@ -317,15 +320,17 @@ def test_an_undo_removes_nothing_when_the_stack_could_not_be_listed_first():
     from tasks.execution.cluster import ClusterRun
     from tasks.execution.runner import Runner
     from tasks.execution.targets import HostTarget
-    from tasks.procedures.cluster_release import Steps
+    from tasks.procedures.cluster_release import SwarmRelease
 
     stack = loads(BASE + '[clusters.prod]\nmanager = "node1"\n')
     conn = Manager(set(), {("network", "hello_database1_network")})
     conn.answers[" ".join(plans.stack_objects("hello", "config")).replace("{{.Name}}", "'{{.Name}}'")] = Result(
         exited=1, stderr="Cannot connect to the Docker daemon\n")
     s = ClusterRun(stack.clusters["prod"], {"node1": Runner(HostTarget(conn, stack.hosts["node1"], stack), False)})
-    steps = Steps(s, "20261121T000000Z-abcdef012345", None, "hello-djangoapp:abcdef012345", 30)
+    place = SwarmRelease(s)
+    d = place.context("20261121T000000Z-abcdef012345", None, 30)
+    place.env = {"PROJECT": "hello"}
     with pytest.raises(TaskError):
-        steps.stack_deploy({"PROJECT": "hello"}, steps.image, 0)
-    steps.undo()
+        place.stack_deploy(d, d.image, 0)
+    place.undo(d, "bringing the databases up", "deploy failed", 1)
     assert not [c for c in conn.commands if " rm " in c and c.startswith("docker ")]

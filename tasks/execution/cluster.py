@@ -1,13 +1,30 @@
-"""A cluster's nodes, each with its own Runner (a HostTarget over SSH): what a cluster task
-works with, as a host task works with one Runner."""
+"""A cluster as a task sees it: a target with the runner's face (its name, stack, project,
+saying and confirming, as a Runner has them) over its nodes, each a Runner on a HostTarget
+over SSH with no release root of its own. What happens on the cluster as a whole is
+said and decided on the manager, which holds the releases, the ledger and the lock."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import TaskError, reason
 from ..source.stack import Cluster
 from .runner import Runner
+from .ssh import in_parallel
+
+
+@dataclass(frozen=True)
+class ClusterPlace:
+    """How messages name a cluster and what a command line adds to act on it (as a
+    target's name, `on` and `host_flag`)."""
+    name: str
+
+    @property
+    def on(self) -> str:
+        return f" on cluster {self.name}"
+
+    @property
+    def host_flag(self) -> str:
+        return f" --cluster {self.name}"
 
 
 @dataclass
@@ -24,6 +41,23 @@ class ClusterRun:
         return {name: self.nodes[name] for name in self.cluster.workers}
 
     @property
+    def target(self) -> ClusterPlace:
+        return ClusterPlace(self.cluster.name)
+
+    @property
+    def name(self) -> str:
+        """The cluster as messages name it."""
+        return f"cluster {self.cluster.name}"
+
+    @property
+    def stack(self):
+        return self.manager.stack
+
+    @property
+    def project(self) -> str:
+        return self.manager.project
+
+    @property
     def dry(self) -> bool:
         return self.manager.dry
 
@@ -33,18 +67,12 @@ class ClusterRun:
     def report(self, message: str) -> None:
         self.manager.report(message)
 
-    def each(self, work) -> None:
-        """WORK(name, runner) on every node at once (each its own SSH connection); once all
-        have finished, the first failure in the nodes' order, naming its node."""
-        def one(item):
-            name, node = item
-            try:
-                work(name, node)
-                return None
-            except Exception as exc:  # every node finishes, whatever happened on another
-                return exc if isinstance(exc, TaskError) and name in str(exc) else TaskError(f"{name}: {reason(exc)}")
+    def confirm(self, yes: bool, question: str, consequence: str) -> None:
+        self.manager.confirm(yes, question, consequence)
 
-        with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-            failures = [exc for exc in pool.map(one, self.nodes.items()) if exc is not None]
-        if failures:
-            raise failures[0]
+    def each(self, work) -> None:
+        """WORK(name, runner) on every node at once; once all have finished, the first
+        failure in the nodes' order, naming its node."""
+        for name, exc in in_parallel(self.nodes, work):
+            if exc is not None:
+                raise exc if isinstance(exc, TaskError) and name in str(exc) else TaskError(f"{name}: {reason(exc)}")

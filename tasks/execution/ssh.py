@@ -29,19 +29,8 @@ def connect(host: Host, dry: bool = False):
     """A Fabric connection to HOST that only trusts host keys already in its known_hosts.
     Opened at once (unless DRY), so that every SSH problem becomes one clear line here."""
     import paramiko
-    from fabric import Connection
 
-    connect_kwargs = {}
-    if host.identity_file:
-        connect_kwargs = {"key_filename": os.path.expanduser(host.identity_file), "look_for_keys": False,
-                          "allow_agent": False}
-    conn = Connection(host.address, user=host.user, port=host.port, connect_timeout=10,
-                      connect_kwargs=connect_kwargs)
-    conn.config.runners.remote = remote_runner()  # piped input in chunks (stdin.py)
-    known_hosts = os.path.expanduser(host.known_hosts)
-    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    if os.path.exists(known_hosts):
-        conn.client.load_host_keys(known_hosts)
+    conn = _connection(host)
     if dry:
         return conn
     where = f"{host.name} ({host.user + '@' if host.user else ''}{host.address}:{host.port})"
@@ -69,6 +58,25 @@ def connect(host: Host, dry: bool = False):
     return conn
 
 
+def _connection(host: Host):
+    """HOST's connection, not yet open: its key, its known_hosts and nothing else trusted."""
+    import paramiko
+    from fabric import Connection
+
+    connect_kwargs = {}
+    if host.identity_file:
+        connect_kwargs = {"key_filename": os.path.expanduser(host.identity_file), "look_for_keys": False,
+                          "allow_agent": False}
+    conn = Connection(host.address, user=host.user, port=host.port, connect_timeout=10,
+                      connect_kwargs=connect_kwargs)
+    conn.config.runners.remote = remote_runner()  # piped input in chunks (stdin.py)
+    known_hosts = os.path.expanduser(host.known_hosts)
+    conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    if os.path.exists(known_hosts):
+        conn.client.load_host_keys(known_hosts)
+    return conn
+
+
 def keep_watch(conn) -> None:
     """Notice a host that went silent (a cut link, a dead server) within DEAD_AFTER seconds:
     SSH keepalives every ALIVE_INTERVAL seconds keep data in flight, and the kernel drops a
@@ -81,22 +89,30 @@ def keep_watch(conn) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, DEAD_AFTER * 1000)
 
 
+def in_parallel(named: dict, work) -> list[tuple[str, Exception | None]]:
+    """WORK(name, item) for every item of NAMED at once (each its own SSH connection), every
+    one to its end whatever happens to another: (name, its failure or None), in NAMED's
+    order. What a failure means is the caller's policy."""
+    def one(pair):
+        name, item = pair
+        try:
+            work(name, item)
+            return name, None
+        except Exception as exc:  # every machine finishes, whatever happened on another
+            return name, exc
+
+    with ThreadPoolExecutor(max_workers=max(1, len(named))) as pool:
+        return list(pool.map(one, named.items()))
+
+
 def each_host(hosts, work) -> None:
     """WORK(host) for every host, in parallel, then a result line per host; one failure
     fails the whole, once every host has finished."""
-    def one(host):
-        try:
-            work(host)
-            return host.name, None
-        except Exit as exc:
-            return host.name, exc.message or f"exit status {exc.code}"
-        except Exception as exc:  # report every host, whatever happened on one of them
-            return host.name, f"{type(exc).__name__}: {exc}"
-
-    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        results = list(pool.map(one, hosts))
+    results = in_parallel({host.name: host for host in hosts}, lambda name, host: work(host))
     for name, error in results:
-        print(f"[{name}] {'ok' if error is None else error}", flush=True)
+        why = error.message or f"exit status {error.code}" if isinstance(error, Exit) else \
+            f"{type(error).__name__}: {error}" if error else "ok"
+        print(f"[{name}] {why}", flush=True)
     failed = [name for name, error in results if error]
     if failed:
         raise TaskError(f"failed on {', '.join(failed)} (of {len(hosts)} hosts)")

@@ -7,6 +7,8 @@ been end-of-life since 2023.
 """
 from __future__ import annotations
 
+import shlex
+
 from ..source.settings import DEFAULTS
 
 APP = "djangoapp"
@@ -82,6 +84,15 @@ def migrate(alias) -> list[str]:
 
 def collectstatic() -> list[str]:
     return manage(["collectstatic", "--noinput", "--verbosity", "1"])
+
+
+SUPERUSER_PASSWORD = "DJANGO_SUPERUSER_PASSWORD"
+
+
+def with_secret_on_stdin(variable: str, argv) -> str:
+    """Shell: ARGV run with VARIABLE set from the first line of standard input, so that the
+    value is never in a command line (here, on a host, or in `docker inspect`)."""
+    return f"IFS= read -r {variable}; export {variable}; exec {shlex.join(argv)}"
 
 
 def createsuperuser(username=None, email=None, tty=False) -> list[str]:

@@ -19,6 +19,8 @@ import shlex
 from pathlib import Path, PurePosixPath
 
 from ..source.stack import SECRETS_DIR
+from . import locks
+from .locks import HELD
 from .shell import quote as _q
 
 # What a host needs to build and run the stack; nothing else leaves this machine.
@@ -63,6 +65,20 @@ def code_digest(root: Path) -> str:
 
 def release_name(stamp: str, digest: str) -> str:
     return f"{stamp}-{digest}"
+
+
+def digest_of(release: str) -> str:
+    """The code digest a release name ends with (release_name)."""
+    return release.rsplit("-", 1)[-1]
+
+
+def image(project: str, digest: str) -> str:
+    """The app's image of code DIGEST: one per code, whatever the release or the place."""
+    return f"{project}-djangoapp:{digest}"
+
+
+def release_image(project: str, release: str) -> str:
+    return image(project, digest_of(release))
 
 
 RELEASE_PATTERN = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{12}$")
@@ -159,7 +175,7 @@ def release_env(project: str, http_port: int, image: str, config_dir, environ) -
 
 LOCK = ".deploy-lock"
 SERVED = ".served"
-LOCK_HELD = 3  # take_lock's exit status when another deploy holds the lock
+LOCK_HELD = HELD  # take_lock's exit status when another deploy holds the lock (as any lock's)
 TEMPLATE_END = "HELLO_ENV_TEMPLATE_END"
 
 
@@ -180,7 +196,7 @@ def lock_holder(directory) -> str:
 
 
 def release_lock(directory) -> str:
-    return f"rm -rf {_q(f'{directory}/{LOCK}')}"
+    return locks.release(PurePosixPath(f"{directory}/{LOCK}"))
 
 
 # The owner line take_lock writes: "USER@MACHINE pid PID since WHEN".

@@ -144,6 +144,17 @@ def versions_script(*groups) -> str:
         f"cat {' '.join(shlex.quote(str(path)) for path in group)} | sha256sum | cut -c1-12" for group in groups if group)
 
 
+def blank_if_missing(paths) -> str:
+    """Shell: each of PATHS that is missing or empty made a file of one blank line (0600):
+    a Swarm secret must have content."""
+    return "umask 077; " + "; ".join(f"[ -s {shlex.quote(str(p))} ] || echo > {shlex.quote(str(p))}" for p in paths)
+
+
+def stack_has_service(stack_file: str, name: str) -> list[str]:
+    """On the manager: exits 0 when STACK_FILE (as rendered) defines the service NAME."""
+    return ["grep", "-q", f"^  {name}:$", stack_file]
+
+
 def build_backup_image(project: str, context: str, postgres_image: str) -> str:
     """On the manager: the backup service's image built from CONTEXT (config/backup of the
     release) and tagged by its image id, which it prints: the same content, the same tag,

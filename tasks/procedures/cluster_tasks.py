@@ -3,14 +3,10 @@
 manage.py, in a running replica of the app on whichever node runs one)."""
 from __future__ import annotations
 
-import shlex
-
 from ..errors import TaskError
 from ..execution.cluster import ClusterRun
 from ..plans import compose
 from ..plans import swarm as plans
-from .cluster_release import Steps, _check_swarm
-from .release import current_release
 
 
 def logs(s: ClusterRun, service: str | None, follow: bool, tail: int) -> None:
@@ -45,18 +41,7 @@ def createsuperuser(s: ClusterRun, username: str, email: str | None, password: s
     NAME`, never in argv (as on a host)."""
     node, container = app_container(s)
     args = ["createsuperuser", "--noinput", "--username", username, *(["--email", email] if email else [])]
-    argv = plans.exec_manage(container, args, tty=False, env_names=["DJANGO_SUPERUSER_PASSWORD"])
-    script = f"IFS= read -r DJANGO_SUPERUSER_PASSWORD; export DJANGO_SUPERUSER_PASSWORD; exec {shlex.join(argv)}"
-    result = node.shell(script, stdin_text=password + "\n", what="createsuperuser")
+    argv = plans.exec_manage(container, args, tty=False, env_names=[compose.SUPERUSER_PASSWORD])
+    result = node.shell(compose.with_secret_on_stdin(compose.SUPERUSER_PASSWORD, argv), stdin_text=password + "\n",
+                        what="createsuperuser")
     print(result.stdout, end="")
-
-
-def migrate(s: ClusterRun, database, timeout: int) -> None:
-    """Migrations as the deploy runs them: one-off Swarm jobs of the live release's image."""
-    _check_swarm(s)
-    live = current_release(s.manager)
-    if live is None:
-        raise TaskError(f"nothing is deployed to cluster {s.cluster.name} yet: `inv deploy --cluster {s.cluster.name}`")
-    steps = Steps(s, live, None, f"{s.manager.project}-djangoapp:{live.rsplit('-', 1)[1]}", timeout)
-    targets = [s.manager.stack.database(database)] if database else None
-    steps.release_phase(steps.environment(), targets, static=False)

@@ -1,6 +1,9 @@
-"""A deploy and a rollback on a host: ordered, named steps with one undo path.
+"""A deploy and a rollback: one flow for every kind of place (`run_deploy`, `run_rollback`:
+the lock, "runs this code already", the named steps with one undo hook, the ledger, the
+prune, the rollback check), and the host strategy (HostRelease); a Swarm cluster's is
+SwarmRelease in procedures/cluster_release.py.
 
-No request is dropped on the way: the release phase (migrations, static files) runs from
+On a host no request is dropped on the way: the release phase (migrations, static files) runs from
 one-off containers while the previous release serves, then the new app container starts
 beside the old one and traffic moves by a reload of Nginx (procedures/rollout.py).
 
@@ -81,7 +84,8 @@ def releases(r: Runner) -> list[str]:
 
 @dataclass
 class Deploy:
-    """What the steps share. R works in the new release on the host; HERE on this machine."""
+    """What the steps share. R works in the new release on the machine that holds the
+    releases (a host, a cluster's manager); HERE on this machine."""
     r: Runner
     here: Runner
     release: str
@@ -90,6 +94,7 @@ class Deploy:
     ship_image: bool
     timeout: int
     started: bool = False        # traffic may have moved to the new release: undo moves it back
+    applied: dict | None = None  # per database, the migrations applied once the release phase ran
 
     @property
     def host(self):
@@ -164,15 +169,20 @@ def switch(d: Deploy) -> None:
     d.r.shell(plans.switch(d.r.target.directory, d.release), what=f"pointing current at {d.release}")
 
 
-def record(d: Deploy) -> None:
-    """The release's ledger entry: what it is and what each database applied for it."""
+def write_ledger(d: Deploy, read_applied) -> None:
+    """The release's ledger entry, wherever the releases live: what it is (commit, image)
+    and what each database applied for it (READ_APPLIED(), kept in D)."""
     commit = d.here.probe(["git", "rev-parse", "HEAD"], anywhere=True).stdout.strip() or "unknown"
     if commit != "unknown" and d.here.probe(["git", "status", "--porcelain"], anywhere=True).stdout.strip():
         commit += "+changes"  # deployed from a tree with uncommitted changes
     image = d.r.probe(rollout_plans.image_id(d.image)).stdout.strip()
     entry = ledger.entry(d.release, commit, image, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         f"{getpass.getuser()}@{socket.gethostname()}", applied(d.r))
+                         f"{getpass.getuser()}@{socket.gethostname()}", d.applied or read_applied())
     d.r.write(d.release_dir / ledger.LEDGER, entry, mode=0o644)
+
+
+def record(d: Deploy) -> None:
+    write_ledger(d, lambda: applied(d.r))
 
 
 def applied(r: Runner) -> dict[str, list[str]]:
@@ -211,18 +221,70 @@ def serve_release(r: Runner, timeout: float) -> None:
     roll_out(r, timeout)
 
 
-def run_steps(d: Deploy, steps=STEPS) -> None:
-    for name, step in steps:
+class HostRelease:
+    """The host strategy of a release: the code shipped by rsync and built there (or built
+    here and shipped), the release phase from one-off containers, a start-first roll behind
+    Nginx; its undo moves traffic back the same way."""
+
+    nodes_note = ""
+
+    def __init__(self, r: Runner):
+        self.r = self.home = r
+        self.name = r.target.name
+        self.steps = STEPS
+
+    def ready(self) -> None:
+        self.r.ensure_engine()  # before anything changes there
+        self.r.shell(plans.prepare_directories(self.r.target.directory), what="preparing the host's directory")
+
+    def leftovers(self) -> None:
+        directory = self.r.target.directory
+        unfinished = self.r.shell(plans.unfinished_releases(directory), check=False).stdout.split()
+        unfinished = [n for n in unfinished if plans.RELEASE_PATTERN.match(n)]
+        if unfinished:
+            self.r.say(f"removing what failed deploys left: {', '.join(unfinished)}")
+            self.r.shell(plans.remove_trees([directory / "releases" / n for n in unfinished]), check=False)
+
+    def undo(self, d: Deploy, step: str, where: str, code: int) -> None:
+        host_undo(d, step, where, code)
+
+    def settle(self, d: Deploy) -> None:
+        """Nothing more once the release serves."""
+
+    def prune(self, keep: int, release: str, previous: str | None) -> None:
+        prune_releases(self.r, keep, release, previous)
+
+    def serving(self, d: Deploy) -> str:
+        return f"{self.r.target.url} on the host"
+
+    def check(self) -> None:
+        """Nothing to check before a rollback: the lock and the ledger say it all."""
+
+    def applied(self) -> dict[str, list[str]]:
+        return applied(self.r)
+
+    def serve_again(self, target: str, timeout: int) -> None:
+        back = self.r.in_release(target)
+        serve_release(back, timeout)
+        wait_until_served(back, timeout)
+        self.r.shell(plans.switch(self.r.target.directory, target), what=f"pointing current at {target}")
+
+
+def run_steps(d: Deploy, place) -> None:
+    """PLACE's steps in order; a failure or Ctrl-C in any runs PLACE's one undo, which raises
+    the deploy's one-line error."""
+    for name, step in place.steps:
         try:
             step(d)
         except BaseException as exc:
-            undo(d, name, exc)
+            where = f"deploy of {d.release} to {place.name} failed while {name} ({reason(exc)})"
+            place.undo(d, name, where, 130 if isinstance(exc, KeyboardInterrupt) else 1)
+            raise TaskError(f"{where}; nothing was switched", 130 if isinstance(exc, KeyboardInterrupt) else 1) \
+                from None
 
 
-def undo(d: Deploy, step: str, exc: BaseException) -> None:
-    """The one way back from a failed or interrupted deploy; raises its one-line error."""
-    where = f"deploy of {d.release} to {d.host.name} failed while {step} ({reason(exc)})"
-    code = 130 if isinstance(exc, KeyboardInterrupt) else 1
+def host_undo(d: Deploy, step: str, where: str, code: int) -> None:
+    """The one way back from a failed or interrupted deploy on a host; raises its one-line error."""
     try:
         if d.started and d.previous:
             d.r.say(f"{step} failed; moving traffic back to {d.previous}")
@@ -243,35 +305,36 @@ def undo(d: Deploy, step: str, exc: BaseException) -> None:
         serving = (f"the new release's containers may be running: check with `inv ps --host {d.host.name}`"
                    if d.started else f"`current` still points at {d.previous or 'nothing'}, untouched")
         raise TaskError(f"{where}; could not undo on {d.host.name} ({reason(lost)}): {serving}", code) from None
-    raise TaskError(f"{where}; nothing was switched", code) from None
 
 
 def deploy(r: Runner, ship_image: bool, keep: int, timeout: int) -> None:
-    """Ship the code to the host as a new release, then run STEPS; keep KEEP releases.
-    Code the host runs already makes no new release (a rollback then goes to other code)."""
+    """Ship the code to the host as a new release, then run STEPS; keep KEEP releases."""
+    run_deploy(HostRelease(r), keep, timeout, ship_image)
+
+
+def run_deploy(place, keep: int, timeout: int, ship_image: bool = False) -> None:
+    """A new release of this checkout's code to PLACE (a host's or a cluster's strategy),
+    its steps run under the deploy lock with one undo; KEEP releases kept. Code that serves
+    there already makes no new release (a rollback then goes to other code)."""
     started = time.monotonic()
-    directory = r.target.directory
+    home = place.home
     digest = plans.code_digest(ROOT)
     release = plans.release_name(archives.stamp(), digest)
-    image = f"{r.project}-djangoapp:{digest}"
-    r.ensure_engine()  # before anything changes there
-    r.shell(plans.prepare_directories(directory), what="preparing the host's directory")
-    with deploy_lock(r):
-        previous = current_release(r)
-        if previous and previous.endswith(f"-{digest}") and not r.dry:
-            r.report(f"{r.target.name} runs this code already ({previous}): nothing to deploy")
+    place.ready()
+    with deploy_lock(home):
+        previous = current_release(home)
+        if previous and previous.endswith(f"-{digest}"):  # a dry run reads no release
+            home.report(f"{place.name} runs this code already ({previous}): nothing to deploy")
             return
-        r.shell(plans.mark_served(directory), check=False)
-        unfinished = r.shell(plans.unfinished_releases(directory), check=False).stdout.split()
-        unfinished = [n for n in unfinished if plans.RELEASE_PATTERN.match(n)]
-        if unfinished:
-            r.say(f"removing what failed deploys left: {', '.join(unfinished)}")
-            r.shell(plans.remove_trees([directory / "releases" / n for n in unfinished]), check=False)
-        r.say(f"deploying {release} to {r.target.name} (previous: {previous or 'none'})")
-        run_steps(Deploy(r.in_release(release), r.here(), release, previous, image, ship_image, timeout))
-        prune_releases(r, keep, release, previous)
-    r.report(f"deployed {release} to {r.target.name} in {time.monotonic() - started:.1f}s "
-             f"({r.target.url} on the host)")
+        home.shell(plans.mark_served(home.target.directory), check=False)
+        place.leftovers()
+        home.say(f"deploying {release} to {place.name} ({place.nodes_note}previous: {previous or 'none'})")
+        d = Deploy(home.in_release(release), home.here(), release, previous, plans.image(home.project, digest),
+                   ship_image, timeout)
+        run_steps(d, place)
+        place.settle(d)
+        place.prune(keep, release, previous)
+    home.report(f"deployed {release} to {place.name} in {time.monotonic() - started:.1f}s ({place.serving(d)})")
 
 
 def prune_releases(r: Runner, keep: int, release: str, previous: str | None) -> None:
@@ -283,10 +346,10 @@ def prune_releases(r: Runner, keep: int, release: str, previous: str | None) -> 
     old = [name for name in old if name not in (release, previous)]
     if old:
         r.shell(plans.remove_trees([directory / "releases" / n for n in old]), check=False)
-        kept = {n.rsplit("-", 1)[1] for n in known if n not in old} | {
-            release.rsplit("-", 1)[1], previous.rsplit("-", 1)[1] if previous else ""}
-        images = sorted({f"{r.project}-djangoapp:{n.rsplit('-', 1)[1]}" for n in old} -
-                        {f"{r.project}-djangoapp:{k}" for k in kept})
+        kept = {plans.digest_of(n) for n in known if n not in old} | {
+            plans.digest_of(release), plans.digest_of(previous) if previous else ""}
+        images = sorted({plans.image(r.project, plans.digest_of(n)) for n in old} -
+                        {plans.image(r.project, k) for k in kept})
         if images:
             r.run(["docker", "image", "rm", *images], check=False, hide=True)
 
@@ -324,16 +387,20 @@ def list_releases(r: Runner) -> list[list[str]]:
 
 
 def rollback(r: Runner, timeout: int, to: str | None = None, force: bool = False) -> None:
-    """Move traffic to the release before the current one, or to TO; refuse when a database
-    has applied migrations that release's code does not know, unless FORCE."""
-    with deploy_lock(r):
-        current, target, entry = rollback_target(r, to)
-        check_migrations(r, target, entry, force)
-        back = r.in_release(target)
-        serve_release(back, timeout)
-        wait_until_served(back, timeout)
-        r.shell(plans.switch(r.target.directory, target), what=f"pointing current at {target}")
-        r.report(f"rolled {r.target.name} back from {current} to {target}")
+    """Move traffic to the release before the current one, or to TO."""
+    run_rollback(HostRelease(r), timeout, to, force)
+
+
+def run_rollback(place, timeout: int, to: str | None = None, force: bool = False) -> None:
+    """PLACE back on the release before the current one, or on TO, no migration run;
+    refused when a database has applied migrations that release's code does not know,
+    unless FORCE."""
+    place.check()
+    with deploy_lock(place.home):
+        current, target, entry = rollback_target(place.home, to)
+        check_migrations(place.home, target, entry, force, now=place.applied)
+        place.serve_again(target, timeout)
+    place.home.report(f"rolled {place.name} back from {current} to {target}")
 
 
 def rollback_target(r: Runner, to: str | None) -> tuple[str | None, str, dict | ledger.Invalid | None]:
@@ -356,9 +423,9 @@ def rollback_target(r: Runner, to: str | None) -> tuple[str | None, str, dict | 
 
 
 def check_migrations(r: Runner, target: str, entry: dict | ledger.Invalid | None, force: bool,
-                     now: dict[str, list[str]] | None = None) -> None:
+                     now=None) -> None:
     """Refuse (unless FORCE) to go back to code that lacks migrations a database has applied
-    (NOW, read from R's databases unless given). A ledger that is not valid says nothing: its
+    (read by NOW(), from R's databases unless given). A ledger that is not valid says nothing: its
     release's migrations are unknown, as without one (refused unless FORCE, which is the
     same override as for migrations the code lacks; a rollback in an emergency is not
     blocked by a damaged file, and nothing in that file is believed)."""
@@ -374,7 +441,7 @@ def check_migrations(r: Runner, target: str, entry: dict | ledger.Invalid | None
                             "add --force to roll back to it anyway")
         r.say(f"{target} has no ledger: its migrations are unknown (--force)")
         return
-    extra = ledger.ahead(applied(r) if now is None else now, entry["migrations"])
+    extra = ledger.ahead(applied(r) if now is None else now(), entry["migrations"])
     if not extra:
         r.say(f"every migration applied is known to {target}")
         return

@@ -77,8 +77,6 @@ def _label(s: ClusterRun, changed: list[str]) -> None:
     swarm (this project's labels only)."""
     manager = s.manager
     ids = {name: node_state(node).node_id for name, node in s.nodes.items()}
-    if s.dry:
-        return
     every = [node["ID"] for node in plans.json_lines(manager.probe(plans.nodes(), anywhere=True).stdout)]
     found = json.loads(manager.probe(plans.inspect_nodes(every), anywhere=True).stdout or "[]")
     names = {node_id: name for name, node_id in ids.items()}

@@ -51,6 +51,16 @@ def _django_env(env, stack: Stack) -> str:
     return _render(env, "django.env.j2", http_port=stack.http_port)
 
 
+def django_environment(stack: Stack) -> dict[str, str]:
+    """What the app's processes get in their environment wherever they run (the compose
+    file, the stack file, a Swarm job): the settings module, the databases and where each
+    secret is; the values themselves come from the files."""
+    return {"DJANGO_SETTINGS_MODULE": "hello.settings.production",
+            "DJANGO_DATABASES": ",".join(db.name for db in stack.databases),
+            "DJANGO_SECRET_KEY_FILE": f"/run/secrets/{DJANGO_SECRET}",
+            **{f"{db.password_variable}_FILE": f"/run/secrets/{db.secret_name}" for db in stack.databases}}
+
+
 def app_secrets(stack: Stack) -> list[str]:
     """The secrets the app reads, by file name in config/secrets/ and /run/secrets/."""
     return [DJANGO_SECRET, *(db.secret_name for db in stack.databases)]
@@ -108,6 +118,7 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "client_max_body_size": stack.client_max_body_size,
         "databases": stack.databases,
         "app_secrets": app_secrets(stack),
+        "django_environment": django_environment(stack),
         "backups": stack.backups,
         "backup_secrets": backup_secrets(stack),
         "backup_optional_secrets": BACKUP_OPTIONAL_SECRETS,

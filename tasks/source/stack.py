@@ -255,7 +255,7 @@ def parse_cluster(name: str, entry, hosts: dict, databases) -> Cluster:
 SWARM_SECRET_LIMIT, SWARM_SERVICE_LIMIT = 64, 63
 # Stand-ins of full length for the digest that names each version of a secret or config
 # (plans/swarm.py versions_script: 12 characters) and the release tag in a one-off job's
-# name (procedures/cluster_release.py release_phase: 8).
+# name (procedures/cluster_release.py release_jobs: 8).
 DIGEST, TAG = "#" * 12, "#" * 8
 
 
