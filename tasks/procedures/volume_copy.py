@@ -9,7 +9,6 @@ the volume and puts it back if anything after that fails.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -211,8 +210,9 @@ def _postgres_major(r: Runner, image: str) -> str | None:
 
 def stream_path(r: Runner, archive_file) -> str | None:
     """Where a restore's helper reads the unpacked archive from (archives.extract_volume): a
-    FIFO beside the archive, when the engine runs on the machine that holds it; else None."""
-    path = str(archive_file.with_name(f".{archive_file.name}.{secrets.token_hex(4)}.stream"))
+    FIFO beside the archive, when the engine runs on the machine that holds it; else None.
+    Named as a temporary file is: one a killed restore leaves is deleted like one (backup_dir)."""
+    path = str(temporary_name(archive_file))
     if archives.FIFO_PATH.fullmatch(path) and archives.fifo_usable(r.probe(archives.engine_facts()).stdout):
         return path
     return None
