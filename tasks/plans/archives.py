@@ -345,8 +345,10 @@ def read_entries(stream):
 
 def drop_safety(volume: str, image: str) -> list[str]:
     """The restore verified: its safety copy renamed (the mark of a verified restore, for
-    SETTLE), then deleted with the unpacking folder."""
-    return _in_volume(volume, image, f"mv -T -- {SAFETY} {DISCARD}; rm -rf -- {STAGING} {DISCARD}")
+    SETTLE), then deleted with the unpacking folder; run again after an interrupt, it goes
+    on where that one stopped."""
+    return _in_volume(volume, image, f"if [ -d {SAFETY} ]; then mv -T -- {SAFETY} {DISCARD}; fi; "
+                                     f"rm -rf -- {STAGING} {DISCARD}")
 
 
 def restore_leftovers(volumes: dict[str, str], image: str) -> list[str]:

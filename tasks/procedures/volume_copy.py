@@ -273,5 +273,12 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
         again(r, compose.up(build=False, timeout=timeout), "starting the stack again")
         raise TaskError(f"restore of {archive_file.name} rolled back: the stack was not healthy with it "
                         f"({reason(exc)}); {info.name} has its previous content again") from None
-    r.run(archives.drop_safety(info.name, info.image), what=f"removing the safety copy {info.name}:/{archives.SAFETY}")
+    # Verified: a Ctrl-C now lets the safety copy's removal finish (the next task on the
+    # volume would finish it otherwise), then stops the task.
+    dropped, interrupted = again(r, archives.drop_safety(info.name, info.image),
+                                 f"removing the safety copy {info.name}:/{archives.SAFETY}", compose=False)
+    if dropped.failed:
+        r.say(f"the safety copy of {info.name} is left; the next restore or backup of it deletes it")
     r.report(f"restored {info.name} from {archive_file.name}; the stack is healthy")
+    if interrupted:
+        raise KeyboardInterrupt
