@@ -91,7 +91,7 @@ def check_interrupted_restores(r):
     if image is None:
         return False, "could not look into the volumes for interrupted restores: none of their images is here", \
             "`inv build`, then `inv doctor` again"
-    result = r.probe(archives.restore_leftovers({info.short: info.name for info in volumes}, image))
+    result = r.probe(archives.restore_leftovers({info.short: info.name for info in volumes}, image, r.project))
     if result.failed:
         return False, f"could not look into the volumes for interrupted restores ({result.stderr.strip()})", None
     left = {}

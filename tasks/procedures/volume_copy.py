@@ -151,11 +151,29 @@ def remove_leftover_helpers(r: Runner) -> None:
         r.probe(archives.remove_container(*found))
 
 
+class settled_helpers:
+    """On the way out of a task on INFO's volume (its lock held: no other task's helper is
+    there), the helpers a stopped `docker run` left there never started are removed: a
+    Ctrl-C in a step can leave one (archives.helper), and so can an earlier, killed task."""
+
+    def __init__(self, r: Runner, info: VolumeInfo):
+        self.r, self.info = r, info
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        found = self.r.probe(archives.unstarted_helpers(self.r.project, self.info.name)).stdout.split()
+        if found:
+            self.r.probe(archives.remove_container(*found))
+        return False
+
+
 def backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor) -> Path:
     if not volume_exists(r, info.name):
         raise TaskError(f"volume {info.name} does not exist: nothing to back up (start the stack with `inv up`)")
     directory = backup_dir(r)
-    with volume_lock(r, info.name):
+    with volume_lock(r, info.name), settled_helpers(r, info):
         final = fresh_name(r, directory, info.short, comp.extension)
         return _backup_volume(r, info, comp, final)
 
@@ -166,11 +184,11 @@ def _backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor, final
     started = time.monotonic()
     try:
         with stopped_services(r, info.writers):
-            stats = r.probe(archives.volume_stats(info.name, info.image))
+            stats = r.probe(archives.volume_stats(info.name, info.image, r.project))
             left = (stats.stdout.splitlines() + [""] * 5)[4].split()
             if left:  # by a killed restore: never archived
                 settle_restore(r, info, left)
-                stats = r.probe(archives.volume_stats(info.name, info.image))
+                stats = r.probe(archives.volume_stats(info.name, info.image, r.project))
             with helper_container(r, info) as container:
                 r.run(archives.archive_volume(container, comp, str(tmp)), what=f"archiving {info.name}")
         size, files, pg, owners = (stats.stdout.splitlines() + ["", "", "", ""])[:4]
@@ -194,7 +212,8 @@ def settle_restore(r: Runner, info: VolumeInfo, left) -> None:
     which, and why), with every service using it stopped; LEFT: the names it left."""
     r.say(f"{info.name} holds {', '.join(left)}, left by an interrupted restore")
     with stopped_services(r, info.writers + info.readers):
-        r.run(archives.settle_restore(info.name, info.image), what=f"settling the interrupted restore of {info.name}")
+        r.run(archives.settle_restore(info.name, info.image, r.project),
+              what=f"settling the interrupted restore of {info.name}")
 
 
 def _postgres_major(r: Runner, image: str) -> str | None:
@@ -232,7 +251,7 @@ def restore_volume(r: Runner, info: VolumeInfo, archive_file, data: dict, timeou
                 f"{archive_file.name} holds PostgreSQL {wanted} data but {info.short} runs {info.image} "
                 f"(PostgreSQL {have}); a file-level copy only works within one major version: restore a "
                 f"logical dump instead (inv db.dump on the old version, then inv db.load)")
-    with volume_lock(r, info.name):
+    with volume_lock(r, info.name), settled_helpers(r, info):
         _restore_volume(r, info, archive_file, comp, timeout)
 
 
@@ -251,12 +270,14 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
         with stopped_services(r, users):
             try:
                 # A restore a killed task left here is settled first (archives.SETTLE).
-                r.run(archives.move_aside(info.name, info.image), what=f"moving the content of {info.name} aside")
-                r.run(archives.extract_volume(str(archive_file), comp, info.name, info.image, fifo=fifo),
+                r.run(archives.move_aside(info.name, info.image, r.project),
+                      what=f"moving the content of {info.name} aside")
+                r.run(archives.extract_volume(str(archive_file), comp, info.name, info.image, r.project, fifo=fifo),
                       what=f"restoring {info.name}")
             except BaseException:
                 r.say(f"restoring {info.name} failed; putting the safety copy back")
-                r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
+                r.run(archives.put_safety_back(info.name, info.image, r.project),
+                      what="putting the safety copy back")
                 r.say(f"{info.name} holds its previous content again")
                 raise
             unpacked = True
@@ -269,13 +290,13 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
             raise
         r.say(f"the stack did not become healthy with the restored {info.short}; putting the safety copy back")
         with stopped_services(r, users):
-            r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
+            r.run(archives.put_safety_back(info.name, info.image, r.project), what="putting the safety copy back")
         again(r, compose.up(build=False, timeout=timeout), "starting the stack again")
         raise TaskError(f"restore of {archive_file.name} rolled back: the stack was not healthy with it "
                         f"({reason(exc)}); {info.name} has its previous content again") from None
     # Verified: a Ctrl-C now lets the safety copy's removal finish (the next task on the
     # volume would finish it otherwise), then stops the task.
-    dropped, interrupted = again(r, archives.drop_safety(info.name, info.image),
+    dropped, interrupted = again(r, archives.drop_safety(info.name, info.image, r.project),
                                  f"removing the safety copy {info.name}:/{archives.SAFETY}", compose=False)
     if dropped.failed:
         r.say(f"the safety copy of {info.name} is left; the next restore or backup of it deletes it")
