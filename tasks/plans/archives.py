@@ -370,6 +370,15 @@ def restore_leftovers(volumes: dict[str, str], image: str, project: str) -> list
     return helper(image, mounts, ["sh", "-c", script], project)
 
 
+def leftovers_by_volume(output: str) -> dict[str, list[str]]:
+    """RESTORE_LEFTOVERS' answer: for each volume's short name, the names found at its root."""
+    left: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        short, name = line.split()
+        left.setdefault(short, []).append(name)
+    return left
+
+
 def image_environment(image: str) -> list[str]:
     """The image's environment, a VAR=value per line."""
     return ["docker", "image", "inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", image]

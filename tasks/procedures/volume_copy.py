@@ -68,6 +68,17 @@ def stack_volumes(r: Runner) -> dict[str, VolumeInfo]:
     }
 
 
+def existing_volumes(r: Runner) -> list[VolumeInfo]:
+    """The stack's volumes that the engine has."""
+    existing = set(r.probe(["docker", "volume", "ls", "--quiet", "--filter", f"name=^{r.project}_"]).stdout.split())
+    return [info for info in stack_volumes(r).values() if info.name in existing] if existing else []
+
+
+def image_here(r: Runner, volumes: list[VolumeInfo]) -> str | None:
+    """An image of VOLUMES' services that is on the engine: a helper can run from it."""
+    return next((info.image for info in volumes if r.probe(["docker", "image", "inspect", info.image]).ok), None)
+
+
 def resolve_volume(volumes: dict[str, VolumeInfo], name: str) -> VolumeInfo:
     for info in volumes.values():
         if name in (info.short, info.name):
@@ -214,6 +225,24 @@ def settle_restore(r: Runner, info: VolumeInfo, left) -> None:
     with stopped_services(r, info.writers + info.readers):
         r.run(archives.settle_restore(info.name, info.image, r.project),
               what=f"settling the interrupted restore of {info.name}")
+
+
+def settle_interrupted_restores(r: Runner) -> None:
+    """What killed restores left in the stack's volumes (archives.SETTLE), finished or
+    undone before the stack starts on it: looked for in one helper, then settled under each
+    volume's lock, after a second look there (a restore that was running has ended by then)."""
+    volumes = existing_volumes(r)
+    image = image_here(r, volumes) if volumes else None
+    if image is None:
+        return
+    found = r.probe(archives.restore_leftovers({info.short: info.name for info in volumes}, image, r.project))
+    left_in = archives.leftovers_by_volume(found.stdout) if found.ok else {}
+    for info in [info for info in volumes if info.short in left_in]:
+        with volume_lock(r, info.name), settled_helpers(r, info):
+            stats = r.probe(archives.volume_stats(info.name, info.image, r.project))
+            left = (stats.stdout.splitlines() + [""] * 5)[4].split()
+            if left:
+                settle_restore(r, info, left)
 
 
 def _postgres_major(r: Runner, image: str) -> str | None:
