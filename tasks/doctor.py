@@ -7,7 +7,7 @@ from .execution.runner import compose_problem, engine_problem
 from .plans import archives, compose
 from .procedures.dumps import loads_left
 from .procedures.site import certificate, describe
-from .procedures.volume_copy import stack_volumes
+from .procedures.volume_copy import existing_volumes, image_here
 from .source import render
 from .source.stack import STACK_FILE
 
@@ -83,27 +83,22 @@ def check_certificate(r):
 
 def check_interrupted_restores(r):
     """A volume holding what a killed restore leaves (archives.SETTLE): one line each."""
-    existing = set(r.probe(["docker", "volume", "ls", "--quiet", "--filter", f"name=^{r.project}_"]).stdout.split())
-    volumes = [info for info in stack_volumes(r).values() if info.name in existing] if existing else []
+    volumes = existing_volumes(r)
     if not volumes:
         return True, "no volume yet: no interrupted restore", None
-    image = next((info.image for info in volumes if r.probe(["docker", "image", "inspect", info.image]).ok), None)
+    image = image_here(r, volumes)
     if image is None:
         return False, "could not look into the volumes for interrupted restores: none of their images is here", \
             "`inv build`, then `inv doctor` again"
-    result = r.probe(archives.restore_leftovers({info.short: info.name for info in volumes}, image))
+    result = r.probe(archives.restore_leftovers({info.short: info.name for info in volumes}, image, r.project))
     if result.failed:
         return False, f"could not look into the volumes for interrupted restores ({result.stderr.strip()})", None
-    left = {}
-    for line in result.stdout.splitlines():
-        short, name = line.split()
-        left.setdefault(short, []).append(name)
     found = []
-    for short, names in sorted(left.items()):
+    for short, names in sorted(archives.leftovers_by_volume(result.stdout).items()):
         outcome = ("it was verified: that deletes its safety copy" if archives.DISCARD in names else
                    "it was never verified: that puts back the content from before it")
         found.append((False, f"{r.project}_{short} holds {', '.join(names)}, left by an interrupted restore",
-                      f"`inv volume.archive --volume {short}` settles it first ({outcome})"))
+                      f"`inv volume.archive --volume {short}{r.target.host_flag}` settles it first ({outcome})"))
     return found or (True, "no volume holds what an interrupted restore leaves", None)
 
 
@@ -116,12 +111,13 @@ def check_interrupted_loads(r):
             continue
         names = loads_left(r, db, archives.in_compose_service(r.compose_argv([]), db.name))
         if names is None:
-            found.append((False, f"could not list the databases of {db.name}'s server", f"`inv logs {db.name}`"))
+            found.append((False, f"could not list the databases of {db.name}'s server",
+                          f"`inv logs {db.name}{r.target.host_flag}`"))
             continue
         checked.append(db.name)
         for leftover, what, _ in archives.settle_loads(db.name, names):
             found.append((False, f"{leftover} in {db.name}'s server, left by an interrupted load",
-                          f"`inv db.dump {db.name}` settles it first ({what})"))
+                          f"`inv db.dump {db.name}{r.target.host_flag}` settles it first ({what})"))
     return found or (True, f"no interrupted load in {', '.join(checked) or 'a running database'}", None)
 
 
@@ -151,8 +147,9 @@ def doctor(r):
     leftovers; a failing check says how to fix it.
 
     Here: everything but the certificate, and what a killed task left (a restore's safety
-    copy in a volume, a load's copies of a database, an unfinished file). On a host (--host): the engine, Compose, buildx
-    and the certificate the front serves (names, issuer, days left; under 14 days warns)."""
+    copy in a volume, a load's copies of a database, an unfinished file). On a host (--host): the engine, Compose, buildx,
+    the certificate the front serves (names, issuer, days left; under 14 days warns) and what
+    a killed task left in the volumes and databases there."""
     results, engine_ok = [], True
     for name in r.target.doctor_checks:  # the target says which checks make sense there
         if name in NEEDS_ENGINE and not engine_ok:

@@ -9,10 +9,11 @@ from .errors import TaskError
 from .execution.files import write_all
 from .plans import compose
 from .procedures import places
+from .procedures.dumps import settle_interrupted_loads
 from .procedures.locks import project_lock
 from .procedures.serving import check_port_free, wait_until_served
 from .procedures.starting import start_stack
-from .procedures.volume_copy import remove_leftover_helpers
+from .procedures.volume_copy import remove_leftover_helpers, settle_interrupted_restores
 from .source import render
 from .source.stack import STACK_FILE
 
@@ -46,6 +47,9 @@ def up(r, build=True, timeout=None, migrate=True, static=True):
     r.target.ensure_secrets(r)
     check_port_free(r)
     started = time.monotonic()
+    # What killed tasks left is finished or undone first: no service starts on half a restore.
+    settle_interrupted_restores(r)
+    settle_interrupted_loads(r)
     start_stack(r, build=build, timeout=timeout, migrate=migrate, static=static)
     url = wait_until_served(r, timeout)
     r.report(f"The stack is up{r.target.on} at {url} ({time.monotonic() - started:.1f}s). Admin: {url}admin/")

@@ -40,9 +40,10 @@ def test_a_helper_goes_with_the_anonymous_volumes_its_image_declares():
 
 
 def test_restore_moves_the_content_aside_then_unpacks_with_owners():
-    argv = archive.move_aside("hello_database1_volume", "postgres:15")
+    argv = archive.move_aside("hello_database1_volume", "postgres:15", "hello")
+    # Labelled as the project's helper: one a Ctrl-C left never started is found by it.
     assert argv[:-1] == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
-                         "--volume", "hello_database1_volume:/data", "--entrypoint", "sh", "postgres:15", "-c"]
+                         "--label", "hello.backup-helper=hello", "--volume", "hello_database1_volume:/data", "--entrypoint", "sh", "postgres:15", "-c"]
     # What an interrupted restore left is settled first, never moved aside with the content.
     assert argv[-1].startswith(f"set -e; cd /data; {archive.SETTLE}; rm -rf -- .restore-new; mkdir .restore-safety")
     assert argv[-1].endswith("rm -rf -- .restore-new; mkdir .restore-safety; chown --reference=. .restore-safety; chmod --reference=. .restore-safety; "
@@ -50,10 +51,11 @@ def test_restore_moves_the_content_aside_then_unpacks_with_owners():
                              "mkdir -m 700 .restore-new")
     # As root from standard input (`docker cp` would give every entry to the helper's user),
     # into a folder beside the safety copy, then moved up; the folder stays until verified.
-    assert archive.extract_volume("/b/a.tar.gz", archive.GZIP, "hello_media_volume", "hello-djangoapp:latest") == [
+    assert archive.extract_volume("/b/a.tar.gz", archive.GZIP, "hello_media_volume", "hello-djangoapp:latest",
+                                  "hello") == [
         "bash", "-o", "pipefail", "-c",
         "gzip -dc /b/a.tar.gz | docker run --rm --interactive --pull never --network none --user 0 "
-        "--volume hello_media_volume:/data --entrypoint sh hello-djangoapp:latest -c "
+        "--label hello.backup-helper=hello --volume hello_media_volume:/data --entrypoint sh hello-djangoapp:latest -c "
         "'set -e; tar --extract --file - --directory /data/.restore-new --numeric-owner --same-owner "
         "--same-permissions; cd /data; find .restore-new -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; "
         "chown --reference=.restore-new .; chmod --reference=.restore-new .'",
@@ -78,7 +80,7 @@ def fifo_restore(tmp_path, monkeypatch, **env):
     (tmp_path / "data").write_bytes(b"x" * 300_000)
     subprocess.run(["gzip", "-k", str(tmp_path / "data")], check=True)
     fifo = str(tmp_path / ".a.tar.gz.1234.stream")
-    argv = archive.extract_volume(str(tmp_path / "data.gz"), archive.GZIP, "v", "img", fifo=fifo)
+    argv = archive.extract_volume(str(tmp_path / "data.gz"), archive.GZIP, "v", "img", "p", fifo=fifo)
     result = subprocess.run(argv, env={**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}",
                                        "OUT": str(tmp_path / "out"), **env}, timeout=20)
     return result, fifo
@@ -118,7 +120,7 @@ def test_a_fifo_is_used_only_when_the_engine_runs_here_and_may_read_it(facts, us
 
 def test_a_fifo_path_the_mount_option_would_split_is_refused():
     with pytest.raises(ValueError):
-        archive.extract_volume("/b/a.tar.gz", archive.GZIP, "v", "img", fifo="/b/x,readonly=false")
+        archive.extract_volume("/b/a.tar.gz", archive.GZIP, "v", "img", "p", fifo="/b/x,readonly=false")
 
 
 def test_the_postgres_major_is_read_from_the_images_environment_when_it_has_one():
@@ -128,16 +130,18 @@ def test_the_postgres_major_is_read_from_the_images_environment_when_it_has_one(
 
 
 def test_putting_the_safety_copy_back():
-    argv = archive.put_safety_back("v", "img")
+    argv = archive.put_safety_back("v", "img", "p")
     assert argv[:-1] == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
-                         "--volume", "v:/data", "--entrypoint", "sh", "img", "-c"]
-    assert argv[-1] == f"set -e; cd /data; {archive.SETTLE}" == archive.settle_restore("v", "img")[-1]
+                         "--label", "hello.backup-helper=p", "--volume", "v:/data", "--entrypoint", "sh", "img", "-c"]
+    assert argv[-1] == f"set -e; cd /data; {archive.SETTLE}" == archive.settle_restore("v", "img", "p")[-1]
     assert archive.SETTLE.endswith(
         "find .restore-safety -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; "
         "chown --reference=.restore-safety .; chmod --reference=.restore-safety .; rmdir .restore-safety; fi")
-    # Verified: the copy is renamed before it goes, so that a killed deletion is finished.
-    assert archive.drop_safety("v", "img")[-1] == (
-        "set -e; cd /data; mv -T -- .restore-safety .restore-discard; rm -rf -- .restore-new .restore-discard")
+    # Verified: the copy is renamed before it goes, so that a killed deletion is finished;
+    # run again after an interrupt, it goes on from where that one stopped.
+    assert archive.drop_safety("v", "img", "p")[-1] == (
+        "set -e; cd /data; if [ -d .restore-safety ]; then mv -T -- .restore-safety .restore-discard; fi; "
+        "rm -rf -- .restore-new .restore-discard")
 
 
 OLD = {"a": "old a", "d/x": "old x"}
@@ -180,7 +184,7 @@ def test_what_a_killed_restore_left_is_settled_to_one_content_or_the_other(tmp_p
     os.chmod(tmp_path, 0o750)
     if (tmp_path / ".restore-safety").exists():
         os.chmod(tmp_path / ".restore-safety", 0o711)  # the root's mode from before the restore
-    script = archive.settle_restore("v", "img")[-1].replace("cd /data;", f"cd {tmp_path};")
+    script = archive.settle_restore("v", "img", "p")[-1].replace("cd /data;", f"cd {tmp_path};")
     for _ in range(2):
         subprocess.run(["sh", "-c", script], check=True, capture_output=True)
         assert _content(tmp_path) == expected

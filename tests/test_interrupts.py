@@ -9,7 +9,7 @@ from invoke import Result
 from tasks.errors import TaskError
 from tasks.execution.runner import Runner
 from tasks.execution.targets import LocalTarget
-from tasks.procedures.volume_copy import stopped_services
+from tasks.procedures.volume_copy import VolumeInfo, settled_helpers, stopped_services
 from tasks.source.stack import loads
 from tests.fakes import Recorder
 
@@ -80,6 +80,34 @@ def test_a_start_that_fails_by_itself_is_named_with_what_to_run(capsys):
             raise TaskError("in the block")
     assert ran(conn) == [STOP, START]  # not tried again: it did not fail for a Ctrl-C
     assert "djangoapp, nginx did not start again (exit status 1): `inv up` starts them" in capsys.readouterr().out
+
+
+MEDIA = VolumeInfo("media_volume", "hello_media_volume", ("djangoapp",), ("nginx",), "hello-djangoapp:latest", False)
+UNSTARTED = ("docker ps --all --quiet --filter label=hello.backup-helper=hello "
+             "--filter volume=hello_media_volume --filter status=created")
+
+
+@pytest.mark.parametrize("ending", [None, KeyboardInterrupt, TaskError], ids=["done", "ctrl-c", "error"])
+def test_helpers_a_stopped_docker_run_left_never_started_are_removed_on_every_way_out(ending):
+    # `docker run --rm` stopped while it makes its container leaves it made, never started,
+    # never removed: it holds the volume, and the app image's labels make it look like one
+    # of the compose project's containers.
+    conn = Terminal({})
+    conn.answers[UNSTARTED] = Result("c0ffee\ndecade\n")
+    try:
+        with settled_helpers(runner(conn), MEDIA):
+            if ending:
+                raise ending("in the block")
+    except (KeyboardInterrupt, TaskError) as exc:
+        assert type(exc) is ending
+    assert conn.commands[-2:] == [UNSTARTED, "docker rm --force --volumes c0ffee decade"]
+
+
+def test_no_helper_left_removes_nothing():
+    conn = Terminal({})
+    with settled_helpers(runner(conn), MEDIA):
+        pass
+    assert conn.commands[-1] == UNSTARTED
 
 
 def test_a_temporary_file_is_unfinished_once_its_writer_is_gone():

@@ -261,7 +261,7 @@ class TestDoctor:
             f"{COMPOSE} config --format json": Result(config),
             "docker image inspect postgres:15": Result("[]"),
             shlex.join(archives.restore_leftovers({"database1_volume": "hello_database1_volume",
-                                                   "media_volume": "hello_media_volume"}, "postgres:15")):
+                                                   "media_volume": "hello_media_volume"}, "postgres:15", "hello")):
                 Result("media_volume .restore-safety\nmedia_volume .restore-new\n"),
             LOADS: Result("database1__load_20261205t101500z\ndatabase1__old_20261204t101500z\n"),
             "docker buildx version": Result("github.com/docker/buildx 0.29.1 0.29.1-4\n"),

@@ -42,14 +42,15 @@ class held_interrupts:
 ATTEMPTS = 3
 
 
-def again(r, argv, what: str):
-    """Run the compose command ARGV until it succeeds, Ctrl-C held back: a run that an
-    interrupt cut short is tried again, up to ATTEMPTS times; one that failed by itself is
-    not. Returns (its last result, whether a Ctrl-C came meanwhile)."""
+def again(r, argv, what: str, compose: bool = True):
+    """Run the compose command ARGV (without COMPOSE: the command ARGV) until it succeeds,
+    Ctrl-C held back: a run that an interrupt cut short is tried again, up to ATTEMPTS
+    times; one that failed by itself is not. Returns (its last result, whether a Ctrl-C came
+    meanwhile)."""
     interrupted = False
     with held_interrupts() as held:
         for attempt in range(1, ATTEMPTS + 1):
-            result = r.compose(argv, what=what, check=False)
+            result = (r.compose if compose else r.run)(argv, what=what, check=False)
             cut = held.taken()
             interrupted = interrupted or cut
             if result.ok or not cut or attempt == ATTEMPTS:

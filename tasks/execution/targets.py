@@ -188,8 +188,9 @@ class HostTarget(Target):
     """The stack deployed on a host: its live release (`current`), or the release a deploy
     prepares; commands run there over SSH, in that release's directory."""
 
-    # The rest is about a checkout (a release was checked here), and the certificate.
-    doctor_checks = ("engine", "compose", "builder", "certificate")
+    # The rest is about a checkout (a release was checked here), and the certificate; what
+    # killed tasks left in the host's volumes and databases, as here.
+    doctor_checks = ("engine", "compose", "builder", "certificate", "interrupted_restores", "interrupted_loads")
 
     def __init__(self, c, host: Host, stack: Stack, release: str | None = None, local_c=None):
         super().__init__()

@@ -68,14 +68,18 @@ def pipeline(*stages, output: str | None = None, input: str | None = None) -> li
     return ["bash", "-o", "pipefail", "-c", text]
 
 
-def helper(image: str, mounts, command, stdin: bool = False, read_only_file: tuple[str, str] | None = None) -> list[str]:
+def helper(image: str, mounts, command, project: str, stdin: bool = False,
+           read_only_file: tuple[str, str] | None = None) -> list[str]:
     """A throwaway container from an image already on the host (never pulled), without
     network, as root so that it can read and restore every file's owner and mode; with
     STDIN, it reads its standard input; READ_ONLY_FILE (path here, path inside) is bind-mounted.
     `--rm` also removes the anonymous volumes the image declares (the postgres image's
-    VOLUME /var/lib/postgresql/data)."""
+    VOLUME /var/lib/postgresql/data). `--rm` removes a container once it ran: one whose
+    `docker run` a Ctrl-C or a kill stopped while it made it stays, never started, holding
+    its volumes (and, from the app image, labelled as a container of PROJECT's compose
+    project); labelled as PROJECT's helper, it is found and removed (unstarted_helpers)."""
     argv = ["docker", "run", "--rm", *(["--interactive"] if stdin else []),
-            "--pull", "never", "--network", "none", "--user", "0"]
+            "--pull", "never", "--network", "none", "--user", "0", "--label", f"{HELPER_LABEL}={project}"]
     for volume, path, read_only in mounts:
         argv += ["--volume", f"{volume}:{path}{':ro' if read_only else ''}"]
     if read_only_file:
@@ -83,14 +87,14 @@ def helper(image: str, mounts, command, stdin: bool = False, read_only_file: tup
     return argv + ["--entrypoint", command[0], image, *command[1:]]
 
 
-def volume_stats(volume: str, image: str) -> list[str]:
+def volume_stats(volume: str, image: str, project: str) -> list[str]:
     """Prints five lines: bytes, number of entries, PostgreSQL major version (or empty), the
     owners (uid:gid) of its entries, space-separated (a restore accepts these alone), and
     the names an interrupted restore left at its root (settle_restore deals with them)."""
     script = ("du -sb /data | cut -f1; find /data -mindepth 1 | wc -l; cat /data/PG_VERSION 2>/dev/null || echo; "
               "find /data -printf '%U:%G\\n' | sort -u | tr '\\n' ' '; echo; "
               f"for n in {' '.join(RESERVED)}; do if [ -e \"/data/$n\" ]; then printf '%s ' \"$n\"; fi; done; echo")
-    return helper(image, [(volume, "/data", True)], ["sh", "-c", script])
+    return helper(image, [(volume, "/data", True)], ["sh", "-c", script], project)
 
 
 # A restore moves the volume's current content into this folder of the same volume (a
@@ -126,6 +130,12 @@ def leftover_helpers(project: str) -> list[str]:
     return ["docker", "ps", "--all", "--quiet", "--filter", f"label={HELPER_LABEL}={project}"]
 
 
+def unstarted_helpers(project: str, volume: str) -> list[str]:
+    """PROJECT's helpers on VOLUME that were made and never started: a `docker run` stopped
+    while it made its container left each (helper)."""
+    return [*leftover_helpers(project), "--filter", f"volume={volume}", "--filter", "status=created"]
+
+
 def remove_container(*containers: str) -> list[str]:
     # --volumes: the anonymous volume the image's VOLUME gave each one (the postgres image
     # declares one) goes with it; a named volume is never removed by it.
@@ -136,8 +146,8 @@ def archive_volume(container: str, compressor: Compressor, output: str) -> list[
     return pipeline(["docker", "cp", f"{container}:/data/.", "-"], list(compressor.compress), output=output)
 
 
-def _in_volume(volume: str, image: str, script: str) -> list[str]:
-    return helper(image, [(volume, "/data", False)], ["sh", "-c", f"set -e; cd /data; {script}"])
+def _in_volume(volume: str, image: str, project: str, script: str) -> list[str]:
+    return helper(image, [(volume, "/data", False)], ["sh", "-c", f"set -e; cd /data; {script}"], project)
 
 
 # Finish or undo the restore a killed task left in a volume, from what is on disk (run in
@@ -162,12 +172,12 @@ SETTLE = (
 )
 
 
-def settle_restore(volume: str, image: str) -> list[str]:
+def settle_restore(volume: str, image: str, project: str) -> list[str]:
     """SETTLE in VOLUME: what a killed restore left, finished or undone."""
-    return _in_volume(volume, image, SETTLE)
+    return _in_volume(volume, image, project, SETTLE)
 
 
-def move_aside(volume: str, image: str) -> list[str]:
+def move_aside(volume: str, image: str, project: str) -> list[str]:
     """Move VOLUME's content into SAFETY, leaving it empty but for an empty STAGING folder
     to unpack into; the restore a killed task left there is settled first. The root's
     owner and mode are kept on SAFETY, so that putting it back restores them."""
@@ -177,10 +187,10 @@ def move_aside(volume: str, image: str) -> list[str]:
         f"find . -mindepth 1 -maxdepth 1 ! -name {SAFETY} -exec mv -t {SAFETY} -- {{}} +; "
         f"mkdir -m 700 {STAGING}"
     )
-    return _in_volume(volume, image, script)
+    return _in_volume(volume, image, project, script)
 
 
-def extract_volume(archive: str, compressor: Compressor, volume: str, image: str,
+def extract_volume(archive: str, compressor: Compressor, volume: str, image: str, project: str,
                    fifo: str | None = None) -> list[str]:
     """Unpack ARCHIVE (its entries checked first: check_entries) into STAGING with tar, as
     root, in a helper, then move it up into the volume's root, which takes the owner and
@@ -202,7 +212,7 @@ def extract_volume(archive: str, compressor: Compressor, volume: str, image: str
             f"find {STAGING} -mindepth 1 -maxdepth 1 -exec mv -t . -- {{}} +; "
             f"chown --reference={STAGING} .; chmod --reference={STAGING} ."
         )
-        return helper(image, [(volume, "/data", False)], ["sh", "-c", script], **how)
+        return helper(image, [(volume, "/data", False)], ["sh", "-c", script], project, **how)
 
     unpack = [*compressor.decompress, archive]
     piped = pipeline(unpack, unpack_with("-", stdin=True))
@@ -249,10 +259,10 @@ def fifo_usable(facts: str) -> bool:
     return engine == lines[1].strip() and not any("selinux" in o or "userns" in o for o in options)
 
 
-def put_safety_back(volume: str, image: str) -> list[str]:
+def put_safety_back(volume: str, image: str, project: str) -> list[str]:
     """Delete whatever a failed restore left and move the safety content back in place,
     with the root's owner and mode as they were: SETTLE, as for a killed restore."""
-    return _in_volume(volume, image, SETTLE)
+    return _in_volume(volume, image, project, SETTLE)
 
 
 # Checking an archive before anything is written ----------------------------------------------
@@ -356,19 +366,30 @@ def read_entries(stream):
         yield from archive
 
 
-def drop_safety(volume: str, image: str) -> list[str]:
+def drop_safety(volume: str, image: str, project: str) -> list[str]:
     """The restore verified: its safety copy renamed (the mark of a verified restore, for
-    SETTLE), then deleted with the unpacking folder."""
-    return _in_volume(volume, image, f"mv -T -- {SAFETY} {DISCARD}; rm -rf -- {STAGING} {DISCARD}")
+    SETTLE), then deleted with the unpacking folder; run again after an interrupt, it goes
+    on where that one stopped."""
+    return _in_volume(volume, image, project, f"if [ -d {SAFETY} ]; then mv -T -- {SAFETY} {DISCARD}; fi; "
+                                              f"rm -rf -- {STAGING} {DISCARD}")
 
 
-def restore_leftovers(volumes: dict[str, str], image: str) -> list[str]:
+def restore_leftovers(volumes: dict[str, str], image: str, project: str) -> list[str]:
     """Prints a line `SHORT NAME` for each name of RESERVED at the root of a volume of
     VOLUMES (short name: engine's name), all mounted read-only in one helper from IMAGE."""
     mounts = [(name, f"/v/{short}", True) for short, name in volumes.items()]
     script = (f"cd /v; for v in *; do for n in {' '.join(RESERVED)}; do "
               """if [ -e "$v/$n" ]; then echo "$v $n"; fi; done; done""")
-    return helper(image, mounts, ["sh", "-c", script])
+    return helper(image, mounts, ["sh", "-c", script], project)
+
+
+def leftovers_by_volume(output: str) -> dict[str, list[str]]:
+    """RESTORE_LEFTOVERS' answer: for each volume's short name, the names found at its root."""
+    left: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        short, name = line.split()
+        left.setdefault(short, []).append(name)
+    return left
 
 
 def image_environment(image: str) -> list[str]:

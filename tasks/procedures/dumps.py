@@ -80,6 +80,20 @@ def loads_left(r: Runner, db, in_db: list[str], anywhere: bool = False) -> list[
     return result.stdout.split() if result.ok else None
 
 
+def settle_interrupted_loads(r: Runner) -> None:
+    """What killed loads left in the running database servers, settled before the stack
+    starts on them (a live database renamed away would fail the app's health check): looked
+    for first, then settled under the database's volume lock (settle_loads looks again)."""
+    running = r.running_services()
+    for db in r.stack.databases:
+        if db.name not in running:
+            continue
+        in_db = archives.in_compose_service(r.compose_argv([]), db.name)
+        if archives.settle_loads(db.name, loads_left(r, db, in_db) or [db.name]):
+            with volume_lock(r, f"{r.project}_{db.volume}"):
+                settle_loads(r, db, in_db)
+
+
 def settle_loads(r: Runner, db, in_db: list[str], anywhere: bool = False) -> None:
     """What a killed load of DB left (archives.settle_loads), settled; under DB's volume
     lock, so that no load running now is taken for one."""

@@ -9,7 +9,6 @@ the volume and puts it back if anything after that fails.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -67,6 +66,17 @@ def stack_volumes(r: Runner) -> dict[str, VolumeInfo]:
                           images.get(owner) or f"{owner.upper()}_IMAGE", short in database_volumes)
         for short, (writers, readers, owner) in volume_users(r.stack, r.target.site).items()
     }
+
+
+def existing_volumes(r: Runner) -> list[VolumeInfo]:
+    """The stack's volumes that the engine has."""
+    existing = set(r.probe(["docker", "volume", "ls", "--quiet", "--filter", f"name=^{r.project}_"]).stdout.split())
+    return [info for info in stack_volumes(r).values() if info.name in existing] if existing else []
+
+
+def image_here(r: Runner, volumes: list[VolumeInfo]) -> str | None:
+    """An image of VOLUMES' services that is on the engine: a helper can run from it."""
+    return next((info.image for info in volumes if r.probe(["docker", "image", "inspect", info.image]).ok), None)
 
 
 def resolve_volume(volumes: dict[str, VolumeInfo], name: str) -> VolumeInfo:
@@ -152,11 +162,29 @@ def remove_leftover_helpers(r: Runner) -> None:
         r.probe(archives.remove_container(*found))
 
 
+class settled_helpers:
+    """On the way out of a task on INFO's volume (its lock held: no other task's helper is
+    there), the helpers a stopped `docker run` left there never started are removed: a
+    Ctrl-C in a step can leave one (archives.helper), and so can an earlier, killed task."""
+
+    def __init__(self, r: Runner, info: VolumeInfo):
+        self.r, self.info = r, info
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        found = self.r.probe(archives.unstarted_helpers(self.r.project, self.info.name)).stdout.split()
+        if found:
+            self.r.probe(archives.remove_container(*found))
+        return False
+
+
 def backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor) -> Path:
     if not volume_exists(r, info.name):
         raise TaskError(f"volume {info.name} does not exist: nothing to back up (start the stack with `inv up`)")
     directory = backup_dir(r)
-    with volume_lock(r, info.name):
+    with volume_lock(r, info.name), settled_helpers(r, info):
         final = fresh_name(r, directory, info.short, comp.extension)
         return _backup_volume(r, info, comp, final)
 
@@ -167,11 +195,11 @@ def _backup_volume(r: Runner, info: VolumeInfo, comp: archives.Compressor, final
     started = time.monotonic()
     try:
         with stopped_services(r, info.writers):
-            stats = r.probe(archives.volume_stats(info.name, info.image))
+            stats = r.probe(archives.volume_stats(info.name, info.image, r.project))
             left = (stats.stdout.splitlines() + [""] * 5)[4].split()
             if left:  # by a killed restore: never archived
                 settle_restore(r, info, left)
-                stats = r.probe(archives.volume_stats(info.name, info.image))
+                stats = r.probe(archives.volume_stats(info.name, info.image, r.project))
             with helper_container(r, info) as container:
                 r.run(archives.archive_volume(container, comp, str(tmp)), what=f"archiving {info.name}")
         size, files, pg, owners = (stats.stdout.splitlines() + ["", "", "", ""])[:4]
@@ -195,7 +223,26 @@ def settle_restore(r: Runner, info: VolumeInfo, left) -> None:
     which, and why), with every service using it stopped; LEFT: the names it left."""
     r.say(f"{info.name} holds {', '.join(left)}, left by an interrupted restore")
     with stopped_services(r, info.writers + info.readers):
-        r.run(archives.settle_restore(info.name, info.image), what=f"settling the interrupted restore of {info.name}")
+        r.run(archives.settle_restore(info.name, info.image, r.project),
+              what=f"settling the interrupted restore of {info.name}")
+
+
+def settle_interrupted_restores(r: Runner) -> None:
+    """What killed restores left in the stack's volumes (archives.SETTLE), finished or
+    undone before the stack starts on it: looked for in one helper, then settled under each
+    volume's lock, after a second look there (a restore that was running has ended by then)."""
+    volumes = existing_volumes(r)
+    image = image_here(r, volumes) if volumes else None
+    if image is None:
+        return
+    found = r.probe(archives.restore_leftovers({info.short: info.name for info in volumes}, image, r.project))
+    left_in = archives.leftovers_by_volume(found.stdout) if found.ok else {}
+    for info in [info for info in volumes if info.short in left_in]:
+        with volume_lock(r, info.name), settled_helpers(r, info):
+            stats = r.probe(archives.volume_stats(info.name, info.image, r.project))
+            left = (stats.stdout.splitlines() + [""] * 5)[4].split()
+            if left:
+                settle_restore(r, info, left)
 
 
 def _postgres_major(r: Runner, image: str) -> str | None:
@@ -211,8 +258,9 @@ def _postgres_major(r: Runner, image: str) -> str | None:
 
 def stream_path(r: Runner, archive_file) -> str | None:
     """Where a restore's helper reads the unpacked archive from (archives.extract_volume): a
-    FIFO beside the archive, when the engine runs on the machine that holds it; else None."""
-    path = str(archive_file.with_name(f".{archive_file.name}.{secrets.token_hex(4)}.stream"))
+    FIFO beside the archive, when the engine runs on the machine that holds it; else None.
+    Named as a temporary file is: one a killed restore leaves is deleted like one (backup_dir)."""
+    path = str(temporary_name(archive_file))
     if archives.FIFO_PATH.fullmatch(path) and archives.fifo_usable(r.probe(archives.engine_facts()).stdout):
         return path
     return None
@@ -232,7 +280,7 @@ def restore_volume(r: Runner, info: VolumeInfo, archive_file, data: dict, timeou
                 f"{archive_file.name} holds PostgreSQL {wanted} data but {info.short} runs {info.image} "
                 f"(PostgreSQL {have}); a file-level copy only works within one major version: restore a "
                 f"logical dump instead (inv db.dump on the old version, then inv db.load)")
-    with volume_lock(r, info.name):
+    with volume_lock(r, info.name), settled_helpers(r, info):
         _restore_volume(r, info, archive_file, comp, timeout)
 
 
@@ -251,12 +299,14 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
         with stopped_services(r, users):
             try:
                 # A restore a killed task left here is settled first (archives.SETTLE).
-                r.run(archives.move_aside(info.name, info.image), what=f"moving the content of {info.name} aside")
-                r.run(archives.extract_volume(str(archive_file), comp, info.name, info.image, fifo=fifo),
+                r.run(archives.move_aside(info.name, info.image, r.project),
+                      what=f"moving the content of {info.name} aside")
+                r.run(archives.extract_volume(str(archive_file), comp, info.name, info.image, r.project, fifo=fifo),
                       what=f"restoring {info.name}")
             except BaseException:
                 r.say(f"restoring {info.name} failed; putting the safety copy back")
-                r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
+                r.run(archives.put_safety_back(info.name, info.image, r.project),
+                      what="putting the safety copy back")
                 r.say(f"{info.name} holds its previous content again")
                 raise
             unpacked = True
@@ -269,9 +319,16 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
             raise
         r.say(f"the stack did not become healthy with the restored {info.short}; putting the safety copy back")
         with stopped_services(r, users):
-            r.run(archives.put_safety_back(info.name, info.image), what="putting the safety copy back")
+            r.run(archives.put_safety_back(info.name, info.image, r.project), what="putting the safety copy back")
         again(r, compose.up(build=False, timeout=timeout), "starting the stack again")
         raise TaskError(f"restore of {archive_file.name} rolled back: the stack was not healthy with it "
                         f"({reason(exc)}); {info.name} has its previous content again") from None
-    r.run(archives.drop_safety(info.name, info.image), what=f"removing the safety copy {info.name}:/{archives.SAFETY}")
+    # Verified: a Ctrl-C now lets the safety copy's removal finish (the next task on the
+    # volume would finish it otherwise), then stops the task.
+    dropped, interrupted = again(r, archives.drop_safety(info.name, info.image, r.project),
+                                 f"removing the safety copy {info.name}:/{archives.SAFETY}", compose=False)
+    if dropped.failed:
+        r.say(f"the safety copy of {info.name} is left; the next restore or backup of it deletes it")
     r.report(f"restored {info.name} from {archive_file.name}; the stack is healthy")
+    if interrupted:
+        raise KeyboardInterrupt

@@ -296,6 +296,28 @@ def test_a_restore_interrupted_at_any_step_leaves_the_site_serving(up, two_media
     assert _listing(up) in (then, before), _listing(up)
 
 
+def _never_started(s) -> list[str]:
+    """Containers on the media volume that were made and never started: what a `docker run
+    --rm` cut while it makes its container leaves (--rm removes a container once it ran)."""
+    return s.docker("ps", "--all", "--quiet", "--filter", f"volume={s.project}_media_volume",
+                    "--filter", "status=created").stdout.split()
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.04, 0.08, 0.12, 0.2])
+def test_a_ctrl_c_while_a_helper_container_is_made_leaves_none_behind(up, two_media, delay):
+    """The safety copy's removal, a step Ctrl-C lets finish, interrupted DELAY seconds after
+    it starts: somewhere in these the interrupt reaches `docker run` while it makes its
+    container, before it forwards signals (which one depends on the machine's speed)."""
+    archive, then, now = two_media
+    before = _listing(up)
+    _signal_at(up, ["volume.restore", str(archive), "--yes"], RESTORE_STEPS["dropping the safety copy"],
+               signal.SIGINT, delay=delay)
+    assert _serving(up) == 200
+    assert _listing(up) == then
+    assert _never_started(up) == []
+    assert before in (then, now)
+
+
 BACKUP_STEPS = {
     "stopping": r"compose .* stop djangoapp",
     "archiving": r"docker cp ",
@@ -335,13 +357,15 @@ def test_a_restore_killed_before_it_was_verified_is_reported_then_undone(up, two
                delay=0)
     report = _doctor(up)
     assert (f"FAIL {up.project}_media_volume holds .restore-safety, .restore-new, left by an interrupted restore\n"
-            "     fix: `inv volume.backup --volume media_volume` settles it first (it was never verified: "
+            "     fix: `inv volume.archive --volume media_volume` settles it first (it was never verified: "
             "that puts back the content from before it)") in report, report
-    up.inv("up", "--no-build")
-    out = up.inv("volume.archive", "--volume", "media_volume").stdout
+    # `inv up` settles it before it starts anything on the volume.
+    out = up.inv("up", "--no-build").stdout
     assert "putting back the content from before it" in out
     assert _listing(up) == now
     assert "left by an interrupted restore" not in _doctor(up)
+    out = up.inv("volume.archive", "--volume", "media_volume").stdout
+    assert "left by an interrupted restore" not in out
     # The archive made then holds the volume's content alone: a restore takes it.
     up.inv("volume.restore", str(_newest_media(up)), "--yes")
     assert _listing(up) == now and _serving(up) == 200
