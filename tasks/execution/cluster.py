@@ -57,10 +57,6 @@ class ClusterRun:
     def project(self) -> str:
         return self.manager.project
 
-    @property
-    def dry(self) -> bool:
-        return self.manager.dry
-
     def say(self, message: str) -> None:
         self.manager.say(message)
 

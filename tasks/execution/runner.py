@@ -122,10 +122,8 @@ class Runner:
         return Result(stdout="", stderr="", exited=0, command=text)
 
     # -- running ------------------------------------------------------------------------------
-    # DRY_ANSWER (deprecated): what a dry run answers, given by the caller; PRINTS names the
-    # output instead, and the runner makes the answer. Kept for the callers not moved yet.
     def run(self, argv, *, check=True, hide=False, pty=False, stdin=False, stdin_text=None, what=None,
-            prints=None, dry_answer=None, anywhere=False) -> Result:
+            prints=None, anywhere=False) -> Result:
         """Run ARGV in the stack's directory (ANYWHERE: wherever the session starts); with
         CHECK a non-zero exit becomes a one-line TaskError naming WHAT. Standard input reaches
         the command only with PTY or STDIN, or is STDIN_TEXT. PRINTS: what its output is,
@@ -133,7 +131,7 @@ class Runner:
         command = shlex.join(str(a) for a in argv)
         if self.dry:
             result = self._would(command)
-            result.stdout = placeholder(prints) if dry_answer is None else dry_answer
+            result.stdout = placeholder(prints)
             return result
         stream = io.StringIO(stdin_text) if stdin_text is not None else None if pty or stdin else False
         result = self.target.execute(command, warn=True, hide=hide, pty=pty, echo=not hide, in_stream=stream,
@@ -143,13 +141,12 @@ class Runner:
             raise TaskError(f"{what or command} failed (exit status {result.exited}){detail}")
         return result
 
-    def probe(self, argv, *, stdin_text=None, prints=None, dry_answer=None, anywhere=False) -> Result:
+    def probe(self, argv, *, stdin_text=None, prints=None, anywhere=False) -> Result:
         """Run a read-only command quietly and return its result; a dry run runs none,
         prints nothing and answers empty, or a placeholder named after what it PRINTS (as
         `run`). ANYWHERE: not in the stack's directory, which may not exist yet (a first deploy)."""
         if self.dry:
-            answer = placeholder(prints) if dry_answer is None else dry_answer
-            return Result(stdout=answer, stderr="", exited=0, command=shlex.join(str(a) for a in argv))
+            return Result(stdout=placeholder(prints), stderr="", exited=0, command=shlex.join(str(a) for a in argv))
         stream = io.StringIO(stdin_text) if stdin_text is not None else False
         return self.target.execute(shlex.join(str(a) for a in argv), warn=True, hide=True, in_stream=stream,
                                    in_root=not anywhere)

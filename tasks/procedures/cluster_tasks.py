@@ -23,7 +23,8 @@ def logs(s: ClusterRun, service: str | None, follow: bool, tail: int) -> None:
 def app_container(s: ClusterRun):
     """(the node's Runner, a running app container's id there)."""
     for node in s.nodes.values():
-        ids = node.probe(plans.task_containers(node.project, compose.APP), anywhere=True, dry_answer="APP").stdout.split()
+        ids = node.probe(plans.task_containers(node.project, compose.APP), anywhere=True,
+                         prints="app container").stdout.split()
         if ids:
             return node, ids[0]
     raise TaskError(f"no replica of the app runs on cluster {s.cluster.name}: see `inv swarm.status "
