@@ -165,6 +165,15 @@ def _run(func, c, host, hosts, dry, values):
     return on(chosen[0]) if len(chosen) == 1 else each_host(chosen, on)
 
 
+def _place_flags(values: dict, hosts) -> object:
+    """--host, --cluster, or both as a pair (the "-or-cluster" kinds), taken out of VALUES."""
+    if hosts == "cluster":
+        return values.pop("cluster", None)
+    if hosts and hosts.endswith("-or-cluster"):
+        return values.pop("host", None), values.pop("cluster", None)
+    return values.pop("host", None)
+
+
 def stack_task(help=None, *, hosts="many", configured=None, **task_kwargs):
     """Decorate FUNC(r, ...) as the task FUNC(c, ..., host, dry).
 
@@ -189,9 +198,7 @@ def stack_task(help=None, *, hosts="many", configured=None, **task_kwargs):
             values = dict(values.arguments)
             del values["c"]
             _refuse_help_as_value(signature, values)
-            host = values.pop("cluster", None) if hosts == "cluster" else \
-                (values.pop("host", None), values.pop("cluster", None)) if hosts and hosts.endswith("-or-cluster") else \
-                values.pop("host", None)
+            host = _place_flags(values, hosts)
             dry = dry_run(c, values.pop("dry"))
             for name in names & keys.keys():
                 values[name] = settings.option(c.config, keys[name], values[name])

@@ -138,6 +138,26 @@ def corrupt(archive_file, digest: str, data: dict):
                     f"the manifest says {data['sha256'][:16]}...; nothing was changed")
 
 
+class _EntryCheck:
+    """Every entry of an archive as the decompressor's output goes by (called with it);
+    whether it was read to the end, and what was wrong with it in `problem`."""
+
+    def __init__(self, name: str, owners: list, root_owner: str | None):
+        self.name, self.owners, self.root_owner, self.problem = name, owners, root_owner, None
+
+    def __call__(self, output) -> bool:
+        try:
+            archives.check_entries(archives.read_entries(output), self.owners, self.root_owner)
+            while output.read(1 << 20):  # what follows the end-of-archive blocks
+                pass
+            return True
+        except archives.Refused as exc:
+            self.problem = f"refusing {self.name}: {exc}; nothing was changed"
+        except Exception as exc:  # tarfile's own errors: not a tar stream, truncated
+            self.problem = f"refusing {self.name}: it is not a readable tar archive ({exc}); nothing was changed"
+        return False
+
+
 def verify_volume_archive(r: Runner, archive_file: Path, data: dict, root_owner: str | None = None) -> None:
     """Read a volume archive here once, for both checks, before anything is written anywhere:
     its SHA-256 against the manifest's, and every entry (archives.check_entries, the
@@ -151,33 +171,17 @@ def verify_volume_archive(r: Runner, archive_file: Path, data: dict, root_owner:
     if not isinstance(owners, list):
         raise TaskError(f"the manifest of {archive_file.name} lists no owners: refusing it; nothing was changed")
     digest = hashlib.sha256()
-    problem = None
-
-    def check(output) -> bool:
-        """Every entry as the decompressor's OUTPUT goes by; whether it was read to the end."""
-        nonlocal problem
-        try:
-            archives.check_entries(archives.read_entries(output), owners, root_owner)
-            while output.read(1 << 20):  # what follows the end-of-archive blocks
-                pass
-            return True
-        except archives.Refused as exc:
-            problem = f"refusing {archive_file.name}: {exc}; nothing was changed"
-        except Exception as exc:  # tarfile's own errors: not a tar stream, truncated
-            problem = (f"refusing {archive_file.name}: it is not a readable tar archive ({exc}); "
-                       "nothing was changed")
-        return False
-
+    check = _EntryCheck(archive_file.name, owners, root_owner)
     status, unreadable = r.read_input(comp.decompress, archive_file, digest.update, check)
     if unreadable:
         raise TaskError(f"could not read {archive_file}: {unreadable}; nothing was changed")
     if digest.hexdigest() != data["sha256"]:
         corrupt(archive_file, digest.hexdigest(), data)
-    if problem is None and status != 0:
-        problem = (f"refusing {archive_file.name}: {comp.name} could not decompress it "
-                   f"(exit status {status}); nothing was changed")
-    if problem:
-        raise TaskError(problem)
+    if check.problem is None and status != 0:
+        check.problem = (f"refusing {archive_file.name}: {comp.name} could not decompress it "
+                         f"(exit status {status}); nothing was changed")
+    if check.problem:
+        raise TaskError(check.problem)
     r.report(f"verified {archive_file.name} (sha256 {data['sha256'][:12]}; every entry read)")
 
 

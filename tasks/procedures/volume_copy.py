@@ -297,18 +297,7 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
     unpacked = False
     try:
         with stopped_services(r, users):
-            try:
-                # A restore a killed task left here is settled first (archives.SETTLE).
-                r.run(archives.move_aside(info.name, info.image, r.project),
-                      what=f"moving the content of {info.name} aside")
-                r.run(archives.extract_volume(str(archive_file), comp, info.name, info.image, r.project, fifo=fifo),
-                      what=f"restoring {info.name}")
-            except BaseException:
-                r.say(f"restoring {info.name} failed; putting the safety copy back")
-                r.run(archives.put_safety_back(info.name, info.image, r.project),
-                      what="putting the safety copy back")
-                r.say(f"{info.name} holds its previous content again")
-                raise
+            _unpack(r, info, archive_file, comp, fifo)
             unpacked = True
         # Every service up and healthy again, or the old content goes back (a Ctrl-C while
         # they started included).
@@ -323,6 +312,25 @@ def _restore_volume(r: Runner, info: VolumeInfo, archive_file, comp: archives.Co
         again(r, compose.up(build=False, timeout=timeout), "starting the stack again")
         raise TaskError(f"restore of {archive_file.name} rolled back: the stack was not healthy with it "
                         f"({reason(exc)}); {info.name} has its previous content again") from None
+    _drop_safety_copy(r, info, archive_file)
+
+
+def _unpack(r: Runner, info: VolumeInfo, archive_file, comp: archives.Compressor, fifo: str | None) -> None:
+    """The content moved aside (the safety copy), then the archive unpacked; on any failure,
+    the safety copy back."""
+    try:
+        # A restore a killed task left here is settled first (archives.SETTLE).
+        r.run(archives.move_aside(info.name, info.image, r.project), what=f"moving the content of {info.name} aside")
+        r.run(archives.extract_volume(str(archive_file), comp, info.name, info.image, r.project, fifo=fifo),
+              what=f"restoring {info.name}")
+    except BaseException:
+        r.say(f"restoring {info.name} failed; putting the safety copy back")
+        r.run(archives.put_safety_back(info.name, info.image, r.project), what="putting the safety copy back")
+        r.say(f"{info.name} holds its previous content again")
+        raise
+
+
+def _drop_safety_copy(r: Runner, info: VolumeInfo, archive_file) -> None:
     # Verified: a Ctrl-C now lets the safety copy's removal finish (the next task on the
     # volume would finish it otherwise), then stops the task.
     dropped, interrupted = again(r, archives.drop_safety(info.name, info.image, r.project),
