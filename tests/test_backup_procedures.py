@@ -76,7 +76,10 @@ def lock_commands(command):
 
 OK = Result()
 MISSING = Result(exited=1)
+# The read, on the way out of a volume's backup or restore, of the helpers never started on it.
+UNSTARTED = shlex.join(archives.unstarted_helpers("hello-prod", "hello-prod_media_volume"))
 ALWAYS = [
+    (UNSTARTED, OK),
     (ENGINE[0], OK), (ENGINE[1], OK),
     (RUNNING, Result(stdout="djangoapp\nnginx\nfront\ndatabase1\n")),
     (bash(f"mkdir -p -m 700 {BACKUPS}"), OK),
@@ -378,7 +381,7 @@ class TestVolumes:
 
     def backup_rules(self, stats="1000\n3\n\n0:0 1000:1000\n\n"):
         return [(shlex.join(["docker", "volume", "inspect", MEDIA.name]), OK),
-                (shlex.join(archives.volume_stats(MEDIA.name, MEDIA.image)), Result(stdout=stats)),
+                (shlex.join(archives.volume_stats(MEDIA.name, MEDIA.image, "hello-prod")), Result(stdout=stats)),
                 ("docker rm", OK), (shlex.join(archives.create_helper(MEDIA.image, MEDIA.name, "hello-prod")),
                                     Result(stdout="HELPER\n")),
                 (compose_argv("stop"), OK), (compose_argv("start"), OK), ("bash -o pipefail -c", OK),
@@ -392,7 +395,7 @@ class TestVolumes:
             bash(f"mkdir -p -m 700 {BACKUPS}"), f"find {BACKUPS} -maxdepth 1 -name '.*.tmp'",
             "take volume-hello-prod_media_volume", bash(hostfiles.exists(VOLUME_TAR)),
             *ENGINE, RUNNING, compose_argv(*compose.stop(["djangoapp"])),
-            shlex.join(archives.volume_stats(MEDIA.name, MEDIA.image)),
+            shlex.join(archives.volume_stats(MEDIA.name, MEDIA.image, "hello-prod")),
             shlex.join(archives.remove_container(archives.helper_name(MEDIA.name))),
             shlex.join(archives.create_helper(MEDIA.image, MEDIA.name, "hello-prod")),
             shlex.join(archives.archive_volume("HELPER", archives.GZIP, str(VOLUME_TMP))),
@@ -401,15 +404,15 @@ class TestVolumes:
             shlex.join(archives.sha256(str(VOLUME_TMP))),
             bash(hostfiles.rename(VOLUME_TMP, VOLUME_TAR)),
             bash(hostfiles.write(f"{VOLUME_TAR}.sha256", 0o600)), bash(hostfiles.write(f"{VOLUME_TAR}.json", 0o600)),
-            bash(hostfiles.size(VOLUME_TAR)), "release volume-hello-prod_media_volume"]
-        manifest = json.loads(conn.calls[-3][2])
+            bash(hostfiles.size(VOLUME_TAR)), UNSTARTED, "release volume-hello-prod_media_volume"]
+        manifest = json.loads(conn.calls[-4][2])
         assert {k: manifest[k] for k in ("kind", "volume", "services", "size_bytes", "files", "owners", "compression")} \
             == {"kind": "volume", "volume": "media_volume", "services": ["djangoapp", "nginx"], "size_bytes": 1000,
                 "files": 3, "owners": ["0:0", "1000:1000"], "compression": "gzip"}
 
     def test_a_restore_a_killed_task_left_is_settled_before_the_archive(self, capsys):
-        stats, settle = (shlex.join(archives.volume_stats(MEDIA.name, MEDIA.image)),
-                         shlex.join(archives.settle_restore(MEDIA.name, MEDIA.image)))
+        stats, settle = (shlex.join(archives.volume_stats(MEDIA.name, MEDIA.image, "hello-prod")),
+                         shlex.join(archives.settle_restore(MEDIA.name, MEDIA.image, "hello-prod")))
         running = iter(["djangoapp\nnginx\nfront\ndatabase1\n", "nginx\nfront\ndatabase1\n"])
         found = iter(["1000\n3\n\n0:0\n.restore-new\n", "1000\n3\n\n0:0\n\n"])
         r, conn = on_host((RUNNING, lambda c: Result(stdout=next(running))), (stats, lambda c: Result(stdout=next(found))),
@@ -432,8 +435,9 @@ class TestVolumes:
                            Result(stderr="no such image\n", exited=1)), *self.backup_rules())
         with pytest.raises(TaskError, match="^could not create a helper container from hello-app .*: no such image$"):
             volume_copy.backup_volume(r, MEDIA, archives.GZIP)
-        assert commands(conn)[-3:] == [compose_argv(*compose.start(["djangoapp"])),
-                                       bash(hostfiles.remove([VOLUME_TMP])), "release volume-hello-prod_media_volume"]
+        assert commands(conn)[-4:] == [compose_argv(*compose.start(["djangoapp"])),
+                                       bash(hostfiles.remove([VOLUME_TMP])), UNSTARTED,
+                                       "release volume-hello-prod_media_volume"]
 
 
 class TestRestoringAVolume:
@@ -478,22 +482,34 @@ class TestRestoringAVolume:
             shlex.join(["docker", "volume", "inspect", MEDIA.name]),
             shlex.join(archives.engine_facts()),
             *ENGINE, RUNNING, compose_argv(*compose.stop(["djangoapp", "nginx"])),
-            shlex.join(archives.move_aside(MEDIA.name, MEDIA.image)),
-            shlex.join(archives.extract_volume(str(VOLUME_TAR), archives.GZIP, MEDIA.name, MEDIA.image, fifo=None)),
+            shlex.join(archives.move_aside(MEDIA.name, MEDIA.image, "hello-prod")),
+            shlex.join(archives.extract_volume(str(VOLUME_TAR), archives.GZIP, MEDIA.name, MEDIA.image, "hello-prod", fifo=None)),
             compose_argv(*compose.start(["djangoapp", "nginx"])),
-            shlex.join(archives.drop_safety(MEDIA.name, MEDIA.image)),
-            "release volume-hello-prod_media_volume"]
+            shlex.join(archives.drop_safety(MEDIA.name, MEDIA.image, "hello-prod")),
+            UNSTARTED, "release volume-hello-prod_media_volume"]
         assert started == [dict(build=False, timeout=60, what="starting the stack after the restore", migrate=False,
                                 static=False)]
 
     def test_a_failed_unpack_puts_the_safety_copy_back(self, monkeypatch):
         monkeypatch.setattr(volume_copy, "start_stack", lambda r, **kw: pytest.fail("started"))
-        extract = shlex.join(archives.extract_volume(str(VOLUME_TAR), archives.GZIP, MEDIA.name, MEDIA.image))
+        extract = shlex.join(archives.extract_volume(str(VOLUME_TAR), archives.GZIP, MEDIA.name, MEDIA.image, "hello-prod"))
         r, conn = on_host((extract, Result(stderr="tar: short read\n", exited=2)), *self.rules())
         with pytest.raises(TaskError, match="^restoring hello-prod_media_volume failed"):
             volume_copy.restore_volume(r, MEDIA, VOLUME_TAR, self.DATA, 60)
-        assert commands(conn)[-4:] == [extract, shlex.join(archives.put_safety_back(MEDIA.name, MEDIA.image)),
+        assert commands(conn)[-5:] == [extract, shlex.join(archives.put_safety_back(MEDIA.name, MEDIA.image, "hello-prod")),
                                        compose_argv(*compose.start(["djangoapp", "nginx"])),
+                                       UNSTARTED, "release volume-hello-prod_media_volume"]
+
+    def test_a_helper_a_ctrl_c_left_never_started_is_removed_before_the_lock_is_given_back(self, monkeypatch):
+        monkeypatch.setattr(volume_copy, "start_stack", lambda r, **kw: pytest.fail("started"))
+        move = shlex.join(archives.move_aside(MEDIA.name, MEDIA.image, "hello-prod"))
+        r, conn = on_host((move, KeyboardInterrupt()), (UNSTARTED, Result(stdout="c1\n")), ("docker rm", OK),
+                          *self.rules())
+        with pytest.raises(KeyboardInterrupt):
+            volume_copy.restore_volume(r, MEDIA, VOLUME_TAR, self.DATA, 60)
+        assert commands(conn)[-6:] == [move, shlex.join(archives.put_safety_back(MEDIA.name, MEDIA.image, "hello-prod")),
+                                       compose_argv(*compose.start(["djangoapp", "nginx"])), UNSTARTED,
+                                       shlex.join(archives.remove_container("c1")),
                                        "release volume-hello-prod_media_volume"]
 
     def test_a_stack_unhealthy_with_the_restored_volume_gets_its_previous_content_back(self, monkeypatch):
@@ -506,11 +522,11 @@ class TestRestoringAVolume:
                                             r"with it \(djangoapp did not become healthy\); hello-prod_media_volume "
                                             "has its previous content again$"):
             volume_copy.restore_volume(r, MEDIA, VOLUME_TAR, self.DATA, 60)
-        assert commands(conn)[-6:] == [
+        assert commands(conn)[-7:] == [
             RUNNING, compose_argv(*compose.stop(["djangoapp", "nginx"])),
-            shlex.join(archives.put_safety_back(MEDIA.name, MEDIA.image)),
+            shlex.join(archives.put_safety_back(MEDIA.name, MEDIA.image, "hello-prod")),
             compose_argv(*compose.start(["djangoapp", "nginx"])),
-            compose_argv(*compose.up(build=False, timeout=60)), "release volume-hello-prod_media_volume"]
+            compose_argv(*compose.up(build=False, timeout=60)), UNSTARTED, "release volume-hello-prod_media_volume"]
 
     def test_a_volume_not_made_yet_is_made_by_compose_first(self, monkeypatch):
         monkeypatch.setattr(volume_copy, "start_stack", lambda r, **kw: None)
