@@ -218,6 +218,35 @@ def test_a_rollback_rolls_the_replicas_back_to_the_previous_release(cluster):
     assert re.search(rf"^\* +{previous}", listed, re.M), listed
 
 
+def stack_objects(node1) -> dict[str, set[str]]:
+    return {kind: set(node1.docker(kind, "ls", "--filter", f"label=com.docker.stack.namespace={PROJECT}",
+                                   "--format", "{{.Name}}").stdout.split()) for kind in ("network", "secret", "config")}
+
+
+def test_a_deploy_whose_migration_fails_leaves_the_live_release_serving_and_nothing_behind(cluster):
+    node1, node2 = cluster.nodes
+    listed = cluster.inv("releases", "--cluster", "prod").stdout
+    running, objects = replicas(node1), stack_objects(node1)
+    dirs = {node: sorted(p.name for p in (node.dir / "srv/releases").iterdir()) for node in cluster.nodes}
+    broken = cluster.root / "hello/notes/migrations/0002_broken.py"
+    broken.write_text("from django.db import migrations\n\n\ndef fail(apps, schema_editor):\n"
+                      "    raise RuntimeError('a broken migration')\n\n\n"
+                      "class Migration(migrations.Migration):\n    dependencies = [('notes', '0001_initial')]\n"
+                      "    operations = [migrations.RunPython(fail)]\n")
+    try:
+        result = cluster.inv("deploy", "--cluster", "prod", check=False, timeout=1800)
+    finally:
+        broken.unlink()
+    assert result.returncode == 1 and "running the release phase" in result.stderr, (result.stdout, result.stderr)
+    # The live release serves on, untouched; the failed one is gone from every node, and
+    # what its `docker stack deploy` would have made in Swarm is not there either.
+    assert cluster.inv("releases", "--cluster", "prod").stdout == listed
+    assert sorted(replicas(node1)) == sorted(running) and page(node1)[0] == 200 and page(node2)[0] == 200
+    assert {node: sorted(p.name for p in (node.dir / "srv/releases").iterdir()) for node in cluster.nodes} == dirs
+    assert stack_objects(node1) == objects
+    assert not (node1.dir / "srv/.deploy-lock").exists()
+
+
 def test_a_lost_node_leaves_the_site_up_and_its_replica_restarts_on_the_other(cluster):
     node1, node2 = cluster.nodes
     first = node_id(node1)
