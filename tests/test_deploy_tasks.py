@@ -164,8 +164,8 @@ class TestRollback:
 
 class TestReleases:
     def test_a_hosts_releases_newest_first_the_live_one_marked(self, place, capsys):
-        conns = place(prod=host_rules(**{CURRENT: f"releases/{NEW}\n",
-                                         LEDGERS: ledgers((OLD, True, None), (NEW, True, {"database1": ["a.1", "b.1"]}))}))
+        listed = ledgers((OLD, True, None), (NEW, True, {"database1": ["a.1", "b.1"]}))
+        conns = place(prod=host_rules(**{CURRENT: f"releases/{NEW}\n", LEDGERS: listed}))
         deploy.releases(c(), host="prod")
         assert commands(conns["prod"]) == [CURRENT, LEDGERS]
         assert [line.split() for line in capsys.readouterr().out.splitlines()] == [

@@ -157,7 +157,6 @@ class Watched:
 
 
 class TestKeepWatch:
-    @pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="TCP_USER_TIMEOUT is Linux's")
     def test_keepalives_flow_and_the_kernel_gives_up_on_silence_after_dead_after(self):
         with socket.socket() as sock:
             conn = Watched(sock)
