@@ -6,6 +6,7 @@ it that a LocalTarget runs through Invoke's Context here.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -52,10 +53,21 @@ def connect(host: Host, dry: bool = False):
     except (socket.timeout, TimeoutError):
         raise TaskError(f"cannot reach {where}: no answer within 10 s") from None
     except (OSError, paramiko.ssh_exception.NoValidConnectionsError) as exc:
-        reason = "connection refused" if "refused" in str(exc).lower() or getattr(exc, "errno", None) == 111 else str(exc)
-        raise TaskError(f"cannot reach {where}: {reason}") from None
+        raise TaskError(f"cannot reach {where}: {_unreachable(exc)}") from None
     keep_watch(conn)
     return conn
+
+
+def _unreachable(exc: OSError) -> str:
+    """Why no connection could be made, in a few words. Paramiko gathers the error of each
+    address it tried into one NoValidConnectionsError whose own errno is None: a refusal is
+    read from those."""
+    causes = list(getattr(exc, "errors", {}).values()) or [exc]
+    if all("refused" in str(e).lower() or getattr(e, "errno", None) == errno.ECONNREFUSED for e in causes):
+        return "connection refused"
+    if causes[0] is not exc and getattr(causes[0], "strerror", None):
+        return causes[0].strerror  # "No route to host", say
+    return str(exc)
 
 
 def _connection(host: Host):
