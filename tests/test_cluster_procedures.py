@@ -48,7 +48,7 @@ def replicas(image, count=2):
 
 def manager_rules(current="", app=IMAGE):
     return [(r"bash -c 'readlink /srv/hello/current \|\| true'", current + "\n" if current else ""),
-            (r"bash -c 'test ! -e /srv/hello/.deploy-lock .*", ""), (r"bash -c 'rm -rf /srv/hello/.deploy-lock'", ""),
+            (r"bash -c 'mkdir -p -m 700 /srv/hello; i=0; while ! mkdir /srv/hello/.deploy-lock .*", ""), (r"bash -c 'rm -rf /srv/hello/.deploy-lock'", ""),
             (r"bash -c 'if test -d /srv/hello/current/; then touch .*", ""),
             (r"bash -c 'set -eo pipefail; cat .*sha256sum.*", "aaaaaaaaaaaa\nbbbbbbbbbbbb\n"),
             (r"bash -c 'touch /srv/hello/releases/.*/\.served && ln -sfn .*", ""),

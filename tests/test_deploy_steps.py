@@ -135,7 +135,7 @@ def test_a_deploy_runs_its_steps_in_order_and_switches_last():
     assert host_commands[:5] == [bash(plans.prepare_directories("/srv/hello")),
                                  host_commands[1], bash(plans.current_release("/srv/hello")),
                                  bash(plans.mark_served("/srv/hello")), bash(plans.unfinished_releases("/srv/hello"))]
-    assert host_commands[1].startswith("bash -c 'test ! -e /srv/hello/.deploy-lock || exit 3; mkdir")
+    assert host_commands[1].startswith("bash -c 'mkdir -p -m 700 /srv/hello; i=0; while ! mkdir /srv/hello/.deploy-lock 2>/dev/null")
     assert here.commands[0].startswith("rsync --archive --delete") and f"--link-dest={OLD_DIR}" in here.commands[0]
     # The ledger's commit is read here, where the code was shipped from.
     assert here.commands[1:] == ["git rev-parse HEAD", "git status --porcelain"]

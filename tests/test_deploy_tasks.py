@@ -50,7 +50,7 @@ CURRENT = bash(plans.current_release("/srv/hello"))
 LEDGERS = bash(ledger.read_all("/srv/hello"))
 RELEASE_LOCK = bash(plans.release_lock("/srv/hello"))
 LOCK_HOLDER = bash(plans.lock_holder("/srv/hello"))
-TAKE_LOCK = r"bash -c 'test ! -e /srv/hello/\.deploy-lock \|\| exit 3; mkdir .*"
+TAKE_LOCK = r"bash -c 'mkdir -p -m 700 /srv/hello; i=0; while ! mkdir /srv/hello/\.deploy-lock .*"
 
 
 class Connection(StrictNode):

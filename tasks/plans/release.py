@@ -184,15 +184,13 @@ def prepare_directories(directory) -> str:
 
 
 def take_lock(directory, owner: str) -> str:
-    """mkdir is atomic: the first deploy takes the lock; a second one exits LOCK_HELD. A lock
-    whose owner cannot be written (a full disk) is given back, and the error says why."""
-    lock = _q(f"{directory}/{LOCK}")
-    return (f"test ! -e {lock} || exit {LOCK_HELD}; mkdir {lock} 2>/dev/null || exit {LOCK_HELD}; "
-            f"printf '%s\\n' {shlex.quote(owner)} > {lock}/owner || {{ rm -rf {lock}; exit 1; }}")
+    """The deploy lock, as any lock (plans/locks.py), not waited for: a second deploy exits
+    LOCK_HELD at once."""
+    return locks.take(PurePosixPath(f"{directory}/{LOCK}"), owner, wait=0)
 
 
 def lock_holder(directory) -> str:
-    return f"cat {_q(f'{directory}/{LOCK}')}/owner 2>/dev/null"
+    return locks.holder(PurePosixPath(f"{directory}/{LOCK}"))
 
 
 def release_lock(directory) -> str:
