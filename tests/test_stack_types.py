@@ -189,6 +189,21 @@ def test_any_document_loads_and_renders_or_is_refused_in_one_line(document):
             assert "\n" not in str(exc) and str(exc).startswith("config/stack.toml: ")
 
 
+@pytest.mark.parametrize("table", ["project", "databases", "hosts", "backups", "top"])
+def test_a_setting_whose_name_breaks_the_line_is_named_quoted(table):
+    """Found by the fuzz above: a key of a line break or nothing at all, named as it is,
+    made the error two lines."""
+    data = {"project": {"name": "hello"}, "databases": [{"name": "database1"}],
+            "hosts": {"extra": {"address": "a.example", "user": "u", "directory": "/srv/x"}},
+            "backups": {"schedule": "15 3 * * *", "repository": "/srv/restic"}}
+    where = {"project": data["project"], "databases": data["databases"][0], "hosts": data["hosts"]["extra"],
+             "backups": data["backups"], "top": data}[table]
+    where.update({"\n": 1, "": 2})
+    with pytest.raises(StackError) as refused:
+        parse(data)
+    assert "\n" not in str(refused.value) and "unknown setting(s) '', '\\n'" in str(refused.value)
+
+
 def test_the_documents_fuzzed_are_valid_before_their_edits():
     """The generator is not vacuous: the documents it edits load and render as they are,
     hosts, clusters and backups included."""

@@ -6,6 +6,7 @@ tasks run) is derived from the `Stack` this module returns.
 from __future__ import annotations
 
 import contextlib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,7 +172,7 @@ def parse_backups(entry) -> Backups:
         raise StackError("[backups] must be a table")
     unknown = set(entry) - {"schedule", "repository", "keep", "drill", "notify"}
     if unknown:
-        raise StackError(f"[backups]: unknown setting(s) {', '.join(sorted(unknown))} (credentials never go here)")
+        raise StackError(f"[backups]: unknown setting(s) {_names(unknown)} (credentials never go here)")
     for key in ("schedule", "repository"):
         if key not in entry:
             raise StackError(f"[backups] needs {key}")
@@ -224,7 +225,7 @@ def parse_cluster(name: str, entry, hosts: dict, databases) -> Cluster:
         raise StackError(f"{where} must be a table")
     unknown = set(entry) - CLUSTER_KEYS
     if unknown:
-        raise StackError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+        raise StackError(f"{where}: unknown setting(s) {_names(unknown)}")
     values.host_name(name, "cluster name")
     manager, workers = entry.get("manager"), entry.get("workers", [])
     if not isinstance(workers, list):
@@ -370,6 +371,12 @@ def validate_database_name(name: str, existing: tuple[str, ...] = ()) -> None:
         raise StackError(f"database {shown} already exists in {STACK_FILE}")
 
 
+def _names(keys) -> str:
+    """KEYS for a one-line message: a plain name as it is, any other (a space, a line break,
+    nothing at all) quoted."""
+    return ", ".join(k if re.fullmatch(r"[A-Za-z0-9_.-]+", k) else repr(k) for k in sorted(keys))
+
+
 # The document's tables besides [project] and [[databases]], with what each holds.
 TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists of [hosts] names",
           "clusters": "a table of [clusters.NAME] tables", "backups": "a table (schedule, repository, ...)"}
@@ -395,7 +402,7 @@ def _refuse_unknown_keys(data: dict, project: dict, entries: list) -> None:
                                *(("[[databases]]", e, DATABASE_KEYS) for e in entries if isinstance(e, dict))):
         unknown = sorted(set(keys) - known)
         if unknown:
-            raise StackError(f"{where + ': ' if where else ''}unknown setting(s) {', '.join(unknown)} "
+            raise StackError(f"{where + ': ' if where else ''}unknown setting(s) {_names(unknown)} "
                              f"(known: {', '.join(sorted(known))})")
 
 
@@ -498,7 +505,7 @@ def _parse_host(name: str, entry, source: str, project_http_port: int = 8000) ->
         raise StackError(f"{where} must be a table")
     unknown = set(entry) - HOST_KEYS - SITE_KEYS
     if unknown:
-        raise StackError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))} (secrets never go here)")
+        raise StackError(f"{where}: unknown setting(s) {_names(unknown)} (secrets never go here)")
     for key in ("address", "directory"):
         if not entry.get(key):
             raise StackError(f"{where} needs {key}")
