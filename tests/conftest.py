@@ -23,6 +23,8 @@ def mock_c():
 
 @pytest.fixture(autouse=True)
 def _no_runtime_overrides(monkeypatch):
-    # Fast tests see the source of truth as committed, whatever the shell exports.
-    for name in ("COMPOSE_PROJECT_NAME", "HTTP_PORT", "DJANGO_SUPERUSER_PASSWORD"):
+    # Fast tests see the source of truth as committed, whatever the shell exports (CI
+    # exports the base images' names, which a deploy passes on: release.PASS_THROUGH).
+    from tasks.plans.release import PASS_THROUGH
+    for name in ("COMPOSE_PROJECT_NAME", "HTTP_PORT", "DJANGO_SUPERUSER_PASSWORD", *PASS_THROUGH):
         monkeypatch.delenv(name, raising=False)
