@@ -22,9 +22,11 @@ def mock_c():
 
 
 @pytest.fixture(autouse=True)
-def _no_runtime_overrides(monkeypatch):
+def _no_runtime_overrides(request, monkeypatch):
     # Fast tests see the source of truth as committed, whatever the shell exports (CI
-    # exports the base images' names, which a deploy passes on: release.PASS_THROUGH).
+    # exports the base images' names, which a deploy passes on: release.PASS_THROUGH; the
+    # end-to-end tests need them, as the stand-ins of the official images).
     from tasks.plans.release import PASS_THROUGH
-    for name in ("COMPOSE_PROJECT_NAME", "HTTP_PORT", "DJANGO_SUPERUSER_PASSWORD", *PASS_THROUGH):
+    images = () if request.node.get_closest_marker("e2e") else PASS_THROUGH
+    for name in ("COMPOSE_PROJECT_NAME", "HTTP_PORT", "DJANGO_SUPERUSER_PASSWORD", *images):
         monkeypatch.delenv(name, raising=False)

@@ -225,12 +225,14 @@ def extract_volume(archive: str, compressor: Compressor, volume: str, image: str
 
 def _through_fifo(fifo: str, unpack: list[str], run: list[str], piped: list[str]) -> list[str]:
     """UNPACK writes into the FIFO that RUN reads; PIPED, when the engine cannot mount it."""
-    # The writer blocks until the helper opens the FIFO: killed on the way out if it never does.
+    # The writer blocks until the helper opens the FIFO: killed on the way out if it never does,
+    # with SIGKILL: a SIGTERM that lands while the forked shell has not yet become the writer
+    # is only noted (the EXIT trap makes the shell catch it) and the shell blocks in open().
     text = (f"set -eu; fifo={shlex.quote(fifo)}; writer=; "
-            """trap 'if [ -n "$writer" ]; then kill "$writer" 2>/dev/null || true; fi; rm -f -- "$fifo"' EXIT; """
+            """trap 'if [ -n "$writer" ]; then kill -KILL "$writer" 2>/dev/null || true; fi; rm -f -- "$fifo"' EXIT; """
             f"""mkfifo -m 600 -- "$fifo"; {shlex.join(unpack)} > "$fifo" & writer=$!; status=0; """
             f"""{shlex.join(run)} || status=$?; """
-            """if [ "$status" = 125 ]; then kill "$writer" 2>/dev/null || true; wait "$writer" || true; writer=; """
+            """if [ "$status" = 125 ]; then kill -KILL "$writer" 2>/dev/null || true; wait "$writer" || true; writer=; """
             """echo "the engine could not mount $fifo: reading the archive from standard input" >&2; """
             f"""{shlex.join(piped)}; exit; fi; """
             """[ "$status" = 0 ] || exit "$status"; wait "$writer"; writer=""")
