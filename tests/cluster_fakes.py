@@ -14,15 +14,8 @@ from tasks.execution.runner import Runner
 from tasks.execution.targets import HostTarget
 from tasks.source.stack import loads
 from tests.fakes import Recorder
+from tests.stacks import NODES
 
-NODES = """
-[hosts.node1]
-address = "10.0.0.1"
-directory = "/srv/hello"
-[hosts.node2]
-address = "10.0.0.2"
-directory = "/srv/hello"
-"""
 CLUSTER = '[clusters.prod]\nmanager = "node1"\nworkers = ["node2"]\nreplicas = 2\n'
 MANAGER_INFO = json.dumps({"LocalNodeState": "active", "NodeID": "id1", "ControlAvailable": True})
 WORKER_INFO = json.dumps({"LocalNodeState": "active", "NodeID": "id2", "ControlAvailable": False})

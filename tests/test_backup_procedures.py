@@ -22,14 +22,9 @@ from tasks.plans import archives, compose, hostfiles
 from tasks.procedures import backup_files, dumps, volume_copy
 from tasks.source.stack import loads
 from tests.fakes import Recorder
+from tests.stacks import PROD_8080, stack
 
-STACK = loads(open("config/stack.toml").read() + """
-[hosts.prod]
-address = "203.0.113.10"
-directory = "/srv/hello"
-http_port = 8080
-project = "hello-prod"
-""")
+STACK = stack(PROD_8080)
 HOST = STACK.hosts["prod"]
 DB = STACK.databases[0]
 ENGINE = ["docker version --format '{{.Server.Version}}'", "docker compose version --short"]

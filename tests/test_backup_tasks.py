@@ -19,23 +19,10 @@ from tasks.plans import backups as plans
 from tasks.procedures import backup_files
 from tasks.procedures import backups as scheduled
 from tasks.source.stack import loads
+from tests.stacks import COMMITTED, NODES, PROD, SWARM
 from tests.test_backup_procedures import ALWAYS, ENGINE, MARK, OK, RUNNING, STAMP, Host, commands, volume_backup
 
-BASE = open("config/stack.toml").read() + """
-[hosts.prod]
-address = "203.0.113.10"
-directory = "/srv/hello"
-project = "hello-prod"
-[hosts.node1]
-address = "10.0.0.1"
-directory = "/srv/hello"
-[hosts.node2]
-address = "10.0.0.2"
-directory = "/srv/hello"
-[clusters.swarm]
-manager = "node1"
-workers = ["node2"]
-"""
+BASE = COMMITTED + PROD + NODES + SWARM
 BACKUPS = '\n[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/restic/hello"\n'
 COMPOSE = ["docker", "compose", "--project-name", "hello-prod"]
 

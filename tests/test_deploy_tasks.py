@@ -17,24 +17,10 @@ from tasks.errors import TaskError
 from tasks.plans import compose, ledger
 from tasks.plans import release as plans
 from tasks.procedures import cluster_release, release
-from tasks.source.stack import loads
 from tests.cluster_fakes import StrictNode, commands
+from tests.stacks import NODES, PROD, SWARM, stack
 
-STACK = loads(open("config/stack.toml").read() + """
-[hosts.prod]
-address = "203.0.113.10"
-directory = "/srv/hello"
-project = "hello-prod"
-[hosts.node1]
-address = "10.0.0.1"
-directory = "/srv/hello"
-[hosts.node2]
-address = "10.0.0.2"
-directory = "/srv/hello"
-[clusters.swarm]
-manager = "node1"
-workers = ["node2"]
-""")
+STACK = stack(PROD, NODES, SWARM)
 NEW = "20261121T000000Z-abcdef012345"
 OLD = "20261120T000000Z-0123456789ab"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -19,6 +19,7 @@ from tasks.plans import backups as plans
 from tasks.plans import swarm
 from tasks.procedures import backup_files, backups
 from tasks.source.stack import BACKUP_CREDENTIALS, BACKUP_KNOWN_HOSTS, BACKUP_NOTIFY, BACKUP_SSH_KEY, loads
+from tests.stacks import COMMITTED, NODES
 from tests.test_backup_procedures import ALWAYS, BACKUPS, ENGINE, MARK, OK, RUNNING, STAMP, Host, commands
 
 HOSTS = """
@@ -311,14 +312,7 @@ class TestRestoreOnAHost:
         assert conn.commands[-1] == shlex.join(["bash", "-c", hostfiles.remove([BACKUPS / media])])
 
 
-CLUSTER = loads(open("config/stack.toml").read() + """
-[hosts.node1]
-address = "10.0.0.1"
-directory = "/srv/hello"
-[hosts.node2]
-address = "10.0.0.2"
-directory = "/srv/hello"
-[clusters.prod]
+CLUSTER = loads(COMMITTED + NODES + """[clusters.prod]
 manager = "node1"
 workers = ["node2"]
 databases = { database1 = "node2" }

@@ -13,16 +13,10 @@ from tasks.execution.runner import Runner
 from tasks.execution.targets import HostTarget
 from tasks.plans import images as plans
 from tasks.procedures import images
-from tasks.source.stack import loads
 from tests.fakes import Recorder
+from tests.stacks import PROD_8080, stack
 
-STACK = loads(open("config/stack.toml").read() + """
-[hosts.prod]
-address = "203.0.113.10"
-directory = "/srv/hello"
-http_port = 8080
-project = "hello-prod"
-""")
+STACK = stack(PROD_8080)
 HOST = STACK.hosts["prod"]
 IMAGE = "hello-prod-djangoapp:abcdef012345"
 INSPECT = f"docker image inspect --format '{{{{.Id}}}}' {IMAGE}"
