@@ -192,10 +192,11 @@ def test_a_dump_that_runs_a_program_is_refused(up, tmp_path):
     _backup(up)
     _sql(up, "DROP DATABASE IF EXISTS evil", "postgres")
     _sql(up, "CREATE DATABASE evil", "postgres")
-    # COPY is refused in an IMMUTABLE function itself, not in a VOLATILE one it calls.
+    # COPY is refused in an IMMUTABLE function itself, not in a VOLATILE one it calls. The
+    # program reads what COPY writes first: one that exits before may fail the COPY on EPIPE.
     _sql(up, "CREATE TABLE t (x int); INSERT INTO t VALUES (1); "
              "CREATE FUNCTION g() RETURNS int LANGUAGE plpgsql VOLATILE AS "
-             "$$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''id > /tmp/pwned'''; RETURN 1; END $$; "
+             "$$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''cat > /dev/null; id > /tmp/pwned'''; RETURN 1; END $$; "
              "CREATE FUNCTION f(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN PERFORM public.g(); RETURN $1; END $$; "
              "CREATE INDEX ON t (f(x))", "evil")
     # Made by the superuser, the index ran the program: the dump is a real weapon.

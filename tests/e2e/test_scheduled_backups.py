@@ -299,7 +299,7 @@ def test_a_forged_snapshot_s_media_are_refused_or_kept_in_their_place(sched, cha
 # the role it runs as, then runs a program that writes PROOF. Called by a CHECK constraint
 # while a dump's rows are loaded, and by an operator used in reading django_migrations.
 ESCAPE = """CREATE FUNCTION public.g() RETURNS int LANGUAGE plpgsql AS $$ BEGIN BEGIN EXECUTE 'RESET ROLE';
-  EXECUTE 'COPY (SELECT 1) TO PROGRAM ''(id; cat /run/secrets/backup/restic_password) > {proof} 2>&1''';
+  EXECUTE 'COPY (SELECT 1) TO PROGRAM ''(cat > /dev/null; id; cat /run/secrets/backup/restic_password) > {proof} 2>&1''';
 EXCEPTION WHEN others THEN NULL; END; RETURN 1; END $$;"""
 
 
