@@ -74,6 +74,23 @@ def test_migrate_is_idempotent(stack):
     assert "No migrations to apply." in out
 
 
+def test_the_database_is_utf8_with_the_official_images_locale_and_owner(stack):
+    # What the official postgres image gives (CI runs a stand-in of it): a data folder of one
+    # starts on the other, and text compares, cases and counts as it will in production.
+    def psql(*args):
+        return stack.compose("exec", "-T", "database1", "psql", "-U", "database1", "-d", "database1",
+                             "-v", "ON_ERROR_STOP=1", "-qAt", *args, check=False)
+    facts = psql("-c", "SELECT current_setting('server_encoding'), datcollate, datctype, upper('é') = upper('É') "
+                       "FROM pg_database WHERE datname = current_database()")
+    assert facts.stdout.strip() == "UTF8|en_US.utf8|en_US.utf8|t", facts.stdout + facts.stderr
+    five = psql("-c", "CREATE TEMPORARY TABLE names (name varchar(5))", "-c", "INSERT INTO names VALUES ('ééééé')",
+                "-c", "SELECT length(name), octet_length(name) FROM names")
+    assert (five.returncode, five.stdout.strip()) == (0, "5|10"), five.stderr
+    owner = stack.compose("exec", "-T", "database1", "sh", "-c",
+                          'stat -c %u:%g "$PGDATA"; id -u postgres; echo "$PG_MAJOR"').stdout.split()
+    assert owner == ["999:999", "999", "15"]
+
+
 def test_a_busy_port_is_refused_before_anything_starts(stack):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
