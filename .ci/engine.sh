@@ -1,8 +1,8 @@
 # Sourced by .ci/run. Makes sure a Docker engine and Compose v2 answer, and that the base
 # images the Dockerfile and compose file name are present: pulled when a registry answers,
 # otherwise built here from Debian packages as local stand-ins, exported as PYTHON_IMAGE,
-# POSTGRES_IMAGE, NGINX_IMAGE and CERTBOT_IMAGE. Idempotent: each step is skipped when
-# already done.
+# POSTGRES_IMAGE, NGINX_IMAGE, CERTBOT_IMAGE and PYTHON313_IMAGE (a second Python, for
+# projects on another version). Idempotent: each step is skipped when already done.
 ci_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ci_log=/tmp/ci-engine.log
 say() { printf '[ci] %s\n' "$*" >&2; }
@@ -65,7 +65,7 @@ if ! docker buildx version >/dev/null 2>&1; then
 fi
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
-official=(python:3.11-slim-bookworm postgres:15 nginx:1.27 certbot/certbot:v2.11.0)
+official=(python:3.11-slim-bookworm postgres:15 nginx:1.27 certbot/certbot:v2.11.0 python:3.13-slim)
 missing=()
 for image in "${official[@]}"; do have_image "$image" || missing+=("$image"); done
 if [ "${#missing[@]}" -gt 0 ] && timeout 30 docker pull -q "${missing[0]}" >>"$ci_log" 2>&1; then
@@ -75,29 +75,38 @@ fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
   say "no registry reachable: building local stand-ins for the official images"
-  if ! have_image local/debian:bookworm; then
+  debian_base() {  # debian_base SUITE: a minimal Debian SUITE as local/debian:SUITE
+    have_image "local/debian:$1" && return 0
     command -v debootstrap >/dev/null || apt_install debootstrap
-    say "bootstrapping a Debian base image (debootstrap)"
+    say "bootstrapping a Debian $1 base image (debootstrap)"
     root="$(mktemp -d)"
-    debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >>"$ci_log" 2>&1
-    tar -C "$root" -c . | docker import - local/debian:bookworm >/dev/null
+    debootstrap --variant=minbase "$1" "$root" http://deb.debian.org/debian >>"$ci_log" 2>&1 ||
+      { say "debootstrap $1 failed; see $ci_log"; exit 1; }
+    tar -C "$root" -c . | docker import - "local/debian:$1" >/dev/null
     rm -rf "$root"
-  fi
-  standin() {  # standin TAG DIR
-    have_image "$1" && return 0
-    say "building stand-in $1"
+  }
+  debian_base bookworm
+  debian_base trixie
+  standin() {  # standin VARIABLE NAME DIR: builds the stand-in DIR and exports VARIABLE=NAME-<hash>
+    local ctx tag
     ctx="$(mktemp -d)"
-    cp -r "$ci_dir/standins/$2/." "$ctx/"
+    cp -r "$ci_dir/standins/$3/." "$ctx/"
     # PyPI is reachable here only through this machine's CA bundle.
     cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca.crt"
-    docker build -q -t "$1" "$ctx" >>"$ci_log" 2>&1 || { say "building $1 failed; see $ci_log"; exit 1; }
+    # Tagged by what it is built from: a changed stand-in is built anew on a machine that
+    # holds an older one, which stays as it is for whoever still runs it.
+    tag="$2-$(cd "$ctx" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)"
+    if ! have_image "$tag"; then
+      say "building stand-in $tag"
+      docker build -q -t "$tag" "$ctx" >>"$ci_log" 2>&1 || { say "building $tag failed; see $ci_log"; exit 1; }
+    fi
     rm -rf "$ctx"
+    export "$1=$tag"
   }
-  standin local/python:3.11-slim-bookworm python
-  standin local/postgres:15 postgres
-  standin local/nginx:1.22 nginx
-  standin local/certbot:2.1 certbot
-  export PYTHON_IMAGE=local/python:3.11-slim-bookworm POSTGRES_IMAGE=local/postgres:15 NGINX_IMAGE=local/nginx:1.22 \
-    CERTBOT_IMAGE=local/certbot:2.1
+  standin PYTHON_IMAGE local/python:3.11-slim-bookworm python
+  standin POSTGRES_IMAGE local/postgres:15 postgres
+  standin NGINX_IMAGE local/nginx:1.22 nginx
+  standin CERTBOT_IMAGE local/certbot:2.1 certbot
+  standin PYTHON313_IMAGE local/python:3.13-slim python3.13
 fi
 say "engine $(docker version --format '{{.Server.Version}}'), compose $(docker compose version --short), buildx $(docker buildx version 2>/dev/null | cut -d' ' -f2)"
