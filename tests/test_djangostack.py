@@ -14,6 +14,9 @@ import secrets
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -606,3 +609,46 @@ class TestErrors:
     def test_wsgi(self, projects, tmp_path, wsgi, message):
         result = run(projects["plain"], ["-c", "import djangostack.wsgi"], plain_env(tmp_path, STACK_APP_WSGI=wsgi), check=False)
         assert result.returncode != 0 and last_line(result) == f"django.core.exceptions.ImproperlyConfigured: {message}"
+
+
+# --- the server the image runs, with the stack's configuration -------------------------
+
+class TestGunicorn:
+    def test_serves_a_project_through_the_glue_with_no_secret_in_its_processes(self, projects, tmp_path):
+        port = closed_port()
+        env = twelve_env(tmp_path, reachable=True, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2")
+        with (tmp_path / "gunicorn.log").open("w") as log:
+            server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--config",
+                                       str(GLUE / "djangostack" / "gunicorn_conf.py"), "djangostack.wsgi:application"],
+                                      cwd=projects["twelve"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            health = None
+            deadline = time.monotonic() + 60
+            while health is None and time.monotonic() < deadline and server.poll() is None:
+                try:
+                    health = fetch(port, "/healthz")
+                except OSError:
+                    time.sleep(0.2)
+            assert health is not None, (tmp_path / "gunicorn.log").read_text()
+            page = fetch(port, "/admin/login/", Host="localhost")
+            workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+            processes = [server.pid, *map(int, workers)]
+            seen = b"".join(Path(f"/proc/{pid}/{part}").read_bytes() for pid in processes for part in ("cmdline", "environ"))
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        assert health[0] == 503 and json.loads(health[1]) == {"status": "error", "databases": {"database1": "error: OperationalError"}}
+        assert page[0] == 200 and "Django administration" in page[1]
+        assert workers  # each worker's environment checked too
+        assert not any(value.encode() in seen for value in (KEY, *PASSWORDS.values()))
+
+
+def fetch(port, path, **headers):
+    """(status, body) of a GET to the server on 127.0.0.1:PORT."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never a proxy the shell names
+    try:
+        with direct.open(request, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as answer:
+        return answer.code, answer.read().decode()
