@@ -181,14 +181,16 @@ def test_restore_with_host_uploads_the_archive_first(remote):
 
 def test_a_release_failing_its_health_check_is_rolled_back(remote):
     before = remote.current()
-    views = remote.root / "hello/hello/health.py"
-    good = views.read_text()
-    views.write_text(good.replace('    healthy = all(state == "ok" for state in databases.values())',
-                                  '    healthy = False  # a broken release'))
+    health = remote.root / "config/app/djangostack/wsgi.py"
+    good = health.read_text()
+    broken = good.replace('    healthy = all(state == "ok" for state in databases.values())',
+                          '    healthy = False  # a broken release')
+    assert broken != good
+    health.write_text(broken)
     try:
         result = remote.deploy("--timeout", "40", check=False)
     finally:
-        views.write_text(good)
+        health.write_text(good)
     assert result.returncode == 1
     assert "rolled back to" in result.stderr and "which is serving again" in result.stderr
     assert remote.current() == before

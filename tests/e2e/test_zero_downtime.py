@@ -207,10 +207,12 @@ def test_static_drops_nothing(host):
 
 def test_a_release_failing_its_health_check_never_takes_traffic(host):
     live = host.current()
-    health = host.root / "hello/hello/health.py"
+    health = host.root / "config/app/djangostack/wsgi.py"
     good = health.read_text()
-    health.write_text(good.replace('    healthy = all(state == "ok" for state in databases.values())',
-                                   '    healthy = False  # a broken release'))
+    broken = good.replace('    healthy = all(state == "ok" for state in databases.values())',
+                          '    healthy = False  # a broken release')
+    assert broken != good
+    health.write_text(broken)
     try:
         with host.load() as seen:
             result = host.inv("deploy", "--host", "prod", "--timeout", "25", check=False)

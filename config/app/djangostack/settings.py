@@ -1,0 +1,101 @@
+"""The settings the stack runs a project with (DJANGO_SETTINGS_MODULE=djangostack.settings).
+
+The project's own settings module (STACK_APP_SETTINGS, `[app] settings` in config/stack.toml)
+is imported unchanged, in three steps:
+
+1. the variables projects conventionally read (DATABASE_URL, DJANGO_SECRET_KEY,
+   DJANGO_ALLOWED_HOSTS, ... and the names `[app.env]` maps) are put in this process's
+   environment, derived from the stack's secret files, so that a project reading them finds
+   the stack's values and none is in the container's environment;
+2. the project's settings are imported and their upper-case names taken;
+3. in the stack (DJANGO_DATABASES set), what the stack decides wins: its databases, secret
+   key, allowed hosts and trusted origins, the folders Nginx serves static and media files
+   from, the proxy and HTTPS settings (DJANGO_HTTPS=false beats a project that forces the
+   HTTPS redirect: TLS is the host's business) and, for a project without a router of its
+   own, the stack's router.
+"""
+import importlib
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+from djangostack import env
+
+
+def project_settings(module_name):
+    """The upper-case names of the project's settings module, as Django takes them."""
+    if not module_name:
+        raise ImproperlyConfigured(
+            "STACK_APP_SETTINGS is not set: it names the project's settings module "
+            "([app] settings in config/stack.toml)")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the module itself (or a package of its name) missing is a wrong setting; a
+        # package the project's settings import is the project's own error.
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
+            raise
+        raise ImproperlyConfigured(
+            f"STACK_APP_SETTINGS={module_name!r} cannot be imported ({exc}): check [app] settings "
+            "in config/stack.toml and that the project's folder is the working directory") from None
+    return {name: getattr(module, name) for name in dir(module) if name.isupper()}
+
+
+def stack_settings(project, environ):
+    """What the stack decides, over the PROJECT's settings, from the stack's ENVIRON."""
+    hosts = env.allowed_hosts(environ)
+    if not hosts:
+        raise ImproperlyConfigured(
+            "DJANGO_ALLOWED_HOSTS is empty: list the host names the site answers to "
+            "(config/django.env) or give the host its domains in config/stack.toml")
+    key = env.env_secret("DJANGO_SECRET_KEY", environ)
+    env.require_real_secret_key(key)
+    secure = env.https(environ)
+    domains = env.site_domains(environ)
+    include_subdomains = env.env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", secure, environ)
+    preload = env.env_bool("DJANGO_SECURE_HSTS_PRELOAD", secure, environ)
+    routers = project.get("DATABASE_ROUTERS") or []
+    if not routers:
+        env.database_apps(environ)  # refused here, in one line, rather than at the first query
+        routers = ["djangostack.routers.StackRouter"]
+    return {
+        "DEBUG": env.env_bool("DJANGO_DEBUG", False, environ),
+        "SECRET_KEY": key,
+        "ALLOWED_HOSTS": hosts,
+        "CSRF_TRUSTED_ORIGINS": env.unique(
+            [*project.get("CSRF_TRUSTED_ORIGINS", []), *env.env_list("DJANGO_CSRF_TRUSTED_ORIGINS", environ=environ),
+             *(f"{scheme}://{name}" for name in domains for scheme in ("https", "http")
+               if scheme == "https" or not secure)]),
+        "DATABASES": env.postgres_databases(environ),
+        "DATABASE_ROUTERS": routers,
+        # Nginx serves these two folders from named volumes mounted at the same paths.
+        "STATIC_URL": "/static/",
+        "STATIC_ROOT": environ.get("DJANGO_STATIC_ROOT", "/srv/static"),
+        "MEDIA_URL": "/media/",
+        "MEDIA_ROOT": environ.get("DJANGO_MEDIA_ROOT", "/srv/media"),
+        # Nginx sets X-Forwarded-Proto; trust it only because Gunicorn is reachable from Nginx alone.
+        "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https"),
+        "SECURE_SSL_REDIRECT": env.env_bool("DJANGO_SECURE_SSL_REDIRECT", secure, environ),
+        "SESSION_COOKIE_SECURE": env.env_bool("DJANGO_SESSION_COOKIE_SECURE", secure, environ),
+        "CSRF_COOKIE_SECURE": env.env_bool("DJANGO_CSRF_COOKIE_SECURE", secure, environ),
+        "SECURE_HSTS_SECONDS": env.env_int("DJANGO_SECURE_HSTS_SECONDS", 31536000 if secure else 0, environ),
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": include_subdomains,
+        "SECURE_HSTS_PRELOAD": preload,
+        # Including subdomains and asking for preloading are decisions about the whole
+        # domain, made per host in config/stack.toml (hsts_include_subdomains, hsts_preload);
+        # where they are off, `check --deploy` is told so instead of warning on every deploy.
+        "SILENCED_SYSTEM_CHECKS": env.unique(
+            [*project.get("SILENCED_SYSTEM_CHECKS", []),
+             *(check for check, on in (("security.W005", include_subdomains), ("security.W021", preload))
+               if domains and not on)]),
+    }
+
+
+# The stack's environment as it was given, before step 1 adds to it (an [app.env] name may
+# be one the stack reads itself).
+_given = dict(os.environ)
+os.environ.update(env.conventional_variables(_given))
+_project = project_settings(_given.get("STACK_APP_SETTINGS", "").strip())
+globals().update(_project)
+if env.env_list("DJANGO_DATABASES", environ=_given):
+    globals().update(stack_settings(_project, _given))

@@ -1,0 +1,608 @@
+"""config/app/djangostack: the stack's Django glue around projects it does not edit.
+
+The projects are made here by the tooling's own Django (`django-admin startproject` and
+`startapp`), in the styles real projects use, and run in subprocesses with the environment
+the stack gives the app container: DJANGO_SETTINGS_MODULE=djangostack.settings, the glue on
+PYTHONPATH, the project's folder the working directory, the secrets as files. No PostgreSQL
+runs here: the stack's databases point at a port nothing listens on, which is /healthz's
+error path; its ok path runs on the project's own SQLite outside the stack.
+"""
+import json
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GLUE = ROOT / "config" / "app"
+HELLO = ROOT / "hello"
+DJANGO_ADMIN = Path(sys.executable).parent / "django-admin"
+
+sys.path.insert(0, str(GLUE))
+from djangostack import env as stackenv  # noqa: E402
+
+KEY = secrets.token_urlsafe(50)
+# Characters a URL must quote, so that a project parsing DATABASE_URL gets them back intact.
+PASSWORDS = {"database1": "p@ss:w/rd%?#1-" + secrets.token_hex(8), "database2": "s p@ce/2-" + secrets.token_hex(8)}
+
+# Prints the settings named on the command line as Django sees them, as JSON.
+DUMP = """
+import json, sys
+import django
+django.setup()
+from django.conf import settings
+print(json.dumps({name: getattr(settings, name) for name in sys.argv[1:]}, default=str))
+"""
+
+# WSGI requests to djangostack.wsgi:application (path and headers each), answered as JSON:
+# status, headers, body and the database connections left open.
+REQUESTS = """
+import json, sys
+from djangostack.wsgi import application
+from django.db import connections
+from django.test import RequestFactory
+answers = []
+for path, headers in json.loads(sys.argv[1]):
+    seen = {}
+    body = b"".join(application(RequestFactory().get(path, **headers).environ,
+                                lambda status, headers: seen.update(status=status, headers=dict(headers))))
+    answers.append({**seen, "body": body.decode(),
+                    "open_connections": [alias for alias in connections if connections[alias].connection is not None]})
+print(json.dumps(answers))
+"""
+
+
+def run(project, args, env, check=True):
+    result = subprocess.run([sys.executable, *args], cwd=project, env=env, capture_output=True,
+                            text=True, timeout=60)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def settings_of(project, env, *names):
+    return json.loads(run(project, ["-c", DUMP, *names], env).stdout)
+
+
+def requests(project, env, *asked):
+    """The answers to ASKED, (path, headers) each, in one process."""
+    return json.loads(run(project, ["-c", REQUESTS, json.dumps(asked)], env).stdout)
+
+
+def request(project, env, path, **headers):
+    return requests(project, env, (path, headers))[0]
+
+
+def last_line(result):
+    return result.stderr.strip().splitlines()[-1]
+
+
+def closed_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
+def write_secrets(folder):
+    folder.mkdir(exist_ok=True)
+    for name, value in (("django_secret_key", KEY), *((f"{db}_password", p) for db, p in PASSWORDS.items())):
+        (folder / name).write_text(value + "\n")
+        (folder / name).chmod(0o600)
+    return folder
+
+
+def stack_env(tmp_path, settings, wsgi, databases=("database1", "database2"), reachable=False, **extra):
+    """The app container's environment (as render.django_environment and config/django.env
+    give it): the secrets only as paths. REACHABLE points the databases at a closed port."""
+    folder = write_secrets(tmp_path / "secrets")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(GLUE), "PYTHONDONTWRITEBYTECODE": "1",
+           "DJANGO_SETTINGS_MODULE": "djangostack.settings",
+           "STACK_APP_SETTINGS": settings, "STACK_APP_WSGI": wsgi,
+           "DJANGO_DATABASES": ",".join(databases),
+           "DJANGO_SECRET_KEY_FILE": str(folder / "django_secret_key"),
+           **{f"{db.upper()}_PASSWORD_FILE": str(folder / f"{db}_password") for db in databases},
+           "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1",
+           "DJANGO_CSRF_TRUSTED_ORIGINS": "http://localhost:8000",
+           "DJANGO_HTTPS": "false",
+           "DJANGO_STATIC_ROOT": "/srv/static", "DJANGO_MEDIA_ROOT": "/srv/media"}
+    if reachable:
+        port = closed_port()
+        for db in databases:
+            env.update({f"{db.upper()}_HOST": "127.0.0.1", f"{db.upper()}_PORT": port})
+    return {**env, **extra}
+
+
+def outside_env(settings, wsgi, **extra):
+    """The glue with no stack around it (no DJANGO_DATABASES): the project as it is."""
+    return {"PATH": os.environ["PATH"], "PYTHONPATH": str(GLUE), "PYTHONDONTWRITEBYTECODE": "1",
+            "DJANGO_SETTINGS_MODULE": "djangostack.settings",
+            "STACK_APP_SETTINGS": settings, "STACK_APP_WSGI": wsgi, **extra}
+
+
+# --- the projects, made by Django's own commands ---------------------------------------
+
+def startproject(parent, name):
+    folder = parent / name
+    folder.mkdir()
+    subprocess.run([str(DJANGO_ADMIN), "startproject", name, str(folder)], check=True, capture_output=True)
+    return folder
+
+
+def startapp(project, label):
+    """An app with a model, its admin and a static file, listed in INSTALLED_APPS."""
+    subprocess.run([sys.executable, "manage.py", "startapp", label], cwd=project, check=True,
+                   capture_output=True, env={"PATH": os.environ["PATH"], "PYTHONDONTWRITEBYTECODE": "1"})
+    with (project / label / "models.py").open("a") as models:
+        models.write("\n\nclass Item(models.Model):\n    name = models.CharField(max_length=100)\n")
+    (project / label / "admin.py").write_text("from django.contrib import admin\n\nfrom .models import Item\n\n"
+                                              "admin.site.register(Item)\n")
+    (project / label / "static" / label).mkdir(parents=True)
+    (project / label / "static" / label / "site.css").write_text("body { color: #333; }\n")
+    settings = next(project.glob("*/settings.py"))
+    settings.write_text(settings.read_text().replace("'django.contrib.staticfiles',\n",
+                                                     f"'django.contrib.staticfiles',\n    '{label}',\n"))
+
+
+def substitute(path, pattern, replacement):
+    text, count = re.subn(pattern, replacement, path.read_text(), flags=re.MULTILINE | re.DOTALL)
+    assert count == 1, pattern
+    path.write_text(text)
+
+
+# The 12-factor style: every setting from the conventional variables, a tiny DATABASE_URL
+# parser of its own (falling back to SQLite, as many do), a secret key that must be there.
+TWELVE_FACTOR_DATABASES = '''def _database(url):
+    if not url:
+        print("DATABASE_URL is not set: falling back to SQLite", file=sys.stderr)
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"}
+    parts = urlsplit(url)
+    return {"ENGINE": "django.db.backends.postgresql", "NAME": unquote(parts.path[1:]),
+            "USER": unquote(parts.username), "PASSWORD": unquote(parts.password),
+            "HOST": parts.hostname, "PORT": str(parts.port)}
+
+
+DATABASES = {"default": _database(os.environ.get("DATABASE_URL"))}
+'''
+
+# A project reading names of its own (mapped by [app.env]), the key falling back to an
+# ephemeral one, and a wsgi.py that sets DJANGO_SETTINGS_MODULE outright.
+NAMED_DATABASES = '''def _password():
+    with open(os.environ["DB_PASSWORD_FILE"]) as handle:
+        return handle.read().strip()
+
+
+DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "HOST": os.environ["DB_HOST"],
+                         "PORT": os.environ["DB_PORT"], "NAME": os.environ["DB_NAME"],
+                         "USER": os.environ["DB_USER"], "PASSWORD": _password()}}
+'''
+NAMED_KEY = '''SECRET_KEY = os.environ.get("SECRET_KEY")
+if not SECRET_KEY:
+    print("Generating ephemeral SECRET_KEY", file=sys.stderr)
+    from django.core.management.utils import get_random_secret_key
+    SECRET_KEY = get_random_secret_key()'''
+NAMED_ENV = {"DB_HOST": "database1.host", "DB_PORT": "database1.port", "DB_NAME": "database1.name",
+             "DB_USER": "database1.user", "DB_PASSWORD_FILE": "database1.password_file"}
+
+
+@pytest.fixture(scope="module")
+def projects(tmp_path_factory):
+    parent = tmp_path_factory.mktemp("projects")
+    plain = startproject(parent, "plain")
+    startapp(plain, "shop")
+
+    twelve = startproject(parent, "twelve")
+    startapp(twelve, "shop")
+    settings = twelve / "twelve" / "settings.py"
+    substitute(settings, r"^from pathlib import Path$",
+               "import os\nimport sys\nfrom pathlib import Path\nfrom urllib.parse import unquote, urlsplit")
+    substitute(settings, r"^SECRET_KEY = .*?$", 'SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]')
+    substitute(settings, r"^DEBUG = True$", 'DEBUG = os.environ.get("DJANGO_DEBUG") == "1"')
+    substitute(settings, r"^ALLOWED_HOSTS = \[\]$", 'ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",")')
+    substitute(settings, r"^DATABASES = \{.*?^\}\n", TWELVE_FACTOR_DATABASES)
+    with settings.open("a") as handle:
+        handle.write("\nSECURE_SSL_REDIRECT = True\n")
+
+    named = startproject(parent, "named")
+    settings = named / "named" / "settings.py"
+    substitute(settings, r"^from pathlib import Path$", "import os\nimport sys\nfrom pathlib import Path")
+    substitute(settings, r"^SECRET_KEY = .*?$", NAMED_KEY)
+    substitute(settings, r"^DATABASES = \{.*?^\}\n", NAMED_DATABASES)
+    substitute(named / "named" / "wsgi.py", r"^os.environ.setdefault\('DJANGO_SETTINGS_MODULE', 'named.settings'\)$",
+               'os.environ["DJANGO_SETTINGS_MODULE"] = "named.settings"')
+    return {"plain": plain, "twelve": twelve, "named": named}
+
+
+def plain_env(tmp_path, **extra):
+    return stack_env(tmp_path, "plain.settings", "plain.wsgi:application", **extra)
+
+
+def twelve_env(tmp_path, **extra):
+    return stack_env(tmp_path, "twelve.settings", "twelve.wsgi:application", databases=("database1",), **extra)
+
+
+def named_env(tmp_path, **extra):
+    return stack_env(tmp_path, "named.settings", "named.wsgi:application", databases=("database1",),
+                     STACK_APP_ENV=json.dumps(NAMED_ENV), **extra)
+
+
+def hello_env(tmp_path, **extra):
+    return stack_env(tmp_path, "hello.settings.production", "hello.wsgi:application", **extra)
+
+
+STACK_DATABASE = {"ENGINE": "django.db.backends.postgresql", "HOST": "database1", "PORT": "5432",
+                  "NAME": "database1", "USER": "app", "PASSWORD": PASSWORDS["database1"]}
+
+
+def database(settings_dict):
+    return {name: settings_dict[name] for name in STACK_DATABASE}
+
+
+# --- the variables derived from the secret files ---------------------------------------
+
+class TestConventionalVariables:
+    def environ(self, tmp_path, **extra):
+        env = stack_env(tmp_path, "plain.settings", "plain.wsgi:application", **extra)
+        env["DJANGO_SITE_DOMAINS"] = "example.com,www.example.com"
+        return env
+
+    def test_urls_quote_the_password_and_every_database_has_one(self, tmp_path):
+        found = stackenv.conventional_variables(self.environ(tmp_path))
+        quoted = {db: re.sub(r"[^A-Za-z0-9_.~-]", lambda m: "%%%02X" % ord(m[0]), p) for db, p in PASSWORDS.items()}
+        assert found["DATABASE_URL"] == f"postgres://app:{quoted['database1']}@database1:5432/database1"
+        assert found["DATABASE1_DATABASE_URL"] == found["DATABASE_URL"]
+        assert found["DATABASE2_DATABASE_URL"] == f"postgres://app:{quoted['database2']}@database2:5432/database2"
+
+    def test_the_secret_key_and_the_hosts_under_both_names(self, tmp_path):
+        found = stackenv.conventional_variables(self.environ(tmp_path))
+        assert found["DJANGO_SECRET_KEY"] == found["SECRET_KEY"] == KEY
+        assert found["DJANGO_ALLOWED_HOSTS"] == found["ALLOWED_HOSTS"] == "localhost,127.0.0.1,example.com,www.example.com"
+
+    def test_app_env_names_every_fact_of_the_stack(self, tmp_path):
+        mapping = {"DB_HOST": "database2.host", "DB_PORT": "database2.port", "DB_NAME": "database2.name",
+                   "DB_USER": "database2.user", "DB_PASSWORD": "database2.password",
+                   "DB_PASSWORD_FILE": "database2.password_file", "MAIN_DB": "database1.url",
+                   "KEY": "secret_key", "KEY_FILE": "secret_key_file", "HOSTS": "allowed_hosts",
+                   "DOMAINS": "domains", "USE_HTTPS": "https"}
+        environ = self.environ(tmp_path, STACK_APP_ENV=json.dumps(mapping), DATABASE2_HOST="db.internal")
+        found = stackenv.conventional_variables(environ)
+        assert {name: found[name] for name in mapping} == {
+            "DB_HOST": "db.internal", "DB_PORT": "5432", "DB_NAME": "database2", "DB_USER": "app",
+            "DB_PASSWORD": PASSWORDS["database2"], "DB_PASSWORD_FILE": str(tmp_path / "secrets/database2_password"),
+            "MAIN_DB": found["DATABASE_URL"], "KEY": KEY, "KEY_FILE": str(tmp_path / "secrets/django_secret_key"),
+            "HOSTS": "localhost,127.0.0.1,example.com,www.example.com", "DOMAINS": "example.com,www.example.com",
+            "USE_HTTPS": "false"}
+
+    def test_outside_the_stack_there_is_nothing_to_derive(self):
+        assert stackenv.conventional_variables({"PATH": "/usr/bin"}) == {}
+
+    @pytest.mark.parametrize("mapping, message", [
+        ('{"DB_HOST": "database3.host"}', "STACK_APP_ENV: DB_HOST = 'database3.host': 'database3' is not one of the stack's databases (DJANGO_DATABASES='database1,database2')"),
+        ('{"DB_HOST": "database1.hostname"}', "STACK_APP_ENV: DB_HOST = 'database1.hostname' is not a fact of the stack: use secret_key, secret_key_file, allowed_hosts, domains, https or <database>.host|port|name|user|password|password_file|url"),
+        ('{"DB_HOST": "hosts"}', "STACK_APP_ENV: DB_HOST = 'hosts' is not a fact of the stack"),
+        ('{"db_host": "database1.host"}', "STACK_APP_ENV: 'db_host' is not a variable name (A-Z, 0-9, _)"),
+        ('{"DB_PORT": 5432}', 'STACK_APP_ENV is not a JSON object of NAME: "FACT" ([app.env] in config/stack.toml)'),
+        ('["DB_HOST"]', 'STACK_APP_ENV is not a JSON object of NAME: "FACT"'),
+        ("DB_HOST=database1.host", "STACK_APP_ENV is not JSON: Expecting value: line 1 column 1 (char 0)"),
+    ], ids=["unknown-database", "unknown-database-fact", "unknown-fact", "lower-case-name", "not-a-string", "not-an-object", "not-json"])
+    def test_a_bad_mapping_is_refused_in_one_line(self, tmp_path, mapping, message):
+        from django.core.exceptions import ImproperlyConfigured
+
+        with pytest.raises(ImproperlyConfigured) as raised:
+            stackenv.conventional_variables(self.environ(tmp_path, STACK_APP_ENV=mapping))
+        assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+    def test_a_password_file_fact_needs_a_password_file(self, tmp_path):
+        from django.core.exceptions import ImproperlyConfigured
+
+        environ = self.environ(tmp_path, STACK_APP_ENV='{"DB_PASSWORD_FILE": "database2.password_file"}')
+        environ["DATABASE2_PASSWORD"] = environ.pop("DATABASE2_PASSWORD_FILE") and "from-the-environment"
+        with pytest.raises(ImproperlyConfigured, match=r"^STACK_APP_ENV: DB_PASSWORD_FILE = 'database2.password_file': DATABASE2_PASSWORD_FILE is not set$"):
+            stackenv.conventional_variables(environ)
+
+    @pytest.mark.parametrize("variable, message", [
+        ("DJANGO_SECRET_KEY_FILE", "DJANGO_SECRET_KEY_FILE='{missing}' cannot be read: No such file or directory"),
+        ("DATABASE2_PASSWORD_FILE", "DATABASE2_PASSWORD_FILE='{missing}' cannot be read: No such file or directory"),
+    ], ids=["secret-key", "database-password"])
+    def test_a_missing_secret_file_is_named(self, tmp_path, variable, message):
+        from django.core.exceptions import ImproperlyConfigured
+
+        missing = str(tmp_path / "nowhere")
+        with pytest.raises(ImproperlyConfigured) as raised:
+            stackenv.conventional_variables(self.environ(tmp_path, **{variable: missing}))
+        assert str(raised.value) == message.format(missing=missing)
+
+
+class TestDatabaseApps:
+    def test_apps_go_to_their_database_by_django_alias(self):
+        environ = {"DJANGO_DATABASES": "database1,database2", "STACK_DATABASE_APPS": "shop:database2,blog:database1"}
+        assert stackenv.database_apps(environ) == {"shop": "database2", "blog": "default"}
+        assert stackenv.database_apps({"DJANGO_DATABASES": "database1"}) == {}
+
+    @pytest.mark.parametrize("apps, message", [
+        ("shop:database9", "STACK_DATABASE_APPS: 'shop:database9' names a database the stack does not have (DJANGO_DATABASES='database1,database2')"),
+        ("shop", "STACK_DATABASE_APPS: 'shop' is not label:database"),
+        ("shop:database1,shop:database2", "STACK_DATABASE_APPS: app 'shop' is given two databases"),
+        ("my-app:database1", "STACK_DATABASE_APPS: 'my-app:database1' is not label:database"),
+    ], ids=["unknown-database", "no-database", "two-databases", "bad-label"])
+    def test_bad_routes_are_refused_in_one_line(self, apps, message):
+        from django.core.exceptions import ImproperlyConfigured
+
+        with pytest.raises(ImproperlyConfigured) as raised:
+            stackenv.database_apps({"DJANGO_DATABASES": "database1,database2", "STACK_DATABASE_APPS": apps})
+        assert str(raised.value) == message
+
+
+# --- settings: a project made by startproject, untouched --------------------------------
+
+class TestPlainProject:
+    def test_the_stack_decides_databases_key_hosts_folders_and_https(self, projects, tmp_path):
+        env = plain_env(tmp_path, DJANGO_SITE_DOMAINS="example.com", DJANGO_HTTPS="true")
+        found = settings_of(projects["plain"], env, "DATABASES", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS",
+                            "DEBUG", "STATIC_URL", "STATIC_ROOT", "MEDIA_URL", "MEDIA_ROOT", "DATABASE_ROUTERS",
+                            "SECURE_PROXY_SSL_HEADER", "SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE",
+                            "CSRF_COOKIE_SECURE", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+                            "SECURE_HSTS_PRELOAD", "INSTALLED_APPS", "ROOT_URLCONF")
+        assert list(found["DATABASES"]) == ["default", "database2"]
+        assert database(found["DATABASES"]["default"]) == STACK_DATABASE
+        assert database(found["DATABASES"]["database2"]) == {**STACK_DATABASE, "HOST": "database2", "NAME": "database2",
+                                                               "PASSWORD": PASSWORDS["database2"]}
+        assert found["DATABASES"]["default"]["CONN_MAX_AGE"] == 60 and found["DATABASES"]["default"]["CONN_HEALTH_CHECKS"] is True
+        assert found["DATABASES"]["default"]["OPTIONS"] == {"connect_timeout": 3}
+        assert found["SECRET_KEY"] == KEY
+        assert found["ALLOWED_HOSTS"] == ["localhost", "127.0.0.1", "example.com"]
+        assert found["CSRF_TRUSTED_ORIGINS"] == ["http://localhost:8000", "https://example.com"]
+        assert found["DEBUG"] is False  # startproject's DEBUG = True
+        assert (found["STATIC_URL"], found["STATIC_ROOT"], found["MEDIA_URL"], found["MEDIA_ROOT"]) == (
+            "/static/", "/srv/static", "/media/", "/srv/media")
+        assert found["DATABASE_ROUTERS"] == ["djangostack.routers.StackRouter"]
+        assert found["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+        assert [found[name] for name in ("SECURE_SSL_REDIRECT", "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE",
+                                         "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+                                         "SECURE_HSTS_PRELOAD")] == [True, True, True, 31536000, True, True]
+        assert "shop" in found["INSTALLED_APPS"] and found["ROOT_URLCONF"] == "plain.urls"  # the project's own
+
+    def test_passes_check_deploy_served_over_https_with_domains(self, projects, tmp_path):
+        env = plain_env(tmp_path, DJANGO_SITE_DOMAINS="example.com", DJANGO_HTTPS="true")
+        result = run(projects["plain"], ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "no issues (0 silenced)" in result.stdout
+
+    def test_a_domain_without_subdomains_or_preload_is_told_to_check_deploy(self, projects, tmp_path):
+        env = plain_env(tmp_path, DJANGO_SITE_DOMAINS="example.com", DJANGO_HTTPS="true",
+                        DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS="false", DJANGO_SECURE_HSTS_PRELOAD="false")
+        assert settings_of(projects["plain"], env, "SILENCED_SYSTEM_CHECKS") == {
+            "SILENCED_SYSTEM_CHECKS": ["security.W005", "security.W021"]}
+        result = run(projects["plain"], ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env, check=False)
+        assert result.returncode == 0 and "no issues (2 silenced)" in result.stdout, result.stderr
+
+    def test_plain_http_follows_the_environment_rather_than_being_silenced(self, projects, tmp_path):
+        result = run(projects["plain"], ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+                     plain_env(tmp_path), check=False)
+        assert result.returncode != 0
+        assert "security.W008" in result.stderr and "security.W012" in result.stderr
+
+    def test_outside_the_stack_the_project_keeps_its_own_settings(self, projects):
+        env = outside_env("plain.settings", "plain.wsgi:application")
+        found = settings_of(projects["plain"], env, "DATABASES", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS", "DATABASE_ROUTERS")
+        assert found["DATABASES"]["default"]["ENGINE"] == "django.db.backends.sqlite3"
+        assert found["SECRET_KEY"].startswith("django-insecure-") and found["DEBUG"] is True
+        assert found["ALLOWED_HOSTS"] == [] and found["DATABASE_ROUTERS"] == []
+
+    def test_the_stack_router_sends_listed_apps_to_their_database_and_migrates_each_there(self, projects, tmp_path):
+        code = """
+import django
+django.setup()
+from django.apps import apps
+from django.db import router
+item, user = apps.get_model("shop", "Item"), apps.get_model("auth", "User")
+print(router.db_for_read(item), router.db_for_write(item), router.db_for_write(user))
+print(*(f"{db}:{label}" for db in ("default", "database2") for label in ("shop", "auth", "contenttypes")
+        if router.allow_migrate(db, label)))
+print(router.allow_relation(item(), user()), router.allow_relation(user(), user()))
+"""
+        routed = run(projects["plain"], ["-c", code], plain_env(tmp_path, STACK_DATABASE_APPS="shop:database2"))
+        assert routed.stdout.splitlines() == ["database2 database2 default",
+                                              "default:auth default:contenttypes database2:shop", "False True"]
+        unrouted = run(projects["plain"], ["-c", code], plain_env(tmp_path))
+        assert unrouted.stdout.splitlines() == ["default default default",
+                                                "default:shop default:auth default:contenttypes", "True True"]
+
+    def test_secret_values_are_never_in_the_environment_given_nor_in_argv(self, projects, tmp_path):
+        env = plain_env(tmp_path)
+        code = """
+import json, os
+import django
+django.setup()
+print(json.dumps({"argv": open("/proc/self/cmdline").read(), "given": open("/proc/self/environ").read(),
+                  "url": os.environ["DATABASE_URL"], "key": os.environ["DJANGO_SECRET_KEY"]}))
+"""
+        found = json.loads(run(projects["plain"], ["-c", code], env).stdout)
+        values = [KEY, *PASSWORDS.values()]
+        assert not any(value in text for value in values for text in (found["argv"], found["given"], json.dumps(env)))
+        assert found["key"] == KEY and PASSWORDS["database1"] not in found["url"]  # quoted, and there
+
+
+# --- settings: projects that read the conventional variables, or names of their own ------
+
+class TestTwelveFactorProject:
+    def test_without_the_overlay_the_stack_environment_fails_it(self, projects, tmp_path):
+        # What the stack gave before: files only; the project reads DJANGO_SECRET_KEY.
+        env = twelve_env(tmp_path, DJANGO_SETTINGS_MODULE="twelve.settings")
+        result = run(projects["twelve"], ["manage.py", "check"], env, check=False)
+        assert result.returncode != 0 and last_line(result) == "KeyError: 'DJANGO_SECRET_KEY'"
+
+    def test_its_own_variables_carry_the_stacks_values(self, projects, tmp_path):
+        code = """
+import json
+import django
+django.setup()
+import twelve.settings as own
+print(json.dumps({"databases": own.DATABASES, "key": own.SECRET_KEY, "hosts": own.ALLOWED_HOSTS}, default=str))
+"""
+        result = run(projects["twelve"], ["-c", code], twelve_env(tmp_path, DJANGO_SITE_DOMAINS="example.com"))
+        own = json.loads(result.stdout)
+        assert database(own["databases"]["default"]) == STACK_DATABASE  # parsed by the project from DATABASE_URL
+        assert own["key"] == KEY and own["hosts"] == ["localhost", "127.0.0.1", "example.com"]
+        assert "SQLite" not in result.stderr and "ephemeral" not in result.stderr
+
+    def test_https_false_wins_over_the_projects_forced_redirect(self, projects, tmp_path):
+        plain_http = twelve_env(tmp_path, reachable=True)
+        assert settings_of(projects["twelve"], plain_http, "SECURE_SSL_REDIRECT") == {"SECURE_SSL_REDIRECT": False}
+        page = request(projects["twelve"], plain_http, "/", HTTP_HOST="localhost")
+        assert page["status"] == "404 Not Found"  # the project's own answer: startproject has no page at /
+        served_over_https = twelve_env(tmp_path, reachable=True, DJANGO_HTTPS="true")
+        redirected, behind_tls = requests(projects["twelve"], served_over_https, ("/", {"HTTP_HOST": "localhost"}),
+                                          ("/", {"HTTP_HOST": "localhost", "HTTP_X_FORWARDED_PROTO": "https"}))
+        assert redirected["status"] == "301 Moved Permanently" and redirected["headers"]["Location"] == "https://localhost/"
+        assert behind_tls["status"] == "404 Not Found"
+
+    def test_the_admin_is_served_by_the_projects_application(self, projects, tmp_path):
+        page = request(projects["twelve"], twelve_env(tmp_path, reachable=True), "/admin/login/", HTTP_HOST="localhost")
+        assert page["status"] == "200 OK" and "Django administration" in page["body"]
+        assert "/static/admin/css/" in page["body"]
+
+
+class TestProjectWithNamesOfItsOwn:
+    def test_app_env_gives_its_names_the_stacks_values(self, projects, tmp_path):
+        code = """
+import json
+import django
+django.setup()
+import named.settings as own
+print(json.dumps(own.DATABASES["default"]))
+"""
+        result = run(projects["named"], ["-c", code], named_env(tmp_path))
+        assert database(json.loads(result.stdout)) == STACK_DATABASE
+        assert "ephemeral" not in result.stderr  # it read SECRET_KEY
+
+    def test_its_wsgi_setting_its_own_settings_module_changes_nothing(self, projects, tmp_path):
+        code = """
+import os
+from djangostack.wsgi import application
+from django.conf import settings
+print(os.environ["DJANGO_SETTINGS_MODULE"], settings.SECRET_KEY == os.environ["DJANGO_SECRET_KEY"], settings.STATIC_ROOT)
+"""
+        result = run(projects["named"], ["-c", code], named_env(tmp_path))
+        assert result.stdout.split() == ["djangostack.settings", "True", "/srv/static"]
+
+
+# --- /healthz in front of the project's application ---------------------------------------
+
+class TestHealth:
+    def test_every_database_is_probed_and_a_failure_is_503_before_hosts_and_redirects(self, projects, tmp_path):
+        env = plain_env(tmp_path, reachable=True, DJANGO_HTTPS="true")
+        # A host the site does not allow, plain HTTP on an HTTPS site, no trailing slash:
+        # none of them stands in the way.
+        answer = request(projects["plain"], env, "/healthz", HTTP_HOST="127.0.0.1:8000")
+        assert answer["status"] == "503 Service Unavailable"
+        assert json.loads(answer["body"]) == {"status": "error", "databases": {
+            "database1": "error: OperationalError", "database2": "error: OperationalError"}}
+        assert answer["headers"]["Content-Type"] == "application/json"
+        assert answer["headers"]["Cache-Control"] == "max-age=0, no-cache, no-store, must-revalidate, private"
+        assert answer["open_connections"] == []
+
+    def test_asked_through_nginx_it_names_no_database(self, projects, tmp_path):
+        answer = request(projects["plain"], plain_env(tmp_path, reachable=True), "/healthz",
+                         HTTP_HOST="example.com", HTTP_X_REAL_IP="203.0.113.9")
+        assert answer["status"] == "503 Service Unavailable" and json.loads(answer["body"]) == {"status": "error"}
+
+    def test_a_reachable_database_is_ok_and_its_connection_is_not_kept_past_its_age(self, projects, tmp_path):
+        env = outside_env("plain.settings", "plain.wsgi:application")
+        answer = request(projects["plain"], env, "/healthz")
+        assert answer["status"] == "200 OK"
+        assert json.loads(answer["body"]) == {"status": "ok", "databases": {"default": "ok"}}
+        assert "no-store" in answer["headers"]["Cache-Control"]
+        assert answer["open_connections"] == []  # CONN_MAX_AGE = 0: closed after the probe
+
+    def test_every_other_path_is_the_projects_own(self, projects, tmp_path):
+        answers = requests(projects["plain"], plain_env(tmp_path, reachable=True), ("/healthz/", {"HTTP_HOST": "localhost"}),
+                           ("/admin", {"HTTP_HOST": "localhost"}), ("/", {"HTTP_HOST": "evil.example"}))
+        assert [answer["status"] for answer in answers] == ["404 Not Found", "301 Moved Permanently", "400 Bad Request"]
+
+
+# --- hello, the example, through the overlay ----------------------------------------------
+
+class TestHello:
+    def test_passes_check_deploy_served_over_https_with_domains(self, tmp_path):
+        env = hello_env(tmp_path, DJANGO_SITE_DOMAINS="example.com", DJANGO_HTTPS="true")
+        result = run(HELLO, ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env, check=False)
+        assert result.returncode == 0, result.stderr
+        assert "no issues (0 silenced)" in result.stdout
+
+    def test_hsts_decisions_per_host_are_silenced_not_warned(self, tmp_path):
+        env = hello_env(tmp_path, DJANGO_SITE_DOMAINS="example.com", DJANGO_HTTPS="true",
+                        DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS="false")
+        result = run(HELLO, ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], env, check=False)
+        assert result.returncode == 0 and "no issues (1 silenced)" in result.stdout, result.stderr
+
+    def test_plain_http_follows_the_environment(self, tmp_path):
+        result = run(HELLO, ["manage.py", "check", "--deploy", "--fail-level", "WARNING"], hello_env(tmp_path), check=False)
+        assert result.returncode != 0 and "security.W012" in result.stderr and "security.W008" in result.stderr
+
+    def test_keeps_its_own_router_and_storages_and_gets_the_stacks_databases(self, tmp_path):
+        found = settings_of(HELLO, hello_env(tmp_path), "DATABASE_ROUTERS", "DATABASES", "STORAGES", "MIDDLEWARE", "SECRET_KEY")
+        assert found["DATABASE_ROUTERS"] == ["hello.routers.AppDatabaseRouter"]
+        assert database(found["DATABASES"]["default"]) == STACK_DATABASE and list(found["DATABASES"]) == ["default", "database2"]
+        assert found["STORAGES"]["staticfiles"]["BACKEND"].endswith("ManifestStaticFilesStorage")
+        assert found["SECRET_KEY"] == KEY
+        assert not any("health" in middleware.lower() for middleware in found["MIDDLEWARE"])  # the stack answers /healthz
+
+    def test_healthz_names_both_databases(self, tmp_path):
+        answer = request(HELLO, hello_env(tmp_path, reachable=True), "/healthz", HTTP_HOST="127.0.0.1:8000")
+        assert answer["status"] == "503 Service Unavailable"
+        assert json.loads(answer["body"])["databases"] == {"database1": "error: OperationalError",
+                                                           "database2": "error: OperationalError"}
+
+    @pytest.mark.parametrize("key, message", [
+        ("django-insecure-" + "a1" * 30, "DJANGO_SECRET_KEY is not a real secret key: use at least 50 random characters"),
+        ("short-key", "DJANGO_SECRET_KEY is not a real secret key"),
+        ("a" * 60, "DJANGO_SECRET_KEY is not a real secret key"),
+        ("", "DJANGO_SECRET_KEY is not set: the stack passes it as the file DJANGO_SECRET_KEY_FILE names"),
+    ], ids=["insecure-prefix", "short", "few-characters", "empty"])
+    def test_refuses_a_weak_secret_key_in_one_line(self, tmp_path, key, message):
+        env = hello_env(tmp_path)
+        Path(env["DJANGO_SECRET_KEY_FILE"]).write_text(key)
+        result = run(HELLO, ["manage.py", "check"], env, check=False)
+        assert result.returncode != 0 and message in last_line(result)
+
+
+# --- what the stack gives wrong, in one line ---------------------------------------------
+
+class TestErrors:
+    @pytest.mark.parametrize("change, message", [
+        ({"STACK_APP_SETTINGS": ""}, "STACK_APP_SETTINGS is not set: it names the project's settings module ([app] settings in config/stack.toml)"),
+        ({"STACK_APP_SETTINGS": "plain.production"}, "STACK_APP_SETTINGS='plain.production' cannot be imported (No module named 'plain.production'): check [app] settings in config/stack.toml"),
+        ({"STACK_APP_SETTINGS": "mysite.settings"}, "STACK_APP_SETTINGS='mysite.settings' cannot be imported (No module named 'mysite')"),
+        ({"DATABASE2_PASSWORD_FILE": ""}, "DATABASE2_PASSWORD_FILE is not set: the app needs the password of database 'database2'"),
+        ({"DJANGO_ALLOWED_HOSTS": ""}, "DJANGO_ALLOWED_HOSTS is empty: list the host names the site answers to"),
+        ({"DJANGO_HTTPS": "maybe"}, "DJANGO_HTTPS='maybe' is not a boolean; use true or false"),
+        ({"STACK_DATABASE_APPS": "shop:database3"}, "STACK_DATABASE_APPS: 'shop:database3' names a database the stack does not have"),
+        ({"STACK_APP_ENV": '{"DB_HOST": "database3.host"}'}, "STACK_APP_ENV: DB_HOST = 'database3.host': 'database3' is not one of the stack's databases"),
+    ], ids=["no-settings", "no-such-settings", "no-such-package", "no-password", "no-hosts", "bad-boolean", "bad-route", "bad-mapping"])
+    def test_settings(self, projects, tmp_path, change, message):
+        result = run(projects["plain"], ["manage.py", "check"], plain_env(tmp_path, **change), check=False)
+        assert result.returncode != 0 and message in last_line(result)
+        assert last_line(result).startswith("django.core.exceptions.ImproperlyConfigured: ")
+
+    def test_a_package_the_project_lacks_is_the_projects_own_error(self, projects, tmp_path):
+        broken = startproject(tmp_path, "broken")
+        with (broken / "broken" / "settings.py").open("a") as settings:
+            settings.write("\nimport environ  # django-environ, not installed\n")
+        env = stack_env(tmp_path, "broken.settings", "broken.wsgi:application")
+        result = run(broken, ["manage.py", "check"], env, check=False)
+        assert last_line(result) == "ModuleNotFoundError: No module named 'environ'"
+
+    @pytest.mark.parametrize("wsgi, message", [
+        ("", "STACK_APP_WSGI is not set: it names the project's WSGI application, module:attribute ([app] wsgi in config/stack.toml)"),
+        ("plain.wsgi.application", "STACK_APP_WSGI='plain.wsgi.application' is not module:attribute (like mysite.wsgi:application; [app] wsgi in config/stack.toml)"),
+        ("plain.asgi2:application", "STACK_APP_WSGI='plain.asgi2:application' cannot be imported (No module named 'plain.asgi2'): check [app] wsgi in config/stack.toml"),
+        ("plain.wsgi:app", "STACK_APP_WSGI='plain.wsgi:app': plain.wsgi has no 'app'"),
+    ], ids=["unset", "no-attribute", "no-module", "no-such-attribute"])
+    def test_wsgi(self, projects, tmp_path, wsgi, message):
+        result = run(projects["plain"], ["-c", "import djangostack.wsgi"], plain_env(tmp_path, STACK_APP_WSGI=wsgi), check=False)
+        assert result.returncode != 0 and last_line(result) == f"django.core.exceptions.ImproperlyConfigured: {message}"
