@@ -4,7 +4,7 @@
 # requirements) into a virtualenv; the runtime stage gets that virtualenv, the stack's glue
 # (config/app/) and the project's code, without pip or build tools. Layers go from least to
 # most often changed, so a code-only change rebuilds the last COPY alone.
-ARG PYTHON_IMAGE=python:3.11-slim
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
 ARG PYTHON_IMAGE

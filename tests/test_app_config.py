@@ -53,7 +53,10 @@ class TestDefaults:
         assert app.image == "python:3.11-slim"
 
     def test_the_committed_stack_names_the_example_as_the_defaults_do(self):
-        assert loads(Path("config/stack.toml").read_text()).app == App()
+        # The example keeps the Debian release its image has always had (CI's images too).
+        committed = loads(Path("config/stack.toml").read_text()).app
+        assert committed == App(python_image="python:3.11-slim-bookworm")
+        assert committed.image == "python:3.11-slim-bookworm"
 
     def test_an_empty_app_table_keeps_every_default(self):
         assert stack("[app]\n").app == App()
