@@ -95,7 +95,8 @@ def logs(r, service=None, follow=False, tail=None):
 def render_(r, check=False):
     """Regenerate the files made from config/stack.toml.
 
-    docker-compose.yml and the Nginx config; --check only compares them."""
+    The Dockerfile, .dockerignore, docker-compose.yml and the Nginx config; --check only
+    compares them."""
     files = render.rendered(r.stack)
     stale = render.drift(r.stack, r.root)
     leftover = render.stale_examples(r.root, set(files))

@@ -78,7 +78,7 @@ HERE = [(r"rsync .*", "Total bytes sent: 1,234\n"), (r"git rev-parse HEAD", "012
 
 @pytest.fixture
 def new_code(monkeypatch):
-    monkeypatch.setattr(cluster_release.release_plans, "code_digest", lambda root: NEW.split("-")[1])
+    monkeypatch.setattr(cluster_release.release_plans, "code_digest", lambda root, app: NEW.split("-")[1])
     monkeypatch.setattr("tasks.procedures.release.archives.stamp", lambda: NEW.split("-")[0])
 
 
@@ -100,7 +100,8 @@ def stack_deploy(image, count):
 
 def job(name, mode, command, **extra):
     return shlex.join(plans.job(name, mode, IMAGE, command, env={
-        "DJANGO_SETTINGS_MODULE": "hello.settings.production", "DJANGO_DATABASES": "database1",
+        "DJANGO_SETTINGS_MODULE": "djangostack.settings", "STACK_APP_SETTINGS": "hello.settings.production",
+        "STACK_APP_WSGI": "hello.wsgi:application", "DJANGO_DATABASES": "database1",
         "DJANGO_SECRET_KEY_FILE": "/run/secrets/django_secret_key",
         "DATABASE1_PASSWORD_FILE": "/run/secrets/database1_password"},
         env_file="/srv/hello/shared/config/django.env",
@@ -463,12 +464,13 @@ def test_the_django_environment_is_one_source_for_compose_stack_and_jobs():
 
     s, _, _ = cluster()
     env = render.django_environment(s.stack)
-    assert env == {"DJANGO_SETTINGS_MODULE": "hello.settings.production", "DJANGO_DATABASES": "database1",
+    assert env == {"DJANGO_SETTINGS_MODULE": "djangostack.settings", "STACK_APP_SETTINGS": "hello.settings.production",
+                   "STACK_APP_WSGI": "hello.wsgi:application", "DJANGO_DATABASES": "database1",
                    "DJANGO_SECRET_KEY_FILE": "/run/secrets/django_secret_key",
                    "DATABASE1_PASSWORD_FILE": "/run/secrets/database1_password"}
     files = render.rendered(s.stack)
     for path in (render.COMPOSE_FILE, render.stack_file("prod")):
-        assert "".join(f"      {k}: {v}\n" for k, v in env.items()) in files[path], path
+        assert "".join(f'      {k}: "{v}"\n' for k, v in env.items()) in files[path], path
 
 
 def test_every_node_finishes_and_the_first_failure_in_node_order_names_its_node():

@@ -99,7 +99,7 @@ def securing_site(release, timeout=30):
 @pytest.fixture(autouse=True)
 def fixed_release(monkeypatch):
     monkeypatch.setattr(release.archives, "stamp", lambda: NEW.split("-")[0])
-    monkeypatch.setattr(release.plans, "code_digest", lambda root: NEW.split("-")[1])
+    monkeypatch.setattr(release.plans, "code_digest", lambda root, app: NEW.split("-")[1])
     monkeypatch.setattr(release.getpass, "getuser", lambda: "ann")
     monkeypatch.setattr(release.socket, "gethostname", lambda: "desk")
     monkeypatch.setattr(rollout, "SETTLE", 0)

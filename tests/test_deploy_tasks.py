@@ -92,7 +92,7 @@ def ledgers(*releases):
 
 class TestDeploy:
     def test_a_host_that_runs_this_code_already_gets_no_new_release(self, place, monkeypatch, capsys):
-        monkeypatch.setattr(release.plans, "code_digest", lambda root: NEW.split("-")[1])
+        monkeypatch.setattr(release.plans, "code_digest", lambda root, app: NEW.split("-")[1])
         monkeypatch.setattr(release.archives, "stamp", lambda: NEW.split("-")[0])
         conns = place(prod=[(TAKE_LOCK, ""), *host_rules(**{
             bash(plans.prepare_directories("/srv/hello")): "", CURRENT: f"releases/{NEW}\n", RELEASE_LOCK: ""})])

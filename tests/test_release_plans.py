@@ -60,8 +60,8 @@ class TestHosts:
 
 
 def test_rsync_ships_only_what_the_stack_needs_with_strict_ssh():
-    host = loads(BASE + HOSTS).hosts["prod"]
-    argv = shipping.rsync("/src", host, "/srv/hello/releases/R", "/srv/hello/releases/P")
+    stack = loads(BASE + HOSTS)
+    argv = shipping.rsync("/src", stack.hosts["prod"], "/srv/hello/releases/R", "/srv/hello/releases/P", stack.app)
     assert argv[:5] == ["rsync", "--archive", "--delete", "--stats", "--human-readable"]
     assert argv[5:7] == ["--rsh", "ssh -p 22 -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/keys/known_hosts "
                                   "-o ConnectTimeout=10 -o ServerAliveInterval=5 -o ServerAliveCountMax=4 "
@@ -69,6 +69,7 @@ def test_rsync_ships_only_what_the_stack_needs_with_strict_ssh():
     assert "--link-dest=/srv/hello/releases/P" in argv
     assert "--exclude=/config/db/*.env" in argv and "--exclude=/config/django.env" in argv
     assert "--include=/hello/***" in argv and argv[-3] == "--exclude=*"
+    assert "--exclude=/hello/db.sqlite3" in argv and "--exclude=/hello/media/" in argv
     assert argv[-2:] == ["/src/", "deploy@203.0.113.10:/srv/hello/releases/R/"]
 
 
@@ -84,13 +85,15 @@ def test_shipped_files_leave_secrets_and_local_state_behind(tmp_path):
                  "backups/a.tar.zst", "hello/db.sqlite3"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(name)
-    shipped = sorted(p.relative_to(tmp_path).as_posix() for p in shipping.shipped_files(tmp_path))
-    assert shipped == ["Dockerfile", "Pipfile", "config/db/database1.env.example", "config/stack.toml", "hello/manage.py"]
-    digest = shipping.code_digest(tmp_path)
+    app = loads(BASE).app
+    shipped = sorted(p.relative_to(tmp_path).as_posix() for p in shipping.shipped_files(tmp_path, app))
+    # The tooling's Pipfile stays here: the image installs the project's requirements ([app]).
+    assert shipped == ["Dockerfile", "config/db/database1.env.example", "config/stack.toml", "hello/manage.py"]
+    digest = shipping.code_digest(tmp_path, app)
     (tmp_path / "config/django.env").write_text("another secret")
-    assert shipping.code_digest(tmp_path) == digest  # secrets do not change the image tag
+    assert shipping.code_digest(tmp_path, app) == digest  # secrets do not change the image tag
     (tmp_path / "hello/manage.py").write_text("changed")
-    assert shipping.code_digest(tmp_path) != digest
+    assert shipping.code_digest(tmp_path, app) != digest
 
 
 def test_secret_generation_happens_on_the_host_and_never_overwrites():

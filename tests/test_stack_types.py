@@ -122,6 +122,17 @@ def valid_documents(draw):
                 replicas=st.integers(1, 5), databases=st.just({databases[0]: hosts[-1]}),
                 endpoint_mode=st.sampled_from(["vip", "dnsrr"]), publish_mode=st.sampled_from(["ingress", "host"])))}}
     if draw(st.booleans()):
+        document["app"] = draw(optional(
+            path=st.sampled_from(["hello", "mysite"]), settings=st.sampled_from(["mysite.settings", "a.b.production"]),
+            wsgi=st.just("mysite.wsgi:application"), python=st.sampled_from(["3.10", "3.12", "3.14"]),
+            python_image=st.sampled_from(["python:3.12-slim", "local/python:3.13-slim"]),
+            requirements=st.sampled_from(["requirements.txt", "mysite/Pipfile.lock", "uv.lock",
+                                          "requirements/production.txt"]),
+            build_packages=st.just(["build-essential"]), packages=st.just(["libpq5"]),
+            env=st.just({"DB_HOST": f"{databases[0]}.host", "SECRET": "secret_key"})))
+    if draw(st.booleans()):
+        document["databases"][-1]["apps"] = ["notes"]
+    if draw(st.booleans()):
         document["backups"] = {
             "schedule": draw(st.sampled_from(["15 3 * * *", "*/30 * * * 1-5"])),
             "repository": draw(st.sampled_from(["/srv/backups", "sftp:backup@vault.example:/b",
@@ -207,7 +218,7 @@ def test_a_setting_whose_name_breaks_the_line_is_named_quoted(table):
 def test_the_documents_fuzzed_are_valid_before_their_edits():
     """The generator is not vacuous: the documents it edits load and render as they are,
     hosts, clusters and backups included."""
-    loaded = {"clusters": 0, "hosts": 0, "backups": 0}
+    loaded = {"clusters": 0, "hosts": 0, "backups": 0, "app": 0}
 
     @settings(max_examples=60, deadline=None, database=None)
     @given(valid_documents())
@@ -217,15 +228,16 @@ def test_the_documents_fuzzed_are_valid_before_their_edits():
         loaded["clusters"] += bool(stack.clusters)
         loaded["hosts"] += bool(stack.hosts)
         loaded["backups"] += bool(stack.backups)
+        loaded["app"] += stack.app.path == "mysite"
 
     count()
     assert all(loaded.values()), loaded
 
 
 @pytest.mark.parametrize("extra, message", [
-    ('\n[backup]\nschedule = "15 3 * * *"\n', "unknown setting(s) backup (known: backups, clusters, databases, groups, "
-                                                "hosts, project)"),
-    ("\n[[databases]]\nname = \"database2\"\nport = 5433\n", "[[databases]]: unknown setting(s) port (known: name)"),
+    ('\n[backup]\nschedule = "15 3 * * *"\n', "unknown setting(s) backup (known: app, backups, clusters, databases, "
+                                                "groups, hosts, project)"),
+    ("\n[[databases]]\nname = \"database2\"\nport = 5433\n", "[[databases]]: unknown setting(s) port (known: apps, name)"),
 ], ids=["a-misspelt-table", "a-database-setting"])
 def test_a_setting_the_stack_does_not_know_is_named_not_ignored(extra, message):
     with pytest.raises(StackError, match=re.escape(message)):

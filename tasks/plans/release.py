@@ -18,28 +18,40 @@ import re
 import shlex
 from pathlib import Path, PurePosixPath
 
-from ..source.stack import SECRETS_DIR
+from ..source.stack import SECRETS_DIR, App
 from . import locks
 from .locks import HELD
 from .shell import quote as _q
 
-# What a host needs to build and run the stack; nothing else leaves this machine.
-SHIP = ["Dockerfile", ".dockerignore", "docker-compose.yml", "Pipfile", "Pipfile.lock", "config/", "hello/"]
-NEVER = ["/config/django.env", "/config/db/*.env", "/config/secrets/", "__pycache__/", "*.pyc", "/hello/db.sqlite3",
-         "/hello/staticfiles/", "/hello/media/"]
+# What a host needs to build and run the stack besides the project ([app]); nothing else
+# leaves this machine.
+SHIP = ["Dockerfile", ".dockerignore", "docker-compose.yml", "config/"]
+NEVER = ["/config/django.env", "/config/db/*.env", "/config/secrets/", "__pycache__/", "*.pyc"]
 SECRET_TOKEN = "@@GENERATED_SECRET@@"
 PASS_THROUGH = ("PYTHON_IMAGE", "POSTGRES_IMAGE", "NGINX_IMAGE", "CERTBOT_IMAGE")
 
 
-def shipped_files(root: Path) -> list[Path]:
+def ship(app: App) -> list[str]:
+    """What ships: the stack's files, the project's folder, and its requirements when they
+    live outside it (patterns, as the Dockerfile's builder copies them)."""
+    return [*SHIP, f"{app.path}/", *(app.build_inputs if app.requirements_outside else ())]
+
+
+def never(app: App) -> list[str]:
+    """What never ships: secrets, bytecode, and the project's local state."""
+    return [*NEVER, *(f"/{path}" for path in app.local_state)]
+
+
+def shipped_files(root: Path, app: App) -> list[Path]:
     """Every file that ships, in a stable order (the same filter rsync applies)."""
-    files = []
-    for entry in SHIP:
+    files, rules = [], never(app)
+    for entry in ship(app):
         path = root / entry
-        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if entry.endswith("/") else [path] if path.is_file() else []
+        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if entry.endswith("/") else \
+            sorted(p for p in root.glob(entry) if p.is_file())
         for file in candidates:
             rel = "/" + file.relative_to(root).as_posix()
-            if any(_matches(rel, rule) for rule in NEVER):
+            if any(_matches(rel, rule) for rule in rules):
                 continue
             files.append(file)
     return files
@@ -54,11 +66,11 @@ def _matches(rel: str, rule: str) -> bool:
     return fnmatch.fnmatch(rel.rsplit("/", 1)[-1], rule)
 
 
-def code_digest(root: Path) -> str:
+def code_digest(root: Path, app: App) -> str:
     """A short hash of what ships: the image tag, so that unchanged code means the same
     image (nothing rebuilt, shipped or recreated)."""
     digest = hashlib.sha256()
-    for file in shipped_files(root):
+    for file in shipped_files(root, app):
         digest.update(file.relative_to(root).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
     return digest.hexdigest()[:12]
 
@@ -106,15 +118,19 @@ def destination(host) -> str:
     return f"{host.user}@{host.address}" if host.user else host.address
 
 
-def rsync(root: Path, host, target: str, link_dest: str | None) -> list[str]:
+def rsync(root: Path, host, target: str, link_dest: str | None, app: App) -> list[str]:
     """Copy what ships into TARGET on HOST; files unchanged since LINK_DEST (the previous
     release) are hard-linked there instead of sent."""
     argv = ["rsync", "--archive", "--delete", "--stats", "--human-readable",
             "--rsh", shlex.join(["ssh", *ssh_options(host)])]
     if link_dest:
         argv.append(f"--link-dest={link_dest}")
-    argv += [f"--exclude={rule}" for rule in NEVER]
-    argv += [f"--include=/{entry}***" if entry.endswith("/") else f"--include=/{entry}" for entry in SHIP]
+    argv += [f"--exclude={rule}" for rule in never(app)]
+    for entry in ship(app):
+        # A file in a folder: the folders above it first, or the last --exclude=* skips them.
+        parents = entry.rstrip("/").split("/")[:-1]
+        argv += [f"--include=/{'/'.join(parents[:n])}/" for n in range(1, len(parents) + 1)]
+        argv.append(f"--include=/{entry}***" if entry.endswith("/") else f"--include=/{entry}")
     argv += ["--exclude=*", f"{root}/", f"{destination(host)}:{target}/"]
     return argv
 

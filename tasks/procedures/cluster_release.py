@@ -5,8 +5,9 @@ rollback check are a host's (procedures/release.py `run_deploy`, `run_rollback`)
 
 The image reaches every node without a registry by the hosts' own way: the code ships to
 each node by rsync (only what changed since its previous release) and each node builds it
-from the same Pipfile.lock, hashes checked. No registry to run and secure, no trust between
-the nodes, and a code change sends kilobytes, not the image; the cost is a build per node.
+from the same pinned requirements ([app] in config/stack.toml), hashes checked. No registry
+to run and secure, no trust between the nodes, and a code change sends kilobytes, not the
+image; the cost is a build per node.
 
 The release's directory, its ledger, `current` and the deploy lock live on the manager, as
 they do on a host. The steps:

@@ -109,7 +109,7 @@ def ship_code(d: Deploy) -> None:
     """rsync what ships into the release; files unchanged since the previous release are
     hard-linked, not sent."""
     link_dest = str(d.r.target.directory / "releases" / d.previous) if d.previous else None
-    result = d.here.run(plans.rsync(ROOT, d.host, str(d.release_dir), link_dest), hide=True, check=False)
+    result = d.here.run(plans.rsync(ROOT, d.host, str(d.release_dir), link_dest, d.r.stack.app), hide=True, check=False)
     if result.failed:
         why = plans.rsync_error(result.stderr, result.exited)
         if why.startswith("exit status"):  # rsync said nothing: is the disk full?
@@ -318,7 +318,7 @@ def run_deploy(place, keep: int, timeout: int, ship_image: bool = False) -> None
     there already makes no new release (a rollback then goes to other code)."""
     started = time.monotonic()
     home = place.home
-    digest = plans.code_digest(ROOT)
+    digest = plans.code_digest(ROOT, home.stack.app)
     release = plans.release_name(archives.stamp(), digest)
     place.ready()
     with deploy_lock(home):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from .stack import APP_ROLE, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASS
 
 TEMPLATES = ROOT / "config" / "templates"
 COMPOSE_FILE = Path("docker-compose.yml")
+DOCKERFILE = Path("Dockerfile")
+DOCKERIGNORE = Path(".dockerignore")
 NGINX_CONF = Path("config/nginx/default.conf")
 NGINX_MAIN_CONF = Path("config/nginx/nginx.conf")
 FRONT_CONF = Path("config/nginx/front.conf")
@@ -25,6 +28,9 @@ DJANGO_SECRET_FILE = Path(SECRETS_DIR) / DJANGO_SECRET
 # and engines started with a low one exist (systemd's docker.service has no such limit).
 NGINX_CONNECTIONS = 8192
 NGINX_FILES = 2 * NGINX_CONNECTIONS + 1024
+# What the app's containers run: the stack's Gunicorn settings and its WSGI entry in front of
+# the project's (config/app/djangostack/), the image's CMD and the Swarm service's command.
+APP_COMMAND = ["gunicorn", "--config", "/app/stack/djangostack/gunicorn_conf.py", "djangostack.wsgi:application"]
 # What the examples show where the real files hold a generated secret.
 PLACEHOLDER = "<generated-by-inv>"
 
@@ -53,9 +59,16 @@ def _django_env(env, stack: Stack) -> str:
 
 def django_environment(stack: Stack) -> dict[str, str]:
     """What the app's processes get in their environment wherever they run (the compose
-    file, the stack file, a Swarm job): the settings module, the databases and where each
-    secret is; the values themselves come from the files."""
-    return {"DJANGO_SETTINGS_MODULE": "hello.settings.production",
+    file, the stack file, a Swarm job): the stack's settings overlay and the project's modules
+    it wraps ([app]), the databases and where each secret is; the values themselves come
+    from the files."""
+    app = stack.app
+    routed = ",".join(f"{label}:{db.name}" for db in stack.databases for label in db.apps)
+    return {"DJANGO_SETTINGS_MODULE": "djangostack.settings",
+            "STACK_APP_SETTINGS": app.settings,
+            "STACK_APP_WSGI": app.wsgi,
+            **({"STACK_APP_ENV": json.dumps(dict(app.env), separators=(",", ":"))} if app.env else {}),
+            **({"STACK_DATABASE_APPS": routed} if routed else {}),
             "DJANGO_DATABASES": ",".join(db.name for db in stack.databases),
             "DJANGO_SECRET_KEY_FILE": f"/run/secrets/{DJANGO_SECRET}",
             **{f"{db.password_variable}_FILE": f"/run/secrets/{db.secret_name}" for db in stack.databases}}
@@ -127,8 +140,12 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "nginx_files": NGINX_FILES,
         "cluster": None,
         "backup_place": place,
+        "app": stack.app,
+        "app_command": APP_COMMAND,
     }
     files = {
+        DOCKERFILE: _render(env, "Dockerfile.j2", **values),
+        DOCKERIGNORE: _render(env, "dockerignore.j2", **values),
         COMPOSE_FILE: _render(env, "docker-compose.yml.j2", **values),
         NGINX_CONF: _render(env, "nginx.conf.j2", **values),
         NGINX_MAIN_CONF: _render(env, "nginx-main.conf.j2", **values),

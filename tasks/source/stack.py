@@ -54,6 +54,7 @@ NAME_PATTERN = values.DATABASE
 class Database:
     name: str
     default: bool = False
+    apps: tuple[str, ...] = ()  # Django app labels whose models live here (the stack's router)
 
     @property
     def alias(self) -> str:
@@ -84,6 +85,113 @@ class Database:
     @property
     def password_variable(self) -> str:
         return f"{self.name.upper()}_PASSWORD"
+
+
+# Folders of the stack's own: the project's folder is never one of them.
+STACK_FOLDERS = frozenset({"config", "tasks", "tests", "testkit", "docs", "backups", "bench", ".ci"})
+# What [app.env] may map a project's variable to: a fact of one database, or of the stack.
+DATABASE_FACTS = ("host", "port", "name", "user", "password", "password_file", "url")
+STACK_FACTS = ("secret_key", "secret_key_file", "allowed_hosts", "domains", "https")
+# Variables the stack sets itself, which [app.env] may not take over.
+STACK_VARIABLES = frozenset({"DJANGO_SETTINGS_MODULE", "DJANGO_DATABASES", "DJANGO_SECRET_KEY_FILE", "PATH",
+                             "PYTHONPATH", "HOME"})
+
+LOCAL_STATE = ("db.sqlite3", "staticfiles/", "media/", ".env", ".venv/")
+
+
+@dataclass(frozen=True)
+class App:
+    """The Django project the stack serves ([app] in config/stack.toml); without [app], the
+    example, hello. The Dockerfile, the .dockerignore, what a release ships and the app's
+    environment are rendered from it."""
+    path: str = "hello"                                  # the project's folder (it holds manage.py)
+    settings: str = "hello.settings.production"          # the project's settings module
+    wsgi: str = "hello.wsgi:application"                 # what the stack serves, module:attribute
+    python: str = "3.11"
+    python_image: str | None = None                      # else python:<python>-slim
+    requirements: str = "hello/requirements.txt"         # pinned: requirements*.txt, Pipfile.lock or uv.lock
+    build_packages: tuple[str, ...] = ()                 # Debian packages of the builder stage alone
+    packages: tuple[str, ...] = ()                       # Debian packages of the running image
+    env: tuple[tuple[str, str], ...] = ()                # (NAME, fact) of [app.env], in order
+
+    @property
+    def image(self) -> str:
+        """The base image (the PYTHON_IMAGE environment variable still overrides it)."""
+        return self.python_image or f"python:{self.python}-slim"
+
+    @property
+    def build_inputs(self) -> tuple[str, ...]:
+        """What the builder stage copies to turn the requirements into a pip list: the file,
+        the Pipfile beside a Pipfile.lock, the pyproject.toml beside a uv.lock (if any: the
+        `[l]` lets COPY find none), every list of a requirements/ folder (one may include
+        another with -r)."""
+        folder, _, name = self.requirements.rpartition("/")
+        beside = f"{folder}/" if folder else ""
+        if name == "Pipfile.lock":
+            return (f"{beside}Pipfile", self.requirements)
+        if name == "uv.lock":
+            return (self.requirements, f"{beside}pyproject.tom[l]")
+        if folder.rpartition("/")[2] == "requirements":
+            return (f"{beside}*.txt",)
+        return (self.requirements,)
+
+    @property
+    def local_state(self) -> tuple[str, ...]:
+        """What a checkout of the project holds besides its code (a laptop's database, its
+        collected files, its virtualenv and .env): never in the image nor in a release."""
+        return tuple(f"{self.path}/{name}" for name in LOCAL_STATE)
+
+    @property
+    def requirements_outside(self) -> bool:
+        """The requirements are not in the project's folder: they ship and build on their own."""
+        return not self.requirements.startswith(f"{self.path}/")
+
+
+def parse_app(entry, databases) -> App:
+    """[app], each value checked by its grammar; absent keys keep the example's values."""
+    unknown = set(entry) - APP_KEYS
+    if unknown:
+        raise StackError(f"[app]: unknown setting(s) {_names(unknown)} (known: {', '.join(sorted(APP_KEYS))})")
+    default = App()
+    given = {key: entry.get(key, getattr(default, key)) for key in ("path", "settings", "wsgi", "python",
+                                                                       "requirements")}
+    return App(
+        path=values.folder(given["path"], "[app] path", STACK_FOLDERS),
+        settings=values.module(given["settings"], "[app] settings"),
+        wsgi=values.python_callable(given["wsgi"], "[app] wsgi"),
+        python=values.python_version(given["python"], "[app] python"),
+        python_image=values.image(entry["python_image"], "[app] python_image") if "python_image" in entry else None,
+        requirements=values.requirements_file(given["requirements"], "[app] requirements"),
+        build_packages=values.debian_packages(entry.get("build_packages", []), "[app] build_packages"),
+        packages=values.debian_packages(entry.get("packages", []), "[app] packages"),
+        env=parse_app_env(entry.get("env", {}), databases),
+    )
+
+
+def parse_app_env(entry, databases) -> tuple[tuple[str, str], ...]:
+    """[app.env]: NAME = FACT, a variable the project reads set from a fact of the stack."""
+    names = [db.name for db in databases]
+    facts = [*(f"<database>.{fact}" for fact in DATABASE_FACTS), *STACK_FACTS]
+    taken = STACK_VARIABLES | {f"{db.password_variable}_FILE" for db in databases}
+    values.table(entry, "[app] env", 'a table of NAME = "fact", such as DB_HOST = "database1.host"')
+    mapped = []
+    for name, fact in entry.items():
+        values.text(name, values.ENV_NAME, "[app.env] name", "an environment variable name: uppercase letters, "
+                                                             "digits and '_', not starting with a digit")
+        if name in taken or name.startswith("STACK_"):
+            raise StackError(f"[app.env] {name}: the stack sets this variable itself; map another name")
+        where = f"[app.env] {name}"
+        if not isinstance(fact, str):
+            raise StackError(f"{where} = {fact!r} is not valid: one of {', '.join(facts)}")
+        database, dot, attribute = fact.rpartition(".")
+        if dot and attribute in DATABASE_FACTS:
+            if database not in names:
+                raise StackError(f"{where} = {fact!r}: no database named {database!r} in [[databases]] "
+                                 f"(known: {', '.join(names)})")
+        elif fact not in STACK_FACTS:
+            raise StackError(f"{where} = {fact!r} is not valid: one of {', '.join(facts)}")
+        mapped.append((name, fact))
+    return tuple(mapped)
 
 
 # Let's Encrypt's ACME directories, by the word a host's acme_server may use instead.
@@ -313,6 +421,7 @@ class Stack:
     groups: dict = field(default_factory=dict)
     backups: Backups | None = None
     clusters: dict = field(default_factory=dict)
+    app: App = App()
 
     def database(self, name: str) -> Database:
         """The database called NAME, or whose Django alias is NAME (`default`)."""
@@ -379,12 +488,14 @@ def _names(keys) -> str:
 
 # The document's tables besides [project] and [[databases]], with what each holds.
 TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists of [hosts] names",
-          "clusters": "a table of [clusters.NAME] tables", "backups": "a table (schedule, repository, ...)"}
+          "clusters": "a table of [clusters.NAME] tables", "backups": "a table (schedule, repository, ...)",
+          "app": "a table (path, settings, wsgi, python, requirements, ...)"}
 
 
-TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups"}
+TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app"}
 PROJECT_KEYS = {"name", "http_port", "client_max_body_size"}
-DATABASE_KEYS = {"name"}
+DATABASE_KEYS = {"name", "apps"}
+APP_KEYS = {"path", "settings", "wsgi", "python", "python_image", "requirements", "build_packages", "packages", "env"}
 
 
 @contextlib.contextmanager
@@ -409,11 +520,22 @@ def _refuse_unknown_keys(data: dict, project: dict, entries: list) -> None:
 def _parse_databases(entries: list) -> tuple[Database, ...]:
     if not entries:
         raise StackError("at least one [[databases]] entry is needed")
-    databases = []
+    databases, placed = [], {}
     for index, entry in enumerate(entries):
         db_name = values.table(entry, f"[[databases]] entry {index + 1}", 'a table with name = "..."').get("name", "")
         validate_database_name(db_name, tuple(db.name for db in databases))
-        databases.append(Database(name=db_name, default=index == 0))
+        apps = entry.get("apps", [])
+        if not isinstance(apps, list):
+            raise StackError(f"[[databases]] {db_name} apps {apps!r} is not valid: a list of Django app labels, "
+                             f"such as [\"notes\"]")
+        for label in apps:
+            values.text(label, values.APP_LABEL, f"[[databases]] {db_name} apps entry",
+                        "a Django app label: letters, digits and '_', not starting with a digit")
+            if label in placed:
+                raise StackError(f"[[databases]] app {label!r} is in both {placed[label]} and {db_name}: "
+                                 f"an app's models live in one database")
+            placed[label] = db_name
+        databases.append(Database(name=db_name, default=index == 0, apps=tuple(apps)))
     return tuple(databases)
 
 
@@ -449,12 +571,13 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
     with _in(source):
         groups = _parse_groups(data.get("groups", {}), hosts)
         backups = parse_backups(data["backups"]) if "backups" in data else None
+        app = parse_app(data["app"], databases) if "app" in data else App()
         clusters = {cluster: parse_cluster(cluster, entry, hosts, databases)
                     for cluster, entry in data.get("clusters", {}).items()}
         for cluster in clusters.values():
             check_swarm_names(cluster.name, hosts[cluster.manager].project or name, databases, backups is not None)
     return Stack(project=name, http_port=http_port, client_max_body_size=body, databases=databases,
-                 hosts=hosts, groups=groups, backups=backups, clusters=clusters)
+                 hosts=hosts, groups=groups, backups=backups, clusters=clusters, app=app)
 
 
 HOST_KEYS = {"address", "user", "port", "identity_file", "known_hosts", "directory", "http_port", "project"}

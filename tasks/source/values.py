@@ -223,3 +223,70 @@ def notify_urls(value, what: str = "notify") -> tuple[str, ...]:
         raise StackError(f"{what} must be an apprise URL or a list of them")
     return tuple(text(url, NOTIFY_URL, what, "an apprise URL such as json://hooks.example.com/backup "
                                             "or mailto://user:pass@example.com") for url in urls)
+
+
+# [app]: the Django project the stack serves. Each value reaches the Dockerfile, the
+# .dockerignore or an environment variable, so none may hold a space, a quote or a `$`.
+# A folder of the repository, by its plain name.
+FOLDER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# A Python module, dotted (hello.settings.production), and a WSGI/ASGI target module:attribute.
+MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+CALLABLE = re.compile(rf"{MODULE.pattern}:[A-Za-z_][A-Za-z0-9_]*")
+PYTHON = re.compile(r"3\.(1[0-4])")
+# An image reference: [registry[:port]/]name[/name...][:tag][@sha256:digest].
+IMAGE = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]*(?::[0-9]{1,5})?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+                   r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+                   r"(?:@sha256:[0-9a-f]{64})?")
+# A relative path of plain names: requirements files, whatever folder holds them.
+RELATIVE_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.-]*)*")
+REQUIREMENTS_NAME = re.compile(r"requirements[A-Za-z0-9_.-]*\.txt|Pipfile\.lock|uv\.lock")
+DEBIAN_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+# An environment variable the project reads, and a Django app label.
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+APP_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def folder(value, what: str, reserved=()) -> str:
+    checked = text(value, FOLDER, what, "one folder of the repository, by its plain name (letters, digits, '_', "
+                                        "'.', '-'), such as hello")
+    if checked in reserved or checked in (".", ".."):
+        raise StackError(f"{what} {_shown(value)} is not valid: it is a folder of the stack's own "
+                         f"({', '.join(sorted(reserved))}); name the project's folder")
+    return checked
+
+
+def module(value, what: str) -> str:
+    return text(value, MODULE, what, "a dotted Python module name, such as mysite.settings")
+
+
+def python_callable(value, what: str) -> str:
+    return text(value, CALLABLE, what, "module:attribute, such as mysite.wsgi:application")
+
+
+def python_version(value, what: str) -> str:
+    return text(value, PYTHON, what, 'a Python version "3.N" from "3.10" to "3.14", as a string')
+
+
+def image(value, what: str) -> str:
+    return text(value, IMAGE, what, "an image reference such as python:3.12-slim or registry.example.com/python:3.12")
+
+
+def requirements_file(value, what: str) -> str:
+    hint = ("a path relative to the repository (no '..') to a requirements*.txt, a .txt in a requirements/ "
+            "folder, a Pipfile.lock or a uv.lock")
+    checked = text(value, RELATIVE_PATH, what, hint)
+    parts = checked.split("/")
+    if ".." in parts or "." in parts:
+        raise StackError(f"{what} {_shown(value)} is not valid: {hint}")
+    in_requirements_folder = len(parts) > 1 and parts[-2] == "requirements" and parts[-1].endswith(".txt")
+    if REQUIREMENTS_NAME.fullmatch(parts[-1]) is None and not in_requirements_folder:
+        raise StackError(f"{what} {_shown(value)} is not valid: {hint}")
+    return checked
+
+
+def debian_packages(value, what: str) -> tuple[str, ...]:
+    hint = 'a list of Debian package names, such as ["build-essential", "libpq-dev"]'
+    if not isinstance(value, list):
+        raise StackError(f"{what} {_shown(value)} is not valid: {hint}")
+    return tuple(text(name, DEBIAN_PACKAGE, f"{what} entry", "a Debian package name: lowercase letters, digits, "
+                                                             "'+', '.', '-'") for name in value)
