@@ -13,7 +13,7 @@ COPY Pipfile Pipfile.lock config/build/requirements.py ./
 # `pipenv install --deploy` would), installed by the image's own pip into a virtualenv
 # without pip: every file checked against the lock (--require-hashes), nothing the lock
 # does not name (--no-deps). Installing pipenv to do the same took most of a cold build.
-RUN python requirements.py Pipfile Pipfile.lock > requirements.txt \
+RUN python requirements.py Pipfile.lock > requirements.txt \
  && python -m venv --without-pip .venv \
  && python -m pip --python .venv/bin/python install --no-deps --require-hashes --requirement requirements.txt
 
