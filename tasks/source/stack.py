@@ -382,7 +382,7 @@ TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists
           "clusters": "a table of [clusters.NAME] tables", "backups": "a table (schedule, repository, ...)"}
 
 
-TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups"}
+TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app"}
 PROJECT_KEYS = {"name", "http_port", "client_max_body_size"}
 DATABASE_KEYS = {"name"}
 
