@@ -42,6 +42,15 @@ def _place(r, path: str) -> tuple[Path, str, Path | None]:
     return project, name, project
 
 
+def _listed(r, source: Path) -> list[str] | None:
+    """The files of SOURCE its git tracks or would track (its .gitignore keeps local
+    databases, uploads and .env secrets out); None when SOURCE is not in a git work tree."""
+    found = r.probe(["git", "-C", str(source), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                    anywhere=True)
+    names = [name for name in found.stdout.split("\0") if name]
+    return names if found.exited == 0 and names else None
+
+
 def _check_flags(project: Path, settings, wsgi, python, requirements) -> None:
     """What a flag names must be in the project (the grammar of [app] checks the rest)."""
     if settings and detect.module_file(project, settings) is None:
@@ -117,7 +126,7 @@ def init(r, path, settings=None, wsgi=None, python=None, requirements=None, buil
             r.do(f"delete {leftover.name}: left by an import that was killed", importing.remove_tree, leftover)
         if source:
             importing.check_target(r.root, name, force)
-        plan = importing.prepare(r.root, name, source, app)
+        plan = importing.prepare(r.root, name, source, app, _listed(r, source) if source else None)
         if plan.links:
             r.say(f"left out symbolic links (only files are copied): {', '.join(plan.links)}")
         what = [f"copy {path} to {name}/ ({len(plan.files)} files)"] if source else []

@@ -293,7 +293,7 @@ def init(tree: Path, *args) -> subprocess.CompletedProcess:
 class TestInit:
     def test_a_project_is_copied_in_and_becomes_the_app_its_own_files_untouched(self, tree, tmp_path):
         project = startproject(tmp_path / "src", **{"requirements.txt": "Django==5.2.1\npsycopg2==2.9.9\n"})
-        before = fingerprint(project)
+        before, stack_text = fingerprint(project), (tree / "config/stack.toml").read_text()
         done = init(tree, project)
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines()[:6] == [
@@ -314,7 +314,7 @@ class TestInit:
         assert copied == {name: digest for name, (digest, _, _) in before.items()}
         record = json.loads((tree / "config/app-import.json").read_text())
         assert record == {"mysite": copied}
-        assert "# The Django project's folder in this repository" in (tree / "config/stack.toml").read_text()
+        assert (tree / "config/stack.toml").read_text() == importing.with_app(stack_text, app_table(tree))
         assert subprocess.run([*INV, "render", "--check"], cwd=tree, capture_output=True).returncode == 0
         generated = {str(path) for path in render.rendered(loads((tree / "config/stack.toml").read_text()))}
         assert sorted({line[3:] for line in git_status(tree).splitlines()} - generated) == \
@@ -344,11 +344,13 @@ class TestInit:
         project = startproject(tmp_path / "src")
         (tree / "mysite").mkdir()
         (tree / "mysite/notes.txt").write_text("mine\n")
+        stack_text = (tree / "config/stack.toml").read_text()
         refused = init(tree, project)
         assert refused.returncode == 1 and refused.stderr == (
             "error: mysite/ exists and was not imported by `inv init` (1 files): pass --force to replace it, "
             "or import the project under another folder name\n")
-        assert (tree / "mysite/notes.txt").read_text() == "mine\n" and app_table(tree) is None
+        assert (tree / "mysite/notes.txt").read_text() == "mine\n"
+        assert (tree / "config/stack.toml").read_text() == stack_text
 
     @pytest.mark.parametrize("name, message", [
         ("config", "config/ is one of the stack's own folders: copy the project under another folder name"),
@@ -435,3 +437,17 @@ class TestInit:
         assert done.returncode == 0, done.stderr
         assert "left out symbolic links (only files are copied): etc" in done.stdout
         assert not (tree / "mysite/etc").exists()
+
+    def test_a_git_project_brings_what_git_tracks_not_what_it_ignores(self, tree, tmp_path):
+        project = startproject(tmp_path / "src", **{".gitignore": ".env\ndb.sqlite3\nmedia/\n",
+                                                    ".env": "SECRET_KEY=do-not-copy\n", "db.sqlite3": "local data\n",
+                                                    "media/upload.png": "an upload\n", "notes/extra.py": "# new\n"})
+        subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+        subprocess.run(["git", "add", "manage.py", "mysite", ".gitignore"], cwd=project, check=True)
+        before = fingerprint(project)
+        done = init(tree, project)
+        assert done.returncode == 0, done.stderr
+        copied = {str(p.relative_to(tree / "mysite")) for p in (tree / "mysite").rglob("*") if p.is_file()}
+        assert {".gitignore", "manage.py", "notes/extra.py", "requirements.txt", "mysite/settings.py"} <= copied
+        assert not {".env", "db.sqlite3", "media/upload.png"} & copied and not any(".git/" in p for p in copied)
+        assert fingerprint(project) == before

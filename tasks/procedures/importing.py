@@ -44,26 +44,30 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def project_files(folder: Path) -> tuple[dict[str, str], list[str]]:
-    """({relative path: sha256} of FOLDER's regular files, the symbolic links left out),
-    without the virtualenvs, caches and VCS folders of SKIPPED_DIRS nor compiled Python."""
+def project_files(folder: Path, listed: list[str] | None = None) -> tuple[dict[str, str], list[str]]:
+    """({relative path: sha256} of FOLDER's regular files, the symbolic links left out):
+    those LISTED (what the project's git tracks or would, its .gitignore applied), else
+    every file; never the virtualenvs, caches and VCS folders of SKIPPED_DIRS nor compiled
+    Python."""
+    if listed is None:
+        listed = []
+        for top, dirs, names in os.walk(folder):
+            dirs[:] = sorted(dirs)
+            listed += [(Path(top) / name).relative_to(folder).as_posix() for name in sorted(names)]
+            listed += [(Path(top) / name).relative_to(folder).as_posix() for name in dirs
+                       if (Path(top) / name).is_symlink()]
     files, links = {}, []
-    for top, dirs, names in os.walk(folder):
-        kept = []
-        for name in sorted(dirs):
-            if (Path(top) / name).is_symlink():
-                links.append((Path(top) / name).relative_to(folder).as_posix())
-            elif name not in SKIPPED_DIRS:
-                kept.append(name)
-        dirs[:] = kept
-        for name in sorted(names):
-            path = Path(top) / name
-            relative = path.relative_to(folder).as_posix()
-            if path.is_symlink():
-                links.append(relative)
-            elif path.is_file() and not name.endswith((".pyc", ".pyo")):
-                files[relative] = sha256(path)
-    return files, sorted(links)
+    for relative in sorted(set(listed)):
+        path = folder / relative
+        if SKIPPED_DIRS & set(Path(relative).parts[:-1]) or relative.endswith((".pyc", ".pyo")):
+            continue
+        if any(parent.is_symlink() for parent in path.relative_to(folder).parents if parent != Path(".")):
+            continue
+        if path.is_symlink():
+            links.append(relative)
+        elif path.is_file():  # a file git tracks may be deleted from the tree
+            files[relative] = sha256(path)
+    return files, links
 
 
 def read_record(root: Path) -> dict:
@@ -78,7 +82,8 @@ def read_record(root: Path) -> dict:
 
 
 def local_changes(recorded: dict | None, current: dict) -> list[str]:
-    """What differs in the copy from what was imported (RECORDED None: nothing was)."""
+    """What differs in the copy from what was imported (RECORDED None: nothing was): files
+    changed, deleted or added."""
     if recorded is None:
         return sorted(current)
     return sorted({name for name in {*recorded, *current} if recorded.get(name) != current.get(name)})
@@ -173,15 +178,15 @@ def leftovers(root: Path, name: str) -> list[Path]:
     return [root / found for found in unfinished(names)]
 
 
-def prepare(root: Path, name: str, source: Path | None, app: dict) -> Import:
+def prepare(root: Path, name: str, source: Path | None, app: dict, listed: list[str] | None = None) -> Import:
     """Everything an import writes, rendered in memory: a bad [app] is refused here, before
-    anything is copied or written."""
+    anything is copied or written. LISTED: the files to copy (default: all of SOURCE's)."""
     new_text = with_app((root / STACK_FILE).read_text(encoding="utf-8"), app)
     stack = loads(new_text)
     texts = {STACK_FILE: new_text, **render.rendered(stack)}
     files, links = {}, []
     if source:
-        files, links = project_files(source)
+        files, links = project_files(source, listed)
         record = {key: value for key, value in read_record(root).items() if key != name}
         record[name] = files
         texts[IMPORT_RECORD] = json.dumps(dict(sorted(record.items())), indent=1, sort_keys=True) + "\n"
