@@ -11,7 +11,7 @@ The package in layers, each importing only from the ones below it:
 """
 from invoke import Collection
 
-from . import app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, swarm, volume
+from . import adopt, app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, swarm, volume
 from .execution.stdin import ChunkedLocal
 from .source.settings import DEFAULTS
 
@@ -22,6 +22,7 @@ ns = Collection(
     lifecycle.ps,
     lifecycle.logs,
     lifecycle.render_,
+    adopt.init,
     app.migrate,
     app.createsuperuser,
     app.static,
