@@ -1,8 +1,8 @@
 """Build: our Dockerfile against the one-stage Dockerfile most tutorials show.
 
 Both are built with the same command (`docker compose build`, same engine, same base image),
-so the difference is the Dockerfile alone: ours installs Pipfile.lock in a builder stage
-from the lock files only, then copies the code last; the tutorial's copies the whole tree
+so the difference is the Dockerfile alone: ours installs the app's hashed requirements in a
+builder stage from the requirements alone, then copies the code last; the tutorial's copies the whole tree
 first and runs `pip install -r requirements.txt` after it, so any code change reinstalls
 every dependency. `inv build` itself adds Invoke's start-up (see the Start section).
 
@@ -13,7 +13,6 @@ Measured, each --repeat times (median kept):
 """
 from __future__ import annotations
 
-import json
 import shutil
 
 from .harness import Env, Section, log, median, ratio, seconds, size, timed
@@ -40,22 +39,18 @@ services:
 """
 
 
-def requirements(lock: dict) -> str:
-    """Pipfile.lock's default packages as requirements.txt lines, markers kept."""
-    lines = []
-    for name, spec in sorted(lock["default"].items()):
-        line = f"{name}{spec.get('version', '')}"
-        if spec.get("markers"):
-            line += f"; {spec['markers']}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+def requirements(hashed: str) -> str:
+    """The app's requirements as a tutorial writes them: pinned, markers kept, no hashes."""
+    joined = hashed.replace("\\\n", " ")
+    lines = [line.split(" --hash=")[0].strip() for line in joined.splitlines()]
+    return "\n".join(line for line in lines if line and not line.startswith("#")) + "\n"
 
 
 def tutorial_context(env: Env):
     """The tutorial's build context: the code, requirements.txt, its Dockerfile."""
     context = env.workdir / "tutorial"
     shutil.copytree(env.copy / "hello", context / "hello", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (context / "requirements.txt").write_text(requirements(json.loads((env.copy / "Pipfile.lock").read_text())))
+    (context / "requirements.txt").write_text(requirements((env.copy / "hello/requirements.txt").read_text()))
     (context / "Dockerfile").write_text(TUTORIAL_DOCKERFILE)
     (context / "compose.yml").write_text(TUTORIAL_COMPOSE)
     return context

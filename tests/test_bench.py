@@ -57,10 +57,10 @@ def test_section_markdown_has_title_table_and_notes():
     assert text.startswith("## Build\n\n| x |") and text.endswith("- read me")
 
 
-def test_requirements_from_the_lock_keep_pins_and_markers():
-    lock = {"default": {"django": {"version": "==5.2.19"},
-                        "psycopg-binary": {"version": "==3.3.9", "markers": "implementation_name != 'pypy'"}}}
-    assert requirements(lock) == "django==5.2.19\npsycopg-binary==3.3.9; implementation_name != 'pypy'\n"
+def test_requirements_keep_pins_and_markers_and_drop_hashes():
+    hashed = ("# comment\ndjango==5.2.19 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n"
+              "psycopg-binary==3.3.9; implementation_name != 'pypy' \\\n    --hash=sha256:cc\n")
+    assert requirements(hashed) == "django==5.2.19\npsycopg-binary==3.3.9; implementation_name != 'pypy'\n"
 
 
 def test_args_default_to_every_section_and_the_results_file():
