@@ -16,8 +16,11 @@ import pytest
 sys.path.insert(0, "config/build")
 import requirements as req  # noqa: E402
 
-PIPFILE = tomllib.load(open("Pipfile", "rb"))
-LOCK = json.load(open("Pipfile.lock"))
+# A Pipfile and the lock pipenv made of it, with an app's packages (the tooling's own
+# Pipfile has none: the app's are its own).
+LOCKED = Path("tests/golden/pipenv")
+PIPFILE = tomllib.load(open(LOCKED / "Pipfile", "rb"))
+LOCK = json.load(open(LOCKED / "Pipfile.lock"))
 
 
 def test_the_pipfile_hash_is_pipenvs_and_every_locked_package_comes_pinned_with_its_hashes():
@@ -36,12 +39,12 @@ def script(*args):
 
 
 def test_the_script_writes_requirements_pip_can_read_and_exits_1_on_a_stale_lock(tmp_path):
-    done = script("Pipfile.lock")
+    done = script(LOCKED / "Pipfile.lock")
     assert done.returncode == 0 and done.stdout.count("--hash=sha256:") >= len(LOCK["default"])
     assert done.stdout == req.requirements(PIPFILE, LOCK)
     stale = tmp_path / "Pipfile"
-    stale.write_text(open("Pipfile").read().replace('gunicorn = "~=23.0"', 'gunicorn = "~=22.0"'))
-    shutil.copy("Pipfile.lock", tmp_path / "Pipfile.lock")
+    stale.write_text((LOCKED / "Pipfile").read_text().replace('gunicorn = "~=23.0"', 'gunicorn = "~=22.0"'))
+    shutil.copy(LOCKED / "Pipfile.lock", tmp_path / "Pipfile.lock")
     refused = script(tmp_path / "Pipfile.lock")
     assert refused.returncode == 1 and refused.stdout == ""
     assert "Pipfile.lock is out of date with the Pipfile: run `pipenv lock`" in refused.stderr

@@ -111,12 +111,18 @@ def check_target(root: Path, name: str, force: bool) -> None:
 
 def with_app(text: str, app: dict) -> str:
     """The stack file's TEXT with [app] set to APP's keys: those present are replaced in
-    place (their comments kept), a new table gets the comments of APP_COMMENTS."""
+    place (their comments kept), a new table gets the comments of APP_COMMENTS. What the
+    user wrote by hand (python_image, [app.env]) stays for the same project, and goes with
+    the project it was written for."""
     import tomlkit  # edits keep the user's comments and layout; only needed here
 
     doc = tomlkit.parse(text)
     if "app" in doc:
         table = doc["app"]
+        same_project = table.get("path") == app.get("path")
+        for key in [key for key in table if key not in app]:
+            if not (same_project and key in ("python_image", "env")):
+                del table[key]
         for key, value in app.items():
             table[key] = value
     else:
