@@ -13,20 +13,20 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 # The image's Python is the one the project is locked for: another one fails here, in one line.
 RUN python -c 'import sys; found = "%d.%d" % sys.version_info[:2]; sys.exit(found != "3.11" and "[app] python = \"3.11\" but %s has Python %s: set [app] python_image (or PYTHON_IMAGE) to a Python 3.11 image" % (sys.argv[1], found))' "$PYTHON_IMAGE"
 WORKDIR /app
-COPY config/build/requirements.py config/app/requirements.txt /build/
+COPY config/build/requirements.py config/build/stack_packages.py config/app/requirements.txt /build/
 COPY hello/requirements.txt /src/hello/
 # The project's requirements as a pip list (a Pipfile.lock or uv.lock converted, one out of
 # date with its Pipfile refused), installed by the image's own pip into a virtualenv without
 # pip: with hashes, every file checked (--require-hashes) and nothing the list does not name
-# (--no-deps). Then the stack's pinned Gunicorn, unless the project brings its own; its
-# dependency `packaging` too, unless the project's list has one already.
+# (--no-deps). Then what the stack serves and connects with (Gunicorn, psycopg), pinned with
+# hashes, each unless the project brings its own.
 RUN python /build/requirements.py /src/hello/requirements.txt > /build/pinned.txt \
  && python -m venv --without-pip .venv \
  && if grep -q -- '--hash=' /build/pinned.txt; then checked="--require-hashes --no-deps"; else checked=""; fi \
  && python -m pip --python .venv/bin/python install $checked --requirement /build/pinned.txt \
- && if ! .venv/bin/python -c "import gunicorn" 2>/dev/null; then \
-      if .venv/bin/python -c "import packaging" 2>/dev/null; then sed -i '/^packaging==/,/[^\\]$/d' /build/requirements.txt; fi; \
-      python -m pip --python .venv/bin/python install --no-deps --require-hashes --requirement /build/requirements.txt; \
+ && python /build/stack_packages.py .venv/bin/python /build/requirements.txt > /build/stack.txt \
+ && if [ -s /build/stack.txt ]; then \
+      python -m pip --python .venv/bin/python install --no-deps --require-hashes --requirement /build/stack.txt; \
     fi
 
 FROM ${PYTHON_IMAGE}

@@ -5,6 +5,7 @@ app's environment, what a release ships."""
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -227,27 +228,37 @@ class TestImage:
         script = re.search(r"RUN python -c '(.*)' \"\$PYTHON_IMAGE\"", mine).group(1)
         assert subprocess.run([sys.executable, "-c", script, "x"]).returncode == 0
 
-    def test_the_stacks_gunicorn_goes_without_packaging_when_the_project_has_one(self, tmp_path):
-        """The builder's edit of config/app/requirements.txt, run on a copy: gunicorn keeps its
-        pin and hashes, packaging goes whole."""
-        dockerfile = render.rendered(stack())[render.DOCKERFILE]
-        edit = re.search(r"then (sed -i '[^']*') /build/requirements.txt", dockerfile).group(1)
-        copy = tmp_path / "requirements.txt"
-        original = Path("config/app/requirements.txt").read_text()
-        copy.write_text(original)
-        subprocess.run(f"{edit} {copy}", shell=True, check=True)
-        kept = copy.read_text()
-        assert "packaging==" not in kept and "gunicorn==23.0.0 \\\n" in kept
-        assert kept.count("--hash=sha256:") == 2 and kept == original.split("packaging==")[0]
+    def test_the_stacks_server_and_driver_go_in_only_when_the_project_lacks_them(self):
+        """config/build/stack_packages.py on the real pin list: a group when nothing it
+        provides imports, each dependency only when it does not import either."""
+        sys.path.insert(0, "config/build")
+        import stack_packages
+        pinned = stack_packages.entries(Path("config/app/requirements.txt").read_text())
+        chosen = lambda have: [line.split("==")[0] for line in stack_packages.missing(pinned, have.__contains__)]
+        assert chosen(set()) == ["gunicorn", "packaging", "psycopg[binary]", "psycopg-binary", "typing-extensions"]
+        assert chosen({"packaging", "typing_extensions"}) == ["gunicorn", "psycopg[binary]", "psycopg-binary"]
+        assert chosen({"gunicorn", "psycopg2"}) == []
+        assert chosen({"gunicorn", "psycopg"}) == []
+        assert all("--hash=sha256:" in line for line in stack_packages.missing(pinned, lambda m: False))
 
-    def test_the_stacks_gunicorn_is_pinned_with_hashes(self):
+    def test_the_script_asks_the_virtualenv_what_it_can_import(self, tmp_path):
+        venv = tmp_path / "venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        done = subprocess.run([sys.executable, "config/build/stack_packages.py", str(venv / "bin/python"),
+                               "config/app/requirements.txt"], capture_output=True, text=True, check=True)
+        assert [line for line in done.stdout.splitlines() if not line.startswith(" ")][0].startswith("gunicorn==23.0.0")
+        assert "psycopg[binary]==" in done.stdout and done.stdout.count("--hash=sha256:") > 10
+
+    def test_the_stacks_packages_are_pinned_with_hashes(self):
         pins = Path("config/app/requirements.txt").read_text()
-        assert "gunicorn==23.0.0 \\\n" in pins and "packaging==" in pins
-        assert len(re.findall(r"--hash=sha256:[0-9a-f]{64}", pins)) == 4
+        assert "gunicorn==23.0.0" in pins and "psycopg[binary]==" in pins
+        entries = [e for e in pins.replace("\\\n", " ").splitlines() if e and not e.startswith("#")]
+        assert len(entries) == 5 and all(re.search(r"--hash=sha256:[0-9a-f]{64}", e) for e in entries)
 
     def test_the_build_context_holds_the_project_and_requirements_outside_it(self):
         ignore = render.rendered(stack(ADOPTED))[render.DOCKERIGNORE].splitlines()
-        assert ignore[2:7] == ["*", "!config/build/requirements.py", "!config/app/", "!mysite/", "!requirements/*.txt"]
+        assert ignore[2:8] == ["*", "!config/build/requirements.py", "!config/build/stack_packages.py", "!config/app/",
+                              "!mysite/", "!requirements/*.txt"]
         assert "mysite/db.sqlite3" in ignore and "mysite/.env" in ignore and "mysite/media" in ignore
         hello = render.rendered(stack())[render.DOCKERIGNORE].splitlines()
         assert "!hello/" in hello and not any(line.startswith("!hello/requirements") for line in hello)

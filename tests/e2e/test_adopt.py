@@ -43,8 +43,7 @@ def make_shop(where: Path) -> Path:
     root = where / "shop"
     django_admin("startapp", "catalog", cwd=root)
     settings = root / "shop/settings.py"
-    settings.write_text(settings.read_text().replace('"django.contrib.staticfiles",',
-                                                     '"django.contrib.staticfiles",\n    "catalog",'))
+    settings.write_text(re.sub(r"""(['"])django.contrib.staticfiles\1,""", r"\g<0>\n    'catalog',", settings.read_text()))
     write(root / "catalog/models.py", """
         from django.db import models
 
