@@ -30,6 +30,7 @@ APP_COMMENTS = {
     "settings": "The project's own settings module; the stack's overlay imports it.",
     "wsgi": "The WSGI application the stack serves, module:attribute.",
     "python": "The Python of the image: python:<python>-slim unless python_image names another image.",
+    "python_image": "The image the app is built on, when not python:<python>-slim.",
     "requirements": "The pinned requirements, relative to the repository: a requirements .txt, a Pipfile.lock "
                     "(its Pipfile beside it) or a uv.lock.",
     "build_packages": "Debian packages the builder stage needs to build sdists; the runtime stage never gets them.",
