@@ -269,7 +269,7 @@ class TestTheStackFile:
 
     def test_an_image_for_another_python_is_dropped_with_its_key(self):
         text = '[project]\nname = "hello"\n\n[app]\npath = "hello"\npython_image = "python:3.11-slim-bookworm"\n'
-        assert "python_image" not in importing.with_app(text, {"python": "3.13"}, ["python_image"])
+        assert importing.without_app_keys(text, ["python_image"]) == '[project]\nname = "hello"\n\n[app]\npath = "hello"\n'
         assert [importing.image_python(image) for image in ("python:3.11-slim-bookworm", "local/python:3.13-slim",
                                                             "registry:5000/python:3.12", "python:latest",
                                                             "python:3.1")] == ["3.11", "3.13", "3.12", None, "3.1"]
@@ -461,13 +461,13 @@ class TestInit:
         assert not {".env", "db.sqlite3", "media/upload.png"} & copied and not any(".git/" in p for p in copied)
         assert fingerprint(project) == before
 
-    @pytest.mark.parametrize("python, kept", [("3.13", False), ("3.11", True)])
-    def test_an_image_of_another_python_goes_and_one_of_the_same_stays(self, tree, tmp_path, python, kept):
+    @pytest.mark.parametrize("args, kept", [(["--python", "3.13"], False), ([], True)], ids=["3.13", "3.11"])
+    def test_an_image_of_another_python_goes_and_one_of_the_same_stays(self, tree, args, kept):
         stack = tree / "config/stack.toml"
         stack.write_text(importing.with_app(stack.read_text(), {**HELLO_APP, "python_image": "python:3.11-slim-bookworm"}))
-        done = init(tree, startproject(tmp_path / "src", **{".python-version": f"{python}\n"}))
+        done = init(tree, "hello", *args)
         assert done.returncode == 0, done.stderr
         table = tomllib.loads(stack.read_text())["app"]
-        assert table["python"] == python and ("python_image" in table) == kept
+        assert table["python"] == ("3.11" if kept else "3.13") and ("python_image" in table) == kept
         dropped = "python_image: dropped python:3.11-slim-bookworm (Python 3.11); the image is python:3.13-slim"
         assert (dropped in done.stdout) != kept

@@ -111,23 +111,14 @@ def check_target(root: Path, name: str, force: bool) -> None:
                         "make them in the project you import from, or pass --force to replace them")
 
 
-def image_python(image: str) -> str | None:
-    """The Python version an image's tag names (python:3.11-slim-bookworm: 3.11), if any."""
-    found = re.match(r"[^@]*:(3\.[0-9]+)(?![0-9])", image.rpartition("/")[2])
-    return found.group(1) if found else None
-
-
-def with_app(text: str, app: dict, drop=()) -> str:
-    """The stack file's TEXT with [app] set to APP's keys, and its keys DROP removed: those
-    present are replaced in place (their comments kept), a new table gets the comments of
-    APP_COMMENTS."""
+def with_app(text: str, app: dict) -> str:
+    """The stack file's TEXT with [app] set to APP's keys: those present are replaced in
+    place (their comments kept), a new table gets the comments of APP_COMMENTS."""
     import tomlkit  # edits keep the user's comments and layout; only needed here
 
     doc = tomlkit.parse(text)
     if "app" in doc:
         table = doc["app"]
-        for key in drop:
-            table.pop(key, None)
         for key, value in app.items():
             table[key] = value
     else:
@@ -189,12 +180,28 @@ def leftovers(root: Path, name: str) -> list[Path]:
     return [root / found for found in unfinished(names)]
 
 
+def image_python(image: str) -> str | None:
+    """The Python version an image's tag names (python:3.11-slim-bookworm: 3.11), if any."""
+    found = re.match(r"[^@]*:(3\.[0-9]+)(?![0-9])", image.rpartition("/")[2])
+    return found.group(1) if found else None
+
+
+def without_app_keys(text: str, keys) -> str:
+    """The stack file's TEXT without the [app] KEYS, the rest as it was."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    for key in keys:
+        doc.get("app", {}).pop(key, None)
+    return tomlkit.dumps(doc)
+
+
 def prepare(root: Path, name: str, source: Path | None, app: dict, listed: list[str] | None = None,
             drop=()) -> Import:
     """Everything an import writes, rendered in memory: a bad [app] is refused here, before
     anything is copied or written. LISTED: the files to copy (default: all of SOURCE's);
     DROP: keys of [app] to remove."""
-    new_text = with_app((root / STACK_FILE).read_text(encoding="utf-8"), app, drop)
+    new_text = without_app_keys(with_app((root / STACK_FILE).read_text(encoding="utf-8"), app), drop)
     stack = loads(new_text)
     texts = {STACK_FILE: new_text, **render.rendered(stack)}
     files, links = {}, []
