@@ -262,8 +262,8 @@ class TestTheStackFile:
     def test_an_existing_app_table_is_changed_in_place(self):
         text = ('[project]\nname = "hello"\n\n[app]\n# mine\npath = "hello"  # the example\npython_image = "x:1"\n\n'
                 '[app.env]\nDB_HOST = "database1.host"\n\n[[databases]]\nname = "database1"\n')
-        written = importing.with_app(text, {**HELLO_APP, "path": "mysite"})
-        assert '# mine\npath = "mysite"  # the example\n' in written
+        written = importing.with_app(text, {**HELLO_APP, "settings": "hello.settings.dev"})
+        assert '# mine\npath = "hello"  # the example\npython_image = "x:1"\nsettings = "hello.settings.dev"\n' in written
         data = tomllib.loads(written)
         assert data["app"]["python_image"] == "x:1" and data["app"]["env"] == {"DB_HOST": "database1.host"}
 
