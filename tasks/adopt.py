@@ -8,6 +8,7 @@ supplies it.
 """
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 from .cli import stack_task
@@ -15,6 +16,7 @@ from .errors import TaskError
 from .procedures import importing
 from .procedures.locks import project_lock
 from .source import detect
+from .source.stack import read_text
 
 
 def _given(flag: str, value, guess: detect.Guess) -> detect.Guess:
@@ -49,6 +51,23 @@ def _listed(r, source: Path) -> list[str] | None:
                     anywhere=True)
     names = [name for name in found.stdout.split("\0") if name]
     return names if found.exited == 0 and names else None
+
+
+def _stale_image(r, python: str) -> tuple[str, ...]:
+    """[app] python_image, to be dropped when its tag names another Python than PYTHON (the
+    build would refuse it); kept, and said, when its tag names none."""
+    image = tomllib.loads(read_text(r.root)).get("app", {}).get("python_image", "")
+    if not image:
+        return ()
+    named = importing.image_python(image)
+    if named is None:
+        r.say(f"could not decide python_image: kept {image}, whose tag names no Python version: "
+              f"check that it has Python {python}")
+        return ()
+    if named == python:
+        return ()
+    r.say(f"python_image: dropped {image} (Python {named}); the image is python:{python}-slim")
+    return ("python_image",)
 
 
 def _check_flags(project: Path, settings, wsgi, python, requirements) -> None:
@@ -121,12 +140,13 @@ def init(r, path, settings=None, wsgi=None, python=None, requirements=None, buil
         "build_packages": list(guesses["build_packages"].value),
         "packages": list(guesses["packages"].value),
     }
+    drop = _stale_image(r, app["python"])
     with project_lock(r):
         for leftover in importing.leftovers(r.root, name):
             r.do(f"delete {leftover.name}: left by an import that was killed", importing.remove_tree, leftover)
         if source:
             importing.check_target(r.root, name, force)
-        plan = importing.prepare(r.root, name, source, app, _listed(r, source) if source else None)
+        plan = importing.prepare(r.root, name, source, app, _listed(r, source) if source else None, drop)
         if plan.links:
             r.say(f"left out symbolic links (only files are copied): {', '.join(plan.links)}")
         what = [f"copy {path} to {name}/ ({len(plan.files)} files)"] if source else []

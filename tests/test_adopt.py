@@ -75,7 +75,9 @@ def fingerprint(folder: Path) -> dict:
 
 
 def app_table(tree: Path) -> dict | None:
-    return tomllib.loads((tree / "config/stack.toml").read_text()).get("app")
+    """The keys init writes of [app] in TREE's config/stack.toml."""
+    table = tomllib.loads((tree / "config/stack.toml").read_text()).get("app")
+    return None if table is None else {key: value for key, value in table.items() if key in HELLO_APP}
 
 
 PIPFILE = """[[source]]
@@ -260,10 +262,17 @@ class TestTheStackFile:
     def test_an_existing_app_table_is_changed_in_place(self):
         text = ('[project]\nname = "hello"\n\n[app]\n# mine\npath = "hello"  # the example\npython_image = "x:1"\n\n'
                 '[app.env]\nDB_HOST = "database1.host"\n\n[[databases]]\nname = "database1"\n')
-        written = importing.with_app(text, {**HELLO_APP, "path": "mysite"})
-        assert '# mine\npath = "mysite"  # the example\n' in written
+        written = importing.with_app(text, {**HELLO_APP, "settings": "hello.settings.dev"})
+        assert '# mine\npath = "hello"  # the example\npython_image = "x:1"\nsettings = "hello.settings.dev"\n' in written
         data = tomllib.loads(written)
         assert data["app"]["python_image"] == "x:1" and data["app"]["env"] == {"DB_HOST": "database1.host"}
+
+    def test_an_image_for_another_python_is_dropped_with_its_key(self):
+        text = '[project]\nname = "hello"\n\n[app]\npath = "hello"\npython_image = "python:3.11-slim-bookworm"\n'
+        assert importing.without_app_keys(text, ["python_image"]) == '[project]\nname = "hello"\n\n[app]\npath = "hello"\n'
+        assert [importing.image_python(image) for image in ("python:3.11-slim-bookworm", "local/python:3.13-slim",
+                                                            "registry:5000/python:3.12", "python:latest",
+                                                            "python:3.1")] == ["3.11", "3.13", "3.12", None, "3.1"]
 
     def test_local_changes_are_what_differs_from_the_record(self):
         assert importing.local_changes({"a": "1", "b": "2"}, {"a": "1", "b": "2"}) == []
@@ -451,3 +460,14 @@ class TestInit:
         assert {".gitignore", "manage.py", "notes/extra.py", "requirements.txt", "mysite/settings.py"} <= copied
         assert not {".env", "db.sqlite3", "media/upload.png"} & copied and not any(".git/" in p for p in copied)
         assert fingerprint(project) == before
+
+    @pytest.mark.parametrize("args, kept", [(["--python", "3.13"], False), ([], True)], ids=["3.13", "3.11"])
+    def test_an_image_of_another_python_goes_and_one_of_the_same_stays(self, tree, args, kept):
+        stack = tree / "config/stack.toml"
+        stack.write_text(importing.with_app(stack.read_text(), {**HELLO_APP, "python_image": "python:3.11-slim-bookworm"}))
+        done = init(tree, "hello", *args)
+        assert done.returncode == 0, done.stderr
+        table = tomllib.loads(stack.read_text())["app"]
+        assert table["python"] == ("3.11" if kept else "3.13") and ("python_image" in table) == kept
+        dropped = "python_image: dropped python:3.11-slim-bookworm (Python 3.11); the image is python:3.13-slim"
+        assert (dropped in done.stdout) != kept

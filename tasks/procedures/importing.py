@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ APP_COMMENTS = {
     "settings": "The project's own settings module; the stack's overlay imports it.",
     "wsgi": "The WSGI application the stack serves, module:attribute.",
     "python": "The Python of the image: python:<python>-slim unless python_image names another image.",
+    "python_image": "The image the app is built on, when not python:<python>-slim.",
     "requirements": "The pinned requirements, relative to the repository: a requirements .txt, a Pipfile.lock "
                     "(its Pipfile beside it) or a uv.lock.",
     "build_packages": "Debian packages the builder stage needs to build sdists; the runtime stage never gets them.",
@@ -184,10 +186,28 @@ def leftovers(root: Path, name: str) -> list[Path]:
     return [root / found for found in unfinished(names)]
 
 
-def prepare(root: Path, name: str, source: Path | None, app: dict, listed: list[str] | None = None) -> Import:
+def image_python(image: str) -> str | None:
+    """The Python version an image's tag names (python:3.11-slim-bookworm: 3.11), if any."""
+    found = re.match(r"[^@]*:(3\.[0-9]+)(?![0-9])", image.rpartition("/")[2])
+    return found.group(1) if found else None
+
+
+def without_app_keys(text: str, keys) -> str:
+    """The stack file's TEXT without the [app] KEYS, the rest as it was."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    for key in keys:
+        doc.get("app", {}).pop(key, None)
+    return tomlkit.dumps(doc)
+
+
+def prepare(root: Path, name: str, source: Path | None, app: dict, listed: list[str] | None = None,
+            drop=()) -> Import:
     """Everything an import writes, rendered in memory: a bad [app] is refused here, before
-    anything is copied or written. LISTED: the files to copy (default: all of SOURCE's)."""
-    new_text = with_app((root / STACK_FILE).read_text(encoding="utf-8"), app)
+    anything is copied or written. LISTED: the files to copy (default: all of SOURCE's);
+    DROP: keys of [app] to remove."""
+    new_text = without_app_keys(with_app((root / STACK_FILE).read_text(encoding="utf-8"), app), drop)
     stack = loads(new_text)
     texts = {STACK_FILE: new_text, **render.rendered(stack)}
     files, links = {}, []
