@@ -1,7 +1,7 @@
 """The serving section's ceiling: a bare WSGI application that answers every request with
 the bytes of the Django page (its status line, headers and body, recorded from the app),
 doing no other work. bench/serving.py runs it in a container of the app image, under the
-same Gunicorn configuration (gunicorn.conf.py), behind the same Nginx.
+same Gunicorn configuration (config/app/djangostack/gunicorn_conf.py), behind the same Nginx.
 
 Read at import from the folder it is mounted in (/bench): page.body and page.json."""
 import json

@@ -49,6 +49,8 @@ from tasks.source.stack import load, parse_site
 
 from .harness import BenchError, Env, Section, free_port, log, median, wait_for_200
 
+# The app image's Gunicorn settings (the stack's, config/app/djangostack/gunicorn_conf.py).
+GUNICORN_CONF = render.APP_COMMAND[2]
 CONNECTIONS = (1, 16, 64)
 CAPACITY_CONNECTIONS = 2000
 CAPACITY_SECONDS = 20
@@ -206,7 +208,7 @@ class ceiling:
         env.run(["docker", "rm", "--force", self.name], check=False)
         env.compose("run", "--detach", "--no-deps", "--name", self.name, "--volume", f"{folder}:/bench:ro",
                     "--env", "PYTHONPATH=/bench", "djangoapp",
-                    "gunicorn", "--config", "gunicorn.conf.py", "ceiling_app:application")
+                    "gunicorn", "--config", GUNICORN_CONF, "ceiling_app:application")
         deadline = time.monotonic() + 60
         probe = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/', timeout=2)"
         while env.run(["docker", "exec", self.name, "python", "-c", probe], check=False).returncode != 0:
@@ -307,7 +309,7 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
     rows.append([f"page (Nginx → Gunicorn), {CAPACITY_SECONDS} s", CAPACITY_CONNECTIONS, f"{capacity['rps']:,.0f}",
                  fmt_latency(capacity["p99"]), f"{capacity['errors']} / {capacity['requests']:,}", "—"])
     workers = env.compose("exec", "-T", "djangoapp", "python", "-c",
-                          "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
+                          "import runpy; c = runpy.run_path('/app/stack/djangostack/gunicorn_conf.py'); "
                           "print(c['workers'], c['threads'], c.get('worker_class', 'sync'))").stdout.split()
     return Section(
         title="Serving",
@@ -316,7 +318,7 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
         notes=["**The page as a fraction of the ceiling (requests/s)**: " + "; ".join(
                    f"{c} connection{'s' if c > 1 else ''}: {rps(PAGE, c) / rps(CEILING, c):.2f}" for c in connections)
                + ". The ceiling: a bare WSGI application answering the page's bytes (status, headers, "
-               "body), in the app image, under the same gunicorn.conf.py, behind the same Nginx "
+               "body), in the app image, under the same Gunicorn settings (config/app/djangostack/gunicorn_conf.py), behind the same Nginx "
                "(bench/ceiling_app.py): Nginx, Gunicorn and the network's cost without Django's.",
                "**HTTPS ÷ plain HTTP (requests/s)**: " + "; ".join(
                    f"{c} connection{'s' if c > 1 else ''}: static {rps(STATIC_TLS, c) / rps(STATIC, c):.2f}×, "
@@ -324,7 +326,7 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
                f"wrk on 127.0.0.1, {duration:g} s per run, median of {repeat} run(s); errors are "
                "socket errors plus non-2xx/3xx answers, summed over the runs.",
                f"Gunicorn: {workers[0]} workers × {workers[1]} thread(s), {workers[2]} worker class "
-               "(gunicorn.conf.py). runserver: Django's threaded development server with its autoreloader; "
+               "(config/app/djangostack/gunicorn_conf.py). runserver: Django's threaded development server with its autoreloader; "
                "its ~45 ms per request at one connection is a wait, not CPU (the same at every "
                "concurrency), so the ratios at 1 connection overstate the difference in work.",
                "The ratio compares each target with the runserver page at the same number of connections.",

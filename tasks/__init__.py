@@ -11,7 +11,7 @@ The package in layers, each importing only from the ones below it:
 """
 from invoke import Collection
 
-from . import adopt, app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, swarm, volume
+from . import adopt, app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, swarm, venv, volume
 from .execution.stdin import ChunkedLocal
 from .source.settings import DEFAULTS
 
@@ -38,6 +38,7 @@ ns = Collection(
     certs.ns,
     swarm.ns,
     benchmarks.bench,
+    venv.venv,
 )
 # Piped input at the speed of the pipe, not 100 bytes a second (see execution/stdin.py);
 # the tasks' defaults, which invoke.yaml or INVOKE_STACK_* may change (source/settings.py).

@@ -8,7 +8,7 @@ from .cli import print_table, stack_task
 from .errors import TaskError
 from .execution.files import write_all
 from .plans import compose
-from .procedures import places
+from .procedures import building, places
 from .procedures.dumps import settle_interrupted_loads
 from .procedures.locks import project_lock
 from .procedures.serving import check_port_free, wait_until_served
@@ -28,7 +28,7 @@ def build(r, service=None, pull=False, no_cache=False):
 
     Layers are cached: a code-only change rebuilds in seconds."""
     r.target.ensure_secrets(r)
-    r.compose(compose.build([service] if service else [], pull=pull, no_cache=no_cache))
+    building.build_app(r, "building", [service] if service else [], pull=pull, no_cache=no_cache)
 
 
 @stack_task(help={

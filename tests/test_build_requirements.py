@@ -327,3 +327,29 @@ class TestAUvLock:
         refused = script(tmp_path / "uv.lock")
         assert refused.returncode == 1
         assert refused.stderr == f"error: {tmp_path}/uv.lock is out of date with pyproject.toml (whitenoise not locked): run `uv lock`\n"
+
+
+@pytest.mark.parametrize("marker, version, holds", [
+    ("python_version >= '3.12'", (3, 11, 7), False),
+    ("python_version >= '3.12'", (3, 12, 0), True),
+    ("python_version >= '3.10' and python_version < '3.14'", (3, 13, 1), True),
+    ("python_full_version < '3.11.4' or python_version > '3.12'", (3, 11, 7), False),
+    ("sys_platform == 'linux'", (3, 11, 7), None),
+    ("python_version >= '3.12' and implementation_name != 'pypy'", (3, 11, 7), None),
+])
+def test_a_marker_on_the_python_version_alone_is_decided(marker, version, holds):
+    assert req.for_python(marker, version) is holds
+
+
+def test_django_that_this_python_would_skip_is_refused_in_one_line(tmp_path):
+    """A lock made for Python 3.12 (Django 6) read by a 3.11 image: pip would install the
+    rest and leave Django out, silently."""
+    listed = tmp_path / "requirements.txt"
+    listed.write_text(f"asgiref==3.13.0\ndjango==6.0; python_version >= '{sys.version_info[0]}.{sys.version_info[1] + 1}'\n")
+    refused = script(listed)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr == (f"error: Django==6.0 is for python_version >= '{sys.version_info[0]}.{sys.version_info[1] + 1}', "
+                              f"and this image has Python {sys.version_info[0]}.{sys.version_info[1]}: set [app] python to "
+                              "a Python that Django version supports\n")
+    listed.write_text(f"django==5.2.19; python_version >= '{sys.version_info[0]}.{sys.version_info[1]}'\n")
+    assert script(listed).returncode == 0

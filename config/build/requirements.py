@@ -431,12 +431,40 @@ def read(path: Path) -> Requirements:
     raise Refused(f"{path} is not a requirements file this build reads: {FORMATS}")
 
 
+PYTHON_CLAUSE = re.compile(r"(python_version|python_full_version)\s*(==|!=|<=|>=|<|>)\s*['\"]([0-9.]+)['\"]")
+COMPARE = {"==": lambda a, b: a == b, "!=": lambda a, b: a != b, "<=": lambda a, b: a <= b,
+           ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, ">": lambda a, b: a > b}
+
+
+def for_python(marker: str, version: tuple) -> bool | None:
+    """Whether MARKER holds on Python VERSION (major, minor, micro), when it speaks of the
+    Python version alone (clauses joined by and/or); None when it says more than that."""
+    def clause(match):
+        which, op, wanted = match.groups()
+        have = version[:2] if which == "python_version" else version
+        return str(COMPARE[op](have, tuple(int(part) for part in wanted.split("."))))
+    expression = PYTHON_CLAUSE.sub(clause, marker)
+    if re.fullmatch(r"(\s|True|False|and|or|\(|\))*", expression) is None:
+        return None
+    return eval(expression, {"__builtins__": {}})  # only True, False, and, or, parentheses remain
+
+
+def check_framework(found: Requirements, version: tuple) -> None:
+    """Django excluded by its marker on this Python is refused: pip would install the rest
+    without it, and the image would have no Django (a lock made for another Python)."""
+    for package in found.packages:
+        if canonical(package.name) == "django" and package.marker and for_python(package.marker, version) is False:
+            raise Refused(f"Django{package.spec} is for {package.marker}, and this image has Python "
+                          f"{version[0]}.{version[1]}: set [app] python to a Python that Django version supports")
+
+
 def main(argv) -> int:
     if len(argv) != 1:
         print(f"usage: python requirements.py SOURCE ({FORMATS}) > requirements.txt", file=sys.stderr)
         return 2
     try:
         found = read(Path(argv[0]))
+        check_framework(found, tuple(sys.version_info[:3]))
     except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -28,6 +28,7 @@ from ..plans import release as plans
 from ..plans import rollout as rollout_plans
 from ..source import render
 from ..source.stack import ROOT
+from .building import build_app
 from .images import ship_image
 from .rollout import roll_out
 from .serving import wait_until_served
@@ -133,11 +134,11 @@ def prepare(d: Deploy) -> None:
 def build_image(d: Deploy) -> None:
     if not d.ship_image:
         d.r.say(f"building on {d.host.name} ({d.image})")
-        d.r.compose(compose.build([compose.APP]), what=f"building on {d.host.name}")
+        build_app(d.r, f"building on {d.host.name}")
         return
     here = d.here.here({"APP_IMAGE": d.image})
     d.r.say(f"building the image here ({d.image})")
-    here.compose(compose.build([compose.APP]), what="building the image here")
+    build_app(here, "building the image here")
     ship_image(d.r, here, d.image)
 
 

@@ -23,6 +23,7 @@ from ..plans import rollout as rollout_plans
 from ..plans import secrets as secret_plans
 from ..source import settings
 from ..source.stack import BACKUP_NOTIFY, NOTIFY_FROM_STACK
+from .building import build_app
 from .rollout import roll_out, wait_containers_healthy
 
 
@@ -62,7 +63,7 @@ def start_stack(r: Runner, build: bool = True, timeout=None, what: str = "starti
     """The stack of R's directory serves its code (see the module's docstring)."""
     timeout = settings.DEFAULTS["timeout"] if timeout is None else timeout
     if build:
-        r.compose(compose.build([compose.APP]), what="building the app image")
+        build_app(r, "building the app image")
     start_databases(r, timeout)
     release_phase(r, migrate, static)
     r.say(what)

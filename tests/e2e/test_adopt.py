@@ -79,9 +79,14 @@ def make_shop(where: Path) -> Path:
                     .replace('path("admin/", admin.site.urls),', 'path("admin/", admin.site.urls),\n    path("", index),'))
     subprocess.run([sys.executable, "manage.py", "makemigrations", "catalog"], cwd=root, check=True, capture_output=True)
     (root / "db.sqlite3").unlink(missing_ok=True)
+    # django-dotenv's module is `dotenv`, as python-dotenv's is (the tooling's): the two in
+    # one virtualenv break manage.py.
+    manage = root / "manage.py"
+    manage.write_text(manage.read_text().replace("def main():\n", "def main():\n    import dotenv\n    dotenv.read_dotenv()\n"))
     write(root / "requirements.txt", f"""
         asgiref==3.13.0
         Django=={DJANGO}
+        django-dotenv==1.4.2
         sqlparse==0.6.1
         """)
     return root
@@ -214,6 +219,16 @@ def test_deploy_to_a_host_and_roll_back(shop, servers):
     assert b"Shop v2" in host.get(f"http://127.0.0.1:{port}/")[2]
     shop.inv("rollback", "--host", "prod", timeout=600)
     assert b"Shop v1" in host.get(f"http://127.0.0.1:{port}/")[2]
+
+
+def test_without_docker_the_project_runs_in_a_virtualenv_of_its_own(shop):
+    # In the tooling's virtualenv, python-dotenv's `dotenv` shadows the project's.
+    clash = subprocess.run([sys.executable, "shop/manage.py", "check"], cwd=shop.root, capture_output=True, text=True)
+    assert "has no attribute 'read_dotenv'" in clash.stderr
+    shop.inv("venv", timeout=600)
+    done = subprocess.run([".venv-app/bin/python", "shop/manage.py", "check"], cwd=shop.root, capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and "System check identified no issues" in done.stdout, done.stderr
 
 
 def test_the_users_files_are_byte_identical(shop):
