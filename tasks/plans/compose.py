@@ -153,5 +153,10 @@ def remove_network(name: str) -> list[str]:
     return ["docker", "network", "rm", name]
 
 
+def volume_exists(name: str) -> list[str]:
+    """Exits 0 when the engine has a volume NAME."""
+    return ["docker", "volume", "inspect", "--format", "{{.Name}}", name]
+
+
 def remove_volume(name: str) -> list[str]:
     return ["docker", "volume", "rm", name]

@@ -25,8 +25,9 @@ def migrate(r: Runner, db, plan, probe) -> None:
     if result.ok:
         return
     said = r.compose_probe(probe)
-    settings_gave = diagnosis.databases_line(diagnosis.parse_databases(said.stdout), db.alias, db.name,
-                                             last_line(said.stderr, f"exit status {said.exited}"))
+    settings_gave = diagnosis.databases_line(
+        diagnosis.parse_databases(said.stdout), db.alias, db.name,
+        last_line(said.stderr, f"exit status {said.exited}" if said.failed else "it printed nothing"))
     why = last_line(result.stderr, "")
     raise TaskError(f"migrate on {db.name} failed (exit status {result.exited}{': ' + why if why else ''}); "
                     f"{settings_gave}")
