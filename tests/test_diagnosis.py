@@ -230,3 +230,49 @@ class TestAFailedMigrate:
         r, conn = on_host({})
         starting.release_phase(r, static=False)
         assert not any("django.setup()" in c for c in conn.commands)
+
+
+class TestTheWaitThroughNginx:
+    """After the switch, /healthz through Nginx: a redirect is reported with where it sends."""
+
+    def run_probe(self, url):
+        argv = compose.health_through_nginx()
+        script = argv[argv.index("-c") + 1]
+        return subprocess.run([sys.executable, "-c", script, url], capture_output=True, text=True, timeout=30)
+
+    def test_from_a_host_names_the_redirect_or_the_error(self, server):
+        redirected = self.run_probe(f"{server}/healthz")
+        assert (redirected.returncode, redirected.stdout) == (1, "HTTP 301 → /healthz/\n")
+        failed = self.run_probe(f"{server}/other")
+        assert (failed.returncode, failed.stdout) == (
+            1, 'HTTP 503 {"status": "error", "databases": {"database1": "error: OperationalError"}}\n')
+
+    def test_from_a_host_ends_the_wait_with_that_answer(self):
+        r, conn = on_host({})
+        argv = shlex.join(r.compose_argv(compose.health_through_nginx()))
+        conn.answers[argv] = Result(exited=1, stdout="HTTP 301 → https://example.com/healthz\n")
+        from tasks.procedures.serving import wait_until_served
+
+        with pytest.raises(TaskError) as err:
+            wait_until_served(r, 0)
+        assert err.value.message == ("error: /healthz through Nginx on prod did not answer 200 within 0s (last: HTTP "
+                                     "301 → https://example.com/healthz); see `inv logs --host prod`")
+
+    def test_here_names_the_redirect_instead_of_following_it(self, server):
+        from tasks.execution import http
+
+        assert http.problem(f"{server}/healthz") == "HTTP 301 → /healthz/"
+        assert http.problem(f"{server}/other") == "HTTP 503"
+
+
+@pytest.mark.parametrize("stderr, line", [
+    ("Traceback (most recent call last):\n  File \"x\", line 1\npsycopg2.errors.InsufficientPrivilege: permission "
+     "denied to create extension \"pg_stat_statements\"\nHINT:  Must be superuser to create this extension.\n",
+     "psycopg2.errors.InsufficientPrivilege: permission denied to create extension \"pg_stat_statements\""),
+    ("django.db.utils.OperationalError: unable to open database file\n",
+     "django.db.utils.OperationalError: unable to open database file"),
+    ("something else went wrong\n", "something else went wrong"),
+    ("", ""),
+], ids=["postgres-hint-after", "plain", "no-exception", "nothing"])
+def test_a_failed_migrate_is_told_by_its_exception(stderr, line):
+    assert django.error_line(stderr) == line

@@ -1,6 +1,8 @@
 """Django's manage.py steps that several tasks run in the app container."""
 from __future__ import annotations
 
+import re
+
 from ..errors import TaskError, last_line
 from ..execution.runner import Runner
 from ..plans import compose, diagnosis
@@ -28,9 +30,21 @@ def migrate(r: Runner, db, plan, probe) -> None:
     settings_gave = diagnosis.databases_line(
         diagnosis.parse_databases(said.stdout), db.alias, db.name,
         last_line(said.stderr, f"exit status {said.exited}" if said.failed else "it printed nothing"))
-    why = last_line(result.stderr, "")
+    why = error_line(result.stderr)
     raise TaskError(f"migrate on {db.name} failed (exit status {result.exited}{': ' + why if why else ''}); "
                     f"{settings_gave}")
+
+
+# A Python exception's last line, `package.module.Name: message` (PostgreSQL's HINT or
+# DETAIL lines come after it, and say less).
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*: \S")
+
+
+def error_line(stderr: str) -> str:
+    """The line of a failed manage.py command's output that says why: its exception."""
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    found = [line for line in lines if _EXCEPTION.match(line)]
+    return found[-1] if found else last_line(stderr, "")
 
 
 def collect_static(r: Runner) -> None:
