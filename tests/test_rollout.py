@@ -201,7 +201,7 @@ def test_each_settled_answer_says_what_to_look_at(monkeypatch, answer, words):
 @pytest.mark.parametrize("answer, said", [
     (answered(status=503, body='{"status": "error", "databases": {"database1": "error: OperationalError"}}'),
      'answered 503 {"status": "error", "databases": {"database1": "error: OperationalError"}}'),
-    (answered(error="[Errno 111] Connection refused"), "answered no answer ([Errno 111] Connection refused)"),
+    (answered(error="[Errno 111] Connection refused"), "gave no answer ([Errno 111] Connection refused)"),
 ], ids=["server-error", "refused"])
 def test_a_starting_app_that_errs_or_does_not_listen_is_waited_for_until_the_timeout(monkeypatch, capsys, answer, said):
     monkeypatch.setattr(rollout, "READY_POLL", 0.01)

@@ -76,7 +76,9 @@ class HealthAnswers:
 
     def said(self) -> str:
         """What the URL answered last, for a message ("" when it was never asked)."""
-        return f"{self.url} answered {self.last}" if self.last else ""
+        if self.last is None:
+            return ""
+        return f"{self.url} {'answered' if self.last.status else 'gave'} {self.last}"
 
 
 def wait_containers_healthy(r: Runner, containers, timeout: float, description: str,

@@ -115,7 +115,7 @@ def test_an_app_that_never_answers_is_waited_for_and_shows_its_checks_and_log(s,
     assert result.returncode == 1, result.stdout
     line = error_line(result)
     assert "did not become healthy within 20s (last: " in line and " is starting); " in line
-    assert "http://127.0.0.1:8000/healthz answered no answer ([Errno 111] Connection refused)" in line
+    assert "http://127.0.0.1:8000/healthz gave no answer ([Errno 111] Connection refused)" in line
     assert waited >= 20
     out = result.stdout
     assert "  health check (exit 1): urllib.error.URLError: <urlopen error [Errno 111] Connection refused>" in out
