@@ -19,7 +19,9 @@ from .procedures.backup_files import verified_on_target
 from .procedures.dumps import dump_database, load_database
 from .procedures.locks import project_lock
 from .procedures.serving import wait_until_served
-from .procedures.starting import start_stack
+from .procedures.adding import AddUndo, paths_changed_by, save
+from .procedures.rollout import roll_out
+from .procedures.starting import release_phase, start_backups, start_databases
 from .source import render
 from .source.stack import (STACK_FILE, loads, read_text, validate_database_name, with_database_added,
                            with_database_removed)
@@ -61,25 +63,36 @@ def add(r, name, up=False, timeout=None):
     """Add a PostgreSQL database to the stack.
 
     Its container, network, volume, secret and Django alias, in config/stack.toml and the
-    files made from it."""
+    files made from it; all taken back when a step fails (procedures/adding.py)."""
     validate_database_name(name)  # a bad name is refused before anything, the lock included
     with project_lock(r):
         _remove_unfinished(r, r.stack)
         new_text = with_database_added(read_text(r.root), name)
-        r = _write_stack_change(r, new_text)
-        db = r.stack.database(name)
-        secret = render.secret_files(r.stack)[Path(db.secret_file)]
-        created = r.do(f"create {db.secret_file} (mode 0600) unless it exists", create_secret,
-                       r.root / db.secret_file, secret)
-    r.report(f"created {db.secret_file} (mode 0600, generated password)" if created else
-             f"kept the existing {db.secret_file} (its password matches any data volume kept from before)")
-    if not up:
-        r.say(f"Database {name} added (Django alias {db.alias!r}). "
-              "Next: `inv up` starts it and runs its migrations; commit config/ and docker-compose.yml.")
-        return
-    start_stack(r, build=False, timeout=timeout, what=f"starting {name}")
-    wait_until_served(r, timeout)
-    r.report(f"Database {name} is up and migrated.")
+        new_stack = loads(new_text)
+        db = new_stack.database(name)
+        undo = AddUndo(r, save(r.root, paths_changed_by(r.stack, new_stack, db.secret_file)), name)
+        try:
+            new = _write_stack_change(r, new_text)
+            secret = render.secret_files(new.stack)[Path(db.secret_file)]
+            created = new.do(f"create {db.secret_file} (mode 0600) unless it exists", create_secret,
+                             new.root / db.secret_file, secret)
+            new.report(f"created {db.secret_file} (mode 0600, generated password)" if created else
+                       f"kept the existing {db.secret_file} (its password matches any data volume kept from before)")
+            if not up:
+                new.say(f"Database {name} added (Django alias {db.alias!r}). "
+                        "Next: `inv up` starts it and runs its migrations; commit config/ and docker-compose.yml.")
+                return
+            undo.starting(new, f"{new.project}_{db.volume}")
+            start_databases(new, timeout)
+            release_phase(new)
+            new.say(f"starting {name}")
+            roll_out(new, timeout)
+            undo.serving = True
+            start_backups(new)
+            wait_until_served(new, timeout)
+        except (Exception, KeyboardInterrupt) as exc:
+            raise undo.undo(exc) from None
+    new.report(f"Database {name} is up and migrated.")
 
 
 @stack_task(name="list")

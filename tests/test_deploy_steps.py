@@ -15,7 +15,7 @@ from invoke import Result
 from tasks.errors import TaskError
 from tasks.execution.runner import Runner
 from tasks.execution.targets import HostTarget
-from tasks.plans import compose, ledger
+from tasks.plans import compose, diagnosis, ledger
 from tasks.plans import release as plans
 from tasks.plans import rollout as rollout_plans
 from tasks.procedures import release, rollout
@@ -216,7 +216,7 @@ def test_a_release_that_fails_its_health_check_gives_way_to_the_previous_one():
 
 
 def test_a_new_app_container_that_never_gets_healthy_is_removed_and_the_old_one_keeps_serving(capsys):
-    logs = "docker logs --tail 20 hello-prod-djangoapp-2"
+    logs = "docker logs --tail 30 hello-prod-djangoapp-2"
     r, conn, _ = host({logs: Result("booting\nImportError: no module named nope\n")}, new="running unhealthy")
     with pytest.raises(TaskError) as err:
         release.deploy(r, ship_image=False, keep=5, timeout=0)
@@ -226,7 +226,10 @@ def test_a_new_app_container_that_never_gets_healthy_is_removed_and_the_old_one_
         "serving again")
     moved = steps_run(conn)[steps_run(conn).index(SCALE_TO_2):]
     assert moved == [
-        SCALE_TO_2, APP_IDS, f"{INSPECT} {APP1} {APP2}", f"{HEALTH_TESTS} {APP2}", logs, f"docker rm --force {APP2}",
+        SCALE_TO_2, APP_IDS, f"{INSPECT} {APP1} {APP2}", f"{HEALTH_TESTS} {APP2}",
+        # What its health URL answers (nothing here), the engine's health record, its log: printed before it goes.
+        shlex.join(diagnosis.health_answer(APP2, diagnosis.HEALTH_URL)),
+        f"docker inspect --format '{{{{json .State.Health}}}}' {APP2}", logs, f"docker rm --force {APP2}",
         # The previous release: APP1 runs its code already, so Nginx is pointed back at it, and nothing drains.
         OLD_HAS_FRONT, COLLECTSTATIC, APP_IDS, f"{INSPECT} {APP1}", UP_TO_DATE,
         bash(rollout_plans.install_files(f"{OLD_DIR}/config/nginx", "/srv/hello/shared/config/nginx")),

@@ -2,6 +2,7 @@
 engine of tests/fakes.py: which containers start and stop, what Nginx is told, and what
 happens when the new container, Nginx or the front says no."""
 import json
+import re
 import shlex
 
 import pytest
@@ -10,6 +11,7 @@ from invoke import Result
 from tasks.errors import TaskError
 from tasks.execution.runner import Runner
 from tasks.execution.targets import HostTarget, LocalTarget
+from tasks.plans import diagnosis
 from tasks.plans import rollout as plans
 from tasks.procedures import rollout
 from tasks.source.stack import loads
@@ -29,6 +31,8 @@ APP_IDS = f"{COMPOSE} ps --all --quiet djangoapp"
 INSPECT = ("docker inspect --format "
            "'{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}'")
 HEALTH = shlex.join(plans.health_tests([]))
+HEALTH_LOG = "docker inspect --format '{{json .State.Health}}'"
+ANSWER2 = shlex.join(diagnosis.health_answer(APP2, diagnosis.HEALTH_URL))
 UP_TO_DATE = f"{COMPOSE} --dry-run up --detach --no-deps --no-build djangoapp"
 INSTALL = "bash -c " + shlex.quote(plans.install_files(f"{RELEASE_DIR}/config/nginx", "/srv/hello/shared/config/nginx"))
 RESTORE = "bash -c " + shlex.quote(plans.restore_files("/srv/hello/shared/config/nginx", plans.NGINX_FILES))
@@ -117,22 +121,101 @@ def test_a_container_the_engine_calls_unhealthy_is_not_taken_on_its_own_tests_wo
     r, conn = on_host({f"{HEALTH} {APP2}": unhealthy}, made_in=RELEASE_DIR + "-old")
     with pytest.raises(TaskError, match=f"did not become healthy within 0s \\(last: {APP2} is unhealthy\\)"):
         rollout.roll_out(r, timeout=0)
-    assert not any(c.startswith("docker exec") for c in conn.commands)
+    # Its health test is not run; only what its health URL answers is asked, for the message.
+    assert [c for c in conn.commands if c.startswith("docker exec")] == [ANSWER2]
     assert conn.app == {APP1: "running healthy"}
 
 
 def test_a_new_container_that_exits_is_removed_with_its_last_lines_shown(capsys):
-    logs = f"docker logs --tail 20 {APP2}"
+    logs = f"docker logs --tail 30 {APP2}"
     r, conn = on_host({logs: Result(stdout="[INFO] Booting\n", stderr="Error: no such table\n")}, new="exited unhealthy")
     with pytest.raises(TaskError) as err:
         rollout.roll_out(r, timeout=0)
     assert err.value.message == (f"error: the new app container {APP2} did not become healthy within 0s "
                                  f"(last: {APP2} is exited); "
                                  f"it was removed and {APP1} still serves")
-    assert ran(conn)[-4:] == [f"{INSPECT} {APP1} {APP2}", f"{HEALTH} {APP2}", logs, f"docker rm --force {APP2}"]
+    assert ran(conn)[-5:] == [f"{INSPECT} {APP1} {APP2}", f"{HEALTH} {APP2}", f"{HEALTH_LOG} {APP2}", logs,
+                              f"docker rm --force {APP2}"]
     assert conn.app == {APP1: "running healthy"}  # Nginx was never told
     out = capsys.readouterr().out
     assert f"  {APP2}: [INFO] Booting\n  {APP2}: Error: no such table\n" in out
+
+
+COMPOSE_TEST = {"Test": ["CMD", "python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen("
+                                            "'http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]}
+STARTING2 = Result(stdout=f"/{APP2}\trunning\tstarting\t{json.dumps(COMPOSE_TEST)}\n")
+OWN_TEST2 = shlex.join(["docker", "exec", APP2, *COMPOSE_TEST["Test"][1:]])
+HEALTH_RECORD = json.dumps({"Status": "starting", "FailingStreak": 4, "Log": [
+    {"ExitCode": 1, "Output": "Traceback (most recent call last):\n  ...\nurllib.error.HTTPError: HTTP Error 404: Not Found\n"},
+    {"ExitCode": 1, "Output": "Traceback (most recent call last):\n  ...\nConnectionRefusedError: [Errno 111] Connection refused\n"},
+]})
+
+
+def answered(**answer):
+    return Result(stdout=json.dumps(answer) + "\n")
+
+
+def failing_start(answer, logs="[INFO] Booting worker with pid: 7\n"):
+    """A new app container that runs, is `starting`, fails its own test, and whose health
+    URL gives ANSWER."""
+    return on_host({f"{HEALTH} {APP2}": STARTING2, OWN_TEST2: Result(exited=1), ANSWER2: answer,
+                    f"{HEALTH_LOG} {APP2}": Result(stdout=HEALTH_RECORD + "\n"),
+                    f"docker logs --tail 30 {APP2}": Result(stdout=logs)}, made_in=RELEASE_DIR + "-old")
+
+
+def test_a_health_url_that_keeps_redirecting_is_given_up_on_at_once_with_its_answer(monkeypatch, capsys):
+    monkeypatch.setattr(rollout, "READY_POLL", 0)
+    r, conn = failing_start(answered(status=301, location="/healthz/", body=""))
+    with pytest.raises(TaskError) as err:
+        rollout.roll_out(r, timeout=600)  # not waited for
+    line = (f"http://127.0.0.1:8000/healthz on the new app container {APP2} answered 301 → /healthz/ 3 times in a "
+            "row: the project redirects it to a slashed URL (APPEND_SLASH): it has no page at that path")
+    assert err.value.message == f"error: {line}; it was removed and {APP1} still serves"
+    assert conn.commands.count(ANSWER2) == 3
+    assert ran(conn)[-3:] == [f"{HEALTH_LOG} {APP2}", f"docker logs --tail 30 {APP2}", f"docker rm --force {APP2}"]
+    assert conn.app == {APP1: "running healthy"}  # Nginx was never told
+    out = capsys.readouterr().out
+    assert out.endswith(f"{line}\n"
+                        f"  health URL: http://127.0.0.1:8000/healthz answered 301 → /healthz/\n"
+                        "  health check (exit 1): urllib.error.HTTPError: HTTP Error 404: Not Found\n"
+                        "  health check (exit 1): ConnectionRefusedError: [Errno 111] Connection refused\n"
+                        "  its last 1 log lines:\n"
+                        f"  {APP2}: [INFO] Booting worker with pid: 7\n")
+
+
+@pytest.mark.parametrize("answer, words", [
+    (answered(status=302, location="https://127.0.0.1/healthz"), "answered 302 → https://127.0.0.1/healthz 3 times "
+     "in a row: the project sends it to HTTPS (SECURE_SSL_REDIRECT or a middleware)"),
+    (answered(status=400, body="<h1>Bad Request (400)</h1>"), "answered 400 <h1>Bad Request (400)</h1> 3 times in "
+     "a row: the project refuses the request (ALLOWED_HOSTS must accept 127.0.0.1"),
+    (answered(status=404, body="Not Found"), "answered 404 Not Found 3 times in a row: the project has no page there"),
+], ids=["https-redirect", "bad-host", "not-found"])
+def test_each_settled_answer_says_what_to_look_at(monkeypatch, answer, words):
+    monkeypatch.setattr(rollout, "READY_POLL", 0)
+    r, conn = failing_start(answer)
+    with pytest.raises(TaskError, match=re.escape(words)):
+        rollout.roll_out(r, timeout=600)
+    assert conn.app == {APP1: "running healthy"}
+
+
+@pytest.mark.parametrize("answer, said", [
+    (answered(status=503, body='{"status": "error", "databases": {"database1": "error: OperationalError"}}'),
+     'answered 503 {"status": "error", "databases": {"database1": "error: OperationalError"}}'),
+    (answered(error="[Errno 111] Connection refused"), "gave no answer ([Errno 111] Connection refused)"),
+], ids=["server-error", "refused"])
+def test_a_starting_app_that_errs_or_does_not_listen_is_waited_for_until_the_timeout(monkeypatch, capsys, answer, said):
+    monkeypatch.setattr(rollout, "READY_POLL", 0.01)
+    r, conn = failing_start(answer, logs="[INFO] Loading a large model\n")
+    with pytest.raises(TaskError) as err:
+        rollout.roll_out(r, timeout=0.3)
+    assert err.value.message == (f"error: the new app container {APP2} did not become healthy within 0s (last: {APP2} "
+                                 f"is starting); http://127.0.0.1:8000/healthz {said}; it was removed and {APP1} "
+                                 "still serves")
+    assert conn.commands.count(ANSWER2) > 3
+    out = capsys.readouterr().out
+    assert "  health check (exit 1): ConnectionRefusedError: [Errno 111] Connection refused\n" in out
+    assert f"  {APP2}: [INFO] Loading a large model\n" in out
+    assert conn.app == {APP1: "running healthy"}
 
 
 def test_a_configuration_nginx_refuses_puts_the_files_back_and_keeps_the_old_container():

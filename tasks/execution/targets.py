@@ -299,8 +299,12 @@ class HostTarget(Target):
     def health_check(self, r):
         # Through Nginx from the app container: the published port may be the host's loopback.
         argv = r.compose_argv(compose.health_through_nginx())
-        return (f"/healthz through Nginx on {self.name}",
-                lambda: None if r.probe(argv).ok else "no 200 yet")
+
+        def check():
+            result = r.probe(argv)
+            return None if result.ok else last_line(result.stdout, "") or last_line(result.stderr, "no 200 yet")
+
+        return f"/healthz through Nginx on {self.name}", check
 
     def bring_home(self, r, archive_file) -> Path:
         """Copy a backup made on the host into the local backups/ (a backup with --host)."""

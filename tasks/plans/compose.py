@@ -108,13 +108,27 @@ def createsuperuser(username=None, email=None, tty=False) -> list[str]:
 
 # Run in the app container: the published port may listen on a host's loopback only, and
 # the app's image has Python but neither curl nor wget.
-HEALTH_THROUGH_NGINX = ("import sys, urllib.request; "
-                        "sys.exit(urllib.request.urlopen('http://nginx/healthz', timeout=5).status != 200)")
+# Exits 0 on a 200; otherwise prints what Nginx answered (where a redirect sends) or why
+# there was no answer, for the wait's message.
+HEALTH_THROUGH_NGINX = (
+    "import http.client, sys, urllib.parse\n"
+    "u = urllib.parse.urlsplit(sys.argv[1])\n"
+    "try:\n"
+    "    c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=5)\n"
+    "    c.request('GET', u.path)\n"
+    "    r = c.getresponse()\n"
+    "except Exception as e:\n"
+    "    sys.exit(print('no answer (%s)' % (e,)) or 1)\n"
+    "if r.status != 200:\n"
+    "    said = r.getheader('Location') if 300 <= r.status < 400 else r.read(200).decode('utf-8', 'replace')\n"
+    "    print('HTTP %d %s%s' % (r.status, '\\u2192 ' if 300 <= r.status < 400 else '', ' '.join(str(said).split())))\n"
+    "sys.exit(r.status != 200)\n"
+)
 
 
 def health_through_nginx() -> list[str]:
     """Exits 0 when /healthz answers 200 through Nginx, as seen from the app container."""
-    return exec_(APP, ["python", "-c", HEALTH_THROUGH_NGINX])
+    return exec_(APP, ["python", "-c", HEALTH_THROUGH_NGINX, "http://nginx/healthz"])
 
 
 def config_json() -> list[str]:
@@ -151,6 +165,11 @@ def volume_sizes() -> list[str]:
 
 def remove_network(name: str) -> list[str]:
     return ["docker", "network", "rm", name]
+
+
+def volume_exists(name: str) -> list[str]:
+    """Exits 0 when the engine has a volume NAME."""
+    return ["docker", "volume", "inspect", "--format", "{{.Name}}", name]
 
 
 def remove_volume(name: str) -> list[str]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from ..errors import TaskError, last_line, reason
 from ..execution.runner import Runner
 from ..plans import compose
+from ..plans import diagnosis
 from ..plans import rollout as plans
 
 # Seconds between the reload and stopping the old container: requests the old workers
@@ -51,12 +52,44 @@ def app_containers(r: Runner) -> list[AppContainer]:
 READY_POLL = 0.2
 
 
-def wait_containers_healthy(r: Runner, containers, timeout: float, description: str) -> float:
+class HealthAnswers:
+    """What the health URL of a running app container that is not healthy yet answers,
+    asked inside it at each poll (a redirect not followed). The same redirect or refusal
+    REPEATS times in a row is given up on at once: waiting will not turn it into a 200
+    (a 5xx or no answer at all is waited for: the app may still be starting)."""
+
+    def __init__(self, r: Runner, place: str, repeats: int = diagnosis.REPEATS):
+        self.r, self.place, self.repeats = r, place, repeats
+        self.url = diagnosis.HEALTH_URL
+        self.last: diagnosis.Answer | None = None
+        self.times = 0
+
+    def look(self, name: str, healthcheck) -> None:
+        self.url = diagnosis.health_url(healthcheck)
+        answer = diagnosis.parse_answer(self.r.probe(diagnosis.health_answer(name, self.url)).stdout)
+        if answer is None:
+            return
+        self.times = self.times + 1 if answer == self.last else 1
+        self.last = answer
+        if answer.settled and self.times >= self.repeats:
+            raise TaskError(diagnosis.settled_line(self.place, self.url, answer, self.times))
+
+    def said(self) -> str:
+        """What the URL answered last, for a message ("" when it was never asked)."""
+        if self.last is None:
+            return ""
+        return f"{self.url} {'answered' if self.last.status else 'gave'} {self.last}"
+
+
+def wait_containers_healthy(r: Runner, containers, timeout: float, description: str,
+                            answers: HealthAnswers | None = None) -> float:
     """Wait until every one of CONTAINERS (names or ids) runs and passes its health check:
     the engine's verdict once it has one; while it says `starting`, the container's own
     health test run now with `docker exec` (one the engine calls unhealthy must be called
     healthy by the engine again). A container without a health test counts once it runs.
-    Return the seconds waited."""
+    ANSWERS, for an app container: what its health URL answers while it is not healthy,
+    asked at each poll (a redirect or refusal repeated ends the wait). Return the seconds
+    waited."""
     pending = [str(c) for c in containers]
     tests = {}
 
@@ -76,7 +109,15 @@ def wait_containers_healthy(r: Runner, containers, timeout: float, description: 
                 why = f"{name} is {state}"
             elif health not in ("healthy", "none") and not (health == "starting" and passes(name, test)):
                 why = f"{name} is {health}"
+                if answers is not None:
+                    answers.look(name, decoded(test))
         return why
+
+    def decoded(test: str):
+        try:
+            return json.loads(test or "null")
+        except ValueError:
+            return None
 
     def passes(name: str, test: str) -> bool:
         if name not in tests:
@@ -89,25 +130,49 @@ def wait_containers_healthy(r: Runner, containers, timeout: float, description: 
     return r.wait_until(description, check, timeout, interval=READY_POLL, failure="did not become healthy")
 
 
+# The app container's log lines shown when it does not become healthy.
+LOG_LINES = 30
+
+
 def start_beside(r: Runner, old: list[AppContainer], timeout: float) -> str:
     """Start one new app container beside OLD; return its name once healthy. One that does
-    not become healthy is removed (its last log lines printed) and the error says so."""
+    not become healthy is removed, after what tells why is printed (what its health URL
+    answered, the engine's last health checks, its last log lines), and the error says so."""
     r.compose(plans.scale_up(len(old) + 1), what="starting a new app container")
     known = {c.name for c in old}
     new = [c.name for c in app_containers(r) if c.name not in known]
     r.require(len(new) == 1, f"expected one new app container, found {len(new)}: {', '.join(new) or 'none'}")
     name = new[0] if new else f"{r.project}-{compose.APP}-new"
+    answers = HealthAnswers(r, f"the new app container {name}")
     try:
-        wait_containers_healthy(r, [name], timeout, f"the new app container {name}")
+        wait_containers_healthy(r, [name], timeout, f"the new app container {name}", answers)
     except TaskError as exc:
-        logged = r.probe(plans.logs(name))
-        tail = logged.stdout + logged.stderr
-        for line in tail.strip().splitlines()[-10:]:
-            r.say(f"  {name}: {line}")
+        why = reason(exc)
+        if answers.last is not None and not why.startswith(answers.url):
+            why = f"{why}; {answers.said()}"
+        r.say(why)  # the one line first, what tells more after it
+        show_why_unhealthy(r, name, answers)
         r.run(plans.remove([name]), check=False, hide=True)
         serving = f"{', '.join(c.name for c in old)} still serves" if old else "nothing was serving"
-        raise TaskError(f"{reason(exc)}; it was removed and {serving}") from None
+        raise TaskError(f"{why}; it was removed and {serving}") from None
     return name
+
+
+def show_why_unhealthy(r: Runner, name: str, answers: HealthAnswers) -> None:
+    """Print, before the container NAME goes: what its health URL answered, the engine's
+    last health checks and its last log lines (`inv logs` cannot show them afterwards)."""
+    if answers.last is not None:
+        r.say(f"  health URL: {answers.said()}")
+    checks = diagnosis.parse_health_log(r.probe(diagnosis.health_log(name)).stdout)
+    for check in checks:
+        r.say(f"  health check (exit {check.exit_code}): {check.output}")
+    logged = r.probe(plans.logs(name, LOG_LINES))
+    tail = logged.stdout + logged.stderr
+    lines = tail.strip().splitlines()[-LOG_LINES:]
+    if lines:
+        r.say(f"  its last {len(lines)} log lines:")
+    for line in lines:
+        r.say(f"  {name}: {line}")
 
 
 def ensure_front(r: Runner, timeout: float) -> None:

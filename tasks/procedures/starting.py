@@ -17,13 +17,14 @@ import json
 
 from ..execution.runner import Runner
 from ..plans import backups as backup_plans
-from ..plans import compose
+from ..plans import compose, diagnosis
 from ..plans import ledger
 from ..plans import rollout as rollout_plans
 from ..plans import secrets as secret_plans
 from ..source import settings
 from ..source.stack import BACKUP_NOTIFY, NOTIFY_FROM_STACK
 from .building import build_app
+from .django import migrate as migrate_database
 from .rollout import roll_out, wait_containers_healthy
 
 
@@ -49,10 +50,9 @@ def release_phase(r: Runner, migrate: bool = True, static: bool = True) -> None:
     Migrations must keep working with the code that still serves (docs/deploying.md); the
     hashed names of collectstatic let the old and the new files live side by side."""
     if migrate:
+        probe = rollout_plans.run_once(compose.APP, diagnosis.settings_databases())
         for db in r.stack.databases:
-            r.say(f"migrating {db.name} (alias {db.alias})")
-            r.compose(rollout_plans.release_phase(["migrate", "--noinput", "--database", db.alias]),
-                      what=f"migrate on {db.name}")
+            migrate_database(r, db, rollout_plans.release_phase(["migrate", "--noinput", "--database", db.alias]), probe)
     if static:
         r.compose(rollout_plans.release_phase(["collectstatic", "--noinput", "--verbosity", "0"]),
                   what="collectstatic")
