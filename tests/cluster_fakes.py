@@ -14,7 +14,7 @@ from tasks.execution.runner import Runner
 from tasks.execution.targets import HostTarget
 from tasks.source.stack import loads
 from tests.fakes import Recorder
-from tests.stacks import NODES
+from tests.stacks import COMMITTED, NODES
 
 CLUSTER = '[clusters.prod]\nmanager = "node1"\nworkers = ["node2"]\nreplicas = 2\n'
 MANAGER_INFO = json.dumps({"LocalNodeState": "active", "NodeID": "id1", "ControlAvailable": True})
@@ -58,7 +58,7 @@ class StrictNode(Recorder):
 def fake_cluster(extra: str = "", here_rules=(), node_rules=None):
     """(ClusterRun, {node: StrictNode}, the StrictNode of this machine) for [clusters.prod]
     of node1 (manager) and node2."""
-    stack = loads(open("config/stack.toml").read() + NODES + CLUSTER + extra)
+    stack = loads(COMMITTED + NODES + CLUSTER + extra)
     here = StrictNode("here", here_rules)
     conns = {name: StrictNode(name, (node_rules or {}).get(name, ())) for name in ("node1", "node2")}
     nodes = {name: Runner(HostTarget(conn, stack.hosts[name], stack, local_c=here), False)

@@ -1,8 +1,13 @@
 """The config/stack.toml documents the fast tests share: the committed one, with a host
 `prod` (project hello-prod) and a two-node cluster's hosts added as each test needs."""
+from pathlib import Path
+
 from tasks.source.stack import loads
 
-COMMITTED = open("config/stack.toml").read()
+# The example's config/stack.toml as the tests know it: a copy of their own, so that a
+# project adopted with `inv init` (another [app], its own hosts) leaves them green.
+EXAMPLE_STACK = Path(__file__).resolve().parent / "example-stack.toml"
+COMMITTED = EXAMPLE_STACK.read_text()
 PROD = """
 [hosts.prod]
 address = "203.0.113.10"

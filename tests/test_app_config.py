@@ -16,6 +16,7 @@ from tasks.source import render
 from tasks.source.stack import App, loads
 from testkit import INV
 from testkit.projectcopy import copy_project, git_status
+from tests.stacks import COMMITTED
 
 BASE = """
 [project]
@@ -55,7 +56,7 @@ class TestDefaults:
 
     def test_the_committed_stack_names_the_example_as_the_defaults_do(self):
         # The example keeps the Debian release its image has always had (CI's images too).
-        committed = loads(Path("config/stack.toml").read_text()).app
+        committed = loads(COMMITTED).app
         assert committed == App(python_image="python:3.11-slim-bookworm")
         assert committed.image == "python:3.11-slim-bookworm"
 

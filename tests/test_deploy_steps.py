@@ -21,8 +21,9 @@ from tasks.plans import rollout as rollout_plans
 from tasks.procedures import release, rollout
 from tasks.source.stack import loads
 from tests.fakes import Engine, Recorder
+from tests.stacks import COMMITTED
 
-STACK = loads(open("config/stack.toml").read() + """
+STACK = loads(COMMITTED + """
 [hosts.prod]
 address = "203.0.113.10"
 user = "deploy"

@@ -22,6 +22,7 @@ from tasks.plans import rollout as rollout_plans
 from tasks.procedures import django, starting
 from tasks.source.stack import loads
 from tests.fakes import Engine, Recorder
+from tests.stacks import COMMITTED
 
 BIN = Path(sys.executable).parent
 
@@ -180,7 +181,7 @@ class TestTheSettingsDatabases:
                                         "ModuleNotFoundError: No module named 'hello'") == line
 
 
-STACK = loads(open("config/stack.toml").read() + """
+STACK = loads(COMMITTED + """
 [hosts.prod]
 address = "203.0.113.10"
 directory = "/srv/hello"

@@ -10,9 +10,10 @@ from tasks.procedures import backup_files, backups, dumps, images
 from tasks.procedures import volume_copy
 from tasks.source.stack import loads
 from tests.fakes import Recorder
+from tests.stacks import COMMITTED
 
 BACKUPS = '\n[backups]\nschedule = "15 3 * * *"\nrepository = "sftp:backup@vault.example.com:/srv/restic/hello"\n'
-STACK = loads(open("config/stack.toml").read() + BACKUPS + """
+STACK = loads(COMMITTED + BACKUPS + """
 [hosts.prod]
 address = "203.0.113.10"
 directory = "/srv/hello"

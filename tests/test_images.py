@@ -24,6 +24,7 @@ from tasks.plans import release as release_plans
 from tasks.procedures import images
 from tasks.source.stack import loads
 from tests.cluster_fakes import StrictNode, commands
+from tests.stacks import COMMITTED
 
 IMAGE = "hello-prod-djangoapp:abcdef012345"
 LAYERS = [b"base layer " * 100, b"python packages " * 200, b"the code " * 50]
@@ -124,7 +125,7 @@ def test_the_gzip_pipe_sends_a_gzip_stream_and_counts_both_sides():
 
 # -- the procedure ------------------------------------------------------------------------------
 
-STACK = loads(open("config/stack.toml").read() + """
+STACK = loads(COMMITTED + """
 [hosts.prod]
 address = "203.0.113.10"
 user = "deploy"

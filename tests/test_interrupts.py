@@ -12,6 +12,7 @@ from tasks.execution.targets import LocalTarget
 from tasks.procedures.volume_copy import VolumeInfo, settled_helpers, stopped_services
 from tasks.source.stack import loads
 from tests.fakes import Recorder
+from tests.stacks import COMMITTED
 
 COMPOSE = "docker compose --project-name hello"
 RUNNING = f"{COMPOSE} ps --services --status running"
@@ -38,7 +39,7 @@ class Terminal(Recorder):
 
 
 def runner(conn):
-    return Runner(LocalTarget(conn, loads(open("config/stack.toml").read())))
+    return Runner(LocalTarget(conn, loads(COMMITTED)))
 
 
 def ran(conn):

@@ -12,8 +12,9 @@ from tasks.execution.targets import HostTarget, LocalTarget
 from tasks.plans import archives
 from tasks.source.stack import loads
 from tests.fakes import Recorder
+from tests.stacks import COMMITTED
 
-STACK = loads(open("config/stack.toml").read() + """
+STACK = loads(COMMITTED + """
 [hosts.prod]
 address = "203.0.113.10"
 directory = "/srv/hello"

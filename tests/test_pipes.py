@@ -12,8 +12,9 @@ from tasks.execution.targets import LocalTarget
 from tasks.procedures import backup_files
 from tasks.source.stack import loads
 from tests.fakes import Recorder
+from tests.stacks import COMMITTED
 
-STACK = loads(open("config/stack.toml").read())
+STACK = loads(COMMITTED)
 
 
 def here(dry=False):

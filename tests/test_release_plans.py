@@ -6,8 +6,9 @@ import pytest
 
 from tasks.plans import release as shipping
 from tasks.source.stack import Site, Host, StackError, loads
+from tests.stacks import COMMITTED
 
-BASE = open("config/stack.toml").read()
+BASE = COMMITTED
 HOSTS = """
 [hosts.prod]
 address = "203.0.113.10"

@@ -11,10 +11,11 @@ import yaml
 from tasks.source import render
 from tasks.source.stack import StackError, loads, with_database_added, with_database_removed
 from testkit import INV
+from tests.stacks import COMMITTED
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
-BASE = (ROOT / "config/stack.toml").read_text()
+BASE = COMMITTED
 
 
 def stack_with(*extra):

@@ -16,8 +16,9 @@ from tasks.plans import rollout as plans
 from tasks.procedures import rollout
 from tasks.source.stack import loads
 from tests.fakes import Engine, Recorder
+from tests.stacks import COMMITTED
 
-STACK = loads(open("config/stack.toml").read() + """
+STACK = loads(COMMITTED + """
 [hosts.prod]
 address = "203.0.113.10"
 directory = "/srv/hello"
@@ -250,7 +251,7 @@ def test_here_the_checkouts_nginx_files_are_read_where_they_are():
     """`inv up` in a checkout: the containers mount its config/ (STACK_CONFIG_DIR's default),
     so nothing is installed, and Compose runs under the local project."""
     conn = Engine(project="hello")
-    r = Runner(LocalTarget(conn, loads(open("config/stack.toml").read())))
+    r = Runner(LocalTarget(conn, loads(COMMITTED)))
     rollout.roll_out(r, timeout=0)
     local = "docker compose --project-name hello"
     assert ran(conn) == [

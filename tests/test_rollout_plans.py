@@ -9,6 +9,7 @@ import pytest
 from tasks.plans import ledger
 from tasks.plans import rollout as plans
 from tasks.source.stack import loads
+from tests.stacks import COMMITTED
 
 
 def sh(script, **kwargs):
@@ -202,7 +203,7 @@ class TestLedger:
             assert ledger.parse(json.dumps({k: v for k, v in entry.items() if k != key})) == ledger.Invalid(f"no {key}")
 
     def test_the_migrations_are_read_as_the_superuser_one_a_line(self):
-        db = loads(open("config/stack.toml").read()).databases[0]
+        db = loads(COMMITTED).databases[0]
         assert ledger.applied_migrations(db) == [
             "exec", "-T", "database1", "psql", "--username", "app", "--dbname", "database1", "--no-psqlrc",
             "--tuples-only", "--no-align", "--command", "SELECT app || '.' || name FROM django_migrations ORDER BY id"]

@@ -30,8 +30,8 @@ http_port = 8080
 project = "hello-prod"
 """
 SFTP = '\n[backups]\nschedule = "15 3 * * *"\nrepository = "sftp:backup@vault.example.com:/srv/restic/hello"\n'
-STACK = loads(open("config/stack.toml").read() + HOSTS + SFTP)
-BARE = loads(open("config/stack.toml").read() + HOSTS)
+STACK = loads(COMMITTED + HOSTS + SFTP)
+BARE = loads(COMMITTED + HOSTS)
 COMPOSE = ["docker", "compose", "--project-name", "hello-prod"]
 SECRETS = "/srv/hello/shared/config/secrets"
 
@@ -192,7 +192,7 @@ class TestOnAHost:
         assert restarts == ["prod", "prod"]
 
     def test_notify_urls_are_refused_when_the_stack_sets_them_or_they_are_not_urls(self, restarts):
-        with_notify = loads(open("config/stack.toml").read() + HOSTS + SFTP + 'notify = "json://hooks.example.com/a"\n')
+        with_notify = loads(COMMITTED + HOSTS + SFTP + 'notify = "json://hooks.example.com/a"\n')
         r, _ = on_host(stack=with_notify)
         with pytest.raises(TaskError, match=r"^\[backups\] notify is set in config/stack.toml, which wins"):
             backups.notify(r, "json://x.example.com/b")
@@ -208,7 +208,7 @@ ED25519 = "vault.example.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG
 
 class TestSSHKey:
     def test_a_repository_that_is_not_sftp_needs_no_key(self):
-        local = loads(open("config/stack.toml").read() + HOSTS +
+        local = loads(COMMITTED + HOSTS +
                       '\n[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/restic/hello"\n')
         r, conn = on_host(stack=local)
         with pytest.raises(TaskError, match="is not sftp:user@host:/path: it needs no SSH key$"):

@@ -11,8 +11,9 @@ from tasks.plans import backups as plans
 from tasks.source import render
 from tasks.source.stack import DRILLS, loads
 from tasks.source.values import cron
+from tests.stacks import COMMITTED
 
-BASE = open("config/stack.toml").read()
+BASE = COMMITTED
 BACKUPS = '\n[backups]\nschedule = "15 3 * * *"\nrepository = "sftp:backup@vault.example.com:/srv/restic/hello"\n'
 
 

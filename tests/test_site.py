@@ -10,8 +10,9 @@ import yaml
 from tasks.errors import StackError
 from tasks.source import render
 from tasks.source.stack import ACME_SERVERS, loads
+from tests.stacks import COMMITTED
 
-BASE = open("config/stack.toml").read()
+BASE = COMMITTED
 GOLDEN = Path(__file__).resolve().parent / "golden" / "sites"
 HOST = '[hosts.prod]\naddress = "203.0.113.10"\ndirectory = "/srv/hello"\n'
 

@@ -20,8 +20,9 @@ from tasks.plans import site as plans
 from tasks.procedures import site
 from tasks.source.stack import loads
 from tests.test_backup_procedures import ALWAYS, ENGINE, OK, Host
+from tests.stacks import COMMITTED
 
-BASE = open("config/stack.toml").read() + '[hosts.prod]\naddress = "203.0.113.10"\ndirectory = "/srv/hello"\n'
+BASE = COMMITTED + '[hosts.prod]\naddress = "203.0.113.10"\ndirectory = "/srv/hello"\n'
 COMPOSE = ["docker", "compose", "--project-name", "hello"]
 TLS = shlex.join(["bash", "-c", plans.install_tls_files("/srv/hello/current/config/tls",
                                                         "/srv/hello/shared/config/tls", None)])

@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tasks.errors import StackError
 from tasks.source import render, values
 from tasks.source.stack import loads, parse
+from tests.stacks import COMMITTED
 
-BASE = open("config/stack.toml").read()
+BASE = COMMITTED
 HOST = '\n[hosts.prod]\naddress = "203.0.113.10"\ndirectory = "/srv/hello"\ndomains = ["example.com"]\n'
 BACKUPS = '\n[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/backups"\n'
 

@@ -9,8 +9,9 @@ from tasks.errors import StackError
 from tasks.plans import swarm as plans
 from tasks.source.stack import DIGEST, TAG, loads, swarm_names
 from tests.fakes import Recorder
+from tests.stacks import COMMITTED
 
-BASE = open("config/stack.toml").read() + """
+BASE = COMMITTED + """
 [hosts.node1]
 address = "10.0.0.1"
 directory = "/srv/hello"
@@ -143,7 +144,7 @@ def test_the_stack_file_is_rendered_per_cluster_and_its_nginx_faces_the_clients(
     assert "real_ip_header" not in cluster_conf and "X-Forwarded-For $remote_addr" in cluster_conf
     assert "valid=5s" in cluster_conf and "proxy_connect_timeout 2s" in cluster_conf
     assert "real_ip_header X-Real-IP" in files[render.NGINX_CONF] and "valid=10s" in files[render.NGINX_CONF]
-    assert render.stack_file("prod") not in render.rendered(loads(open("config/stack.toml").read()))
+    assert render.stack_file("prod") not in render.rendered(loads(COMMITTED))
 
 
 def test_a_cluster_with_backups_runs_the_backup_service_on_the_manager_with_its_own_secrets():

@@ -9,6 +9,7 @@ from tasks.errors import TaskError
 from tasks.plans import archives
 from tasks.plans import rollout as rollout_plans
 from tasks.source import settings
+from tests.stacks import COMMITTED
 
 COMPOSE = "docker compose --project-name hello"
 
@@ -78,7 +79,7 @@ class TestThePort:
             holder.listen()
             port = holder.getsockname()[1]
             c = mock_c({f"{COMPOSE} ps --services --status running": Result(running)})
-            target = LocalTarget(c, loads(open("config/stack.toml").read()), env={"HTTP_PORT": str(port)})
+            target = LocalTarget(c, loads(COMMITTED), env={"HTTP_PORT": str(port)})
             assert target.http_port == port
             assert target.port_state(Runner(target)) == state
 

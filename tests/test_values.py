@@ -13,8 +13,9 @@ from tasks.source import render, settings as stack_settings, values
 from tasks.source.stack import loads, validate_database_name
 
 from .stackinputs import INPUTS, accepted
+from tests.stacks import COMMITTED
 
-BASE = open("config/stack.toml").read()
+BASE = COMMITTED
 
 
 def with_project(**changes) -> str:

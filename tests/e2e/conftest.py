@@ -38,7 +38,7 @@ GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "loc
 # The groups, longest first (from CI's --durations): xdist hands them to the workers in
 # this order (--no-loadscope-reorder in pytest.ini; by default it would start the groups
 # with the most tests first, and the two one-test bench groups, the longest, last).
-LONGEST_FIRST = ["https", "local", "scheduled", "deploy", "bench-deploy", "zero", "faults", "swarm", "shared", "bench-load",
+LONGEST_FIRST = ["https", "adopt", "local", "scheduled", "deploy", "bench-deploy", "zero", "faults", "adopt-more", "diagnosis", "swarm", "shared", "bench-load",
                  "bench", "upgrade"]
 
 

@@ -18,9 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import Stack, free_port
+from testkit import INV
 from testkit.projectcopy import copy_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("adopt")]
+# The 12-factor project and the fast suite after adoption: side by side with the shop.
+BESIDE = pytest.mark.xdist_group("adopt-more")
 DJANGO = "5.2.19"
 PYTHON313_IMAGE = os.environ.get("PYTHON313_IMAGE", "python:3.13-slim")
 
@@ -280,6 +283,7 @@ def twelve(tmp_path_factory):
     s.purge()
 
 
+@BESIDE
 def test_a_12_factor_project_on_python_3_13_is_served_with_zero_edits(twelve):
     found = twelve.inv("init", str(twelve.source))
     app = tomllib.loads((twelve.root / "config/stack.toml").read_text())["app"]
@@ -303,6 +307,7 @@ def test_a_12_factor_project_on_python_3_13_is_served_with_zero_edits(twelve):
     assert fingerprint(twelve.source) == twelve.before
 
 
+@BESIDE
 def test_an_sdist_without_build_packages_fails_the_build_in_one_line_naming_the_key(twelve):
     stack_toml = twelve.root / "config/stack.toml"
     saved = stack_toml.read_text()
@@ -317,7 +322,21 @@ def test_an_sdist_without_build_packages_fails_the_build_in_one_line_naming_the_
         twelve.inv("render")
 
 
+@BESIDE
 def test_a_python_the_image_does_not_have_is_refused_in_one_line(twelve):
     result = twelve.inv("build", check=False, timeout=600, env={"PYTHON_IMAGE": os.environ.get("PYTHON_IMAGE", "python:3.11-slim")})
     assert result.returncode != 0
     assert '[app] python = "3.13"' in result.stderr and "3.11" in result.stderr, result.stderr[-2000:]
+
+
+@BESIDE
+def test_the_fast_tests_stay_green_after_a_project_is_adopted(tmp_path):
+    """The repository's own fast tests, run where another project is the app: they use
+    fixtures of their own, never the live config/stack.toml or the app's folder."""
+    source = make_shop(tmp_path / "user")
+    root = copy_project(tmp_path / "repo")
+    subprocess.run([*INV, "init", str(source)], cwd=root, check=True, capture_output=True)
+    assert 'path = "shop"' in (root / "config/stack.toml").read_text()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "not e2e", "-n", "2", "-p", "no:cacheprovider"],
+                          cwd=root, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:]
