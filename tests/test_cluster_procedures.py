@@ -280,6 +280,16 @@ def test_a_failed_first_deploy_removes_every_service_it_made_and_rolls_none_back
     assert swarm.objects == set()
 
 
+def test_a_first_deploy_that_fails_as_the_app_rolls_out_removes_it_and_says_nothing_was_switched(new_code):
+    swarm = SwarmState(set(), LIVE, fail=lambda n: n == 2)
+    s, conns, _ = cluster(manager=swarm.rules())
+    with pytest.raises(TaskError) as caught:
+        cluster_release.deploy(s, keep=3, timeout=5)
+    assert caught.value.message.endswith("failed while rolling the replicas (docker stack deploy failed "
+                                         "(exit status 1)); nothing was switched")
+    assert not [c for c in commands(conns["node1"]) if "rollback" in c] and swarm.objects == set()
+
+
 def test_what_a_service_still_uses_stays_and_is_named(new_code, capsys):
     made = {("network", "hello_database2_network"), ("secret", "hello_database2_password_aaaaaaaaaaaa")}
     swarm = SwarmState(LIVE, made, in_use={("network", "hello_database2_network")})

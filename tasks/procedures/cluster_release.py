@@ -193,7 +193,7 @@ class SwarmRelease:
         except TaskError as back:
             raise TaskError(f"{where}; undoing it failed too ({reason(back)}): see `inv swarm.status "
                             f"--cluster {self.s.cluster.name}`", code) from None
-        if d.started:
+        if d.started and d.previous:  # a first deploy's app was removed
             raise TaskError(f"{where}; Swarm is rolling the app back to what it ran (see `inv swarm.status "
                             f"--cluster {self.s.cluster.name}`)", code) from None
 
