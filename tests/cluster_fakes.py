@@ -77,10 +77,12 @@ class SwarmState:
     `docker stack deploy`, 0 before any), and the spec before it; a `docker stack deploy`
     makes MADE (and fails when FAIL(its number) says so); `docker service rollback` swaps a
     service's spec and previous spec, as Swarm does; `docker KIND rm` removes the names
-    given but those IN_USE (Swarm refuses them)."""
+    given but those IN_USE (Swarm refuses them); one removed that LINGERS is still listed
+    that many times (a network whose containers are still stopping)."""
 
-    def __init__(self, objects, made=(), spec=None, fail=lambda deploys: False, in_use=()):
+    def __init__(self, objects, made=(), spec=None, fail=lambda deploys: False, in_use=(), lingers=None):
         self.objects, self.made, self.in_use = set(objects), set(made), set(in_use)
+        self.lingers, self.lingering = dict(lingers or {}), {}
         self.spec, self.fail, self.deploys = spec or (lambda name, deploys: {}), fail, 0
         self.specs = {name: self.spec_of(name) for kind, name in self.objects if kind == "service"}
         self.previous: dict[str, dict] = {}
@@ -110,7 +112,11 @@ class SwarmState:
 
     def ls(self, command: str) -> str:
         kind = command.split()[1]
-        return "".join(f"{name}\n" for k, name in sorted(self.objects) if k == kind)
+        listed = sorted({*self.objects, *(entry for entry, count in self.lingering.items() if count > 0)})
+        for entry in listed:
+            if entry[0] == kind and entry in self.lingering:
+                self.lingering[entry] -= 1
+        return "".join(f"{name}\n" for k, name in listed if k == kind)
 
     def inspect(self, command: str) -> str:
         return json.dumps([{"Spec": self.specs[name], "PreviousSpec": self.previous.get(name),
@@ -123,12 +129,13 @@ class SwarmState:
         self.updates[name] = "rollback_completed"
         return ""
 
-    def remove(self, command: str) -> str:
+    def remove(self, command: str):
         kind, names = command.split()[1], command.split()[3:]
         for name in names:
             if (kind, name) in self.objects and (kind, name) not in self.in_use:
                 self.objects.discard((kind, name))
                 self.specs.pop(name, None)
+                self.lingering[(kind, name)] = self.lingers.get((kind, name), 0)
         if {(kind, name) for name in names} & self.in_use:
             return Result(exited=1, stderr=f"Error response from daemon: {kind} is in use\n")
         return ""

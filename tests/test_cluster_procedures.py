@@ -251,13 +251,14 @@ def test_a_failed_deploy_that_adds_a_database_removes_what_it_made_and_rolls_bac
     s, conns, _ = cluster(current=f"releases/{PREV}", manager=[*MIGRATION_FAILS, *swarm.rules()], extra=WITH_DATABASE2)
     with pytest.raises(TaskError, match="failed while running the release phase .*a broken migration"):
         cluster_release.deploy(s, keep=3, timeout=5)
-    assert swarm_commands(conns["node1"])[-15:] == [
+    assert swarm_commands(conns["node1"])[-19:] == [
         "docker service rm hello-migrate-database1-abcdef01", inspect("database1", "djangoapp", "nginx"),
         "docker service rollback --detach hello_database1", "docker service rollback --detach hello_djangoapp",
         *OBJECTS, "docker service rm hello_database2",
         inspect("database1", "djangoapp"), *SETTLE,  # until they rolled back and database2 stopped
         "docker secret rm hello_database1_password_aaaaaaaaaaaa", "docker secret rm hello_database2_password_aaaaaaaaaaaa",
-        "docker secret rm hello_django_secret_key_aaaaaaaaaaaa", "docker network rm hello_database2_network"]
+        "docker secret rm hello_django_secret_key_aaaaaaaaaaaa", "docker network rm hello_database2_network",
+        *OBJECTS]  # until the manager lists none of them
     assert swarm.objects == LIVE
     assert swarm.specs == {name: {"Name": name, **({"Secrets": 0} if "nginx" not in name else {})}
                            for _, name in SERVICES}
@@ -288,6 +289,18 @@ def test_a_first_deploy_that_fails_as_the_app_rolls_out_removes_it_and_says_noth
     assert caught.value.message.endswith("failed while rolling the replicas (docker stack deploy failed "
                                          "(exit status 1)); nothing was switched")
     assert not [c for c in commands(conns["node1"]) if "rollback" in c] and swarm.objects == set()
+
+
+def test_the_undo_waits_until_the_manager_no_longer_lists_what_it_removed(new_code, capsys):
+    made = {("service", "hello_database2"), ("network", "hello_database2_network")}
+    # Listed on the manager until database2's container there has stopped.
+    swarm = SwarmState(LIVE, made, lingers={("network", "hello_database2_network"): 2})
+    s, conns, _ = cluster(current=f"releases/{PREV}", manager=[*MIGRATION_FAILS, *swarm.rules()], extra=WITH_DATABASE2)
+    with pytest.raises(TaskError, match="failed while running the release phase"):
+        cluster_release.deploy(s, keep=3, timeout=5)
+    ran = swarm_commands(conns["node1"])
+    assert ran[ran.index("docker network rm hello_database2_network") + 1:] == [*OBJECTS] * 3
+    assert swarm.objects == LIVE and "warning" not in capsys.readouterr().out
 
 
 def test_what_a_service_still_uses_stays_and_is_named(new_code, capsys):

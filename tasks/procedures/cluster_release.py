@@ -451,9 +451,10 @@ def roll_back(s: ClusterRun, d: Deploy, specs: dict | None) -> list[str]:
 
 def remove_created(s: ClusterRun, d: Deploy, before: set | None, back: list[str]) -> None:
     """What this run's `docker stack deploy` made: its services removed first; then, once
-    their tasks and those of the services rolling BACK have stopped (Swarm removes a network
-    only then), its secrets, configs and networks. What a service still uses is refused by
-    Swarm and stays, named in a warning."""
+    their tasks and those of the services rolling BACK should no longer run (Swarm removes a
+    network only then), its secrets, configs and networks, waited for until the manager no
+    longer lists them (a network stays listed there until the containers on it have stopped).
+    What a service still uses is refused by Swarm and stays, named in a warning."""
     after = stack_objects(s) if before is not None else None
     created = sorted(after - before) if after is not None else []
     if not created:
@@ -465,6 +466,7 @@ def remove_created(s: ClusterRun, d: Deploy, before: set | None, back: list[str]
     if rest and (services or back):
         settle(s, d, back, [name for _, name in services])
     kept += refused(s, rest)
+    gone(s, d, [entry for entry in created if entry not in kept])
     if kept:
         s.say(f"warning: Swarm kept {', '.join(f'{kind} {name}' for kind, name in kept)}, still in use (see "
               f"`inv swarm.status --cluster {s.cluster.name}`): once nothing uses it, run on {s.cluster.manager}: "
@@ -475,6 +477,20 @@ def refused(s: ClusterRun, objects) -> list[tuple[str, str]]:
     """OBJECTS removed from Swarm; those it refused to remove."""
     return [entry for entry, argv in plans.remove_objects(objects)
             if s.manager.run(argv, check=False, hide=True, anywhere=True).failed]
+
+
+def gone(s: ClusterRun, d: Deploy, removed: list[tuple[str, str]]) -> None:
+    """Until the manager lists none of REMOVED; past the deploy's timeout, a warning."""
+
+    def over():
+        left = stack_objects(s)
+        still = [f"{kind} {name}" for kind, name in removed if left is None or (kind, name) in left]
+        return f"{', '.join(still)} still listed" if still else None
+
+    try:
+        wait(s, d, "what this deploy made in Swarm", over, "did not go")
+    except TaskError as exc:
+        s.say(f"warning: {reason(exc)}")
 
 
 def settle(s: ClusterRun, d: Deploy, back: list[str], removed: list[str]) -> None:
