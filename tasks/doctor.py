@@ -1,10 +1,14 @@
 """`inv doctor`: check what the stack needs, one line per check with a fix when it fails."""
 from __future__ import annotations
 
+import shlex
+
 from .cli import stack_task
+from .errors import last_line
 from .execution.files import unfinished_in
 from .execution.runner import compose_problem, engine_problem
 from .plans import archives, compose
+from .procedures.backups import _age, _size
 from .procedures.dumps import loads_left
 from .procedures.site import certificate, describe
 from .procedures.volume_copy import existing_volumes, image_here
@@ -132,10 +136,27 @@ def check_unfinished_files(r):
     return found or (True, "no file left unfinished by a killed task", None)
 
 
+def check_unfinished_backups(r):
+    """On a host: the files its backups folder holds half-written (`*.tmp`: a backup, or its
+    transfer, that was interrupted), with their size and age. Whether their writer still
+    runs cannot be told from here: the fix waits for none to run."""
+    result = r.probe(archives.unfinished_transfers(str(r.backups)), anywhere=True)
+    try:
+        found = archives.read_unfinished(result.stdout) if result.ok else None
+    except ValueError:
+        found = None
+    if found is None:
+        return False, f"could not look into {r.backups}{r.target.on} ({last_line(result.stderr, 'no answer')})", None
+    return [(False, f"{r.backups / name}{r.target.on} ({_size(size)}, last written {_age(age)} ago): "
+                    "left by an interrupted backup or transfer",
+             f"once no backup, dump or restore runs there, remove it there: `rm -f -- {shlex.quote(str(r.backups / name))}`")
+            for name, size, age in found] or (True, f"no unfinished file in {r.backups}", None)
+
+
 CHECKS = {"engine": check_engine, "certificate": check_certificate, "compose": check_compose, "builder": check_builder, "port": check_port,
           "env_files": check_env_files, "rendered": check_rendered,
           "interrupted_restores": check_interrupted_restores, "interrupted_loads": check_interrupted_loads,
-          "unfinished_files": check_unfinished_files}
+          "unfinished_files": check_unfinished_files, "unfinished_backups": check_unfinished_backups}
 NEEDS_ENGINE = {"port", "builder", "certificate", "interrupted_restores", "interrupted_loads"}
 
 
@@ -149,7 +170,8 @@ def doctor(r):
     Here: everything but the certificate, and what a killed task left (a restore's safety
     copy in a volume, a load's copies of a database, an unfinished file). On a host (--host): the engine, Compose, buildx,
     the certificate the front serves (names, issuer, days left; under 14 days warns) and what
-    a killed task left in the volumes and databases there."""
+    a killed task left in the volumes and databases there, and in its backups folder (each
+    unfinished file with its size and age)."""
     results, engine_ok = [], True
     for name in r.target.doctor_checks:  # the target says which checks make sense there
         if name in NEEDS_ENGINE and not engine_ok:

@@ -14,7 +14,7 @@ from tasks.plans import compose
 from tasks.plans import release as release_plans
 from tasks.plans import swarm as plans
 from tasks.procedures import cluster_release, cluster_tasks, places, swarm
-from tests.cluster_fakes import MANAGER_INFO, WORKER_INFO, commands, fake_cluster
+from tests.cluster_fakes import MANAGER_INFO, WORKER_INFO, SwarmState, commands, fake_cluster
 
 PREV = "20261120T000000Z-0123456789ab"
 NEW = "20261121T000000Z-abcdef012345"
@@ -52,7 +52,7 @@ def manager_rules(current="", app=IMAGE):
             (r"bash -c 'if test -d /srv/hello/current/; then touch .*", ""),
             (r"bash -c 'set -eo pipefail; cat .*sha256sum.*", "aaaaaaaaaaaa\nbbbbbbbbbbbb\n"),
             (r"bash -c 'touch /srv/hello/releases/.*/\.served && ln -sfn .*", ""),
-            (r"(docker (secret|config|network) ls --filter .*)", ""),
+            (r"(docker (service|secret|config|network) ls --filter .*)", ""),
             (r"env .*docker stack deploy .*", ""),
             (shlex_re(UPDATE), "null\n"),
             (r"docker service ps hello_database1 .*", "local/postgres:15|Running 3 seconds ago|node1\n"),
@@ -82,8 +82,8 @@ def new_code(monkeypatch):
     monkeypatch.setattr("tasks.procedures.release.archives.stamp", lambda: NEW.split("-")[0])
 
 
-def cluster(current="", app=IMAGE, manager=(), worker=()):
-    return fake_cluster(node_rules={"node1": [*manager, *manager_rules(current, app)],
+def cluster(current="", app=IMAGE, manager=(), worker=(), extra=""):
+    return fake_cluster(extra, node_rules={"node1": [*manager, *manager_rules(current, app)],
                                     "node2": [*worker, *engine(WORKER_INFO)]}, here_rules=HERE)
 
 
@@ -187,10 +187,21 @@ def test_a_worker_outside_the_swarm_stops_the_deploy_before_the_lock():
     assert not [c for c in commands(conns["node1"]) if "deploy-lock" in c]
 
 
+SERVICES = {("service", "hello_database1"), ("service", "hello_djangoapp"), ("service", "hello_nginx")}
+LIVE = SERVICES | {("secret", "hello_django_secret_key_000000000000"), ("secret", "hello_database1_password_000000000000"),
+                   ("config", "hello_nginx_main_000000000000"), ("network", "hello_nginx_network"),
+                   ("network", "hello_database1_network")}
+
+
+def inspect(*names):
+    return shlex.join(plans.inspect_services([f"hello_{name}" for name in names]))
+
+
 def test_a_failed_rolling_update_asks_swarm_to_roll_back_and_removes_the_release_on_every_node(new_code, capsys):
-    failed = Result(exited=1, stderr="update failed\n")
-    s, conns, _ = cluster(manager=[(r"env APP_IMAGE=hello-djangoapp:abcdef012345 APP_REPLICAS=2 .*", failed),
-                                   (r"docker service rollback --detach hello_djangoapp", "")])
+    # The second `docker stack deploy` (the roll) gives the app the new image, then fails.
+    swarm = SwarmState(LIVE, spec=lambda name, n: {"Image": IMAGE if n >= 2 else PREV_IMAGE} if "app" in name else {},
+                       fail=lambda n: n == 2)
+    s, conns, _ = cluster(current=f"releases/{PREV}", manager=swarm.rules())
     with pytest.raises(TaskError) as caught:
         cluster_release.deploy(s, keep=3, timeout=5)
     assert caught.value.message.startswith(f"error: deploy of {NEW} to cluster prod failed while rolling the replicas (")
@@ -198,10 +209,110 @@ def test_a_failed_rolling_update_asks_swarm_to_roll_back_and_removes_the_release
                                       "--cluster prod`)")
     manager = commands(conns["node1"])
     at = manager.index("docker service rollback --detach hello_djangoapp")
-    assert manager[at - 1] == UPDATE and manager[at + 1:] == [
+    assert manager[at - 1] == inspect("database1", "djangoapp", "nginx") and manager[at + 1:] == [
         *OBJECTS, f"bash -c 'rm -rf -- {NEW_DIR}'", "bash -c 'rm -rf /srv/hello/.deploy-lock'"]
     assert commands(conns["node2"])[-1] == f"bash -c 'rm -rf -- {NEW_DIR}'"
     assert f"bash -c {shlex.quote(release_plans.switch('/srv/hello', NEW))}" not in manager  # current never switched
+    assert swarm.specs["hello_djangoapp"] == {"Name": "hello_djangoapp", "Image": PREV_IMAGE}
+    assert swarm.objects == LIVE
+    assert f"rolling hello_djangoapp back to what ran before {NEW}" in capsys.readouterr().out
+
+
+def test_a_rolling_update_that_swarm_rolls_back_by_itself_is_left_to_it(new_code):
+    swarm = SwarmState(LIVE, spec=lambda name, n: {"Image": IMAGE if n >= 2 else PREV_IMAGE} if "app" in name else {},
+                       fail=lambda n: n == 2)
+
+    def rolling_back_by_itself(command):
+        return json.dumps([{**entry, "UpdateStatus": {"State": "rollback_started"}} if swarm.deploys == 2 and
+                           entry["Spec"]["Name"] == "hello_djangoapp" else entry
+                           for entry in json.loads(swarm.inspect(command))])
+
+    s, conns, _ = cluster(current=f"releases/{PREV}", manager=[
+        (r"docker service inspect hello_[\w ]+", rolling_back_by_itself), *swarm.rules()])
+    with pytest.raises(TaskError, match="Swarm is rolling the app back"):
+        cluster_release.deploy(s, keep=3, timeout=5)
+    assert not [c for c in commands(conns["node1"]) if "docker service rollback" in c]
+
+
+MIGRATION_FAILS = [(r"docker service ps hello-migrate-database1-.*", "Failed 1 second ago|task: non-zero exit (1)\n"),
+                   (r"docker service logs --raw --no-task-ids hello-migrate-database1-abcdef01",
+                    "RuntimeError: a broken migration\n"),
+                   (r"docker service ps hello_database2 .*", "local/postgres:15|Running 3 seconds ago|node1\n")]
+WITH_DATABASE2 = '[[databases]]\nname = "database2"\n'
+SETTLE = ["docker stack ps hello --filter desired-state=running --format '{{.Name}}'"]
+
+
+def test_a_failed_deploy_that_adds_a_database_removes_what_it_made_and_rolls_back_what_it_changed(new_code, capsys):
+    made = {("service", "hello_database2"), ("network", "hello_database2_network"),
+            ("secret", "hello_database2_password_aaaaaaaaaaaa"), ("secret", "hello_database1_password_aaaaaaaaaaaa"),
+            ("secret", "hello_django_secret_key_aaaaaaaaaaaa")}
+    # The databases step gives the app and database1 the new secrets (and the app the new
+    # network); Nginx's spec stays as it was.
+    swarm = SwarmState(LIVE, made, spec=lambda name, n: {"Secrets": n} if "nginx" not in name else {})
+    s, conns, _ = cluster(current=f"releases/{PREV}", manager=[*MIGRATION_FAILS, *swarm.rules()], extra=WITH_DATABASE2)
+    with pytest.raises(TaskError, match="failed while running the release phase .*a broken migration"):
+        cluster_release.deploy(s, keep=3, timeout=5)
+    assert swarm_commands(conns["node1"])[-19:] == [
+        "docker service rm hello-migrate-database1-abcdef01", inspect("database1", "djangoapp", "nginx"),
+        "docker service rollback --detach hello_database1", "docker service rollback --detach hello_djangoapp",
+        *OBJECTS, "docker service rm hello_database2",
+        inspect("database1", "djangoapp"), *SETTLE,  # until they rolled back and database2 stopped
+        "docker secret rm hello_database1_password_aaaaaaaaaaaa", "docker secret rm hello_database2_password_aaaaaaaaaaaa",
+        "docker secret rm hello_django_secret_key_aaaaaaaaaaaa", "docker network rm hello_database2_network",
+        *OBJECTS]  # until the manager lists none of them
+    assert swarm.objects == LIVE
+    assert swarm.specs == {name: {"Name": name, **({"Secrets": 0} if "nginx" not in name else {})}
+                           for _, name in SERVICES}
+    assert commands(conns["node1"])[-2:] == [f"bash -c 'rm -rf -- {NEW_DIR}'", "bash -c 'rm -rf /srv/hello/.deploy-lock'"]
+    out = capsys.readouterr().out
+    assert f"rolling hello_database1, hello_djangoapp back to what ran before {NEW}" in out
+    assert "removing what this deploy made in Swarm: network hello_database2_network, " in out
+    assert "service hello_database2" in out and "warning" not in out
+
+
+def test_a_failed_first_deploy_removes_every_service_it_made_and_rolls_none_back(new_code):
+    swarm = SwarmState(set(), LIVE)
+    s, conns, _ = cluster(manager=[*MIGRATION_FAILS, *swarm.rules()])
+    with pytest.raises(TaskError, match="failed while running the release phase"):
+        cluster_release.deploy(s, keep=3, timeout=5)
+    manager = swarm_commands(conns["node1"])
+    assert {"docker service rm hello_database1", "docker service rm hello_djangoapp",
+            "docker service rm hello_nginx"} <= set(manager)
+    assert not [c for c in manager if "rollback" in c or c.startswith("docker service inspect hello_")]
+    assert swarm.objects == set()
+
+
+def test_a_first_deploy_that_fails_as_the_app_rolls_out_removes_it_and_says_nothing_was_switched(new_code):
+    swarm = SwarmState(set(), LIVE, fail=lambda n: n == 2)
+    s, conns, _ = cluster(manager=swarm.rules())
+    with pytest.raises(TaskError) as caught:
+        cluster_release.deploy(s, keep=3, timeout=5)
+    assert caught.value.message.endswith("failed while rolling the replicas (docker stack deploy failed "
+                                         "(exit status 1)); nothing was switched")
+    assert not [c for c in commands(conns["node1"]) if "rollback" in c] and swarm.objects == set()
+
+
+def test_the_undo_waits_until_the_manager_no_longer_lists_what_it_removed(new_code, capsys):
+    made = {("service", "hello_database2"), ("network", "hello_database2_network")}
+    # Listed on the manager until database2's container there has stopped.
+    swarm = SwarmState(LIVE, made, lingers={("network", "hello_database2_network"): 2})
+    s, conns, _ = cluster(current=f"releases/{PREV}", manager=[*MIGRATION_FAILS, *swarm.rules()], extra=WITH_DATABASE2)
+    with pytest.raises(TaskError, match="failed while running the release phase"):
+        cluster_release.deploy(s, keep=3, timeout=5)
+    ran = swarm_commands(conns["node1"])
+    assert ran[ran.index("docker network rm hello_database2_network") + 1:] == [*OBJECTS] * 3
+    assert swarm.objects == LIVE and "warning" not in capsys.readouterr().out
+
+
+def test_what_a_service_still_uses_stays_and_is_named(new_code, capsys):
+    made = {("network", "hello_database2_network"), ("secret", "hello_database2_password_aaaaaaaaaaaa")}
+    swarm = SwarmState(LIVE, made, in_use={("network", "hello_database2_network")})
+    s, conns, _ = cluster(current=f"releases/{PREV}", manager=[*MIGRATION_FAILS, *swarm.rules()], extra=WITH_DATABASE2)
+    with pytest.raises(TaskError, match="failed while running the release phase"):
+        cluster_release.deploy(s, keep=3, timeout=5)
+    assert swarm.objects == LIVE | {("network", "hello_database2_network")}
+    assert ("warning: Swarm kept network hello_database2_network, still in use (see `inv swarm.status --cluster prod`): "
+            "once nothing uses it, run on node1: `docker network rm hello_database2_network`") in capsys.readouterr().out
 
 
 def test_a_failed_build_on_one_node_names_it_and_switches_nothing(new_code):

@@ -127,6 +127,42 @@ class TestDoctorOnAHost:
             "postgres:15", "hello-prod")), None) in conn.calls
 
 
+    def test_doctor_names_the_unfinished_files_of_the_host_s_backups_folder_with_size_age_and_the_command(self):
+        assert "unfinished_backups" in HostTarget.doctor_checks
+        listing = shlex.join(archives.unfinished_transfers("/srv/hello/shared/backups"))
+        conn = Recorder({listing: Result("1765000000\n"
+                                         "52428800 1764992800.0 .hello_media_volume_20261205T101500Z.tar.zst.tmp\n"
+                                         "512 1764999990.0 .hello_database1_20261205T111500Z.dump.tmp\n")})
+        r = Runner(HostTarget(conn, STACK.hosts["prod"], STACK, local_c=Recorder()))
+        assert doctor.check_unfinished_backups(r) == [
+            (False, "/srv/hello/shared/backups/.hello_database1_20261205T111500Z.dump.tmp on prod (512 B, last written "
+                    "0 min 10 s ago): left by an interrupted backup or transfer",
+             "once no backup, dump or restore runs there, remove it there: "
+             "`rm -f -- /srv/hello/shared/backups/.hello_database1_20261205T111500Z.dump.tmp`"),
+            (False, "/srv/hello/shared/backups/.hello_media_volume_20261205T101500Z.tar.zst.tmp on prod (50.0 MiB, "
+                    "last written 2 h 0 min ago): left by an interrupted backup or transfer",
+             "once no backup, dump or restore runs there, remove it there: "
+             "`rm -f -- /srv/hello/shared/backups/.hello_media_volume_20261205T101500Z.tar.zst.tmp`")]
+        assert conn.calls == [(None, listing, None)]  # on the host, outside any release
+
+    @pytest.mark.parametrize("answer, expected", [
+        (Result(""), (True, "no unfinished file in /srv/hello/shared/backups", None)),  # no folder yet
+        (Result("1765000000\n"), (True, "no unfinished file in /srv/hello/shared/backups", None)),
+        (Result("garbage\n"), (False, "could not look into /srv/hello/shared/backups on prod (no answer)", None)),
+        (Result(exited=1, stderr="bash: find: command not found\n"),
+         (False, "could not look into /srv/hello/shared/backups on prod (bash: find: command not found)", None)),
+    ], ids=["no-folder", "none", "unreadable", "failed"])
+    def test_a_clean_or_unreadable_backups_folder_is_one_line(self, answer, expected):
+        listing = shlex.join(archives.unfinished_transfers("/srv/hello/shared/backups"))
+        r = Runner(HostTarget(Recorder({listing: answer}), STACK.hosts["prod"], STACK, local_c=Recorder()))
+        assert doctor.check_unfinished_backups(r) == expected
+
+
+def test_the_unfinished_files_script_takes_the_folder_as_an_argument_never_in_its_text():
+    argv = archives.unfinished_transfers("/srv/my hello/backups")
+    assert argv[:2] == ["bash", "-c"] and argv[-1] == "/srv/my hello/backups" and "my hello" not in argv[2]
+
+
 @pytest.mark.parametrize("output, expected", [
     ("", {}),
     ("media_volume .restore-safety\nmedia_volume .restore-new\ncerts .restore-discard\n",

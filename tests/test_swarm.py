@@ -253,16 +253,20 @@ def test_the_objects_of_a_stack_are_listed_by_its_label_and_removed_networks_las
     assert plans.stack_objects("hello-prod", "network") == [
         "docker", "network", "ls", "--filter", "label=com.docker.stack.namespace=hello-prod", "--format", "{{.Name}}"]
     assert plans.remove_objects([("network", "hello_database1_network"), ("secret", "hello_b_1"),
-                                 ("secret", "hello_a_1"), ("config", "hello_nginx_main_1")]) == [
-        ["docker", "secret", "rm", "hello_a_1", "hello_b_1"], ["docker", "config", "rm", "hello_nginx_main_1"],
-        ["docker", "network", "rm", "hello_database1_network"]]
+                                 ("service", "hello_database2"), ("secret", "hello_a_1"),
+                                 ("config", "hello_nginx_main_1")]) == [
+        (("service", "hello_database2"), ["docker", "service", "rm", "hello_database2"]),
+        (("secret", "hello_a_1"), ["docker", "secret", "rm", "hello_a_1"]),
+        (("secret", "hello_b_1"), ["docker", "secret", "rm", "hello_b_1"]),
+        (("config", "hello_nginx_main_1"), ["docker", "config", "rm", "hello_nginx_main_1"]),
+        (("network", "hello_database1_network"), ["docker", "network", "rm", "hello_database1_network"])]
     assert plans.remove_objects([]) == []
 
 
 class Manager(Recorder):
     """A swarm manager's engine: the stack's objects as (kind, name); `docker stack deploy`
     makes MADE then fails (as when Swarm refuses a name after it made the networks);
-    `docker KIND rm` removes the names given but those IN_USE."""
+    `docker KIND rm` removes the names given but those IN_USE (and then fails)."""
 
     def __init__(self, objects, made, in_use=()):
         super().__init__()
@@ -281,6 +285,8 @@ class Manager(Recorder):
             return Result(stdout="".join(f"{name}\n" for name in names), command=command)
         if len(words) > 2 and words[0] == "docker" and words[2] == "rm" and words[1] in plans.STACK_OBJECTS:
             self.objects -= {(words[1], name) for name in words[3:] if (words[1], name) not in self.in_use}
+            if {(words[1], name) for name in words[3:]} & self.in_use:
+                return Result(stderr="in use\n", exited=1, command=command)
         return Result(command=command)
 
 
@@ -306,13 +312,16 @@ def test_a_failed_stack_deploy_removes_the_secrets_and_networks_it_made_and_noth
         place.stack_deploy(d, d.image, 0, "docker stack deploy (databases)")
     listing = [" ".join(plans.stack_objects("hello", kind)).replace("{{.Name}}", "'{{.Name}}'")
                for kind in plans.STACK_OBJECTS]
-    assert conn.commands[:3] == listing  # read before the stack is deployed
+    assert conn.commands[:4] == listing  # read before the stack is deployed
     place.undo(d, "bringing the databases up", "deploy failed", 1)
     removals = [c for c in conn.commands if " rm " in c and c.startswith("docker ")]
-    assert removals == ["docker secret rm hello_database1_password_bbbbbbbbbbbb hello_django_secret_key_bbbbbbbbbbbb",
+    assert removals == ["docker secret rm hello_database1_password_bbbbbbbbbbbb",
+                        "docker secret rm hello_django_secret_key_bbbbbbbbbbbb",
                         "docker config rm hello_nginx_main_bbbbbbbbbbbb", "docker network rm hello_database1_network"]
     assert conn.objects == before | {("network", "hello_database1_network")}  # what was there before stays
-    assert "removing what this deploy made in Swarm: config hello_nginx_main_bbbbbbbbbbbb, network " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "removing what this deploy made in Swarm: config hello_nginx_main_bbbbbbbbbbbb, network " in out
+    assert "warning: Swarm kept network hello_database1_network, still in use" in out
     assert conn.commands[-1].startswith("bash -c ") and "releases/20261121T000000Z-abcdef012345" in conn.commands[-1]
 
 

@@ -189,8 +189,9 @@ class HostTarget(Target):
     prepares; commands run there over SSH, in that release's directory."""
 
     # The rest is about a checkout (a release was checked here), and the certificate; what
-    # killed tasks left in the host's volumes and databases, as here.
-    doctor_checks = ("engine", "compose", "builder", "certificate", "interrupted_restores", "interrupted_loads")
+    # killed tasks left in the host's volumes, databases and backups folder, as here.
+    doctor_checks = ("engine", "compose", "builder", "certificate", "interrupted_restores", "interrupted_loads",
+                     "unfinished_backups")
 
     def __init__(self, c, host: Host, stack: Stack, release: str | None = None, local_c=None):
         super().__init__()

@@ -376,6 +376,26 @@ def drop_safety(volume: str, image: str, project: str) -> list[str]:
                                               f"rm -rf -- {STAGING} {DISCARD}")
 
 
+def unfinished_transfers(directory: str) -> list[str]:
+    """On a host: its clock, then each `*.tmp` file of DIRECTORY (none if it is missing) as
+    "BYTES MTIME NAME", a line each: what an interrupted backup or transfer left there."""
+    return ["bash", "-c", "cd \"$1\" 2>/dev/null || exit 0; date +%s; "
+            "find . -maxdepth 1 -type f -name '*.tmp' -printf '%s %T@ %f\\n'", "unfinished", directory]
+
+
+def read_unfinished(output: str) -> list[tuple[str, int, float]]:
+    """(name, bytes, seconds since it was last written) of each file unfinished_transfers
+    lists; ValueError on anything else."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    if not lines:
+        return []
+    now, found = float(lines[0]), []
+    for line in lines[1:]:
+        size, mtime, name = line.split(" ", 2)
+        found.append((name, int(size), max(0.0, now - float(mtime))))
+    return sorted(found)
+
+
 def restore_leftovers(volumes: dict[str, str], image: str, project: str) -> list[str]:
     """Prints a line `SHORT NAME` for each name of RESERVED at the root of a volume of
     VOLUMES (short name: engine's name), all mounted read-only in one helper from IMAGE."""

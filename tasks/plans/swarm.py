@@ -252,8 +252,9 @@ def available_nodes(stdout: str) -> list[str]:
 UPDATE_FAILED = {"paused", "rollback_started", "rollback_paused", "rollback_completed"}
 
 
-# What `docker stack deploy` makes besides services, by the kind its command line names.
-STACK_OBJECTS = ("secret", "config", "network")
+# What `docker stack deploy` makes, by the kind its command line names, in the order an
+# undo removes them: services first (they hold the rest), networks last.
+STACK_OBJECTS = ("service", "secret", "config", "network")
 
 
 def stack_objects(project: str, kind: str) -> list[str]:
@@ -261,11 +262,23 @@ def stack_objects(project: str, kind: str) -> list[str]:
     return ["docker", kind, "ls", "--filter", f"label=com.docker.stack.namespace={project}", "--format", "{{.Name}}"]
 
 
-def remove_objects(objects) -> list[list[str]]:
-    """On the manager: OBJECTS, (kind, name) pairs, removed; networks last (a service being
-    removed may still hold one). What a service still uses is refused by Swarm, and stays."""
-    return [["docker", kind, "rm", *sorted(name for k, name in objects if k == kind)]
-            for kind in STACK_OBJECTS if any(k == kind for k, _ in objects)]
+def remove_objects(objects) -> list[tuple[tuple[str, str], list[str]]]:
+    """On the manager: OBJECTS, (kind, name) pairs, removed one command each (what a service
+    still uses is refused by Swarm, and stays: its command fails), as (object, argv);
+    services first, networks last (a service being removed may still hold one)."""
+    return [((kind, name), ["docker", kind, "rm", name])
+            for kind in STACK_OBJECTS for name in sorted(name for k, name in objects if k == kind)]
+
+
+def inspect_services(names) -> list[str]:
+    """On the manager: services NAMES (full names) as one JSON list: Spec, PreviousSpec, UpdateStatus."""
+    return ["docker", "service", "inspect", *names]
+
+
+def stack_tasks(project: str) -> list[str]:
+    """On the manager: the name (SERVICE.SLOT, or SERVICE.NODE) of each task of stack PROJECT
+    that should run, a line each."""
+    return ["docker", "stack", "ps", project, "--filter", "desired-state=running", "--format", "{{.Name}}"]
 
 
 def rollback_service(project: str, name: str) -> list[str]:

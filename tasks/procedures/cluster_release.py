@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 
 from ..errors import TaskError, last_line, reason
 from ..execution.cluster import ClusterRun
@@ -72,9 +73,11 @@ class SwarmRelease:
         self.s, self.home, self.name = s, s.manager, s.name
         self.nodes_note = f"{', '.join(s.cluster.nodes)}; "
         self.stack_file = str(render.stack_file(s.cluster.name))
-        # The stack's secrets, configs and networks before this run's first `docker stack
-        # deploy` (None: not read, or not deployed yet): what an undo may remove is the rest.
+        # The stack's services, secrets, configs and networks before this run's first `docker
+        # stack deploy` (None: not read, or not deployed yet): what an undo may remove is the
+        # rest. The spec of each of those services then: what an undo rolls back to.
         self.before: set[tuple[str, str]] | None = None
+        self.specs: dict[str, dict] | None = None
         self.stack_deployed = False
         self.env: dict = {}
         self.steps = (("building on every node", self.build), ("bringing the databases up", self.databases),
@@ -176,20 +179,22 @@ class SwarmRelease:
     def stack_deploy(self, d: Deploy, image: str, replicas: int, what: str = "docker stack deploy") -> None:
         if not self.stack_deployed:
             self.before, self.stack_deployed = stack_objects(self.s), True
+            self.specs = service_specs(self.s, self.before)
         d.r.run(plans.deploy_stack(self.stack_file, self.s.project, {
             **self.env, "APP_IMAGE": image, "APP_REPLICAS": str(replicas)}), what=what)
 
     def undo(self, d: Deploy, step: str, where: str, code: int) -> None:
-        """The app back on the image it ran (Swarm does it by itself when a new replica
-        fails; `docker service rollback` when the deploy stopped for another reason), what
-        this run made in Swarm and nothing uses removed, and the new release's directories
-        removed; `current` was never switched. Raises the deploy's one-line error."""
+        """The services this run changed back on what they ran (Swarm does it by itself
+        when a new replica fails; `docker service rollback` when the deploy stopped for
+        another reason), what this run made in Swarm removed (its services first), and the
+        new release's directories removed; `current` was never switched. Raises the
+        deploy's one-line error."""
         try:
-            undo_swarm(self.s, d, self.before)
+            undo_swarm(self.s, d, self.before, self.specs)
         except TaskError as back:
             raise TaskError(f"{where}; undoing it failed too ({reason(back)}): see `inv swarm.status "
                             f"--cluster {self.s.cluster.name}`", code) from None
-        if d.started:
+        if d.started and d.previous:  # a first deploy's app was removed
             raise TaskError(f"{where}; Swarm is rolling the app back to what it ran (see `inv swarm.status "
                             f"--cluster {self.s.cluster.name}`)", code) from None
 
@@ -254,8 +259,8 @@ def prepare_backups(s: ClusterRun, d: Deploy) -> dict:
 
 
 def stack_objects(s: ClusterRun) -> set[tuple[str, str]] | None:
-    """(kind, name) of the stack's secrets, configs and networks now; None if one list
-    could not be read (then nothing is taken for new)."""
+    """(kind, name) of the stack's services, secrets, configs and networks now; None if one
+    list could not be read (then nothing is taken for new)."""
     found = set()
     for kind in plans.STACK_OBJECTS:
         result = s.manager.probe(plans.stack_objects(s.project, kind), anywhere=True)
@@ -387,30 +392,124 @@ def spread(s: ClusterRun, d: Deploy) -> None:
         wait_running(s, d, "djangoapp", d.image, replicas, exactly=True)
 
 
-def undo_swarm(s: ClusterRun, d: Deploy, before: set | None) -> None:
-    status = s.manager.probe(plans.update_status(s.project, "djangoapp"), anywhere=True).stdout.strip()
-    rolling_back = status not in ("", "null") and str(json.loads(status).get("State", "")).startswith("rollback")
-    # Once Swarm rolls back by itself, its previous spec is the failed one: never ask again.
-    if d.started and not rolling_back:
-        s.say(f"rolling the app back to what it ran before {d.release}")
-        s.manager.run(plans.rollback_service(s.project, "djangoapp"), hide=True, anywhere=True,
-                      what="asking Swarm to roll the app back")
-    remove_created(s, before)
+def service_specs(s: ClusterRun, objects: set | None) -> dict[str, dict] | None:
+    """The spec of each service among OBJECTS (as stack_objects reads them), by name; None
+    if they could not be read."""
+    if objects is None:
+        return None
+    names = sorted(name for kind, name in objects if kind == "service")
+    found = inspected(s, names) if names else {}
+    return None if found is None else {name: entry.get("Spec") for name, entry in found.items()}
+
+
+def inspected(s: ClusterRun, names: list[str]) -> dict[str, dict] | None:
+    """What `docker service inspect` says of each of services NAMES that exists, by name;
+    None if it said nothing readable."""
+    result = s.manager.probe(plans.inspect_services(names), anywhere=True)
+    try:
+        return {entry["Spec"]["Name"]: entry for entry in json.loads(result.stdout)}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def update_of(entry: dict) -> str:
+    return str((entry.get("UpdateStatus") or {}).get("State") or "")
+
+
+def undo_swarm(s: ClusterRun, d: Deploy, before: set | None, specs: dict | None) -> None:
+    back = roll_back(s, d, specs)
+    remove_created(s, d, before, back)
     for node in s.nodes.values():
         node.shell(release_plans.remove_trees([node.target.directory / "releases" / d.release]), check=False)
 
 
-def remove_created(s: ClusterRun, before: set | None) -> None:
-    """The secrets, configs and networks this run's `docker stack deploy` made and no
-    service uses (a deploy that stopped half-way leaves them otherwise: a failed one leaves
-    its networks, say); those in use stay, as Swarm refuses their removal."""
+def roll_back(s: ClusterRun, d: Deploy, specs: dict | None) -> list[str]:
+    """Each service that ran before this run and that it changed, asked back on its
+    previous spec (Swarm keeps one: the spec before this run, unless the run changed it
+    twice, as the app's when a new database came and then the new image); one that Swarm
+    rolls back by itself (a failed rolling update) is left to it, its previous spec the
+    failed one. The names of the services rolling back; without SPECS (not read), the app's
+    alone is rolled back, once it was rolled over."""
+    now = inspected(s, sorted(specs)) if specs else {}
+    if specs is None or now is None:
+        status = s.manager.probe(plans.update_status(s.project, "djangoapp"), anywhere=True).stdout.strip()
+        rolling_back = status not in ("", "null") and str(json.loads(status).get("State", "")).startswith("rollback")
+        if d.started and not rolling_back:
+            s.say(f"rolling the app back to what it ran before {d.release}")
+            s.manager.run(plans.rollback_service(s.project, "djangoapp"), hide=True, anywhere=True,
+                          what="asking Swarm to roll the app back")
+        return []
+    by_swarm = [name for name, entry in sorted(now.items()) if update_of(entry).startswith("rollback")]
+    changed = [name for name, entry in sorted(now.items())
+               if name not in by_swarm and entry.get("Spec") != specs.get(name)]
+    if changed:
+        s.say(f"rolling {', '.join(changed)} back to what ran before {d.release}")
+    for name in changed:
+        s.manager.run(plans.rollback_service(s.project, name.removeprefix(f"{s.project}_")), hide=True,
+                      anywhere=True, what=f"asking Swarm to roll {name} back")
+    return by_swarm + changed
+
+
+def remove_created(s: ClusterRun, d: Deploy, before: set | None, back: list[str]) -> None:
+    """What this run's `docker stack deploy` made: its services removed first; then, once
+    their tasks and those of the services rolling BACK should no longer run (Swarm removes a
+    network only then), its secrets, configs and networks, waited for until the manager no
+    longer lists them (a network stays listed there until the containers on it have stopped).
+    What a service still uses is refused by Swarm and stays, named in a warning."""
     after = stack_objects(s) if before is not None else None
     created = sorted(after - before) if after is not None else []
     if not created:
         return
     s.say(f"removing what this deploy made in Swarm: {', '.join(f'{kind} {name}' for kind, name in created)}")
-    for argv in plans.remove_objects(created):
-        s.manager.run(argv, check=False, hide=True, anywhere=True)
+    services = [(kind, name) for kind, name in created if kind == "service"]
+    rest = [entry for entry in created if entry not in services]
+    kept = refused(s, services)
+    if rest and (services or back):
+        settle(s, d, back, [name for _, name in services])
+    kept += refused(s, rest)
+    gone(s, d, [entry for entry in created if entry not in kept])
+    if kept:
+        s.say(f"warning: Swarm kept {', '.join(f'{kind} {name}' for kind, name in kept)}, still in use (see "
+              f"`inv swarm.status --cluster {s.cluster.name}`): once nothing uses it, run on {s.cluster.manager}: "
+              f"`{'; '.join(shlex.join(argv) for _, argv in plans.remove_objects(kept))}`")
+
+
+def refused(s: ClusterRun, objects) -> list[tuple[str, str]]:
+    """OBJECTS removed from Swarm; those it refused to remove."""
+    return [entry for entry, argv in plans.remove_objects(objects)
+            if s.manager.run(argv, check=False, hide=True, anywhere=True).failed]
+
+
+def gone(s: ClusterRun, d: Deploy, removed: list[tuple[str, str]]) -> None:
+    """Until the manager lists none of REMOVED; past the deploy's timeout, a warning."""
+
+    def over():
+        left = stack_objects(s)
+        still = [f"{kind} {name}" for kind, name in removed if left is None or (kind, name) in left]
+        return f"{', '.join(still)} still listed" if still else None
+
+    try:
+        wait(s, d, "what this deploy made in Swarm", over, "did not go")
+    except TaskError as exc:
+        s.say(f"warning: {reason(exc)}")
+
+
+def settle(s: ClusterRun, d: Deploy, back: list[str], removed: list[str]) -> None:
+    """Until the services BACK have rolled back and no task of the services REMOVED should
+    run; past the deploy's timeout, a warning, and the removal goes on."""
+
+    def over():
+        states = inspected(s, back) if back else {}
+        rolling = [name for name, entry in sorted((states or {}).items()) if update_of(entry) == "rollback_started"]
+        tasks = s.manager.probe(plans.stack_tasks(s.project), anywhere=True).stdout.split()
+        stopping = sorted({task.rsplit(".", 1)[0] for task in tasks} & set(removed))
+        why = [*(f"{name} rolling back" for name in rolling), *(f"{name} stopping" for name in stopping)]
+        return "; ".join(why) or None
+
+    try:
+        wait(s, d, "the services this deploy changed", over, "did not settle")
+    except TaskError as exc:
+        s.say(f"warning: {reason(exc)}")
 
 
 def live(s: ClusterRun, timeout: int, then: str) -> tuple[SwarmRelease, Deploy]:

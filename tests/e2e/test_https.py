@@ -200,7 +200,22 @@ def test_a_real_browser_loads_the_admin_login_over_https(site, tmp_path):
 def test_check_deploy_is_clean_and_doctor_names_the_certificate(site):
     check = site.inv("manage", "--host", "web", "--", "check", "--deploy", "--fail-level", "WARNING")
     assert "System check identified no issues" in check.stdout, check.stdout
+    # What an interrupted backup transfer leaves in the host's backups folder: named, with
+    # its size, age and the command that removes it.
+    backups = site.dir / "shared" / "backups"
+    backups.mkdir(exist_ok=True)
+    leftover = backups / ".hello_media_volume_20261205T101500Z.tar.zst.tmp"
+    leftover.write_bytes(b"\0" * 4096)
+    try:
+        found = site.inv("doctor", "--host", "web", check=False)
+    finally:
+        leftover.unlink()
+    assert found.returncode == 1, found.stdout
+    assert re.search(rf"FAIL {re.escape(str(leftover))} on web \(4\.0 KiB, last written \d+ min \d+ s ago\): left by "
+                     r"an interrupted backup or transfer", found.stdout), found.stdout
+    assert f"`rm -f -- {leftover}`" in found.stdout, found.stdout
     doctor = site.inv("doctor", "--host", "web").stdout
+    assert "no unfinished file in" in doctor, doctor
     assert re.search(r"ok +certificate for hello\.test, www\.hello\.test from Pebble Intermediate CA \w+, serial \w+, \d+ day\(s\) left",
                      doctor), doctor
 

@@ -247,6 +247,61 @@ def test_a_deploy_whose_migration_fails_leaves_the_live_release_serving_and_noth
     assert not (node1.dir / "srv/.deploy-lock").exists()
 
 
+def swarm_objects(node1) -> dict[str, set[str]]:
+    """Every service, secret, config and network of the swarm (of any stack, or none)."""
+    return {kind: set(node1.docker(kind, "ls", "--format", "{{.Name}}").stdout.split())
+            for kind in ("service", "secret", "config", "network")}
+
+
+def test_a_deploy_that_adds_a_database_and_fails_leaves_no_service_secret_config_or_network_it_made(cluster):
+    node1, node2 = cluster.nodes
+    listed = cluster.inv("releases", "--cluster", "prod").stdout
+    images, objects = {image for _, _, image in replicas(node1)}, swarm_objects(node1)
+    stack_toml, secret = cluster.root / "config/stack.toml", cluster.root / "config/secrets/database2_password"
+    kept = stack_toml.read_text()
+    broken = cluster.root / "hello/notes/migrations/0002_broken.py"
+    try:
+        cluster.inv("db.add", "database2")
+        cluster.inv("swarm.init", "--cluster", "prod", timeout=300)  # node1 labelled for database2
+        broken.write_text("from django.db import migrations\n\n\ndef fail(apps, schema_editor):\n"
+                          "    raise RuntimeError('a broken migration')\n\n\n"
+                          "class Migration(migrations.Migration):\n    dependencies = [('notes', '0001_initial')]\n"
+                          "    operations = [migrations.RunPython(fail)]\n")
+        started = time.time()
+        with Load(f"http://127.0.0.1:{PORT}", ["nsenter", f"--net={node1.netns}"]) as seen:
+            result = cluster.inv("deploy", "--cluster", "prod", check=False, timeout=1800)
+        took = time.time() - started
+    finally:
+        broken.unlink(missing_ok=True)
+        stack_toml.write_text(kept)
+        secret.unlink(missing_ok=True)
+        cluster.inv("render")
+    print(result.stdout, result.stderr)
+    failed = sum(seen.wrk_errors.values()) + seen.non_2xx
+    record("failed-database-deploy", {"requests": seen.requests, "failed": failed, "longest_gap_s": seen.longest_gap,
+                                      "probe_failures_s": [[round(at - started, 1), status, body]
+                                                           for at, status, body in seen.probe_failures],
+                                      "deploy_s": round(took, 1)})
+    # It failed after `docker stack deploy` made database2's service, network and secrets.
+    assert result.returncode == 1 and "running the release phase" in result.stderr, (result.stdout, result.stderr)
+    assert f"service {PROJECT}_database2" in result.stdout and f"network {PROJECT}_database2_network" in result.stdout
+    assert "warning" not in result.stdout, result.stdout  # Swarm refused to remove none of it
+    # Nothing it made is left in the swarm; the live release serves on, as it was, and
+    # served every request meanwhile.
+    assert swarm_objects(node1) == objects
+    assert cluster.inv("releases", "--cluster", "prod").stdout == listed
+    running = replicas(node1)
+    assert len(running) == 2 and all(state == "running" for _, state, _ in running), running
+    assert {image for _, _, image in running} == images, running
+    assert page(node1)[0] == 200 and page(node2)[0] == 200
+    assert seen.requests > 100 and failed == 0, seen.wrk_output
+    # /healthz said 503 (a database unreachable) while database1 restarted: its secret's
+    # name is a digest of every app secret, so database2's changes it, and the undo puts the
+    # old one back; never a gateway error, and the page itself failed no request.
+    assert all(status == 503 for _, status, _ in seen.probe_failures), seen.probe_failures
+    assert seen.longest_gap < 15, seen.longest_gap
+
+
 def test_a_lost_node_leaves_the_site_up_and_its_replica_restarts_on_the_other(cluster):
     node1, node2 = cluster.nodes
     first = node_id(node1)
