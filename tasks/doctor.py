@@ -8,6 +8,7 @@ from .errors import last_line
 from .execution.files import unfinished_in
 from .execution.runner import compose_problem, engine_problem
 from .plans import archives, compose
+from .plans import release as release_plans
 from .procedures.backups import _age, _size
 from .procedures.dumps import loads_left
 from .procedures.site import certificate, describe
@@ -153,11 +154,32 @@ def check_unfinished_backups(r):
             for name, size, age in found] or (True, f"no unfinished file in {r.backups}", None)
 
 
+def check_app_python(r):
+    """[app] python, the app image's Python and the app's own virtualenv's (each that is
+    here) agree: a lock made for one Python installs another set on the next (or none)."""
+    wanted = r.stack.app.python
+    image = release_plans.image(r.project, "latest")  # what `inv build` and `inv up` make here
+    found = {}
+    if r.probe(["docker", "image", "inspect", image]).ok:
+        found[f"the image {image}"] = r.probe(["docker", "run", "--rm", "--network", "none", "--entrypoint", "python",
+                                               image, "-c", PYTHON_VERSION]).stdout.strip()
+    venv = r.root / ".venv-app/bin/python"
+    if venv.exists():
+        found[".venv-app"] = r.probe([str(venv), "-c", PYTHON_VERSION]).stdout.strip()
+    differ = [f"{where} has Python {version or '(none)'}" for where, version in found.items() if version != wanted]
+    if differ:
+        return (False, f"[app] python = \"{wanted}\" but {' and '.join(differ)}",
+                "`inv build` makes the image again with [app] python, `inv venv` the virtualenv")
+    return True, f"Python {wanted} ([app] python) in {' and '.join(found) or 'what is built so far (nothing yet)'}", None
+
+
 CHECKS = {"engine": check_engine, "certificate": check_certificate, "compose": check_compose, "builder": check_builder, "port": check_port,
           "env_files": check_env_files, "rendered": check_rendered,
           "interrupted_restores": check_interrupted_restores, "interrupted_loads": check_interrupted_loads,
-          "unfinished_files": check_unfinished_files, "unfinished_backups": check_unfinished_backups}
-NEEDS_ENGINE = {"port", "builder", "certificate", "interrupted_restores", "interrupted_loads"}
+          "unfinished_files": check_unfinished_files, "unfinished_backups": check_unfinished_backups,
+          "app_python": check_app_python}
+NEEDS_ENGINE = {"port", "builder", "certificate", "interrupted_restores", "interrupted_loads", "app_python"}
+PYTHON_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
 
 
 @stack_task()
@@ -167,7 +189,8 @@ def doctor(r):
     The engine, Compose, buildx, env and secret files, generated files, port, certificate and
     leftovers; a failing check says how to fix it.
 
-    Here: everything but the certificate, and what a killed task left (a restore's safety
+    Here: everything but the certificate, that [app] python is the image's and the app
+    virtualenv's Python, and what a killed task left (a restore's safety
     copy in a volume, a load's copies of a database, an unfinished file). On a host (--host): the engine, Compose, buildx,
     the certificate the front serves (names, issuer, days left; under 14 days warns) and what
     a killed task left in the volumes and databases there, and in its backups folder (each

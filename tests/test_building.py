@@ -64,10 +64,12 @@ failed to solve: executor failed running [/bin/sh -c python /build/requirements.
                 'Debian packages it needs to [app] build_packages in config/stack.toml (e.g. "build-essential" and '
                 'the -dev package with libpq-fe.h), then build again'),
     (NO_BASE_IMAGE, 'the base image python:3.14-slim could not be had (no registry answers, or no such tag): it comes '
-                    'from [app] python = "3.13" (or [app] python_image, or PYTHON_IMAGE)'),
+                    'from the PYTHON_IMAGE variable'),
+    (NO_BASE_IMAGE.replace("3.14", "3.13"), 'the base image python:3.13-slim could not be had (no registry answers, or '
+                                            'no such tag): it comes from [app] python = "3.13"'),
     (REFUSED, "mysite/requirements.txt line 3: -e ./vendor/lib: a local path is not in the image's build"),
     ("#5 ERROR: something nobody planned for\nfailed to solve: exit code: 1\n", None),
-], ids=["python", "compiler", "header", "base-image", "refused", "unknown"])
+], ids=["python", "compiler", "header", "base-image-variable", "base-image", "refused", "unknown"])
 def test_a_failed_build_is_read_back_as_what_to_change(output, expected):
     assert building.why(output, APP) == expected
 
@@ -84,3 +86,11 @@ def test_the_build_raises_that_line_or_the_exit_status_when_the_cause_is_unknown
     with pytest.raises(TaskError, match=message):
         building.build_app(r, "building")
     assert conn.commands[-1] == build
+
+
+def test_a_base_image_named_by_python_image_is_said_so():
+    app = App(path="mysite", settings="mysite.settings", wsgi="mysite.wsgi:application", python="3.13",
+              python_image="pyhton:3.13-slim", requirements="mysite/requirements.txt")
+    output = NO_BASE_IMAGE.replace("library/python:3.14-slim", "library/pyhton:3.13-slim")
+    assert building.why(output, app) == ('the base image pyhton:3.13-slim could not be had (no registry answers, or no '
+                                         'such tag): it comes from [app] python_image = "pyhton:3.13-slim"')

@@ -9,6 +9,10 @@ from tasks.errors import TaskError
 from tasks.plans import archives
 from tasks.plans import rollout as rollout_plans
 from tasks.source import settings
+from tasks.execution.runner import Runner
+from tasks.execution.targets import LocalTarget
+from tasks.source.stack import loads
+from tests.fakes import Recorder
 from tests.stacks import COMMITTED
 
 COMPOSE = "docker compose --project-name hello"
@@ -226,6 +230,25 @@ NO_LEFTOVERS = {VOLUMES: Result(""), LOADS: Result("database1\n")}
 
 
 class TestDoctor:
+    @pytest.mark.parametrize("image, venv, line", [
+        (None, None, "ok   Python 3.11 ([app] python) in what is built so far (nothing yet)"),
+        ("3.11", "3.11", "ok   Python 3.11 ([app] python) in the image hello-djangoapp:latest and .venv-app"),
+        ("3.13", None, 'FAIL [app] python = "3.11" but the image hello-djangoapp:latest has Python 3.13'),
+        ("3.11", "3.12", 'FAIL [app] python = "3.11" but .venv-app has Python 3.12'),
+    ])
+    def test_the_apps_python_is_the_images_and_its_virtualenvs(self, tmp_path, capsys, image, venv, line):
+        run = "docker run --rm --network none --entrypoint python hello-djangoapp:latest -c " + shlex.quote(doctor.PYTHON_VERSION)
+        answers = {"docker image inspect hello-djangoapp:latest": Result("[]") if image else Result(exited=1),
+                   run: Result(f"{image}\n")}
+        if venv:
+            (tmp_path / ".venv-app/bin").mkdir(parents=True)
+            (tmp_path / ".venv-app/bin/python").touch()
+            answers[f"{tmp_path}/.venv-app/bin/python -c " + shlex.quote(doctor.PYTHON_VERSION)] = Result(f"{venv}\n")
+        r = Runner(LocalTarget(Recorder(answers), loads(COMMITTED), root=tmp_path))
+        ok, message, fix = doctor.check_app_python(r)
+        assert f"{'ok  ' if ok else 'FAIL'} {message}" == line
+        assert ok or fix == "`inv build` makes the image again with [app] python, `inv venv` the virtualenv"
+
     def test_reports_every_failure_with_a_fix(self, mock_c, capsys):
         c = mock_c({
             "docker version --format '{{.Server.Version}}'": Result(exited=1, stderr="Cannot connect\n"),
@@ -243,7 +266,7 @@ class TestDoctor:
         # Only the engine's answers count: not what this checkout holds (its settings files
         # exist once a stack ran here, a killed task may have left a file, its generated files
         # may be edited), nor its git-ignored .env (another project name or port).
-        for name in ("env_files", "rendered", "unfinished_files"):
+        for name in ("env_files", "rendered", "unfinished_files", "app_python"):
             monkeypatch.setitem(doctor.CHECKS, name, lambda r, name=name: (True, f"{name} as expected", None))
         monkeypatch.setattr(settings, "compose_variables", lambda root, environ=None: {})
         c = mock_c({"docker buildx version": Result(exited=1, stderr="docker: 'buildx' is not a docker command.\n"),
@@ -254,7 +277,10 @@ class TestDoctor:
         assert "FAIL buildx is not installed: every build warns and falls back to Compose's own builder" in out
         assert "fix: install the buildx plugin (docker-buildx-plugin" in out
 
-    def test_what_killed_tasks_left_is_named_one_line_each_with_the_task_that_settles_it(self, mock_c, capsys):
+    def test_what_killed_tasks_left_is_named_one_line_each_with_the_task_that_settles_it(self, mock_c, capsys,
+                                                                                          monkeypatch):
+        # What this checkout built (an image, the app's virtualenv) is not what this test is about.
+        monkeypatch.setitem(doctor.CHECKS, "app_python", lambda r: (True, "app_python as expected", None))
         config = ('{"services": {"djangoapp": {"image": "hello-djangoapp:latest"}, '
                   '"database1": {"image": "postgres:15"}}}')
         c = mock_c({

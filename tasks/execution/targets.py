@@ -87,8 +87,8 @@ class LocalTarget(Target):
     name = "local"
     on = ""
     host_flag = ""
-    doctor_checks = ("engine", "compose", "builder", "port", "env_files", "rendered", "interrupted_restores",
-                     "interrupted_loads", "unfinished_files")
+    doctor_checks = ("engine", "compose", "builder", "port", "env_files", "rendered", "app_python",
+                     "interrupted_restores", "interrupted_loads", "unfinished_files")
 
     def __init__(self, c, stack: Stack, root: Path = ROOT, env=None):
         super().__init__()

@@ -44,8 +44,10 @@ def why(output: str, app) -> str | None:
                 f"in config/stack.toml (e.g. {example}), then build again")
     image = BASE_IMAGE.search(text)
     if image and MISSING_BASE.search(text[image.start():]):
-        return (f"the base image {image.group(1)} could not be had (no registry answers, or no such tag): "
-                f"it comes from [app] python = \"{app.python}\" (or [app] python_image, or PYTHON_IMAGE)")
+        name = image.group(1)
+        source = (f"[app] python_image = \"{app.python_image}\"" if name == app.python_image else
+                  f"[app] python = \"{app.python}\"" if name == app.image else "the PYTHON_IMAGE variable")
+        return f"the base image {name} could not be had (no registry answers, or no such tag): it comes from {source}"
     refused = REFUSED.findall(text)
     for line in refused:
         if "compose build failed" not in line and "failed to solve" not in line:

@@ -330,6 +330,22 @@ def test_a_python_the_image_does_not_have_is_refused_in_one_line(twelve):
 
 
 @BESIDE
+def test_a_base_image_nobody_has_is_named_in_one_line_with_its_key(twelve):
+    stack_toml = twelve.root / "config/stack.toml"
+    saved = stack_toml.read_text()
+    try:
+        stack_toml.write_text(saved.replace('python = "3.13"', 'python = "3.13"\npython_image = "local/no-such-python:3.13"'))
+        twelve.inv("render")
+        result = twelve.inv("build", check=False, timeout=600, env={"PYTHON_IMAGE": ""})
+        assert result.returncode != 0
+        assert ("the base image local/no-such-python:3.13 could not be had (no registry answers, or no such tag): "
+                'it comes from [app] python_image = "local/no-such-python:3.13"') in result.stderr, result.stderr[-2000:]
+    finally:
+        stack_toml.write_text(saved)
+        twelve.inv("render")
+
+
+@BESIDE
 def test_the_fast_tests_stay_green_after_a_project_is_adopted(tmp_path):
     """The repository's own fast tests, run where another project is the app: they use
     fixtures of their own, never the live config/stack.toml or the app's folder."""
