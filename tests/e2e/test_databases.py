@@ -39,7 +39,7 @@ def test_db_add_up_serves_both_databases(s):
     result = s.inv("db.add", "database2", "--up")
     assert "Database database2 is up and migrated." in result.stdout
     assert s.health_inside() == (200, {"status": "ok", "databases": {"database1": "ok", "database2": "ok"}})
-    assert "DJANGO_DATABASES: database1,database2" in (s.root / "docker-compose.yml").read_text()
+    assert 'DJANGO_DATABASES: "database1,database2"' in (s.root / "docker-compose.yml").read_text()
     assert (s.root / "config/secrets/database2_password").stat().st_mode & 0o777 == 0o600
 
 
