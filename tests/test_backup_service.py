@@ -399,6 +399,36 @@ class TestLockedRepository:
         assert len(fake.argv) == 2
         assert "the repository is locked by another run (Fatal: unable to create lock" in capsys.readouterr().err
 
+    def test_a_backup_waits_for_a_lock_that_restic_reports_on_several_lines(self, script, monkeypatch, capsys):
+        """restic 0.14's lock error ends with its hint about `unlock`: the backup still sees
+        the lock in it, waits, and goes on (two hosts backing up to one repository at once)."""
+        error = ("unable to create lock in backend: repository is already locked exclusively by PID 7 on web by root\n"
+                 "lock was created at 2026-12-06 02:30:01 (1.2s ago)\nstorage ID 1a2b3c4d\n"
+                 "the `unlock` command can be used to remove stale locks\n")
+        summary = {"snapshot_id": "abcdef0123456789"}
+        attempts, real_once = iter([script.Locked(error), summary]), script.backup_once
+
+        def once(paths, files_from):
+            outcome = next(attempts)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
+        monkeypatch.setattr(script, "backup_once", once)
+        monkeypatch.setattr(script.time, "sleep", lambda seconds: None)
+        assert script.backup_with_progress(["/backup/dumps"], "/tmp/files") == summary
+        assert ("the repository is locked by another run (unable to create lock in backend: repository is already "
+                "locked exclusively by PID 7 on web by root)") in capsys.readouterr().err
+        # What restic printed reaches the wait whole, the lock's line with it.
+        programs(script, monkeypatch, run_answers(script, summary={}, backup_code=1, stderr=error))
+        with pytest.raises(script.Locked) as locked:
+            real_once(["/backup/dumps"], "/tmp/files")
+        assert "is already locked exclusively by PID 7" in str(locked.value)
+        monkeypatch.setattr(script, "LOCK_WAIT", 0)
+        attempts = iter([script.Locked(error)])
+        with pytest.raises(script.Failed, match=r"^restic backup: unable to create lock in backend: repository is "
+                                                r"already locked exclusively by PID 7 on web by root$"):
+            script.backup_with_progress(["/backup/dumps"], "/tmp/files")
+
     def test_waiting_ends_when_the_time_is_up(self, script, monkeypatch):
         monkeypatch.setattr(script, "LOCK_WAIT", 0)
         programs(script, monkeypatch, {("restic", "check"): (1, "", "Fatal: repository is already locked\n")})

@@ -232,6 +232,12 @@ def restic(*args, capture=True, check=True, stdout=None):
     return result
 
 
+def lock_line(text: str) -> str:
+    """The line of restic's error that says who holds the lock (it ends with a hint about
+    `unlock`, which is not what went wrong)."""
+    return next((line.strip() for line in text.splitlines() if LOCKED in line), last_line(text))
+
+
 def lock_waits():
     """For a command that may find the repository locked by another place's run: yields a
     WAIT(stderr) to call after each failed attempt, which sleeps and says True when the
@@ -243,7 +249,7 @@ def lock_waits():
         text = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr or ""
         if LOCKED not in text or time.monotonic() + delay > deadline:
             return False
-        print(f"the repository is locked by another run ({last_line(text)}): trying again in {delay:.0f} s",
+        print(f"the repository is locked by another run ({lock_line(text)}): trying again in {delay:.0f} s",
               file=sys.stderr, flush=True)
         time.sleep(delay)
         delay = min(delay * 2, 60.0)
@@ -445,7 +451,7 @@ def backup_with_progress(paths, files_from):
             return backup_once(paths, files_from)
         except Locked as exc:
             if not wait(str(exc)):
-                raise Failed(f"restic backup: {exc}") from None
+                raise Failed(f"restic backup: {lock_line(str(exc))}") from None
 
 
 class Locked(Exception):
@@ -474,7 +480,7 @@ def backup_once(paths, files_from):
             unread.append(f"{message.get('item', '?')}: {detail}")
     error = process.stderr.read()
     if process.wait() != 0 and not summary and LOCKED in error:
-        raise Locked(last_line(error))
+        raise Locked(error)  # whole: its last line is restic's hint, not the lock
     if process.returncode != 0 and summary.get("snapshot_id"):
         # Exit 3: some file could not be read, and restic wrote a snapshot without it. An
         # incomplete snapshot must never become `latest`.
