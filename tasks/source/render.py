@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from .schedules import schedules_variable
 from .stack import APP_ROLE, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
 
 TEMPLATES = ROOT / "config" / "templates"
@@ -69,6 +70,7 @@ def django_environment(stack: Stack) -> dict[str, str]:
             "STACK_APP_WSGI": app.wsgi,
             **({"STACK_APP_ENV": json.dumps(dict(app.env), separators=(",", ":"))} if app.env else {}),
             **({"STACK_DATABASE_APPS": routed} if routed else {}),
+            **({"STACK_SCHEDULES": schedules_variable(stack.schedules)} if stack.schedules else {}),
             "DJANGO_DATABASES": ",".join(db.name for db in stack.databases),
             "DJANGO_SECRET_KEY_FILE": f"/run/secrets/{DJANGO_SECRET}",
             **{f"{db.password_variable}_FILE": f"/run/secrets/{db.secret_name}" for db in stack.databases}}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import StackError
 from . import values
+from .schedules import Schedule, parse_schedules
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -422,6 +423,7 @@ class Stack:
     backups: Backups | None = None
     clusters: dict = field(default_factory=dict)
     app: App = App()
+    schedules: tuple[Schedule, ...] = ()
 
     def database(self, name: str) -> Database:
         """The database called NAME, or whose Django alias is NAME (`default`)."""
@@ -492,7 +494,7 @@ TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists
           "app": "a table (path, settings, wsgi, python, requirements, ...)"}
 
 
-TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app"}
+TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app", "schedules"}
 PROJECT_KEYS = {"name", "http_port", "client_max_body_size"}
 DATABASE_KEYS = {"name", "apps"}
 APP_KEYS = {"path", "settings", "wsgi", "python", "python_image", "requirements", "build_packages", "packages", "env"}
@@ -576,8 +578,9 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
                     for cluster, entry in data.get("clusters", {}).items()}
         for cluster in clusters.values():
             check_swarm_names(cluster.name, hosts[cluster.manager].project or name, databases, backups is not None)
+        schedules = parse_schedules(data.get("schedules", []))
     return Stack(project=name, http_port=http_port, client_max_body_size=body, databases=databases,
-                 hosts=hosts, groups=groups, backups=backups, clusters=clusters, app=app)
+                 hosts=hosts, groups=groups, backups=backups, clusters=clusters, app=app, schedules=schedules)
 
 
 HOST_KEYS = {"address", "user", "port", "identity_file", "known_hosts", "directory", "http_port", "project"}

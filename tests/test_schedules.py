@@ -1,0 +1,105 @@
+"""[[schedules]]: what config/stack.toml may say, the one-line refusals of what it may not, and
+the scheduler process and environment a stack with schedules gets."""
+import json
+
+import pytest
+
+from tasks.errors import StackError
+from tasks.source import render
+from tasks.source.schedules import Schedule, parse_schedules, scheduler_process, schedules_variable
+from tasks.source.stack import loads
+from tests.stacks import COMMITTED, stack
+
+CLEAR = '\n[[schedules]]\nname = "clearsessions"\ncron = "17 3 * * *"\ncommand = ["clearsessions"]\n'
+REPORT = ('\n[[schedules]]\nname = "report"\ncron = "0 * * * *"\n'
+          'command = ["check", "--deploy", "--fail-level=WARNING"]\ntimeout = 120\n')
+
+
+class TestParsing:
+    def test_a_stack_without_schedules_has_none(self):
+        assert stack().schedules == ()
+
+    def test_each_entry_becomes_a_schedule_in_order_with_the_default_timeout(self):
+        assert stack(CLEAR, REPORT).schedules == (
+            Schedule("clearsessions", "17 3 * * *", ("clearsessions",), 3600),
+            Schedule("report", "0 * * * *", ("check", "--deploy", "--fail-level=WARNING"), 120))
+
+    @pytest.mark.parametrize("entry, message", [
+        ({"cron": "* * * * *", "command": ["x"]}, "[[schedules]] entry 1 needs name"),
+        ({"name": "a", "command": ["x"]}, "[[schedules]] entry 1 needs cron"),
+        ({"name": "a", "cron": "* * * * *"}, "[[schedules]] entry 1 needs command"),
+        ({"name": "A b", "cron": "* * * * *", "command": ["x"]},
+         "[[schedules]] name 'A b' is not valid: lowercase letters, digits and underscores"),
+        ({"name": "a" * 31, "cron": "* * * * *", "command": ["x"]}, "is too long (31 characters; at most 30)"),
+        ({"name": 5, "cron": "* * * * *", "command": ["x"]}, "[[schedules]] name 5 is not valid"),
+        ({"name": "a", "cron": "* * * *", "command": ["x"]}, "[[schedules]] a cron '* * * *' is not valid: five"),
+        ({"name": "a", "cron": "61 * * * *", "command": ["x"]}, "the minute 61 is outside 0-59"),
+        ({"name": "a", "cron": "* * * * *", "command": "clearsessions"},
+         "[[schedules]] a command 'clearsessions' is not valid: a list of manage.py arguments"),
+        ({"name": "a", "cron": "* * * * *", "command": []}, "[[schedules]] a command [] is not valid"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x"] * 51}, "(1 to 50 strings)"),
+        ({"name": "a", "cron": "* * * * *", "command": ["--help"]},
+         "[[schedules]] a command '--help' is not valid: it starts with a management command's name"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x", "a b"]},
+         "[[schedules]] a command argument 'a b' is not valid: letters, digits and _@%+=:,./- only"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x", "$(id)"]}, "argument '$(id)' is not valid"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x", "it's"]}, "argument \"it's\" is not valid"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x", "a\nb"]}, "argument 'a\\nb' is not valid"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x", 3]}, "argument 3 is not valid"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x", "--settings=evil"]},
+         "[[schedules]] a command argument '--settings=evil' is not allowed: the stack sets the settings"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x", "--pythonpath", "/tmp"]}, "'--pythonpath' is not allowed"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x"], "timeout": 0},
+         "[[schedules]] a timeout 0 is not valid: a whole number from 1 to 86400"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x"], "timeout": 86401}, "from 1 to 86400"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x"], "timeout": True}, "timeout True is not valid"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x"], "timeout": "60"}, "timeout '60' is not valid"),
+        ({"name": "a", "cron": "* * * * *", "command": ["x"], "every": 5},
+         "[[schedules]] a: unknown setting(s) 'every' (known: command, cron, name, timeout)"),
+        ("clearsessions", "[[schedules]] entry 1 'clearsessions' is not valid: a table with name, cron and command"),
+    ], ids=lambda v: v if isinstance(v, str) else None)
+    def test_a_bad_entry_is_refused_in_one_line(self, entry, message):
+        with pytest.raises(StackError) as raised:
+            parse_schedules([entry])
+        assert message in str(raised.value)
+        assert "\n" not in str(raised.value)
+
+    def test_two_schedules_of_one_name_are_refused(self):
+        entry = {"name": "a", "cron": "* * * * *", "command": ["x"]}
+        with pytest.raises(StackError, match=r"\[\[schedules\]\] name 'a' is used twice"):
+            parse_schedules([entry, entry])
+
+    def test_schedules_that_are_not_an_array_of_tables_are_refused(self):
+        with pytest.raises(StackError, match=r"config/stack.toml: schedules 'x' is not valid: \[\[schedules\]\] tables"):
+            loads('schedules = "x"\n' + COMMITTED)
+
+    def test_the_file_names_itself_in_a_refusal(self):
+        with pytest.raises(StackError, match=r"^config/stack.toml: \[\[schedules\]\] clearsessions cron"):
+            stack(CLEAR.replace("17 3 * * *", "daily"))
+
+
+class TestScheduler:
+    def test_is_a_singleton_with_a_heartbeat_given_the_longest_timeout_and_ten_seconds_to_stop(self):
+        process = scheduler_process(stack(REPORT, CLEAR + "timeout = 60\n").schedules)
+        assert (process.name, tuple(process.command), process.replicas, process.singleton, process.stop_signal,
+                process.stop_grace_period, process.health) == (
+            "scheduler", ("/app/scheduler/bin/python", "/app/stack/djangostack/scheduler.py"), 1, True, "SIGTERM",
+            130, "heartbeat")
+
+    def test_its_grace_period_stays_within_the_engines_hour(self):
+        assert scheduler_process(parse_schedules([{"name": "a", "cron": "* * * * *", "command": ["x"],
+                                                   "timeout": 86400}])).stop_grace_period == 3600
+
+    def test_reads_its_schedules_as_compact_json(self):
+        assert json.loads(schedules_variable(stack(REPORT).schedules)) == [
+            {"name": "report", "cron": "0 * * * *", "command": ["check", "--deploy", "--fail-level=WARNING"],
+             "timeout": 120}]
+
+
+class TestEnvironment:
+    def test_the_app_and_its_processes_get_the_schedules_when_there_are_some(self):
+        assert render.django_environment(stack(CLEAR))["STACK_SCHEDULES"] == (
+            '[{"name":"clearsessions","cron":"17 3 * * *","command":["clearsessions"],"timeout":3600}]')
+
+    def test_nothing_changes_without_schedules(self):
+        assert "STACK_SCHEDULES" not in render.django_environment(stack())
