@@ -1,8 +1,10 @@
 """[[schedules]]: what config/stack.toml may say, the one-line refusals of what it may not, and
 the scheduler process and environment a stack with schedules gets."""
 import json
+import subprocess
 
 import pytest
+import yaml
 
 from tasks.errors import StackError
 from tasks.source import render
@@ -103,3 +105,60 @@ class TestEnvironment:
 
     def test_nothing_changes_without_schedules(self):
         assert "STACK_SCHEDULES" not in render.django_environment(stack())
+
+
+class TestRendering:
+    def test_the_image_gets_the_scheduler_s_own_virtualenv_and_state_folder_only_with_schedules(self):
+        plain = render.rendered(stack())[render.DOCKERFILE]
+        scheduled = render.rendered(stack(CLEAR))[render.DOCKERFILE]
+        assert "scheduler" not in plain
+        builder, runtime = scheduled.split("\nFROM ${PYTHON_IMAGE}\n")
+        assert ("COPY config/app/scheduler-requirements.txt /build/\n"
+                "RUN python -m venv --without-pip /app/scheduler \\\n"
+                " && python -m pip --python /app/scheduler/bin/python install --no-deps --require-hashes \\\n"
+                "      --requirement /build/scheduler-requirements.txt\n") in builder
+        assert ("COPY --from=builder /app/.venv /app/.venv\n"
+                "COPY --from=builder /app/scheduler /app/scheduler\n") in runtime
+        assert "RUN mkdir -p /var/lib/stack-scheduler \\\n && chown app:app /var/lib/stack-scheduler\n" in runtime
+        # Without the block the two files are the same, line for line.
+        kept = [line for line in scheduled.splitlines() if line not in plain.splitlines()]
+        assert len(kept) == len(scheduled.splitlines()) - len(plain.splitlines())
+
+    def test_the_compose_file_gets_the_state_volume_only_with_schedules(self):
+        assert "scheduler_state" in yaml.safe_load(render.rendered(stack(CLEAR))[render.COMPOSE_FILE])["volumes"]
+        assert "scheduler_state" not in yaml.safe_load(render.rendered(stack())[render.COMPOSE_FILE])["volumes"]
+
+    @staticmethod
+    def secrets_init(tmp_path, document, given):
+        """The rendered secrets-init script run for real (sh, as root) on the files GIVEN;
+        what the app's secrets folder holds then."""
+        script = yaml.safe_load(render.rendered(document)[render.COMPOSE_FILE])["services"]["secrets-init"]
+        script = script["entrypoint"][2]
+        folders = {name: tmp_path / name for name in ("in", "out", "backup-out")}
+        for folder in folders.values():
+            folder.mkdir(exist_ok=True)
+            for old in folder.iterdir() if folder.name == "in" else ():
+                old.unlink()
+        for name in given:
+            (folders["in"] / name).write_text("json://hooks.example.com/x\n" if name == "backup_notify" else "s\n")
+        script = script.replace("$$", "$").replace("/backup-out", str(folders["backup-out"]))
+        script = script.replace("/out", str(folders["out"])).replace("/in/", f"{folders['in']}/")
+        subprocess.run(["sh", "-ec", script], check=True, capture_output=True)
+        return {p.name: (p.stat().st_mode & 0o777, p.stat().st_uid) for p in folders["out"].iterdir()}
+
+    def test_secrets_init_gives_the_scheduler_the_backups_notify_urls_and_takes_them_back(self, tmp_path):
+        backups = '\n[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/restic/hello"\n'
+        given = ["django_secret_key", "database1_password", "restic_password"]
+        assert self.secrets_init(tmp_path, stack(CLEAR, backups), [*given, "backup_notify"]) == {
+            "django_secret_key": (0o400, 10001), "database1_password": (0o400, 10001), "notify": (0o400, 10001)}
+        assert (tmp_path / "out" / "notify").read_text() == "json://hooks.example.com/x\n"
+        # Notifications no longer set up: the file goes.
+        assert "notify" not in self.secrets_init(tmp_path, stack(CLEAR, backups), given)
+        # Schedules removed: the app keeps no notify URLs (the backups' own copy stays theirs).
+        self.secrets_init(tmp_path, stack(CLEAR, backups), [*given, "backup_notify"])
+        assert "notify" not in self.secrets_init(tmp_path, stack(backups), [*given, "backup_notify"])
+        assert (tmp_path / "backup-out" / "notify").exists()
+
+    def test_secrets_init_gives_no_notify_urls_without_backups_set_up(self, tmp_path):
+        assert sorted(self.secrets_init(tmp_path, stack(CLEAR), ["django_secret_key", "database1_password"])) == [
+            "database1_password", "django_secret_key"]

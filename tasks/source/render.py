@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .schedules import schedules_variable
-from .stack import APP_ROLE, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
+from .stack import APP_ROLE, BACKUP_NOTIFY, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
 
 TEMPLATES = ROOT / "config" / "templates"
 COMPOSE_FILE = Path("docker-compose.yml")
@@ -144,6 +144,8 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "backup_place": place,
         "app": stack.app,
         "app_command": APP_COMMAND,
+        "schedules": stack.schedules,
+        "backup_notify": BACKUP_NOTIFY,
     }
     files = {
         DOCKERFILE: _render(env, "Dockerfile.j2", **values),
