@@ -1,16 +1,23 @@
 """[[schedules]]: what config/stack.toml may say, the one-line refusals of what it may not, and
 the scheduler process and environment a stack with schedules gets."""
 import json
+import shlex
 import subprocess
 
 import pytest
 import yaml
 
-from tasks.errors import StackError
+from invoke import MockContext, Result
+
+from tasks import cli, schedule
+from tasks.errors import StackError, TaskError
+from tasks.plans import schedules as plans_schedules
 from tasks.source import render
 from tasks.source.schedules import Schedule, parse_schedules, scheduler_process, schedules_variable
 from tasks.source.stack import loads
-from tests.stacks import COMMITTED, stack
+from tests.stacks import COMMITTED, PROD, stack
+from tests.test_backup_procedures import ALWAYS, ENGINE, OK, commands
+from tests.test_backup_tasks import COMPOSE, Connection
 
 CLEAR = '\n[[schedules]]\nname = "clearsessions"\ncron = "17 3 * * *"\ncommand = ["clearsessions"]\n'
 REPORT = ('\n[[schedules]]\nname = "report"\ncron = "0 * * * *"\n'
@@ -162,3 +169,101 @@ class TestRendering:
     def test_secrets_init_gives_no_notify_urls_without_backups_set_up(self, tmp_path):
         assert sorted(self.secrets_init(tmp_path, stack(CLEAR), ["django_secret_key", "database1_password"])) == [
             "database1_password", "django_secret_key"]
+
+
+class TestStatusReport:
+    DOC = {"stale": False, "updated": "2026-03-01T12:00:40+00:00", "schedules": {
+        "clearsessions": {"last_start": "2026-03-01T03:17:00+00:00", "exit": 0, "duration": 1.5, "skipped": 0,
+                          "next": "2026-03-02T03:17:00+00:00", "running": False, "failing": False,
+                          "overdue": False},
+        "report": {"last_start": "2026-03-01T12:00:00+00:00", "exit": 1, "duration": 0.8, "skipped": 2,
+                   "next": "2026-03-01T13:00:00+00:00", "running": False, "failing": True, "overdue": False,
+                   "last_failure": "2026-03-01T12:00:01+00:00", "last_error": "exit status 1: CommandError: x"}}}
+
+    def test_is_a_table_of_each_schedule_and_the_problems_in_one_line_each(self):
+        fine, rows, problems = plans_schedules.report(stack(CLEAR, REPORT).schedules, self.DOC)
+        assert not fine and rows == [
+            ["schedule", "cron", "last start", "exit", "duration", "next", "skipped", "state"],
+            ["clearsessions", "17 3 * * *", "2026-03-01 03:17:00", "0", "1.5 s", "2026-03-02 03:17:00", "0", "ok"],
+            ["report", "0 * * * *", "2026-03-01 12:00:00", "1", "0.8 s", "2026-03-01 13:00:00", "2", "failing"]]
+        assert problems == ["report: last run FAILED at 2026-03-01 12:00:01: exit status 1: CommandError: x"]
+
+    @pytest.mark.parametrize("change, problem", [
+        ({"stale": True}, "the scheduler has not written its status for over a minute: it is not running"),
+        ({"schedules": {"report": {"overdue": True, "next": "2026-03-01T12:00:00+00:00"}}},
+         "report: OVERDUE: due at 2026-03-01 12:00:00, not started"),
+        ({"schedules": {}}, "clearsessions: the scheduler does not know it"),
+    ], ids=["stale", "overdue", "unknown"])
+    def test_is_not_fine_when_the_scheduler_stopped_or_a_schedule_is_overdue_or_unknown(self, change, problem):
+        document = {**self.DOC, **change}
+        fine, _, problems = plans_schedules.report(stack(CLEAR, REPORT).schedules, document)
+        assert not fine and any(line.startswith(problem) for line in problems)
+
+    def test_a_fine_scheduler_is_fine(self):
+        document = {**self.DOC, "schedules": {"clearsessions": self.DOC["schedules"]["clearsessions"]}}
+        assert plans_schedules.report(stack(CLEAR).schedules, document)[0] is True
+
+
+class TestTasks:
+    STATUS = shlex.join(COMPOSE + ["exec", "-T", "scheduler", "/app/scheduler/bin/python",
+                                   "/app/stack/djangostack/scheduler.py", "status"])
+
+    @pytest.fixture
+    def place(self, monkeypatch):
+        def make(*rules, schedules=CLEAR + REPORT):
+            document = loads(COMMITTED + PROD + schedules)
+            conn = Connection([*rules, *ALWAYS])
+            monkeypatch.setattr(cli, "load", lambda: document)
+            monkeypatch.setattr(cli, "connect", lambda host, dry=False: conn)
+            monkeypatch.setattr(schedule, "interactive", lambda: False)
+            return conn
+        return make
+
+    def test_status_prints_the_table_and_exits_1_when_a_schedule_fails(self, place, capsys):
+        conn = place((self.STATUS, Result(stdout=json.dumps(TestStatusReport.DOC) + "\n")))
+        with pytest.raises(TaskError, match="^schedules on prod are failing or overdue$"):
+            schedule.status(MockContext(), host="prod")
+        assert commands(conn) == [*ENGINE, self.STATUS]
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].split() == ["schedule", "cron", "last", "start", "exit", "duration", "next", "skipped", "state"]
+        assert out[-1] == "prod: report: last run FAILED at 2026-03-01 12:00:01: exit status 1: CommandError: x"
+
+    def test_status_of_a_fine_scheduler_exits_0(self, place, capsys):
+        document = {**TestStatusReport.DOC, "schedules": {"clearsessions": TestStatusReport.DOC["schedules"]["clearsessions"]}}
+        place((self.STATUS, Result(stdout=json.dumps(document) + "\n")), schedules=CLEAR)
+        schedule.status(MockContext(), host="prod")
+        assert "clearsessions" in capsys.readouterr().out
+
+    def test_status_exits_1_when_the_scheduler_is_not_running(self, place):
+        place((self.STATUS, Result(exited=1, stderr='service "scheduler" is not running\n')))
+        with pytest.raises(TaskError, match='^the scheduler is not running on prod \\(service "scheduler" is not '
+                                            'running\\): start it with `inv up`$'):
+            schedule.status(MockContext(), host="prod")
+
+    def test_without_schedules_the_tasks_say_how_to_add_one(self, place):
+        conn = place(schedules="")
+        for call in (lambda: schedule.status(MockContext(), host="prod"),
+                     lambda: schedule.run(MockContext(), "clearsessions", host="prod")):
+            with pytest.raises(TaskError, match=r"^no \[\[schedules\]\] in config/stack.toml: add one"):
+                call()
+        assert commands(conn) == []
+
+    def test_run_runs_the_command_once_in_a_one_off_app_container(self, place):
+        run = shlex.join(COMPOSE + ["run", "--rm", "--no-deps", "-T", "djangoapp", "python", "manage.py", "check",
+                                    "--deploy", "--fail-level=WARNING"])
+        conn = place((run, OK))
+        schedule.run(MockContext(), "report", host="prod")
+        assert commands(conn)[-1] == run
+
+    def test_run_of_a_failing_command_fails(self, place):
+        place((shlex.join(COMPOSE + ["run"]), Result(exited=3)))
+        with pytest.raises(TaskError, match=r"^schedule clearsessions \(manage.py clearsessions\) failed with exit "
+                                            r"status 3: see above$"):
+            schedule.run(MockContext(), "clearsessions", host="prod")
+
+    def test_run_of_an_unknown_schedule_names_the_known_ones_and_runs_nothing(self, place):
+        conn = place()
+        with pytest.raises(TaskError, match=r"^no schedule named 'nightly' in config/stack.toml "
+                                            r"\(known: clearsessions, report\)$"):
+            schedule.run(MockContext(), "nightly", host="prod")
+        assert commands(conn) == []
