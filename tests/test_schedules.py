@@ -15,7 +15,7 @@ from tasks.plans import schedules as plans_schedules
 from tasks.source import render
 from tasks.source.schedules import Schedule, parse_schedules, scheduler_process, schedules_variable
 from tasks.source.stack import loads
-from tests.stacks import COMMITTED, PROD, stack
+from tests.stacks import COMMITTED, NODES, PROD, SWARM, stack
 from tests.test_backup_procedures import ALWAYS, ENGINE, OK, commands
 from tests.test_backup_tasks import COMPOSE, Connection
 
@@ -134,6 +134,12 @@ class TestRendering:
     def test_the_compose_file_gets_the_state_volume_only_with_schedules(self):
         assert "scheduler_state" in yaml.safe_load(render.rendered(stack(CLEAR))[render.COMPOSE_FILE])["volumes"]
         assert "scheduler_state" not in yaml.safe_load(render.rendered(stack())[render.COMPOSE_FILE])["volumes"]
+
+    def test_a_cluster_s_stack_file_gets_the_state_volume_only_with_schedules(self):
+        with_schedules = render.rendered(stack(NODES, SWARM, CLEAR))[render.stack_file("swarm")]
+        assert "scheduler_state" in yaml.safe_load(with_schedules)["volumes"]
+        assert "scheduler_state" not in yaml.safe_load(render.rendered(stack(NODES, SWARM))[render.stack_file("swarm")])[
+            "volumes"]
 
     @staticmethod
     def secrets_init(tmp_path, document, given):
