@@ -1,11 +1,13 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import path
+from notes import views as notes_views
 
 from . import views
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("notes/", notes_views.index, name="notes"),
     path("admin/", admin.site.urls),
 ]
 

@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 
 class Note(models.Model):
@@ -12,3 +13,23 @@ class Note(models.Model):
 
     def __str__(self):
         return self.text[:50]
+
+
+class WordCount(models.Model):
+    """One run of notes.tasks.count_words: a row per run, so a job that ran twice shows."""
+
+    note = models.ForeignKey(Note, on_delete=models.CASCADE, related_name="word_counts")
+    words = models.PositiveIntegerField()
+    counted_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-counted_at"]
+
+
+class Tick(models.Model):
+    """One run of the scheduled notes.tasks.tick."""
+
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at"]

@@ -182,6 +182,11 @@ def copied_stack(tmp_path_factory):
 BASE_IMAGES = [os.environ.get("PYTHON_IMAGE", "python:3.11-slim-bookworm"),
                os.environ.get("POSTGRES_IMAGE", "postgres:15"), os.environ.get("NGINX_IMAGE", "nginx:1.27")]
 CERTBOT_IMAGE = os.environ.get("CERTBOT_IMAGE", "certbot/certbot:v2.11.0")
+# The images of [[services]] by kind, as the rendered files name them (stand-ins in CI).
+SERVICE_IMAGES = {"redis": os.environ.get("REDIS_IMAGE", "redis:7.4"),
+                  "valkey": os.environ.get("VALKEY_IMAGE", "valkey/valkey:8.0"),
+                  "memcached": os.environ.get("MEMCACHED_IMAGE", "memcached:1.6"),
+                  "rabbitmq": os.environ.get("RABBITMQ_IMAGE", "rabbitmq:3.13")}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """Settings shared by every environment. Nothing here is a secret or a host name."""
+import os
+import tempfile
 from pathlib import Path
 
-from .env import env_bool, env_list, env_secret, env_str, postgres_databases
+from .env import env_bool, env_int, env_list, env_secret, env_str, postgres_databases
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -86,6 +88,18 @@ STATIC_URL = "/static/"
 STATIC_ROOT = env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles"))
 MEDIA_URL = "/media/"
 MEDIA_ROOT = env_str("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media"))
+
+# Celery (hello/celery.py reads the CELERY_* settings). The stack exports the broker's URL when
+# it has a [[services]] broker; without one the notes' word count runs in the request and
+# nothing connects anywhere.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+HELLO_TICK_SECONDS = env_int("HELLO_TICK_SECONDS", 60)
+if HELLO_TICK_SECONDS < 1:
+    raise ValueError(f"HELLO_TICK_SECONDS={HELLO_TICK_SECONDS} is not valid: a number of seconds, 1 or more")
+CELERY_BEAT_SCHEDULE = {"tick": {"task": "notes.tasks.tick", "schedule": HELLO_TICK_SECONDS}}
+# Beat's record of the last runs: the code's folder is not the app user's to write.
+CELERY_BEAT_SCHEDULE_FILENAME = env_str("HELLO_BEAT_SCHEDULE_FILE",
+                                        os.path.join(tempfile.gettempdir(), "celerybeat-schedule"))
 
 LOGGING = {
     "version": 1,
