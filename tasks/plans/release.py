@@ -28,7 +28,8 @@ from .shell import quote as _q
 SHIP = ["Dockerfile", ".dockerignore", "docker-compose.yml", "config/"]
 NEVER = ["/config/django.env", "/config/db/*.env", "/config/secrets/", "__pycache__/", "*.pyc"]
 SECRET_TOKEN = "@@GENERATED_SECRET@@"
-PASS_THROUGH = ("PYTHON_IMAGE", "POSTGRES_IMAGE", "NGINX_IMAGE", "CERTBOT_IMAGE")
+PASS_THROUGH = ("PYTHON_IMAGE", "POSTGRES_IMAGE", "NGINX_IMAGE", "CERTBOT_IMAGE", "REDIS_IMAGE", "VALKEY_IMAGE",
+                "MEMCACHED_IMAGE", "RABBITMQ_IMAGE")
 
 
 def ship(app: App) -> list[str]:
