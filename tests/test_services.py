@@ -1,0 +1,160 @@
+"""[[services]] in config/stack.toml: a broker or cache from an image, parsed by its
+grammar (each wrong value refused in one line), edited with comments kept, rendered on its
+own network, never published, its password a secret file; and `inv service.*`."""
+import pytest
+
+from tasks.errors import StackError
+from tasks.source.stack import Service, loads, with_service_added, with_service_removed
+from tests.stacks import COMMITTED, stack
+
+REDIS = '\n[[services]]\nname = "redis"\nkind = "redis"\n'
+
+
+def service(*lines):
+    return '\n[[services]]\n' + "".join(line + "\n" for line in lines)
+
+
+class TestParsing:
+    def test_a_stack_without_services_has_none(self):
+        assert stack().services == ()
+
+    @pytest.mark.parametrize("kind, image, port, persistent, data", [
+        ("redis", "redis:7.4", 6379, True, "/data"),
+        ("valkey", "valkey/valkey:8.0", 6379, True, "/data"),
+        ("memcached", "memcached:1.6", 11211, False, None),
+        ("rabbitmq", "rabbitmq:3.13", 5672, True, "/var/lib/rabbitmq"),
+    ])
+    def test_each_kind_has_the_official_images_defaults(self, kind, image, port, persistent, data):
+        parsed = stack(service('name = "svc"', f'kind = "{kind}"')).service("svc")
+        assert parsed == Service(name="svc", kind=kind, image=image, port=port, persistent=persistent, data=data)
+
+    def test_derived_names(self):
+        redis = stack(REDIS).service("redis")
+        assert (redis.network, redis.volume, redis.secret_name, redis.url_variable, redis.scheme) == (
+            "redis_network", "redis_volume", "redis_password", "REDIS_URL", "redis")
+        assert redis.image_expression == "${REDIS_IMAGE:-redis:7.4}"
+        memcached = stack(service('name = "cache"', 'kind = "memcached"')).service("cache")
+        assert (memcached.secret_name, memcached.scheme) == (None, "memcache")
+        rabbit = stack(service('name = "broker"', 'kind = "rabbitmq"')).service("broker")
+        assert (rabbit.secret_name, rabbit.scheme) == ("broker_password", "amqp")
+
+    def test_a_service_from_any_image(self):
+        parsed = stack(service('name = "search"', 'kind = "image"', 'image = "example/search:1.2"', "port = 7700",
+                               'health = ["CMD", "search-ping"]', "persistent = true", 'data = "/srv/data"'))
+        assert parsed.service("search") == Service(
+            name="search", kind="image", image="example/search:1.2", port=7700, persistent=True,
+            health=("CMD", "search-ping"), data="/srv/data")
+        assert parsed.service("search").image_expression == "example/search:1.2"
+        assert parsed.service("search").secret_name is None
+
+    def test_the_image_of_a_kind_may_be_chosen(self):
+        redis = stack(service('name = "redis"', 'kind = "redis"', 'image = "redis:7.2-alpine"',
+                              "persistent = false")).service("redis")
+        assert (redis.image_expression, redis.persistent) == ("${REDIS_IMAGE:-redis:7.2-alpine}", False)
+
+    def test_persistent_volumes_are_the_stacks(self):
+        assert stack(REDIS, service('name = "cache"', 'kind = "memcached"')).volumes[-1] == "redis_volume"
+
+    def test_unknown_service_is_named_with_the_known_ones(self):
+        with pytest.raises(StackError, match=r"^no service named 'cache' in config/stack.toml \(known: redis\)$"):
+            stack(REDIS).service("cache")
+
+    @pytest.mark.parametrize("text, message", [
+        ("services = 5\n", "services 5 is not valid: [[services]] tables"),
+        ("services = [5]\n", "[[services]] entry 1 5 is not valid: a table"),
+        (service('kind = "redis"'), "a service name cannot be empty"),
+        (service("name = 5", 'kind = "redis"'), "service name 5 is not valid: a string"),
+        (service('name = "Redis"', 'kind = "redis"'), "invalid service name 'Redis'"),
+        (service(f'name = "{"r" * 31}"', 'kind = "redis"'), "is too long (31 characters; at most 30)"),
+        (service('name = "nginx"', 'kind = "redis"'), "service name 'nginx' is reserved"),
+        (service('name = "static"', 'kind = "redis"'), "service name 'static' is reserved"),
+        (service('name = "database"', 'kind = "redis"'), "service name 'database' is reserved"),
+        (service('name = "database1"', 'kind = "redis"'), "service name 'database1' is the name of a database"),
+        (REDIS + service('name = "redis"', 'kind = "valkey"'), "service 'redis' already exists"),
+        (service('name = "redis"'), "[[services]] redis needs kind (one of redis, valkey, memcached, rabbitmq, image)"),
+        (service('name = "redis"', "kind = 5"), "[[services]] redis kind 5 is not valid: one of redis, valkey"),
+        (service('name = "redis"', 'kind = "mongo"'), "[[services]] redis kind 'mongo' is not valid: one of"),
+        (service('name = "redis"', 'kind = "redis"', "colour = 1"), "[[services]] redis: unknown setting(s) colour"),
+        (service('name = "redis"', 'kind = "redis"', "port = 6380"),
+         '[[services]] redis: port is for kind = "image" (a redis service has its own)'),
+        (service('name = "redis"', 'kind = "redis"', 'health = ["CMD", "true"]'), "health is for kind = \"image\""),
+        (service('name = "redis"', 'kind = "redis"', 'persistent = "yes"'),
+         "[[services]] redis persistent 'yes' is not valid: true or false"),
+        (service('name = "redis"', 'kind = "redis"', "image = 7"), "[[services]] redis image 7 is not valid"),
+        (service('name = "redis"', 'kind = "redis"', 'image = "redis 7"'), "[[services]] redis image 'redis 7' is not"),
+        (service('name = "cache"', 'kind = "memcached"', "persistent = true"),
+         "[[services]] cache: a memcached service keeps no data; drop persistent"),
+        (service('name = "s"', 'kind = "image"', "port = 1", 'health = ["CMD", "x"]'), "[[services]] s needs image"),
+        (service('name = "s"', 'kind = "image"', 'image = "x:1"', 'health = ["CMD", "x"]'), "[[services]] s needs port"),
+        (service('name = "s"', 'kind = "image"', 'image = "x:1"', "port = 1"), "[[services]] s needs health"),
+        (service('name = "s"', 'kind = "image"', 'image = "x:1"', "port = 70000", 'health = ["CMD", "x"]'),
+         "[[services]] s port 70000 is not a TCP port"),
+        (service('name = "s"', 'kind = "image"', 'image = "x:1"', "port = true", 'health = ["CMD", "x"]'),
+         "[[services]] s port True is not a TCP port"),
+        (service('name = "s"', 'kind = "image"', 'image = "x:1"', "port = 1", 'health = "ping"'),
+         "[[services]] s health 'ping' is not valid: a list of strings starting with \"CMD\""),
+        (service('name = "s"', 'kind = "image"', 'image = "x:1"', "port = 1", 'health = ["ping"]'),
+         "[[services]] s health ['ping'] is not valid"),
+        (service('name = "s"', 'kind = "image"', 'image = "x:1"', "port = 1", 'health = ["CMD", 5]'),
+         "[[services]] s health ['CMD', 5] is not valid"),
+        (service('name = "s"', 'kind = "image"', 'image = "x:1"', "port = 1", 'health = ["CMD", "x"]',
+                 "persistent = true"), "[[services]] s: persistent = true needs data"),
+        (service('name = "s"', 'kind = "image"', 'image = "x:1"', "port = 1", 'health = ["CMD", "x"]',
+                 'data = "data"'), "[[services]] s data 'data' is not valid"),
+    ])
+    def test_bad_entries_are_refused_in_one_line(self, text, message):
+        head = text if text.startswith("services") else ""
+        with pytest.raises(StackError) as raised:
+            loads(head + COMMITTED + ("" if head else text))
+        assert message in str(raised.value)
+        assert "\n" not in str(raised.value)
+
+
+class TestAppEnvFacts:
+    @pytest.mark.parametrize("fact", ["redis.url", "redis.host", "redis.port", "redis.password",
+                                      "redis.password_file"])
+    def test_a_service_fact_is_taken(self, fact):
+        assert stack(REDIS, f'[app.env]\nBROKER = "{fact}"\n').app.env == (("BROKER", fact),)
+
+    def test_a_service_without_password_has_no_password_fact(self):
+        with pytest.raises(StackError, match=r"\[app.env\] PW = 'cache.password': service 'cache' \(memcached\) "
+                                             r"has no password$"):
+            stack(service('name = "cache"', 'kind = "memcached"'), '[app.env]\nPW = "cache.password"\n')
+
+    def test_an_unknown_service_is_named_with_the_known_ones(self):
+        with pytest.raises(StackError, match=r"no database named 'cache' in \[\[databases\]\].*"
+                                             r"nor a service in \[\[services\]\] \(known: redis\)"):
+            stack(REDIS, '[app.env]\nURL = "cache.url"\n')
+
+
+class TestEditing:
+    def test_adding_keeps_comments_and_loads(self):
+        text = "# my stack\n" + COMMITTED
+        added = with_service_added(text, "redis", "redis")
+        assert added.startswith("# my stack\n" + COMMITTED)
+        assert loads(added).service("redis").kind == "redis"
+
+    def test_removing_gives_back_the_text(self):
+        assert with_service_removed(with_service_added(COMMITTED, "redis", "redis"), "redis") == COMMITTED
+
+    def test_removing_one_of_two_keeps_the_other(self):
+        both = with_service_added(with_service_added(COMMITTED, "redis", "redis"), "cache", "memcached")
+        assert [s.name for s in loads(with_service_removed(both, "redis")).services] == ["cache"]
+
+    @pytest.mark.parametrize("name, kind, message", [
+        ("redis", "image", "service kind 'image' cannot be added so"),
+        ("redis", "mongo", "service kind 'mongo' cannot be added so: one of redis, valkey, memcached, rabbitmq"),
+        ("database1", "redis", "service name 'database1' is the name of a database"),
+        ("Bad", "redis", "invalid service name 'Bad'"),
+    ])
+    def test_bad_additions_are_refused(self, name, kind, message):
+        with pytest.raises(StackError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            with_service_added(COMMITTED, name, kind)
+
+    def test_adding_twice_is_refused(self):
+        with pytest.raises(StackError, match="service 'redis' already exists"):
+            with_service_added(with_service_added(COMMITTED, "redis", "redis"), "redis", "redis")
+
+    def test_removing_an_unknown_one_is_refused(self):
+        with pytest.raises(StackError, match=r"^no service named 'redis' in config/stack.toml \(known: none yet\)$"):
+            with_service_removed(COMMITTED, "redis")
