@@ -1,11 +1,16 @@
 """[[services]] in config/stack.toml: a broker or cache from an image, parsed by its
 grammar (each wrong value refused in one line), edited with comments kept, rendered on its
 own network, never published, its password a secret file; and `inv service.*`."""
+import json
+from pathlib import Path
+
 import pytest
+import yaml
 
 from tasks.errors import StackError
+from tasks.source import render
 from tasks.source.stack import Service, loads, with_service_added, with_service_removed
-from tests.stacks import COMMITTED, stack
+from tests.stacks import COMMITTED, NODES, SWARM, stack
 
 REDIS = '\n[[services]]\nname = "redis"\nkind = "redis"\n'
 
@@ -158,3 +163,96 @@ class TestEditing:
     def test_removing_an_unknown_one_is_refused(self):
         with pytest.raises(StackError, match=r"^no service named 'redis' in config/stack.toml \(known: none yet\)$"):
             with_service_removed(COMMITTED, "redis")
+
+
+ALL = (REDIS + service('name = "cache"', 'kind = "memcached"') + service('name = "broker"', 'kind = "rabbitmq"')
+       + service('name = "search"', 'kind = "image"', 'image = "example/search:1.2"', "port = 7700",
+                 'health = ["CMD", "search-ping"]'))
+
+
+def compose_of(*parts):
+    return yaml.safe_load(render.rendered(stack(*parts))[render.COMPOSE_FILE])
+
+
+class TestRendering:
+    def test_without_services_nothing_changes(self):
+        assert render.rendered(stack()) == render.rendered(loads(COMMITTED))
+        assert "STACK_SERVICES" not in render.django_environment(stack())
+
+    def test_each_service_is_on_its_own_network_never_published(self):
+        compose = compose_of(ALL)
+        for name in ("redis", "cache", "broker", "search"):
+            assert compose["services"][name]["networks"] == [f"{name}_network"]
+            assert "ports" not in compose["services"][name]
+            assert compose["services"][name]["restart"] == "unless-stopped"
+            assert f"{name}_network" in compose["services"]["djangoapp"]["networks"]
+            assert compose["services"]["djangoapp"]["depends_on"][name] == {"condition": "service_healthy"}
+            assert compose["networks"][f"{name}_network"] == {"driver": "bridge"}
+            for other in ("nginx", "front", "secrets-init"):
+                assert f"{name}_network" not in compose["services"][other].get("networks", [])
+
+    def test_images_come_from_their_variables(self):
+        services = compose_of(ALL)["services"]
+        assert [services[name]["image"] for name in ("redis", "cache", "broker", "search")] == [
+            "${REDIS_IMAGE:-redis:7.4}", "${MEMCACHED_IMAGE:-memcached:1.6}", "${RABBITMQ_IMAGE:-rabbitmq:3.13}",
+            "example/search:1.2"]
+
+    def test_persistent_services_keep_their_data_in_a_named_volume(self):
+        compose = compose_of(ALL)
+        assert "redis_volume:/data" in compose["services"]["redis"]["volumes"]
+        assert "broker_volume:/var/lib/rabbitmq" in compose["services"]["broker"]["volumes"]
+        assert "volumes" not in compose["services"]["cache"]
+        assert {"redis_volume", "broker_volume"} <= set(compose["volumes"])
+        assert "cache_volume" not in compose["volumes"]
+
+    def test_the_password_is_a_secret_file_never_in_the_environment_nor_argv(self):
+        compose = compose_of(ALL)
+        redis, broker = compose["services"]["redis"], compose["services"]["broker"]
+        assert redis["secrets"] == ["redis_password"] and broker["secrets"] == ["broker_password"]
+        assert compose["secrets"]["redis_password"] == {"file": "${STACK_CONFIG_DIR:-./config}/secrets/redis_password"}
+        assert "environment" not in redis and "environment" not in broker
+        # The server reads it from its own configuration, written from the file at start.
+        assert 'printf \'requirepass %s\\n\' "$$(cat /run/secrets/redis_password)"' in redis["command"][2]
+        assert redis["command"][2].rstrip().endswith(
+            "exec docker-entrypoint.sh redis-server /run/stack-service/redis.conf")
+        assert {"type": "tmpfs", "target": "/run/stack-service"} in redis["volumes"]
+        assert "default_pass = %s" in broker["command"][2] and "/etc/rabbitmq/conf.d/" in broker["command"][2]
+        assert "secrets" not in compose["services"]["cache"] and "secrets" not in compose["services"]["search"]
+
+    def test_health_checks(self):
+        services = compose_of(ALL)["services"]
+        assert "redis-cli -p 6379 ping" in services["redis"]["healthcheck"]["test"][3]
+        assert 'REDISCLI_AUTH="$$(cat /run/secrets/redis_password)"' in services["redis"]["healthcheck"]["test"][3]
+        assert services["broker"]["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
+        assert "/dev/tcp/127.0.0.1/11211" in services["cache"]["healthcheck"]["test"][3]
+        assert services["search"]["healthcheck"]["test"] == ["CMD", "search-ping"]
+
+    def test_the_app_gets_the_passwords_and_where_each_service_is(self):
+        parsed = stack(ALL)
+        assert render.app_secrets(parsed)[-2:] == ["redis_password", "broker_password"]
+        assert json.loads(render.django_environment(parsed)["STACK_SERVICES"]) == [
+            {"name": "redis", "kind": "redis", "host": "redis", "port": 6379,
+             "password_file": "/run/secrets/redis_password"},
+            {"name": "cache", "kind": "memcached", "host": "cache", "port": 11211, "password_file": None},
+            {"name": "broker", "kind": "rabbitmq", "host": "broker", "port": 5672,
+             "password_file": "/run/secrets/broker_password"},
+            {"name": "search", "kind": "image", "host": "search", "port": 7700, "password_file": None}]
+
+    def test_the_passwords_are_generated_per_machine(self):
+        files = render.secret_files(stack(ALL))
+        assert len(files[Path("config/secrets/redis_password")].strip()) >= 40
+        assert Path("config/secrets/cache_password") not in files
+
+    def test_a_clusters_stack_runs_them_on_overlay_networks(self):
+        parsed = stack(NODES, SWARM, ALL)
+        swarm = yaml.safe_load(render.rendered(parsed)[render.stack_file("swarm")])
+        redis = swarm["services"]["redis"]
+        assert redis["networks"] == ["redis_network"] and "ports" not in redis
+        assert redis["deploy"]["placement"] == {"constraints": ["node.role == manager"]}
+        assert "placement" not in swarm["services"]["cache"]["deploy"]
+        assert swarm["networks"]["redis_network"] == {"driver": "overlay", "attachable": True}
+        assert "redis_network" in swarm["services"]["djangoapp"]["networks"]
+        assert "redis_network" not in swarm["services"]["nginx"]["networks"]
+        assert swarm["secrets"]["redis_password"] == {"name": "${PROJECT}_redis_password_${SECRETS_VERSION}",
+                                                      "file": "${STACK_CONFIG_DIR}/secrets/redis_password"}
+        assert "redis_volume" in swarm["volumes"]
