@@ -126,6 +126,11 @@ class TestAppEnvFacts:
                                              r"has no password$"):
             stack(service('name = "cache"', 'kind = "memcached"'), '[app.env]\nPW = "cache.password"\n')
 
+    def test_a_service_of_another_image_has_no_url_fact(self):
+        search = service('name = "search"', 'kind = "image"', 'image = "x:1"', "port = 1", 'health = ["CMD", "x"]')
+        with pytest.raises(StackError, match=r"\[app.env\] U = 'search.url': service 'search' \(image\) has no url$"):
+            stack(search, '[app.env]\nU = "search.url"\n')
+
     def test_an_unknown_service_is_named_with_the_known_ones(self):
         with pytest.raises(StackError, match=r"no database named 'cache' in \[\[databases\]\].*"
                                              r"nor a service in \[\[services\]\] \(known: redis\)"):
@@ -256,3 +261,100 @@ class TestRendering:
         assert swarm["secrets"]["redis_password"] == {"name": "${PROJECT}_redis_password_${SECRETS_VERSION}",
                                                       "file": "${STACK_CONFIG_DIR}/secrets/redis_password"}
         assert "redis_volume" in swarm["volumes"]
+
+
+# --- the app's side: config/app/djangostack/env.py turns STACK_SERVICES into variables ---
+
+from tests.test_djangostack import HELLO, run, stack_env, stackenv  # noqa: E402
+
+SERVICE_PASSWORD = "p@ss/w:rd%" + "x" * 20
+
+
+def services_env(tmp_path, entries=None, **extra):
+    """The app container's environment with the stack's services (as render.django_environment
+    gives it), each password a file."""
+    folder = tmp_path / "service-secrets"
+    folder.mkdir(exist_ok=True)
+    for name in ("redis", "broker"):
+        (folder / f"{name}_password").write_text(SERVICE_PASSWORD + "\n")
+    entries = entries if entries is not None else [
+        {"name": "redis", "kind": "redis", "host": "redis", "port": 6379,
+         "password_file": str(folder / "redis_password")},
+        {"name": "cache", "kind": "memcached", "host": "cache", "port": 11211, "password_file": None},
+        {"name": "broker", "kind": "rabbitmq", "host": "broker", "port": 5672,
+         "password_file": str(folder / "broker_password")}]
+    return stack_env(tmp_path, "hello.settings.production", "hello.wsgi:application",
+                     STACK_SERVICES=json.dumps(entries), **extra)
+
+
+QUOTED = "p%40ss%2Fw%3Ard%25" + "x" * 20
+
+
+class TestStackVariables:
+    def test_every_service_has_its_url_the_conventional_way(self, tmp_path):
+        found = stackenv.stack_variables(services_env(tmp_path))
+        assert found["REDIS_URL"] == f"redis://:{QUOTED}@redis:6379/0"
+        assert found["BROKER_URL"] == f"amqp://app:{QUOTED}@broker:5672//"
+        assert found["CACHE_URL"] == "memcache://cache:11211"
+        # The databases' are there as before.
+        assert found["DATABASE_URL"].startswith("postgres://app:")
+
+    def test_celery_takes_rabbitmq_first_then_redis(self, tmp_path):
+        assert stackenv.stack_variables(services_env(tmp_path))["CELERY_BROKER_URL"] == (
+            f"amqp://app:{QUOTED}@broker:5672//")
+        redis_only = [{"name": "cache", "kind": "memcached", "host": "cache", "port": 11211, "password_file": None},
+                      {"name": "queue", "kind": "valkey", "host": "queue", "port": 6379, "password_file": None}]
+        assert stackenv.stack_variables(services_env(tmp_path, redis_only))["CELERY_BROKER_URL"] == (
+            "redis://:@queue:6379/0")
+        memcached_only = redis_only[:1]
+        assert "CELERY_BROKER_URL" not in stackenv.stack_variables(services_env(tmp_path, memcached_only))
+
+    def test_a_broker_the_environment_sets_is_kept(self, tmp_path):
+        environ = services_env(tmp_path, CELERY_BROKER_URL="redis://elsewhere:6379/1")
+        assert "CELERY_BROKER_URL" not in stackenv.stack_variables(environ)
+
+    def test_a_service_of_another_image_has_no_url(self, tmp_path):
+        entries = [{"name": "search", "kind": "image", "host": "search", "port": 7700, "password_file": None}]
+        assert "SEARCH_URL" not in stackenv.stack_variables(services_env(tmp_path, entries))
+
+    def test_app_env_maps_service_facts(self, tmp_path):
+        mapping = {"BROKER": "redis.url", "RHOST": "redis.host", "RPORT": "redis.port", "RPW": "redis.password",
+                   "RPW_FILE": "redis.password_file", "MEMCACHE": "cache.url"}
+        found = stackenv.stack_variables(services_env(tmp_path, STACK_APP_ENV=json.dumps(mapping)))
+        assert {name: found[name] for name in mapping} == {
+            "BROKER": found["REDIS_URL"], "RHOST": "redis", "RPORT": "6379", "RPW": SERVICE_PASSWORD,
+            "RPW_FILE": str(tmp_path / "service-secrets/redis_password"), "MEMCACHE": "memcache://cache:11211"}
+
+    @pytest.mark.parametrize("entries, mapping, message", [
+        (None, '{"PW": "cache.password"}', "STACK_APP_ENV: PW = 'cache.password': service 'cache' (memcached) has no password"),
+        (None, '{"X": "queue.url"}', "STACK_APP_ENV: X = 'queue.url': 'queue' is not one of the stack's databases "
+                                     "(DJANGO_DATABASES='database1,database2') nor of its services (redis,cache,broker)"),
+        ('[{"name": "redis"}]', None, 'STACK_SERVICES is not a JSON list of {"name", "kind", "host", "port", '
+                                      '"password_file"} ([[services]] in config/stack.toml): {"name": "redis"} is not'),
+        ('{"name": "redis"}', None, "STACK_SERVICES is not a JSON list of"),
+        ("redis", None, "STACK_SERVICES is not JSON: Expecting value"),
+        ('[{"name": "redis", "kind": "redis", "host": "redis", "port": 6379, "password_file": "/nowhere/pw"}]', None,
+         "STACK_SERVICES: the password file of redis ('/nowhere/pw') cannot be read: No such file or directory"),
+    ], ids=["no-password", "unknown-service", "incomplete-entry", "not-a-list", "not-json", "missing-password-file"])
+    def test_bad_input_is_refused_in_one_line(self, tmp_path, entries, mapping, message):
+        from django.core.exceptions import ImproperlyConfigured
+
+        environ = services_env(tmp_path, **({"STACK_APP_ENV": mapping} if mapping else {}))
+        if entries is not None:
+            environ["STACK_SERVICES"] = entries
+        with pytest.raises(ImproperlyConfigured) as raised:
+            stackenv.stack_variables(environ)
+        assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+    def test_the_settings_put_them_in_the_apps_process_alone(self, tmp_path):
+        script = ("import json, os, django; django.setup(); "
+                  "print(json.dumps({k: os.environ.get(k) for k in ('REDIS_URL', 'CELERY_BROKER_URL')}))")
+        environ = services_env(tmp_path)
+        shown = json.loads(run(HELLO, ["-c", script], environ).stdout.strip().splitlines()[-1])
+        assert shown == {"REDIS_URL": f"redis://:{QUOTED}@redis:6379/0",
+                         "CELERY_BROKER_URL": f"amqp://app:{QUOTED}@broker:5672//"}
+        assert "REDIS_URL" not in environ and SERVICE_PASSWORD not in json.dumps(environ)
+
+    def test_the_old_name_still_answers(self, tmp_path):
+        environ = services_env(tmp_path)
+        assert stackenv.conventional_variables(environ) == stackenv.stack_variables(environ)

@@ -326,8 +326,11 @@ def parse_app_env(entry, databases, services=()) -> tuple[tuple[str, str], ...]:
             raise StackError(f"{where} = {fact!r} is not valid: one of {', '.join(facts)}")
         database, dot, attribute = fact.rpartition(".")
         if dot and database in by_name and attribute in SERVICE_FACTS:
-            if attribute.startswith("password") and by_name[database].secret_name is None:
-                raise StackError(f"{where} = {fact!r}: service {database!r} ({by_name[database].kind}) has no password")
+            service = by_name[database]
+            if (attribute.startswith("password") and service.secret_name is None) or (
+                    attribute == "url" and service.scheme is None):
+                raise StackError(f"{where} = {fact!r}: service {database!r} ({service.kind}) has no "
+                                 f"{attribute.replace('_', ' ')}")
         elif dot and attribute in DATABASE_FACTS:
             if database not in names:
                 raise StackError(f"{where} = {fact!r}: no database named {database!r} in [[databases]] "
