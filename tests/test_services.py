@@ -358,3 +358,110 @@ class TestStackVariables:
     def test_the_old_name_still_answers(self, tmp_path):
         environ = services_env(tmp_path)
         assert stackenv.conventional_variables(environ) == stackenv.stack_variables(environ)
+
+
+# --- inv service.add / remove: all or nothing, against the fake engine of tests/fakes.py ---
+
+import shlex  # noqa: E402
+
+from invoke import Result  # noqa: E402
+
+from tasks import service as service_tasks  # noqa: E402
+from tasks.errors import TaskError  # noqa: E402
+from tasks.plans import compose as compose_plans  # noqa: E402
+from tests.test_db_add_undo import PROJECT, SECRETS_INIT, files, runner  # noqa: E402
+from tests.test_db_add_undo import tree  # noqa: E402,F401  (the fixture: a git copy of the project)
+from testkit.projectcopy import git_status  # noqa: E402
+
+add_service = service_tasks.add.body.__wrapped__
+remove_service = service_tasks.remove.body.__wrapped__
+COMPOSE = ["docker", "compose", "--project-name", PROJECT]
+START = shlex.join([*COMPOSE, *compose_plans.up(["database1", "redis"], build=False, wait=False, no_deps=True)])
+REDIS_VOLUME = f"docker volume inspect --format '{{{{.Name}}}}' {PROJECT}_redis_volume"
+NO_IMAGE = Result(exited=1, stderr="Error response from daemon: manifest for local/redis:missing not found\n")
+
+
+class TestAddTask:
+    def test_without_up_it_writes_the_files_and_a_password(self, tree):
+        r, conn = runner(tree, {})
+        add_service(r, "redis", kind="redis", up=False, timeout=0)
+        assert loads((tree / "config/stack.toml").read_text()).service("redis").kind == "redis"
+        assert '"redis":' in (tree / "docker-compose.yml").read_text()
+        secret = tree / "config/secrets/redis_password"
+        assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_text().strip()) >= 40
+        assert not any(" up " in c for c in conn.commands)
+
+    def test_a_service_that_cannot_start_puts_every_file_back(self, tree):
+        before = files(tree)
+        r, conn = runner(tree, {START: NO_IMAGE, REDIS_VOLUME: Result(exited=1)})
+        with pytest.raises(TaskError) as err:
+            add_service(r, "redis", kind="redis", up=True, timeout=0)
+        assert err.value.message.startswith("error: ")
+        assert err.value.message.endswith(
+            "; service redis was not added: put back config/stack.toml, docker-compose.yml; "
+            "deleted the new config/secrets/redis_password; removed its container and new volume")
+        assert files(tree) == before
+        assert git_status(tree) == ""
+        after = conn.commands[conn.commands.index(START) + 1:]
+        assert after[:4] == [f"{shlex.join(COMPOSE)} rm --force --stop redis", f"docker network rm {PROJECT}_redis_network",
+                             f"docker volume rm {PROJECT}_redis_volume", SECRETS_INIT]
+        assert not any("--scale" in c for c in conn.commands)
+
+    def test_a_service_without_data_removes_no_volume(self, tree):
+        before = files(tree)
+        start = START.replace(" redis", " cache")
+        r, conn = runner(tree, {start: NO_IMAGE})
+        with pytest.raises(TaskError) as err:
+            add_service(r, "cache", kind="memcached", up=True, timeout=0)
+        assert err.value.message.endswith("; service cache was not added: put back config/stack.toml, "
+                                          "docker-compose.yml; removed its container")
+        assert files(tree) == before
+        assert not any("volume" in c for c in conn.commands)
+
+    def test_once_the_app_serves_with_it_the_service_is_kept_and_the_error_says_why(self, tree):
+        r, conn = runner(tree, {})
+        conn.databases = ("database1", "redis")
+        with pytest.raises(TaskError) as err:
+            add_service(r, "redis", kind="redis", up=True, timeout=0)
+        assert err.value.message.endswith(
+            "; the app already serves with redis, so it stays in config/stack.toml and docker-compose.yml: fix the "
+            "cause and run `inv up`, or take it out with `inv service.remove redis`")
+        assert START in conn.commands
+
+    @pytest.mark.parametrize("name, kind, message", [
+        ("Redis", "redis", "invalid service name 'Redis'"),
+        ("database1", "redis", "service name 'database1' is the name of a database"),
+        ("redis", "mongo", "service kind 'mongo' cannot be added so"),
+    ])
+    def test_bad_input_changes_nothing(self, tree, name, kind, message):
+        before = files(tree)
+        r, conn = runner(tree, {})
+        with pytest.raises(StackError, match=message):
+            add_service(r, name, kind=kind, up=True, timeout=0)
+        assert files(tree) == before
+        assert not any(" up " in c for c in conn.commands)
+
+
+class TestRemoveTask:
+    def test_it_stops_it_and_keeps_its_data_unless_purged(self, tree):
+        r, _ = runner(tree, {})
+        add_service(r, "redis", kind="redis", up=False, timeout=0)
+        r, conn = runner(tree, {})
+        remove_service(r, "redis")
+        assert loads((tree / "config/stack.toml").read_text()).services == ()
+        assert (tree / "config/secrets/redis_password").exists()
+        assert not any("volume rm" in c for c in conn.commands)
+        assert f"docker network rm {PROJECT}_redis_network" in conn.commands
+
+    def test_purge_deletes_its_volume_and_password(self, tree):
+        r, _ = runner(tree, {})
+        add_service(r, "redis", kind="redis", up=False, timeout=0)
+        r, conn = runner(tree, {})
+        remove_service(r, "redis", purge=True, yes=True)
+        assert f"docker volume rm {PROJECT}_redis_volume" in conn.commands
+        assert not (tree / "config/secrets/redis_password").exists()
+
+    def test_an_unknown_service_is_refused(self, tree):
+        r, _ = runner(tree, {})
+        with pytest.raises(StackError, match=r"no service named 'redis' in config/stack.toml \(known: none yet\)"):
+            remove_service(r, "redis")
