@@ -465,3 +465,72 @@ class TestRemoveTask:
         r, _ = runner(tree, {})
         with pytest.raises(StackError, match=r"no service named 'redis' in config/stack.toml \(known: none yet\)"):
             remove_service(r, "redis")
+
+
+# --- backups say what they skip ----------------------------------------------------------
+
+from tests.test_backup_service import PNG, programs, run_answers, script  # noqa: E402,F401
+
+
+class TestBackups:
+    def test_a_backup_run_names_each_service_it_skips_and_why(self, script, monkeypatch, capsys):
+        (script.tmp_path / "backup/media/a.png").write_bytes(PNG)
+        monkeypatch.setenv("BACKUP_SERVICES", "redis:redis,cache:memcached")
+        fake = programs(script, monkeypatch, run_answers(script))
+        assert script.main(["run"]) == 0
+        out = capsys.readouterr().out
+        assert ("skipping service redis (redis): a queue or cache holds jobs in flight and cached values, "
+                "not records") in out
+        assert "skipping service cache (memcached):" in out
+        assert not any("redis" in word for argv in fake.argv for word in argv)
+
+    def test_the_backup_service_is_told_the_services(self):
+        backups = '\n[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/backups"\n'
+        compose = compose_of(backups, ALL)
+        assert compose["services"]["backup"]["environment"]["BACKUP_SERVICES"] == (
+            "redis:redis,cache:memcached,broker:rabbitmq,search:image")
+        assert "redis_network" not in compose["services"]["backup"]["networks"]
+        assert "BACKUP_SERVICES" not in compose_of(backups)["services"]["backup"]["environment"]
+
+
+# --- doctor: each service running and healthy ---------------------------------------------
+
+from tasks import doctor  # noqa: E402
+from tasks.execution.targets import HostTarget  # noqa: E402
+from tasks.plans import rollout as rollout_plans  # noqa: E402
+from tests.fakes import Recorder  # noqa: E402
+
+
+def doctor_on_host(stack_text, containers, states):
+    parsed = loads(stack_text + '\n[hosts.prod]\naddress = "203.0.113.10"\ndirectory = "/srv/hello"\n'
+                                'project = "hello-prod"\n')
+    listing = shlex.join(rollout_plans.service_containers("hello-prod"))
+    ids = [line.split()[0] for line in containers.splitlines() if line.split()[1] in ("redis", "cache")]
+    conn = Recorder({listing: Result(containers), shlex.join(rollout_plans.service_states(ids)): Result(states)})
+    from tasks.execution.runner import Runner
+    return doctor.check_services(Runner(HostTarget(conn, parsed.hosts["prod"], parsed, local_c=Recorder()))), conn
+
+
+class TestDoctor:
+    RUNNING = "a1 djangoapp\nb2 redis\nc3 cache\n"
+
+    def test_healthy_services_pass(self):
+        outcome, _ = doctor_on_host(COMMITTED + REDIS + service('name = "cache"', 'kind = "memcached"'),
+                                    self.RUNNING, "redis\trunning\thealthy\ncache\trunning\thealthy\n")
+        assert outcome == (True, "services running and healthy: redis, cache", None)
+
+    def test_an_unhealthy_or_missing_service_fails_with_its_fix_for_that_host(self):
+        outcome, _ = doctor_on_host(COMMITTED + REDIS + service('name = "cache"', 'kind = "memcached"'),
+                                    "a1 djangoapp\nb2 redis\n", "redis\trunning\tunhealthy\n")
+        assert outcome == [
+            (False, "service redis is running (unhealthy) on prod", "`inv logs -s redis --host prod` says why"),
+            (False, "service cache has no container on prod", "`inv up --host prod`")]
+
+    def test_a_stack_that_is_not_running_is_not_checked(self):
+        outcome, _ = doctor_on_host(COMMITTED + REDIS, "", "")
+        assert outcome == (True, "the stack is not running on prod: services not checked", None)
+
+    def test_without_services_it_runs_nothing(self):
+        outcome, conn = doctor_on_host(COMMITTED, self.RUNNING, "")
+        assert outcome == (True, "no [[services]] in config/stack.toml", None) and conn.commands == []
+        assert "services" in HostTarget.doctor_checks
