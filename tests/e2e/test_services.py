@@ -2,8 +2,8 @@
 healthy, never published, reached by the app alone with the URL the stack gives it, its
 password in no `docker inspect`; an add that fails changes nothing; remove takes it out.
 
-The Redis image is REDIS_IMAGE (CI's stand-in built from Debian's redis-server, with the
-official image's interface), else the official one."""
+The images are REDIS_IMAGE, VALKEY_IMAGE, MEMCACHED_IMAGE and RABBITMQ_IMAGE (CI's stand-ins
+built from Debian's packages, with the official images' interface), else the official ones."""
 import os
 import shlex
 
@@ -14,6 +14,7 @@ from testkit.projectcopy import copy_project, git_status
 pytestmark = pytest.mark.e2e
 
 REDIS_IMAGE = os.environ.get("REDIS_IMAGE", "redis:7.4")
+IMAGES = {name: os.environ[name] for name in ("VALKEY_IMAGE", "MEMCACHED_IMAGE", "RABBITMQ_IMAGE") if name in os.environ}
 # Inside the app's process: the URL the settings put in its environment, used as is (a raw
 # AUTH and PING: the example has no Redis client).
 PING = """
@@ -48,7 +49,7 @@ def s(tmp_path_factory):
 
     # A project of its own: the other modules' copies run beside it.
     stack = Stack("hello-e2e-services", free_port(0), root=copy_project(tmp_path_factory.mktemp("project")))
-    stack.env["REDIS_IMAGE"] = REDIS_IMAGE
+    stack.env.update(REDIS_IMAGE=REDIS_IMAGE, **IMAGES)
     stack.purge()
     stack.inv("up")
     yield stack
@@ -137,3 +138,43 @@ def test_service_remove_takes_it_out_and_keeps_its_data(s):
     assert "redis_volume" not in s.volumes()
     assert not (s.root / "config/secrets/redis_password").exists()
     assert shlex.split(s.inv("service.list").stdout) == ["NAME", "KIND", "IMAGE", "NETWORK", "VOLUME", "STATE"]
+
+
+# Inside the app's process: each URL used as is (raw protocol lines; the broker's password
+# is checked by the broker itself, below).
+OTHERS = """
+import os, socket
+from urllib.parse import unquote, urlsplit
+
+def talk(url, payload, lines):
+    with socket.create_connection((url.hostname, url.port), timeout=5) as conn:
+        conn.sendall(payload)
+        answer = b""
+        while answer.count(b"\\r\\n") < lines:
+            answer += conn.recv(100)
+    return answer.decode().split()
+
+queue = urlsplit(os.environ["QUEUE_URL"])
+password = unquote(queue.password).encode()
+print("queue", talk(queue, b"AUTH %s\\r\\nPING\\r\\n" % password, 2))
+print("cache", os.environ["CACHE_URL"], talk(urlsplit(os.environ["CACHE_URL"]), b"version\\r\\n", 1)[0])
+print("broker", os.environ["CELERY_BROKER_URL"] == os.environ["BROKER_URL"], unquote(urlsplit(os.environ["BROKER_URL"]).password))
+"""
+
+
+def test_valkey_memcached_and_rabbitmq_too(s):
+    for name, kind in (("queue", "valkey"), ("cache", "memcached"), ("broker", "rabbitmq")):
+        assert f"Service {name} is up" in s.inv("service.add", name, "--kind", kind, "--up").stdout
+    out = s.inv("manage", "--", "shell", "-c", OTHERS).stdout
+    assert "queue ['+OK', '+PONG']" in out
+    assert "cache memcache://cache:11211 VERSION" in out
+    # RabbitMQ first for Celery; the URL's user and password are the broker's.
+    broker = next(line.split() for line in out.splitlines() if line.startswith("broker "))
+    assert broker[1] == "True"
+    check = s.compose("exec", "-T", "broker", "rabbitmqctl", "authenticate_user", "app", broker[2], check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    passwords = [(s.root / f"config/secrets/{name}_password").read_text().strip() for name in ("queue", "broker")]
+    inspected = s.docker("inspect", *s.containers()).stdout
+    assert not any(password in inspected for password in passwords)
+    for name in ("queue", "cache", "broker"):
+        assert s.compose("exec", "-T", "nginx", "getent", "hosts", name, check=False).returncode != 0
