@@ -534,3 +534,28 @@ class TestDoctor:
         outcome, conn = doctor_on_host(COMMITTED, self.RUNNING, "")
         assert outcome == (True, "no [[services]] in config/stack.toml", None) and conn.commands == []
         assert "services" in HostTarget.doctor_checks
+
+
+# --- a cluster: the Swarm names a service makes are checked with the others ---------------
+
+from tasks.source.stack import DIGEST, swarm_names  # noqa: E402
+
+
+class TestSwarmNames:
+    def test_the_names_checked_are_those_the_stack_file_gives_swarm(self):
+        parsed = stack(NODES, SWARM, REDIS, service('name = "cache"', 'kind = "memcached"'))
+        spec = yaml.safe_load(render.rendered(parsed)[render.stack_file("swarm")])
+        checked = {(kind, name) for _, kind, name, _ in swarm_names("hello", parsed.databases, False, parsed.services)}
+        assert {("service", "hello_redis"), ("service", "hello_cache"),
+                ("secret", f"hello_redis_password_{DIGEST}")} <= checked
+        made = {("service", f"hello_{name}") for name in spec["services"]}
+        made |= {("secret", entry["name"].replace("${PROJECT}", "hello").replace("${SECRETS_VERSION}", DIGEST))
+                 for entry in spec["secrets"].values()}
+        assert made == {entry for entry in checked if entry[0] in ("service", "secret")}
+
+    def test_a_service_name_too_long_for_swarm_is_refused_as_a_service(self):
+        long_project = NODES.replace('[hosts.node1]\n', '[hosts.node1]\nproject = "a-rather-long-project"\n')
+        with pytest.raises(StackError, match=r"\[clusters.swarm\]: service name 'r{30}' is too long for Swarm: the "
+                                             r"secret a-rather-long-project_r{30}_password_<digest> would have 74 "
+                                             r"characters \(at most 64\); use at most 20 characters"):
+            stack(long_project, SWARM, service(f'name = "{"r" * 30}"', 'kind = "redis"'))

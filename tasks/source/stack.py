@@ -516,10 +516,10 @@ SWARM_SECRET_LIMIT, SWARM_SERVICE_LIMIT = 64, 63
 DIGEST, TAG = "#" * 12, "#" * 8
 
 
-def swarm_names(project: str, databases, backups: bool) -> list[tuple[str | None, str, str, int]]:
-    """(database or None, kind, name, Swarm's limit) of every secret, config and service that
-    the stack of a cluster whose project is PROJECT makes (config/templates/docker-stack.yml.j2),
-    digests and tags as DIGEST and TAG."""
+def swarm_names(project: str, databases, backups: bool, services=()) -> list[tuple[str | None, str, str, int]]:
+    """(the database or service it belongs to, or None; kind, name, Swarm's limit) of every
+    secret, config and service that the stack of a cluster whose project is PROJECT makes
+    (config/templates/docker-stack.yml.j2), digests and tags as DIGEST and TAG."""
     secrets = [DJANGO_SECRET, *(db.secret_name for db in databases)]
     names = [(None, "config", f"{project}_{name}_{DIGEST}", SWARM_SECRET_LIMIT)
              for name in ("nginx_main", "nginx_site", "app_role")]
@@ -537,22 +537,27 @@ def swarm_names(project: str, databases, backups: bool) -> list[tuple[str | None
                   for source, _ in BACKUP_OPTIONAL_SECRETS]
         names += [(db.name, "secret", f"{project}_backup_{db.secret_name}_{DIGEST}", SWARM_SECRET_LIMIT)
                   for db in databases]
+    for service in services:
+        names += [(service.name, "service", f"{project}_{service.name}", SWARM_SERVICE_LIMIT)]
+        if service.secret_name:
+            names += [(service.name, "secret", f"{project}_{service.secret_name}_{DIGEST}", SWARM_SECRET_LIMIT)]
     return names
 
 
-def check_swarm_names(cluster: str, project: str, databases, backups: bool) -> None:
+def check_swarm_names(cluster: str, project: str, databases, backups: bool, services=()) -> None:
     """Refuse, before anything is deployed, a database (or project) name that would make a
     Swarm name longer than Swarm takes: its own names are what a user sees in `docker
     secret ls`, so they are not shortened behind the user's back."""
     too_long = [(len(name) - limit, db, kind, name, limit)
-                for db, kind, name, limit in swarm_names(project, databases, backups) if len(name) > limit]
+                for db, kind, name, limit in swarm_names(project, databases, backups, services) if len(name) > limit]
     if not too_long:
         return
     # The project's own names first: no database name is short enough while they are too long.
     over, db, kind, name, limit = max([n for n in too_long if n[1] is None] or too_long)
     shown = name.replace(DIGEST, "<digest>").replace(TAG, "<tag>")
     if db is not None:
-        raise StackError(f"[clusters.{cluster}]: database name {db!r} is too long for Swarm: the {kind} {shown} would "
+        what = "service" if db in {service.name for service in services} else "database"
+        raise StackError(f"[clusters.{cluster}]: {what} name {db!r} is too long for Swarm: the {kind} {shown} would "
                          f"have {len(name)} characters (at most {limit}); use at most {len(db) - over} characters "
                          f"for it with project {project!r}" + (" and [backups]" if backups else ""))
     raise StackError(f"[clusters.{cluster}]: project name {project!r} is too long for Swarm: the {kind} {shown} "
@@ -734,7 +739,8 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         clusters = {cluster: parse_cluster(cluster, entry, hosts, databases)
                     for cluster, entry in data.get("clusters", {}).items()}
         for cluster in clusters.values():
-            check_swarm_names(cluster.name, hosts[cluster.manager].project or name, databases, backups is not None)
+            check_swarm_names(cluster.name, hosts[cluster.manager].project or name, databases, backups is not None,
+                              services)
     return Stack(project=name, http_port=http_port, client_max_body_size=body, databases=databases,
                  hosts=hosts, groups=groups, backups=backups, clusters=clusters, app=app, services=services)
 
