@@ -14,6 +14,7 @@ from invoke import Collection
 from .cli import print_table, stack_task
 from .execution.files import create_secret
 from .plans import compose
+from .plans import rollout as rollout_plans
 from .procedures.adding import AddUndo, paths_changed_by, remove_unfinished, save, write_stack_change
 from .procedures.locks import project_lock
 from .procedures.rollout import roll_out
@@ -87,8 +88,9 @@ def list_(r):
     "name": "The service to remove.",
     "purge": "Also delete its data volume and password, for good (default: off; needs --yes).",
     "yes": "Confirm --purge without asking (default: off).",
+    "timeout": "Seconds to wait for the app to be healthy without it",
 })
-def remove(r, name, purge=False, yes=False):
+def remove(r, name, purge=False, yes=False, timeout=None):
     """Remove a service from the stack.
 
     Its data volume and password are kept unless --purge --yes."""
@@ -106,8 +108,10 @@ def remove(r, name, purge=False, yes=False):
             r.compose(compose.rm([name]), what=f"stopping {name}")
         r = write_stack_change(r, new_text)
         if compose.APP in running:
-            # Recreate the app without the service's network and variables.
-            r.compose(compose.up(build=False), what="restarting the app without it")
+            # A new app container without the service's network, variables and password,
+            # switched to as a release is: no request dropped.
+            r.compose(rollout_plans.run_once("secrets-init"), what="taking its password from the app", hide=True)
+            roll_out(r, timeout)
         r.run(compose.remove_network(f"{r.project}_{old.network}"), check=False, hide=True)
         if purge:
             if old.persistent:

@@ -453,6 +453,19 @@ class TestRemoveTask:
         assert not any("volume rm" in c for c in conn.commands)
         assert f"docker network rm {PROJECT}_redis_network" in conn.commands
 
+    def test_a_running_app_is_rolled_out_without_it(self, tree):
+        r, _ = runner(tree, {})
+        add_service(r, "redis", kind="redis", up=False, timeout=0)
+        running = shlex.join([*COMPOSE, *compose_plans.running_services()])
+        r, conn = runner(tree, {running: Result("djangoapp\nnginx\nfront\ndatabase1\nredis\n")},
+                         made_in="before")
+        remove_service(r, "redis", timeout=0)
+        rm = f"{shlex.join(COMPOSE)} rm --force --stop redis"
+        assert conn.commands.index(rm) < conn.commands.index(SECRETS_INIT)
+        # A new app container beside the old one, then the old one drained: no `up` of the whole stack.
+        assert any("--scale" in c for c in conn.commands[conn.commands.index(SECRETS_INIT):])
+        assert f"{PROJECT}-djangoapp-1" not in conn.app and conn.app[f"{PROJECT}-djangoapp-2"] == "running healthy"
+
     def test_purge_deletes_its_volume_and_password(self, tree):
         r, _ = runner(tree, {})
         add_service(r, "redis", kind="redis", up=False, timeout=0)

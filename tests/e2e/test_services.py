@@ -127,6 +127,7 @@ def test_service_remove_takes_it_out_and_keeps_its_data(s):
     result = s.inv("service.remove", "redis")
     assert f"its data stays in the volume {s.project}_redis_volume" in result.stdout
     assert redis_container(s) == ""
+    assert s.health()[0] == 200  # through the front: Nginx was switched to the new app container
     assert git_status(s.root, ignored=False) == ""
     assert "redis_volume" in s.volumes()
     assert s.health_inside()[0] == 200
