@@ -11,7 +11,7 @@ The package in layers, each importing only from the ones below it:
 """
 from invoke import Collection
 
-from . import adopt, app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, schedule, swarm, venv, volume
+from . import adopt, app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, schedule, service, swarm, venv, volume
 from .execution.stdin import ChunkedLocal
 from .source.settings import DEFAULTS
 
@@ -29,6 +29,7 @@ ns = Collection(
     app.manage,
     doctor.doctor,
     db.ns,
+    service.ns,
     volume.ns,
     backup.archive_ns,
     backup.ns,

@@ -36,6 +36,9 @@ def all_(r):
     Each database dumped while it runs, then each volume archived: compressed, checksummed,
     each with a manifest. Not the scheduled restic backups (backup.*)."""
     made = [dump_database(r, db) for db in r.stack.databases]
+    for service in r.stack.services:
+        r.say(f"skipping service {service.name} ({service.kind}): a queue or cache holds jobs in flight and "
+              "cached values, not records")
     comp = compressor(r)
     made += [backup_volume(r, info, comp) for info in stack_volumes(r).values()]
     for path in made:

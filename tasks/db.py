@@ -13,45 +13,18 @@ from invoke import Collection
 from .cli import print_table, stack_task
 from .execution.runner import interactive
 from .errors import TaskError
-from .execution.files import create_secret, unfinished_in, write_all
+from .execution.files import create_secret
 from .plans import compose
 from .procedures.backup_files import verified_on_target
 from .procedures.dumps import dump_database, load_database
 from .procedures.locks import project_lock
 from .procedures.serving import wait_until_served
-from .procedures.adding import AddUndo, paths_changed_by, save
+from .procedures.adding import (AddUndo, paths_changed_by, remove_unfinished as _remove_unfinished, save,
+                               write_stack_change as _write_stack_change)
 from .procedures.rollout import roll_out
 from .procedures.starting import release_phase, start_backups, start_databases
 from .source import render
-from .source.stack import (STACK_FILE, loads, read_text, validate_database_name, with_database_added,
-                           with_database_removed)
-
-
-def _write_stack_change(r, new_text: str):
-    """Render every file for the new source of truth in memory, then write those that
-    change (each atomically, all prepared before the first rename); return the new runner."""
-    new_stack = loads(new_text)
-    files = {STACK_FILE: new_text, **render.rendered(new_stack)}
-    changed = {}
-    for path, text in files.items():
-        target = r.root / path
-        if not target.exists() or target.read_text(encoding="utf-8") != text:
-            changed[target] = text
-    if changed:
-        r.do("write " + " and ".join(str(p.relative_to(r.root)) for p in changed), write_all, changed)
-    for path in changed:
-        r.report(f"wrote {path.relative_to(r.root)}")
-    return r.with_stack(new_stack)
-
-
-def _remove_unfinished(r, stack) -> None:
-    """Delete the temporary files a killed `db.add` or `db.remove` left (a secret among
-    them, perhaps) where these write: the source of truth, the generated files, the secrets."""
-    paths = [STACK_FILE, *render.rendered(stack), *render.secret_files(stack)]
-    for folder in sorted({(r.root / path).parent for path in paths}):
-        for leftover in unfinished_in(folder):
-            r.remove(leftover)
-            r.say(f"deleted {leftover.relative_to(r.root)}: left by a task that was killed")
+from .source.stack import loads, read_text, validate_database_name, with_database_added, with_database_removed
 
 
 @stack_task(hosts=None, help={

@@ -9,6 +9,7 @@ from .execution.files import unfinished_in
 from .execution.runner import compose_problem, engine_problem
 from .plans import archives, compose
 from .plans import release as release_plans
+from .plans import rollout as rollout_plans
 from .procedures.backups import _age, _size
 from .procedures.dumps import loads_left
 from .procedures.site import certificate, describe
@@ -154,6 +155,34 @@ def check_unfinished_backups(r):
             for name, size, age in found] or (True, f"no unfinished file in {r.backups}", None)
 
 
+def check_services(r):
+    """Each [[services]] container running and healthy, where the stack runs (the app's
+    container up): a broker or cache down is not seen by a site whose library swallows
+    connection errors."""
+    names = [service.name for service in r.stack.services]
+    if not names:
+        return True, f"no [[services]] in {STACK_FILE}", None
+    found = [line.split() for line in r.probe(rollout_plans.service_containers(r.project)).stdout.splitlines()]
+    ids = {fields[1]: fields[0] for fields in found if len(fields) == 2}
+    if compose.APP not in ids:
+        return True, f"the stack is not running{r.target.on}: services not checked", None
+    present = [ids[name] for name in names if name in ids]
+    states = {}
+    for line in r.probe(rollout_plans.service_states(present)).stdout.splitlines() if present else []:
+        fields = line.split("\t")
+        if len(fields) == 3:
+            states[fields[0]] = (fields[1], fields[2])
+    failed = []
+    for name in names:
+        state = states.get(name)
+        if state is None:
+            failed.append((False, f"service {name} has no container{r.target.on}", f"`inv up{r.target.host_flag}`"))
+        elif state != ("running", "healthy"):
+            failed.append((False, f"service {name} is {state[0]} ({state[1]}){r.target.on}",
+                           f"`inv logs -s {name}{r.target.host_flag}` says why"))
+    return failed or (True, f"services running and healthy: {', '.join(names)}", None)
+
+
 def check_app_python(r):
     """[app] python, the app image's Python and the app's own virtualenv's (each that is
     here) agree: a lock made for one Python installs another set on the next (or none)."""
@@ -177,8 +206,9 @@ CHECKS = {"engine": check_engine, "certificate": check_certificate, "compose": c
           "env_files": check_env_files, "rendered": check_rendered,
           "interrupted_restores": check_interrupted_restores, "interrupted_loads": check_interrupted_loads,
           "unfinished_files": check_unfinished_files, "unfinished_backups": check_unfinished_backups,
-          "app_python": check_app_python}
-NEEDS_ENGINE = {"port", "builder", "certificate", "interrupted_restores", "interrupted_loads", "app_python"}
+          "app_python": check_app_python, "services": check_services}
+NEEDS_ENGINE = {"port", "builder", "certificate", "interrupted_restores", "interrupted_loads", "app_python",
+                "services"}
 PYTHON_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
 
 

@@ -105,6 +105,12 @@ def databases():
     return [n for n in env("BACKUP_DATABASES", "").split(",") if n]
 
 
+def skipped_services():
+    """The stack's services ([[services]]: BACKUP_SERVICES, NAME:KIND,...), none of which a
+    run takes: a queue or cache holds jobs in flight and cached values, not records."""
+    return [tuple(item.split(":", 1)) for item in env("BACKUP_SERVICES", "").split(",") if ":" in item]
+
+
 def repository_shown():
     """The repository as the user wrote it in [backups]: a local one's path on the host, not
     the path it is mounted at here."""
@@ -415,6 +421,9 @@ def take():
         manifest["databases"][name] = dump_database(name)
         tables = manifest["databases"][name]["tables"]
         say(f"  {manifest['databases'][name]['bytes']:,} bytes, {len(tables)} tables, {sum(tables.values()):,} rows")
+    for name, kind in skipped_services():
+        say(f"skipping service {name} ({kind}): a queue or cache holds jobs in flight and cached values, "
+            "not records")
     manifest["media"] = tree_sums(MEDIA)
     top = os.stat(MEDIA)
     manifest["media_root"] = {"uid": top.st_uid, "gid": top.st_gid, "mode": top.st_mode & 0o7777}

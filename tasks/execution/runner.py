@@ -258,7 +258,8 @@ class Runner:
     def running_services(self) -> set[str]:
         """The services running now; in a dry run, every service of the stack."""
         if self.dry:
-            return {compose.APP, "nginx", "front", *(db.name for db in self.stack.databases)}
+            return {compose.APP, "nginx", "front", *(db.name for db in self.stack.databases),
+                    *(service.name for service in self.stack.services)}
         result = self.compose_probe(compose.running_services())
         return set(result.stdout.split()) if result.ok else set()
 

@@ -53,6 +53,14 @@ def health_tests(ids) -> list[str]:
     return ["docker", "inspect", "--format", template, *ids]
 
 
+def service_states(ids) -> list[str]:
+    """One line per container: its compose service, state and health status (none when it
+    has no health test), tab-separated."""
+    template = ('{{index .Config.Labels "com.docker.compose.service"}}\t{{.State.Status}}'
+                "\t{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}")
+    return ["docker", "inspect", "--format", template, *ids]
+
+
 def run_health_test(container: str, healthcheck) -> list[str] | None:
     """The container's own health test (compose's `healthcheck.test`) as a `docker exec`,
     or None when it has none: what the engine runs at each tick, run when we choose."""

@@ -35,12 +35,16 @@ def provision_databases(r: Runner, databases=None) -> None:
 
 
 def start_databases(r: Runner, timeout: float) -> None:
-    names = [db.name for db in r.stack.databases]
-    r.compose(compose.up(names, build=False, wait=False, no_deps=True), what="starting the databases")
+    """The databases and the services ([[services]]) started and healthy, before the
+    release phase: migrations and the new app find them up."""
+    services = [service.name for service in r.stack.services]
+    names = [db.name for db in r.stack.databases] + services
+    r.compose(compose.up(names, build=False, wait=False, no_deps=True),
+              what="starting the databases" + (" and services" if services else ""))
     found = [line.split() for line in r.probe(rollout_plans.service_containers(r.project)).stdout.splitlines()]
     ids = [fields[0] for fields in found if len(fields) == 2 and fields[1] in names]
     r.require(len(ids) == len(names), f"expected a container for each of {', '.join(names)}, found {len(ids)}")
-    wait_containers_healthy(r, ids, timeout, "the databases")
+    wait_containers_healthy(r, ids, timeout, "the databases" + (" and services" if services else ""))
     provision_databases(r)
     r.compose(rollout_plans.run_once("secrets-init"), what="giving the app its secrets", hide=True)
 

@@ -73,12 +73,22 @@ def django_environment(stack: Stack) -> dict[str, str]:
             **({"STACK_SCHEDULES": schedules_variable(stack.schedules)} if stack.schedules else {}),
             "DJANGO_DATABASES": ",".join(db.name for db in stack.databases),
             "DJANGO_SECRET_KEY_FILE": f"/run/secrets/{DJANGO_SECRET}",
-            **{f"{db.password_variable}_FILE": f"/run/secrets/{db.secret_name}" for db in stack.databases}}
+            **{f"{db.password_variable}_FILE": f"/run/secrets/{db.secret_name}" for db in stack.databases},
+            **({"STACK_SERVICES": stack_services(stack)} if stack.services else {})}
+
+
+def stack_services(stack: Stack) -> str:
+    """The [[services]] as the app's djangostack.env reads them (STACK_SERVICES): JSON, each
+    service's name, kind, host, port and password file (null: no password)."""
+    return json.dumps([{"name": s.name, "kind": s.kind, "host": s.name, "port": s.port,
+                        "password_file": f"/run/secrets/{s.secret_name}" if s.secret_name else None}
+                       for s in stack.services], separators=(",", ":"))
 
 
 def app_secrets(stack: Stack) -> list[str]:
     """The secrets the app reads, by file name in config/secrets/ and /run/secrets/."""
-    return [DJANGO_SECRET, *(db.secret_name for db in stack.databases)]
+    return [DJANGO_SECRET, *(db.secret_name for db in stack.databases),
+            *(service.secret_name for service in stack.services if service.secret_name)]
 
 
 def backup_secrets(stack: Stack) -> list[str]:
@@ -132,6 +142,7 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "http_port": site.http_port,
         "client_max_body_size": stack.client_max_body_size,
         "databases": stack.databases,
+        "services": stack.services,
         "app_secrets": app_secrets(stack),
         "django_environment": django_environment(stack),
         "backups": stack.backups,
@@ -209,6 +220,9 @@ def secret_files(stack: Stack, token: str | None = None) -> dict[Path, str]:
     files = {DJANGO_ENV: _django_env(_environment(), stack), DJANGO_SECRET_FILE: secret(50)}
     for db in stack.databases:
         files[Path(db.secret_file)] = secret(32)
+    for service in stack.services:
+        if service.secret_file:
+            files[Path(service.secret_file)] = secret(32)
     if stack.backups:
         files[Path(SECRETS_DIR) / RESTIC_PASSWORD] = secret(32)
     return files

@@ -88,6 +88,145 @@ class Database:
         return f"{self.name.upper()}_PASSWORD"
 
 
+# A service's kinds: the official image each one defaults to (its <KIND>_IMAGE environment
+# variable overrides it in the rendered files), its port, the folder it keeps its data in
+# and whether that is kept by default (a queue or an append-only log: yes; a cache: no).
+SERVICE_KINDS = {
+    "redis": ("redis:7.4", 6379, "/data", True),
+    "valkey": ("valkey/valkey:8.0", 6379, "/data", True),
+    "memcached": ("memcached:1.6", 11211, None, False),
+    "rabbitmq": ("rabbitmq:3.13", 5672, "/var/lib/rabbitmq", True),
+    "image": (None, None, None, False),
+}
+# The URL scheme the conventional variable uses, by kind; a service of kind "image" has none.
+SERVICE_SCHEMES = {"redis": "redis", "valkey": "redis", "memcached": "memcache", "rabbitmq": "amqp"}
+# The kinds whose server takes a password (the stack generates it: <name>_password).
+AUTHENTICATED_KINDS = ("redis", "valkey", "rabbitmq")
+SERVICE_KEYS = {"name", "kind", "image", "persistent", "port", "health", "data"}
+# What a service name may not be besides a database's reserved names: another name the
+# stack gives (a process, a network, a volume or a secret of its own would be taken over,
+# or a variable the app reads: DATABASE_URL, CELERY_BROKER_URL).
+SERVICE_RESERVED = frozenset({"scheduler", "static", "media", "acme", "restic", "database", "celery_broker"})
+SERVICE_FACTS = ("url", "host", "port", "password", "password_file")
+
+
+@dataclass(frozen=True)
+class Service:
+    """A server from an image the app reaches ([[services]] in config/stack.toml): a broker
+    or cache, on its own network, never published."""
+    name: str
+    kind: str                            # redis | valkey | memcached | rabbitmq | image
+    image: str
+    port: int
+    persistent: bool
+    health: tuple[str, ...] = ()         # kind "image": the healthcheck test, ["CMD", ...]
+    data: str | None = None              # the folder its volume is mounted on when persistent
+
+    @property
+    def network(self) -> str:
+        return f"{self.name}_network"
+
+    @property
+    def volume(self) -> str:
+        return f"{self.name}_volume"
+
+    @property
+    def secret_name(self) -> str | None:
+        """Its password's file in config/secrets/ and /run/secrets/, or None: no auth."""
+        return f"{self.name}_password" if self.kind in AUTHENTICATED_KINDS else None
+
+    @property
+    def secret_file(self) -> str | None:
+        return f"{SECRETS_DIR}/{self.secret_name}" if self.secret_name else None
+
+    @property
+    def url_variable(self) -> str:
+        return f"{self.name.upper()}_URL"
+
+    @property
+    def scheme(self) -> str | None:
+        return SERVICE_SCHEMES.get(self.kind)
+
+    @property
+    def image_variable(self) -> str | None:
+        """The environment variable that overrides the image (REDIS_IMAGE), or None."""
+        return f"{self.kind.upper()}_IMAGE" if self.kind != "image" else None
+
+    @property
+    def image_expression(self) -> str:
+        """The image as the rendered files name it: ${REDIS_IMAGE:-redis:7.4}."""
+        return f"${{{self.image_variable}:-{self.image}}}" if self.image_variable else self.image
+
+
+def validate_service_name(name, databases=(), services=()) -> None:
+    """Raise StackError unless NAME can be a service's compose service, network, volume,
+    secret and variable prefix, and is not the name of a database or another service."""
+    shown = repr(name)
+    if not isinstance(name, str):
+        raise StackError(f"service name {shown} is not valid: a string of lowercase letters, digits and underscores")
+    if not name:
+        raise StackError("a service name cannot be empty")
+    if len(name) > MAX_NAME_LENGTH:
+        raise StackError(f"service name {shown} is too long ({len(name)} characters; at most {MAX_NAME_LENGTH})")
+    if not NAME_PATTERN.fullmatch(name):
+        raise StackError(f"invalid service name {shown}: use lowercase letters, digits and underscores, "
+                         "starting with a letter (for example redis)")
+    if name in RESERVED_NAMES or name in SERVICE_RESERVED or any(name == f"{db}_database" for db in databases):
+        raise StackError(f"service name {shown} is reserved (the stack names something of its own so); pick another")
+    if name in databases:
+        raise StackError(f"service name {shown} is the name of a database in {STACK_FILE}; pick another")
+    if name in services:
+        raise StackError(f"service {shown} already exists in {STACK_FILE}")
+
+
+def parse_service(entry, index: int, databases=(), services=()) -> Service:
+    """One [[services]] entry, each value checked by its grammar."""
+    entry = values.table(entry, f"[[services]] entry {index + 1}", 'a table with name = "..." and kind = "..."')
+    name = entry.get("name", "")
+    validate_service_name(name, databases, services)
+    where = f"[[services]] {name}"
+    unknown = set(entry) - SERVICE_KEYS
+    if unknown:
+        raise StackError(f"{where}: unknown setting(s) {_names(unknown)} (known: {', '.join(sorted(SERVICE_KEYS))})")
+    if "kind" not in entry:
+        raise StackError(f"{where} needs kind (one of {', '.join(SERVICE_KINDS)})")
+    kind = values.choice(entry["kind"], tuple(SERVICE_KINDS), f"{where} kind")
+    image, port, data, persistent = SERVICE_KINDS[kind]
+    if kind == "image":
+        for key in ("image", "port", "health"):
+            if key not in entry:
+                raise StackError(f'{where} needs {key} (kind = "image" has no defaults)')
+    else:
+        for key in ("port", "health", "data"):
+            if key in entry:
+                raise StackError(f'{where}: {key} is for kind = "image" (a {kind} service has its own)')
+    health = entry.get("health", [])
+    if kind == "image" and (not isinstance(health, list) or len(health) < 2 or health[0] not in ("CMD", "CMD-SHELL")
+                            or not all(isinstance(word, str) and word for word in health)):
+        raise StackError(f'{where} health {health!r} is not valid: a list of strings starting with "CMD" or '
+                         f'"CMD-SHELL", such as ["CMD", "redis-cli", "ping"]')
+    persistent = values.flag(entry.get("persistent", persistent), f"{where} persistent")
+    data = values.directory(entry["data"], f"{where} data") if "data" in entry else data
+    if persistent and data is None:
+        raise StackError(f"{where}: persistent = true needs data (the folder its volume is mounted on)"
+                         if kind == "image" else f"{where}: a {kind} service keeps no data; drop persistent")
+    return Service(name=name, kind=kind,
+                   image=values.image(entry.get("image", image), f"{where} image"),
+                   port=values.port(entry.get("port", port), f"{where} port"),
+                   persistent=persistent, health=tuple(health), data=data)
+
+
+def parse_services(entries, databases) -> tuple[Service, ...]:
+    """[[services]], in their order."""
+    if not isinstance(entries, list):
+        raise StackError(f"services {entries!r} is not valid: [[services]] tables, each with name and kind")
+    names = tuple(db.name for db in databases)
+    services = []
+    for index, entry in enumerate(entries):
+        services.append(parse_service(entry, index, names, tuple(s.name for s in services)))
+    return tuple(services)
+
+
 # Folders of the stack's own: the project's folder is never one of them.
 STACK_FOLDERS = frozenset({"config", "tasks", "tests", "testkit", "docs", "backups", "bench", ".ci"})
 # What [app.env] may map a project's variable to: a fact of one database, or of the stack.
@@ -148,7 +287,7 @@ class App:
         return not self.requirements.startswith(f"{self.path}/")
 
 
-def parse_app(entry, databases) -> App:
+def parse_app(entry, databases, services=()) -> App:
     """[app], each value checked by its grammar; absent keys keep the example's values."""
     unknown = set(entry) - APP_KEYS
     if unknown:
@@ -165,14 +304,16 @@ def parse_app(entry, databases) -> App:
         requirements=values.requirements_file(given["requirements"], "[app] requirements"),
         build_packages=values.debian_packages(entry.get("build_packages", []), "[app] build_packages"),
         packages=values.debian_packages(entry.get("packages", []), "[app] packages"),
-        env=parse_app_env(entry.get("env", {}), databases),
+        env=parse_app_env(entry.get("env", {}), databases, services),
     )
 
 
-def parse_app_env(entry, databases) -> tuple[tuple[str, str], ...]:
+def parse_app_env(entry, databases, services=()) -> tuple[tuple[str, str], ...]:
     """[app.env]: NAME = FACT, a variable the project reads set from a fact of the stack."""
     names = [db.name for db in databases]
-    facts = [*(f"<database>.{fact}" for fact in DATABASE_FACTS), *STACK_FACTS]
+    by_name = {service.name: service for service in services}
+    facts = [*(f"<database>.{fact}" for fact in DATABASE_FACTS), *(f"<service>.{fact}" for fact in SERVICE_FACTS),
+             *STACK_FACTS]
     taken = STACK_VARIABLES | {f"{db.password_variable}_FILE" for db in databases}
     values.table(entry, "[app] env", 'a table of NAME = "fact", such as DB_HOST = "database1.host"')
     mapped = []
@@ -185,10 +326,17 @@ def parse_app_env(entry, databases) -> tuple[tuple[str, str], ...]:
         if not isinstance(fact, str):
             raise StackError(f"{where} = {fact!r} is not valid: one of {', '.join(facts)}")
         database, dot, attribute = fact.rpartition(".")
-        if dot and attribute in DATABASE_FACTS:
+        if dot and database in by_name and attribute in SERVICE_FACTS:
+            service = by_name[database]
+            if (attribute.startswith("password") and service.secret_name is None) or (
+                    attribute == "url" and service.scheme is None):
+                raise StackError(f"{where} = {fact!r}: service {database!r} ({service.kind}) has no "
+                                 f"{attribute.replace('_', ' ')}")
+        elif dot and attribute in DATABASE_FACTS:
             if database not in names:
                 raise StackError(f"{where} = {fact!r}: no database named {database!r} in [[databases]] "
-                                 f"(known: {', '.join(names)})")
+                                 f"(known: {', '.join(names)})" + (f"; nor a service in [[services]] (known: "
+                                                                   f"{', '.join(by_name)})" if by_name else ""))
         elif fact not in STACK_FACTS:
             raise StackError(f"{where} = {fact!r} is not valid: one of {', '.join(facts)}")
         mapped.append((name, fact))
@@ -369,10 +517,10 @@ SWARM_SECRET_LIMIT, SWARM_SERVICE_LIMIT = 64, 63
 DIGEST, TAG = "#" * 12, "#" * 8
 
 
-def swarm_names(project: str, databases, backups: bool) -> list[tuple[str | None, str, str, int]]:
-    """(database or None, kind, name, Swarm's limit) of every secret, config and service that
-    the stack of a cluster whose project is PROJECT makes (config/templates/docker-stack.yml.j2),
-    digests and tags as DIGEST and TAG."""
+def swarm_names(project: str, databases, backups: bool, services=()) -> list[tuple[str | None, str, str, int]]:
+    """(the database or service it belongs to, or None; kind, name, Swarm's limit) of every
+    secret, config and service that the stack of a cluster whose project is PROJECT makes
+    (config/templates/docker-stack.yml.j2), digests and tags as DIGEST and TAG."""
     secrets = [DJANGO_SECRET, *(db.secret_name for db in databases)]
     names = [(None, "config", f"{project}_{name}_{DIGEST}", SWARM_SECRET_LIMIT)
              for name in ("nginx_main", "nginx_site", "app_role")]
@@ -390,22 +538,27 @@ def swarm_names(project: str, databases, backups: bool) -> list[tuple[str | None
                   for source, _ in BACKUP_OPTIONAL_SECRETS]
         names += [(db.name, "secret", f"{project}_backup_{db.secret_name}_{DIGEST}", SWARM_SECRET_LIMIT)
                   for db in databases]
+    for service in services:
+        names += [(service.name, "service", f"{project}_{service.name}", SWARM_SERVICE_LIMIT)]
+        if service.secret_name:
+            names += [(service.name, "secret", f"{project}_{service.secret_name}_{DIGEST}", SWARM_SECRET_LIMIT)]
     return names
 
 
-def check_swarm_names(cluster: str, project: str, databases, backups: bool) -> None:
+def check_swarm_names(cluster: str, project: str, databases, backups: bool, services=()) -> None:
     """Refuse, before anything is deployed, a database (or project) name that would make a
     Swarm name longer than Swarm takes: its own names are what a user sees in `docker
     secret ls`, so they are not shortened behind the user's back."""
     too_long = [(len(name) - limit, db, kind, name, limit)
-                for db, kind, name, limit in swarm_names(project, databases, backups) if len(name) > limit]
+                for db, kind, name, limit in swarm_names(project, databases, backups, services) if len(name) > limit]
     if not too_long:
         return
     # The project's own names first: no database name is short enough while they are too long.
     over, db, kind, name, limit = max([n for n in too_long if n[1] is None] or too_long)
     shown = name.replace(DIGEST, "<digest>").replace(TAG, "<tag>")
     if db is not None:
-        raise StackError(f"[clusters.{cluster}]: database name {db!r} is too long for Swarm: the {kind} {shown} would "
+        what = "service" if db in {service.name for service in services} else "database"
+        raise StackError(f"[clusters.{cluster}]: {what} name {db!r} is too long for Swarm: the {kind} {shown} would "
                          f"have {len(name)} characters (at most {limit}); use at most {len(db) - over} characters "
                          f"for it with project {project!r}" + (" and [backups]" if backups else ""))
     raise StackError(f"[clusters.{cluster}]: project name {project!r} is too long for Swarm: the {kind} {shown} "
@@ -424,6 +577,7 @@ class Stack:
     clusters: dict = field(default_factory=dict)
     app: App = App()
     schedules: tuple[Schedule, ...] = ()
+    services: tuple[Service, ...] = ()
 
     def database(self, name: str) -> Database:
         """The database called NAME, or whose Django alias is NAME (`default`)."""
@@ -432,6 +586,14 @@ class Stack:
                 return db
         known = ", ".join(db.name for db in self.databases)
         raise StackError(f"no database named {name!r} in {STACK_FILE} (known: {known})")
+
+    def service(self, name: str) -> Service:
+        """The service called NAME ([[services]])."""
+        for service in self.services:
+            if service.name == name:
+                return service
+        known = ", ".join(service.name for service in self.services) or "none yet"
+        raise StackError(f"no service named {name!r} in {STACK_FILE} (known: {known})")
 
     def resolve_hosts(self, spec: str) -> list[Host]:
         """Hosts named by SPEC: a host, a group from [groups], or a comma-separated mix."""
@@ -458,7 +620,8 @@ class Stack:
 
     @property
     def volumes(self) -> tuple[str, ...]:
-        return tuple(db.volume for db in self.databases) + ("static_volume", "media_volume")
+        return (tuple(db.volume for db in self.databases) + ("static_volume", "media_volume")
+                + tuple(service.volume for service in self.services if service.persistent))
 
 
 def validate_database_name(name: str, existing: tuple[str, ...] = ()) -> None:
@@ -494,7 +657,7 @@ TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists
           "app": "a table (path, settings, wsgi, python, requirements, ...)"}
 
 
-TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app", "schedules"}
+TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app", "schedules", "services"}
 PROJECT_KEYS = {"name", "http_port", "client_max_body_size"}
 DATABASE_KEYS = {"name", "apps"}
 APP_KEYS = {"path", "settings", "wsgi", "python", "python_image", "requirements", "build_packages", "packages", "env"}
@@ -568,19 +731,22 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         http_port = values.port(project.get("http_port", 8000), "http_port")
         body = values.body_size(project.get("client_max_body_size", "20m"))
         databases = _parse_databases(entries)
+        services = parse_services(data.get("services", []), databases)
     hosts = {host_name: _parse_host(host_name, entry, source, http_port)
              for host_name, entry in data.get("hosts", {}).items()}
     with _in(source):
         groups = _parse_groups(data.get("groups", {}), hosts)
         backups = parse_backups(data["backups"]) if "backups" in data else None
-        app = parse_app(data["app"], databases) if "app" in data else App()
+        app = parse_app(data["app"], databases, services) if "app" in data else App()
         clusters = {cluster: parse_cluster(cluster, entry, hosts, databases)
                     for cluster, entry in data.get("clusters", {}).items()}
         for cluster in clusters.values():
-            check_swarm_names(cluster.name, hosts[cluster.manager].project or name, databases, backups is not None)
+            check_swarm_names(cluster.name, hosts[cluster.manager].project or name, databases, backups is not None,
+                              services)
         schedules = parse_schedules(data.get("schedules", []))
     return Stack(project=name, http_port=http_port, client_max_body_size=body, databases=databases,
-                 hosts=hosts, groups=groups, backups=backups, clusters=clusters, app=app, schedules=schedules)
+                 hosts=hosts, groups=groups, backups=backups, clusters=clusters, app=app, services=services,
+                 schedules=schedules)
 
 
 HOST_KEYS = {"address", "user", "port", "identity_file", "known_hosts", "directory", "http_port", "project"}
@@ -699,4 +865,40 @@ def with_database_removed(text: str, name: str) -> str:
     if names.index(name) == 0:
         raise StackError(f"{name!r} is the default database (Django's `default` alias); it cannot be removed")
     del entries[names.index(name)]
+    return tomlkit.dumps(doc)
+
+
+def with_service_added(text: str, name: str, kind: str) -> str:
+    """Return the stack file's text with service NAME of KIND appended, comments kept."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    databases = tuple(entry.get("name") for entry in doc.get("databases", []))
+    services = tuple(entry.get("name") for entry in doc.get("services", []))
+    validate_service_name(name, databases, services)
+    if kind == "image" or kind not in SERVICE_KINDS:
+        known = ", ".join(k for k in SERVICE_KINDS if k != "image")
+        raise StackError(f"service kind {kind!r} cannot be added so: one of {known} (a service from another image "
+                         f"is written in {STACK_FILE} by hand, with image, port and health)")
+    table = tomlkit.table()
+    table.add("name", name)
+    table.add("kind", kind)
+    if "services" not in doc:
+        doc.add("services", tomlkit.aot())
+    doc["services"].append(table)
+    return tomlkit.dumps(doc)
+
+
+def with_service_removed(text: str, name: str) -> str:
+    """Return the stack file's text without service NAME."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    entries = doc.get("services", [])
+    names = [entry.get("name") for entry in entries]
+    if name not in names:
+        raise StackError(f"no service named {name!r} in {STACK_FILE} (known: {', '.join(names) or 'none yet'})")
+    del entries[names.index(name)]
+    if not len(entries):
+        del doc["services"]
     return tomlkit.dumps(doc)

@@ -2,9 +2,9 @@
 
 The stack puts no secret value in the environment (`docker inspect` would show it): a secret
 NAME is a file whose path NAME_FILE gives. The readers here turn those into values, and
-`conventional_variables` into the names projects commonly read (DATABASE_URL,
-DJANGO_SECRET_KEY, ...) and the names `[app.env]` in config/stack.toml maps to facts of the
-stack (STACK_APP_ENV). Every error is one line naming the variable or the file.
+`stack_variables` into the names projects commonly read (DATABASE_URL, DJANGO_SECRET_KEY,
+REDIS_URL, CELERY_BROKER_URL, ...) and the names `[app.env]` in config/stack.toml maps to
+facts of the stack (STACK_APP_ENV). Every error is one line naming the variable or the file.
 """
 import json
 import os
@@ -21,6 +21,10 @@ _VARIABLE = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DATABASE_FACTS = ("host", "port", "name", "user", "password", "password_file", "url")
 _STACK_FACTS = ("secret_key", "secret_key_file", "allowed_hosts", "domains", "https")
+_SERVICE_FACTS = ("url", "host", "port", "password", "password_file")
+# The user the stack's RabbitMQ services make for the app (its default_user).
+_RABBITMQ_USER = "app"
+_SERVICE_KINDS = ("redis", "valkey", "memcached", "rabbitmq", "image")
 
 
 def env_secret(name, environ=None):
@@ -133,6 +137,78 @@ def stack_databases(environ=None):
     return databases
 
 
+@dataclass(frozen=True)
+class Service:
+    """One of the stack's [[services]] (a broker or cache), as the app reaches it."""
+    name: str
+    kind: str           # redis | valkey | memcached | rabbitmq | image
+    host: str
+    port: str
+    password: str       # "" for a service without one
+    password_file: str  # "" likewise
+
+    @property
+    def url(self):
+        """Its URL the conventional way, or "" for a service of another image (no scheme)."""
+        password = quote(self.password, safe="")
+        if self.kind in ("redis", "valkey"):
+            return f"redis://:{password}@{self.host}:{self.port}/0"
+        if self.kind == "rabbitmq":
+            return f"amqp://{_RABBITMQ_USER}:{password}@{self.host}:{self.port}//"
+        if self.kind == "memcached":
+            return f"memcache://{self.host}:{self.port}"
+        return ""
+
+    @property
+    def url_variable(self):
+        return f"{self.name.upper()}_URL"
+
+
+def stack_services(environ=None):
+    """The services STACK_SERVICES lists (JSON from config/stack.toml; [] when unset), their
+    passwords read from the files it names."""
+    environ = os.environ if environ is None else environ
+    raw = environ.get("STACK_SERVICES", "").strip()
+    if not raw:
+        return []
+    try:
+        entries = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"STACK_SERVICES is not JSON: {exc}") from None
+    shape = ('STACK_SERVICES is not a JSON list of {"name", "kind", "host", "port", "password_file"} '
+             "([[services]] in config/stack.toml)")
+    if not isinstance(entries, list):
+        raise ImproperlyConfigured(shape)
+    services = []
+    for entry in entries:
+        if (not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not _ALIAS.match(entry["name"])
+                or entry.get("kind") not in _SERVICE_KINDS or not isinstance(entry.get("host"), str)
+                or isinstance(entry.get("port"), bool) or not isinstance(entry.get("port"), int)
+                or not isinstance(entry.get("password_file"), (str, type(None)))):
+            raise ImproperlyConfigured(f"{shape}: {json.dumps(entry)} is not")
+        path = entry["password_file"] or ""
+        password = ""
+        if path:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    password = handle.read().strip()
+            except OSError as exc:
+                raise ImproperlyConfigured(f"STACK_SERVICES: the password file of {entry['name']} ({path!r}) cannot "
+                                           f"be read: {exc.strerror}") from None
+        services.append(Service(name=entry["name"], kind=entry["kind"], host=entry["host"],
+                                port=str(entry["port"]), password=password, password_file=path))
+    return services
+
+
+def broker_url(services):
+    """Celery's broker: the first RabbitMQ service, else the first Redis or Valkey; "" for none."""
+    for kinds in (("rabbitmq",), ("redis", "valkey")):
+        for service in services:
+            if service.kind in kinds:
+                return service.url
+    return ""
+
+
 def postgres_databases(environ=None):
     """Django's DATABASES for the stack's databases (`default` first), or None without any."""
     databases = stack_databases(environ)
@@ -202,7 +278,7 @@ def _mapping(environ):
     return mapping
 
 
-def _fact(variable, fact, environ, databases):
+def _fact(variable, fact, environ, databases, services=()):
     """The value of FACT ([app.env] in config/stack.toml) for the variable VARIABLE."""
     where = f"STACK_APP_ENV: {variable} = {fact!r}"
     if fact in _STACK_FACTS:
@@ -218,15 +294,23 @@ def _fact(variable, fact, environ, databases):
             raise ImproperlyConfigured(f"{where}: DJANGO_SECRET_KEY_FILE is not set")
         return value
     name, _, attribute = fact.partition(".")
+    service = next((service for service in services if service.name == name), None)
+    if service is not None and attribute in _SERVICE_FACTS:
+        value = {"url": service.url, "host": service.host, "port": service.port, "password": service.password,
+                 "password_file": service.password_file}[attribute]
+        if not value:
+            raise ImproperlyConfigured(f"{where}: service {name!r} ({service.kind}) has no {attribute.replace('_', ' ')}")
+        return value
     if attribute not in _DATABASE_FACTS:
         raise ImproperlyConfigured(
             f"{where} is not a fact of the stack: use {', '.join(_STACK_FACTS)} or "
-            f"<database>.{'|'.join(_DATABASE_FACTS)}")
+            f"<database>.{'|'.join(_DATABASE_FACTS)} or <service>.{'|'.join(_SERVICE_FACTS)}")
     database = next((db for db in databases if db.name == name), None)
     if database is None:
         raise ImproperlyConfigured(
             f"{where}: {name!r} is not one of the stack's databases "
-            f"(DJANGO_DATABASES={','.join(db.name for db in databases)!r})")
+            f"(DJANGO_DATABASES={','.join(db.name for db in databases)!r})"
+            + (f" nor of its services ({','.join(s.name for s in services)})" if services else ""))
     if attribute == "password_file" and not database.password_file:
         raise ImproperlyConfigured(f"{where}: {name.upper()}_PASSWORD_FILE is not set")
     return {"host": database.host, "port": database.port, "name": database.db, "user": database.user,
@@ -234,14 +318,16 @@ def _fact(variable, fact, environ, databases):
             "url": database.url}[attribute]
 
 
-def conventional_variables(environ=None):
+def stack_variables(environ=None):
     """The variables a project conventionally reads, from what the stack passes: DATABASE_URL
     (the first database) and NAME_DATABASE_URL for each, DJANGO_SECRET_KEY and SECRET_KEY,
-    DJANGO_ALLOWED_HOSTS and ALLOWED_HOSTS, then every name STACK_APP_ENV maps to a fact.
-    Only what the stack knows is there; the caller puts them in its own process's
-    environment (never the container's, which `docker inspect` shows)."""
+    DJANGO_ALLOWED_HOSTS and ALLOWED_HOSTS, NAME_URL for each service (REDIS_URL) and
+    CELERY_BROKER_URL (unless ENVIRON sets it: the project's own broker), then every name
+    STACK_APP_ENV maps to a fact. Only what the stack knows is there; the caller puts them in
+    its own process's environment (never the container's, which `docker inspect` shows)."""
     environ = os.environ if environ is None else environ
     databases = stack_databases(environ)
+    services = stack_services(environ)
     variables = {}
     if databases:
         variables["DATABASE_URL"] = databases[0].url
@@ -253,8 +339,18 @@ def conventional_variables(environ=None):
     hosts = allowed_hosts(environ)
     if hosts:
         variables["DJANGO_ALLOWED_HOSTS"] = variables["ALLOWED_HOSTS"] = ",".join(hosts)
+    for service in services:
+        if service.url:
+            variables[service.url_variable] = service.url
+    broker = broker_url(services)
+    if broker and not environ.get("CELERY_BROKER_URL"):
+        variables["CELERY_BROKER_URL"] = broker
     for variable, fact in _mapping(environ).items():
         if not _VARIABLE.match(variable):
             raise ImproperlyConfigured(f"STACK_APP_ENV: {variable!r} is not a variable name (A-Z, 0-9, _)")
-        variables[variable] = _fact(variable, fact, environ, databases)
+        variables[variable] = _fact(variable, fact, environ, databases, services)
     return variables
+
+
+# The name the settings of earlier versions (and projects' own code) call it by.
+conventional_variables = stack_variables

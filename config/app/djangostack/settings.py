@@ -4,9 +4,9 @@ The project's own settings module (STACK_APP_SETTINGS, `[app] settings` in confi
 is imported unchanged, in three steps:
 
 1. the variables projects conventionally read (DATABASE_URL, DJANGO_SECRET_KEY,
-   DJANGO_ALLOWED_HOSTS, ... and the names `[app.env]` maps) are put in this process's
-   environment, derived from the stack's secret files, so that a project reading them finds
-   the stack's values and none is in the container's environment;
+   DJANGO_ALLOWED_HOSTS, REDIS_URL, CELERY_BROKER_URL, ... and the names `[app.env]` maps)
+   are put in this process's environment, derived from the stack's secret files, so that a
+   project reading them finds the stack's values and none is in the container's environment;
 2. the project's settings are imported and their upper-case names taken;
 3. in the stack (DJANGO_DATABASES set), what the stack decides wins: its databases, secret
    key, allowed hosts and trusted origins, the folders Nginx serves static and media files
@@ -94,7 +94,7 @@ def stack_settings(project, environ):
 # The stack's environment as it was given, before step 1 adds to it (an [app.env] name may
 # be one the stack reads itself).
 _given = dict(os.environ)
-os.environ.update(env.conventional_variables(_given))
+os.environ.update(env.stack_variables(_given))
 _project = project_settings(_given.get("STACK_APP_SETTINGS", "").strip())
 globals().update(_project)
 if env.env_list("DJANGO_DATABASES", environ=_given):

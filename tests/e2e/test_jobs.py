@@ -1,0 +1,231 @@
+"""No job lost: the example's Celery workers and beat, with Redis, on a test host, moved by a
+code deploy and a rollback and hit by a killed worker while a producer enqueues numbered jobs
+without pause (and the web page is under load).
+
+Each job is a note whose words a worker counts (notes.tasks.count_words appends a WordCount
+row). Lost: a note enqueued and never counted; duplicated: counted more than once. The stack
+sets late acks and a visibility timeout (djangostack/settings.py), so a worker stopped
+gracefully hands back what it has not finished (0 duplicates expected), and one killed has its
+job in hand delivered again once the visibility timeout passes (a duplicate is then possible:
+counted and reported). Beat is a singleton: never two at once, so no tick fires twice.
+"""
+import json
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from testkit import INV
+from testkit.load import Load
+from testkit.projectcopy import copy_project
+
+from .conftest import BASE_IMAGES
+from .test_zero_downtime import Host, assert_no_request_dropped
+
+pytestmark = pytest.mark.e2e
+PORT = 8090
+PROJECT = "hello-e2e-jobs"
+# Jobs enqueued per second, without pause, during each operation.
+RATE = 20
+# The visibility timeout the test's stack sets: a killed worker's job comes back after it.
+VISIBILITY = 15
+TICK = 1  # seconds between two beat ticks (HELLO_TICK_SECONDS)
+WORKERS = """
+[[services]]
+name = "redis"
+kind = "redis"
+
+[[processes]]
+name = "worker"
+command = ["celery", "-A", "hello", "worker", "--loglevel", "INFO", "--concurrency", "2"]
+replicas = 2
+health = "celery"
+
+[[processes]]
+name = "beat"
+command = ["celery", "-A", "hello", "beat", "--loglevel", "INFO", "--schedule", "/tmp/celerybeat-schedule"]
+singleton = true
+"""
+PRODUCER = """
+import signal, time
+from notes.models import Note
+from notes.tasks import count_words
+stopped = []
+signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
+start, n = time.monotonic(), 0
+while not stopped and time.monotonic() - start < LIMIT:
+    note = Note.objects.create(text=f"TAG {n} " + "word " * (n % 5))
+    count_words.delay(note.pk)
+    n += 1
+    time.sleep(max(0.0, start + n / RATE - time.monotonic()))
+print("enqueued", n, flush=True)
+"""
+COUNT = """
+import json
+from django.db.models import Count
+from notes.models import Note, WordCount
+notes = Note.objects.filter(text__startswith="TAG ")
+runs = dict(WordCount.objects.filter(note__in=notes).values_list("note").annotate(n=Count("id")))
+print(json.dumps({"notes": notes.count(), "counted": len(runs), "runs": sum(runs.values())}))
+"""
+TICKS = """
+import json
+from notes.models import Tick
+print(json.dumps([t.timestamp() for t in Tick.objects.order_by("at").values_list("at", flat=True)]))
+"""
+
+
+class JobHost(Host):
+    def manage(self, code, timeout=120):
+        return self.inv("manage", "--host", "prod", "--", "shell", "-c", code).stdout
+
+    def counted(self, tag):
+        return json.loads(self.manage(COUNT.replace("TAG", tag)).strip().splitlines()[-1])
+
+    def containers(self, service):
+        return self.server.docker("ps", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}",
+                                  "--filter", f"label=com.docker.compose.service={service}",
+                                  "--filter", "label=com.docker.compose.oneoff=False").stdout.split()
+
+
+class Producer:
+    """The numbered jobs of TAG, enqueued at RATE per second from a one-off container on the
+    host until stopped (SIGTERM: it finishes the job it enqueues and says how many)."""
+
+    def __init__(self, host, tag, limit=300):
+        self.host, self.tag = host, tag
+        code = PRODUCER.replace("TAG", tag).replace("LIMIT", str(limit)).replace("RATE", str(RATE))
+        self.process = subprocess.Popen([*INV, "manage", "--host", "prod", "--", "shell", "-c", code],
+                                        cwd=host.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        stdin=subprocess.DEVNULL)
+
+    def __enter__(self):
+        # Jobs flow before the operation starts: the first notes are in the database.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.host.counted(self.tag)["notes"] < RATE:
+            time.sleep(1)
+        return self
+
+    def __exit__(self, *exc):
+        oneoff = self.host.server.docker("ps", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}",
+                                         "--filter", "label=com.docker.compose.oneoff=True").stdout.split()
+        for container in oneoff:
+            self.host.server.docker("kill", "--signal", "TERM", container, check=False)
+        out, err = self.process.communicate(timeout=60)
+        found = re.search(r"enqueued (\d+)", out)
+        assert found, out + err
+        self.enqueued = int(found.group(1))
+
+
+def settle(host, producer, within):
+    """Wait until every job of PRODUCER ran (or WITHIN seconds passed); its counts."""
+    deadline = time.monotonic() + within
+    while True:
+        seen = host.counted(producer.tag)
+        if seen["counted"] >= producer.enqueued or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    seen["enqueued"] = producer.enqueued
+    seen["lost"] = producer.enqueued - seen["counted"]
+    seen["duplicated"] = seen["runs"] - seen["counted"]
+    return seen
+
+
+def report(what, seen):
+    print(f"{what}: enqueued {seen['enqueued']}, run {seen['counted']}, lost {seen['lost']}, "
+          f"duplicated {seen['duplicated']}")
+
+
+class MostAtOnce:
+    """The most containers of SERVICE seen at once, polled in a thread while the block runs."""
+
+    def __init__(self, host, service):
+        self.host, self.service, self.most = host, service, 0
+        self.stop = threading.Event()
+
+    def __enter__(self):
+        def poll():
+            while not self.stop.is_set():
+                self.most = max(self.most, len(self.host.containers(self.service)))
+                time.sleep(0.2)
+        self.thread = threading.Thread(target=poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def host(servers, tmp_path_factory):
+    import os
+
+    server = servers("jobs", images=(*BASE_IMAGES, os.environ.get("REDIS_IMAGE", "redis:7.4")))
+    root = copy_project(tmp_path_factory.mktemp("project"))
+    with open(root / "config/stack.toml", "a") as handle:
+        handle.write(WORKERS + "\n" + server.hosts_entry("prod", str(server.dir / "srv" / "hello"), http_port=PORT,
+                                                         project=PROJECT))
+    subprocess.run([*INV, "render"], cwd=root, check=True, capture_output=True)
+    h = JobHost(server, root)
+    shared = h.dir / "shared" / "config"
+    shared.mkdir(parents=True, mode=0o700)
+    (shared / "django.env").write_text((root / "config/django.env.example").read_text()
+                                       + f"DJANGO_TEST_VIEWS=true\nHELLO_TICK_SECONDS={TICK}\n"
+                                       + f"STACK_CELERY_VISIBILITY_TIMEOUT={VISIBILITY}\n")
+    (shared / "django.env").chmod(0o600)
+    h.inv("deploy", "--host", "prod")
+    assert h.page()[0] == 200
+    assert len(h.containers("worker")) == 2 and len(h.containers("beat")) == 1
+    h.first_release = h.current()
+    return h
+
+
+def test_a_code_deploy_loses_no_job_and_runs_none_twice(host):
+    host.edit("hello/hello/templates/hello/index.html", "Hello from Django", "Hello from release two")
+    workers = set(host.containers("worker"))
+    with host.load() as web, Producer(host, "deploy") as producer, MostAtOnce(host, "beat") as beat:
+        host.inv("deploy", "--host", "prod")
+    seen = settle(host, producer, 60)
+    report("code deploy", seen)
+    assert_no_request_dropped(web, "code deploy with workers")
+    assert producer.enqueued > RATE * 5
+    assert seen["lost"] == 0 and seen["duplicated"] == 0, seen
+    assert beat.most == 1, f"{beat.most} beat containers at once"
+    # Every worker is new: they run the new release.
+    assert not workers & set(host.containers("worker"))
+
+
+def test_a_rollback_loses_no_job_and_runs_none_twice(host):
+    with host.load() as web, Producer(host, "rollback") as producer, MostAtOnce(host, "beat") as beat:
+        host.inv("rollback", "--host", "prod")
+    seen = settle(host, producer, 60)
+    report("rollback", seen)
+    assert_no_request_dropped(web, "rollback with workers")
+    assert seen["lost"] == 0 and seen["duplicated"] == 0, seen
+    assert beat.most == 1
+    assert host.current() == host.first_release
+
+
+def test_a_killed_worker_loses_no_job(host):
+    with Producer(host, "kill") as producer:
+        victim = host.containers("worker")[0]
+        host.server.docker("kill", "--signal", "KILL", victim)
+        time.sleep(3)
+    # What it had in hand comes back after the visibility timeout.
+    seen = settle(host, producer, VISIBILITY + 90)
+    report("worker killed", seen)
+    assert seen["lost"] == 0, seen
+    # At most its job in hand and the one prefetched run again.
+    assert seen["duplicated"] <= 2, seen
+
+
+def test_beat_ticked_once_at_a_time(host):
+    ticks = json.loads(host.manage(TICKS).strip().splitlines()[-1])
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    missed = sum(round(g / TICK) - 1 for g in gaps if g > 1.5 * TICK)
+    print(f"beat: {len(ticks)} ticks, shortest gap {min(gaps):.2f}s, {missed} missed")
+    assert len(ticks) > 20
+    assert min(gaps) > TICK / 2, "two ticks at once: two beats ran"
