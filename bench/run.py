@@ -13,13 +13,13 @@ from pathlib import Path
 
 from tasks.execution.files import write_atomic
 
-from . import backup_throughput, build, deploy, deploy_load, scheduled_backups, serving, start
+from . import backup_throughput, build, deploy, deploy_load, jobs, scheduled_backups, serving, start
 from tasks.errors import StackError
 from tasks.source import values
 
 from .harness import PROJECT, ROOT, BenchError, log, machine, sandbox
 
-SECTIONS = ("build", "start", "serving", "backups", "scheduled", "deploy", "load")
+SECTIONS = ("build", "start", "serving", "backups", "scheduled", "deploy", "load", "jobs")
 RESULTS = ROOT / "bench" / "RESULTS.md"
 
 
@@ -67,6 +67,8 @@ def measure(name: str, env, args):
         return backup_throughput.measure(env, args.backup_mib, args.repeat)
     if name == "scheduled":
         return scheduled_backups.measure(env, args.backup_mib, args.repeat)
+    if name == "jobs":
+        return jobs.measure(env, args.repeat, quick=args.quick)
     if name == "load":
         return deploy_load.measure(env, 1 if args.quick else args.repeat, quick=args.quick)
     return deploy.measure(env, args.repeat)

@@ -10,7 +10,7 @@ from .source.stack import ROOT
 
 
 @task(name="bench", klass=StackTask, help={
-    "only": "Comma-separated sections to run: build,start,serving,backups,scheduled,deploy,load (default: all).",
+    "only": "Comma-separated sections to run: build,start,serving,backups,scheduled,deploy,load,jobs (default: all).",
     "repeat": "Runs per measurement; medians are kept (default: 3).",
     "duration": "Seconds per wrk run in the serving section (default: 5).",
     "backup_mib": "MiB of table data for the backup runs (default: 1024).",
@@ -22,7 +22,8 @@ from .source.stack import ROOT
 def bench(c, only="", repeat=3, duration=5, backup_mib=1024, quick=False, output=None, project=None):
     """Benchmark the stack against baselines run alongside.
 
-    Measures build, start, serving, backups, scheduled backups, deploy and deploy under load;
+    Measures build, start, serving, backups, scheduled backups, deploy, deploy under load and
+    background jobs;
     writes bench/RESULTS.md. Runs in a throwaway copy of the project (compose project hello-bench, free ports on
     127.0.0.1), which it removes at the end; about 15 minutes with the defaults."""
     # bench/ sits beside tasks/, and `inv` puts only tasks/ itself on sys.path. Imported late:

@@ -49,24 +49,28 @@ command = ["celery", "-A", "hello", "beat", "--loglevel", "INFO", "--schedule", 
 singleton = true
 """
 PRODUCER = """
-import signal, time
+import time
 from notes.models import Note
 from notes.tasks import count_words
-stopped = []
-signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
-start, n = time.monotonic(), 0
-while not stopped and time.monotonic() - start < LIMIT:
+start, n, stop = time.monotonic(), 0, "STOP TAG"
+while time.monotonic() - start < LIMIT:
+    if n % RATE == 0 and Note.objects.filter(text=stop).exists():
+        break
     note = Note.objects.create(text=f"TAG {n} " + "word " * (n % 5))
     count_words.delay(note.pk)
     n += 1
     time.sleep(max(0.0, start + n / RATE - time.monotonic()))
 print("enqueued", n, flush=True)
 """
+STOP = """
+from notes.models import Note
+Note.objects.create(text="STOP TAG")
+"""
 COUNT = """
 import json
 from django.db.models import Count
 from notes.models import Note, WordCount
-notes = Note.objects.filter(text__startswith="TAG ")
+notes = Note.objects.filter(text__startswith="TAG ").exclude(text="STOP TAG")
 runs = dict(WordCount.objects.filter(note__in=notes).values_list("note").annotate(n=Count("id")))
 print(json.dumps({"notes": notes.count(), "counted": len(runs), "runs": sum(runs.values())}))
 """
@@ -91,28 +95,27 @@ class JobHost(Host):
 
 
 class Producer:
-    """The numbered jobs of TAG, enqueued at RATE per second from a one-off container on the
-    host until stopped (SIGTERM: it finishes the job it enqueues and says how many)."""
+    """The numbered jobs of TAG, enqueued at RATE per second by a manage.py shell of the
+    place (WHERE: --host prod or --cluster prod) until a note says stop (it checks every
+    second, so it stops between two jobs) or LIMIT seconds passed."""
 
-    def __init__(self, host, tag, limit=300):
-        self.host, self.tag = host, tag
+    def __init__(self, host, tag, where=("--host", "prod"), limit=600):
+        self.host, self.tag, self.where = host, tag, where
         code = PRODUCER.replace("TAG", tag).replace("LIMIT", str(limit)).replace("RATE", str(RATE))
-        self.process = subprocess.Popen([*INV, "manage", "--host", "prod", "--", "shell", "-c", code],
+        self.process = subprocess.Popen([*INV, "manage", *where, "--", "shell", "-c", code],
                                         cwd=host.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         stdin=subprocess.DEVNULL)
 
     def __enter__(self):
         # Jobs flow before the operation starts: the first notes are in the database.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline and self.host.counted(self.tag)["notes"] < RATE:
+            assert self.process.poll() is None, self.process.communicate()
             time.sleep(1)
         return self
 
     def __exit__(self, *exc):
-        oneoff = self.host.server.docker("ps", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}",
-                                         "--filter", "label=com.docker.compose.oneoff=True").stdout.split()
-        for container in oneoff:
-            self.host.server.docker("kill", "--signal", "TERM", container, check=False)
+        self.host.manage(STOP.replace("TAG", self.tag))
         out, err = self.process.communicate(timeout=60)
         found = re.search(r"enqueued (\d+)", out)
         assert found, out + err
