@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import StackError
 from . import values
+from .processes import Process, parse_processes
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -422,6 +423,16 @@ class Stack:
     backups: Backups | None = None
     clusters: dict = field(default_factory=dict)
     app: App = App()
+    processes: tuple[Process, ...] = ()
+
+    @property
+    def all_processes(self) -> tuple[Process, ...]:
+        """The [[processes]], and the scheduler when there are [[schedules]]."""
+        schedules = getattr(self, "schedules", ())
+        if not schedules:
+            return self.processes
+        from .schedules import scheduler_process
+        return (*self.processes, scheduler_process(schedules))
 
     def database(self, name: str) -> Database:
         """The database called NAME, or whose Django alias is NAME (`default`)."""
@@ -492,7 +503,7 @@ TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists
           "app": "a table (path, settings, wsgi, python, requirements, ...)"}
 
 
-TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app"}
+TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app", "processes"}
 PROJECT_KEYS = {"name", "http_port", "client_max_body_size"}
 DATABASE_KEYS = {"name", "apps"}
 APP_KEYS = {"path", "settings", "wsgi", "python", "python_image", "requirements", "build_packages", "packages", "env"}
@@ -566,18 +577,21 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         http_port = values.port(project.get("http_port", 8000), "http_port")
         body = values.body_size(project.get("client_max_body_size", "20m"))
         databases = _parse_databases(entries)
+        services = ()  # [[services]]: the names processes may reach
     hosts = {host_name: _parse_host(host_name, entry, source, http_port)
              for host_name, entry in data.get("hosts", {}).items()}
     with _in(source):
         groups = _parse_groups(data.get("groups", {}), hosts)
         backups = parse_backups(data["backups"]) if "backups" in data else None
         app = parse_app(data["app"], databases) if "app" in data else App()
+        processes = parse_processes(data.get("processes", []), services, databases)
         clusters = {cluster: parse_cluster(cluster, entry, hosts, databases)
                     for cluster, entry in data.get("clusters", {}).items()}
         for cluster in clusters.values():
             check_swarm_names(cluster.name, hosts[cluster.manager].project or name, databases, backups is not None)
     return Stack(project=name, http_port=http_port, client_max_body_size=body, databases=databases,
-                 hosts=hosts, groups=groups, backups=backups, clusters=clusters, app=app)
+                 hosts=hosts, groups=groups, backups=backups, clusters=clusters, app=app,
+                 processes=processes)
 
 
 HOST_KEYS = {"address", "user", "port", "identity_file", "known_hosts", "directory", "http_port", "project"}

@@ -1,0 +1,123 @@
+"""[[processes]] in config/stack.toml: what a process is made of, and every value a user may
+get wrong refused in one line that names it."""
+import re
+
+import pytest
+
+from tasks.errors import StackError
+from tasks.source.processes import HEARTBEAT_FILE, Process, celery_app
+from tasks.source.stack import loads
+from tests.stacks import COMMITTED, stack
+
+WORKER = '[[processes]]\nname = "worker"\ncommand = ["celery", "-A", "hello", "worker"]\n'
+
+
+def processes(text: str):
+    """The processes of the committed document with TEXT added (a top-level key before its tables)."""
+    return (loads(text + COMMITTED) if not text.startswith("[") else stack(text)).processes
+
+
+class TestParsing:
+    def test_a_stack_without_processes_has_none(self):
+        assert stack().processes == () == stack().all_processes
+
+    def test_a_process_takes_the_defaults(self):
+        assert processes(WORKER) == (Process(name="worker", command=("celery", "-A", "hello", "worker"), replicas=1,
+                                             singleton=False, stop_signal="SIGTERM", stop_grace_period=60,
+                                             health=None, services=()),)
+
+    def test_every_setting_is_kept(self):
+        beat = processes('[[processes]]\nname = "beat"\ncommand = ["celery", "--app=hello", "beat"]\n'
+                         'replicas = 0\nsingleton = true\nstop_signal = "SIGINT"\nstop_grace_period = 5\n'
+                         'health = ["CMD", "test", "-e", "/tmp/ready"]\nservices = []\n')[0]
+        assert (beat.replicas, beat.singleton, beat.stop_signal, beat.stop_grace_period, beat.health) \
+            == (0, True, "SIGINT", 5, ("CMD", "test", "-e", "/tmp/ready"))
+        assert beat.argv == ("python", "-m", "djangostack.run", "celery", "--app=hello", "beat")
+
+    def test_processes_keep_their_order(self):
+        two = processes(WORKER + WORKER.replace('"worker"', '"second"', 1))
+        assert [p.name for p in two] == ["worker", "second"]
+
+    def test_processes_are_stack_processes(self):
+        s = stack(WORKER)
+        assert s.all_processes == s.processes
+
+
+REFUSED = [
+    ("not-a-list", 'processes = "worker"\n', "processes 'worker' is not valid: [[processes]] tables"),
+    ("no-name", '[[processes]]\ncommand = ["x"]\n', "[[processes]] entry 1 name None is not valid"),
+    ("bad-name", WORKER.replace('"worker"', '"Worker"', 1), "[[processes]] entry 1 name 'Worker' is not valid"),
+    ("long-name", WORKER.replace('"worker"', '"w' + "x" * 30 + '"', 1), "the name is too long (31 characters"),
+    ("reserved", WORKER.replace('"worker"', '"nginx"', 1), "[[processes]] nginx: the name is reserved"),
+    ("a-database", WORKER.replace('"worker"', '"database1"', 1),
+     "[[processes]] database1: the name is already a database's"),
+    ("twice", WORKER + WORKER, "[[processes]] worker: the name is already another process's"),
+    ("unknown", WORKER + "replica = 2\n", "[[processes]] worker: unknown setting(s) 'replica'"),
+    ("no-command", '[[processes]]\nname = "worker"\n', "[[processes]] worker needs command"),
+    ("command-text", '[[processes]]\nname = "worker"\ncommand = "celery worker"\n',
+     "[[processes]] worker command 'celery worker' is not valid: a non-empty list of strings"),
+    ("command-empty", '[[processes]]\nname = "worker"\ncommand = []\n', "worker command [] is not valid"),
+    ("command-number", '[[processes]]\nname = "worker"\ncommand = ["sleep", 5]\n',
+     "worker command ['sleep', 5] is not valid"),
+    ("command-blank", '[[processes]]\nname = "worker"\ncommand = ["", "x"]\n', "the program (first item) cannot be empty"),
+    ("command-newline", '[[processes]]\nname = "worker"\ncommand = ["sh", "-c", "a\\nb"]\n',
+     "worker command argument 'a\\nb' is not valid: one line of printable characters"),
+    ("replicas-high", WORKER + "replicas = 21\n", "worker replicas 21 is not valid: a whole number from 0 to 20"),
+    ("replicas-negative", WORKER + "replicas = -1\n", "worker replicas -1 is not valid"),
+    ("replicas-bool", WORKER + "replicas = true\n", "worker replicas True is not valid"),
+    ("replicas-text", WORKER + 'replicas = "2"\n', "worker replicas '2' is not valid"),
+    ("singleton-two", WORKER + "singleton = true\nreplicas = 2\n",
+     "worker replicas 2 is not valid: a whole number from 0 to 1"),
+    ("singleton-text", WORKER + 'singleton = "yes"\n', "worker singleton 'yes' is not valid: true or false"),
+    ("signal", WORKER + 'stop_signal = "SIGKILL"\n', "worker stop_signal 'SIGKILL' is not valid: one of SIGTERM"),
+    ("grace-zero", WORKER + "stop_grace_period = 0\n", "worker stop_grace_period 0 is not valid: a whole number from 1 to 3600"),
+    ("grace-text", WORKER + 'stop_grace_period = "60s"\n', "worker stop_grace_period '60s' is not valid"),
+    ("health-word", WORKER + 'health = "ping"\n', "worker health 'ping' is not valid: \"celery\", \"heartbeat\""),
+    ("health-list", WORKER + 'health = ["test", "-e", "/x"]\n', "worker health ['test', '-e', '/x'] is not valid"),
+    ("health-alone", WORKER + 'health = ["CMD"]\n', "worker health ['CMD'] is not valid"),
+    ("health-number", WORKER + "health = 3\n", "worker health 3 is not valid"),
+    ("celery-no-app", '[[processes]]\nname = "worker"\ncommand = ["celery", "worker"]\nhealth = "celery"\n',
+     'health = "celery" needs the Celery app in command'),
+    ("celery-bad-app", '[[processes]]\nname = "worker"\ncommand = ["celery", "-A", "my-site", "worker"]\n'
+                       'health = "celery"\n', "worker command's Celery app 'my-site' is not valid"),
+    ("services-unknown", WORKER + 'services = ["redis"]\n',
+     "[[processes]] worker services: no service named 'redis' in [[services]] (known: none)"),
+    ("services-text", WORKER + 'services = "redis"\n', "worker services 'redis' is not valid: a list of [[services]] names"),
+]
+
+
+@pytest.mark.parametrize("text, message", [case[1:] for case in REFUSED], ids=[case[0] for case in REFUSED])
+def test_a_wrong_value_is_refused_in_one_line(text, message):
+    with pytest.raises(StackError) as refused:
+        processes(text)
+    assert message in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert str(refused.value).startswith("config/stack.toml: ")
+
+
+@pytest.mark.parametrize("command, app", [
+    (["celery", "-A", "hello", "worker"], "hello"), (["celery", "-Ahello.celery", "beat"], "hello.celery"),
+    (["celery", "--app", "mysite", "worker"], "mysite"), (["celery", "--app=mysite", "worker"], "mysite"),
+], ids=["-A", "-Aapp", "--app", "--app="])
+def test_the_celery_app_is_read_from_the_command(command, app):
+    assert celery_app(command) == app
+
+
+class TestHealth:
+    def test_celery_pings_its_own_node_through_the_stacks_variables(self):
+        worker = processes(WORKER + 'health = "celery"\n')[0]
+        assert worker.health_test == ("CMD-SHELL", 'exec python -m djangostack.run celery -A hello inspect ping '
+                                                   '--timeout 5 -d "celery@$HOSTNAME"')
+
+    def test_a_heartbeat_is_a_file_touched_within_a_minute(self):
+        test = processes(WORKER + 'health = "heartbeat"\n')[0].health_test
+        assert test[:3] == ("CMD", "python", "-c") and HEARTBEAT_FILE in test[3] and "> 60" in test[3]
+
+    def test_a_test_of_its_own_is_kept_and_none_means_running(self):
+        assert processes(WORKER + 'health = ["CMD-SHELL", "test -e /x"]\n')[0].health_test == ("CMD-SHELL", "test -e /x")
+        assert processes(WORKER)[0].health_test is None
+
+
+def test_the_stack_file_key_is_known():
+    with pytest.raises(StackError, match=re.escape("unknown setting(s) process ")):
+        stack('[[process]]\nname = "worker"\n')
