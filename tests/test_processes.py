@@ -1,13 +1,21 @@
 """[[processes]] in config/stack.toml: what a process is made of, and every value a user may
 get wrong refused in one line that names it."""
+import os
 import re
+import subprocess
+import sys
+import tempfile
+import time
 
 import pytest
 
 from tasks.errors import StackError
 from tasks.source.processes import HEARTBEAT_FILE, Process, celery_app
 from tasks.source.stack import loads
-from tests.stacks import COMMITTED, stack
+import yaml
+
+from tasks.source import render
+from tests.stacks import COMMITTED, NODES, SWARM, stack
 
 WORKER = '[[processes]]\nname = "worker"\ncommand = ["celery", "-A", "hello", "worker"]\n'
 
@@ -111,7 +119,12 @@ class TestHealth:
 
     def test_a_heartbeat_is_a_file_touched_within_a_minute(self):
         test = processes(WORKER + 'health = "heartbeat"\n')[0].health_test
-        assert test[:3] == ("CMD", "python", "-c") and HEARTBEAT_FILE in test[3] and "> 60" in test[3]
+        assert test[:3] == ("CMD", "python", "-c") and test[4:] == (HEARTBEAT_FILE,)
+        for age, status in ((0, 0), (59, 0), (60, 1), (15360, 1)):  # an exit status is taken modulo 256
+            with tempfile.NamedTemporaryFile() as beat:
+                os.utime(beat.name, (time.time() - age, time.time() - age))
+                assert subprocess.run([sys.executable, "-c", test[3], beat.name]).returncode == status, age
+        assert subprocess.run([sys.executable, "-c", test[3], "/nonexistent"], capture_output=True).returncode == 1
 
     def test_a_test_of_its_own_is_kept_and_none_means_running(self):
         assert processes(WORKER + 'health = ["CMD-SHELL", "test -e /x"]\n')[0].health_test == ("CMD-SHELL", "test -e /x")
@@ -121,3 +134,47 @@ class TestHealth:
 def test_the_stack_file_key_is_known():
     with pytest.raises(StackError, match=re.escape("unknown setting(s) process ")):
         stack('[[process]]\nname = "worker"\n')
+
+
+class TestRendering:
+    """Each process is a compose service (and a Swarm service) of the app's image."""
+
+    TWO = (WORKER.replace('"worker"]', '"worker", "--hostname", "w@$HOSTNAME"]') + 'health = "celery"\n'
+           'stop_grace_period = 30\n[[processes]]\nname = "beat"\ncommand = ["celery", "-A", "hello", "beat"]\n'
+           'singleton = true\nstop_signal = "SIGINT"\n')
+
+    def files(self):
+        return render.rendered(stack(self.TWO, NODES, SWARM))
+
+    def test_a_process_runs_the_apps_image_with_its_own_command_and_grace(self):
+        files = self.files()
+        services = yaml.safe_load(files[render.COMPOSE_FILE])["services"]
+        app, worker = services["djangoapp"], services["worker"]
+        assert worker["image"] == app["image"] == "${APP_IMAGE:-${COMPOSE_PROJECT_NAME}-djangoapp:latest}"
+        assert "build" not in worker and "ports" not in worker and "scale" not in worker
+        # `$` doubled: Compose passes it on as one, the container's shell expands it.
+        assert worker["command"] == ["python", "-m", "djangostack.run", "celery", "-A", "hello", "worker",
+                                     "--hostname", "w@$$HOSTNAME"]
+        assert (worker["env_file"], worker["environment"]) == (app["env_file"], app["environment"])
+        assert worker["volumes"] == ["app_secrets:/run/secrets:ro", "media_volume:/srv/media"]
+        assert worker["networks"] == ["database1_network"]  # never nginx_network
+        assert worker["healthcheck"]["test"][0] == "CMD-SHELL" and "celery@$$HOSTNAME" in worker["healthcheck"]["test"][1]
+        assert (worker["stop_signal"], worker["stop_grace_period"], worker["restart"]) == ("SIGTERM", "30s", "unless-stopped")
+        beat = services["beat"]
+        assert (beat["stop_signal"], beat["stop_grace_period"], "healthcheck" in beat) == ("SIGINT", "60s", False)
+
+    def test_on_swarm_a_singleton_stops_before_its_successor_starts(self):
+        services = yaml.safe_load(self.files()[render.stack_file("swarm")])["services"]
+        worker, beat = services["worker"], services["beat"]
+        assert worker["image"] == "${APP_IMAGE}"
+        assert worker["deploy"]["replicas"] == 1 and beat["deploy"]["replicas"] == 1
+        assert worker["deploy"]["update_config"] == {"parallelism": 1, "order": "start-first", "monitor": "20s",
+                                                     "failure_action": "rollback"}
+        assert beat["deploy"]["update_config"]["order"] == beat["deploy"]["rollback_config"]["order"] == "stop-first"
+        assert [s["source"] for s in worker["secrets"]] == [s["source"] for s in services["djangoapp"]["secrets"]]
+        assert (worker["stop_signal"], worker["stop_grace_period"]) == ("SIGTERM", "30s")
+        assert "nginx_network" not in worker["networks"]
+
+    def test_a_stack_without_processes_renders_what_it_did(self):
+        plain = render.rendered(stack(NODES, SWARM))
+        assert "djangostack.run" not in plain[render.COMPOSE_FILE] + plain[render.stack_file("swarm")]

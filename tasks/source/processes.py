@@ -50,8 +50,8 @@ class Process:
             return ("CMD-SHELL", f"exec {' '.join(RUN)} celery -A {celery_app(self.command, self.name)} "
                                  "inspect ping --timeout 5 -d \"celery@$HOSTNAME\"")
         if self.health == "heartbeat":
-            return ("CMD", "python", "-c", f"import os, sys, time; sys.exit(time.time() - "
-                                           f"os.stat('{HEARTBEAT_FILE}').st_mtime > {HEARTBEAT_SECONDS})")
+            return ("CMD", "python", "-c", "import os, sys, time; sys.exit(min(1, int(time.time() - "
+                                           f"os.stat(sys.argv[1]).st_mtime) // {HEARTBEAT_SECONDS}))", HEARTBEAT_FILE)
         return self.health
 
 

@@ -142,6 +142,7 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "backup_place": place,
         "app": stack.app,
         "app_command": APP_COMMAND,
+        "processes": stack.all_processes,
     }
     files = {
         DOCKERFILE: _render(env, "Dockerfile.j2", **values),
