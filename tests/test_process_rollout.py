@@ -11,7 +11,7 @@ from tasks.errors import TaskError
 from tasks.execution.runner import Runner
 from tasks.execution.targets import HostTarget
 from tasks.plans import rollout as plans
-from tasks.procedures import rollout
+from tasks.procedures import processes, rollout
 from tasks.source.stack import loads
 from tests.fakes import Engine, Recorder
 from tests.stacks import COMMITTED, PROD
@@ -153,3 +153,32 @@ class TestReplicas:
         r, conn = on_host(extra="replicas = 0\n", process_made_in=RELEASE_DIR)
         rollout.roll_out(r, timeout=0)
         assert f"docker stop {B1}" in conn.commands and set(conn.processes) == {W1, W2}
+
+
+class TestScale:
+    """`inv scale`: only the count changes, whatever code the containers run."""
+
+    def scaled(self, extra, **engine):
+        r, conn = on_host(extra=extra, **engine)
+        processes.scale(r, r.stack.processes[1 if "singleton" in extra else 0], timeout=0)
+        return conn
+
+    def test_up_starts_the_missing_ones_beside(self):
+        conn = self.scaled("", processes={W1: "worker running none"})
+        assert f"{COMPOSE} up --detach --no-deps --no-recreate --no-build --scale worker=2 worker" in conn.commands
+        assert set(conn.processes) == {W1, W2}
+
+    def test_down_stops_the_newest_with_their_grace(self):
+        conn = self.scaled("", processes={W1: "worker running none", W2: "worker running none", W3: "worker running none"})
+        assert conn.commands[-2:] == [f"docker stop {W3}", f"docker rm --force {W3}"]
+
+    def test_a_new_one_that_is_not_healthy_is_removed_and_said(self):
+        r, conn = on_host(processes={W1: "worker running none"}, new_process="exited none")
+        with pytest.raises(TaskError, match=f"the new worker container\\(s\\) {W2} did not become healthy"):
+            processes.scale(r, r.stack.processes[0], timeout=0)
+        assert conn.processes == {W1: "worker running none"}
+
+    def test_the_right_count_changes_nothing(self, capsys):
+        conn = self.scaled("", processes={W1: "worker running none", W2: "worker running none"})
+        assert not any(c.startswith(("docker stop", "docker rm", f"{COMPOSE} up")) for c in conn.commands)
+        assert "worker has 2 container(s) already\n" in capsys.readouterr().out

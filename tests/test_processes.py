@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tasks.errors import StackError
-from tasks.source.processes import HEARTBEAT_FILE, Process, celery_app
+from tasks.source.processes import HEARTBEAT_FILE, Process, celery_app, scale_request, with_replicas
 from tasks.source.stack import loads
 import yaml
 
@@ -178,3 +178,49 @@ class TestRendering:
     def test_a_stack_without_processes_renders_what_it_did(self):
         plain = render.rendered(stack(NODES, SWARM))
         assert "djangostack.run" not in plain[render.COMPOSE_FILE] + plain[render.stack_file("swarm")]
+
+
+class TestScaleRequest:
+    @pytest.mark.parametrize("text, wanted", [
+        ("worker=3", {"worker": 3}), ("worker=3 beat=0", {"worker": 3, "beat": 0}),
+        ("worker=3,beat=1", {"worker": 3, "beat": 1}), (" worker=0 ", {"worker": 0}),
+    ], ids=["one", "spaces", "commas", "padded"])
+    def test_names_and_counts(self, text, wanted):
+        assert scale_request(text) == wanted
+
+    @pytest.mark.parametrize("text, message", [
+        ("", "give NAME=COUNT, such as `inv scale worker=3`"),
+        ("worker", "'worker' is not NAME=COUNT, such as worker=3"),
+        ("worker=-1", "'worker=-1' is not NAME=COUNT"),
+        ("worker=3;rm", "'worker=3;rm' is not NAME=COUNT"),
+        ("Worker=3", "'Worker=3' is not NAME=COUNT"),
+        ("worker=1 worker=2", "worker is given twice"),
+    ], ids=["nothing", "no-count", "negative", "trailing", "uppercase", "twice"])
+    def test_anything_else_is_refused_in_one_line(self, text, message):
+        with pytest.raises(StackError, match=re.escape(message)):
+            scale_request(text)
+
+
+class TestWithReplicas:
+    TEXT = COMMITTED + "\n# the workers\n" + WORKER + "replicas = 1  # one is enough for now\n" + \
+        '[[processes]]\nname = "beat"\ncommand = ["celery", "-A", "hello", "beat"]\nsingleton = true\n'
+
+    def test_the_count_is_written_and_comments_kept(self):
+        text = with_replicas(self.TEXT, {"worker": 3, "beat": 0})
+        assert "# the workers\n" in text and "# one is enough for now" in text
+        assert [(p.name, p.replicas) for p in loads(text).processes] == [("worker", 3), ("beat", 0)]
+        assert text.replace("replicas = 3", "replicas = 1").replace("singleton = true\nreplicas = 0\n", "singleton = true\n") \
+            == self.TEXT
+
+    def test_an_unknown_process_is_named(self):
+        with pytest.raises(StackError, match=re.escape("no process named 'web' in [[processes]] of config/stack.toml "
+                                                       "(known: worker, beat)")):
+            with_replicas(self.TEXT, {"web": 2})
+
+    @pytest.mark.parametrize("wanted, message", [
+        ({"worker": 21}, "[[processes]] worker replicas 21 is not valid: a whole number from 0 to 20"),
+        ({"beat": 2}, "[[processes]] beat replicas 2 is not valid: a whole number from 0 to 1"),
+    ], ids=["too-many", "singleton"])
+    def test_a_count_out_of_range_is_refused_when_loaded(self, wanted, message):
+        with pytest.raises(StackError, match=re.escape(message)):
+            loads(with_replicas(self.TEXT, wanted))

@@ -157,3 +157,20 @@ def retire(r: Runner, moved: list[Moved]) -> None:
             r.report(f"{one.name}: stopped and removed {', '.join(one.old)}")
         if one.new:
             r.report(f"{one.name}: {', '.join(one.new)} started")
+
+
+def scale(r: Runner, process: Process, timeout: float) -> None:
+    """PROCESS's containers made as many as its replicas, whatever code they run: the
+    missing ones started beside (healthy, else removed again), the extra ones stopped with
+    their grace, the newest first."""
+    there = process_containers(r, process.name)
+    missing = process.replicas - len(there)
+    moved = Moved(process.name)
+    if missing > 0:
+        moved.new = start_new(r, process, there, missing)
+        wait_healthy(r, process, moved, timeout)
+    elif missing < 0:
+        moved.old = plans.newest_first(c.name for c in there)[:-missing]
+    else:
+        r.say(f"{process.name} has {len(there)} container(s) already")
+    retire(r, [moved])

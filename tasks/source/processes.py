@@ -151,3 +151,40 @@ def _argv(value, what: str) -> tuple[str, ...]:
     for word in value:
         values.text(word, ARGUMENT, f"{what} argument", "one line of printable characters")
     return tuple(value)
+
+
+# What `inv scale` takes: NAME=COUNT, several separated by spaces or commas.
+SCALE_WORD = re.compile(r"([a-z][a-z0-9_]*)=([0-9]{1,4})")
+
+
+def scale_request(text) -> dict[str, int]:
+    """{process: replicas} from `inv scale` words such as "worker=3 beat=0"."""
+    words = [word for word in re.split(r"[\s,]+", text or "") if word]
+    if not words:
+        raise StackError("give NAME=COUNT, such as `inv scale worker=3` (several: `inv scale \"worker=3 beat=0\"`)")
+    wanted: dict[str, int] = {}
+    for word in words:
+        matched = SCALE_WORD.fullmatch(word)
+        if matched is None:
+            raise StackError(f"{word!r} is not NAME=COUNT, such as worker=3")
+        name, count = matched[1], int(matched[2])
+        if name in wanted:
+            raise StackError(f"{name} is given twice")
+        wanted[name] = count
+    return wanted
+
+
+def with_replicas(text: str, wanted: dict[str, int]) -> str:
+    """The stack file's TEXT with the replicas of each process of WANTED set, comments kept
+    (the caller loads the result: a count out of range is refused there, in one line)."""
+    import tomlkit  # edits keep the user's comments and layout; only needed here
+
+    doc = tomlkit.parse(text)
+    entries = doc.get("processes", [])
+    names = [entry.get("name") for entry in entries]
+    for name, count in wanted.items():
+        if name not in names:
+            raise StackError(f"no process named {name!r} in [[processes]] of config/stack.toml "
+                             f"(known: {', '.join(map(str, names)) or 'none'})")
+        entries[names.index(name)]["replicas"] = count
+    return tomlkit.dumps(doc)
