@@ -175,6 +175,18 @@ def test_scale_starts_and_stops_workers_and_writes_the_count(local):
     assert len(running(local, "beat")) == 1
 
 
+def test_a_process_gone_from_the_stack_file_is_stopped_gracefully_and_removed(local):
+    old_beat = running(local, "beat")[0]
+    beat_host = hostname(local, old_beat)
+    stack_file = local.root / "config/stack.toml"
+    stack_file.write_text(stack_file.read_text().split('\n[[processes]]\nname = "beat"')[0])  # its last entry
+    local.inv("render")
+    local.inv("up")
+    assert running(local, "beat") == [] and running(local, "worker") != []
+    assert local.docker("ps", "--all", "--quiet", "--filter", f"name={old_beat}").stdout == ""
+    assert records(local)[f"beat-v2-{beat_host}"].startswith("finished job "), "not stopped gracefully"
+
+
 def test_a_new_worker_that_fails_its_health_check_takes_the_rollout_back(local):
     old_worker, old_beat = running(local, "worker"), running(local, "beat")
     edit(local, "hello/stackjobs.py", "HEALTHY = True", "HEALTHY = False")
