@@ -224,3 +224,11 @@ class TestWithReplicas:
     def test_a_count_out_of_range_is_refused_when_loaded(self, wanted, message):
         with pytest.raises(StackError, match=re.escape(message)):
             loads(with_replicas(self.TEXT, wanted))
+
+
+def test_a_media_restore_stops_the_processes_too():
+    """They mount the media read-write, as the app does: a copy of the volume must not see them write."""
+    from tasks.procedures.volume_copy import volume_users
+
+    assert volume_users(stack(TestRendering.TWO))["media_volume"][0] == ("djangoapp", "worker", "beat")
+    assert volume_users(stack())["media_volume"][0] == ("djangoapp",)
