@@ -167,7 +167,7 @@ class TestRendering:
         services = yaml.safe_load(self.files()[render.stack_file("swarm")])["services"]
         worker, beat = services["worker"], services["beat"]
         assert worker["image"] == "${APP_IMAGE}"
-        assert worker["deploy"]["replicas"] == 1 and beat["deploy"]["replicas"] == 1
+        assert worker["deploy"]["replicas"] == "${REPLICAS_WORKER}" and beat["deploy"]["replicas"] == "${REPLICAS_BEAT}"
         assert worker["deploy"]["update_config"] == {"parallelism": 1, "order": "start-first", "monitor": "20s",
                                                      "failure_action": "rollback"}
         assert beat["deploy"]["update_config"]["order"] == beat["deploy"]["rollback_config"]["order"] == "stop-first"
