@@ -182,3 +182,14 @@ class TestScale:
         conn = self.scaled("", processes={W1: "worker running none", W2: "worker running none"})
         assert not any(c.startswith(("docker stop", "docker rm", f"{COMPOSE} up")) for c in conn.commands)
         assert "worker has 2 container(s) already\n" in capsys.readouterr().out
+
+
+def test_a_dry_run_prints_the_moves_and_changes_nothing(capsys):
+    stack = loads(COMMITTED + PROD + PROCESSES)
+    conn = Engine(processes=OLD, process_made_in=OLD_DIR, made_in=OLD_DIR)
+    r = Runner(HostTarget(conn, stack.hosts["prod"], stack, release=RELEASE, local_c=Recorder()), dry=True)
+    rollout.roll_out(r, timeout=0)
+    assert conn.commands == [] and conn.processes == OLD
+    out = capsys.readouterr().out
+    assert "up --no-start --no-deps --no-recreate --no-build --scale beat=1 beat" in out
+    assert "docker start\n" not in out and "docker start \n" not in out

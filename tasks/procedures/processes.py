@@ -75,8 +75,8 @@ def start_singleton(r: Runner, process: Process, old: list[AppContainer], moved:
         known = {c.name for c in old}
         r.compose(plans.create_beside(process.name, len(old) + 1), what=f"creating {process.name}", hide=True)
         moved.new = [c.name for c in process_containers(r, process.name) if c.name not in known]
-        r.require(len(moved.new) == 1, f"expected one new {process.name} container, found {len(moved.new)}")
-        r.run(plans.start(moved.new), hide=True, what=f"starting {', '.join(moved.new)}")
+        if r.require(len(moved.new) == 1, f"expected one new {process.name} container, found {len(moved.new)}"):
+            r.run(plans.start(moved.new), hide=True, what=f"starting {', '.join(moved.new)}")
 
 
 def stop_gracefully(r: Runner, name: str, containers: list[str]) -> None:
