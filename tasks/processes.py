@@ -27,6 +27,14 @@ def changed_files(new_text: str) -> dict:
     return changed
 
 
+def put_back(changed: dict) -> None:
+    """The files of CHANGED ({path: (old, new)}) as they were: rewritten, or deleted when new."""
+    write_all({path: old for path, (old, _) in changed.items() if old is not None})
+    for path, (old, _) in changed.items():
+        if old is None:
+            path.unlink(missing_ok=True)
+
+
 @stack_task(help={
     "processes": "NAME=COUNT: the process and how many of its containers run (several: \"worker=3 beat=0\").",
     "timeout": "Seconds to wait for the new containers to be healthy",
@@ -51,7 +59,6 @@ def scale(r, processes, timeout=None):
                 rollout.scale(new, next(p for p in new.stack.processes if p.name == name), timeout)
         except (Exception, KeyboardInterrupt):
             if changed:
-                r.do("put back " + " and ".join(str(p.relative_to(ROOT)) for p in changed), write_all,
-                     {path: old for path, (old, _) in changed.items() if old is not None})
+                r.do("put back " + " and ".join(str(p.relative_to(ROOT)) for p in changed), put_back, changed)
             raise
     r.report("; ".join(f"{name}: {count} running" for name, count in wanted.items()))

@@ -7,7 +7,7 @@ import shlex
 import pytest
 from invoke import Result
 
-from tasks.errors import TaskError
+from tasks.errors import StackError, TaskError
 from tasks.execution.runner import Runner
 from tasks.execution.targets import HostTarget
 from tasks.plans import rollout as plans
@@ -193,3 +193,52 @@ def test_a_dry_run_prints_the_moves_and_changes_nothing(capsys):
     out = capsys.readouterr().out
     assert "up --no-start --no-deps --no-recreate --no-build --scale beat=1 beat" in out
     assert "docker start\n" not in out and "docker start \n" not in out
+
+
+class TestScaleTask:
+    """`inv scale` writes the count to the source of truth, and takes it back when it fails."""
+
+    @pytest.fixture
+    def checkout(self, tmp_path, monkeypatch):
+        from tasks import processes as process_tasks
+        from tasks.source import render
+
+        text = COMMITTED + PROCESSES
+        (tmp_path / "config").mkdir()
+        (tmp_path / "config/stack.toml").write_text(text)
+        for path, rendered in render.rendered(loads(text)).items():
+            (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / path).write_text(rendered)
+        monkeypatch.setattr(process_tasks, "ROOT", tmp_path)
+        return tmp_path, process_tasks.scale.body.__wrapped__
+
+    def local(self, root, **engine):
+        from tasks.execution.targets import LocalTarget
+
+        conn = Engine(project="hello", **{"processes": {"hello-worker-1": "worker running none",
+                                                        "hello-worker-2": "worker running none"}, **engine})
+        return Runner(LocalTarget(conn, loads((root / "config/stack.toml").read_text()))), conn
+
+    def test_the_count_is_written_then_applied(self, checkout):
+        root, scale = checkout
+        r, conn = self.local(root)
+        scale(r, "worker=3", timeout=0)
+        assert [(p.name, p.replicas) for p in loads((root / "config/stack.toml").read_text()).processes] == [
+            ("worker", 3), ("beat", 1)]
+        assert len(conn.of("worker")) == 3
+
+    def test_a_count_that_does_not_start_well_is_taken_back(self, checkout):
+        root, scale = checkout
+        before = {path: path.read_text() for path in root.rglob("*") if path.is_file()}
+        r, conn = self.local(root, new_process="exited none")
+        with pytest.raises(TaskError, match="the new worker container\\(s\\) hello-worker-3 did not become healthy"):
+            scale(r, "worker=3", timeout=0)
+        assert {path: path.read_text() for path in root.rglob("*") if path.is_file()} == before
+        assert len(conn.of("worker")) == 2
+
+    def test_a_count_out_of_range_changes_nothing(self, checkout):
+        root, scale = checkout
+        r, conn = self.local(root)
+        with pytest.raises(StackError, match="beat replicas 2 is not valid: a whole number from 0 to 1"):
+            scale(r, "beat=2", timeout=0)
+        assert conn.commands == [] and (root / "config/stack.toml").read_text() == COMMITTED + PROCESSES
