@@ -477,6 +477,12 @@ def test_logs_of_every_service_come_from_the_manager():
                                         for name in ("djangoapp", "nginx", "database1")]
 
 
+def test_logs_of_a_process_come_from_its_service():
+    s, conns, _ = cluster(manager=[(r"docker service logs .*", "")], extra=WORKER)
+    places.of(s).logs("worker", False, 10)
+    assert commands(conns["node1"]) == [shlex.join(plans.service_logs("hello", "worker", False, 10))]
+
+
 INACTIVE = json.dumps({"LocalNodeState": "inactive", "NodeID": ""})
 
 
