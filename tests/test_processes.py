@@ -232,3 +232,19 @@ def test_a_media_restore_stops_the_processes_too():
 
     assert volume_users(stack(TestRendering.TWO))["media_volume"][0] == ("djangoapp", "worker", "beat")
     assert volume_users(stack())["media_volume"][0] == ("djangoapp",)
+
+
+def test_a_process_of_the_stacks_own_gets_its_mounts_and_every_services_network():
+    """The scheduler ([[schedules]]) is one: its state volume, the host's timezone, all services."""
+    import dataclasses
+
+    scheduler = Process(name="scheduler", command=("/app/scheduler/bin/python", "scheduler.py"), singleton=True,
+                        health="heartbeat", services=None,
+                        mounts=("scheduler_state:/var/lib/stack-scheduler", "/etc/localtime:/etc/localtime:ro"))
+    with_scheduler = dataclasses.replace(stack(NODES, SWARM), processes=(scheduler,))
+    files = render.rendered(with_scheduler)
+    for path in (render.COMPOSE_FILE, render.stack_file("swarm")):
+        service = yaml.safe_load(files[path])["services"]["scheduler"]
+        assert service["volumes"][-2:] == ["scheduler_state:/var/lib/stack-scheduler", "/etc/localtime:/etc/localtime:ro"]
+        assert service["networks"] == ["database1_network",
+                                       *(f"{s.name}_network" for s in getattr(with_scheduler, "services", ()))]

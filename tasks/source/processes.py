@@ -35,7 +35,10 @@ class Process:
     stop_signal: str = "SIGTERM"
     stop_grace_period: int = 60
     health: str | tuple[str, ...] | None = None   # "celery", "heartbeat", ("CMD", ...) or None
-    services: tuple[str, ...] = ()               # the [[services]] it reaches
+    services: tuple[str, ...] | None = ()        # the [[services]] it reaches; None: all of them
+    # More volumes than the app's (compose's short syntax, SOURCE:TARGET[:ro]): the stack's
+    # own processes only (the scheduler's state), never from config/stack.toml.
+    mounts: tuple[str, ...] = ()
 
     @property
     def argv(self) -> tuple[str, ...]:

@@ -143,6 +143,7 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "app": stack.app,
         "app_command": APP_COMMAND,
         "processes": stack.all_processes,
+        "services": getattr(stack, "services", ()),  # [[services]], when the stack has them
     }
     files = {
         DOCKERFILE: _render(env, "Dockerfile.j2", **values),
