@@ -11,7 +11,7 @@ The package in layers, each importing only from the ones below it:
 """
 from invoke import Collection
 
-from . import adopt, app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, schedule, service, swarm, venv, volume
+from . import adopt, app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, processes, schedule, service, swarm, venv, volume
 from .execution.stdin import ChunkedLocal
 from .source.settings import DEFAULTS
 
@@ -21,6 +21,7 @@ ns = Collection(
     lifecycle.down,
     lifecycle.ps,
     lifecycle.logs,
+    processes.scale,
     lifecycle.render_,
     adopt.init,
     app.migrate,

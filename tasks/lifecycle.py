@@ -80,7 +80,7 @@ def ps(r, all=False):
 
 
 @stack_task(hosts="many-or-cluster", help={
-    "service": "Show one service's logs (default: all): djangoapp, nginx or a database name.",
+    "service": "Show one service's logs (default: all): djangoapp, nginx, a database or a process.",
     "follow": "Keep streaming new lines until Ctrl-C (default: off).",
     "tail": "Lines to show from the end of each log",
 })

@@ -164,6 +164,23 @@ def test_the_databases_step_keeps_the_app_on_the_image_that_serves(new_code):
     assert deploys == [stack_deploy(PREV_IMAGE, 2), stack_deploy(IMAGE, 2)]
 
 
+WORKER = '[[processes]]\nname = "worker"\ncommand = ["celery", "-A", "hello", "worker"]\nreplicas = 2\n'
+
+
+def test_a_new_process_starts_with_the_new_code_alone_and_is_waited_for(new_code):
+    """It runs none before the release phase (the databases step would put it on the image
+    that serves, or on code not migrated yet), then its replicas of the new image."""
+    worker_rules = [(shlex_re("docker service inspect --format '{{json .UpdateStatus}}' hello_worker"), "null\n"),
+                    (r"docker service ps hello_worker .*", replicas(IMAGE))]
+    s, conns, _ = cluster(current=f"releases/{PREV}", manager=worker_rules, extra=WORKER)
+    cluster_release.deploy(s, keep=3, timeout=5)
+    ran = commands(conns["node1"])
+    deploys = [c for c in ran if "docker stack deploy" in c]
+    assert [re.search(r"REPLICAS_WORKER=(\d+)", c)[1] for c in deploys] == ["0", "2"]
+    assert ran.index(deploys[1]) < ran.index(
+        f"docker service ps hello_worker --filter desired-state=running --format '{RUNNING}'")
+
+
 def test_code_the_cluster_runs_already_makes_no_release(new_code, capsys):
     s, conns, _ = cluster(current=f"releases/{NEW}")
     cluster_release.deploy(s, keep=3, timeout=5)
@@ -458,6 +475,12 @@ def test_logs_of_every_service_come_from_the_manager():
     places.of(s).logs(None, False, 10)
     assert commands(conns["node1"]) == [shlex.join(plans.service_logs("hello", name, False, 10))
                                         for name in ("djangoapp", "nginx", "database1")]
+
+
+def test_logs_of_a_process_come_from_its_service():
+    s, conns, _ = cluster(manager=[(r"docker service logs .*", "")], extra=WORKER)
+    places.of(s).logs("worker", False, 10)
+    assert commands(conns["node1"]) == [shlex.join(plans.service_logs("hello", "worker", False, 10))]
 
 
 INACTIVE = json.dumps({"LocalNodeState": "inactive", "NodeID": ""})

@@ -574,6 +574,91 @@ class TestHello:
         assert result.returncode != 0 and message in last_line(result)
 
 
+# --- the stack's processes ([[processes]]): their command behind djangostack.run ---------
+
+# What a process's command sees: the variables named on the command line, as JSON.
+SHOW_ENV = "import json, os, sys; print(json.dumps({name: os.environ.get(name) for name in sys.argv[1:]}))"
+
+
+class TestRun:
+    def runs(self, project, env, *argv):
+        return run(project, ["-m", "djangostack.run", *argv], env, check=False)
+
+    def test_the_command_gets_the_apps_conventional_variables(self, projects, tmp_path):
+        result = self.runs(projects["twelve"], twelve_env(tmp_path), sys.executable, "-c", SHOW_ENV, "DATABASE_URL",
+                           "DJANGO_SECRET_KEY", "DJANGO_ALLOWED_HOSTS")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {
+            "DATABASE_URL": stackenv.conventional_variables(twelve_env(tmp_path))["DATABASE_URL"],
+            "DJANGO_SECRET_KEY": KEY, "DJANGO_ALLOWED_HOSTS": "localhost,127.0.0.1"}
+
+    def test_a_variable_already_set_keeps_its_value(self, projects, tmp_path):
+        env = twelve_env(tmp_path, DATABASE_URL="postgres://elsewhere/db")
+        result = self.runs(projects["twelve"], env, sys.executable, "-c", SHOW_ENV, "DATABASE_URL")
+        assert json.loads(result.stdout) == {"DATABASE_URL": "postgres://elsewhere/db"}
+
+    def test_the_command_replaces_it_and_gets_its_signals(self, projects, tmp_path):
+        # The stop signal reaches the command itself: it is the process the engine started.
+        code = "import os, signal, sys, time; signal.signal(signal.SIGTERM, lambda *_: sys.exit(7)); print(os.getpid(), flush=True); time.sleep(30)"
+        process = subprocess.Popen([sys.executable, "-m", "djangostack.run", sys.executable, "-c", code],
+                                   cwd=projects["twelve"], env=twelve_env(tmp_path), stdout=subprocess.PIPE, text=True)
+        try:
+            assert int(process.stdout.readline()) == process.pid
+            process.terminate()
+            assert process.wait(timeout=30) == 7
+        finally:
+            process.kill()
+
+    def test_a_management_command_runs_with_the_stacks_settings(self, projects, tmp_path):
+        result = self.runs(projects["plain"], plain_env(tmp_path), sys.executable, "manage.py", "diffsettings",
+                           "--output", "unified")
+        assert result.returncode == 0, result.stderr
+        assert "+ CELERY_TASK_ACKS_LATE = True" in result.stdout
+
+    def test_secret_values_are_not_in_its_argv(self, projects, tmp_path):
+        result = self.runs(projects["twelve"], twelve_env(tmp_path), sys.executable, "-c",
+                           "print(open('/proc/self/cmdline').read())")
+        assert KEY not in result.stdout and PASSWORDS["database1"] not in result.stdout
+
+    @pytest.mark.parametrize("argv, status, message", [
+        ((), 2, "usage: python -m djangostack.run COMMAND [ARGUMENT...]"),
+        (("no-such-program-here", "x"), 127, "djangostack.run: cannot run 'no-such-program-here': No such file or directory"),
+    ], ids=["no-command", "no-such-program"])
+    def test_a_wrong_command_is_said_in_one_line(self, projects, tmp_path, argv, status, message):
+        result = self.runs(projects["twelve"], twelve_env(tmp_path), *argv)
+        assert (result.returncode, result.stderr) == (status, message + "\n")
+
+    def test_a_missing_secret_is_said_in_one_line_before_the_command_runs(self, projects, tmp_path):
+        env = twelve_env(tmp_path, DJANGO_SECRET_KEY_FILE=str(tmp_path / "gone"))
+        result = self.runs(projects["twelve"], env, "touch", str(tmp_path / "ran"))
+        assert result.returncode == 1 and result.stderr.startswith("djangostack.run: ") and result.stderr.count("\n") == 1
+        assert not (tmp_path / "ran").exists()
+
+
+class TestCeleryDefaults:
+    NAMES = ("CELERY_TASK_ACKS_LATE", "CELERY_TASK_REJECT_ON_WORKER_LOST", "CELERY_WORKER_PREFETCH_MULTIPLIER",
+             "CELERY_BROKER_TRANSPORT_OPTIONS")
+
+    def test_a_project_that_sets_none_gets_them(self, projects, tmp_path):
+        assert settings_of(projects["plain"], plain_env(tmp_path), *self.NAMES) == {
+            "CELERY_TASK_ACKS_LATE": True, "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
+            "CELERY_WORKER_PREFETCH_MULTIPLIER": 1, "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 300}}
+
+    def test_a_projects_own_choice_wins(self, tmp_path):
+        project = startproject(tmp_path, "chosen")
+        with (project / "chosen" / "settings.py").open("a") as settings:
+            settings.write("\nCELERY_TASK_ACKS_LATE = False\nCELERY_BROKER_TRANSPORT_OPTIONS = {'visibility_timeout': 60}\n")
+        env = stack_env(tmp_path, "chosen.settings", "chosen.wsgi:application")
+        found = settings_of(project, env, *self.NAMES)
+        assert found["CELERY_TASK_ACKS_LATE"] is False and found["CELERY_BROKER_TRANSPORT_OPTIONS"] == {"visibility_timeout": 60}
+        assert found["CELERY_WORKER_PREFETCH_MULTIPLIER"] == 1
+
+    def test_outside_the_stack_nothing_is_added(self, projects):
+        code = "import django; django.setup(); from django.conf import settings; print(hasattr(settings, 'CELERY_TASK_ACKS_LATE'))"
+        result = run(projects["plain"], ["-c", code], outside_env("plain.settings", "plain.wsgi:application"))
+        assert result.stdout == "False\n"
+
+
 # --- what the stack gives wrong, in one line ---------------------------------------------
 
 class TestErrors:

@@ -148,7 +148,7 @@ class SwarmRelease:
         running = release_plans.release_image(self.s.project, d.previous) if d.previous else None
         self.s.say("bringing the databases to the stack file" + (f" (the app stays on {running})" if running else ""))
         self.stack_deploy(d, running or d.image, self.s.cluster.replicas if running else 0,
-                          "docker stack deploy (databases)")
+                          "docker stack deploy (databases)", processes_as_they_are=True)
         for db in d.r.stack.databases:
             wait_running(self.s, d, db.name, None, 1)
 
@@ -160,6 +160,9 @@ class SwarmRelease:
         d.started = True
         self.stack_deploy(d, d.image, self.s.cluster.replicas)
         wait_running(self.s, d, "djangoapp", d.image, self.s.cluster.replicas)
+        for process in d.r.stack.all_processes:
+            if process.replicas:
+                wait_running(self.s, d, process.name, d.image, process.replicas)
 
     def record(self, d: Deploy) -> None:
         d.applied = applied(self.s)
@@ -176,12 +179,19 @@ class SwarmRelease:
         placeholder secrets exist before their digest is read)."""
         return {**prepare_backups(self.s, d), **environment(self.s, d)}
 
-    def stack_deploy(self, d: Deploy, image: str, replicas: int, what: str = "docker stack deploy") -> None:
+    def stack_deploy(self, d: Deploy, image: str, replicas: int, what: str = "docker stack deploy",
+                     processes_as_they_are: bool = False) -> None:
+        """The stack file deployed with the app on IMAGE, REPLICAS of it; the processes
+        ([[processes]]) at their replicas, or PROCESSES_AS_THEY_ARE: as many as run now (none
+        of a new one), so that none starts on code before its release phase."""
         if not self.stack_deployed:
             self.before, self.stack_deployed = stack_objects(self.s), True
             self.specs = service_specs(self.s, self.before)
+        running = replicas_now(self.specs, self.s.project) if processes_as_they_are else {}
+        counts = {f"REPLICAS_{p.name.upper()}": str(running.get(p.name, 0) if processes_as_they_are else p.replicas)
+                  for p in d.r.stack.all_processes}
         d.r.run(plans.deploy_stack(self.stack_file, self.s.project, {
-            **self.env, "APP_IMAGE": image, "APP_REPLICAS": str(replicas)}), what=what)
+            **self.env, "APP_IMAGE": image, "APP_REPLICAS": str(replicas), **counts}), what=what)
 
     def undo(self, d: Deploy, step: str, where: str, code: int) -> None:
         """The services this run changed back on what they ran (Swarm does it by itself
@@ -197,6 +207,15 @@ class SwarmRelease:
         if d.started and d.previous:  # a first deploy's app was removed
             raise TaskError(f"{where}; Swarm is rolling the app back to what it ran (see `inv swarm.status "
                             f"--cluster {self.s.cluster.name}`)", code) from None
+
+
+def replicas_now(specs: dict | None, project: str) -> dict[str, int]:
+    """The replicas each replicated service of SPECS (service_specs) has, by its name in the stack."""
+    found = {}
+    for name, spec in (specs or {}).items():
+        replicated = ((spec or {}).get("Mode") or {}).get("Replicated") or {}
+        found[name.removeprefix(f"{project}_")] = int(replicated.get("Replicas") or 0)
+    return found
 
 
 def applied(s: ClusterRun) -> dict[str, list[str]]:

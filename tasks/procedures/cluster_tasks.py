@@ -11,7 +11,8 @@ from ..plans import swarm as plans
 
 def logs(s: ClusterRun, service: str | None, follow: bool, tail: int) -> None:
     manager = s.manager
-    known = [compose.APP, "nginx", *(db.name for db in manager.stack.databases)]
+    known = [compose.APP, "nginx", *(db.name for db in manager.stack.databases),
+             *(process.name for process in manager.stack.all_processes)]
     if service is not None and service not in known:
         raise TaskError(f"no service {service!r} on cluster {s.cluster.name} (there are: {', '.join(known)})")
     if follow and service is None:

@@ -8,6 +8,10 @@ rollbacks; plans in tasks/plans/rollout.py).
    reload returns once every old worker has stopped accepting connections.
 3. The old container drains: Gunicorn's graceful stop finishes the requests in flight.
 
+The stack's processes (workers, beat: procedures/processes.py) move with the app: their new
+containers are healthy before Nginx is switched, their old ones stop after the old app
+drained; a failure of either takes both back.
+
 An app container that already runs this image with this definition is left alone, as are
 the databases, Nginx and the front when their definitions did not change.
 """
@@ -250,10 +254,17 @@ def roll_out(r: Runner, timeout: float) -> None:
         r.say(f"the app container {live} runs this code already")
     else:
         live, stale = start_beside(r, old, timeout), old
+    from . import processes  # it builds on this module's waits
     try:
-        point_nginx_at(r, live, timeout)
-    except TaskError:
+        moved = processes.move_processes(r, timeout)
+        try:
+            point_nginx_at(r, live, timeout)
+        except (Exception, KeyboardInterrupt):
+            processes.undo(r, moved)
+            raise
+    except (Exception, KeyboardInterrupt):
         if stale:  # the new container never took traffic: the old ones still serve
             r.run(plans.remove([live]), check=False, hide=True)
         raise
     drain(r, stale)
+    processes.retire(r, moved)

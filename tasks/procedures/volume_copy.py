@@ -44,7 +44,8 @@ def volume_users(stack, site=None) -> dict[str, tuple[tuple[str, ...], tuple[str
     users = {db.volume: ((db.name,), (), db.name) for db in stack.databases}
     backup = ("backup",) if stack.backups else ()  # reads the media and certs it sends away
     users[STATIC_VOLUME] = ((compose.APP,), ("nginx",), compose.APP)
-    users["media_volume"] = ((compose.APP,), ("nginx", *backup), compose.APP)
+    # The processes (workers) mount the media as the app does: they may write it too.
+    users["media_volume"] = ((compose.APP, *(p.name for p in stack.all_processes)), ("nginx", *backup), compose.APP)
     if site is not None and site.https:
         users["certs"] = (("certbot",), ("front", *backup), "front")
     if site is not None and site.tls == "acme":

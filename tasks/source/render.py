@@ -157,6 +157,8 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "app_command": APP_COMMAND,
         "schedules": stack.schedules,
         "backup_notify": BACKUP_NOTIFY,
+        "processes": stack.all_processes,
+        "services": stack.services,
     }
     files = {
         DOCKERFILE: _render(env, "Dockerfile.j2", **values),

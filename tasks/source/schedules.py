@@ -50,19 +50,7 @@ class Schedule:
         return {"name": self.name, "cron": self.cron, "command": list(self.command), "timeout": self.timeout}
 
 
-try:
-    from .processes import Process
-except ImportError:  # processes.py lands with [[processes]]; until then, its fields alone
-    @dataclass(frozen=True)
-    class Process:  # type: ignore[no-redef]
-        name: str
-        command: tuple[str, ...]
-        replicas: int = 1
-        singleton: bool = False
-        stop_signal: str = "SIGTERM"
-        stop_grace_period: int = 60
-        health: object = None
-        services: tuple[str, ...] | None = None
+from .processes import Process
 
 
 def _name(value, taken) -> str:
@@ -126,4 +114,5 @@ def scheduler_process(schedules) -> Process:
     healthy while it touches its heartbeat file, given the longest run's time to end."""
     longest = max(s.timeout for s in schedules)
     return Process(name=SCHEDULER, command=SCHEDULER_COMMAND, replicas=1, singleton=True, stop_signal="SIGTERM",
-                   stop_grace_period=min(longest + STOP_MARGIN, MAX_GRACE), health="heartbeat", services=None)
+                   stop_grace_period=min(longest + STOP_MARGIN, MAX_GRACE), health="heartbeat", services=None,
+                   mounts=(f"{SCHEDULER_VOLUME}:{SCHEDULER_STATE}", "/etc/localtime:/etc/localtime:ro"))

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..errors import StackError
 from . import values
-from .schedules import Schedule, parse_schedules
+from .schedules import Schedule, parse_schedules, scheduler_process
+from .processes import Process, parse_processes
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -578,6 +579,14 @@ class Stack:
     app: App = App()
     schedules: tuple[Schedule, ...] = ()
     services: tuple[Service, ...] = ()
+    processes: tuple[Process, ...] = ()
+
+    @property
+    def all_processes(self) -> tuple[Process, ...]:
+        """The [[processes]], and the scheduler when there are [[schedules]]."""
+        if not self.schedules:
+            return self.processes
+        return (*self.processes, scheduler_process(self.schedules))
 
     def database(self, name: str) -> Database:
         """The database called NAME, or whose Django alias is NAME (`default`)."""
@@ -657,7 +666,7 @@ TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists
           "app": "a table (path, settings, wsgi, python, requirements, ...)"}
 
 
-TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app", "schedules", "services"}
+TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app", "processes", "schedules", "services"}
 PROJECT_KEYS = {"name", "http_port", "client_max_body_size"}
 DATABASE_KEYS = {"name", "apps"}
 APP_KEYS = {"path", "settings", "wsgi", "python", "python_image", "requirements", "build_packages", "packages", "env"}
@@ -738,6 +747,7 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         groups = _parse_groups(data.get("groups", {}), hosts)
         backups = parse_backups(data["backups"]) if "backups" in data else None
         app = parse_app(data["app"], databases, services) if "app" in data else App()
+        processes = parse_processes(data.get("processes", []), services, databases)
         clusters = {cluster: parse_cluster(cluster, entry, hosts, databases)
                     for cluster, entry in data.get("clusters", {}).items()}
         for cluster in clusters.values():
@@ -746,7 +756,7 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
         schedules = parse_schedules(data.get("schedules", []))
     return Stack(project=name, http_port=http_port, client_max_body_size=body, databases=databases,
                  hosts=hosts, groups=groups, backups=backups, clusters=clusters, app=app, services=services,
-                 schedules=schedules)
+                 processes=processes, schedules=schedules)
 
 
 HOST_KEYS = {"address", "user", "port", "identity_file", "known_hosts", "directory", "http_port", "project"}

@@ -4,5 +4,6 @@
 from the stack's secret files, imports the project's settings, then sets what the stack
 decides (databases, hosts, HTTPS, static and media folders). `wsgi` answers /healthz and
 hands everything else to the project's WSGI application; `routers` sends apps to their
-database; `gunicorn_conf` configures the server. The image puts this package on PYTHONPATH.
+database; `gunicorn_conf` configures the server; `run` starts a
+process of the stack ([[processes]]) with the app's variables. The image puts this package on PYTHONPATH.
 """

@@ -12,7 +12,8 @@ is imported unchanged, in three steps:
    key, allowed hosts and trusted origins, the folders Nginx serves static and media files
    from, the proxy and HTTPS settings (DJANGO_HTTPS=false beats a project that forces the
    HTTPS redirect: TLS is the host's business) and, for a project without a router of its
-   own, the stack's router.
+   own, the stack's router; Celery's settings that keep jobs across a deploy, where the
+   project sets none of them (CELERY_DEFAULTS).
 """
 import importlib
 import os
@@ -91,6 +92,23 @@ def stack_settings(project, environ):
     }
 
 
+# Celery's settings for a project that configures it from Django's (namespace CELERY, the
+# Celery docs' way) and sets none of these itself: a job is acknowledged once done, so the
+# job of a worker that dies (or is killed past its grace) goes back to the queue, within the
+# visibility timeout on Redis; a worker holds one job in reserve, not four.
+CELERY_DEFAULTS = {
+    "CELERY_TASK_ACKS_LATE": True,
+    "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
+    "CELERY_WORKER_PREFETCH_MULTIPLIER": 1,
+    "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 300},
+}
+
+
+def celery_defaults(project):
+    """The CELERY_DEFAULTS the PROJECT's settings do not set."""
+    return {name: value for name, value in CELERY_DEFAULTS.items() if name not in project}
+
+
 # The stack's environment as it was given, before step 1 adds to it (an [app.env] name may
 # be one the stack reads itself).
 _given = dict(os.environ)
@@ -99,3 +117,4 @@ _project = project_settings(_given.get("STACK_APP_SETTINGS", "").strip())
 globals().update(_project)
 if env.env_list("DJANGO_DATABASES", environ=_given):
     globals().update(stack_settings(_project, _given))
+    globals().update(celery_defaults(_project))
