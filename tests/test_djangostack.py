@@ -653,6 +653,14 @@ class TestCeleryDefaults:
         assert found["CELERY_TASK_ACKS_LATE"] is False and found["CELERY_BROKER_TRANSPORT_OPTIONS"] == {"visibility_timeout": 60}
         assert found["CELERY_WORKER_PREFETCH_MULTIPLIER"] == 1
 
+    def test_the_visibility_timeout_is_the_environments_and_checked(self, projects, tmp_path):
+        found = settings_of(projects["plain"], plain_env(tmp_path, STACK_CELERY_VISIBILITY_TIMEOUT="15"), *self.NAMES)
+        assert found["CELERY_BROKER_TRANSPORT_OPTIONS"] == {"visibility_timeout": 15}
+        result = run(projects["plain"], ["manage.py", "check"], plain_env(tmp_path, STACK_CELERY_VISIBILITY_TIMEOUT="0"),
+                     check=False)
+        assert last_line(result) == ("django.core.exceptions.ImproperlyConfigured: STACK_CELERY_VISIBILITY_TIMEOUT=0 "
+                                     "must be a positive number of seconds")
+
     def test_outside_the_stack_nothing_is_added(self, projects):
         code = "import django; django.setup(); from django.conf import settings; print(hasattr(settings, 'CELERY_TASK_ACKS_LATE'))"
         result = run(projects["plain"], ["-c", code], outside_env("plain.settings", "plain.wsgi:application"))

@@ -25,7 +25,7 @@ from .conftest import BASE_IMAGES
 from .test_zero_downtime import Host, assert_no_request_dropped
 
 pytestmark = pytest.mark.e2e
-PORT = 8090
+PORT = 8080  # the port test_zero_downtime.Host loads and reads (each test host has its own)
 PROJECT = "hello-e2e-jobs"
 # Jobs enqueued per second, without pause, during each operation.
 RATE = 20

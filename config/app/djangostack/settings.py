@@ -95,18 +95,25 @@ def stack_settings(project, environ):
 # Celery's settings for a project that configures it from Django's (namespace CELERY, the
 # Celery docs' way) and sets none of these itself: a job is acknowledged once done, so the
 # job of a worker that dies (or is killed past its grace) goes back to the queue, within the
-# visibility timeout on Redis; a worker holds one job in reserve, not four.
+# visibility timeout on Redis; a worker holds one job in reserve, not four. The timeout
+# must exceed the longest job (one still running then is delivered again):
+# STACK_CELERY_VISIBILITY_TIMEOUT (seconds, config/django.env) changes it.
+VISIBILITY_TIMEOUT = 300
 CELERY_DEFAULTS = {
     "CELERY_TASK_ACKS_LATE": True,
     "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
     "CELERY_WORKER_PREFETCH_MULTIPLIER": 1,
-    "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 300},
+    "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": VISIBILITY_TIMEOUT},
 }
 
 
-def celery_defaults(project):
+def celery_defaults(project, environ=None):
     """The CELERY_DEFAULTS the PROJECT's settings do not set."""
-    return {name: value for name, value in CELERY_DEFAULTS.items() if name not in project}
+    timeout = env.env_int("STACK_CELERY_VISIBILITY_TIMEOUT", VISIBILITY_TIMEOUT, environ=environ)
+    if timeout < 1:
+        raise ImproperlyConfigured(f"STACK_CELERY_VISIBILITY_TIMEOUT={timeout} must be a positive number of seconds")
+    defaults = {**CELERY_DEFAULTS, "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": timeout}}
+    return {name: value for name, value in defaults.items() if name not in project}
 
 
 # The stack's environment as it was given, before step 1 adds to it (an [app.env] name may
@@ -117,4 +124,4 @@ _project = project_settings(_given.get("STACK_APP_SETTINGS", "").strip())
 globals().update(_project)
 if env.env_list("DJANGO_DATABASES", environ=_given):
     globals().update(stack_settings(_project, _given))
-    globals().update(celery_defaults(_project))
+    globals().update(celery_defaults(_project, _given))
