@@ -19,7 +19,8 @@ COPY hello/requirements.txt /src/hello/
 # date with its Pipfile refused), installed by the image's own pip into a virtualenv without
 # pip: with hashes, every file checked (--require-hashes) and nothing the list does not name
 # (--no-deps). Then what the stack serves and connects with (Gunicorn, psycopg), pinned with
-# hashes, each unless the project brings its own.
+# hashes, each unless the project brings its own. A list compiled on another Python may lack
+# a dependency this one needs (a marker such as python_full_version < '3.11.3'): pip check says so.
 RUN python /build/requirements.py /src/hello/requirements.txt > /build/pinned.txt \
  && python -m venv --without-pip .venv \
  && if grep -q -- '--hash=' /build/pinned.txt; then checked="--require-hashes --no-deps"; else checked=""; fi \
@@ -27,7 +28,10 @@ RUN python /build/requirements.py /src/hello/requirements.txt > /build/pinned.tx
  && python /build/stack_packages.py .venv/bin/python /build/requirements.txt > /build/stack.txt \
  && if [ -s /build/stack.txt ]; then \
       python -m pip --python .venv/bin/python install --no-deps --require-hashes --requirement /build/stack.txt; \
-    fi
+    fi \
+ && { python -m pip --python .venv/bin/python check \
+      || echo "warning: the requirements above miss what a package needs on this image's Python (pip check):" \
+              "the app may fail at import; pin the missing ones in [app] requirements" >&2; }
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONUNBUFFERED=1 \
