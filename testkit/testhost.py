@@ -219,11 +219,18 @@ class Server:
                 pid = None
         deadline = time.monotonic() + patience
         while pid and time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                pid = None
-                break
+            # The engine started here is our child (nsenter execs it): once it exits it stays
+            # a zombie, which signal 0 still finds, until it is reaped.
+            if self._dockerd is not None and self._dockerd.pid == pid:
+                if self._dockerd.poll() is not None:
+                    pid = None
+                    break
+            else:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    pid = None
+                    break
             time.sleep(0.2)
         if pid:
             try:

@@ -4,6 +4,7 @@ what one host does to its images (a container writing over an image's file, an i
 removed) changes neither another host's nor the store."""
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -47,3 +48,16 @@ def test_hosts_share_the_base_images_by_hard_links_and_none_sees_another_s_chang
         assert image_ids(docker, BASE_IMAGES) == here
         assert "nginx version" in docker("run", "--rm", "--entrypoint", "nginx", NGINX_IMAGE, "-v").stderr
     assert all((store / part).is_dir() for part in STORE_PARTS)
+
+
+def test_stopping_a_host_s_engine_returns_once_it_has_stopped(servers):
+    # Tests time what a lost engine does (a node of a swarm gone): waiting out the whole
+    # patience for an engine that stopped at once would blur that and cost every teardown.
+    host = servers("stop-engine", images=())
+    started = time.monotonic()
+    host.stop_engine(patience=60)
+    took = time.monotonic() - started
+    assert host._engine_pid() is None and host.docker("info", check=False).returncode != 0
+    assert took < 20, f"stop_engine took {took:.1f}s for an engine without containers"
+    host.start_engine()
+    assert host.docker("info").returncode == 0
