@@ -17,7 +17,7 @@ Why these choices (each one was tried):
   images (`docker save | docker load` of 1 GB took 18 s per host on an idle machine, several
   times that under the suite's load). Only the image store is copied (the layers and their
   metadata, which an engine never rewrites in place: its JSON files are replaced by rename,
-  a removed image is unlinked); the engine's databases, build cache, networks and ID are
+  a removed image is unlinked); the engine's databases, build cache, networks and volumes are
   its own, so a host still starts with the base images and nothing else.
 
 Needs root, iproute2, iptables, nsenter, dockerd and sshd.
