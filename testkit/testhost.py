@@ -14,8 +14,8 @@ Why these choices (each one was tried):
 - The iptables rules of each engine live in its namespace, so engines never fight over the
   DOCKER chain. This machine's engine sets FORWARD to DROP: DOCKER-USER lets test hosts out.
 - The base images reach a host as a hard-linked copy of an image store made once per set of
-  images (`docker save | docker load` of 1 GB took 18 s per host on an idle machine, several
-  times that under the suite's load). Only the image store is copied (the layers and their
+  images (`docker save | docker load` of the 1.1 GB of stand-ins took 15-20 s per host, a
+  hard-linked copy 1-2 s). Only the image store is copied (the layers and their
   metadata, which an engine never rewrites in place: its JSON files are replaced by rename,
   a removed image is unlinked); the engine's databases, build cache, networks and volumes are
   its own, so a host still starts with the base images and nothing else.
