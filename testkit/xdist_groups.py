@@ -43,6 +43,9 @@ def pytest_xdist_make_scheduler(config, log):
     return None
 
 
+SINGLE = "(single tests)"
+
+
 class Timeline:
     """Per worker, its groups in the order it ran them, with their seconds (setup, call and
     teardown of their tests), and when its last test ended."""
@@ -57,7 +60,8 @@ class Timeline:
         if node is None:
             return
         worker = node.gateway.id
-        group = report.nodeid.rsplit("@", 1)[1] if "@" in report.nodeid else "(single tests)"
+        # The unit xdist scheduled: the group after the last "@", as xdist reads it.
+        group = report.nodeid.rsplit("@", 1)[1] if "@" in report.nodeid else SINGLE
         self.groups[worker][group] = self.groups[worker].get(group, 0.0) + report.duration
         self.finished[worker] = time.monotonic() - self.started
 
@@ -66,7 +70,15 @@ class Timeline:
             return
         terminalreporter.section("xdist groups per worker (seconds)")
         for worker in sorted(self.groups):
-            groups = ", ".join(f"{group} {seconds:.0f}" for group, seconds in self.groups[worker].items())
+            # A test id with an "@" of its own (an e-mail address) is a group of its own to
+            # xdist: those of less than a second go with the single tests.
+            shown, rest = {}, 0.0
+            for group, seconds in self.groups[worker].items():
+                if group == SINGLE or seconds < 1:
+                    rest += seconds
+                else:
+                    shown[group] = seconds
+            groups = ", ".join([f"{group} {seconds:.0f}" for group, seconds in shown.items()] + [f"{SINGLE} {rest:.0f}"])
             terminalreporter.write_line(f"{worker} finished at {self.finished[worker]:.0f}: {groups}")
 
 

@@ -54,7 +54,8 @@ def _group(item) -> str | None:
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        group = GROUPS.get(item.module.__name__.rsplit(".", 1)[-1])
+        # The e2e modules only: a fast test module of the same name (tests/test_swarm.py) is not in the group.
+        group = GROUPS.get(item.module.__name__.rsplit(".", 1)[-1]) if "e2e" in item.keywords else None
         if group and item.get_closest_marker("xdist_group") is None:  # a test may name its own
             item.add_marker(pytest.mark.xdist_group(group))
     rank = {group: n for n, group in enumerate(LONGEST_FIRST)}
