@@ -8,7 +8,7 @@ machine's that both bind-mount (the hosts share its filesystem), as a network sh
 """
 import os
 import re
-import shutil
+import secrets
 import subprocess
 
 import pytest
@@ -57,12 +57,22 @@ def pair(servers, tmp_path_factory):
     p = Pair(root, servers)
     p.dirs = {"web": web.dir / "srv" / "hello", "web2": web2.dir / "srv" / "hello"}
     p.inv("render")
-    p.inv("deploy", "--host", "web")
-    # One repository, one password: web2 is given web's before its first deploy (which keeps it).
-    secrets = p.dirs["web2"] / "shared/config/secrets"
-    secrets.mkdir(parents=True, mode=0o700)
-    shutil.copy2(p.dirs["web"] / "shared/config/secrets/restic_password", secrets / "restic_password")
-    p.inv("deploy", "--host", "web2")
+    # One repository, one password: each host is given it before its first deploy (which
+    # keeps it); then both deploy at once, each building on its own engine.
+    password = secrets.token_urlsafe(32) + "\n"
+    for host in ("web", "web2"):
+        folder = p.dirs[host] / "shared/config/secrets"
+        folder.mkdir(parents=True, mode=0o700)
+        (folder / "restic_password").touch(mode=0o600)
+        (folder / "restic_password").write_text(password)
+    deploys = {host: subprocess.Popen([*INV, "deploy", "--host", host], cwd=root, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+               for host in ("web", "web2")}
+    for host, run in deploys.items():
+        output = run.communicate(timeout=1800)[0]
+        assert run.returncode == 0, f"inv deploy --host {host}:\n{output}"
+    for host in ("web", "web2"):
+        assert (p.dirs[host] / "shared/config/secrets/restic_password").read_text() == password
     for host in ("web", "web2"):
         p.inv("manage", "--host", host, "--", "shell", "-c",
               f"from django.contrib.auth.models import User; User.objects.create_user('only-on-{host}')")
