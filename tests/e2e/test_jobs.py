@@ -10,6 +10,7 @@ job in hand delivered again once the visibility timeout passes (a duplicate is t
 counted and reported). Beat is a singleton: never two at once, so no tick fires twice.
 """
 import json
+import os
 import re
 import subprocess
 import threading
@@ -18,7 +19,6 @@ import time
 import pytest
 
 from testkit import INV
-from testkit.load import Load
 from testkit.projectcopy import copy_project
 
 from .conftest import BASE_IMAGES
@@ -95,16 +95,19 @@ class JobHost(Host):
 
 
 class Producer:
-    """The numbered jobs of TAG, enqueued at RATE per second by a manage.py shell of the
-    place (WHERE: --host prod or --cluster prod) until a note says stop (it checks every
-    second, so it stops between two jobs) or LIMIT seconds passed."""
+    """The numbered jobs of TAG, enqueued at RATE per second by a manage.py shell in a one-off
+    container of the live release on the host (an `inv manage` runs in the app container,
+    which a deploy drains) until a note says stop (it looks every second, so it stops between
+    two jobs) or LIMIT seconds passed."""
 
-    def __init__(self, host, tag, where=("--host", "prod"), limit=600):
-        self.host, self.tag, self.where = host, tag, where
+    def __init__(self, host, tag, limit=600):
+        self.host, self.tag = host, tag
         code = PRODUCER.replace("TAG", tag).replace("LIMIT", str(limit)).replace("RATE", str(RATE))
-        self.process = subprocess.Popen([*INV, "manage", *where, "--", "shell", "-c", code],
-                                        cwd=host.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        stdin=subprocess.DEVNULL)
+        argv = ["docker", "compose", "--project-name", PROJECT, "run", "--rm", "--no-deps", "-T", "djangoapp",
+                "python", "manage.py", "shell", "-c", code]
+        self.process = subprocess.Popen(argv, cwd=host.dir / "current", stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                        env={**os.environ, "DOCKER_HOST": host.server.docker_host})
 
     def __enter__(self):
         # Jobs flow before the operation starts: the first notes are in the database.
@@ -164,8 +167,6 @@ class MostAtOnce:
 
 @pytest.fixture(scope="module")
 def host(servers, tmp_path_factory):
-    import os
-
     server = servers("jobs", images=(*BASE_IMAGES, os.environ.get("REDIS_IMAGE", "redis:7.4")))
     root = copy_project(tmp_path_factory.mktemp("project"))
     with open(root / "config/stack.toml", "a") as handle:
@@ -202,6 +203,7 @@ def test_a_code_deploy_loses_no_job_and_runs_none_twice(host):
 
 
 def test_a_rollback_loses_no_job_and_runs_none_twice(host):
+    workers = set(host.containers("worker"))
     with host.load() as web, Producer(host, "rollback") as producer, MostAtOnce(host, "beat") as beat:
         host.inv("rollback", "--host", "prod")
     seen = settle(host, producer, 60)
@@ -210,6 +212,8 @@ def test_a_rollback_loses_no_job_and_runs_none_twice(host):
     assert seen["lost"] == 0 and seen["duplicated"] == 0, seen
     assert beat.most == 1
     assert host.current() == host.first_release
+    # The workers run the first release's image again: new containers of it.
+    assert not workers & set(host.containers("worker")) and len(host.containers("worker")) == 2
 
 
 def test_a_killed_worker_loses_no_job(host):

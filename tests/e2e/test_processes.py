@@ -5,7 +5,6 @@ them after the release phase with the old ones stopped gracefully and the single
 twice at once, a new worker that fails its health test takes the whole rollout back, and
 `inv scale` changes their number. No broker is needed."""
 import re
-import subprocess
 import threading
 import time
 import tomllib
@@ -203,58 +202,8 @@ def test_a_new_worker_that_fails_its_health_check_takes_the_rollout_back(local):
     assert b"Hello from Django" in page and b"broken release" not in page
 
 
-# --- on a host: `inv deploy --host` and `inv rollback --host` move them the same way ------
-
-HOST_PORT = 8090
-
-
-def host_running(server, project, service):
-    out = server.docker("ps", "--filter", f"label=com.docker.compose.project={project}",
-                        "--filter", f"label=com.docker.compose.service={service}", "--format", "{{.Names}}").stdout
-    return sorted(out.split())
-
-
-def host_records(server, project):
-    out = server.docker("exec", f"{project}-djangoapp-{host_app_number(server, project)}", "sh", "-c",
-                        'cd /srv/media/stackjobs && for f in *.stopped; do [ -e "$f" ] && echo "${f%.stopped}: $(cat "$f")"; done'
-                        ).stdout
-    return dict(line.split(": ", 1) for line in out.splitlines())
-
-
-def host_app_number(server, project):
-    return host_running(server, project, "djangoapp")[0].rsplit("-", 1)[1]
-
-
-def test_a_deploy_and_a_rollback_move_the_processes_on_a_host(servers, tmp_path_factory):
-    server = servers("procs")
-    root = copy_project(tmp_path_factory.mktemp("proc-host"))
-    project = "hello-e2e-proc-host"
-    (root / "hello/stackjobs.py").write_text(JOBS)
-    with open(root / "config/stack.toml", "a") as handle:
-        handle.write(PROCESSES + "\n" + server.hosts_entry("prod", str(server.dir / "srv" / "hello"),
-                                                          http_port=HOST_PORT, project=project))
-    h = Stack(project, HOST_PORT, root=root)
-    h.inv("render")
-    h.inv("deploy", "--host", "prod")
-    first = {role: host_running(server, project, role) for role in ("worker", "beat")}
-    assert len(first["worker"]) == 1 and len(first["beat"]) == 1
-    hosts = {role: server.docker("inspect", "--format", "{{.Config.Hostname}}", first[role][0]).stdout.strip()
-             for role in first}
-
-    (root / "hello/stackjobs.py").write_text(JOBS.replace("VERSION = 1", "VERSION = 2"))
-    h.inv("deploy", "--host", "prod")
-    second = {role: host_running(server, project, role) for role in ("worker", "beat")}
-    assert second["worker"] != first["worker"] and second["beat"] != first["beat"]
-    done = host_records(server, project)
-    for role in ("worker", "beat"):
-        assert done[f"{role}-v1-{hosts[role]}"].startswith("finished job "), done
-
-    h.inv("rollback", "--host", "prod")
-    back = {role: host_running(server, project, role) for role in ("worker", "beat")}
-    assert back["worker"] != second["worker"] and len(back["worker"]) == 1 and len(back["beat"]) == 1
-    version = server.docker("exec", back["worker"][0], "python", "-c",
-                            "import stackjobs; print(stackjobs.VERSION)").stdout.strip()
-    assert version == "1"
+# On a host, `inv deploy --host` and `inv rollback --host` move them the same way, with a
+# real Celery worker and beat: tests/e2e/test_jobs.py.
 
 
 # --- on a cluster: each process a Swarm service of the stack, rolled by Swarm ------------
