@@ -101,6 +101,11 @@ class Engine(Recorder):
 
     def _process_command(self, words, command):
         """What the engine does to process containers (None: not about them)."""
+        labelled = [w for w in words if w.startswith("label=com.docker.compose.service=")]
+        if words[:3] == ["docker", "ps", "--all"] and labelled:  # plans.rollout.service_ids
+            service = labelled[0].rsplit("=", 1)[1]
+            names = self.app if service == "djangoapp" else self.of(service)
+            return Result(stdout="".join(f"{n}\n" for n in names), command=command)
         if words[:4] == ["docker", "compose", "--project-name", self.project] and words[-1] != "djangoapp":
             words = words[4:]
             service = words[-1]

@@ -42,7 +42,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 # The app containers: the one serving before the deploy, the deploy's, and a rollback's.
 APP1, APP2, APP3 = (f"hello-prod-djangoapp-{n}" for n in (1, 2, 3))
 
-APP_IDS = f"{COMPOSE} ps --all --quiet djangoapp"
+APP_IDS = ("docker ps --all --quiet --filter label=com.docker.compose.project=hello-prod "
+           "--filter label=com.docker.compose.service=djangoapp --filter label=com.docker.compose.oneoff=False")
 INSPECT = ("docker inspect --format "
            "'{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}'")
 HEALTH_TESTS = shlex.join(rollout_plans.health_tests([]))

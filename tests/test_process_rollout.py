@@ -78,10 +78,10 @@ class TestNewCode:
         r, conn = on_host(process_made_in=RELEASE_DIR)
         rollout.roll_out(r, timeout=0)
         assert [c for c in conn.commands if ("worker" in c or "beat" in c) and "exec -T" not in c] == [
-            f"{COMPOSE} ps --all --quiet worker", f"docker inspect --format '{{{{.Name}}}} {{{{.State.Status}}}} "
+            "docker ps --all --quiet --filter label=com.docker.compose.project=hello-prod --filter label=com.docker.compose.service=worker --filter label=com.docker.compose.oneoff=False", f"docker inspect --format '{{{{.Name}}}} {{{{.State.Status}}}} "
             f"{{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{else}}}}none{{{{end}}}}' {W1} {W2}",
             f"{COMPOSE} --dry-run up --detach --no-deps --no-build --scale worker=2 worker",
-            f"{COMPOSE} ps --all --quiet beat", f"docker inspect --format '{{{{.Name}}}} {{{{.State.Status}}}} "
+            "docker ps --all --quiet --filter label=com.docker.compose.project=hello-prod --filter label=com.docker.compose.service=beat --filter label=com.docker.compose.oneoff=False", f"docker inspect --format '{{{{.Name}}}} {{{{.State.Status}}}} "
             f"{{{{if .State.Health}}}}{{{{.State.Health.Status}}}}{{{{else}}}}none{{{{end}}}}' {B1}",
             f"{COMPOSE} --dry-run up --detach --no-deps --no-build --scale beat=1 beat"]
         assert conn.processes == OLD

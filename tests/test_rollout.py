@@ -28,7 +28,8 @@ RELEASE = "20261121T000000Z-abcdef012345"
 RELEASE_DIR = f"/srv/hello/releases/{RELEASE}"
 COMPOSE = "docker compose --project-name hello-prod"
 APP1, APP2, APP3 = (f"hello-prod-djangoapp-{n}" for n in (1, 2, 3))
-APP_IDS = f"{COMPOSE} ps --all --quiet djangoapp"
+APP_IDS = ("docker ps --all --quiet --filter label=com.docker.compose.project=hello-prod "
+           "--filter label=com.docker.compose.service=djangoapp --filter label=com.docker.compose.oneoff=False")
 INSPECT = ("docker inspect --format "
            "'{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}'")
 HEALTH = shlex.join(plans.health_tests([]))
@@ -255,7 +256,9 @@ def test_here_the_checkouts_nginx_files_are_read_where_they_are():
     rollout.roll_out(r, timeout=0)
     local = "docker compose --project-name hello"
     assert ran(conn) == [
-        f"{local} ps --all --quiet djangoapp", f"{INSPECT} hello-djangoapp-1",
+        ("docker ps --all --quiet --filter label=com.docker.compose.project=hello --filter "
+         "label=com.docker.compose.service=djangoapp --filter label=com.docker.compose.oneoff=False"),
+        f"{INSPECT} hello-djangoapp-1",
         f"{local} --dry-run up --detach --no-deps --no-build djangoapp",  # made here, in this directory: Running
         f"{local} up --detach --remove-orphans --no-build --wait --wait-timeout 0 --no-deps nginx front",
         compose_exec("nginx", plans.switch_script("/etc/nginx/hello/nginx.conf"), "hello"),

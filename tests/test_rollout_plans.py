@@ -17,7 +17,9 @@ def sh(script, **kwargs):
 
 
 @pytest.mark.parametrize("argv, expected", [
-    pytest.param(plans.app_ids(), ["ps", "--all", "--quiet", "djangoapp"], id="app-ids"),
+    pytest.param(plans.app_ids("hello"), ["docker", "ps", "--all", "--quiet", "--filter", "label=com.docker.compose.project=hello",
+                                          "--filter", "label=com.docker.compose.service=djangoapp",
+                                          "--filter", "label=com.docker.compose.oneoff=False"], id="app-ids"),
     pytest.param(plans.describe(["a1", "b2"]), [
         "docker", "inspect", "--format",
         "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}", "a1", "b2"],

@@ -4,9 +4,12 @@ singleton's only once the old one has stopped), the old ones stop with their gra
 """
 from __future__ import annotations
 
-def ids(name: str) -> list[str]:
-    """Compose: the ids of every container of the process NAME, running or not."""
-    return ["ps", "--all", "--quiet", name]
+from . import rollout as rollout_plans
+
+
+def ids(project: str, name: str) -> list[str]:
+    """The ids of every container of the process NAME, running or not (one-off ones aside)."""
+    return rollout_plans.service_ids(project, name)
 
 
 def would_recreate(name: str, count: int) -> list[str]:

@@ -26,9 +26,18 @@ REFUSED = 3
 NGINX_FILES = ("nginx.conf", "default.conf", "front.conf")
 
 
-def app_ids() -> list[str]:
-    """Compose: the ids of every container of the app service, running or not."""
-    return ["ps", "--all", "--quiet", compose.APP]
+def service_ids(project: str, service: str) -> list[str]:
+    """The ids of every container of PROJECT's SERVICE, running or not, but for one-off ones:
+    `compose ps` lists those too, and a `docker compose run djangoapp ...` of the user's
+    (or a producer's) must never count as a container the rollout replaces."""
+    return ["docker", "ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={project}",
+            "--filter", f"label=com.docker.compose.service={service}",
+            "--filter", "label=com.docker.compose.oneoff=False"]
+
+
+def app_ids(project: str) -> list[str]:
+    """The ids of every container of the app service, running or not (one-off ones aside)."""
+    return service_ids(project, compose.APP)
 
 
 def describe(ids) -> list[str]:

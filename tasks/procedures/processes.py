@@ -39,7 +39,7 @@ class Moved:
 
 def process_containers(r: Runner, name: str) -> list[AppContainer]:
     """The containers of the process NAME, running or not (name, state, health)."""
-    ids = r.compose_probe(plans.ids(name)).stdout.split()
+    ids = r.probe(plans.ids(r.project, name)).stdout.split()
     if not ids:
         return []
     found = []

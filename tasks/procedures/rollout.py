@@ -39,7 +39,7 @@ class AppContainer:
 
 
 def app_containers(r: Runner) -> list[AppContainer]:
-    ids = r.compose_probe(plans.app_ids()).stdout.split()
+    ids = r.probe(plans.app_ids(r.project)).stdout.split()
     if not ids:
         return []
     found = []
