@@ -183,6 +183,37 @@ def check_services(r):
     return failed or (True, f"services running and healthy: {', '.join(names)}", None)
 
 
+def check_processes(r):
+    """Each process ([[processes]], the scheduler) runs as many containers as it should, each
+    running and healthy: a worker's health test is `celery inspect ping` of itself, so
+    healthy means it answers over the broker."""
+    wanted = {p.name: p.replicas for p in r.stack.all_processes}
+    if not wanted:
+        return True, f"no [[processes]] or [[schedules]] in {STACK_FILE}", None
+    found = [line.split() for line in r.probe(rollout_plans.service_containers(r.project)).stdout.splitlines()]
+    found = [fields for fields in found if len(fields) == 2]
+    if compose.APP not in {service for _, service in found}:
+        return True, f"the stack is not running{r.target.on}: processes not checked", None
+    ids = [container for container, service in found if service in wanted]
+    states = {name: [] for name in wanted}
+    for line in r.probe(rollout_plans.service_states(ids)).stdout.splitlines() if ids else []:
+        fields = line.split("\t")
+        if len(fields) == 3 and fields[0] in states:
+            states[fields[0]].append((fields[1], fields[2]))
+    failed, shown = [], []
+    for name, count in wanted.items():
+        good = sum(state in (("running", "healthy"), ("running", "none")) for state in states[name])
+        shown.append(f"{name} {good}/{count}")
+        if good != count or len(states[name]) != count:
+            others = ", ".join(f"{s} ({h})" for s, h in states[name] if (s, h) not in (("running", "healthy"),
+                                                                                        ("running", "none")))
+            failed.append((False, f"process {name}: {good} of {count} running and healthy{r.target.on}"
+                                  + (f"; {others}" if others else ""),
+                           f"`inv logs -s {name}{r.target.host_flag}` says why; `inv up{r.target.host_flag}` starts "
+                           "what is missing"))
+    return failed or (True, f"processes running and healthy: {', '.join(shown)}", None)
+
+
 def check_app_python(r):
     """[app] python, the app image's Python and the app's own virtualenv's (each that is
     here) agree: a lock made for one Python installs another set on the next (or none)."""
@@ -206,9 +237,10 @@ CHECKS = {"engine": check_engine, "certificate": check_certificate, "compose": c
           "env_files": check_env_files, "rendered": check_rendered,
           "interrupted_restores": check_interrupted_restores, "interrupted_loads": check_interrupted_loads,
           "unfinished_files": check_unfinished_files, "unfinished_backups": check_unfinished_backups,
-          "app_python": check_app_python, "services": check_services}
+          "app_python": check_app_python, "services": check_services,
+          "processes": check_processes}
 NEEDS_ENGINE = {"port", "builder", "certificate", "interrupted_restores", "interrupted_loads", "app_python",
-                "services"}
+                "services", "processes"}
 PYTHON_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
 
 

@@ -572,3 +572,38 @@ class TestSwarmNames:
                                              r"secret a-rather-long-project_r{30}_password_<digest> would have 74 "
                                              r"characters \(at most 64\); use at most 20 characters"):
             stack(long_project, SWARM, service(f'name = "{"r" * 30}"', 'kind = "redis"'))
+
+
+# --- doctor: each process as many containers as it should, running and healthy ------------
+
+WORKERS = '\n[[processes]]\nname = "worker"\ncommand = ["celery", "-A", "hello", "worker"]\nreplicas = 2\nhealth = "celery"\n'
+
+
+def doctor_processes(stack_text, containers, states):
+    parsed = loads(stack_text + '\n[hosts.prod]\naddress = "203.0.113.10"\ndirectory = "/srv/hello"\n'
+                                'project = "hello-prod"\n')
+    listing = shlex.join(rollout_plans.service_containers("hello-prod"))
+    ids = [line.split()[0] for line in containers.splitlines() if line.split()[1] != "djangoapp"]
+    conn = Recorder({listing: Result(containers), shlex.join(rollout_plans.service_states(ids)): Result(states)})
+    from tasks.execution.runner import Runner
+    return doctor.check_processes(Runner(HostTarget(conn, parsed.hosts["prod"], parsed, local_c=Recorder()))), conn
+
+
+class TestDoctorProcesses:
+    RUNNING = "a1 djangoapp\nw1 worker\nw2 worker\n"
+
+    def test_workers_answering_pass(self):
+        outcome, _ = doctor_processes(COMMITTED + REDIS + WORKERS, self.RUNNING,
+                                      "worker\trunning\thealthy\nworker\trunning\thealthy\n")
+        assert outcome == (True, "processes running and healthy: worker 2/2", None)
+
+    def test_a_worker_not_answering_or_missing_fails_with_its_fix(self):
+        outcome, _ = doctor_processes(COMMITTED + REDIS + WORKERS, "a1 djangoapp\nw1 worker\n",
+                                      "worker\trunning\tunhealthy\n")
+        assert outcome == [(False, "process worker: 0 of 2 running and healthy on prod; running (unhealthy)",
+                            "`inv logs -s worker --host prod` says why; `inv up --host prod` starts what is missing")]
+
+    def test_without_processes_it_runs_nothing(self):
+        outcome, conn = doctor_processes(COMMITTED, "a1 djangoapp\n", "")
+        assert outcome == (True, "no [[processes]] or [[schedules]] in config/stack.toml", None)
+        assert conn.commands == [] and "processes" in HostTarget.doctor_checks
