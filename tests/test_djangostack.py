@@ -642,7 +642,7 @@ class TestCeleryDefaults:
     def test_a_project_that_sets_none_gets_them(self, projects, tmp_path):
         assert settings_of(projects["plain"], plain_env(tmp_path), *self.NAMES) == {
             "CELERY_TASK_ACKS_LATE": True, "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
-            "CELERY_WORKER_PREFETCH_MULTIPLIER": 1, "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 300}}
+            "CELERY_WORKER_PREFETCH_MULTIPLIER": 1, "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 300, "unacked_restore_throttle": 1}}
 
     def test_a_projects_own_choice_wins(self, tmp_path):
         project = startproject(tmp_path, "chosen")
@@ -655,7 +655,7 @@ class TestCeleryDefaults:
 
     def test_the_visibility_timeout_is_the_environments_and_checked(self, projects, tmp_path):
         found = settings_of(projects["plain"], plain_env(tmp_path, STACK_CELERY_VISIBILITY_TIMEOUT="15"), *self.NAMES)
-        assert found["CELERY_BROKER_TRANSPORT_OPTIONS"] == {"visibility_timeout": 15}
+        assert found["CELERY_BROKER_TRANSPORT_OPTIONS"] == {"visibility_timeout": 15, "unacked_restore_throttle": 1}
         result = run(projects["plain"], ["manage.py", "check"], plain_env(tmp_path, STACK_CELERY_VISIBILITY_TIMEOUT="0"),
                      check=False)
         assert last_line(result) == ("django.core.exceptions.ImproperlyConfigured: STACK_CELERY_VISIBILITY_TIMEOUT=0 "

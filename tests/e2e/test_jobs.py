@@ -139,6 +139,17 @@ def settle(host, producer, within):
     return seen
 
 
+REDIS_STATE = ('export REDISCLI_AUTH="$(cat /run/secrets/redis_password)"; '
+               'echo "queue $(redis-cli llen celery) unacked $(redis-cli hlen unacked) '
+               'index $(redis-cli zcard unacked_index) mutex $(redis-cli exists unacked_mutex)"')
+
+
+def redis_state(host):
+    """What Redis holds of the jobs: waiting, delivered and not acknowledged, the restore lock."""
+    found = host.containers("redis")
+    return host.server.docker("exec", found[0], "sh", "-c", REDIS_STATE, check=False).stdout.strip() if found else ""
+
+
 def report(what, seen):
     print(f"{what}: enqueued {seen['enqueued']}, run {seen['counted']}, lost {seen['lost']}, "
           f"duplicated {seen['duplicated']}")
@@ -224,7 +235,7 @@ def test_a_killed_worker_loses_no_job(host):
     # What it had in hand comes back after the visibility timeout.
     seen = settle(host, producer, VISIBILITY + 90)
     report("worker killed", seen)
-    assert seen["lost"] == 0, seen
+    assert seen["lost"] == 0, (seen, redis_state(host))
     # At most its job in hand and the one prefetched run again.
     assert seen["duplicated"] <= 2, seen
 
