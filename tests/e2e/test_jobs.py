@@ -245,5 +245,5 @@ def test_beat_ticked_once_at_a_time(host):
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
     missed = sum(round(g / TICK) - 1 for g in gaps if g > 1.5 * TICK)
     print(f"beat: {len(ticks)} ticks, shortest gap {min(gaps):.2f}s, {missed} missed")
-    assert len(ticks) > 20
+    assert len(ticks) > 10
     assert min(gaps) > TICK / 2, "two ticks at once: two beats ran"
