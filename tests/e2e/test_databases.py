@@ -45,7 +45,7 @@ def test_db_add_up_serves_both_databases(s):
 
 def test_migrate_database2_creates_tables_there_only(s):
     s.inv("migrate", "--database", "database2")
-    assert tables(s, "database2") == {"django_migrations", "notes_note"}
+    assert tables(s, "database2") == {"django_migrations", "notes_note", "notes_wordcount", "notes_tick"}
     assert tables(s, "database1") == s.tables_before
 
 

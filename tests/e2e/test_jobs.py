@@ -30,7 +30,9 @@ PROJECT = "hello-e2e-jobs"
 # Jobs enqueued per second, without pause, during each operation.
 RATE = 20
 # The visibility timeout the test's stack sets: a killed worker's job comes back after it.
-VISIBILITY = 15
+# It must exceed how long a job may wait, delivered, in a worker: 15 s was not enough on a
+# loaded CI machine during a deploy (a job and a tick were delivered again: duplicates).
+VISIBILITY = 60
 TICK = 1  # seconds between two beat ticks (HELLO_TICK_SECONDS)
 WORKERS = """
 [[services]]
