@@ -855,12 +855,7 @@ def with_database_added(text: str, name: str) -> str:
     doc = tomlkit.parse(text)
     existing = tuple(entry.get("name") for entry in doc.get("databases", []))
     validate_database_name(name, existing)
-    table = tomlkit.table()
-    table.add("name", name)
-    if "databases" not in doc:
-        doc.add("databases", tomlkit.aot())
-    doc["databases"].append(table)
-    return tomlkit.dumps(doc)
+    return _appended(doc, "databases", name=name)
 
 
 def with_database_removed(text: str, name: str) -> str:
@@ -890,12 +885,19 @@ def with_service_added(text: str, name: str, kind: str) -> str:
         known = ", ".join(k for k in SERVICE_KINDS if k != "image")
         raise StackError(f"service kind {kind!r} cannot be added so: one of {known} (a service from another image "
                          f"is written in {STACK_FILE} by hand, with image, port and health)")
+    return _appended(doc, "services", name=name, kind=kind)
+
+
+def _appended(doc, array: str, **fields) -> str:
+    """DOC's text with a [[ARRAY]] table of FIELDS appended (the array made if missing)."""
+    import tomlkit
+
     table = tomlkit.table()
-    table.add("name", name)
-    table.add("kind", kind)
-    if "services" not in doc:
-        doc.add("services", tomlkit.aot())
-    doc["services"].append(table)
+    for key, value in fields.items():
+        table.add(key, value)
+    if array not in doc:
+        doc.add(array, tomlkit.aot())
+    doc[array].append(table)
     return tomlkit.dumps(doc)
 
 
