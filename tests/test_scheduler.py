@@ -221,12 +221,12 @@ class TestStatus:
         # Nobody wrote for three minutes: the scheduler is not running, and job's 12:02 passed.
         late = scheduler.verdict(document, START + datetime.timedelta(seconds=31 + 180))
         assert late["stale"] is True and late["schedules"]["job"]["overdue"] is True
-        assert scheduler.verdict({}, START)["stale"] is True
+        assert scheduler.verdict({}, START) == {"schedules": {}, "stale": True}
 
     def test_the_status_command_prints_the_verdict(self, tmp_path, monkeypatch, capsys):
         monkeypatch.setattr(scheduler, "STATUS_FILE", str(tmp_path / "status.json"))
         assert scheduler.main(["status"]) == 0
-        assert json.loads(capsys.readouterr().out) == {"stale": True}
+        assert json.loads(capsys.readouterr().out) == {"schedules": {}, "stale": True}
         assert scheduler.main(["nonsense"]) == 2
 
 

@@ -227,7 +227,8 @@ def verdict(document, at):
         due = parsed(entry.get("next"))
         entry["failing"] = bool(entry.get("failures"))
         entry["overdue"] = due is not None and (at - due).total_seconds() > LATE
-    return {**document, "stale": stale}
+    # Before the scheduler first writes, the document has no schedules yet: say so, same shape.
+    return {"schedules": {}, **document, "stale": stale}
 
 
 # -- the real parts: child processes, notifications, files --------------------------------
