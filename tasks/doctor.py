@@ -4,12 +4,14 @@ from __future__ import annotations
 import shlex
 
 from .cli import stack_task
-from .errors import last_line
+from .errors import TaskError, last_line
 from .execution.files import unfinished_in
 from .execution.runner import compose_problem, engine_problem
 from .plans import archives, compose
 from .plans import release as release_plans
 from .plans import rollout as rollout_plans
+from .plans import schedules as schedule_plans
+from .procedures import cluster_release, cluster_tasks, places
 from .procedures.backups import _age, _size
 from .procedures.dumps import loads_left
 from .procedures.site import certificate, describe
@@ -214,6 +216,46 @@ def check_processes(r):
     return failed or (True, f"processes running and healthy: {', '.join(shown)}", None)
 
 
+def check_swarm(s):
+    """On a cluster: every node a member of the manager's swarm."""
+    try:
+        cluster_release.check_swarm(s)
+    except TaskError as exc:
+        return False, str(exc), None
+    return True, f"{len(s.cluster.nodes)} node(s) in the swarm of cluster {s.cluster.name}", None
+
+
+def check_cluster_processes(s):
+    """On a cluster: the app and each process ([[processes]], the scheduler) run as many
+    tasks as they should, each running and healthy."""
+    wanted = {compose.APP: s.cluster.replicas, **{p.name: p.replicas for p in s.stack.all_processes}}
+    found = cluster_tasks.running_tasks(s, wanted)
+    failed = [(False, f"process {name}: {found[name][0]} of {count} running and healthy{s.target.on}"
+                      + (f" ({found[name][1] - found[name][0]} starting or failing)" if found[name][1] > found[name][0]
+                         else ""),
+               f"`inv logs -s {name}{s.target.host_flag}` says why; `inv deploy{s.target.host_flag}` starts what "
+               "is missing") for name, count in wanted.items() if found[name] != (count, count)]
+    shown = ", ".join(f"{name} {found[name][0]}/{count}" for name, count in wanted.items())
+    return failed or (True, f"processes running and healthy: {shown}", None)
+
+
+def check_schedules(r):
+    """The scheduler's own word ([[schedules]]): running, and no schedule failing or overdue."""
+    if not r.stack.schedules:
+        return True, f"no [[schedules]] in {STACK_FILE}", None
+    fix = f"`inv schedule.status{r.target.host_flag}` and `inv logs -s scheduler{r.target.host_flag}` say more"
+    try:
+        document = places.of(r).scheduler_status()
+    except TaskError as exc:
+        return False, str(exc), fix
+    if document is None:  # a dry run
+        return True, "the schedules are not read in a dry run", None
+    fine, rows, problems = schedule_plans.report(r.stack.schedules, document)
+    if not fine:
+        return [(False, f"schedule {line}{r.target.on}", fix) for line in problems]
+    return True, "schedules: " + ", ".join(f"{row[0]} {row[-1]}" for row in rows[1:]), None
+
+
 def check_app_python(r):
     """[app] python, the app image's Python and the app's own virtualenv's (each that is
     here) agree: a lock made for one Python installs another set on the next (or none)."""
@@ -238,13 +280,14 @@ CHECKS = {"engine": check_engine, "certificate": check_certificate, "compose": c
           "interrupted_restores": check_interrupted_restores, "interrupted_loads": check_interrupted_loads,
           "unfinished_files": check_unfinished_files, "unfinished_backups": check_unfinished_backups,
           "app_python": check_app_python, "services": check_services,
-          "processes": check_processes}
+          "processes": check_processes, "swarm": check_swarm, "cluster_processes": check_cluster_processes,
+          "schedules": check_schedules}
 NEEDS_ENGINE = {"port", "builder", "certificate", "interrupted_restores", "interrupted_loads", "app_python",
                 "services", "processes"}
 PYTHON_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
 
 
-@stack_task()
+@stack_task(hosts="many-or-cluster")
 def doctor(r):
     """Check what the stack needs, one line per check.
 
@@ -256,7 +299,9 @@ def doctor(r):
     copy in a volume, a load's copies of a database, an unfinished file). On a host (--host): the engine, Compose, buildx,
     the certificate the front serves (names, issuer, days left; under 14 days warns) and what
     a killed task left in the volumes and databases there, and in its backups folder (each
-    unfinished file with its size and age)."""
+    unfinished file with its size and age). On a cluster (--cluster): every node in the
+    swarm, the app and each process running and healthy as many times as they should, and
+    the scheduler's word on the schedules."""
     results, engine_ok = [], True
     for name in r.target.doctor_checks:  # the target says which checks make sense there
         if name in NEEDS_ENGINE and not engine_ok:

@@ -2,14 +2,14 @@
 config/stack.toml: workers, beat, long-running commands) run.
 
 The count is the source of truth's (`replicas`), so a later `inv up` or deploy keeps it:
-the task writes it there (with the files made from it), then starts or stops containers.
+the task writes it there (with the files made from it), then starts or stops containers
+(on a cluster, `--cluster NAME`: Swarm scales the process's service).
 """
 from __future__ import annotations
 
 from .cli import stack_task
 from .execution.files import write_all
-from .procedures import processes as rollout
-from .procedures.locks import project_lock
+from .procedures import places
 from .source import render
 from .source.processes import scale_request, with_replicas
 from .source.stack import ROOT, STACK_FILE, loads
@@ -35,7 +35,7 @@ def put_back(changed: dict) -> None:
             path.unlink(missing_ok=True)
 
 
-@stack_task(help={
+@stack_task(hosts="many-or-cluster", help={
     "processes": "NAME=COUNT: the process and how many of its containers run (several: \"worker=3 beat=0\").",
     "timeout": "Seconds to wait for the new containers to be healthy",
 })
@@ -44,21 +44,22 @@ def scale(r, processes, timeout=None):
 
     inv scale worker=3: writes replicas in config/stack.toml, then starts the missing
     containers (healthy before it returns) or stops the extra ones with their grace, the
-    newest first. A count that does not start well is taken back."""
+    newest first. A count that does not start well is taken back. On a cluster: Swarm
+    scales the process's service."""
     wanted = scale_request(processes)
     loads(with_replicas((ROOT / STACK_FILE).read_text(encoding="utf-8"), wanted))  # refused before the lock
-    with project_lock(r):
+    place = places.of(r)
+    with place.lock():
         new_text = with_replicas((ROOT / STACK_FILE).read_text(encoding="utf-8"), wanted)
-        new = r.with_stack(loads(new_text))
         changed = changed_files(new_text)
         if changed:
-            r.do("write " + " and ".join(str(p.relative_to(ROOT)) for p in changed), write_all,
-                 {path: text for path, (_, text) in changed.items()})
+            place.home.do("write " + " and ".join(str(p.relative_to(ROOT)) for p in changed), write_all,
+                          {path: text for path, (_, text) in changed.items()})
         try:
-            for name in wanted:
-                rollout.scale(new, next(p for p in new.stack.processes if p.name == name), timeout)
+            place.scale(loads(new_text), wanted, timeout)
         except (Exception, KeyboardInterrupt):
             if changed:
-                r.do("put back " + " and ".join(str(p.relative_to(ROOT)) for p in changed), put_back, changed)
+                place.home.do("put back " + " and ".join(str(p.relative_to(ROOT)) for p in changed), put_back,
+                              changed)
             raise
     r.report("; ".join(f"{name}: {count} running" for name, count in wanted.items()))

@@ -14,6 +14,7 @@ from tasks.plans import compose
 from tasks.plans import release as release_plans
 from tasks.plans import swarm as plans
 from tasks.procedures import cluster_release, cluster_tasks, places, swarm
+from tasks.source import render
 from tests.cluster_fakes import MANAGER_INFO, WORKER_INFO, SwarmState, commands, fake_cluster
 
 PREV = "20261120T000000Z-0123456789ab"
@@ -624,3 +625,146 @@ def test_every_node_finishes_and_the_first_failure_in_node_order_names_its_node(
     s, _, _ = cluster()
     with pytest.raises(TaskError, match="node1: broke"):
         s.each(lambda name, node: (_ for _ in ()).throw(ValueError("broke")))
+
+
+# -- processes and schedules on a cluster ------------------------------------------------------
+PROCS = ('\n[[processes]]\nname = "worker"\ncommand = ["celery", "-A", "hello", "worker"]\nreplicas = 2\n'
+         '\n[[schedules]]\nname = "sessions"\ncron = "* * * * *"\ncommand = ["clearsessions"]\n')
+NOTIFY_FILE = "/srv/hello/shared/config/secrets/backup_notify"
+WITH_NOTIFY = [(r"bash -c 'set -eo pipefail; cat .*sha256sum.*", "aaaaaaaaaaaa\nbbbbbbbbbbbb\ncccccccccccc\n"),
+               (r"bash -c 'umask 077; \[ -s .*", "")]
+WORKER_SPEC = json.dumps([{"Spec": {"Name": "hello_worker", "Mode": {"Replicated": {"Replicas": 2}}}}])
+WORKER_TASKS = "docker service ps hello_worker --filter desired-state=running --format '{{.Image}}|{{.CurrentState}}|{{.Node}}'"
+
+
+def test_a_stack_with_schedules_gets_the_notify_file_as_a_secret_named_by_its_digest():
+    s, conns, _ = cluster(current=f"releases/{NEW}", extra=PROCS, manager=WITH_NOTIFY)
+    d = cluster_release.SwarmRelease(s).context(NEW, None, 5)
+    env = cluster_release.environment(s, d)
+    assert env["NOTIFY_VERSION"] == "cccccccccccc" and env["SECRETS_VERSION"] == "aaaaaaaaaaaa"
+    ran = commands(conns["node1"])
+    # A Swarm secret must have content: a blank line when no URL is set up, before its digest.
+    assert ran.index(f"bash -c 'umask 077; [ -s {NOTIFY_FILE} ] || echo > {NOTIFY_FILE}'") < \
+        next(i for i, c in enumerate(ran) if "sha256sum" in c)
+    assert f"cat {NOTIFY_FILE} | sha256sum" in next(c for c in ran if "sha256sum" in c)
+
+
+def test_without_schedules_no_notify_file_is_made_or_read():
+    s, conns, _ = cluster(current=f"releases/{NEW}")
+    env = cluster_release.environment(s, cluster_release.SwarmRelease(s).context(NEW, None, 5))
+    assert "NOTIFY_VERSION" not in env
+    assert not any("backup_notify" in c for c in commands(conns["node1"]))
+
+
+def test_scale_on_a_cluster_asks_swarm_and_waits_for_the_tasks():
+    s, conns, _ = cluster(current=f"releases/{NEW}", extra=PROCS, manager=[
+        (r"docker service inspect hello_worker", WORKER_SPEC), (r"docker service scale .*", ""),
+        (re.escape(WORKER_TASKS), replicas(IMAGE, 3))])
+    places.of(s).scale(s.stack, {"worker": 3}, 5)
+    assert swarm_commands(conns["node1"]) == [INFO, "docker service inspect hello_worker",
+                                              "docker service scale --detach hello_worker=3", WORKER_TASKS]
+
+
+def test_a_scale_that_does_not_come_up_is_scaled_back():
+    s, conns, _ = cluster(current=f"releases/{NEW}", extra=PROCS, manager=[
+        (r"docker service inspect hello_worker", WORKER_SPEC), (r"docker service scale .*", ""),
+        (re.escape(WORKER_TASKS), replicas(IMAGE, 2) + f"{IMAGE}|Starting 3 seconds ago|node2\n")])
+    with pytest.raises(TaskError, match=r"worker did not reach 3 running task\(s\) within .*2 of 3 running"):
+        places.of(s).scale(s.stack, {"worker": 3}, 1)
+    assert commands(conns["node1"])[-1] == "docker service scale --detach hello_worker=2"
+
+
+def test_scale_of_a_process_not_deployed_yet_says_to_deploy():
+    s, conns, _ = cluster(current=f"releases/{NEW}", extra=PROCS, manager=[
+        (r"docker service inspect hello_worker", Result(exited=1, stderr="no such service"))])
+    with pytest.raises(TaskError, match=r"^worker not on cluster prod yet: `inv deploy --cluster prod` starts it$"):
+        places.of(s).scale(s.stack, {"worker": 3}, 5)
+    assert not any("scale" in c for c in commands(conns["node1"]))
+
+
+SCHEDULER_PS = "docker ps --quiet --filter label=com.docker.swarm.service.name=hello_scheduler"
+
+
+def test_the_scheduler_s_status_is_read_on_the_node_that_runs_it():
+    s, conns, _ = cluster(extra=PROCS, manager=[(re.escape(SCHEDULER_PS), "")], worker=[
+        (re.escape(SCHEDULER_PS), "schedid\n"),
+        (r"docker exec schedid /app/scheduler/bin/python /app/stack/djangostack/scheduler.py status",
+         '{"schedules": {}, "stale": false}\n')])
+    assert places.of(s).scheduler_status() == {"schedules": {}, "stale": False}
+    assert commands(conns["node2"])[-1] == \
+        "docker exec schedid /app/scheduler/bin/python /app/stack/djangostack/scheduler.py status"
+
+
+def test_a_scheduler_running_nowhere_says_to_deploy():
+    none = [(re.escape(SCHEDULER_PS), "")]
+    s, _, _ = cluster(extra=PROCS, manager=none, worker=none)
+    with pytest.raises(TaskError, match=r"^the scheduler is not running on cluster prod: deploy it \(`inv deploy "
+                                        r"--cluster prod`\), or see `inv swarm.status --cluster prod`$"):
+        places.of(s).scheduler_status()
+
+
+def test_a_schedule_run_on_a_cluster_is_a_one_off_job_of_the_live_image_whose_output_is_shown(monkeypatch, capsys):
+    monkeypatch.setattr(cluster_release.time, "time", lambda: 1700000000)
+    name = "hello-schedule-sessions-1700000000"
+    s, conns, _ = cluster(current=f"releases/{NEW}", extra=PROCS, manager=[
+        *WITH_NOTIFY, (rf"docker service ps {name} .*", "Complete 1 second ago|\n"),
+        (rf"docker service logs --raw --no-task-ids {name}", "Sessions cleared.\n")])
+    places.of(s).run_schedule(s.stack.schedules[0])
+    assert swarm_commands(conns["node1"]) == [
+        INFO, f"docker service rm {name}",
+        shlex.join(plans.job(name, "replicated-job", IMAGE, ["python", "manage.py", "clearsessions"],
+                             env=render.django_environment(s.stack), env_file="/srv/hello/shared/config/django.env",
+                             secrets=[("hello_django_secret_key_aaaaaaaaaaaa", "django_secret_key"),
+                                      ("hello_database1_password_aaaaaaaaaaaa", "database1_password")],
+                             networks=["hello_database1_network"])),
+        f"docker service ps {name} --no-trunc --format '{{{{.CurrentState}}}}|{{{{.Error}}}}'",
+        f"docker service logs --raw --no-task-ids {name}", f"docker service rm {name}"]
+    assert "Sessions cleared.\n" in capsys.readouterr().out
+
+
+def test_a_failed_schedule_run_on_a_cluster_says_so_in_one_line(monkeypatch):
+    monkeypatch.setattr(cluster_release.time, "time", lambda: 1700000000)
+    s, conns, _ = cluster(current=f"releases/{NEW}", extra=PROCS, manager=[
+        *WITH_NOTIFY, (r"docker service ps hello-schedule-.*", "Failed 1 second ago|task: non-zero exit (1)\n"),
+        (r"docker service logs .*", "CommandError: boom\n")])
+    with pytest.raises(TaskError, match=r"^schedule sessions \(manage.py clearsessions\) failed on cluster prod: "
+                                        r"hello-schedule-sessions-1700000000 failed .*: CommandError: boom$"):
+        places.of(s).run_schedule(s.stack.schedules[0])
+    assert commands(conns["node1"])[-1] == "docker service rm hello-schedule-sessions-1700000000"
+
+
+def tasks_of(name, lines):
+    return (re.escape(f"docker service ps hello_{name} --filter desired-state=running --format '{RUNNING}'"), lines)
+
+
+def test_doctor_on_a_cluster_counts_the_running_tasks_of_the_app_and_each_process():
+    from tasks import doctor
+
+    s, _, _ = cluster(extra=PROCS, manager=[
+        tasks_of("djangoapp", replicas(IMAGE, 2)), tasks_of("worker", f"{IMAGE}|Running 1 minute ago|node1\n"
+                                                                      f"{IMAGE}|Starting 5 seconds ago|node2\n"),
+        tasks_of("scheduler", replicas(IMAGE, 1))])
+    assert doctor.check_cluster_processes(s) == [(
+        False, "process worker: 1 of 2 running and healthy on cluster prod (1 starting or failing)",
+        "`inv logs -s worker --cluster prod` says why; `inv deploy --cluster prod` starts what is missing")]
+    s, _, _ = cluster(extra=PROCS, manager=[tasks_of("djangoapp", replicas(IMAGE, 2)),
+                                            tasks_of("worker", replicas(IMAGE, 2)), tasks_of("scheduler", replicas(IMAGE, 1))])
+    assert doctor.check_cluster_processes(s) == (
+        True, "processes running and healthy: djangoapp 2/2, worker 2/2, scheduler 1/1", None)
+
+
+def test_doctor_on_a_cluster_takes_the_scheduler_s_word_on_the_schedules():
+    from tasks import doctor
+
+    failing = {"stale": False, "schedules": {"sessions": {"failing": True, "last_start": "2026-03-01T12:00:00",
+                                                          "last_failure": "2026-03-01T12:00:01", "exit": 1,
+                                                          "last_error": "exit status 1"}}}
+    s, _, _ = cluster(extra=PROCS, manager=[(re.escape(SCHEDULER_PS), "schedid\n"),
+                                            (r"docker exec schedid .* status", json.dumps(failing) + "\n")])
+    assert doctor.check_schedules(s) == [(
+        False, "schedule sessions: last run FAILED at 2026-03-01 12:00:01: exit status 1 on cluster prod",
+        "`inv schedule.status --cluster prod` and `inv logs -s scheduler --cluster prod` say more")]
+    none = [(re.escape(SCHEDULER_PS), "")]
+    s, _, _ = cluster(extra=PROCS, manager=none, worker=none)
+    ok, message, _ = doctor.check_schedules(s)
+    assert not ok and message.startswith("the scheduler is not running on cluster prod")

@@ -13,6 +13,7 @@ from tasks import cli, schedule
 from tasks.errors import StackError, TaskError
 from tasks.plans import schedules as plans_schedules
 from tasks.source import render
+from tasks.procedures import places
 from tasks.source.schedules import Schedule, parse_schedules, scheduler_process, schedules_variable
 from tasks.source.stack import loads
 from tests.stacks import COMMITTED, NODES, PROD, SWARM, stack
@@ -141,6 +142,20 @@ class TestRendering:
         assert "scheduler_state" not in yaml.safe_load(render.rendered(stack(NODES, SWARM))[render.stack_file("swarm")])[
             "volumes"]
 
+    def test_on_a_cluster_the_scheduler_alone_gets_the_notify_urls_as_a_swarm_secret(self):
+        document = yaml.safe_load(render.rendered(stack(NODES, SWARM, CLEAR))[render.stack_file("swarm")])
+        given = {name: [s["source"] if isinstance(s, dict) else s for s in service.get("secrets", [])]
+                 for name, service in document["services"].items()}
+        assert {"source": "scheduler_notify", "target": "notify", "uid": "10001", "gid": "10001", "mode": 0o400} in \
+            document["services"]["scheduler"]["secrets"]
+        assert [name for name, sources in given.items() if "scheduler_notify" in sources] == ["scheduler"]
+        # Named by its digest (NOTIFY_VERSION): new URLs, a new secret, the scheduler restarted.
+        assert document["secrets"]["scheduler_notify"] == {
+            "name": "${PROJECT}_scheduler_notify_${NOTIFY_VERSION}",
+            "file": "${STACK_CONFIG_DIR}/secrets/backup_notify"}
+        plain = yaml.safe_load(render.rendered(stack(NODES, SWARM))[render.stack_file("swarm")])
+        assert "scheduler_notify" not in plain["secrets"]
+
     @staticmethod
     def secrets_init(tmp_path, document, given):
         """The rendered secrets-init script run for real (sh, as root) on the files GIVEN;
@@ -221,7 +236,7 @@ class TestTasks:
             conn = Connection([*rules, *ALWAYS])
             monkeypatch.setattr(cli, "load", lambda: document)
             monkeypatch.setattr(cli, "connect", lambda host, dry=False: conn)
-            monkeypatch.setattr(schedule, "interactive", lambda: False)
+            monkeypatch.setattr(places, "interactive", lambda: False)
             return conn
         return make
 

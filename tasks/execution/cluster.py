@@ -26,6 +26,9 @@ class ClusterPlace:
     def host_flag(self) -> str:
         return f" --cluster {self.name}"
 
+    # What `inv doctor --cluster` checks (tasks/doctor.py CHECKS).
+    doctor_checks = ("swarm", "cluster_processes", "schedules")
+
 
 @dataclass
 class ClusterRun:
@@ -65,6 +68,9 @@ class ClusterRun:
 
     def confirm(self, yes: bool, question: str, consequence: str) -> None:
         self.manager.confirm(yes, question, consequence)
+
+    def require(self, condition: bool, message: str) -> bool:
+        return self.manager.require(condition, message)
 
     def each(self, work) -> None:
         """WORK(name, runner) on every node at once; once all have finished, the first

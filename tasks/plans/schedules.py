@@ -1,5 +1,6 @@
 """Plans for the schedules' tasks (tasks/schedule.py): reading the scheduler's status in its
-container, a schedule's command run once in a one-off app container, and the status as a
+container, a schedule's command run once in a one-off app container (on a cluster: a
+one-off Swarm job, procedures/cluster_release.py), and the status as a
 table with its verdict. The scheduler itself is config/app/djangostack/scheduler.py.
 """
 from __future__ import annotations
@@ -11,6 +12,11 @@ from .compose import APP, MANAGE
 def status() -> list[str]:
     """Compose: the status file with its verdict, as JSON, from the running scheduler."""
     return ["exec", "-T", SCHEDULER, *SCHEDULER_COMMAND, "status"]
+
+
+def status_in(container: str) -> list[str]:
+    """On a node of a cluster: the same, in the scheduler's running CONTAINER there."""
+    return ["docker", "exec", container, *SCHEDULER_COMMAND, "status"]
 
 
 def run_once(command, tty: bool = False) -> list[str]:

@@ -28,6 +28,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import sys
+import time
 
 from ..errors import TaskError, last_line, reason
 from ..execution.cluster import ClusterRun
@@ -36,7 +38,7 @@ from ..plans import release as release_plans
 from ..plans import swarm as plans
 from ..source import render
 from ..source.render import app_secrets, backup_secrets
-from ..source.stack import BACKUP_OPTIONAL_SECRETS
+from ..source.stack import BACKUP_NOTIFY, BACKUP_OPTIONAL_SECRETS
 from .release import (Deploy, build_image, current_release, deploy_lock, prepare, prune_releases, run_deploy,
                       run_rollback, ship_code, switch, write_ledger)
 from .starting import backup_settings
@@ -240,14 +242,18 @@ def environment(s: ClusterRun, d: Deploy) -> dict:
     configs = [target.root / "config/nginx/nginx.conf", target.root / render.cluster_nginx_conf(s.cluster.name),
                target.root / "config/db/app-role.sh"]
     backup = [secrets / name for name in [*backup_secrets(stack), *(source for source, _ in BACKUP_OPTIONAL_SECRETS)]]
-    out = d.r.shell(plans.versions_script([secrets / name for name in app_secrets(stack)], configs,
-                                          backup if stack.backups else []),
+    notify = secrets / BACKUP_NOTIFY
+    if stack.schedules:
+        # The scheduler's secret: a Swarm secret must have content, a blank line is no URL.
+        d.r.shell(plans.blank_if_missing([notify]), what="making the scheduler's notify file")
+    groups = {"SECRETS_VERSION": [secrets / name for name in app_secrets(stack)], "CONFIG_VERSION": configs,
+              "BACKUP_SECRETS_VERSION": backup if stack.backups else [],
+              "NOTIFY_VERSION": [notify] if stack.schedules else []}
+    groups = {name: files for name, files in groups.items() if files}
+    out = d.r.shell(plans.versions_script(*groups.values()),
                     what="reading the digests of the secrets and configs").stdout.split()
-    secrets_version, config_version, backup_version = (out + ["dry", "dry", "dry"])[:3]
-    env = {"PROJECT": s.project, "STACK_CONFIG_DIR": str(target.config_dir), "SECRETS_VERSION": secrets_version,
-           "CONFIG_VERSION": config_version}
-    if stack.backups:
-        env["BACKUP_SECRETS_VERSION"] = backup_version
+    env = {"PROJECT": s.project, "STACK_CONFIG_DIR": str(target.config_dir),
+           **dict(zip(groups, out + ["dry"] * len(groups)))}
     for name in release_plans.PASS_THROUGH:
         if os.environ.get(name):
             env[name] = os.environ[name]
@@ -313,9 +319,10 @@ def release_jobs(s: ClusterRun, d: Deploy, env: dict, databases=None, static: bo
                       env_file=env_file, secrets=secrets, mounts=[(f"{project}_static_volume", "/srv/static")]))
 
 
-def run_job(s: ClusterRun, d: Deploy, name: str, mode: str, expected: int, argv: list[str]) -> None:
+def run_job(s: ClusterRun, d: Deploy, name: str, mode: str, expected: int, argv: list[str],
+            show: bool = False) -> None:
     """The job NAME (ARGV, of MODE) started on the manager, waited for, its last line of
-    output the error when it failed; removed in any case."""
+    output the error when it failed (SHOW: all its output printed first); removed in any case."""
     manager = d.r
     manager.run(plans.remove_service(name), check=False, hide=True, anywhere=True)
     manager.run(argv, hide=True, anywhere=True, what=f"starting {name}")
@@ -327,6 +334,10 @@ def run_job(s: ClusterRun, d: Deploy, name: str, mode: str, expected: int, argv:
 
     try:
         wait(s, d, f"the job {name}", over, "did not finish")
+        if show and outcome[0] is not None:
+            logs = manager.probe(plans.job_logs(name), anywhere=True)
+            print(logs.stdout, end="")
+            print(logs.stderr, end="", file=sys.stderr)
         if outcome[0] is not None and not outcome[0][0]:
             logs = manager.probe(plans.job_logs(name), anywhere=True)
             raise TaskError(f"{name} failed ({outcome[0][1]}): {last_line(logs.stdout + logs.stderr, 'no output')}")
@@ -564,3 +575,50 @@ def migrate(s: ClusterRun, database, timeout: int) -> None:
     place, d = live(s, timeout, "")
     targets = [s.stack.database(database)] if database else None
     release_jobs(s, d, environment(s, d), targets, static=False)
+
+
+def run_schedule(s: ClusterRun, schedule) -> None:
+    """SCHEDULE's `manage.py COMMAND` once, now: a one-off Swarm job of the live release's
+    image (as a migration runs), on the networks of the databases and services, beside the
+    scheduler, which does not count it; its output printed."""
+    check_swarm(s)
+    _, d = live(s, schedule.timeout, "")
+    env = environment(s, d)
+    stack, project = d.r.stack, s.project
+    # A name of its own per run: a job of the same name would be removed first.
+    name = f"{project}-schedule-{schedule.name}-{int(time.time())}"
+    s.say(f"running schedule {schedule.name} (a one-off Swarm job of {d.image})")
+    try:
+        run_job(s, d, name, "replicated-job", 1, plans.job(
+            name, "replicated-job", d.image, [*plans.MANAGE, *schedule.command],
+            env=render.django_environment(stack), env_file=str(d.r.target.config_dir / "django.env"),
+            secrets=[(f"{project}_{secret}_{env['SECRETS_VERSION']}", secret) for secret in app_secrets(stack)],
+            networks=[f"{project}_{x.network}" for x in (*stack.databases, *stack.services)]), show=True)
+    except TaskError as exc:
+        raise TaskError(f"schedule {schedule.name} (manage.py {' '.join(schedule.command)}) failed on cluster "
+                        f"{s.cluster.name}: {reason(exc)}") from None
+
+
+def scale(s: ClusterRun, wanted: dict[str, int], timeout: int) -> None:
+    """The processes of WANTED ({name: replicas}) scaled by Swarm: the new tasks running
+    (healthy, where there is a health test), the extra ones stopped with their stop signal
+    and grace. One that does not get there: every one scaled back to what it had."""
+    check_swarm(s)
+    _, d = live(s, timeout, " (it starts the processes)")
+    found = inspected(s, [plans.service(s.project, name) for name in wanted]) or {}
+    before = replicas_now({name: entry.get("Spec") for name, entry in found.items()}, s.project)
+    missing = [name for name in wanted if name not in before]
+    if missing:
+        raise TaskError(f"{', '.join(missing)} not on cluster {s.cluster.name} yet: `inv deploy --cluster "
+                        f"{s.cluster.name}` starts it")
+    try:
+        for name, count in wanted.items():
+            s.say(f"scaling {name} from {before[name]} to {count} task(s)")
+            d.r.run(plans.scale(s.project, name, count), hide=True, anywhere=True, what=f"scaling {name}")
+        for name, count in wanted.items():
+            wait_running(s, d, name, None, count, exactly=True)
+    except (Exception, KeyboardInterrupt) as exc:
+        s.say(f"scaling back: {', '.join(f'{name} to {before[name]}' for name in wanted)} ({reason(exc)})")
+        for name in wanted:
+            d.r.run(plans.scale(s.project, name, before[name]), check=False, hide=True, anywhere=True)
+        raise

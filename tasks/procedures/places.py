@@ -10,10 +10,14 @@ import os
 from ..errors import TaskError, last_line
 from ..execution.cluster import ClusterRun
 from ..execution.runner import Runner, interactive
+from ..plans import backups as backup_plans
 from ..plans import compose
+from ..plans import schedules as schedule_plans
 from . import backups as scheduled
 from . import cluster_release, cluster_tasks, release, swarm
+from . import processes as rollout
 from .django import migrate_all
+from .locks import project_lock
 
 PASSWORD_NEEDED = "set DJANGO_SUPERUSER_PASSWORD in the environment to create a user with --username"
 
@@ -68,6 +72,36 @@ class HostPlace:
     def restore(self, snapshot: str, databases: list, media: bool, timeout: int) -> None:
         scheduled.restore(self.r, snapshot, databases, media, timeout)
 
+    def lock(self):
+        """What keeps two changes of the stack here apart."""
+        return project_lock(self.r)
+
+    def scale(self, stack, wanted: dict[str, int], timeout: int) -> None:
+        r = self.r.with_stack(stack)
+        for name in wanted:
+            rollout.scale(r, next(p for p in stack.processes if p.name == name), timeout)
+
+    def scheduler_status(self):
+        """The scheduler's status document, read in its container; None in a dry run."""
+        r = self.r
+        result = r.compose(schedule_plans.status(), hide=True, check=False, what="reading the scheduler's status")
+        if r.dry:
+            return None
+        if result.failed:
+            raise TaskError(f"the scheduler is not running on {r.target.name} "
+                            f"({last_line(result.stderr, f'exit status {result.exited}')}): start it with `inv up`")
+        return backup_plans.parse_json(result.stdout)
+
+    def run_schedule(self, schedule) -> None:
+        r = self.r
+        r.require_running(compose.APP)
+        tty = interactive()
+        result = r.compose(schedule_plans.run_once(schedule.command, tty=tty), pty=tty, check=False,
+                           what=f"schedule {schedule.name}")
+        if result.failed:
+            raise TaskError(f"schedule {schedule.name} (manage.py {' '.join(schedule.command)}) failed with exit "
+                            f"status {result.exited}: see above")
+
 
 class SwarmPlace:
     """A cluster: the stack on Docker Swarm, run from its manager."""
@@ -106,6 +140,19 @@ class SwarmPlace:
 
     def restore(self, snapshot: str, databases: list, media: bool, timeout: int) -> None:
         scheduled.restore_cluster(self.s, snapshot, databases)
+
+    def lock(self):
+        """The manager's deploy lock: a deploy sets every process's replicas too."""
+        return release.deploy_lock(self.s.manager)
+
+    def scale(self, stack, wanted: dict[str, int], timeout: int) -> None:
+        cluster_release.scale(self.s, wanted, timeout)
+
+    def scheduler_status(self):
+        return cluster_tasks.scheduler_status(self.s)
+
+    def run_schedule(self, schedule) -> None:
+        cluster_release.run_schedule(self.s, schedule)
 
 
 def of(r: Runner | ClusterRun) -> HostPlace | SwarmPlace:

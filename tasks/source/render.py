@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from .schedules import schedules_variable
+from .schedules import SCHEDULER, schedules_variable
 from .stack import APP_ROLE, BACKUP_NOTIFY, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
 
 TEMPLATES = ROOT / "config" / "templates"
@@ -156,6 +156,7 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "app": stack.app,
         "app_command": APP_COMMAND,
         "schedules": stack.schedules,
+        "scheduler": SCHEDULER,
         "backup_notify": BACKUP_NOTIFY,
         "processes": stack.all_processes,
         "services": stack.services,

@@ -206,55 +206,6 @@ def test_a_new_worker_that_fails_its_health_check_takes_the_rollout_back(local):
 # real Celery worker and beat: tests/e2e/test_jobs.py.
 
 
-# --- on a cluster: each process a Swarm service of the stack, rolled by Swarm ------------
-
-def swarm_running(nodes, project, service):
-    """The containers of SERVICE's tasks running on any of NODES."""
-    return [name for node in nodes for name in node.docker(
-        "ps", "--filter", f"label=com.docker.swarm.service.name={project}_{service}", "--format", "{{.Names}}"
-    ).stdout.split()]
-
-
-def test_on_a_cluster_each_process_is_a_service_and_a_singleton_never_runs_twice(servers, tmp_path_factory):
-    node1, node2 = servers("procsw-1"), servers("procsw-2")
-    project = "hello-e2e-proc-swarm"
-    root = copy_project(tmp_path_factory.mktemp("proc-swarm") / "project")
-    (root / "hello/stackjobs.py").write_text(JOBS)
-    with open(root / "config/stack.toml", "a") as handle:
-        handle.write(PROCESSES + "\n" + node1.hosts_entry("node1", f"{node1.dir}/srv", project=project)
-                     + node2.hosts_entry("node2", f"{node2.dir}/srv", project=project)
-                     + '\n[clusters.prod]\nmanager = "node1"\nworkers = ["node2"]\nreplicas = 1\n'
-                       'endpoint_mode = "dnsrr"\npublish_mode = "host"\n')
-    s = Stack(project, free_port(0), root=root)
-    s.inv("render")
-    s.inv("swarm.init", "--cluster", "prod", timeout=900)
-    s.inv("deploy", "--cluster", "prod", timeout=1800)
-    listed = s.inv("swarm.status", "--cluster", "prod").stdout
-    assert re.search(rf"{project}_worker +replicated +1/1", listed) and re.search(rf"{project}_beat +replicated +1/1",
-                                                                                   listed), listed
-    image = "{{.Spec.TaskTemplate.ContainerSpec.Image}}"
-    before = node1.docker("service", "inspect", "--format", image, f"{project}_beat").stdout.strip()
-
-    (root / "hello/stackjobs.py").write_text(JOBS.replace("VERSION = 1", "VERSION = 2"))
-    most, polls, done = 0, 0, threading.Event()
-
-    def watch():
-        nonlocal most, polls
-        while not done.is_set():
-            most = max(most, len(swarm_running((node1, node2), project, "beat")))
-            polls += 1
-            time.sleep(0.2)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        s.inv("deploy", "--cluster", "prod", timeout=1800)
-    finally:
-        done.set()
-        watcher.join(timeout=30)
-    assert polls > 20 and most == 1, (polls, most)
-    after = {name: node1.docker("service", "inspect", "--format", image, f"{project}_{name}").stdout.strip()
-             for name in ("worker", "beat", "djangoapp")}
-    assert after["beat"] != before and after["worker"] == after["beat"] == after["djangoapp"], after
-    assert len(swarm_running((node1, node2), project, "worker")) == 1
-    assert len(swarm_running((node1, node2), project, "beat")) == 1
+# On a cluster each process is a Swarm service of the stack, rolled by Swarm with the app
+# (the singleton never twice at once), scaled by `inv scale --cluster`: with a real Celery
+# worker, beat and scheduler, in tests/e2e/test_cluster_jobs.py.
