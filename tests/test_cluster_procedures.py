@@ -682,6 +682,15 @@ def test_scale_of_a_process_not_deployed_yet_says_to_deploy():
     assert not any("scale" in c for c in commands(conns["node1"]))
 
 
+def test_a_dry_scale_on_a_cluster_changes_nothing(capsys):
+    s, conns, _ = cluster(extra=PROCS)
+    for node in s.nodes.values():
+        node.dry = True
+    places.of(s).scale(s.stack, {"worker": 3}, 5)
+    assert commands(conns["node1"]) == [] and commands(conns["node2"]) == []
+    assert "docker service scale --detach hello_worker=3" in capsys.readouterr().out
+
+
 SCHEDULER_PS = "docker ps --quiet --filter label=com.docker.swarm.service.name=hello_scheduler"
 
 

@@ -608,9 +608,9 @@ def scale(s: ClusterRun, wanted: dict[str, int], timeout: int) -> None:
     found = inspected(s, [plans.service(s.project, name) for name in wanted]) or {}
     before = replicas_now({name: entry.get("Spec") for name, entry in found.items()}, s.project)
     missing = [name for name in wanted if name not in before]
-    if missing:
-        raise TaskError(f"{', '.join(missing)} not on cluster {s.cluster.name} yet: `inv deploy --cluster "
-                        f"{s.cluster.name}` starts it")
+    s.manager.require(not missing, f"{', '.join(missing)} not on cluster {s.cluster.name} yet: `inv deploy "
+                                   f"--cluster {s.cluster.name}` starts it")
+    before = {name: before.get(name, 0) for name in wanted}  # a dry run reads none
     try:
         for name, count in wanted.items():
             s.say(f"scaling {name} from {before[name]} to {count} task(s)")
