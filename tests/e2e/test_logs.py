@@ -1,15 +1,18 @@
 """Bounded logs, for real: a container of the stack logs fast (a bounded flood, many times
 its log's bound) and the engine's files for it stay within [logs] max_size x max_file, while
 `inv logs` still shows the newest lines. Each driver the stack takes (json-file, local) on a
-database container of the stack, started alone from the rendered compose file."""
+database container of the stack, started alone from the rendered compose file. And the
+volume helpers, whose output is data, keep no log at all."""
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from tasks.plans import archives
 from tasks.source.stack import loads
 
-from .conftest import PROJECT, Stack, free_port
+from .conftest import BASE_IMAGES, PROJECT, Stack, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -90,3 +93,25 @@ def test_a_flooded_log_stays_within_its_bound_and_inv_logs_shows_the_tail(logs_s
     assert sum(files.values()) < written / 5, files
     # It did rotate (a bound never reached proves nothing).
     assert len(files) == MAX_FILE, files
+
+
+def test_a_volume_helper_streams_its_output_whole_and_keeps_no_log(logs_stack):
+    """A backup's helper writes a volume's archive to its standard output: with a log, the
+    engine would keep a second copy of it, larger (a binary stream in JSON took 204 MB for
+    50 MB), until the helper is removed. Kept (no --rm) here, to look at its folder."""
+    s = logs_stack
+    name = f"{s.project}-helper"
+    argv = archives.helper(BASE_IMAGES[1], [], ["sh", "-c", "head -c 5000000 /dev/urandom"], s.project)
+    argv = [word for word in argv if word != "--rm"]
+    argv[2:2] = ["--name", name]
+    s.docker("rm", "--force", name, check=False)
+    try:
+        streamed = subprocess.run(argv, capture_output=True, timeout=120)
+        assert streamed.returncode == 0 and len(streamed.stdout) == 5_000_000, streamed.stderr
+        assert s.docker("inspect", "--format", "{{.HostConfig.LogConfig.Type}}", name).stdout.strip() == "none"
+        root = Path(s.docker("info", "--format", "{{.DockerRootDir}}").stdout.strip())
+        folder = root / "containers" / s.docker("inspect", "--format", "{{.Id}}", name).stdout.strip()
+        kept = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+        assert not [*folder.glob("*-json.log*"), *folder.glob("local-logs/*")] and kept < 100_000, kept
+    finally:
+        s.docker("rm", "--force", name, check=False)
