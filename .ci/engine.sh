@@ -1,8 +1,8 @@
 # Sourced by .ci/run. Makes sure a Docker engine and Compose v2 answer, and that the base
 # images the Dockerfile and compose file name are present: pulled when a registry answers,
 # otherwise built here from Debian packages as local stand-ins, exported as PYTHON_IMAGE,
-# POSTGRES_IMAGE, NGINX_IMAGE, CERTBOT_IMAGE, PYTHON313_IMAGE (a second Python, for
-# projects on another version), and the [[services]] images REDIS_IMAGE, VALKEY_IMAGE,
+# POSTGRES_IMAGE, NGINX_IMAGE, NGINX126_IMAGE (a second Nginx, for the front's configuration),
+# CERTBOT_IMAGE, PYTHON313_IMAGE (a second Python, for projects on another version), and the [[services]] images REDIS_IMAGE, VALKEY_IMAGE,
 # MEMCACHED_IMAGE and RABBITMQ_IMAGE. Idempotent: each step is skipped when already done.
 ci_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ci_log=/tmp/ci-engine.log
@@ -66,7 +66,7 @@ if ! docker buildx version >/dev/null 2>&1; then
 fi
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
-official=(python:3.11-slim-bookworm postgres:15 nginx:1.27 certbot/certbot:v2.11.0 python:3.13-slim
+official=(python:3.11-slim-bookworm postgres:15 nginx:1.27 nginx:1.26 certbot/certbot:v2.11.0 python:3.13-slim
           redis:7.4 valkey/valkey:8.0 memcached:1.6 rabbitmq:3.13)
 missing=()
 for image in "${official[@]}"; do have_image "$image" || missing+=("$image"); done
@@ -108,6 +108,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   standin PYTHON_IMAGE local/python:3.11-slim-bookworm python
   standin POSTGRES_IMAGE local/postgres:15 postgres
   standin NGINX_IMAGE local/nginx:1.22 nginx
+  standin NGINX126_IMAGE local/nginx:1.26 nginx1.26  # the front proven on a second Nginx
   standin CERTBOT_IMAGE local/certbot:2.1 certbot
   standin PYTHON313_IMAGE local/python:3.13-slim python3.13
   standin REDIS_IMAGE local/redis:7.0 redis

@@ -43,7 +43,7 @@ def test_restore_moves_the_content_aside_then_unpacks_with_owners():
     argv = archive.move_aside("hello_database1_volume", "postgres:15", "hello")
     # Labelled as the project's helper: one a Ctrl-C left never started is found by it.
     assert argv[:-1] == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
-                         "--label", "hello.backup-helper=hello", "--volume", "hello_database1_volume:/data", "--entrypoint", "sh", "postgres:15", "-c"]
+                         "--label", "hello.backup-helper=hello", "--log-driver", "none", "--volume", "hello_database1_volume:/data", "--entrypoint", "sh", "postgres:15", "-c"]
     # What an interrupted restore left is settled first, never moved aside with the content.
     assert argv[-1].startswith(f"set -e; cd /data; {archive.SETTLE}; rm -rf -- .restore-new; mkdir .restore-safety")
     assert argv[-1].endswith("rm -rf -- .restore-new; mkdir .restore-safety; chown --reference=. .restore-safety; chmod --reference=. .restore-safety; "
@@ -55,7 +55,7 @@ def test_restore_moves_the_content_aside_then_unpacks_with_owners():
                                   "hello") == [
         "bash", "-o", "pipefail", "-c",
         "gzip -dc /b/a.tar.gz | docker run --rm --interactive --pull never --network none --user 0 "
-        "--label hello.backup-helper=hello --volume hello_media_volume:/data --entrypoint sh hello-djangoapp:latest -c "
+        "--label hello.backup-helper=hello --log-driver none --volume hello_media_volume:/data --entrypoint sh hello-djangoapp:latest -c "
         "'set -e; tar --extract --file - --directory /data/.restore-new --numeric-owner --same-owner "
         "--same-permissions; cd /data; find .restore-new -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; "
         "chown --reference=.restore-new .; chmod --reference=.restore-new .'",
@@ -132,7 +132,7 @@ def test_the_postgres_major_is_read_from_the_images_environment_when_it_has_one(
 def test_putting_the_safety_copy_back():
     argv = archive.put_safety_back("v", "img", "p")
     assert argv[:-1] == ["docker", "run", "--rm", "--pull", "never", "--network", "none", "--user", "0",
-                         "--label", "hello.backup-helper=p", "--volume", "v:/data", "--entrypoint", "sh", "img", "-c"]
+                         "--label", "hello.backup-helper=p", "--log-driver", "none", "--volume", "v:/data", "--entrypoint", "sh", "img", "-c"]
     assert argv[-1] == f"set -e; cd /data; {archive.SETTLE}" == archive.settle_restore("v", "img", "p")[-1]
     assert archive.SETTLE.endswith(
         "find .restore-safety -mindepth 1 -maxdepth 1 -exec mv -t . -- {} +; "

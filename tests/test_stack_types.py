@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tasks.errors import StackError
 from tasks.source import render, values
-from tasks.source.stack import loads, parse
+from tasks.source.stack import Logs, loads, parse
 from tests.stacks import COMMITTED
 
 BASE = COMMITTED
@@ -101,7 +101,7 @@ def sites(draw):
 @st.composite
 def valid_documents(draw):
     """A document `inv` takes: the project, databases, and maybe hosts with their sites,
-    groups, clusters of those hosts and backups."""
+    groups, clusters of those hosts, backups and logs."""
     databases = draw(st.lists(st.sampled_from(["database1", "reports", "d" * 20]), min_size=1, max_size=3, unique=True))
     document = {"project": {"name": draw(st.sampled_from(["hello", "hello-prod"])),
                             **draw(optional(http_port=st.integers(1024, 65535),
@@ -142,6 +142,9 @@ def valid_documents(draw):
                                                  min_size=1),
                             drill=st.sampled_from(["daily", "off", "0 5 * * 0"]),
                             notify=st.sampled_from(["json://hooks.example/b", ["mailto://u:p@example.com"]])))}
+    if draw(st.booleans()):
+        document["logs"] = draw(optional(driver=st.sampled_from(["json-file", "local"]),
+                                         max_size=st.sampled_from(["10m", "512k", "1g"]), max_file=st.integers(1, 100)))
     return document
 
 
@@ -219,7 +222,7 @@ def test_a_setting_whose_name_breaks_the_line_is_named_quoted(table):
 def test_the_documents_fuzzed_are_valid_before_their_edits():
     """The generator is not vacuous: the documents it edits load and render as they are,
     hosts, clusters and backups included."""
-    loaded = {"clusters": 0, "hosts": 0, "backups": 0, "app": 0}
+    loaded = {"clusters": 0, "hosts": 0, "backups": 0, "app": 0, "logs": 0}
 
     @settings(max_examples=60, deadline=None, database=None)
     @given(valid_documents())
@@ -230,6 +233,7 @@ def test_the_documents_fuzzed_are_valid_before_their_edits():
         loaded["hosts"] += bool(stack.hosts)
         loaded["backups"] += bool(stack.backups)
         loaded["app"] += "app" in document
+        loaded["logs"] += stack.logs != Logs()
 
     count()
     assert all(loaded.values()), loaded
@@ -237,7 +241,8 @@ def test_the_documents_fuzzed_are_valid_before_their_edits():
 
 @pytest.mark.parametrize("extra, message", [
     ('\n[backup]\nschedule = "15 3 * * *"\n', "unknown setting(s) backup (known: app, backups, clusters, databases, "
-                                                "groups, hosts, processes, project, schedules, services)"),
+                                                "groups, hosts, logs, processes, project, schedules, "
+                                                "services)"),
     ("\n[[databases]]\nname = \"database2\"\nport = 5433\n", "[[databases]]: unknown setting(s) port (known: apps, name)"),
 ], ids=["a-misspelt-table", "a-database-setting"])
 def test_a_setting_the_stack_does_not_know_is_named_not_ignored(extra, message):

@@ -98,7 +98,9 @@ def test_a_job_has_the_apps_settings_secrets_networks_and_volumes_and_no_retry()
                      networks=["hello_database1_network"], mounts=[("hello_static_volume", "/srv/static")])
     assert argv == ["docker", "service", "create", "--detach", "--quiet", "--name", "hello-migrate-database1-abc",
                     "--mode", "replicated-job", "--restart-condition", "none",
-                    "--env-file", "/srv/hello/shared/config/django.env", "--env", "DJANGO_DATABASES=database1",
+                    "--env-file", "/srv/hello/shared/config/django.env",
+                    "--log-driver", "json-file", "--log-opt", "max-file=3", "--log-opt", "max-size=10m",
+                    "--env", "DJANGO_DATABASES=database1",
                     "--secret", "source=hello_database1_password_v1,target=database1_password,uid=10001,gid=10001,mode=0400",
                     "--network", "hello_database1_network",
                     "--mount", "type=volume,source=hello_static_volume,target=/srv/static",

@@ -77,9 +77,13 @@ def helper(image: str, mounts, command, project: str, stdin: bool = False,
     VOLUME /var/lib/postgresql/data). `--rm` removes a container once it ran: one whose
     `docker run` a Ctrl-C or a kill stopped while it made it stays, never started, holding
     its volumes (and, from the app image, labelled as a container of PROJECT's compose
-    project); labelled as PROJECT's helper, it is found and removed (unstarted_helpers)."""
+    project); labelled as PROJECT's helper, it is found and removed (unstarted_helpers).
+    No log: everything it says goes to the caller."""
     argv = ["docker", "run", "--rm", *(["--interactive"] if stdin else []),
-            "--pull", "never", "--network", "none", "--user", "0", "--label", f"{HELPER_LABEL}={project}"]
+            "--pull", "never", "--network", "none", "--user", "0", "--label", f"{HELPER_LABEL}={project}",
+            # Its output is an archive or a report read through the attached stream: a log
+            # would hold a second copy of a volume's archive on the engine's disk while it runs.
+            "--log-driver", "none"]
     for volume, path, read_only in mounts:
         argv += ["--volume", f"{volume}:{path}{':ro' if read_only else ''}"]
     if read_only_file:

@@ -56,7 +56,7 @@ def start() -> list[str]:
 def own_repository(image: str, path: str) -> list[str]:
     """A local repository's folder made on the host, owned by the service's user alone
     (through the engine: the deploy's user need not be root)."""
-    return ["docker", "run", "--rm", "--user", "0", "--network", "none", "--entrypoint", "sh",
+    return ["docker", "run", "--rm", "--user", "0", "--network", "none", "--log-driver", "none", "--entrypoint", "sh",
             "--volume", f"{path}:/repository", image, "-ec",
             # Never take over a folder that holds something else.
             f'if [ -n "$(ls -A /repository)" ] && [ "$(stat -c %u /repository)" != {UID} ]; then '

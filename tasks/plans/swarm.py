@@ -11,6 +11,8 @@ import json
 import shlex
 from dataclasses import dataclass
 
+from ..source.stack import Logs
+
 
 # Swarm's ports between nodes: cluster management (TCP 2377), gossip (7946), overlay (UDP 4789).
 MANAGEMENT_PORT = 2377
@@ -177,11 +179,12 @@ def exec_backup(container: str, args, tty: bool = False) -> list[str]:
 
 
 def job(name: str, mode: str, image: str, command, *, env: dict, env_file: str, secrets, networks=(),
-        mounts=()) -> list[str]:
+        mounts=(), logs: Logs = Logs()) -> list[str]:
     """A one-off task of IMAGE in the swarm (MODE replicated-job: once; global-job: once per
-    node), with the app's settings, secrets, networks and volumes."""
+    node), with the app's settings, secrets, networks and volumes, its log bounded as LOGS."""
     argv = ["docker", "service", "create", "--detach", "--quiet", "--name", name, "--mode", mode,
-            "--restart-condition", "none", "--env-file", env_file]
+            "--restart-condition", "none", "--env-file", env_file, "--log-driver", logs.driver]
+    argv += [a for key, value in sorted(logs.options.items()) for a in ("--log-opt", f"{key}={value}")]
     argv += [a for key, value in sorted(env.items()) for a in ("--env", f"{key}={value}")]
     argv += [a for source, target in secrets
              for a in ("--secret", f"source={source},target={target},uid=10001,gid=10001,mode=0400")]

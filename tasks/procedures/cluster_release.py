@@ -308,7 +308,7 @@ def release_jobs(s: ClusterRun, d: Deploy, env: dict, databases=None, static: bo
         run_job(s, d, f"{project}-migrate-{db.name}-{tag}", "replicated-job", 1,
                 plans.job(f"{project}-migrate-{db.name}-{tag}", "replicated-job", d.image,
                           [*plans.MANAGE, "migrate", "--noinput", "--database", db.alias], env=settings,
-                          env_file=env_file, secrets=secrets,
+                          env_file=env_file, secrets=secrets, logs=stack.logs,
                           networks=[f"{project}_{x.network}" for x in stack.databases]))
     if not static:
         return
@@ -316,7 +316,8 @@ def release_jobs(s: ClusterRun, d: Deploy, env: dict, databases=None, static: bo
     run_job(s, d, f"{project}-static-{tag}", "global-job", len(s.cluster.nodes),
             plans.job(f"{project}-static-{tag}", "global-job", d.image,
                       [*plans.MANAGE, "collectstatic", "--noinput", "--verbosity", "0"], env=settings,
-                      env_file=env_file, secrets=secrets, mounts=[(f"{project}_static_volume", "/srv/static")]))
+                      env_file=env_file, secrets=secrets, mounts=[(f"{project}_static_volume", "/srv/static")],
+                      logs=stack.logs))
 
 
 def run_job(s: ClusterRun, d: Deploy, name: str, mode: str, expected: int, argv: list[str],

@@ -160,6 +160,7 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "backup_notify": BACKUP_NOTIFY,
         "processes": stack.all_processes,
         "services": stack.services,
+        "logs": stack.logs,
     }
     files = {
         DOCKERFILE: _render(env, "Dockerfile.j2", **values),

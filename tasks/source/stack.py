@@ -451,6 +451,35 @@ def parse_backups(entry) -> Backups:
     )
 
 
+# How the engine keeps a container's output: json-file (the engine's default format, what
+# log shippers read) or local (compressed); both rotate, and `docker logs` reads both.
+LOG_DRIVERS = ("json-file", "local")
+LOG_KEYS = {"driver", "max_size", "max_file"}
+
+
+@dataclass(frozen=True)
+class Logs:
+    """Every container's log, bounded ([logs] in config/stack.toml): at most MAX_FILE files of
+    MAX_SIZE each, so that a server left running for months never fills its disk with logs."""
+    driver: str = "json-file"
+    max_size: str = "10m"
+    max_file: int = 3
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The driver's options, as `docker run --log-opt` and a compose file's `logging` take them."""
+        return {"max-size": self.max_size, "max-file": str(self.max_file)}
+
+
+def parse_logs(entry) -> Logs:
+    unknown = set(entry) - LOG_KEYS
+    if unknown:
+        raise StackError(f"[logs]: unknown setting(s) {_names(unknown)} (known: {', '.join(sorted(LOG_KEYS))})")
+    return Logs(driver=values.choice(entry.get("driver", Logs.driver), LOG_DRIVERS, "[logs] driver"),
+                max_size=values.log_size(entry.get("max_size", Logs.max_size), "[logs] max_size"),
+                max_file=values.whole(entry.get("max_file", Logs.max_file), "[logs] max_file", 1, 100))
+
+
 # How a cluster's services are reached: through Swarm's routing mesh and virtual IPs (a
 # normal kernel's default), or without IPVS (DNS round robin, ports bound on each node).
 ENDPOINT_MODES = ("vip", "dnsrr")
@@ -580,6 +609,7 @@ class Stack:
     schedules: tuple[Schedule, ...] = ()
     services: tuple[Service, ...] = ()
     processes: tuple[Process, ...] = ()
+    logs: Logs = Logs()
 
     @property
     def all_processes(self) -> tuple[Process, ...]:
@@ -663,10 +693,12 @@ def _names(keys) -> str:
 # The document's tables besides [project] and [[databases]], with what each holds.
 TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists of [hosts] names",
           "clusters": "a table of [clusters.NAME] tables", "backups": "a table (schedule, repository, ...)",
-          "app": "a table (path, settings, wsgi, python, requirements, ...)"}
+          "app": "a table (path, settings, wsgi, python, requirements, ...)",
+          "logs": "a table (driver, max_size, max_file)"}
 
 
-TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app", "processes", "schedules", "services"}
+TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app", "processes", "schedules", "services",
+            "logs"}
 PROJECT_KEYS = {"name", "http_port", "client_max_body_size"}
 DATABASE_KEYS = {"name", "apps"}
 APP_KEYS = {"path", "settings", "wsgi", "python", "python_image", "requirements", "build_packages", "packages", "env"}
@@ -754,9 +786,10 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
             check_swarm_names(cluster.name, hosts[cluster.manager].project or name, databases, backups is not None,
                               services)
         schedules = parse_schedules(data.get("schedules", []))
+        logs = parse_logs(data.get("logs", {}))
     return Stack(project=name, http_port=http_port, client_max_body_size=body, databases=databases,
                  hosts=hosts, groups=groups, backups=backups, clusters=clusters, app=app, services=services,
-                 processes=processes, schedules=schedules)
+                 processes=processes, schedules=schedules, logs=logs)
 
 
 HOST_KEYS = {"address", "user", "port", "identity_file", "known_hosts", "directory", "http_port", "project"}

@@ -74,6 +74,15 @@ def body_size(value) -> str:
     return text(value, BODY_SIZE, "client_max_body_size", "a size as Nginx writes it, such as 20m, 512k or 1g")
 
 
+# A log file's largest size as the engine reads it: a whole number and k, m or g (lowercase,
+# never 0: the engine would take 0 for "no limit").
+LOG_SIZE = re.compile(r"[1-9][0-9]{0,2}[kmg]")
+
+
+def log_size(value, what: str) -> str:
+    return text(value, LOG_SIZE, what, "a size of 1k to 999g, such as 10m, 512k or 1g")
+
+
 def address(value, what: str) -> str:
     return text(value, ADDRESS, what, "a host name or an IP address (it may not start with '-')")
 

@@ -170,6 +170,22 @@ def test_remote_tasks(remote):
     assert manifest["sha256"] == digest and manifest["docker_volume"] == "hello-e2e-prod_media_volume"
 
 
+def test_every_container_on_the_host_keeps_a_bounded_log(remote):
+    """[logs] (its defaults here) reaches every container of the host's stack, and `inv logs
+    --host` still reads them."""
+    ids = remote.server.docker("ps", "--all", "--quiet", "--filter",
+                               f"label=com.docker.compose.project={remote.project}").stdout.split()
+    configs = remote.server.docker("inspect", "--format", "{{.Name}} {{json .HostConfig.LogConfig}}",
+                                   *ids).stdout.splitlines()
+    names = {line.split()[0] for line in configs}
+    assert {"/hello-e2e-prod-database1-1", "/hello-e2e-prod-nginx-1", "/hello-e2e-prod-front-1"} <= names, names
+    assert any(name.startswith("/hello-e2e-prod-djangoapp-") for name in names), names
+    bounded = '{"Type":"json-file","Config":{"max-file":"3","max-size":"10m"}}'
+    assert [line for line in configs if not line.endswith(" " + bounded)] == [], configs
+    shown = remote.inv("logs", "--host", "prod", "--service", "djangoapp", "--tail", "40").stdout
+    assert "Booting worker" in shown, shown
+
+
 def test_restore_with_host_uploads_the_archive_first(remote):
     local = sorted((remote.root / "backups").glob("hello-e2e-prod_media_volume_*.tar.zst"))[-1]
     result = remote.inv("volume.restore", str(local), "--host", "prod", "--yes")

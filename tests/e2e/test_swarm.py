@@ -125,6 +125,23 @@ def test_the_everyday_tasks_take_the_cluster(cluster):
     assert "admins 1" in shown, shown
 
 
+def test_every_service_and_container_of_the_cluster_keeps_a_bounded_log(cluster):
+    """[logs] (its defaults here) in each service's spec, and so in each container on each node."""
+    node1, node2 = cluster.nodes
+    services = node1.docker("service", "ls", "--quiet", "--filter", f"label=com.docker.stack.namespace={PROJECT}").stdout.split()
+    specs = node1.docker("service", "inspect", "--format", "{{.Spec.Name}} {{json .Spec.TaskTemplate.LogDriver}}",
+                         *services).stdout.splitlines()
+    assert {f"{PROJECT}_djangoapp", f"{PROJECT}_nginx", f"{PROJECT}_database1", f"{PROJECT}_backup"} <= {
+        line.split()[0] for line in specs}, specs
+    assert [line for line in specs if not line.endswith(' {"Name":"json-file","Options":{"max-file":"3","max-size":"10m"}}')
+            ] == [], specs
+    for node in (node1, node2):
+        ids = node.docker("ps", "--quiet", "--filter", f"label=com.docker.stack.namespace={PROJECT}").stdout.split()
+        configs = node.docker("inspect", "--format", "{{.Name}} {{json .HostConfig.LogConfig}}", *ids).stdout.splitlines()
+        assert ids and [line for line in configs
+                        if not line.endswith(' {"Type":"json-file","Config":{"max-file":"3","max-size":"10m"}}')] == [], configs
+
+
 def test_the_backups_run_on_the_manager_and_a_drill_passes(cluster):
     node1, _ = cluster.nodes
     done = cluster.inv("backup.now", "--cluster", "prod", timeout=600)
