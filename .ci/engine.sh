@@ -107,6 +107,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   }
   standin PYTHON_IMAGE local/python:3.11-slim-bookworm python
   standin POSTGRES_IMAGE local/postgres:15 postgres
+  standin POSTGRES17_IMAGE local/postgres:17 postgres17  # trixie's postgresql-17
   standin NGINX_IMAGE local/nginx:1.22 nginx
   standin CERTBOT_IMAGE local/certbot:2.1 certbot
   standin PYTHON313_IMAGE local/python:3.13-slim python3.13

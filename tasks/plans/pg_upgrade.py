@@ -1,0 +1,152 @@
+"""Plans for moving a database to a newer PostgreSQL major (`inv db.upgrade`), as data: what
+is refused, the server of the new major beside the running one, the SQL that holds writes,
+the row counts compared, and the names of the steps.
+
+Each major keeps its data in a volume of its own (Database.volume_of): the new major is
+loaded into a new volume from a dump made by the old one, and the old volume stays as it
+was at the switch, the safety copy `--rollback` goes back to.
+"""
+from __future__ import annotations
+
+from ..source.stack import APP_ROLE, POSTGRES_MAJORS, Database, postgres_image_variable
+from .archives import SUPERUSER_SEARCH_PATH, quote_ident
+
+# A throwaway server of the new major: found again (and removed) by this label.
+SERVER_LABEL = "hello.pg-upgrade"
+
+
+def refusal(db: Database, running: int | None, to) -> str | None:
+    """Why upgrading DB (whose server runs major RUNNING; None: not read) to TO is refused,
+    in one line, or None."""
+    if isinstance(to, bool) or not isinstance(to, int) and not (isinstance(to, str) and to.isdigit()):
+        return f"--to {to!r} is not a PostgreSQL major: one of {', '.join(map(str, POSTGRES_MAJORS))}"
+    to = int(to)
+    if to not in POSTGRES_MAJORS:
+        return f"--to {to} is not a major the stack runs: one of {', '.join(map(str, POSTGRES_MAJORS))}"
+    if running is not None and running != db.postgres:
+        return (f"{db.name} runs PostgreSQL {running} but config/stack.toml says {db.postgres}: "
+                f"set postgres = {running} for it and run `inv render` first")
+    if to < db.postgres:
+        return (f"{db.name} is on PostgreSQL {db.postgres}: a downgrade to {to} is refused "
+                f"(`inv db.upgrade {db.name} --rollback` goes back to the volume an upgrade kept)")
+    if to == db.postgres:
+        return f"{db.name} is already on PostgreSQL {to}: nothing to do"
+    return None
+
+
+def server_name(project: str, db: Database) -> str:
+    return f"{project}-{db.name}-pg-upgrade"
+
+
+def create_volume(project: str, volume: str) -> list[str]:
+    """VOLUME made with the labels Compose gives its own, so that the stack adopts it as its
+    volume of that name (no "created outside Compose" warning)."""
+    return ["docker", "volume", "create", "--label", f"com.docker.compose.project={project}",
+            "--label", f"com.docker.compose.volume={volume}", f"{project}_{volume}"]
+
+
+def start_server(project: str, db: Database, to: int, config_dir) -> list[str]:
+    """The new major's server in its new volume, made as the stack's database service makes
+    it (the same superuser, database, password file and app role script), with no network:
+    the dump reaches it through `docker exec`. Its image is the one the compose file will
+    name: the variable from the environment, else from the stack's .env (a host's release
+    has one), else the official image."""
+    new = Database(db.name, db.default, db.apps, to)
+    secret = f"/run/secrets/{db.secret_name}"
+    variable = postgres_image_variable(to)
+    pick = (f'image="${{{variable}:-}}"; [ -n "$image" ] || [ ! -f .env ] || '
+            f'image="$(sed -n "s/^{variable}=//p" .env | tail -n 1)"; exec "$@" "${{image:-postgres:{to}}}"')
+    return ["bash", "-c", pick, "start", "docker", "run", "--detach", "--name", server_name(project, db), "--label", f"{SERVER_LABEL}={project}",
+            "--pull", "never", "--network", "none",
+            "--env", f"POSTGRES_DB={db.name}", "--env", f"POSTGRES_USER={db.name}",
+            "--env", f"POSTGRES_PASSWORD_FILE={secret}",
+            "--mount", f"type=bind,source={config_dir}/secrets/{db.secret_name},target={secret},readonly",
+            "--mount", f"type=bind,source={config_dir}/db/app-role.sh,"
+                       f"target=/docker-entrypoint-initdb.d/app-role.sh,readonly",
+            "--volume", f"{project}_{new.volume}:{new.data_mount}"]
+
+
+def in_server(project: str, db: Database) -> list[str]:
+    return ["docker", "exec", "-i", server_name(project, db)]
+
+
+def server_ready(project: str, db: Database) -> list[str]:
+    """Answers once the new server serves on TCP: the image's first start runs a server on
+    its socket alone while it initialises, then stops it."""
+    return [*in_server(project, db), "pg_isready", "-h", "127.0.0.1", "-U", db.name, "-d", db.name]
+
+
+def remove_server(project: str, db: Database) -> list[str]:
+    return ["docker", "rm", "--force", "--volumes", server_name(project, db)]
+
+
+def hold_writes_sql(db: Database) -> str:
+    """New sessions of DB read only, and the open ones ended so that the app's next ones are:
+    reads are served during the copy, writes refused (and none lost)."""
+    q, lit = quote_ident(db.name), db.name.replace("'", "''")
+    return (f"ALTER DATABASE {q} SET default_transaction_read_only = on; "
+            f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = '{lit}' AND pid <> pg_backend_pid()")
+
+
+def release_writes_sql(db: Database) -> str:
+    return f"ALTER DATABASE {quote_ident(db.name)} RESET default_transaction_read_only"
+
+
+# Every table's rows, counted as a superuser whose names resolve in pg_catalog alone: a line
+# `schema.table count` each, in order.
+COUNT_ROWS_SQL = (
+    "SELECT format('%s.%s %s', n.nspname, c.relname, "
+    "(xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), "
+    "false, true, '')))[1]::text) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg\\_toast%' ORDER BY 1")
+MIGRATIONS_SQL = ("SELECT CASE WHEN to_regclass('public.django_migrations') IS NULL THEN '' ELSE "
+                  "query_to_xml('SELECT app, name FROM public.django_migrations ORDER BY app, name', false, true, '')::text "
+                  "END")
+
+
+def counts(output: str) -> dict[str, int]:
+    """COUNT_ROWS_SQL's answer as {table: rows}."""
+    found = {}
+    for line in output.splitlines():
+        table, _, rows = line.rpartition(" ")
+        if table:
+            found[table] = int(rows)
+    return found
+
+
+def differences(old: dict[str, int], new: dict[str, int]) -> list[str]:
+    """What differs between the row counts of the two servers, a phrase each."""
+    found = []
+    for table in sorted(old.keys() | new.keys()):
+        if table not in new:
+            found.append(f"{table} is missing")
+        elif table not in old:
+            found.append(f"{table} is new")
+        elif old[table] != new[table]:
+            found.append(f"{table} has {new[table]} rows, not {old[table]}")
+    return found
+
+
+def restore(in_new: list[str], db: Database) -> list[str]:
+    """pg_restore as the app's role (never a superuser: whatever the dump holds runs with
+    the app's rights), all or nothing."""
+    return [*in_new, "pg_restore", "--username", APP_ROLE, "--dbname", db.name,
+            "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction"]
+
+
+def superuser_sql(in_db: list[str], db: Database, sql: str) -> list[str]:
+    return [*in_db, "psql", "--username", db.name, "--dbname", db.name, "-v", "ON_ERROR_STOP=1", "-Atq",
+            "-c", SUPERUSER_SEARCH_PATH, "-c", sql]
+
+
+def older_volumes(db: Database) -> list[tuple[int, str]]:
+    """The majors below DB's, newest first, with the volume each keeps its data in: where
+    `--rollback` looks for the one an upgrade kept."""
+    return [(major, db.volume_of(major)) for major in sorted(POSTGRES_MAJORS, reverse=True) if major < db.postgres]
+
+
+UPGRADE_STEPS = ("holding writes", "dumping with the old major", "starting the new major",
+                 "restoring as the app role", "comparing the rows", "switching to the new volume")
