@@ -138,8 +138,10 @@ def restore(in_new: list[str], db: Database) -> list[str]:
 
 
 def superuser_sql(in_db: list[str], db: Database, sql: str) -> list[str]:
+    """SQL as DB's superuser, names resolved in pg_catalog alone, its session writable even
+    while the database's writes are held (a -c each: a transaction each)."""
     return [*in_db, "psql", "--username", db.name, "--dbname", db.name, "-v", "ON_ERROR_STOP=1", "-Atq",
-            "-c", SUPERUSER_SEARCH_PATH, "-c", sql]
+            "-c", SUPERUSER_SEARCH_PATH, "-c", "SET default_transaction_read_only = off", "-c", sql]
 
 
 def older_volumes(db: Database) -> list[tuple[int, str]]:
@@ -148,5 +150,5 @@ def older_volumes(db: Database) -> list[tuple[int, str]]:
     return [(major, db.volume_of(major)) for major in sorted(POSTGRES_MAJORS, reverse=True) if major < db.postgres]
 
 
-UPGRADE_STEPS = ("holding writes", "dumping with the old major", "starting the new major",
+UPGRADE_STEPS = ("starting the new major", "holding writes", "dumping with the old major",
                  "restoring as the app role", "comparing the rows", "switching to the new volume")

@@ -1,9 +1,9 @@
 """Moving a database to a newer PostgreSQL major (`inv db.upgrade NAME --to 17`), and back
 (`--rollback`); plans in tasks/plans/pg_upgrade.py.
 
-The steps, under the project lock: writes held (new sessions read only: the app serves
-reads throughout), a dump by the old major, the new major started in a new volume, the
-dump restored there as the app's role, every table's row count and the applied migrations
+The steps, under the project lock: the new major started in a new volume (its initdb
+before the hold, which it would lengthen), writes held (new sessions read only: the app
+serves reads throughout), a dump by the old major, the dump restored there as the app's role, every table's row count and the applied migrations
 compared, then the switch (config/stack.toml says the new major, the database's container
 is recreated on the new volume). A failure or Ctrl-C at any step runs the one undo: the
 files put back, the old container started again on its volume, the new server and the
@@ -125,7 +125,7 @@ def switch(u: Upgrade) -> None:
     wait_until_served(u.switched, u.timeout)
 
 
-STEPS = tuple(zip(plans.UPGRADE_STEPS, (hold_writes, dump, start_new, restore, compare, switch)))
+STEPS = tuple(zip(plans.UPGRADE_STEPS, (start_new, hold_writes, dump, restore, compare, switch)))
 
 
 def write_major(r: Runner, new_text: str, saved: dict) -> Runner:
@@ -208,10 +208,14 @@ def rollback(r: Runner, name: str, timeout: float) -> None:
     local = r.here() if not isinstance(r.target, LocalTarget) else r
     new_text = with_database_major(read_text(local.root), db.name, major)
     back = write_major(r, new_text, {})
-    start_databases(back, timeout)
     old = back.stack.database(name)
+    # Its writes were held at the upgrade: allowed again before anything (the app role's
+    # provisioning among them) writes.
+    back.compose(compose.up([old.name], build=False, wait=True, timeout=int(timeout), no_deps=True),
+                 what=f"starting {old.name} on {volume}")
     back.run(plans.superuser_sql(archives.in_compose_service(back.compose_argv([]), old.name), old,
                                  plans.release_writes_sql(old)), hide=True, what=f"allowing writes to {old.name}")
+    start_databases(back, timeout)
     wait_until_served(back, timeout)
     back.report(f"{db.name} is back on PostgreSQL {major} ({volume}); what was written on {db.postgres} since the "
                 f"upgrade stays in {r.project}_{db.volume}")
