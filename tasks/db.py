@@ -165,13 +165,13 @@ def load(r, name, file, from_=None, yes=False):
 
 @stack_task(help={
     "name": "The database to move, by name or alias.",
-    "to": "The newer PostgreSQL major to move it to: 16, 17 or 18 (needed unless --rollback).",
+    "to": "The newer PostgreSQL major to move it to: 16, 17 or 18 (default: none; needed unless --rollback).",
     "rollback": "Go back to the older major's volume an upgrade kept (default: off).",
     "yes": "Confirm --rollback without asking (default: off).",
     "timeout": "Seconds to wait for each server to be ready",
 })
 def upgrade(r, name, to=None, rollback=False, yes=False, timeout=None):
-    """Move a database to a newer PostgreSQL major, or back with --rollback.
+    """Move a database to a newer PostgreSQL major.
 
     Dumped by the old major, restored as the app role into the new one's volume, rows and
     migrations compared, then switched; the old volume is kept for --rollback."""

@@ -29,7 +29,7 @@ class Place:
         self.s, self.flag, self.docker = s, list(host_flag), docker or s.docker
 
     def inv(self, *args, check=True):
-        return self.s.inv(*args, *self.flag, check=check, env={"POSTGRES17_IMAGE": POSTGRES17})
+        return self.s.inv(args[0], *self.flag, *args[1:], check=check, env={"POSTGRES17_IMAGE": POSTGRES17})
 
     def sql(self, sql, role="database1", check=True):
         container = f"{self.s.project}-database1-1"
