@@ -99,3 +99,50 @@ class TestPlans:
     def test_the_rollback_looks_at_older_majors_newest_first(self):
         assert plans.older_volumes(Database("database1", postgres=18)) == [
             (17, "database1_pg17_volume"), (16, "database1_pg16_volume"), (15, "database1_volume")]
+
+
+class TestNoDatabaseStartsOnDataThatMoved:
+    """Before the databases start (`inv up`, deploys): refused when the stack file and the
+    place's volumes disagree about where a database's data is."""
+
+    VOLUMES = "docker volume ls --quiet --filter 'name=^hello_database1_'"
+    MARKER = ("docker compose --project-name hello run --rm --no-deps -T --entrypoint sh database1 -c "
+              "'cat \"/var/lib/postgresql/data/.moved-to-postgres\" 2>/dev/null || true'")
+
+    def refused(self, text, answers):
+        from invoke import Result
+
+        from tasks.errors import TaskError
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import LocalTarget
+        from tasks.procedures.pg_upgrade import refuse_moved_data
+        from tests.fakes import Recorder
+
+        conn = Recorder({command: Result(stdout=out) for command, out in answers.items()})
+        r = Runner(LocalTarget(conn, loads(text)))
+        r.target.facts["engine"] = True
+        try:
+            refuse_moved_data(r)
+        except TaskError as exc:
+            return exc.message, conn.commands
+        return None, conn.commands
+
+    def test_a_stack_with_one_major_reads_nothing_more(self):
+        assert self.refused(BASE, {self.VOLUMES: "hello_database1_volume\n"}) == (None, [self.VOLUMES])
+
+    def test_an_upgrade_this_place_has_not_made_is_not_started_on_an_empty_volume(self):
+        message, _ = self.refused(BASE + "postgres = 17\n", {self.VOLUMES: "hello_database1_volume\n"})
+        assert message == ("error: database1's data is in hello_database1_volume (PostgreSQL 15) but config/stack.toml "
+                           "says postgres = 17: move it with `inv db.upgrade database1 --to 17` (set postgres = 15 "
+                           "for it until then); nothing was started")
+
+    def test_the_old_volume_an_upgrade_left_is_not_served_again(self):
+        volumes = "hello_database1_pg17_volume\nhello_database1_volume\n"
+        message, _ = self.refused(BASE, {self.VOLUMES: volumes, self.MARKER: "17\n"})
+        assert message == ("error: database1's data moved to PostgreSQL 17 (hello_database1_pg17_volume) but "
+                           "config/stack.toml says postgres = 15: set postgres = 17 for it (or go back with "
+                           "`inv db.upgrade database1 --rollback`); nothing was started")
+
+    def test_after_a_rollback_the_old_volume_serves(self):
+        volumes = "hello_database1_pg17_volume\nhello_database1_volume\n"
+        assert self.refused(BASE, {self.VOLUMES: volumes, self.MARKER: ""}) == (None, [self.VOLUMES, self.MARKER])

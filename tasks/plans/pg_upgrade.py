@@ -150,5 +150,53 @@ def older_volumes(db: Database) -> list[tuple[int, str]]:
     return [(major, db.volume_of(major)) for major in sorted(POSTGRES_MAJORS, reverse=True) if major < db.postgres]
 
 
+# Left at the old volume's root by the switch: the new major's number. A start that would
+# serve the old volume again (a stack file without the new major, another checkout's
+# deploy) is refused while it is there; `--rollback` removes it.
+MOVED = ".moved-to-postgres"
+
+
+def moved_marker(db: Database) -> str:
+    return f"{db.data_mount}/{MOVED}"
+
+
+def mark_moved(db: Database, to: int) -> list[str]:
+    """Run in DB's container (compose exec): the marker written."""
+    return ["exec", "-T", db.name, "sh", "-c", 'echo "$1" > "$2"', "mark", str(to), moved_marker(db)]
+
+
+def read_moved(db: Database) -> list[str]:
+    """Compose arguments that print the marker of DB's volume (nothing when there is none),
+    from a one-off container of its service: it need not run."""
+    return ["run", "--rm", "--no-deps", "-T", "--entrypoint", "sh", db.name, "-c",
+            f'cat "{moved_marker(db)}" 2>/dev/null || true']
+
+
+def unmark_moved(db: Database) -> list[str]:
+    return ["exec", "-T", db.name, "rm", "-f", moved_marker(db)]
+
+
+def database_volumes(project: str, db: Database) -> list[str]:
+    return ["docker", "volume", "ls", "--quiet", "--filter", f"name=^{project}_{db.name}_"]
+
+
+def majors_present(project: str, db: Database, names) -> set[int]:
+    """The majors whose volume of DB is among NAMES (docker volume ls)."""
+    names = set(names)
+    return {major for major in POSTGRES_MAJORS if f"{project}_{db.volume_of(major)}" in names}
+
+
+def not_moved_yet(db: Database, older: int, project: str, host_flag: str) -> str:
+    return (f"{db.name}'s data is in {project}_{db.volume_of(older)} (PostgreSQL {older}) but config/stack.toml says "
+            f"postgres = {db.postgres}: move it with `inv db.upgrade {db.name} --to {db.postgres}{host_flag}` "
+            f"(set postgres = {older} for it until then); nothing was started")
+
+
+def moved_away(db: Database, moved: str, project: str, host_flag: str) -> str:
+    return (f"{db.name}'s data moved to PostgreSQL {moved} ({project}_{db.name}_pg{moved}_volume) but config/stack.toml "
+            f"says postgres = {db.postgres}: set postgres = {moved} for it (or go back with "
+            f"`inv db.upgrade {db.name} --rollback{host_flag}`); nothing was started")
+
+
 UPGRADE_STEPS = ("starting the new major", "holding writes", "dumping with the old major",
                  "restoring as the app role", "comparing the rows", "switching to the new volume")

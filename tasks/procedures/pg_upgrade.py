@@ -41,6 +41,7 @@ class Upgrade:
     held_at: float | None = None        # when writes were held (monotonic)
     made_volume: bool = False
     saved: dict = field(default_factory=dict)
+    marked: bool = False                # the old volume says its data moved
     switched: Runner | None = None      # the runner of the new stack, once its files are written
     outage: float | None = None
     rows: int = 0
@@ -118,6 +119,8 @@ def compare(u: Upgrade) -> None:
 
 def switch(u: Upgrade) -> None:
     u.r.run(plans.remove_server(u.r.project, u.db), hide=True, what="stopping the new server")
+    u.r.compose(plans.mark_moved(u.db, u.to), hide=True, what=f"marking {u.r.project}_{u.db.volume} as moved")
+    u.marked = True
     u.switched = write_major(u.r, u.new_text, u.saved)
     start_databases(u.switched, u.timeout)
     u.outage = time.monotonic() - u.held_at
@@ -150,6 +153,11 @@ def undo(u: Upgrade, step: str, exc: BaseException) -> TaskError:
         if u.switched is not None:
             put_back(u.r.here().root if not isinstance(u.r.target, LocalTarget) else u.r.root, u.saved)
             put_back_on_host(u)
+            u.r.compose(compose.up([u.db.name], build=False, wait=True, timeout=int(u.timeout), no_deps=True),
+                        check=False, what=f"starting {u.db.name} again")
+        if u.marked:
+            u.r.compose(plans.unmark_moved(u.db), check=False, hide=True)
+        if u.switched is not None:
             start_databases(u.r, u.timeout)
             done.append(f"{u.db.name} runs on {u.r.project}_{u.db.volume} again")
         u.r.run(plans.remove_server(u.r.project, u.db), check=False, hide=True)
@@ -170,6 +178,25 @@ def put_back_on_host(u: Upgrade) -> None:
     for path, text in {STACK_FILE: read_text(u.r.here().root),
                        **render.site_files(u.r.stack, u.r.target.site, u.r.target.backup_place)}.items():
         u.r.write(u.r.root / path, text, mode=0o644)
+
+
+def refuse_moved_data(r: Runner) -> None:
+    """Before the databases start: none may start on a volume its data moved away from (a
+    stack file without the upgrade), nor on a new empty one while its data waits in an
+    older major's (a stack file with an upgrade this place has not made yet). Read only
+    where a database has volumes of two majors, or none of its own major's."""
+    for db in r.stack.databases:
+        present = plans.majors_present(r.project, db, r.probe(plans.database_volumes(r.project, db)).stdout.split())
+        if present <= {db.postgres}:
+            continue
+        older = sorted(major for major in present if major < db.postgres)
+        if db.postgres not in present:
+            if older:
+                raise TaskError(plans.not_moved_yet(db, older[-1], r.project, r.target.host_flag))
+            continue
+        moved = r.compose_probe(plans.read_moved(db)).stdout.strip()
+        if moved:
+            raise TaskError(plans.moved_away(db, moved, r.project, r.target.host_flag))
 
 
 def upgrade(r: Runner, name: str, to, timeout: float) -> None:
@@ -215,6 +242,7 @@ def rollback(r: Runner, name: str, timeout: float) -> None:
                  what=f"starting {old.name} on {volume}")
     back.run(plans.superuser_sql(archives.in_compose_service(back.compose_argv([]), old.name), old,
                                  plans.release_writes_sql(old)), hide=True, what=f"allowing writes to {old.name}")
+    back.compose(plans.unmark_moved(old), hide=True, what=f"unmarking {volume}")
     start_databases(back, timeout)
     wait_until_served(back, timeout)
     back.report(f"{db.name} is back on PostgreSQL {major} ({volume}); what was written on {db.postgres} since the "
