@@ -135,6 +135,18 @@ def test_upgrade_to_17_here_and_back(local):
     assert 'postgres = 17' in (local.s.root / "config/stack.toml").read_text()
     assert "POSTGRES17_IMAGE:-postgres:17" in (local.s.root / "docker-compose.yml").read_text()
     assert {"database1_volume", "database1_pg17_volume"} <= local.s.volumes()
+    # A stack file without the upgrade does not serve the old volume again.
+    stack_toml = local.s.root / "config/stack.toml"
+    upgraded = stack_toml.read_text()
+    stack_toml.write_text(upgraded.replace("postgres = 17\n", ""))
+    local.inv("render")
+    stale = local.inv("up", check=False)
+    assert stale.returncode == 1 and stale.stderr.strip().splitlines()[-1:] == [
+        "error: database1's data moved to PostgreSQL 17 (hello-e2e-pgup_database1_pg17_volume) but config/stack.toml "
+        "says postgres = 15: set postgres = 17 for it (or go back with `inv db.upgrade database1 --rollback`); "
+        "nothing was started"]
+    stack_toml.write_text(upgraded)
+    local.inv("render")
     check_rollback(local, before)
     assert 'postgres = 17' not in (local.s.root / "config/stack.toml").read_text()
 
