@@ -77,7 +77,7 @@ def check(u: Upgrade) -> None:
         raise TaskError(why)
     u.r.require(not u.r.probe(compose.volume_exists(u.new_volume)).ok,
                 f"the volume {u.new_volume} exists (an earlier upgrade, rolled back?): it holds that upgrade's "
-                f"data; delete it with `docker volume rm {u.new_volume}` to upgrade again{u.r.target.host_flag and ' on ' + u.r.target.name}")
+                f"data; delete it with `docker volume rm {u.new_volume}`{u.r.target.on} to upgrade again")
 
 
 def hold_writes(u: Upgrade) -> None:
@@ -135,10 +135,10 @@ def write_major(r: Runner, new_text: str, saved: dict) -> Runner:
     """config/stack.toml and the files made from it here, and on a host its live release's
     copies (rendered for its site), for NEW_TEXT; SAVED gets each as it was first."""
     new_stack = loads(new_text)
-    local = r.here() if not isinstance(r.target, LocalTarget) else r
+    local = r.here()
     saved.update(save(local.root, [STACK_FILE, *render.rendered(local.stack), *render.rendered(new_stack)]))
     new_local = write_stack_change(local, new_text)
-    if local is r:
+    if isinstance(r.target, LocalTarget):
         return new_local
     for path, text in {STACK_FILE: new_text,
                        **render.site_files(new_stack, r.target.site, r.target.backup_place)}.items():
@@ -151,7 +151,7 @@ def undo(u: Upgrade, step: str, exc: BaseException) -> TaskError:
     done = []
     with held_interrupts():
         if u.switched is not None:
-            put_back(u.r.here().root if not isinstance(u.r.target, LocalTarget) else u.r.root, u.saved)
+            put_back(u.r.here().root, u.saved)
             put_back_on_host(u)
             u.r.compose(compose.up([u.db.name], build=False, wait=True, timeout=int(u.timeout), no_deps=True),
                         check=False, what=f"starting {u.db.name} again")
@@ -207,8 +207,7 @@ def upgrade(r: Runner, name: str, to, timeout: float) -> None:
     if why:
         raise TaskError(why)
     u = Upgrade(r, name, int(to), timeout)
-    u.new_text = with_database_major(read_text(r.here().root if not isinstance(r.target, LocalTarget) else r.root),
-                                     db.name, u.to)
+    u.new_text = with_database_major(read_text(r.here().root), db.name, u.to)
     check(u)
     started = time.monotonic()
     for step, run in STEPS:
@@ -232,8 +231,7 @@ def rollback(r: Runner, name: str, timeout: float) -> None:
         raise TaskError(f"{db.name} is on PostgreSQL {db.postgres} and no volume of an older major is left: "
                         f"nothing to roll back to")
     major, volume = kept[0]
-    local = r.here() if not isinstance(r.target, LocalTarget) else r
-    new_text = with_database_major(read_text(local.root), db.name, major)
+    new_text = with_database_major(read_text(r.here().root), db.name, major)
     back = write_major(r, new_text, {})
     old = back.stack.database(name)
     # Its writes were held at the upgrade: allowed again before anything (the app role's
