@@ -209,12 +209,15 @@ def upgrade(r: Runner, name: str, to, timeout: float) -> None:
     u = Upgrade(r, name, int(to), timeout)
     u.new_text = with_database_major(read_text(r.here().root), db.name, u.to)
     check(u)
-    started = time.monotonic()
+    started, took = time.monotonic(), []
     for step, run in STEPS:
+        began = time.monotonic()
         try:
             run(u)
         except (Exception, KeyboardInterrupt) as exc:
             raise undo(u, step, exc) from None
+        took.append(f"{step} {time.monotonic() - began:.1f}s")
+    r.report("; ".join(took))
     r.report(f"{db.name} upgraded to PostgreSQL {u.to} in {time.monotonic() - started:.1f}s "
              f"(writes refused for {u.outage:.1f}s; {u.tables} tables, {u.rows} rows compared); "
              f"the old data stays in {r.project}_{db.volume}: `inv db.upgrade {db.name} --rollback"
