@@ -40,6 +40,12 @@ class TestTheMajorInStackToml:
         assert f"      - {volume}:{mount}\n" in text
         assert f"\n  {volume}:\n" in text and "\n  database1_volume:\n" not in text
 
+    def test_the_backup_image_gets_the_newest_majors_pg_dump(self):
+        stack = loads(BASE + '\n[[databases]]\nname = "database2"\npostgres = 17\n\n'
+                      '[backups]\nschedule = "15 3 * * *"\nrepository = "/srv/restic"\n')
+        text = render.rendered(stack)[render.COMPOSE_FILE]
+        assert "\n        POSTGRES_IMAGE: ${POSTGRES17_IMAGE:-postgres:17}\n" in text
+
     def test_setting_the_major_keeps_comments_and_goes_back_to_no_key_at_15(self):
         text = BASE.replace('name = "database1"', 'name = "database1"  # the default one')
         upgraded = with_database_major(text, "database1", 17)
