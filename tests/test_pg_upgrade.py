@@ -152,3 +152,11 @@ class TestNoDatabaseStartsOnDataThatMoved:
     def test_after_a_rollback_the_old_volume_serves(self):
         volumes = "hello_database1_pg17_volume\nhello_database1_volume\n"
         assert self.refused(BASE, {self.VOLUMES: volumes, self.MARKER: ""}) == (None, [self.VOLUMES, self.MARKER])
+
+
+def test_the_upgrades_dump_is_not_compressed_while_writes_are_held():
+    from tasks.plans import archives
+
+    assert archives.pg_dump(["x"], "database1", compressed=False) == [
+        "x", "pg_dump", "--format", "custom", "--compress", "0", "--username", "database1", "--dbname", "database1"]
+    assert "--compress" not in archives.pg_dump(["x"], "database1")

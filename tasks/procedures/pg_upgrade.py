@@ -87,7 +87,7 @@ def hold_writes(u: Upgrade) -> None:
 
 
 def dump(u: Upgrade) -> None:
-    u.dump = dump_database(u.r, u.db)
+    u.dump = dump_database(u.r, u.db, compressed=False)
 
 
 def start_new(u: Upgrade) -> None:
