@@ -66,7 +66,7 @@ if ! docker buildx version >/dev/null 2>&1; then
 fi
 
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
-official=(python:3.11-slim-bookworm postgres:15 nginx:1.27 nginx:1.26 certbot/certbot:v2.11.0 python:3.13-slim
+official=(python:3.11-slim-bookworm postgres:15 postgres:17 nginx:1.27 nginx:1.26 certbot/certbot:v2.11.0 python:3.13-slim
           redis:7.4 valkey/valkey:8.0 memcached:1.6 rabbitmq:3.13)
 missing=()
 for image in "${official[@]}"; do have_image "$image" || missing+=("$image"); done
@@ -107,6 +107,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   }
   standin PYTHON_IMAGE local/python:3.11-slim-bookworm python
   standin POSTGRES_IMAGE local/postgres:15 postgres
+  standin POSTGRES17_IMAGE local/postgres:17 postgres17  # trixie's postgresql-17
   standin NGINX_IMAGE local/nginx:1.22 nginx
   standin NGINX126_IMAGE local/nginx:1.26 nginx1.26  # the front proven on a second Nginx
   standin CERTBOT_IMAGE local/certbot:2.1 certbot

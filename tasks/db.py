@@ -17,6 +17,7 @@ from .execution.files import create_secret
 from .plans import compose
 from .procedures.backup_files import verified_on_target
 from .procedures.dumps import dump_database, load_database
+from .procedures import pg_upgrade
 from .procedures.locks import project_lock
 from .procedures.serving import wait_until_served
 from .procedures.adding import (AddUndo, paths_changed_by, remove_unfinished as _remove_unfinished, save,
@@ -162,4 +163,30 @@ def load(r, name, file, from_=None, yes=False):
     load_database(r, db, dump_file)
 
 
-ns = Collection("db", add, list_, remove, shell, dump, load)
+@stack_task(help={
+    "name": "The database to move, by name or alias.",
+    "to": "The newer PostgreSQL major to move it to: 16, 17 or 18 (default: none; needed unless --rollback).",
+    "rollback": "Go back to the older major's volume an upgrade kept (default: off).",
+    "yes": "Confirm --rollback without asking (default: off).",
+    "timeout": "Seconds to wait for each server to be ready",
+})
+def upgrade(r, name, to=None, rollback=False, yes=False, timeout=None):
+    """Move a database to a newer PostgreSQL major.
+
+    Dumped by the old major, restored as the app role into the new one's volume, rows and
+    migrations compared, then switched; the old volume is kept for --rollback."""
+    with project_lock(r):
+        if rollback:
+            if to is not None:
+                raise TaskError("--rollback goes back to the volume an upgrade kept: leave --to out")
+            db = r.stack.database(name)
+            r.confirm(yes, f"Move {db.name} back to the volume its upgrade kept?",
+                      f"--rollback loses what was written to {db.name} since its upgrade (kept in its volume)")
+            pg_upgrade.rollback(r, name, timeout)
+        elif to is None:
+            raise TaskError("--to is needed: the PostgreSQL major to move to (or --rollback)")
+        else:
+            pg_upgrade.upgrade(r, name, to, timeout)
+
+
+ns = Collection("db", add, list_, remove, shell, dump, load, upgrade)

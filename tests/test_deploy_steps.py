@@ -72,7 +72,8 @@ def written(path, mode="644"):
 def release_phase(timeout=30):
     """The databases, their app role, the app's secrets, then migrations and static files
     from one-off containers of the new image."""
-    return [f"{COMPOSE} up --detach --remove-orphans --no-build --no-deps database1",
+    return ["docker volume ls --quiet --filter 'name=^hello-prod_database1_'",
+            f"{COMPOSE} up --detach --remove-orphans --no-build --no-deps database1",
             shlex.join(rollout_plans.service_containers("hello-prod")),
             f"{HEALTH_TESTS} database1-id",
             f"{COMPOSE} exec -T database1 psql --username database1 --dbname database1 --quiet --no-psqlrc",

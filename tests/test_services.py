@@ -416,7 +416,9 @@ class TestAddTask:
         assert err.value.message.endswith("; service cache was not added: put back config/stack.toml, "
                                           "docker-compose.yml; removed its container")
         assert files(tree) == before
-        assert not any("volume" in c for c in conn.commands)
+        # The volumes are listed before the databases start (a database's data moved to
+        # another major?); none is made or removed.
+        assert not any("volume" in c and not c.startswith("docker volume ls ") for c in conn.commands)
 
     def test_once_the_app_serves_with_it_the_service_is_kept_and_the_error_says_why(self, tree):
         r, conn = runner(tree, {})

@@ -243,7 +243,7 @@ def test_the_documents_fuzzed_are_valid_before_their_edits():
     ('\n[backup]\nschedule = "15 3 * * *"\n', "unknown setting(s) backup (known: app, backups, clusters, databases, "
                                                 "groups, hosts, logs, processes, project, schedules, "
                                                 "services)"),
-    ("\n[[databases]]\nname = \"database2\"\nport = 5433\n", "[[databases]]: unknown setting(s) port (known: apps, name)"),
+    ("\n[[databases]]\nname = \"database2\"\nport = 5433\n", "[[databases]]: unknown setting(s) port (known: apps, name, postgres)"),
 ], ids=["a-misspelt-table", "a-database-setting"])
 def test_a_setting_the_stack_does_not_know_is_named_not_ignored(extra, message):
     with pytest.raises(StackError, match=re.escape(message)):

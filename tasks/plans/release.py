@@ -29,7 +29,8 @@ SHIP = ["Dockerfile", ".dockerignore", "docker-compose.yml", "config/"]
 NEVER = ["/config/django.env", "/config/db/*.env", "/config/secrets/", "__pycache__/", "*.pyc"]
 SECRET_TOKEN = "@@GENERATED_SECRET@@"
 PASS_THROUGH = ("PYTHON_IMAGE", "POSTGRES_IMAGE", "NGINX_IMAGE", "CERTBOT_IMAGE", "REDIS_IMAGE", "VALKEY_IMAGE",
-                "MEMCACHED_IMAGE", "RABBITMQ_IMAGE", "NGINX126_IMAGE")
+                "MEMCACHED_IMAGE", "RABBITMQ_IMAGE", "NGINX126_IMAGE", "POSTGRES16_IMAGE", "POSTGRES17_IMAGE",
+                "POSTGRES18_IMAGE")
 
 
 def ship(app: App) -> list[str]:

@@ -12,22 +12,22 @@ from .backup_files import backup_dir, fresh_name, publish, sha256, temporary_nam
 from .locks import volume_lock
 
 
-def dump_database(r: Runner, db) -> Path:
+def dump_database(r: Runner, db, compressed: bool = True) -> Path:
     r.require_running(db.name)
     directory = backup_dir(r)
     with volume_lock(r, f"{r.project}_{db.volume}"):
         settle_loads(r, db, archives.in_compose_service(r.compose_argv([]), db.name))
         final = fresh_name(r, directory, db.name, ".dump")
-        return _dump_database(r, db, final)
+        return _dump_database(r, db, final, compressed)
 
 
-def _dump_database(r: Runner, db, final) -> Path:
+def _dump_database(r: Runner, db, final, compressed: bool = True) -> Path:
     tmp = temporary_name(final)
     r.say(f"dumping {db.name} -> {final}")
     in_db = archives.in_compose_service(r.compose_argv([]), db.name)
     try:
         version = r.probe(r.compose_argv(compose.exec_(db.name, ["postgres", "--version"])))
-        r.run(archives.pipeline(archives.pg_dump(in_db, db.name), output=str(tmp)),
+        r.run(archives.pipeline(archives.pg_dump(in_db, db.name, compressed), output=str(tmp)),
               what=f"pg_dump of {db.name}")
         publish(r, tmp, final,
                 kind="dump", project=r.project, subject=db.name, database=db.name, archive=final.name,

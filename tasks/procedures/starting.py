@@ -37,6 +37,9 @@ def provision_databases(r: Runner, databases=None) -> None:
 def start_databases(r: Runner, timeout: float) -> None:
     """The databases and the services ([[services]]) started and healthy, before the
     release phase: migrations and the new app find them up."""
+    from .pg_upgrade import refuse_moved_data  # it starts databases itself
+
+    refuse_moved_data(r)
     services = [service.name for service in r.stack.services]
     names = [db.name for db in r.stack.databases] + services
     r.compose(compose.up(names, build=False, wait=False, no_deps=True),

@@ -50,6 +50,12 @@ RESERVED_NAMES = frozenset({"djangoapp", "nginx", "front", "backup", "certbot", 
 # suffixes and the compose project prefix so that every derived name stays readable.
 MAX_NAME_LENGTH = 30
 NAME_PATTERN = values.DATABASE
+# The PostgreSQL majors a database may run (`postgres = 17` in its [[databases]] entry), each
+# from postgres:<major> (POSTGRES<major>_IMAGE overrides it; POSTGRES_IMAGE for 15, the
+# stack's first). A major keeps its data in a volume of its own, so that an upgrade
+# (`inv db.upgrade`) leaves the previous one whole.
+POSTGRES_MAJORS = (15, 16, 17, 18)
+FIRST_POSTGRES = 15
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class Database:
     name: str
     default: bool = False
     apps: tuple[str, ...] = ()  # Django app labels whose models live here (the stack's router)
+    postgres: int = FIRST_POSTGRES  # the PostgreSQL major
 
     @property
     def alias(self) -> str:
@@ -68,7 +75,25 @@ class Database:
 
     @property
     def volume(self) -> str:
-        return f"{self.name}_volume"
+        return self.volume_of(self.postgres)
+
+    def volume_of(self, major: int) -> str:
+        """The volume holding this database's data under MAJOR."""
+        return f"{self.name}_volume" if major == FIRST_POSTGRES else f"{self.name}_pg{major}_volume"
+
+    @property
+    def image_variable(self) -> str:
+        return postgres_image_variable(self.postgres)
+
+    @property
+    def image_default(self) -> str:
+        return f"postgres:{self.postgres}"
+
+    @property
+    def data_mount(self) -> str:
+        """Where the volume is mounted: the official image from 18 on keeps its data in
+        /var/lib/postgresql/MAJOR/docker (PGDATA) and declares the volume one folder up."""
+        return "/var/lib/postgresql" if self.postgres >= 18 else "/var/lib/postgresql/data"
 
     @property
     def secret_name(self) -> str:
@@ -663,6 +688,18 @@ class Stack:
                 + tuple(service.volume for service in self.services if service.persistent))
 
 
+def postgres_image_variable(major: int) -> str:
+    """The environment variable naming the image of MAJOR (POSTGRES_IMAGE for the first)."""
+    return "POSTGRES_IMAGE" if major == FIRST_POSTGRES else f"POSTGRES{major}_IMAGE"
+
+
+def postgres_major(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in POSTGRES_MAJORS:
+        raise StackError(f"{what} {value!r} is not valid: a PostgreSQL major, one of "
+                         f"{', '.join(map(str, POSTGRES_MAJORS))}")
+    return value
+
+
 def validate_database_name(name: str, existing: tuple[str, ...] = ()) -> None:
     """Raise StackError unless NAME can be a compose service, network prefix, PostgreSQL
     database and Django alias, and is not already taken."""
@@ -700,7 +737,7 @@ TABLES = {"hosts": "a table of [hosts.NAME] tables", "groups": "a table of lists
 TOP_KEYS = {"project", "databases", "hosts", "groups", "clusters", "backups", "app", "processes", "schedules", "services",
             "logs"}
 PROJECT_KEYS = {"name", "http_port", "client_max_body_size"}
-DATABASE_KEYS = {"name", "apps"}
+DATABASE_KEYS = {"name", "apps", "postgres"}
 APP_KEYS = {"path", "settings", "wsgi", "python", "python_image", "requirements", "build_packages", "packages", "env"}
 
 
@@ -741,7 +778,8 @@ def _parse_databases(entries: list) -> tuple[Database, ...]:
                 raise StackError(f"[[databases]] app {label!r} is in both {placed[label]} and {db_name}: "
                                  f"an app's models live in one database")
             placed[label] = db_name
-        databases.append(Database(name=db_name, default=index == 0, apps=tuple(apps)))
+        major = postgres_major(entry.get("postgres", FIRST_POSTGRES), f"[[databases]] {db_name} postgres")
+        databases.append(Database(name=db_name, default=index == 0, apps=tuple(apps), postgres=major))
     return tuple(databases)
 
 
@@ -903,6 +941,24 @@ def with_database_removed(text: str, name: str) -> str:
     if names.index(name) == 0:
         raise StackError(f"{name!r} is the default database (Django's `default` alias); it cannot be removed")
     del entries[names.index(name)]
+    return tomlkit.dumps(doc)
+
+
+def with_database_major(text: str, name: str, major: int) -> str:
+    """Return the stack file's text with database NAME on PostgreSQL MAJOR, comments kept
+    (the key is left out for the first major, as a stack that never upgraded has it)."""
+    import tomlkit
+
+    doc = tomlkit.parse(text)
+    entries = doc.get("databases", [])
+    names = [entry.get("name") for entry in entries]
+    if name not in names:
+        raise StackError(f"no database named {name!r} in {STACK_FILE} (known: {', '.join(names)})")
+    entry = entries[names.index(name)]
+    if major == FIRST_POSTGRES:
+        entry.pop("postgres", None)
+    else:
+        entry["postgres"] = postgres_major(major, "postgres")
     return tomlkit.dumps(doc)
 
 

@@ -34,7 +34,8 @@ GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "loc
           "test_nginx_config": "upgrade", "test_https": "https", "test_scheduled_backups": "scheduled",
           "test_swarm": "swarm", "test_shared_repository": "shared", "test_jobs": "jobs", "test_services": "services",
           "test_schedules": "schedules", "test_standins": "standins", "test_processes": "processes",
-          "test_testhost": "testhost", "test_cluster_jobs": "cluster-jobs", "test_logs": "logs"}
+          "test_testhost": "testhost", "test_cluster_jobs": "cluster-jobs", "test_logs": "logs",
+          "test_pg_upgrade": "pg-upgrade"}
 
 
 # The groups, longest first (their seconds in CI, summed over their tests: the report's
@@ -42,9 +43,9 @@ GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "loc
 # (--no-loadscope-reorder in pytest.ini; by default it would start the groups with the most
 # tests first, and the one-test bench groups, among the longest, last), each to a worker
 # that is free (testkit/xdist_groups.py), so the workers end close together.
-# cluster-jobs and logs placed by a guess until CI has timed them.
+# cluster-jobs, logs and pg-upgrade placed by a guess until CI has timed them.
 LONGEST_FIRST = ["local", "scheduled", "jobs", "swarm", "zero", "bench-deploy", "https", "cluster-jobs", "deploy", "shared",
-                 "faults", "bench", "bench-load", "adopt", "processes", "diagnosis", "adopt-more", "upgrade", "services",
+                 "faults", "bench", "bench-load", "adopt", "processes", "diagnosis", "adopt-more", "upgrade", "pg-upgrade", "services",
                  "standins", "testhost", "logs", "schedules"]
 
 
