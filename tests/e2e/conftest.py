@@ -200,7 +200,8 @@ SERVICE_IMAGES = {"redis": os.environ.get("REDIS_IMAGE", "redis:7.4"),
 def servers():
     """Make test hosts (testkit/testhost.py) for this module: `servers("prod")` gives a
     fresh server with its own address, engine and sshd, holding the base images and nothing
-    else. All of them are torn down when the module ends, whatever happened."""
+    else; `servers("prod", engine="28-containerd")` one running Docker 28 (testkit/testhost.py
+    ENGINES). All of them are torn down when the module ends, whatever happened."""
     from testkit.testhost import Server, missing_tools
 
     missing = missing_tools()
@@ -211,8 +212,8 @@ def servers():
         pytest.skip(message)
     made = []
 
-    def make(name, images=tuple(BASE_IMAGES)):
-        host = Server(f"hello-{name}")
+    def make(name, images=tuple(BASE_IMAGES), engine="20.10"):
+        host = Server(f"hello-{name}", engine=engine)
         made.append(host)
         return host.up(images)
 
