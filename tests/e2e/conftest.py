@@ -34,7 +34,7 @@ GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "loc
           "test_nginx_config": "upgrade", "test_https": "https", "test_scheduled_backups": "scheduled",
           "test_swarm": "swarm", "test_shared_repository": "shared", "test_jobs": "jobs", "test_services": "services",
           "test_schedules": "schedules", "test_standins": "standins", "test_processes": "processes",
-          "test_testhost": "testhost"}
+          "test_testhost": "testhost", "test_ship_image": "ship"}
 
 
 # The groups, longest first (their seconds in CI, summed over their tests: the report's
@@ -42,9 +42,9 @@ GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "loc
 # (--no-loadscope-reorder in pytest.ini; by default it would start the groups with the most
 # tests first, and the one-test bench groups, among the longest, last), each to a worker
 # that is free (testkit/xdist_groups.py), so the workers end close together.
-# jobs, processes, services, schedules, standins, testhost: placed by a guess until CI has timed them.
+# jobs, processes, services, schedules, standins, testhost, ship (~150 s): placed by a guess until CI has timed them.
 LONGEST_FIRST = ["local", "swarm", "scheduled", "bench-deploy", "deploy", "zero", "jobs", "shared", "https", "adopt",
-                 "faults", "bench-load", "upgrade", "processes", "services", "bench", "adopt-more", "diagnosis", "schedules",
+                 "faults", "bench-load", "upgrade", "ship", "processes", "services", "bench", "adopt-more", "diagnosis", "schedules",
                  "standins", "testhost"]
 
 
