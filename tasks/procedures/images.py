@@ -47,7 +47,9 @@ def ship_image(r: Runner, here: Runner, image: str) -> None:
     """Make IMAGE (built here) present on R's host, sending what the host lacks."""
     name = r.target.name
     local = here.probe(images.identity(image), prints="the image here").stdout.strip()
-    if images.same_image(local, r.probe(images.identity(image), prints=f"the image on {name}").stdout):
+    # Anywhere: what the engine has, wherever the session is (a first release has no directory yet).
+    there = r.probe(images.identity(image), prints=f"the image on {name}", anywhere=True).stdout
+    if images.same_image(local, there):
         r.say(f"{name} already has {image}: nothing to send")
         return
     have = images.host_chains(r.shell(images.HOST_LAYERS, check=False).stdout)
@@ -67,14 +69,14 @@ def _send(r: Runner, here: Runner, image: str, local: str, have: set[str], load:
         with tarfile.open(saved) as tar:
             plan = _plan(tar, image, have)
             sent = [_stream(r, here, tar, plan, load)]
-            arrived = images.same_image(local, r.probe(images.identity(image)).stdout)
+            arrived = images.same_image(local, r.probe(images.identity(image), anywhere=True).stdout)
             if not arrived and have:
                 # The containerd store has some of these layers only under other digests
                 # (compressed, as pulled): it gets them as this machine has them, once.
                 r.say(f"{name} has some of these layers only under other digests: sending every layer")
                 plan = _plan(tar, image, set())
                 sent.append(_stream(r, here, tar, plan, load))
-                arrived = images.same_image(local, r.probe(images.identity(image)).stdout)
+                arrived = images.same_image(local, r.probe(images.identity(image), anywhere=True).stdout)
         full = saved.stat().st_size
     if not arrived:
         raise TaskError(f"{name} does not show {image} as it is here after the load: "

@@ -30,7 +30,8 @@ def deploy(remote, label):
     started = time.monotonic()
     result = remote.deploy("--ship-image")
     sent = shipped(result) if " layers, " in result.stdout else "nothing sent"
-    print(f"ship-image to the containerd store, {label}: {sent} in {time.monotonic() - started:.1f}s (the whole deploy)")
+    print(f"ship-image to the containerd store, {label}: {sent} "
+          f"in {time.monotonic() - started:.1f}s (the whole deploy)")
     return result
 
 
