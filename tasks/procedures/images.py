@@ -47,7 +47,7 @@ def ship_image(r: Runner, here: Runner, image: str) -> None:
     """Make IMAGE (built here) present on R's host, sending what the host lacks."""
     name = r.target.name
     local = here.probe(images.identity(image), prints="the image here").stdout.strip()
-    # Anywhere: what the engine has, wherever the session is (a first release has no directory yet).
+    # Anywhere: the images are the engine's, no release's.
     there = r.probe(images.identity(image), prints=f"the image on {name}", anywhere=True).stdout
     if images.same_image(local, there):
         r.say(f"{name} already has {image}: nothing to send")
