@@ -42,7 +42,7 @@ GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "loc
 # (--no-loadscope-reorder in pytest.ini; by default it would start the groups with the most
 # tests first, and the one-test bench groups, among the longest, last), each to a worker
 # that is free (testkit/xdist_groups.py), so the workers end close together.
-# jobs, processes, services, schedules, standins, testhost, ship (~150 s): placed by a guess until CI has timed them.
+# jobs, processes, services, schedules, standins, testhost, ship (~75 s): placed by a guess until CI has timed them.
 LONGEST_FIRST = ["local", "swarm", "scheduled", "bench-deploy", "deploy", "zero", "jobs", "shared", "https", "adopt",
                  "faults", "bench-load", "upgrade", "ship", "processes", "services", "bench", "adopt-more", "diagnosis", "schedules",
                  "standins", "testhost"]
