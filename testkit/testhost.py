@@ -19,6 +19,13 @@ Why these choices (each one was tried):
   metadata, which an engine never rewrites in place: its JSON files are replaced by rename,
   a removed image is unlinked); the engine's databases, build cache, networks and volumes are
   its own, so a host still starts with the base images and nothing else.
+- A host runs this machine's engine (20.10, overlay2) or Docker 28 from ENGINE28_BIN
+  (.ci/engine28.sh), with the classic store ("28") or the containerd image store
+  ("28-containerd"). Engine 28 gets a daemon.json of its own (`--config-file`): without it,
+  it would read this machine's /etc/docker/daemon.json. Its containerd (2.x, from the same
+  folder) is the one dockerd starts under the host's exec root, never this machine's. The
+  overlay2 store serves 20.10 and 28 alike; the containerd store is made once by engine 28
+  and linked the same way, except its bolt databases, written in place: those are copied.
 
 Needs root, iproute2, iptables, nsenter, dockerd and sshd.
 """
@@ -64,6 +71,24 @@ LOCK = Path("/run/hello-test-hosts.lock")
 # on the filesystem of the hosts' data roots (/var/lib), so that copies are hard links.
 IMAGE_STORES = Path("/var/lib/hello-test-host-images")
 STORE_PARTS = ("image", "overlay2")
+CONTAINERD_STORE_PARTS = ("containerd",)  # content, snapshots and their metadata
+# The engines a test host runs, and the kind of image store each one reads.
+ENGINES = {"20.10": "overlay2", "28": "overlay2", "28-containerd": "containerd"}
+# Where .ci/engine28.sh unpacks Docker 28 when ENGINE28_BIN is not set (a run outside .ci/run).
+ENGINE28_CACHE = Path("/var/cache/hello-ci/engine28/bin")
+
+
+def engine_bin(engine: str) -> Path | None:
+    """The folder of ENGINE's binaries (dockerd, containerd, runc, ...); None for this
+    machine's own engine, found on PATH."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown test host engine {engine!r}: one of {', '.join(ENGINES)}")
+    if engine == "20.10":
+        return None
+    folder = Path(os.environ.get("ENGINE28_BIN") or ENGINE28_CACHE)
+    if not (folder / "dockerd").exists():
+        raise RuntimeError(f"Docker 28 is not at {folder}: run `bash .ci/engine28.sh` (or set ENGINE28_BIN)")
+    return folder
 
 
 def _claim_index() -> int:
@@ -78,8 +103,9 @@ def _claim_index() -> int:
 class Server:
     """One test host; `up()` makes it, `down()` removes every trace of it."""
 
-    def __init__(self, name: str, index: int | None = None):
+    def __init__(self, name: str, index: int | None = None, engine: str = "20.10"):
         self.name = name
+        self.engine, self.engine_bin = engine, engine_bin(engine)
         self.index, self._claims = index, index is None
         self.namespace = f"th-{name}"
         self.netns = NETNS_DIR / self.namespace
@@ -165,19 +191,37 @@ class Server:
                 "-j", "ACCEPT")
 
     # -- the engine ----------------------------------------------------------------------
+    def engine_argv(self) -> tuple[list[str], dict]:
+        """The dockerd command line of this host's engine, and its environment."""
+        argv = ["dockerd", "--data-root", str(self.data_root), "--exec-root", str(self.exec_root),
+                "--pidfile", str(self.pidfile), "-H", self.docker_host]
+        if self.engine_bin is None:
+            return argv + ["--containerd-namespace", self.name, "--containerd-plugins-namespace",
+                           f"{self.name}-plugins"], dict(os.environ)
+        # Engine 28's containerd is its own (under the exec root), so the default namespace is
+        # the host's alone; one name for all makes a seeded containerd store valid on any host.
+        config = self.dir / "daemon.json"
+        config.write_text(json.dumps({"features": {"containerd-snapshotter": self.engine == "28-containerd"}}))
+        return ([str(self.engine_bin / "dockerd"), *argv[1:], "--config-file", str(config)],
+                {**os.environ, "PATH": f"{self.engine_bin}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"})
+
     def start_engine(self) -> None:
+        argv, env = self.engine_argv()
         log = open(self.dir / "dockerd.log", "a")
-        self._dockerd = subprocess.Popen(
-            ["nsenter", f"--net={self.netns}", "dockerd", "--data-root", str(self.data_root),
-             "--exec-root", str(self.exec_root), "--pidfile", str(self.pidfile), "-H", self.docker_host,
-             "--containerd-namespace", self.name, "--containerd-plugins-namespace", f"{self.name}-plugins"],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        self._dockerd = subprocess.Popen(["nsenter", f"--net={self.netns}", *argv], env=env,
+                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         deadline = time.monotonic() + 60
         while self.docker("info", check=False).returncode != 0:
             if self._dockerd.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the engine of {self.name} did not start: {self.dir}/dockerd.log")
             time.sleep(0.5)
+        if self.engine_bin is not None and not (self.exec_root / "containerd" / "containerd.sock").exists():
+            # dockerd takes a containerd at /run/containerd/containerd.sock when one runs: it
+            # would share that containerd's default namespace with every other engine 28 host.
+            self.stop_engine(patience=5)
+            raise RuntimeError(f"the engine of {self.name} did not start its own containerd (is one running "
+                               f"at /run/containerd/containerd.sock?): {self.dir}/dockerd.log")
 
     def _kill_containers(self) -> None:
         """Every container of the host removed at once (SIGKILL): the engine's shutdown would
@@ -260,10 +304,14 @@ class Server:
 
     def seed_images(self, images) -> None:
         """Give the (stopped) engine IMAGES: a hard-linked copy of their image store."""
-        store = image_store(images)
+        store = image_store(images, self.engine)
         self.data_root.mkdir(parents=True, exist_ok=True)
-        for part in STORE_PARTS:
+        for part in store_parts(self.engine):
             _run("cp", "--archive", "--link", str(store / part), str(self.data_root / part))
+        # containerd's bolt databases are written in place: each host its own copy.
+        for database in (self.data_root / "containerd").rglob("*.db"):
+            shutil.copy2(database, f"{database}.copy")
+            os.replace(f"{database}.copy", database)
 
     def images(self) -> set[str]:
         out = self.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout
@@ -368,12 +416,20 @@ SetEnv DOCKER_HOST={self.docker_host}
         return "\n".join(lines) + "\n"
 
 
-def image_store(images) -> Path:
-    """The image store holding IMAGES (as this machine's engine has them) and nothing else,
-    made on first use by a throwaway host's engine and kept for every later host and run."""
+def store_parts(engine: str) -> tuple[str, ...]:
+    """The folders of a data root that hold ENGINE's images."""
+    return CONTAINERD_STORE_PARTS if ENGINES[engine] == "containerd" else STORE_PARTS
+
+
+def image_store(images, engine: str = "20.10") -> Path:
+    """The image store of ENGINE's kind holding IMAGES (as this machine's engine has them) and
+    nothing else, made on first use by a throwaway host's engine and kept for every later
+    host and run. Engines 20.10 and 28 read the same overlay2 store (its format is unchanged,
+    and neither rewrites its files in place); the containerd store is made by engine 28."""
     names = sorted(images)
     ids = _run("docker", "image", "inspect", "--format", "{{.Id}}", *names).stdout.split()
-    key = hashlib.sha256(json.dumps([names, ids]).encode()).hexdigest()[:16]
+    kind = ENGINES[engine]
+    key = hashlib.sha256(json.dumps([names, ids] + ([kind] if kind != "overlay2" else [])).encode()).hexdigest()[:16]
     store = IMAGE_STORES / key
     if store.exists():  # complete: it appears by a rename, once made
         return store
@@ -382,7 +438,7 @@ def image_store(images) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if store.exists():
             return store
-        maker = Server(f"images-{key[:8]}")
+        maker = Server(f"images-{key[:8]}", engine="20.10" if kind == "overlay2" else "28-containerd")
         try:
             maker.up()
             maker.copy_images(names)
@@ -390,7 +446,7 @@ def image_store(images) -> Path:
             partial = IMAGE_STORES / f"{key}.partial"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir()
-            for part in STORE_PARTS:
+            for part in store_parts(maker.engine):
                 os.rename(maker.data_root / part, partial / part)
             os.rename(partial, store)
         finally:
@@ -399,9 +455,9 @@ def image_store(images) -> Path:
 
 
 @contextmanager
-def server(name: str, images=()):
-    """A test host for the duration of the block; always torn down."""
-    host = Server(name)
+def server(name: str, images=(), engine: str = "20.10"):
+    """A test host (running ENGINE, one of ENGINES) for the duration of the block; always torn down."""
+    host = Server(name, engine=engine)
     try:
         yield host.up(images)
     finally:

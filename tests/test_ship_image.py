@@ -19,19 +19,20 @@ from tests.stacks import PROD_8080, stack
 STACK = stack(PROD_8080)
 HOST = STACK.hosts["prod"]
 IMAGE = "hello-prod-djangoapp:abcdef012345"
-INSPECT = f"docker image inspect --format '{{{{.Id}}}}' {IMAGE}"
+INSPECT = shlex.join(plans.identity(IMAGE))
+IDENTITY = '["sha256:aaaa"] 2026-12-06T06:14:19Z linux/amd64 {"User":"app"}'
 
 
 @pytest.fixture
 def docker_here(tmp_path, monkeypatch):
-    """A `docker` here that knows IMAGE's id and fails to save it, as an engine does when
-    its disk is full."""
+    """A `docker` here that shows IMAGE and fails to save it, as an engine does when its
+    disk is full."""
     folder = tmp_path / "bin"
     folder.mkdir()
     script = folder / "docker"
     script.write_text('#!/bin/sh\n'
                       'case "$1 $2" in\n'
-                      '  "image inspect") echo sha256:1111;;\n'
+                      f'  "image inspect") echo {shlex.quote(IDENTITY)};;\n'
                       '  "save "*) echo "write /var/lib/docker/tmp/docker-export-1: no space left on device" >&2; exit 1;;\n'
                       '  *) exit 2;;\n'
                       'esac\n')
@@ -40,7 +41,7 @@ def docker_here(tmp_path, monkeypatch):
 
 
 def host(dry=False):
-    conn = Recorder({INSPECT: Result("sha256:2222\n")})  # the host has another build
+    conn = Recorder({INSPECT: Result(IDENTITY.replace("06:14", "05:00") + "\n")})  # the host has another build
     return Runner(HostTarget(conn, HOST, STACK, local_c=Context()), dry), conn
 
 
@@ -52,4 +53,4 @@ def test_a_failing_docker_save_is_one_line_naming_the_image_and_why(docker_here)
         f"error: docker save {IMAGE} failed (exit status 1): "
         "write /var/lib/docker/tmp/docker-export-1: no space left on device")
     # Nothing reached the host but the reads.
-    assert conn.commands == [INSPECT, f"bash -c {shlex.quote(plans.STORE)}", f"bash -c {shlex.quote(plans.HOST_LAYERS)}"]
+    assert conn.commands == [INSPECT, f"bash -c {shlex.quote(plans.HOST_LAYERS)}"]

@@ -35,7 +35,7 @@ GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "loc
           "test_swarm": "swarm", "test_shared_repository": "shared", "test_jobs": "jobs", "test_services": "services",
           "test_schedules": "schedules", "test_standins": "standins", "test_processes": "processes",
           "test_testhost": "testhost", "test_cluster_jobs": "cluster-jobs", "test_logs": "logs",
-          "test_pg_upgrade": "pg-upgrade"}
+          "test_pg_upgrade": "pg-upgrade", "test_ship_image": "ship"}
 
 
 # The groups, longest first (their seconds in CI, summed over their tests: the report's
@@ -43,9 +43,9 @@ GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "loc
 # (--no-loadscope-reorder in pytest.ini; by default it would start the groups with the most
 # tests first, and the one-test bench groups, among the longest, last), each to a worker
 # that is free (testkit/xdist_groups.py), so the workers end close together.
-# cluster-jobs, logs and pg-upgrade placed by a guess until CI has timed them.
+# cluster-jobs, logs, pg-upgrade and ship placed by a guess until CI has timed them.
 LONGEST_FIRST = ["local", "scheduled", "jobs", "swarm", "zero", "bench-deploy", "https", "cluster-jobs", "deploy", "shared",
-                 "faults", "bench", "bench-load", "adopt", "processes", "diagnosis", "adopt-more", "upgrade", "pg-upgrade", "services",
+                 "faults", "bench", "bench-load", "adopt", "processes", "diagnosis", "adopt-more", "upgrade", "pg-upgrade", "ship", "services",
                  "standins", "testhost", "logs", "schedules"]
 
 
@@ -201,7 +201,8 @@ SERVICE_IMAGES = {"redis": os.environ.get("REDIS_IMAGE", "redis:7.4"),
 def servers():
     """Make test hosts (testkit/testhost.py) for this module: `servers("prod")` gives a
     fresh server with its own address, engine and sshd, holding the base images and nothing
-    else. All of them are torn down when the module ends, whatever happened."""
+    else; `servers("prod", engine="28-containerd")` one running Docker 28 (testkit/testhost.py
+    ENGINES). All of them are torn down when the module ends, whatever happened."""
     from testkit.testhost import Server, missing_tools
 
     missing = missing_tools()
@@ -212,8 +213,8 @@ def servers():
         pytest.skip(message)
     made = []
 
-    def make(name, images=tuple(BASE_IMAGES)):
-        host = Server(f"hello-{name}")
+    def make(name, images=tuple(BASE_IMAGES), engine="20.10"):
+        host = Server(f"hello-{name}", engine=engine)
         made.append(host)
         return host.up(images)
 
