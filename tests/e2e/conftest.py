@@ -213,7 +213,10 @@ def servers():
     made = []
 
     def make(name, images=tuple(BASE_IMAGES), engine="20.10"):
-        host = Server(f"hello-{name}", engine=engine)
+        try:
+            host = Server(f"hello-{name}", engine=engine)
+        except RuntimeError as exc:  # engine 28 not fetched (.ci/engine28.sh)
+            (pytest.fail if os.environ.get("CI") == "true" else pytest.skip)(str(exc))
         made.append(host)
         return host.up(images)
 
