@@ -43,7 +43,7 @@ GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "loc
 # tests first, and the one-test bench groups, among the longest, last), each to a worker
 # that is free (testkit/xdist_groups.py), so the workers end close together.
 # jobs, processes, services, schedules, standins, testhost: placed by a guess until CI has timed them.
-LONGEST_FIRST = ["local", "swarm", "scheduled", "bench-deploy", "deploy", "zero", "jobs", "shared", "https", "adopt",
+LONGEST_FIRST = ["local", "swarm", "scheduled", "bench-deploy", "deploy", "zero", "jobs", "shared", "https", "engine28", "adopt",
                  "faults", "bench-load", "upgrade", "processes", "services", "bench", "adopt-more", "diagnosis", "schedules",
                  "standins", "testhost"]
 
