@@ -1,6 +1,8 @@
 """`inv doctor`: check what the stack needs, one line per check with a fix when it fails."""
 from __future__ import annotations
 
+import json
+import re
 import shlex
 
 from .cli import stack_task
@@ -39,6 +41,69 @@ def check_builder(r):
         return True, f"buildx {result.stdout.split()[1] if len(result.stdout.split()) > 1 else ''} builds the images", None
     return (False, "buildx is not installed: every build warns and falls back to Compose's own builder",
             "install the buildx plugin (docker-buildx-plugin from Docker's repository, docker-buildx on Debian 13)")
+
+
+OLDEST_ENGINE = (20, 10)  # the oldest Docker Engine the stack is tested on (CI runs 20.10 and 28)
+STORAGE_UNSUPPORTED = {"devicemapper": "removed from Docker Engine 25", "aufs": "removed from Docker Engine 24",
+                       "overlay": "removed from Docker Engine 24"}
+DISK_FAIL, DISK_WARN = 2 * 1024**3, 10 * 1024**3  # the base images and one app image take about 2 GiB
+
+
+def engine_report(info: dict, df: str, on: str = "") -> list[tuple[bool | None, str, str | None]]:
+    """What `docker info` (INFO) and df of its data root (DF) say: one line of facts, then a
+    FAIL (False) for what the stack cannot run on and a warning (None) for what it runs on
+    badly."""
+    version = info.get("ServerVersion", "?")
+    driver, status = info.get("Driver", "?"), dict(map(tuple, info.get("DriverStatus") or []))
+    containerd = status.get("driver-type") == "io.containerd.snapshotter.v1"
+    store = (f"containerd image store ({driver} snapshotter)" if containerd
+             else f"{driver} storage driver (classic image store)")
+    root = info.get("DockerRootDir", "?")
+    lines = df.strip().splitlines()
+    fields = lines[-1].split() if lines else []
+    free = int(fields[3]) * 1024 if len(fields) >= 4 and fields[3].isdigit() else None
+    found = [(True, f"Docker Engine {version}{on}: {store}, cgroup v{info.get('CgroupVersion', '?')} "
+                    f"({info.get('CgroupDriver', '?')} driver), log driver {info.get('LoggingDriver', '?')}, "
+                    + (f"{_size(free)} free under {root}" if free is not None else f"free space under {root} unknown"),
+              None)]
+    number = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if info.get("OSType", "linux") != "linux":
+        found.append((False, f"the engine{on} runs {info['OSType']} containers: the stack's images are Linux ones",
+                      "switch the engine to Linux containers"))
+    if len(number) == 2 and number < OLDEST_ENGINE:
+        found.append((False, f"Docker Engine {version}{on} is older than 20.10, the oldest the stack is tested on",
+                      "upgrade Docker Engine (28 or later)"))
+    elif number == OLDEST_ENGINE:
+        found.append((None, f"Docker Engine {version}{on} is past its end of life (2023); the stack is tested on it "
+                            "and on 28", "upgrade Docker Engine (28 or later)"))
+    if driver in STORAGE_UNSUPPORTED:
+        found.append((False, f"storage driver {driver}{on} is {STORAGE_UNSUPPORTED[driver]}",
+                      "move the engine to overlay2 or the containerd image store"))
+    elif driver == "vfs":
+        found.append((None, f"storage driver vfs{on} copies every layer in full: builds and disk use grow "
+                            "many times", "move the engine to overlay2 or the containerd image store"))
+    if free is not None and free < DISK_WARN:
+        found.append((None if free >= DISK_FAIL else False,
+                      f"only {_size(free)} free under {root}{on}: a build or a deploy needs about 2 GiB",
+                      "`docker system prune` removes unused images and build cache; or grow the disk"))
+    if info.get("LoggingDriver") == "none":
+        found.append((None, f"the engine's default log driver{on} is none: `inv logs` shows nothing of a "
+                            "container that keeps it", "set log-driver in the engine's daemon.json"))
+    return found
+
+
+def check_engine_report(r):
+    """The engine's version, image store, cgroup version, log driver and the free space of
+    its data root, with what the stack does not run on (or runs on badly)."""
+    result = r.probe(compose.engine_info(), anywhere=True)
+    try:
+        info = json.loads(result.stdout) if result.ok else None
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        return False, f"could not read the engine's facts{r.target.on} ({last_line(result.stderr, 'no answer')})", None
+    space = r.probe(compose.free_space(info.get("DockerRootDir", "/")), anywhere=True)
+    return engine_report(info, space.stdout if space.ok else "", r.target.on)
 
 
 def check_env_files(r):
@@ -275,14 +340,14 @@ def check_app_python(r):
     return True, f"Python {wanted} ([app] python) in {' and '.join(found) or 'what is built so far (nothing yet)'}", None
 
 
-CHECKS = {"engine": check_engine, "certificate": check_certificate, "compose": check_compose, "builder": check_builder, "port": check_port,
+CHECKS = {"engine": check_engine, "engine_report": check_engine_report, "certificate": check_certificate, "compose": check_compose, "builder": check_builder, "port": check_port,
           "env_files": check_env_files, "rendered": check_rendered,
           "interrupted_restores": check_interrupted_restores, "interrupted_loads": check_interrupted_loads,
           "unfinished_files": check_unfinished_files, "unfinished_backups": check_unfinished_backups,
           "app_python": check_app_python, "services": check_services,
           "processes": check_processes, "swarm": check_swarm, "cluster_processes": check_cluster_processes,
           "schedules": check_schedules}
-NEEDS_ENGINE = {"port", "builder", "certificate", "interrupted_restores", "interrupted_loads", "app_python",
+NEEDS_ENGINE = {"engine_report", "port", "builder", "certificate", "interrupted_restores", "interrupted_loads", "app_python",
                 "services", "processes"}
 PYTHON_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
 
@@ -291,8 +356,10 @@ PYTHON_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
 def doctor(r):
     """Check what the stack needs, one line per check.
 
-    The engine, Compose, buildx, env and secret files, generated files, port, certificate and
-    leftovers; a failing check says how to fix it.
+    The engine (version, image store, cgroup version, log driver, free space under its data
+    root), Compose, buildx, env and secret files, generated files, port, certificate and
+    leftovers; a failing check says how to fix it, a warning (what the stack runs on badly)
+    too, without failing.
 
     Here: everything but the certificate, that [app] python is the image's and the app
     virtualenv's Python, and what a killed task left (a restore's safety
@@ -310,10 +377,10 @@ def doctor(r):
         for ok, message, hint in outcome if isinstance(outcome, list) else [outcome]:
             engine_ok = engine_ok and (ok or name not in ("engine", "compose"))
             results.append((ok, message, hint))
-    for ok, message, hint in results:
-        r.report(f"{'ok  ' if ok else 'FAIL'} {message}")
+    for ok, message, hint in results:  # ok None: a warning, which does not fail the doctor
+        r.report(f"{'ok  ' if ok else 'warn' if ok is None else 'FAIL'} {message}")
         if hint and not ok:
             r.report(f"     fix: {hint}")
-    failed = [message for ok, message, _ in results if not ok]
+    failed = [message for ok, message, _ in results if ok is False]
     r.require(not failed, f"{len(failed)} check(s) failed")
     r.report("all checks passed")

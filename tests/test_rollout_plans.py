@@ -5,9 +5,11 @@ import os
 import subprocess
 
 import pytest
+import yaml
 
 from tasks.plans import ledger
 from tasks.plans import rollout as plans
+from tasks.source import render
 from tasks.source.stack import loads
 from tests.stacks import COMMITTED
 
@@ -154,6 +156,29 @@ class TestSwitchScript:
         assert plans.front_reload().startswith(
             "cat /etc/nginx/hello/front.conf /etc/hello/certs/site.conf 2>/dev/null | sha256sum > /run/front.sha256 && "
             "nginx -t -q -c /etc/nginx/hello/front.conf || exit 3\n")
+
+    @pytest.mark.parametrize("https", [False, True], ids=["http", "https"])
+    def test_a_started_front_records_what_the_check_compares(self, tmp_path, https):
+        """The front writes its sum when it starts (its command) and at each reload: a front
+        just (re)started, with its engine or its server, is unchanged to the next deploy,
+        which would otherwise reload it under the clients' feet."""
+        command = yaml.safe_load(render.rendered(loads(COMMITTED))[render.COMPOSE_FILE])["services"]["front"]["command"]
+        assert command[:2] == ["sh", "-c"]
+        started = command[2].split(" && exec nginx ")[0]
+        (tmp_path / "nginx/hello").mkdir(parents=True)
+        (tmp_path / "nginx/hello/front.conf").write_text("events {}\n")
+        if https:
+            (tmp_path / "certs").mkdir()
+            (tmp_path / "certs/site.conf").write_text("map $ssl_server_name $certificate {}\n")
+
+        def here(script):
+            return (script.replace("/etc/nginx/hello", f"{tmp_path}/nginx/hello")
+                    .replace("/etc/hello/certs", f"{tmp_path}/certs").replace("/run/", f"{tmp_path}/"))
+
+        assert sh(here(started)).returncode == 0 and (tmp_path / "front.sha256").exists()
+        assert sh(here(plans.front_sum_check())).returncode == 0
+        (tmp_path / "nginx/hello/front.conf").write_text("events { worker_connections 512; }\n")
+        assert sh(here(plans.front_sum_check())).returncode == 1
 
 
 class TestLedger:

@@ -227,6 +227,11 @@ VOLUMES = "docker volume ls --quiet --filter 'name=^hello_'"
 LOADS = shlex.join(archives.run_sql([*COMPOSE.split(), "exec", "-T", "database1"], "database1",
                                     archives.loads_of_sql("database1")))
 NO_LEFTOVERS = {VOLUMES: Result(""), LOADS: Result("database1\n")}
+# An engine the stack runs on well (the engine report's facts): it adds no failure of its own.
+ENGINE_FACTS = {"docker info --format '{{json .}}'": Result(
+    '{"ServerVersion": "28.5.2", "Driver": "overlay2", "DockerRootDir": "/var/lib/docker", "OSType": "linux"}'),
+    "df -Pk -- /var/lib/docker": Result("Filesystem 1024-blocks Used Available Capacity Mounted on\n"
+                                        "/dev/vda 263174212 54321000 52428800 51% /\n")}
 
 
 class TestDoctor:
@@ -270,7 +275,7 @@ class TestDoctor:
             monkeypatch.setitem(doctor.CHECKS, name, lambda r, name=name: (True, f"{name} as expected", None))
         monkeypatch.setattr(settings, "compose_variables", lambda root, environ=None: {})
         c = mock_c({"docker buildx version": Result(exited=1, stderr="docker: 'buildx' is not a docker command.\n"),
-                    **NO_LEFTOVERS})
+                    **NO_LEFTOVERS, **ENGINE_FACTS})
         with pytest.raises(TaskError, match="1 check"):
             doctor.doctor(c)
         out = capsys.readouterr().out
@@ -292,6 +297,7 @@ class TestDoctor:
                 Result("media_volume .restore-safety\nmedia_volume .restore-new\n"),
             LOADS: Result("database1__load_20261205t101500z\ndatabase1__old_20261204t101500z\n"),
             "docker buildx version": Result("github.com/docker/buildx 0.29.1 0.29.1-4\n"),
+            **ENGINE_FACTS,
         })
         with pytest.raises(TaskError, match="check"):
             doctor.doctor(c)

@@ -87,7 +87,7 @@ class LocalTarget(Target):
     name = "local"
     on = ""
     host_flag = ""
-    doctor_checks = ("engine", "compose", "builder", "port", "env_files", "rendered", "app_python",
+    doctor_checks = ("engine", "engine_report", "compose", "builder", "port", "env_files", "rendered", "app_python",
                      "interrupted_restores", "interrupted_loads", "unfinished_files", "services",
                      "processes")
 
@@ -191,7 +191,7 @@ class HostTarget(Target):
 
     # The rest is about a checkout (a release was checked here), and the certificate; what
     # killed tasks left in the host's volumes, databases and backups folder, as here.
-    doctor_checks = ("engine", "compose", "builder", "certificate", "interrupted_restores", "interrupted_loads",
+    doctor_checks = ("engine", "engine_report", "compose", "builder", "certificate", "interrupted_restores", "interrupted_loads",
                      "unfinished_backups", "services", "processes")
 
     def __init__(self, c, host: Host, stack: Stack, release: str | None = None, local_c=None):

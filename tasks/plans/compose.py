@@ -150,6 +150,16 @@ def engine_version() -> list[str]:
     return ["docker", "version", "--format", "{{.Server.Version}}"]
 
 
+def engine_info() -> list[str]:
+    """The engine's facts (version, storage, cgroups, log driver, data root) as one JSON object."""
+    return ["docker", "info", "--format", "{{json .}}"]
+
+
+def free_space(path) -> list[str]:
+    """The filesystem holding PATH, POSIX df (1024-byte blocks): its last line's 4th field is what is free."""
+    return ["df", "-Pk", "--", str(path)]
+
+
 def compose_version() -> list[str]:
     return [*PROGRAM, "version", "--short"]
 

@@ -61,3 +61,40 @@ def test_stopping_a_host_s_engine_returns_once_it_has_stopped(servers):
     assert took < 20, f"stop_engine took {took:.1f}s for an engine without containers"
     host.start_engine()
     assert host.docker("info").returncode == 0
+
+
+def test_engine_28_hosts_run_docker_28_on_their_own_stores_seeded_by_links(servers):
+    """Engine 28 reads the overlay2 store as it is; with the containerd store it has a store
+    of its own, linked too except containerd's bolt databases (written in place): what one
+    host does to its images changes neither another host's nor the store."""
+    classic = servers("e28-classic", engine="28")
+    first, second = servers("e28-seed-a", engine="28-containerd"), servers("e28-seed-b", engine="28-containerd")
+    version = "{{.ServerVersion}} {{.Driver}} {{.DriverStatus}}"
+    assert classic.docker("info", "--format", version).stdout.startswith("28.5.2+dfsg4 overlay2 ")
+    assert "nginx version" in classic.docker("run", "--rm", "--entrypoint", "nginx", NGINX_IMAGE, "-v").stderr
+    assert classic.images() == set(BASE_IMAGES)
+    for host in (first, second):
+        info = host.docker("info", "--format", version).stdout
+        assert info.startswith("28.5.2+dfsg4 overlayfs ") and "io.containerd.snapshotter.v1" in info
+        assert host.images() == set(BASE_IMAGES)
+        # Its own containerd (2.x, under its exec root), never this machine's.
+        assert (host.exec_root / "containerd" / "containerd.sock").exists()
+        assert host.docker("version", "--format", "{{range .Server.Components}}{{.Name}} {{.Version}};{{end}}"
+                           ).stdout.count("containerd 2.") == 1
+    ids = image_ids(first.docker, BASE_IMAGES)
+    assert image_ids(second.docker, BASE_IMAGES) == ids
+    store = image_store(BASE_IMAGES, "28-containerd")
+    assert sorted(path.name for path in store.iterdir()) == ["containerd"]
+    blob = next(path for path in (first.data_root / "containerd").rglob("blobs/sha256/*") if path.is_file())
+    assert os.stat(blob).st_ino == os.stat(store / blob.relative_to(first.data_root)).st_ino
+    for database in (first.data_root / "containerd").rglob("*.db"):
+        assert os.stat(database).st_nlink == 1, database
+
+    written = first.docker("run", "--rm", PYTHON_IMAGE, "sh", "-c",
+                           "echo written-on-e28-seed-a >> /etc/issue && cat /etc/issue").stdout
+    assert "written-on-e28-seed-a" in written
+    first.docker("rmi", "--force", NGINX_IMAGE)
+    assert NGINX_IMAGE not in first.images()
+    assert "written-on-e28-seed-a" not in second.docker("run", "--rm", PYTHON_IMAGE, "cat", "/etc/issue").stdout
+    assert image_ids(second.docker, BASE_IMAGES) == ids
+    assert "nginx version" in second.docker("run", "--rm", "--entrypoint", "nginx", NGINX_IMAGE, "-v").stderr
