@@ -39,25 +39,18 @@ fi
 
 # Compose builds through buildx (Bake); without it every build warns "configured to build
 # using Bake, but buildx isn't installed". Compose 2.40 needs buildx >= 0.17, which Debian 12
-# lacks: take the package of Debian unstable, a static binary that needs only libc. The chain
-# of trust is Debian's: the signed InRelease -> Packages.xz -> the .deb, each checksum checked.
+# lacks: take the package of Debian unstable, a static binary that needs only libc (deb_from:
+# checked through Debian's signed index).
+# shellcheck source=.ci/debs.sh
+source "$ci_dir/debs.sh"
 install_buildx() {
-  local tmp base release packages deb sum
-  tmp="$(mktemp -d)"; base=http://deb.debian.org/debian
-  curl -fsS --max-time 120 -o "$tmp/InRelease" "$base/dists/sid/InRelease" &&
-  gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg --output "$tmp/Release" "$tmp/InRelease" 2>>"$ci_log" &&
-  curl -fsS --max-time 120 -o "$tmp/Packages.xz" "$base/dists/sid/main/binary-amd64/Packages.xz" &&
-  sum=$(awk '/^SHA256:/{s=1; next} /^[^ ]/{s=0} s && $3 == "main/binary-amd64/Packages.xz" {print $1}' "$tmp/Release") &&
-  echo "$sum  $tmp/Packages.xz" | sha256sum --check --quiet &&
-  xz -dc "$tmp/Packages.xz" | awk '/^Package: docker-buildx$/{p=1} p && /^(Filename|SHA256):/{print $2} p && /^$/{exit}' >"$tmp/entry" &&
-  deb=$(sed -n 1p "$tmp/entry") && sum=$(sed -n 2p "$tmp/entry") && [ -n "$deb" ] &&
-  curl -fsS --max-time 300 -o "$tmp/buildx.deb" "$base/$deb" &&
-  echo "$sum  $tmp/buildx.deb" | sha256sum --check --quiet &&
-  dpkg-deb -x "$tmp/buildx.deb" "$tmp/root" &&
+  local root status
+  root="$(mktemp -d)"
+  deb_from sid docker-buildx "$root" &&
   mkdir -p "$HOME/.docker/cli-plugins" &&
-  install -m 0755 "$tmp/root/usr/libexec/docker/cli-plugins/docker-buildx" "$HOME/.docker/cli-plugins/docker-buildx"
-  local status=$?
-  rm -rf "$tmp"
+  install -m 0755 "$root/usr/libexec/docker/cli-plugins/docker-buildx" "$HOME/.docker/cli-plugins/docker-buildx"
+  status=$?
+  rm -rf "$root"
   return $status
 }
 if ! docker buildx version >/dev/null 2>&1; then
@@ -89,25 +82,30 @@ if [ "${#missing[@]}" -gt 0 ]; then
   }
   debian_base bookworm
   debian_base trixie
-  standin() {  # standin VARIABLE NAME DIR: builds the stand-in DIR and exports VARIABLE=NAME-<hash>
-    local ctx tag
+  standin() {  # standin VARIABLE NAME DIR [ARG=VALUE...]: builds the stand-in DIR with those
+    # build arguments and exports VARIABLE=NAME-<hash>
+    local ctx tag variable="$1" name="$2" dir="$3" args=()
+    shift 3
+    for arg in "$@"; do args+=(--build-arg "$arg"); done
     ctx="$(mktemp -d)"
-    cp -r "$ci_dir/standins/$3/." "$ctx/"
+    cp -r "$ci_dir/standins/$dir/." "$ctx/"
+    # In the hash below: other arguments, another image.
+    [ "$#" -eq 0 ] || printf '%s\n' "$@" >"$ctx/.build-args"
     # PyPI is reachable here only through this machine's CA bundle.
     cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca.crt"
     # Tagged by what it is built from: a changed stand-in is built anew on a machine that
     # holds an older one, which stays as it is for whoever still runs it.
-    tag="$2-$(cd "$ctx" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)"
+    tag="$name-$(cd "$ctx" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-12)"
     if ! have_image "$tag"; then
       say "building stand-in $tag"
-      docker build -q -t "$tag" "$ctx" >>"$ci_log" 2>&1 || { say "building $tag failed; see $ci_log"; exit 1; }
+      docker build -q "${args[@]}" -t "$tag" "$ctx" >>"$ci_log" 2>&1 || { say "building $tag failed; see $ci_log"; exit 1; }
     fi
     rm -rf "$ctx"
-    export "$1=$tag"
+    export "$variable=$tag"
   }
   standin PYTHON_IMAGE local/python:3.11-slim-bookworm python
   standin POSTGRES_IMAGE local/postgres:15 postgres
-  standin POSTGRES17_IMAGE local/postgres:17 postgres17  # trixie's postgresql-17
+  standin POSTGRES17_IMAGE local/postgres:17 postgres SUITE=trixie PG_MAJOR=17  # 16 is in no Debian suite
   standin NGINX_IMAGE local/nginx:1.22 nginx
   standin NGINX126_IMAGE local/nginx:1.26 nginx1.26  # the front proven on a second Nginx
   standin CERTBOT_IMAGE local/certbot:2.1 certbot

@@ -9,26 +9,8 @@ engine28_cache="${ENGINE28_CACHE:-/var/cache/hello-ci/engine28}"
 engine28_log=/tmp/ci-engine.log
 engine28_tools=(dockerd containerd containerd-shim-runc-v2 runc docker-proxy docker-init)
 
-# deb_from SUITE PACKAGE ROOT: unpacks SUITE's PACKAGE into ROOT. The chain of trust is
-# Debian's, as for buildx in engine.sh: the signed InRelease -> Packages.xz -> the .deb.
-deb_from() {
-  local suite=$1 package=$2 root=$3 tmp base sum deb version status
-  tmp="$(mktemp -d)"; base=http://deb.debian.org/debian
-  curl -fsS --max-time 120 -o "$tmp/InRelease" "$base/dists/$suite/InRelease" &&
-  gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg --output "$tmp/Release" "$tmp/InRelease" 2>>"$engine28_log" &&
-  curl -fsS --max-time 120 -o "$tmp/Packages.xz" "$base/dists/$suite/main/binary-amd64/Packages.xz" &&
-  sum=$(awk '/^SHA256:/{s=1; next} /^[^ ]/{s=0} s && $3 == "main/binary-amd64/Packages.xz" {print $1}' "$tmp/Release") &&
-  echo "$sum  $tmp/Packages.xz" | sha256sum --check --quiet &&
-  xz -dc "$tmp/Packages.xz" | awk -v p="Package: $package" '$0 == p {f=1} f && /^(Version|Filename|SHA256):/{print $2} f && /^$/{exit}' >"$tmp/entry" &&
-  version=$(sed -n 1p "$tmp/entry") && deb=$(sed -n 2p "$tmp/entry") && sum=$(sed -n 3p "$tmp/entry") && [ -n "$deb" ] &&
-  curl -fsS --max-time 300 -o "$tmp/package.deb" "$base/$deb" &&
-  echo "$sum  $tmp/package.deb" | sha256sum --check --quiet &&
-  dpkg-deb -x "$tmp/package.deb" "$root" &&
-  echo "$suite $package $version $sum" >>"$root/SOURCES"
-  status=$?
-  rm -rf "$tmp"
-  return $status
-}
+# shellcheck source=.ci/debs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/debs.sh"
 
 engine28_complete() {
   local tool
@@ -57,7 +39,7 @@ install_engine28() {
 if ! engine28_complete; then
   printf '[ci] fetching Docker Engine 28 for test hosts (Debian unstable docker.io + containerd, bookworm runc)\n' >&2
   install_engine28 && engine28_complete ||
-    { printf '[ci] fetching Docker Engine 28 failed (see %s)\n' "$engine28_log" >&2; exit 1; }
+    { printf '[ci] fetching Docker Engine 28 failed (see %s)\n' /tmp/ci-engine.log >&2; exit 1; }
 fi
 export ENGINE28_BIN="$engine28_cache/bin"
 printf '[ci] engine 28 for test hosts: %s (%s)\n' "$ENGINE28_BIN" "$(awk '{print $2, $3}' "$engine28_cache/SOURCES" | paste -sd, -)" >&2

@@ -2,7 +2,7 @@
 the database and a writer inserting throughout: every row it was told went in is on the new
 major, reads are served while writes are held, and the write outage is measured.
 
-PostgreSQL 17 is POSTGRES17_IMAGE (in CI, trixie's postgresql-17: .ci/standins/postgres17).
+PostgreSQL 17 is POSTGRES17_IMAGE (in CI, trixie's postgresql-17: .ci/standins/postgres built with SUITE=trixie PG_MAJOR=17).
 """
 import os
 import subprocess
