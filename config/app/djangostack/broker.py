@@ -11,7 +11,7 @@ timeout like any other job in hand. Redis cannot block inside a script: when eve
 empty the worker waits with `BLMOVE queue queue RIGHT RIGHT timeout`, which returns as soon as
 the first queue has a job and moves nothing (a list rotated onto itself), then takes it with the
 script. A job on another of the worker's queues (or another priority) waits at most the
-transport's polling interval (1 s).
+transport's polling interval (1 s). BLMOVE needs Redis 6.2 or later (Valkey: any).
 """
 from time import monotonic, time
 
