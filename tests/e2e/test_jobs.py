@@ -305,7 +305,7 @@ def test_killed_workers_lose_no_job(host):
             KILLED.append(time.time())
         time.sleep(3)
     # What they had in hand comes back after the visibility timeout (and kombu's 10 s sweep).
-    seen = settle(host, producer, VISIBILITY + 90)
+    seen = settle(host, producer, VISIBILITY + SETTLE)
     report(f"both workers killed, {KILLS} times", seen)
     print("redis:", redis_state(host))
     assert seen["lost"] == 0 and seen["in_hand"] == 0, (seen, redis_state(host))
