@@ -661,6 +661,25 @@ class TestCeleryDefaults:
         assert last_line(result) == ("django.core.exceptions.ImproperlyConfigured: STACK_CELERY_VISIBILITY_TIMEOUT=0 "
                                      "must be a positive number of seconds")
 
+    @pytest.mark.parametrize("broker, transport", [
+        ("redis://:secret@redis:6379/0", "djangostack.broker:Transport"),
+        ("rediss://:secret@redis:6380/0", "djangostack.broker:Transport"),
+        ("amqp://app:secret@broker:5672//", None),
+        ("", None),
+    ], ids=["redis", "redis-tls", "rabbitmq", "no-broker"])
+    def test_a_redis_broker_gets_the_transport_that_takes_a_job_in_one_step(self, projects, tmp_path, broker, transport):
+        code = ("import django; django.setup(); from django.conf import settings; "
+                "print(getattr(settings, 'CELERY_BROKER_TRANSPORT', None))")
+        result = run(projects["plain"], ["-c", code], plain_env(tmp_path, CELERY_BROKER_URL=broker))
+        assert result.stdout == f"{transport}\n"
+
+    def test_a_projects_own_transport_wins(self, tmp_path):
+        project = startproject(tmp_path, "chosen")
+        with (project / "chosen" / "settings.py").open("a") as settings:
+            settings.write("\nCELERY_BROKER_TRANSPORT = 'redis'\n")
+        env = stack_env(tmp_path, "chosen.settings", "chosen.wsgi:application", CELERY_BROKER_URL="redis://redis:6379/0")
+        assert settings_of(project, env, "CELERY_BROKER_TRANSPORT") == {"CELERY_BROKER_TRANSPORT": "redis"}
+
     def test_outside_the_stack_nothing_is_added(self, projects):
         code = "import django; django.setup(); from django.conf import settings; print(hasattr(settings, 'CELERY_TASK_ACKS_LATE'))"
         result = run(projects["plain"], ["-c", code], outside_env("plain.settings", "plain.wsgi:application"))

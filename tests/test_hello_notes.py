@@ -67,6 +67,43 @@ def test_with_a_broker_a_new_note_is_sent_to_the_workers_not_counted_in_the_requ
     assert "counting" in seen["page"]
 
 
+# A tick sent (as beat sends it) and run the way a worker runs a message it received.
+RUN_A_TICK = """
+import json
+import django
+
+django.setup()
+from django.core.management import call_command
+
+call_command("migrate", verbosity=0)
+from celery.worker.request import Request
+from hello.celery import app
+from notes.models import Tick
+from notes.tasks import tick
+
+sent = tick.apply_async()
+with app.connection_for_read() as conn:
+    message = conn.SimpleQueue("celery").get(timeout=5)
+    Request(message, app=app).execute()
+    message.ack()
+row = Tick.objects.get()
+print(json.dumps({"sent": sent.id, "header": message.headers.get("scheduled"), "task_id": row.task_id,
+                  "scheduled": row.scheduled and row.scheduled.isoformat(), "ran_after": row.at >= row.scheduled,
+                  "origin": row.origin, "sender": message.headers["origin"]}))
+"""
+
+
+def test_a_tick_records_its_task_id_and_when_beat_sent_it(tmp_path):
+    environ = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "hello.settings.dev",
+               "DJANGO_SQLITE_PATH": str(tmp_path / "db.sqlite3"), "CELERY_BROKER_URL": "memory://"}
+    result = subprocess.run([sys.executable, "-c", RUN_A_TICK], cwd=HELLO, env=environ, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.splitlines()[-1])
+    assert seen["task_id"] == seen["sent"] and seen["header"] and seen["scheduled"] == seen["header"], seen
+    assert seen["ran_after"] and seen["origin"] == seen["sender"], seen
+
+
 def settings_of(*names, **env):
     code = "from django.conf import settings; import json; print(json.dumps({n: getattr(settings, n) for n in %r}))"
     result = subprocess.run([sys.executable, "manage.py", "shell", "-c", code % (names,)], cwd=HELLO,

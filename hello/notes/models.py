@@ -27,9 +27,13 @@ class WordCount(models.Model):
 
 
 class Tick(models.Model):
-    """One run of the scheduled notes.tasks.tick."""
+    """One run of the scheduled notes.tasks.tick: the task's id (a tick delivered twice has the
+    same), when beat sent it and which beat process did (its origin, pid@host)."""
 
     at = models.DateTimeField(default=timezone.now)
+    task_id = models.CharField(max_length=64, blank=True)
+    scheduled = models.DateTimeField(null=True)
+    origin = models.CharField(max_length=255, blank=True)
 
     class Meta:
         ordering = ["-at"]

@@ -1,8 +1,13 @@
 """The notes' background jobs (Celery finds them: hello.celery autodiscovers tasks.py). Each run
 appends a row, so that a job lost or run twice can be counted."""
 from celery import shared_task
+from celery.signals import before_task_publish
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from .models import Note, Tick, WordCount
+
+TICK = "notes.tasks.tick"
 
 
 @shared_task
@@ -11,7 +16,16 @@ def count_words(note_id):
     WordCount.objects.create(note=note, words=len(note.text.split()))
 
 
-@shared_task
-def tick():
+@before_task_publish.connect
+def stamp_when_sent(sender=None, headers=None, **kwargs):
+    """Beat sends a tick when it is due: the time it was sent is the tick's scheduled time."""
+    if sender == TICK and headers is not None:
+        headers.setdefault("scheduled", timezone.now().isoformat())
+
+
+@shared_task(bind=True)
+def tick(self):
     """Run by beat every HELLO_TICK_SECONDS (CELERY_BEAT_SCHEDULE in the settings)."""
-    Tick.objects.create()
+    scheduled = self.request.get("scheduled")
+    Tick.objects.create(task_id=self.request.id or "", scheduled=scheduled and parse_datetime(scheduled),
+                        origin=self.request.get("origin") or "")

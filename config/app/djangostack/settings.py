@@ -99,8 +99,11 @@ def stack_settings(project, environ):
 # must exceed the longest job (one still running then is delivered again):
 # STACK_CELERY_VISIBILITY_TIMEOUT (seconds, config/django.env) changes it. Kombu looks for
 # such jobs every 10 s but scans Redis only every 10th time (100 s): every time, here, so a
-# killed worker's job runs again within the timeout and 10 s.
+# killed worker's job runs again within the timeout and 10 s. On Redis (or Valkey), the
+# stack's transport (djangostack.broker) takes a job off its queue and records it as in hand
+# in one step: kombu's own does it in two, and a worker killed between them loses the job.
 VISIBILITY_TIMEOUT = 300
+REDIS_TRANSPORT = "djangostack.broker:Transport"
 CELERY_DEFAULTS = {
     "CELERY_TASK_ACKS_LATE": True,
     "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
@@ -109,13 +112,16 @@ CELERY_DEFAULTS = {
 }
 
 
-def celery_defaults(project, environ=None):
-    """The CELERY_DEFAULTS the PROJECT's settings do not set."""
+def celery_defaults(project, environ=None, broker=""):
+    """The CELERY_DEFAULTS the PROJECT's settings do not set; the stack's transport too when the
+    broker (the project's CELERY_BROKER_URL, else BROKER, the environment's) is Redis."""
     timeout = env.env_int("STACK_CELERY_VISIBILITY_TIMEOUT", VISIBILITY_TIMEOUT, environ=environ)
     if timeout < 1:
         raise ImproperlyConfigured(f"STACK_CELERY_VISIBILITY_TIMEOUT={timeout} must be a positive number of seconds")
     transport = {**CELERY_DEFAULTS["CELERY_BROKER_TRANSPORT_OPTIONS"], "visibility_timeout": timeout}
     defaults = {**CELERY_DEFAULTS, "CELERY_BROKER_TRANSPORT_OPTIONS": transport}
+    if str(project.get("CELERY_BROKER_URL") or broker).startswith(("redis://", "rediss://")):
+        defaults["CELERY_BROKER_TRANSPORT"] = REDIS_TRANSPORT
     return {name: value for name, value in defaults.items() if name not in project}
 
 
@@ -127,4 +133,4 @@ _project = project_settings(_given.get("STACK_APP_SETTINGS", "").strip())
 globals().update(_project)
 if env.env_list("DJANGO_DATABASES", environ=_given):
     globals().update(stack_settings(_project, _given))
-    globals().update(celery_defaults(_project, _given))
+    globals().update(celery_defaults(_project, _given, os.environ.get("CELERY_BROKER_URL", "")))
