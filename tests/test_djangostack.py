@@ -673,6 +673,18 @@ class TestCeleryDefaults:
         result = run(projects["plain"], ["-c", code], plain_env(tmp_path, CELERY_BROKER_URL=broker))
         assert result.stdout == f"{transport}\n"
 
+    @pytest.mark.parametrize("prelude, transport, said", [
+        ("import sys; sys.modules['kombu'] = None", None, ""),
+        ("from kombu.transport import redis; del redis.Channel._brpop_read", None,
+         "kombu's own is used, and a worker killed while taking a job may lose it"),
+    ], ids=["no-kombu", "a-kombu-it-does-not-fit"])
+    def test_without_a_kombu_it_fits_kombus_own_transport_stays(self, projects, tmp_path, prelude, transport, said):
+        code = (f"{prelude}; import django; django.setup(); from django.conf import settings; "
+                "print(getattr(settings, 'CELERY_BROKER_TRANSPORT', None))")
+        result = run(projects["plain"], ["-c", code], plain_env(tmp_path, CELERY_BROKER_URL="redis://redis:6379/0"))
+        assert result.stdout == f"{transport}\n"
+        assert said in result.stderr and ("_brpop_read" in result.stderr) == bool(said)
+
     def test_a_projects_own_transport_wins(self, tmp_path):
         project = startproject(tmp_path, "chosen")
         with (project / "chosen" / "settings.py").open("a") as settings:

@@ -114,3 +114,14 @@ class Channel(redis.Channel):
 
 class Transport(redis.Transport):
     Channel = Channel
+
+
+# What Channel replaces and calls of kombu's own (private, so a kombu release may rename them):
+# where one is missing the settings keep kombu's own transport rather than start a worker that
+# fails on its first job.
+INTERNALS = ("_brpop_start", "_brpop_read", "_flush_brpop_reauth", "_q_for_pri")
+
+
+def fits(channel=redis.Channel):
+    """Whether this kombu's Redis channel has every internal the stack's transport relies on."""
+    return all(callable(getattr(channel, name, None)) for name in INTERNALS)

@@ -17,6 +17,7 @@ is imported unchanged, in three steps:
 """
 import importlib
 import os
+import sys
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -112,6 +113,23 @@ CELERY_DEFAULTS = {
 }
 
 
+def redis_transport():
+    """The stack's Redis transport; None where kombu is not installed (a Redis the project uses
+    as a cache only) or is a release whose internals the transport does not fit (kombu's own
+    is kept then, and that is said on stderr)."""
+    try:
+        from djangostack import broker
+    except ImportError:
+        return None
+    if broker.fits():
+        return REDIS_TRANSPORT
+    import kombu
+    print(f"djangostack: kombu {kombu.__version__} lacks what the stack's Redis transport replaces "
+          f"({', '.join(broker.INTERNALS)}): kombu's own is used, and a worker killed while taking "
+          "a job may lose it", file=sys.stderr)
+    return None
+
+
 def celery_defaults(project, environ=None, broker=""):
     """The CELERY_DEFAULTS the PROJECT's settings do not set; the stack's transport too when the
     broker (the project's CELERY_BROKER_URL, else BROKER, the environment's) is Redis."""
@@ -121,7 +139,9 @@ def celery_defaults(project, environ=None, broker=""):
     transport = {**CELERY_DEFAULTS["CELERY_BROKER_TRANSPORT_OPTIONS"], "visibility_timeout": timeout}
     defaults = {**CELERY_DEFAULTS, "CELERY_BROKER_TRANSPORT_OPTIONS": transport}
     if str(project.get("CELERY_BROKER_URL") or broker).startswith(("redis://", "rediss://")):
-        defaults["CELERY_BROKER_TRANSPORT"] = REDIS_TRANSPORT
+        transport = redis_transport()
+        if transport:
+            defaults["CELERY_BROKER_TRANSPORT"] = transport
     return {name: value for name, value in defaults.items() if name not in project}
 
 
