@@ -228,7 +228,7 @@ class TestRendering:
         services = compose_of(ALL)["services"]
         assert "redis-cli -p 6379 ping" in services["redis"]["healthcheck"]["test"][3]
         assert 'REDISCLI_AUTH="$$(cat /run/secrets/redis_password)"' in services["redis"]["healthcheck"]["test"][3]
-        assert services["broker"]["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "ping"]
+        assert services["broker"]["healthcheck"]["test"] == ["CMD", "rabbitmq-diagnostics", "-q", "check_port_connectivity"]
         assert "/dev/tcp/127.0.0.1/11211" in services["cache"]["healthcheck"]["test"][3]
         assert services["search"]["healthcheck"]["test"] == ["CMD", "search-ping"]
 

@@ -25,7 +25,7 @@ PYTHON_IMAGE = BASE_IMAGES[0]
 AMQP_LOGIN = r"""
 import socket, struct, sys, time
 host, user, password = sys.argv[1:]
-for _ in range(120):  # `rabbitmq-diagnostics ping` answers before the listener is up
+for _ in range(120):  # the broker's address may take a moment to resolve on a new network
     try:
         conn = socket.create_connection((host, 5672), timeout=20)
         break
@@ -192,7 +192,7 @@ def test_rabbitmq_reads_conf_d_and_lets_its_user_in_from_other_containers(place)
     finally:
         os.unlink(conf)
     docker("start", srv)
-    wait_for(srv, "rabbitmq-diagnostics", "-q", "ping", seconds=120)
+    wait_for(srv, "rabbitmq-diagnostics", "-q", "check_port_connectivity", seconds=120)
     assert server_ids(srv) == ("999", "999")
     owners = docker("exec", srv, "stat", "-c", "%U %u", "/var/lib/rabbitmq", "/var/lib/rabbitmq/left-by-root")
     assert owners.stdout.split("\n")[:2] == ["rabbitmq 999", "rabbitmq 999"]
