@@ -1,6 +1,6 @@
 """No job lost on a cluster: the example's Celery workers and beat, with Redis, as Swarm
-services of a two-node cluster, moved by `inv deploy --cluster` and `inv rollback --cluster`
-while a producer enqueues numbered jobs without pause (the counting is test_jobs.py's). Then
+services of a two-node cluster, moved by `inv deploy --cluster` and `inv rollback --cluster`,
+then both workers killed, while a producer enqueues numbered jobs without pause (the counting is test_jobs.py's). Then
 the everyday tasks on the same cluster: `inv scale worker=3 --cluster`, `inv schedule.status
 --cluster` and `schedule.run --cluster`, `inv doctor --cluster` (processes and scheduler),
 and the scheduler's notify URLs as a Swarm secret.
@@ -20,7 +20,7 @@ import pytest
 from testkit.projectcopy import copy_project
 
 from .conftest import BASE_IMAGES, SERVICE_IMAGES, Stack, free_port
-from .test_jobs import COUNT, PRODUCER, RATE, STOP, TICK, VISIBILITY, WORKERS, MostAtOnce, report, settle
+from .test_jobs import COUNT, PRODUCER, RATE, SETTLE, STOP, TICK, VISIBILITY, WORKERS, MostAtOnce, report, settle
 
 pytestmark = pytest.mark.e2e
 PROJECT = "hello-e2e-cjobs"
@@ -60,6 +60,11 @@ class Cluster:
             if found:
                 return node, found[0]
         raise AssertionError(f"no running task of {service}")
+
+    @property
+    def server(self):
+        """The node running Redis: test_jobs.py reads what Redis holds through `server`."""
+        return self.where("redis")[0]
 
     def image(self, service):
         return self.nodes[0].docker("service", "inspect", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
@@ -168,6 +173,29 @@ def test_a_code_deploy_and_a_rollback_of_a_cluster_lose_no_job_and_run_none_twic
     assert c.image("worker") == c.image("beat") == c.first_image
     assert {op: (seen["lost"], seen["duplicated"]) for op, seen in counts.items()} == \
         {"deploy": (0, 0), "rollback": (0, 0)}, counts
+
+    # Both workers frozen for a second (a job is then on its way to each), then killed
+    # (SIGKILL, as the OOM killer would): Swarm starts new tasks, and what the killed ones had
+    # in hand comes back after the visibility timeout. None lost; run again at most what each
+    # pool (2 processes) had finished but its frozen worker had not acknowledged.
+    with ClusterProducer(c, "kill") as producer:
+        victims = [(node, found) for node in c.nodes for found in node.docker(
+            "ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={PROJECT}_worker").stdout.split()]
+        assert len(victims) == 2, victims
+        for node, found in victims:
+            node.docker("kill", "--signal", "STOP", found)
+        time.sleep(1)
+        for node, found in victims:
+            node.docker("kill", "--signal", "KILL", found)
+        deadline = time.monotonic() + 120
+        while len(set(c.containers("worker")) - {found for _, found in victims}) < 2:
+            assert time.monotonic() < deadline, "Swarm did not replace the killed workers"
+            time.sleep(2)
+        time.sleep(3)
+    seen = settle(c, producer, VISIBILITY + SETTLE)
+    report("cluster: both workers killed", seen)
+    assert seen["lost"] == 0 and seen["in_hand"] == 0, seen
+    assert seen["duplicated"] <= 2 * 2, seen
     assert c.notify_file() == NOTIFY
     assert "hooks.invalid" not in c.nodes[0].docker("service", "inspect", f"{PROJECT}_scheduler").stdout
 
