@@ -94,6 +94,15 @@ def _engine_required():
     pytest.fail("CI=true but no Docker engine is reachable: the end-to-end tests cannot run")
 
 
+def own_build_cache(root: Path, name: str) -> None:
+    """Give the project copy at ROOT build layers of its own: a `--no-cache` build of the same
+    requirements elsewhere on this machine (the bench's cold build) replaces the layers later
+    builds reuse, and a test counting the layers a code change makes would count those too.
+    A comment in the requirements is a different cache key for every step from it on."""
+    path = root / "hello/requirements.txt"
+    path.write_text(path.read_text() + f"# build cache of {name}\n")
+
+
 def free_port(preferred=8000) -> int:
     for port in (preferred, 0):
         with socket.socket() as sock:

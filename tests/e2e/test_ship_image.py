@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.e2e.conftest import own_build_cache
 from tests.e2e.test_deploy import PORT, Remote, shipped
 from testkit.projectcopy import copy_project
 
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.e2e
 def store(servers, tmp_path_factory):
     server = servers("shipc", engine="28-containerd")
     root = copy_project(tmp_path_factory.mktemp("project"))
+    own_build_cache(root, "hello-e2e-shipc")
     with open(root / "config/stack.toml", "a") as handle:
         handle.write("\n" + server.hosts_entry("store", str(server.dir / "srv" / "hello"), http_port=PORT,
                                                project="hello-e2e-shipc"))
