@@ -43,7 +43,7 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-    dependencies = [("notes", "0002_word_counts_and_ticks")]
+    dependencies = [("notes", "0003_tick_task_id_and_scheduled")]
     operations = [migrations.RunSQL("CREATE EXTENSION IF NOT EXISTS pg_stat_statements", migrations.RunSQL.noop)]
 """
 
@@ -133,7 +133,7 @@ def snapshot(root: Path):
 
 
 def test_db_add_up_whose_migrate_fails_leaves_every_file_as_it_was(s):
-    (s.root / "hello/notes/migrations/0003_needs_superuser.py").write_text(NEEDS_SUPERUSER)
+    (s.root / "hello/notes/migrations/0004_needs_superuser.py").write_text(NEEDS_SUPERUSER)
     s.inv("build")  # the image the release phase runs; the app serving keeps its own
     before = snapshot(s.root)
     serving = app_containers(s)
@@ -150,11 +150,11 @@ def test_db_add_up_whose_migrate_fails_leaves_every_file_as_it_was(s):
                          "deleted the new config/secrets/database2_password; removed its container and new volume")
     assert snapshot(s.root) == before
     assert subprocess.run(["git", "status", "--porcelain"], cwd=s.root, capture_output=True, text=True,
-                          check=True).stdout == "?? hello/notes/migrations/0003_needs_superuser.py\n"
+                          check=True).stdout == "?? hello/notes/migrations/0004_needs_superuser.py\n"
     assert f"{PROJECT}_database2_volume" not in s.docker("volume", "ls", "--quiet").stdout.split()
     assert "database2" not in s.compose("ps", "--all", "--services").stdout.split()
     assert app_containers(s) == serving and serves(s)
     # What the failed add left is nothing a second add trips on: without the migration, it works.
-    (s.root / "hello/notes/migrations/0003_needs_superuser.py").unlink()
+    (s.root / "hello/notes/migrations/0004_needs_superuser.py").unlink()
     s.inv("build")
     assert "Database database2 is up and migrated." in s.inv("db.add", "database2", "--up").stdout

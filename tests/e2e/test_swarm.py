@@ -245,10 +245,10 @@ def test_a_deploy_whose_migration_fails_leaves_the_live_release_serving_and_noth
     listed = cluster.inv("releases", "--cluster", "prod").stdout
     running, objects = replicas(node1), stack_objects(node1)
     dirs = {node: sorted(p.name for p in (node.dir / "srv/releases").iterdir()) for node in cluster.nodes}
-    broken = cluster.root / "hello/notes/migrations/0003_broken.py"
+    broken = cluster.root / "hello/notes/migrations/0004_broken.py"
     broken.write_text("from django.db import migrations\n\n\ndef fail(apps, schema_editor):\n"
                       "    raise RuntimeError('a broken migration')\n\n\n"
-                      "class Migration(migrations.Migration):\n    dependencies = [('notes', '0002_word_counts_and_ticks')]\n"
+                      "class Migration(migrations.Migration):\n    dependencies = [('notes', '0003_tick_task_id_and_scheduled')]\n"
                       "    operations = [migrations.RunPython(fail)]\n")
     try:
         result = cluster.inv("deploy", "--cluster", "prod", check=False, timeout=1800)
@@ -276,13 +276,13 @@ def test_a_deploy_that_adds_a_database_and_fails_leaves_no_service_secret_config
     images, objects = {image for _, _, image in replicas(node1)}, swarm_objects(node1)
     stack_toml, secret = cluster.root / "config/stack.toml", cluster.root / "config/secrets/database2_password"
     kept = stack_toml.read_text()
-    broken = cluster.root / "hello/notes/migrations/0003_broken.py"
+    broken = cluster.root / "hello/notes/migrations/0004_broken.py"
     try:
         cluster.inv("db.add", "database2")
         cluster.inv("swarm.init", "--cluster", "prod", timeout=300)  # node1 labelled for database2
         broken.write_text("from django.db import migrations\n\n\ndef fail(apps, schema_editor):\n"
                           "    raise RuntimeError('a broken migration')\n\n\n"
-                          "class Migration(migrations.Migration):\n    dependencies = [('notes', '0002_word_counts_and_ticks')]\n"
+                          "class Migration(migrations.Migration):\n    dependencies = [('notes', '0003_tick_task_id_and_scheduled')]\n"
                           "    operations = [migrations.RunPython(fail)]\n")
         started = time.time()
         with Load(f"http://127.0.0.1:{PORT}", ["nsenter", f"--net={node1.netns}"]) as seen:

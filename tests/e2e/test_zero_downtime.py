@@ -27,7 +27,7 @@ MIGRATION = '''from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    dependencies = [("notes", "0002_word_counts_and_ticks")]
+    dependencies = [("notes", "0003_tick_task_id_and_scheduled")]
     operations = [migrations.AddField("note", "pinned", models.BooleanField(default=False))]
 '''
 
@@ -130,13 +130,13 @@ def test_a_code_change_deploy_drops_nothing_and_lets_the_slow_request_finish(hos
 def test_a_deploy_with_a_migration_that_adds_a_column_drops_nothing(host):
     host.edit("hello/notes/models.py", "    created = models.DateTimeField(auto_now_add=True)\n",
               "    created = models.DateTimeField(auto_now_add=True)\n    pinned = models.BooleanField(default=False)\n")
-    (host.root / "hello/notes/migrations/0003_note_pinned.py").write_text(MIGRATION)
+    (host.root / "hello/notes/migrations/0004_note_pinned.py").write_text(MIGRATION)
     with host.load() as seen:
         result = host.inv("deploy", "--host", "prod")
     assert_no_request_dropped(seen, "migration deploy")
-    assert "Applying notes.0003_note_pinned... OK" in result.stdout
+    assert "Applying notes.0004_note_pinned... OK" in result.stdout
     ledger = json.loads((host.dir / "current" / "release.json").read_text())
-    assert "notes.0003_note_pinned" in ledger["migrations"]["database1"]
+    assert "notes.0004_note_pinned" in ledger["migrations"]["database1"]
     assert ledger["image"].startswith("sha256:") and ledger["deployed_by"]
 
 
@@ -163,7 +163,7 @@ def test_a_rollback_past_a_migration_is_refused_and_names_it(host):
     live = host.current()
     result = host.inv("rollback", "--host", "prod", check=False)
     assert result.returncode == 1
-    assert "notes.0003_note_pinned" in result.stderr and "--force" in result.stderr
+    assert "notes.0004_note_pinned" in result.stderr and "--force" in result.stderr
     assert host.current() == live
 
 
@@ -171,7 +171,7 @@ def test_a_forced_rollback_drops_nothing_and_says_what_stays_applied(host):
     with host.load() as seen:
         result = host.inv("rollback", "--host", "prod", "--force")
     assert_no_request_dropped(seen, "rollback")
-    assert "these stay applied" in result.stdout and "notes.0003_note_pinned" in result.stdout
+    assert "these stay applied" in result.stdout and "notes.0004_note_pinned" in result.stdout
     assert host.current() == host.release_two
     assert "Hello from release two" in host.page()[1]
 
