@@ -326,7 +326,10 @@ def test_beat_ticked_once_at_a_time(host):
     sent = [scheduled for _, scheduled, _ in ticks]
     origins = [origin for _, _, origin in ticks]
     assert all(sent) and all(ids), ticks[:3]
-    gaps = [b - a for a, b in zip(sent, sent[1:])]
+    # A tick run twice (asserted below: only one a killed worker had in hand) is one send:
+    # the gaps between sends count each task id once.
+    once = list(dict(zip(ids, sent)).values())
+    gaps = [b - a for a, b in zip(once, once[1:])]
     late = sorted(gap for gap in gaps if gap > 1.5 * TICK)
     missed = sum(round(gap / TICK) - 1 for gap in late)
     takeovers = [b for a, b in zip(origins, origins[1:]) if a != b]
