@@ -26,6 +26,8 @@ from .build import change_code
 from .harness import BenchError, Env, Section, log, median, ratio, seconds
 
 STEPS = ("first", "code change", "unchanged", "first shipped", "shipped change")
+# A smoke run (--quick) leaves out the code change built on the server, a step like the first.
+QUICK = ("first", "unchanged", "first shipped", "shipped change")
 SHIPPED = ("first shipped", "shipped change")
 PORT = 8080  # on each server's own loopback
 
@@ -142,18 +144,19 @@ def base_images(env: Env) -> list[str]:
     return [env.python_image, env.postgres_image, env.vars.get("NGINX_IMAGE") or "nginx:1.27"]
 
 
-def measure(env: Env, repeat: int) -> Section:
+def measure(env: Env, repeat: int, quick: bool = False) -> Section:
+    steps = QUICK if quick else STEPS
     env.inv("build")  # the env files exist (the hand-written deploy ships them)
     ways = {"ours": Ours(env, f"{env.project}-prod"), "by hand": ByHand(env, f"{env.project}-byhand")}
-    times = {(w, s): [] for w in ways for s in STEPS}
-    sent = {(w, s): [] for w in ways for s in STEPS}
+    times = {(w, s): [] for w in ways for s in steps}
+    sent = {(w, s): [] for w in ways for s in steps}
     for i in range(repeat):
         for name in (list(ways) if i % 2 == 0 else list(ways)[::-1]):
             way = ways[name]
             server = Server(f"{env.project}-{i}-{name.replace(' ', '')}")
             try:
                 way.reset(server.up(base_images(env)))
-                for step in STEPS:
+                for step in steps:
                     if step not in ("first", "unchanged"):
                         change_code(env.copy, f"deploy {i} {name} {step}")
                     started = time.monotonic()
@@ -163,9 +166,9 @@ def measure(env: Env, repeat: int) -> Section:
                 way.teardown()
                 server.down()
             log(f"  deploy {i + 1}/{repeat} {name}: " + ", ".join(
-                f"{s} {times[name, s][-1]:.1f}s/{sent[name, s][-1]}B" for s in STEPS))
+                f"{s} {times[name, s][-1]:.1f}s/{sent[name, s][-1]}B" for s in steps))
     rows = []
-    for step in STEPS:
+    for step in steps:
         mine, theirs = median(times["ours", step]), median(times["by hand", step])
         mine_sent, theirs_sent = median(sent["ours", step]), median(sent["by hand", step])
         rows.append([step, seconds(mine), f"{mine_sent:,.0f}", seconds(theirs), f"{theirs_sent:,.0f}",

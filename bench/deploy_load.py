@@ -74,7 +74,8 @@ def measure(env: Env, repeat: int, quick: bool = False) -> Section:
                 for step in operations:
                     change(env, step, i)
                     started = time.monotonic()
-                    with Load(f"http://127.0.0.1:{PORT}", ["nsenter", f"--net={server.netns}"], limit=900) as load:
+                    with Load(f"http://127.0.0.1:{PORT}", ["nsenter", f"--net={server.netns}"], limit=900,
+                              rate=None) as load:
                         way.operate(step)
                     load.took = time.monotonic() - started
                     seen[name, step].append(load)

@@ -271,7 +271,8 @@ def _run_cells(targets: dict, cells: dict, repeat: int, duration: float, connect
             for n, (url, host) in targets.items() for c in connections))
 
 
-def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> Section:
+def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS,
+            capacity_seconds: float = CAPACITY_SECONDS) -> Section:
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed: apt-get install wrk")
     env.inv("up")
@@ -286,7 +287,7 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
     page = targets[PAGE][0]
     with ceiling(env):
         _run_cells({CEILING: (page, None)}, cells, repeat, duration, connections)
-    capacity = wrk(page, CAPACITY_CONNECTIONS, CAPACITY_SECONDS, timeout=30)
+    capacity = wrk(page, CAPACITY_CONNECTIONS, capacity_seconds, timeout=30)
     refused = env.compose("logs", "nginx").stdout.count("worker_connections are not enough")
     log(f"  capacity: {capacity['rps']:.0f}/s at {CAPACITY_CONNECTIONS} connections, "
         f"{capacity['non_2xx']} non-2xx, {capacity['socket_errors']} socket errors")
@@ -306,7 +307,7 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
             rows.append([name, c, f"{rps(name, c):,.0f}", fmt_latency(median([s["p99"] for s in samples])),
                          f"{sum(s['errors'] for s in samples)} / {sum(s['requests'] for s in samples):,}",
                          f"{rps(name, c) / base:.2f}×" if base else "—"])
-    rows.append([f"page (Nginx → Gunicorn), {CAPACITY_SECONDS} s", CAPACITY_CONNECTIONS, f"{capacity['rps']:,.0f}",
+    rows.append([f"page (Nginx → Gunicorn), {capacity_seconds:g} s", CAPACITY_CONNECTIONS, f"{capacity['rps']:,.0f}",
                  fmt_latency(capacity["p99"]), f"{capacity['errors']} / {capacity['requests']:,}", "—"])
     workers = env.compose("exec", "-T", "djangoapp", "python", "-c",
                           "import runpy; c = runpy.run_path('/app/stack/djangostack/gunicorn_conf.py'); "
@@ -334,7 +335,7 @@ def measure(env: Env, repeat: int, duration: float, connections=CONNECTIONS) -> 
                "rendering of the front: TLS 1.2/1.3, Mozilla intermediate ciphers, HSTS), a self-signed "
                "P-256 certificate; wrk (HTTP/1.1) keeps its connections open, so the rows price "
                "encrypting each request and one handshake per connection.",
-               f"Capacity: {CAPACITY_CONNECTIONS:,} connections for {CAPACITY_SECONDS} s on the page: "
+               f"Capacity: {CAPACITY_CONNECTIONS:,} connections for {capacity_seconds:g} s on the page: "
                f"{capacity['non_2xx']} answers other than 2xx/3xx, {capacity['socket_errors']} socket errors, "
                f"{refused} 'worker_connections are not enough' in Nginx's log (wrk timeout 30 s: requests "
                "beyond Gunicorn's pace wait in its listen queue)."],

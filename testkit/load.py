@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -105,20 +106,42 @@ def parse_wrk(output: str) -> tuple[int, dict, int]:
     return int(match.group(1)), errors, int(non_2xx.group(1)) if non_2xx else 0
 
 
+# Where "no request failed" is the point and not the rate, the tests pace wrk: every
+# connection stays open and busy through the operation, yet the load leaves the CPU to the
+# deploy and to the other tests running beside it (flat out, wrk and Gunicorn took both
+# cores of a CI machine for as long as any zero-downtime test ran).
+RATE = 200  # requests per second, all connections together
+
+
+def paced(connections: int, rate: float) -> str:
+    """A wrk script (its `delay()` hook) that waits between one connection's requests, so
+    that CONNECTIONS together send about RATE a second."""
+    return f"function delay()\n  return {max(1, round(1000 * connections / rate))}\nend\n"
+
+
 class Load:
     """`with Load(url, prefix) as seen:` runs the load for the block (at most LIMIT seconds)
-    and fills SEEN when it ends. PREFIX runs the programs elsewhere (nsenter into a host)."""
+    and fills SEEN when it ends. PREFIX runs the programs elsewhere (nsenter into a host).
+    RATE paces wrk (requests a second in all); None sends flat out, as `inv bench` does."""
 
     def __init__(self, base_url: str, prefix=(), connections: int = 16, slow_path: str | None = None,
-                 limit: float = 600):
+                 limit: float = 600, rate: float | None = RATE):
         self.base_url, self.prefix, self.connections = base_url.rstrip("/"), list(prefix), connections
-        self.slow_path, self.limit = slow_path, limit
+        self.slow_path, self.limit, self.rate = slow_path, limit, rate
         self.seen = Seen()
 
     def __enter__(self) -> Seen:
         self.started = time.time()
+        script = []
+        if self.rate is not None:
+            # The test hosts share this machine's files: the script is read where wrk runs.
+            self.script = tempfile.NamedTemporaryFile("w", prefix="wrk-paced-", suffix=".lua")
+            self.script.write(paced(self.connections, self.rate))
+            self.script.flush()
+            script = ["--script", self.script.name]
         self.wrk = subprocess.Popen([*self.prefix, "wrk", "--threads", "2", "--connections", str(self.connections),
-                                     "--duration", f"{self.limit:g}s", "--timeout", "10s", f"{self.base_url}/"],
+                                     "--duration", f"{self.limit:g}s", "--timeout", "10s", *script,
+                                     f"{self.base_url}/"],
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         slow_url = f"{self.base_url}{self.slow_path}" if self.slow_path else ""
         self.probe = subprocess.Popen([*self.prefix, sys.executable if not self.prefix else "python3", "-c", PROBE,
@@ -134,6 +157,8 @@ class Load:
                 process.send_signal(signal.SIGINT)
         wrk_out, _ = self.wrk.communicate(timeout=60)
         probe_out, probe_err = self.probe.communicate(timeout=90)
+        if self.rate is not None:
+            self.script.close()
         seen = self.seen
         seen.wrk_output = wrk_out
         seen.requests, seen.wrk_errors, seen.non_2xx = parse_wrk(wrk_out)
