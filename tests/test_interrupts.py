@@ -20,6 +20,15 @@ STOP, START = f"{COMPOSE} stop djangoapp nginx", f"{COMPOSE} start djangoapp ngi
 CTRL_C = Result(exited=130)  # what a command that got the terminal's SIGINT answers
 
 
+@pytest.fixture(autouse=True)
+def terminal_sigint():
+    """SIGINT as a terminal's Python has it: a shell's `&` starts its job with SIGINT ignored,
+    and Python then leaves it ignored (pytest run in the background, a CI runner)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 class Terminal(Recorder):
     """A Recorder where a Ctrl-C is pressed while the commands of CTRL_C_DURING run (their
     Nth run, for each N listed): the task's process gets SIGINT, the command exits 130."""

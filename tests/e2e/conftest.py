@@ -29,7 +29,8 @@ def engine_answers() -> bool:
 
 # Modules that share a compose project or a fixture run in one group, on one worker;
 # the groups run side by side (pytest-xdist, --dist loadgroup in pytest.ini).
-GROUPS = {"test_stack": "local", "test_databases": "local", "test_backups": "local", "test_hardening": "local",
+GROUPS = {"test_stack": "local", "test_databases": "local-databases", "test_backups": "local-backups",
+          "test_hardening": "local",
           "test_deploy": "deploy", "test_faults": "faults", "test_bench": "bench", "test_upgrade": "upgrade", "test_upgrade_host": "upgrade", "test_zero_downtime": "zero",
           "test_nginx_config": "upgrade", "test_https": "https", "test_scheduled_backups": "scheduled",
           "test_swarm": "swarm", "test_shared_repository": "shared", "test_jobs": "jobs", "test_services": "services",
@@ -186,11 +187,13 @@ def stack():
 
 
 @pytest.fixture(scope="module")
-def copied_stack(tmp_path_factory):
-    """A stack of its own in a git copy of the project, for tasks that edit the tree."""
+def copied_stack(request, tmp_path_factory):
+    """A stack of its own in a git copy of the project, for tasks that edit the tree; its
+    compose project is the module's, so that modules using one run side by side."""
     from testkit.projectcopy import copy_project
 
-    s = Stack(f"{PROJECT}-copy", free_port(0), root=copy_project(tmp_path_factory.mktemp("project")))
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    s = Stack(f"{PROJECT}-copy-{module}", free_port(0), root=copy_project(tmp_path_factory.mktemp("project")))
     s.purge()
     yield s
     s.purge()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, own_build_cache
 from testkit.projectcopy import copy_project
 from testkit import INV
 
@@ -94,6 +94,7 @@ directory = "{directory}"
 def remote(servers, tmp_path_factory):
     prod = servers("prod")
     root = copy_project(tmp_path_factory.mktemp("project"))
+    own_build_cache(root, "hello-e2e-prod")  # edge counts the layers a code change ships
     with open(root / "config/stack.toml", "a") as handle:
         handle.write("\n" + hosts_toml(prod))
     r = Remote(root, prod, "prod", "hello-e2e-prod")
