@@ -44,10 +44,10 @@ GROUPS = {"test_stack": "local", "test_databases": "local-databases", "test_back
 # (--no-loadscope-reorder in pytest.ini; by default it would start the groups with the most
 # tests first, and the one-test bench groups, among the longest, last), each to a worker
 # that is free (testkit/xdist_groups.py), so the workers end close together.
-# cluster-jobs, engine28, logs, pg-upgrade and ship placed by a guess until CI has timed them.
-LONGEST_FIRST = ["local", "scheduled", "jobs", "swarm", "zero", "bench-deploy", "https", "cluster-jobs", "deploy", "shared",
+# local-backups and local-databases (parts of local until now) placed by a guess until CI has timed them.
+LONGEST_FIRST = ["scheduled", "jobs", "swarm", "local", "zero", "local-backups", "https", "cluster-jobs", "deploy", "bench-deploy", "shared",
                  "engine28", "faults", "bench", "bench-load", "adopt", "processes", "diagnosis", "adopt-more", "upgrade", "pg-upgrade", "ship", "services",
-                 "standins", "testhost", "logs", "schedules"]
+                 "local-databases", "standins", "testhost", "logs", "schedules"]
 
 
 def _group(item) -> str | None:
