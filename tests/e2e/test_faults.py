@@ -23,9 +23,9 @@ TMPFS_SIZE = 48 * 1024 * 1024
 
 
 class Faulty(Stack):
-    def __init__(self, root, server):
-        super().__init__("hello-e2e-fault", PORT, root=root)
-        self.server = server
+    def __init__(self, root, server, host="fault", project="hello-e2e-fault"):
+        super().__init__(project, PORT, root=root)
+        self.server, self.host = server, host
         self.remote_dir = server.dir / "srv" / "hello"
 
     def releases(self):
@@ -51,7 +51,7 @@ class Faulty(Stack):
     def deploy_until(self, line_start, fault, *args):
         """Start a deploy, do FAULT() once its output has a line starting with LINE_START
         (stripped; a compiled pattern is searched instead), and return (exit status, stdout, stderr)."""
-        proc = subprocess.Popen([*INV, "deploy", "--host", "fault", *args],
+        proc = subprocess.Popen([*INV, "deploy", "--host", self.host, *args],
                                 cwd=self.root, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, stdin=subprocess.DEVNULL)
         seen = []
