@@ -152,7 +152,7 @@ def test_unchanged_redeploy_makes_no_new_release(remote):
 def host_state(remote):
     """What a refused task must leave as it was on the host: its folders, containers, volumes."""
     return (sorted(str(p.relative_to(remote.server.dir)) for p in (remote.server.dir / "srv").glob("*/*")),
-            remote.current(), remote.server.docker("ps", "--all", "--format", "{{.Names}} {{.Status}}").stdout,
+            remote.current(), remote.server.docker("ps", "--all", "--format", "{{.Names}} {{.ID}} {{.State}}").stdout,
             sorted(remote.server.docker("volume", "ls", "--quiet").stdout.split()))
 
 
