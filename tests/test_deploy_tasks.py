@@ -12,7 +12,7 @@ import shlex
 import pytest
 from invoke import Config, MockContext
 
-from tasks import cli, deploy
+from tasks import cli, deploy, lifecycle
 from tasks.errors import TaskError
 from tasks.plans import compose, ledger
 from tasks.plans import release as plans
@@ -187,7 +187,8 @@ class TestAnotherProjectsDirectory:
 
     @pytest.mark.parametrize("task, args", [
         (deploy.releases, {}), (deploy.unlock, {"force": True}), (deploy.rollback, {}), (deploy.deploy, {}),
-    ], ids=["releases", "unlock", "rollback", "deploy"])
+        (lifecycle.up, {}),
+    ], ids=["releases", "unlock", "rollback", "deploy", "up"])
     def test_is_refused(self, place, task, args):
         conns = place(prod=host_rules(**{OWNER: "file hello-b\n"}))
         with pytest.raises(TaskError) as failed:

@@ -77,11 +77,7 @@ def check_directory(r: Runner) -> None:
     """Refuse, before anything changes there, to act on a host directory that holds another
     project's releases: a deploy there would take that project's release for its previous
     one (and its undo would move traffic to it), a rollback would serve it."""
-    directory = r.target.directory
-    printed = r.shell(plans.directory_owner(directory), check=False).stdout
-    refusal = plans.owner_refusal(r.target.name, directory, r.project, printed)
-    if refusal:
-        raise TaskError(refusal)
+    r.target.ensure_own(r)
 
 
 def claim_directory(r: Runner) -> None:
