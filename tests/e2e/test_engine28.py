@@ -173,7 +173,9 @@ def test_the_local_stack_runs_on_this_engine_too(e28):
     assert f"The stack is up at http://127.0.0.1:{LOCAL_PORT}/" in up.stdout
     status, _, body = e28.server.get(f"http://127.0.0.1:{LOCAL_PORT}/")
     assert status == 200 and b"Hello from" in body
-    assert re.search(rf"{LOCAL}-djangoapp-\d.*\(healthy\)", inv("ps").stdout)
+    listed = inv("ps").stdout
+    for service in ("djangoapp", "database1", "nginx", "front"):
+        assert re.search(rf"^{LOCAL}-{service}-\d\s.*\sUp\b", listed, re.M), listed
     assert "Hello from" in e28.page()[1]  # the host's release, beside it, serves on
     started = time.monotonic()
     inv("down", "--volumes", "--yes")
