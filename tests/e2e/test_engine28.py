@@ -151,8 +151,8 @@ LOCAL_PORT = 8081
 
 
 def test_the_local_stack_runs_on_this_engine_too(e28):
-    """`inv up`, `inv ps` and `inv down` without --host, their engine engine 28's (DOCKER_HOST
-    at the test host's socket) under a project and port of their own; run in the host's
+    """`inv up`, `inv ps` and `inv down` without --host against engine 28 (DOCKER_HOST at the
+    test host's socket), under a project and port of their own; run in the host's
     network namespace, where that engine publishes ports and `inv up` waits for /healthz.
     The build reuses the layers the deploys above left in that engine's build cache."""
     env = {**os.environ, "DOCKER_HOST": e28.server.docker_host, "COMPOSE_PROJECT_NAME": LOCAL,
