@@ -301,7 +301,8 @@ class HostTarget(Target):
     def ensure_own(self, r) -> None:
         """The host's directory holds this project's releases (or none yet): refused in one
         line before anything changes when it holds another project's, whose releases a task
-        here would start, list or roll back as this project's."""
+        here would take for this project's (a deploy's undo would move traffic to one, a
+        rollback or `up` would serve one, `releases` list them, `deploy.unlock` free their lock)."""
         printed = r.shell(release_plans.directory_owner(self.directory), check=False).stdout
         refusal = release_plans.owner_refusal(self.name, self.directory, self.project, printed)
         if refusal:

@@ -301,9 +301,8 @@ def port_refusal(host: str, project: str, wanted, printed: str) -> str | None:
                 sockets.append(rest)
         if any(owner == project for _, owner in containers):
             continue  # this project's front (a container's port is its engine's socket too)
-        others = [(name, owner) for name, owner in containers]
-        if others:
-            name, owner = others[0]
+        if containers:
+            name, owner = containers[0]
             holder = f"project {_named(owner)} (its container {name})" if owner != "-" else f"the container {name}"
         elif sockets:
             holder = f"a program outside Docker (listening on {sockets[0]})"

@@ -73,13 +73,6 @@ class deploy_lock:
         return False
 
 
-def check_directory(r: Runner) -> None:
-    """Refuse, before anything changes there, to act on a host directory that holds another
-    project's releases: a deploy there would take that project's release for its previous
-    one (and its undo would move traffic to it), a rollback would serve it."""
-    r.target.ensure_own(r)
-
-
 def claim_directory(r: Runner) -> None:
     """The directory names this project from its first deploy on (a directory of an earlier
     version: once its releases said it is this project's)."""
@@ -263,7 +256,7 @@ class HostRelease:
 
     def ready(self) -> None:
         self.r.ensure_engine()  # before anything changes there
-        check_directory(self.r)
+        self.r.target.ensure_own(self.r)
         check_ports(self.r)
         self.r.shell(plans.prepare_directories(self.r.target.directory), what="preparing the host's directory")
         claim_directory(self.r)
@@ -290,7 +283,7 @@ class HostRelease:
 
     def check(self) -> None:
         """The directory is this project's; the lock and the ledger say the rest."""
-        check_directory(self.r)
+        self.r.target.ensure_own(self.r)
 
     def applied(self) -> dict[str, list[str]]:
         return applied(self.r)
@@ -400,7 +393,7 @@ def invalid_ledger(r: Runner, release: str, entry: ledger.Invalid) -> str:
 
 def list_releases(r: Runner) -> list[list[str]]:
     """Rows for `inv releases`: newest first, the live one marked."""
-    check_directory(r)
+    r.target.ensure_own(r)
     current = current_release(r)
     rows = []
     for name, served, entry in reversed(ledgers(r)):
@@ -500,7 +493,7 @@ def _running_here(pid: int) -> bool:
 def unlock(r: Runner, force: bool = False) -> None:
     """Release the deploy lock of a deploy that is gone; refused while it still runs (and
     on a directory of another project: the lock is its deploys')."""
-    check_directory(r)
+    r.target.ensure_own(r)
     result = r.shell(plans.lock_holder(r.target.directory), check=False)
     holder = result.stdout.strip() if result.ok else ""
     owner = plans.lock_owner(holder)
