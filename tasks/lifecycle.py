@@ -43,6 +43,7 @@ def up(r, build=True, timeout=None, migrate=True, static=True):
     Without dropping a request: migrate and collect static from the new image, start its app
     container beside the old one, reload Nginx, drain the old one. Containers whose
     definition did not change keep running."""
+    r.target.ensure_own(r)
     r.target.ensure_rendered()
     r.target.ensure_secrets(r)
     check_port_free(r)

@@ -64,6 +64,11 @@ def bash(script):
     return f"bash -c {shlex.quote(script)}"
 
 
+# Before anything changes: whose the directory is, who holds the front's port; then the claim.
+OWNER = bash(plans.directory_owner("/srv/hello"))
+PORTS = bash(plans.port_holders([8000]))
+CLAIM = bash(plans.claim_directory("/srv/hello", "hello-prod"))
+
 def written(path, mode="644"):
     """How the runner writes PATH on the host (the text comes on standard input)."""
     return bash(f'umask 077; t={path}.$$.tmp; cat > "$t" && chmod {mode} "$t" && mv -f "$t" {path}')
@@ -135,8 +140,10 @@ def test_a_deploy_runs_its_steps_in_order_and_switches_last():
                           MIGRATIONS: Result("contenttypes.0001_initial\nauth.0001_initial\n")})
     release.deploy(r, ship_image=False, keep=5, timeout=30)
     host_commands = steps_run(conn)
-    assert host_commands[:5] == [bash(plans.prepare_directories("/srv/hello")),
-                                 host_commands[1], bash(plans.current_release("/srv/hello")),
+    assert host_commands[:3] == [OWNER, PORTS, bash(plans.prepare_directories("/srv/hello"))]
+    assert host_commands[3] == CLAIM
+    host_commands = host_commands[3:]
+    assert host_commands[:5] == [CLAIM, host_commands[1], bash(plans.current_release("/srv/hello")),
                                  bash(plans.mark_served("/srv/hello")), bash(plans.unfinished_releases("/srv/hello"))]
     assert host_commands[1].startswith("bash -c 'mkdir -p -m 700 /srv/hello; i=0; while ! mkdir /srv/hello/.deploy-lock 2>/dev/null")
     assert here.commands[0].startswith("rsync --archive --delete") and f"--link-dest={OLD_DIR}" in here.commands[0]
@@ -381,7 +388,8 @@ def test_rollback_starts_the_previous_release_before_switching_to_it():
     r, conn, _ = live(NEW, KNOWN_TO_OLD["database1"],
                       (OLD, True, KNOWN_TO_OLD), (NEW, False, {"database1": [*KNOWN_TO_OLD["database1"], "hello.0002_x"]}))
     release.rollback(r, timeout=30)
-    assert steps_run(conn)[1:] == [
+    assert steps_run(conn)[0] == OWNER  # before the lock
+    assert steps_run(conn)[2:] == [
         bash(plans.current_release("/srv/hello")),
         bash(ledger.read_all("/srv/hello")),
         MIGRATIONS,  # what the databases have applied now, from the live release
@@ -550,7 +558,7 @@ def test_code_the_host_runs_already_makes_no_release():
     r, conn, here = host({bash(plans.current_release("/srv/hello")): Result(f"releases/{OLD.split('-')[0]}-{NEW.split('-')[1]}\n")})
     release.deploy(r, ship_image=False, keep=5, timeout=30)
     assert here.calls == []  # nothing shipped
-    assert not [c for c in conn.commands if "compose" in c and "version" not in c]
+    assert not [c for c in conn.commands if "compose" in c and "version" not in c and c != PORTS]
     assert conn.commands[-1] == bash(plans.release_lock("/srv/hello"))
 
 
@@ -578,3 +586,50 @@ def test_a_host_lost_mid_deploy_gives_one_line_saying_what_is_left():
         f"`current` still points at {OLD}, untouched; the deploy lock on prod is still held: once prod answers, "
         "release it with `inv deploy.unlock --host prod`")
     assert bash(plans.switch("/srv/hello", NEW)) not in conn.commands
+
+
+OTHERS = "error: /srv/hello on prod holds the releases of project hello-other, not hello-prod: give [hosts.prod] a directory " \
+         "of its own (each project deploys into its own)"
+
+
+def test_a_deploy_into_a_directory_of_another_projects_releases_is_refused_before_anything_changes():
+    r, conn, here = host({OWNER: Result("releases hello-other\n")})
+    with pytest.raises(TaskError) as err:
+        release.deploy(r, ship_image=False, keep=5, timeout=30)
+    assert err.value.message == OTHERS
+    assert steps_run(conn) == [OWNER] and here.calls == []
+
+
+def test_a_first_deploy_that_another_projects_claim_beat_changes_nothing_more():
+    r, conn, here = host({CLAIM: Result("file hello-other\n")})
+    with pytest.raises(TaskError, match=re.escape("/srv/hello on prod belongs to project hello-other "
+                                                  "(/srv/hello/project), not hello-prod: give [hosts.prod] a directory")):
+        release.deploy(r, ship_image=False, keep=5, timeout=30)
+    assert steps_run(conn) == [OWNER, PORTS, bash(plans.prepare_directories("/srv/hello")), CLAIM]  # no lock taken
+    assert here.calls == []
+
+
+def test_a_port_another_projects_front_holds_is_refused_before_anything_changes():
+    r, conn, here = host({PORTS: Result("8000 container hello-other-front-1 hello-other 127.0.0.1:8000->80/tcp\n")})
+    with pytest.raises(TaskError) as err:
+        release.deploy(r, ship_image=False, keep=5, timeout=30)
+    assert err.value.message == (
+        "error: port 8000 on prod is taken by project hello-other (its container hello-other-front-1): give [hosts.prod] "
+        "another http_port, or put the projects behind the server's shared front (front = \"shared\" in [hosts.prod])")
+    assert steps_run(conn) == [OWNER, PORTS] and here.calls == []
+
+
+def test_the_ports_this_projects_front_holds_are_its_own_to_keep():
+    r, conn, _ = host({PORTS: Result("8000 container hello-prod-front-1 hello-prod 127.0.0.1:8000->80/tcp\n"
+                                     "8000 socket 127.0.0.1:8000\n")})
+    release.deploy(r, ship_image=False, keep=5, timeout=30)
+    assert bash(plans.switch("/srv/hello", NEW)) in conn.commands
+
+
+def test_a_rollback_in_a_directory_of_another_projects_releases_is_refused_before_the_lock():
+    r, conn, _ = live(NEW, KNOWN_TO_OLD["database1"], (OLD, True, KNOWN_TO_OLD), (NEW, True, KNOWN_TO_OLD))
+    conn.answers[OWNER] = Result("releases hello-other\n")
+    with pytest.raises(TaskError) as err:
+        release.rollback(r, timeout=30)
+    assert err.value.message == OTHERS
+    assert steps_run(conn) == [OWNER]

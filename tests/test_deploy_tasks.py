@@ -12,7 +12,7 @@ import shlex
 import pytest
 from invoke import Config, MockContext
 
-from tasks import cli, deploy
+from tasks import cli, deploy, lifecycle
 from tasks.errors import TaskError
 from tasks.plans import compose, ledger
 from tasks.plans import release as plans
@@ -36,6 +36,7 @@ CURRENT = bash(plans.current_release("/srv/hello"))
 LEDGERS = bash(ledger.read_all("/srv/hello"))
 RELEASE_LOCK = bash(plans.release_lock("/srv/hello"))
 LOCK_HOLDER = bash(plans.lock_holder("/srv/hello"))
+OWNER = bash(plans.directory_owner("/srv/hello"))
 TAKE_LOCK = r"bash -c 'mkdir -p -m 700 /srv/hello; i=0; while ! mkdir /srv/hello/\.deploy-lock .*"
 
 
@@ -49,9 +50,10 @@ class Connection(StrictNode):
 
 
 def host_rules(**answers):
-    """The commands a host answers: ANSWERS (exact command: stdout) and the engine's version."""
+    """The commands a host answers: ANSWERS (exact command: stdout), the engine's version, and
+    whose the directory is (no project's yet, unless ANSWERS says)."""
     return [*((re.escape(command), out) for command, out in answers.items()),
-            *((re.escape(command), "28.2.2\n") for command in ENGINE)]
+            *((re.escape(command), "28.2.2\n") for command in ENGINE), (re.escape(OWNER), "")]
 
 
 @pytest.fixture
@@ -94,12 +96,15 @@ class TestDeploy:
     def test_a_host_that_runs_this_code_already_gets_no_new_release(self, place, monkeypatch, capsys):
         monkeypatch.setattr(release.plans, "code_digest", lambda root, app: NEW.split("-")[1])
         monkeypatch.setattr(release.archives, "stamp", lambda: NEW.split("-")[0])
+        ports, claim = bash(plans.port_holders([8000])), bash(plans.claim_directory("/srv/hello", "hello-prod"))
         conns = place(prod=[(TAKE_LOCK, ""), *host_rules(**{
-            bash(plans.prepare_directories("/srv/hello")): "", CURRENT: f"releases/{NEW}\n", RELEASE_LOCK: ""})])
+            bash(plans.prepare_directories("/srv/hello")): "", CURRENT: f"releases/{NEW}\n", RELEASE_LOCK: "",
+            ports: "", claim: "file hello-prod\n"})])
         deploy.deploy(c(), host="prod")
         ran = commands(conns["prod"])
-        assert ran[:3] + ran[4:] == [*ENGINE, bash(plans.prepare_directories("/srv/hello")), CURRENT, RELEASE_LOCK]
-        assert re.fullmatch(TAKE_LOCK, ran[3], re.DOTALL)
+        assert ran[:6] + ran[7:] == [*ENGINE, OWNER, ports, bash(plans.prepare_directories("/srv/hello")), claim,
+                                     CURRENT, RELEASE_LOCK]
+        assert re.fullmatch(TAKE_LOCK, ran[6], re.DOTALL)
         assert conns["prod"].closed
         assert capsys.readouterr().out == f"prod runs this code already ({NEW}): nothing to deploy\n"
 
@@ -136,7 +141,8 @@ class TestRollback:
             deploy.rollback(c(), host="prod")
         assert failed.value.message == f"error: no release before {NEW} on prod to roll back to"
         ran = commands(conns["prod"])
-        assert re.fullmatch(TAKE_LOCK, ran[0], re.DOTALL) and ran[1:] == [CURRENT, LEDGERS, RELEASE_LOCK]
+        assert ran[0] == OWNER
+        assert re.fullmatch(TAKE_LOCK, ran[1], re.DOTALL) and ran[2:] == [CURRENT, LEDGERS, RELEASE_LOCK]
 
     def test_a_cluster_rollback_gets_the_release_the_force_and_the_timeout(self, place, monkeypatch):
         place()
@@ -153,7 +159,7 @@ class TestReleases:
         listed = ledgers((OLD, True, None), (NEW, True, {"database1": ["a.1", "b.1"]}))
         conns = place(prod=host_rules(**{CURRENT: f"releases/{NEW}\n", LEDGERS: listed}))
         deploy.releases(c(), host="prod")
-        assert commands(conns["prod"]) == [CURRENT, LEDGERS]
+        assert commands(conns["prod"]) == [OWNER, CURRENT, LEDGERS]
         assert [line.split() for line in capsys.readouterr().out.splitlines()] == [
             ["release", "commit", "deployed", "at", "by", "image", "migrations"],
             ["*", NEW, COMMIT[:12], "2026-11-20T00:00:00+00:00", "ann@desk", "5eed01234567", "database1", "2"],
@@ -168,8 +174,27 @@ class TestReleases:
     def test_a_clusters_releases_are_read_on_its_manager(self, place, capsys):
         conns = place(node1=host_rules(**{CURRENT: f"releases/{OLD}\n", LEDGERS: ledgers((OLD, True, None))}))
         deploy.releases(c(), cluster="swarm")
-        assert commands(conns["node1"]) == [CURRENT, LEDGERS] and commands(conns["node2"]) == []
+        assert commands(conns["node1"]) == [OWNER, CURRENT, LEDGERS] and commands(conns["node2"]) == []
         assert capsys.readouterr().out.splitlines()[1].split() == ["*", OLD, "-", "-", "-", "-", "-"]
+
+
+class TestAnotherProjectsDirectory:
+    """A host entry whose directory holds another project's releases: every task on those
+    releases is refused in one line, before it reads or changes anything more."""
+
+    REFUSAL = ("error: /srv/hello on prod belongs to project hello-b (/srv/hello/project), not hello-prod: give "
+               "[hosts.prod] a directory of its own (each project deploys into its own)")
+
+    @pytest.mark.parametrize("task, args", [
+        (deploy.releases, {}), (deploy.unlock, {"force": True}), (deploy.rollback, {}), (deploy.deploy, {}),
+        (lifecycle.up, {}),
+    ], ids=["releases", "unlock", "rollback", "deploy", "up"])
+    def test_is_refused(self, place, task, args):
+        conns = place(prod=host_rules(**{OWNER: "file hello-b\n"}))
+        with pytest.raises(TaskError) as failed:
+            task(c(), host="prod", **args)
+        assert failed.value.message == self.REFUSAL
+        assert [command for command in commands(conns["prod"]) if command not in ENGINE] == [OWNER]
 
 
 class TestUnlock:
@@ -180,20 +205,21 @@ class TestUnlock:
     def test_with_force_the_lock_is_released_and_the_task_says_whose_it_was(self, place, capsys, holder, said):
         conns = place(prod=host_rules(**{LOCK_HOLDER: holder + "\n" if holder else "", RELEASE_LOCK: ""}))
         deploy.unlock(c(), "prod", force=True)
-        assert commands(conns["prod"]) == [LOCK_HOLDER, RELEASE_LOCK] and conns["prod"].closed
+        assert commands(conns["prod"]) == [OWNER, LOCK_HOLDER, RELEASE_LOCK] and conns["prod"].closed
         assert capsys.readouterr().out == said + "\n"
 
     def test_a_lock_held_elsewhere_stays_without_force(self, place):
         conns = place(prod=host_rules(**{LOCK_HOLDER: ELSEWHERE + "\n"}))
         with pytest.raises(TaskError, match=re.escape("release the lock with `inv deploy.unlock --host prod --force`")):
             deploy.unlock(c(), "prod")
-        assert commands(conns["prod"]) == [LOCK_HOLDER]
+        assert commands(conns["prod"]) == [OWNER, LOCK_HOLDER]
 
     def test_a_dry_run_releases_nothing(self, place, capsys):
         conns = place(prod=host_rules(**{LOCK_HOLDER: ELSEWHERE + "\n"}))
         deploy.unlock(c(), "prod", force=True, dry=True)
         assert commands(conns["prod"]) == []
         assert capsys.readouterr().out.splitlines() == [
+            f"[dry] [prod:/srv/hello/current] {plans.directory_owner('/srv/hello')}",
             f"[dry] [prod:/srv/hello/current] {plans.lock_holder('/srv/hello')}",
             f"[dry] [prod:/srv/hello/current] {plans.release_lock('/srv/hello')}"]
 

@@ -258,3 +258,99 @@ class TestHostShell:
         assert (release / "config/django.env").resolve() == shared / "config/django.env"
         subprocess.run(["bash", "-c", script], check=True)  # a second run keeps the secret
         assert (shared / "config/django.env").read_text() == made
+
+
+def sh(script):
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
+
+
+def release_made_by(directory, release, project):
+    """A release directory as an earlier version's deploy left it: its .env names its project."""
+    (directory / "releases" / release).mkdir(parents=True)
+    (directory / "releases" / release / ".env").write_text(
+        f"# Written by `inv deploy`; non-secret settings of this release.\nCOMPOSE_PROJECT_NAME={project}\n"
+        "HTTP_PORT=8000\n")
+
+
+class TestDirectoryOwner:
+    OLD, NEW = "20261120T000000Z-0123456789ab", "20261121T000000Z-abcdef012345"
+
+    def test_a_new_directory_names_no_project_and_the_first_deploy_claims_it(self, tmp_path):
+        directory = tmp_path / "srv" / "hello"
+        assert sh(shipping.directory_owner(directory)) == ""
+        assert sh(shipping.claim_directory(directory, "hello-a")) == "file hello-a\n"
+        assert (directory / "project").read_text() == "hello-a\n"
+        assert (directory / "project").stat().st_mode & 0o777 == 0o644
+        assert sorted(p.name for p in directory.iterdir()) == ["project"]  # no temporary file left
+        assert sh(shipping.directory_owner(directory)) == "file hello-a\n"
+
+    def test_a_claimed_directory_keeps_its_project(self, tmp_path):
+        sh(shipping.claim_directory(tmp_path, "hello-a"))
+        assert sh(shipping.claim_directory(tmp_path, "hello-b")) == "file hello-a\n"
+        assert (tmp_path / "project").read_text() == "hello-a\n"
+
+    def test_a_directory_of_an_earlier_version_is_its_live_releases_project(self, tmp_path):
+        release_made_by(tmp_path, self.OLD, "hello-a")
+        release_made_by(tmp_path, self.NEW, "hello-b")  # made by the other project, never served
+        assert sh(shipping.directory_owner(tmp_path)) == "releases hello-b\n"  # none live: the newest
+        (tmp_path / "current").symlink_to(f"releases/{self.OLD}")
+        assert sh(shipping.directory_owner(tmp_path)) == "releases hello-a\n"
+        # Its first deploy by this version records it; the file is believed from then on.
+        assert sh(shipping.claim_directory(tmp_path, "hello-a")) == "file hello-a\n"
+        assert sh(shipping.directory_owner(tmp_path)) == "file hello-a\n"
+
+    @pytest.mark.parametrize("printed, refusal", [
+        ("", None),
+        ("file hello-a\n", None),
+        ("releases hello-a\n", None),
+        ("file hello-b\n", "/srv/hello on prod belongs to project hello-b (/srv/hello/project), not hello-a: give "
+                           "[hosts.prod] a directory of its own (each project deploys into its own)"),
+        ("releases hello-b\n", "/srv/hello on prod holds the releases of project hello-b, not hello-a: give "
+                               "[hosts.prod] a directory of its own (each project deploys into its own)"),
+        ("file \x1b[31mX\n", "/srv/hello on prod belongs to project '\\x1b[31mX' (/srv/hello/project), not hello-a: "
+                             "give [hosts.prod] a directory of its own (each project deploys into its own)"),
+        ("file \n", "/srv/hello on prod belongs to project '' (/srv/hello/project), not hello-a: give [hosts.prod] a "
+                    "directory of its own (each project deploys into its own)"),
+    ], ids=["new", "ours", "ours-by-its-releases", "another's", "another's-by-its-releases", "garbled", "empty"])
+    def test_another_projects_directory_is_refused_in_one_line(self, printed, refusal):
+        assert shipping.owner_refusal("prod", "/srv/hello", "hello-a", printed) == refusal
+
+
+class TestPorts:
+    @pytest.mark.parametrize("site, ports", [
+        (Site(), [("127.0.0.1", 8080, "http_port")]),
+        (Site(domains=("a.test",), tls="acme", bind="0.0.0.0", http_port=80),
+         [("0.0.0.0", 8080, "http_port"), ("0.0.0.0", 443, "https_port")]),
+    ], ids=["plain", "https"])
+    def test_the_front_publishes_the_http_port_and_with_tls_the_https_one(self, site, ports):
+        assert shipping.published(site, 8080) == ports
+
+    def test_who_holds_a_port_is_read_from_the_engine_and_the_sockets(self):
+        assert shipping.port_holders([80]) == (
+            "docker ps --filter publish=80 --format '80 container {{.Names}} "
+            "{{with .Label \"com.docker.compose.project\"}}{{.}}{{else}}-{{end}} {{.Ports}}'; "
+            "ss -Hltn 'sport = :80' 2>/dev/null | awk '{ print \"80 socket \" $4 }'; true")
+
+    FRONT_A = "80 container hello-a-front-1 hello-a 127.0.0.1:80->80/tcp\n80 socket 127.0.0.1:80\n"
+    WAYS_OUT = ("give [hosts.prod] another http_port, or put the projects behind the server's shared front "
+                "(front = \"shared\" in [hosts.prod])")
+
+    @pytest.mark.parametrize("wanted, printed, refusal", [
+        ([("127.0.0.1", 80, "http_port")], "", None),
+        ([("127.0.0.1", 80, "http_port")], FRONT_A.replace("hello-a", "hello-b"), None),
+        ([("127.0.0.1", 80, "http_port")], FRONT_A,
+         f"port 80 on prod is taken by project hello-a (its container hello-a-front-1): {WAYS_OUT}"),
+        ([("0.0.0.0", 8080, "http_port"), ("0.0.0.0", 443, "https_port")],
+         "443 container web - 0.0.0.0:443->443/tcp, :::443->443/tcp\n",
+         f"port 443 on prod is taken by the container web: {WAYS_OUT.replace('http_port', 'https_port')}"),
+        ([("127.0.0.1", 80, "http_port")], "80 socket *:80\n",
+         f"port 80 on prod is taken by a program outside Docker (listening on *:80): {WAYS_OUT}"),
+        ([("127.0.0.1", 80, "http_port")], "80 socket [::]:80\n",
+         f"port 80 on prod is taken by a program outside Docker (listening on [::]:80): {WAYS_OUT}"),
+        ([("127.0.0.1", 80, "http_port")], FRONT_A.replace("127.0.0.1", "10.0.0.2"), None),
+        ([("10.0.0.3", 80, "http_port")], "80 container hello-a-front-1 hello-a 0.0.0.0:80->80/tcp\n",
+         f"port 80 on prod is taken by project hello-a (its container hello-a-front-1): {WAYS_OUT}"),
+    ], ids=["free", "ours", "another-project", "outside-compose", "a-program", "a-program-v6", "another-address",
+            "a-wildcard"])
+    def test_a_port_another_holds_is_refused_naming_it_and_the_ways_out(self, wanted, printed, refusal):
+        assert shipping.port_refusal("prod", "hello-b", wanted, printed) == refusal

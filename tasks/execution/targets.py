@@ -150,6 +150,9 @@ class LocalTarget(Target):
             names = ", ".join(str(p) for p in stale)
             raise TaskError(f"{names} out of date with {STACK_FILE}: run `inv render` and commit the result")
 
+    def ensure_own(self, r) -> None:
+        """This checkout is this project's."""
+
     def port_state(self, r) -> str:
         """'ours' when this stack's front holds the HTTP port, 'free', or 'busy' (another program)."""
         # The front holds it; a stack started by a version before the front, its Nginx.
@@ -294,6 +297,16 @@ class HostTarget(Target):
 
     def ensure_rendered(self) -> None:
         """A release holds what was rendered and checked here before it shipped."""
+
+    def ensure_own(self, r) -> None:
+        """The host's directory holds this project's releases (or none yet): refused in one
+        line before anything changes when it holds another project's, whose releases a task
+        here would take for this project's (a deploy's undo would move traffic to one, a
+        rollback or `up` would serve one, `releases` list them, `deploy.unlock` free their lock)."""
+        printed = r.shell(release_plans.directory_owner(self.directory), check=False).stdout
+        refusal = release_plans.owner_refusal(self.name, self.directory, self.project, printed)
+        if refusal:
+            raise TaskError(refusal)
 
     def port_state(self, r) -> str:
         return "unknown"  # the port is the host's, and not reachable from here to try

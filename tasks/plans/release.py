@@ -8,6 +8,8 @@ Layout on the host, under its `directory`:
   shared/config/           the host's own secrets, generated there on the first deploy
   shared/backups/          backups taken with --host
   .deploy-lock/            held during a deploy (who, since when)
+  project                  the compose project whose releases these are (OWNER), written
+                           by its first deploy: another project is refused there
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ import re
 import shlex
 from pathlib import Path, PurePosixPath
 
-from ..source.stack import SECRETS_DIR, App
+from ..source.stack import SECRETS_DIR, App, Site
+from ..source.values import PROJECT
 from . import locks
 from .locks import HELD
 from .shell import quote as _q
@@ -199,6 +202,115 @@ TEMPLATE_END = "HELLO_ENV_TEMPLATE_END"
 
 def prepare_directories(directory) -> str:
     return f"mkdir -p -m 755 {_q(f'{directory}/releases')} {_q(f'{directory}/shared')}"
+
+
+# The directory's project ------------------------------------------------------------------
+
+OWNER = "project"
+
+
+def directory_owner(directory) -> str:
+    """Prints whose releases DIRECTORY holds: `file NAME` from its OWNER file; for a
+    directory deployed by a version before that file, `releases NAME`, the compose project
+    its live release's .env names (the newest release's when none is live): the project its
+    containers run as; nothing for a directory of no project yet."""
+    d = _q(directory)
+    return (f"if test -f {d}/{OWNER}; then printf 'file %s\\n' \"$(head -n 1 {d}/{OWNER})\"; exit 0; fi; "
+            f"for r in {d}/current $(ls -1dr {d}/releases/*/ 2>/dev/null); do "
+            f"p=$(sed -n 's/^COMPOSE_PROJECT_NAME=//p' \"$r/.env\" 2>/dev/null | head -n 1); "
+            "if test -n \"$p\"; then printf 'releases %s\\n' \"$p\"; exit 0; fi; done; true")
+
+
+def claim_directory(directory, project: str) -> str:
+    """Names PROJECT in DIRECTORY's OWNER file unless one is named there already (a
+    temporary file linked into place: of two first deploys at once, one wins), then prints
+    the name the file holds (as `directory_owner`)."""
+    f = _q(f"{directory}/{OWNER}")
+    return (f"mkdir -p -m 755 {_q(directory)} && if ! test -e {f}; then t={f}.$$.tmp; "
+            f"printf '%s\\n' {shlex.quote(project)} > \"$t\" && chmod 644 \"$t\" && ln \"$t\" {f} 2>/dev/null; "
+            f"rm -f \"$t\"; fi; n=$(head -n 1 {f}) && printf 'file %s\\n' \"$n\"")
+
+
+def _named(name: str) -> str:
+    """A project name read on a host, for a message: as it is when it is one, else quoted."""
+    return name if PROJECT.fullmatch(name) else repr(name[:40])
+
+
+def owner_refusal(host: str, directory, project: str, printed: str) -> str | None:
+    """Why PROJECT must not act on DIRECTORY of HOST, from what `directory_owner` or
+    `claim_directory` PRINTED (None: it is PROJECT's, or no project's yet)."""
+    how, _, name = (printed.splitlines() or [""])[0].partition(" ")
+    if how not in ("file", "releases") or name == project:
+        return None
+    held = (f"belongs to project {_named(name)} ({directory}/{OWNER})" if how == "file" else
+            f"holds the releases of project {_named(name)}")
+    return (f"{directory} on {host} {held}, not {project}: give [hosts.{host}] a directory of its own "
+            "(each project deploys into its own)")
+
+
+# The ports a host's stack publishes -----------------------------------------------------------
+
+def published(site: Site, http_port: int) -> list[tuple[str, int, str]]:
+    """(address, port, the host entry's key for it) of each port the front publishes on the
+    host (docker-compose.yml.j2's `front`)."""
+    ports = [(site.bind, http_port, "http_port")]
+    return ports + [(site.bind, site.https_port, "https_port")] if site.https else ports
+
+
+def port_holders(ports) -> str:
+    """Prints, for each of PORTS, the running containers that publish it (`PORT container
+    NAME PROJECT PUBLISHED...`, PROJECT `-` outside Compose) and the sockets listening on it
+    (`PORT socket ADDRESS:PORT`, when `ss` is there: a program outside Docker)."""
+    lines = []
+    for port in ports:
+        template = (f"{port} container {{{{.Names}}}} "
+                    "{{with .Label \"com.docker.compose.project\"}}{{.}}{{else}}-{{end}} {{.Ports}}")
+        lines.append(f"docker ps --filter publish={port} --format {shlex.quote(template)}")
+        lines.append(f"ss -Hltn {shlex.quote(f'sport = :{port}')} 2>/dev/null | awk '{{ print \"{port} socket \" $4 }}'")
+    return "; ".join(lines) + "; true"
+
+
+WILDCARDS = {"", "*", "0.0.0.0", "::", "[::]"}
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Two listening addresses that cannot both hold one port."""
+    return a in WILDCARDS or b in WILDCARDS or a.strip("[]") == b.strip("[]")
+
+
+def _published_at(ports_text: str, port: int) -> list[str]:
+    """The host addresses at which a container's PORTS_TEXT (`docker ps`'s) publishes PORT."""
+    return [address for address, number in re.findall(r"(\S*?):(\d+)->", ports_text) if int(number) == port]
+
+
+def port_refusal(host: str, project: str, wanted, printed: str) -> str | None:
+    """Why the front of PROJECT cannot publish WANTED (`published`'s) on HOST, from what
+    `port_holders` PRINTED: the first port that a container of another project, a container
+    outside Compose or another program holds (None: they are free, or PROJECT's own)."""
+    rows = [line.split(" ", 2) for line in printed.splitlines() if line.count(" ") >= 2]
+    for address, port, key in wanted:
+        containers, sockets = [], []
+        for number, kind, rest in rows:
+            if number != str(port):
+                continue
+            if kind == "container":
+                name, owner, *ports_text = rest.split(" ", 2)
+                if any(_overlap(address, held) for held in _published_at(ports_text[0] if ports_text else "", port)):
+                    containers.append((name, owner))
+            elif kind == "socket" and _overlap(address, rest.rsplit(":", 1)[0]):
+                sockets.append(rest)
+        if any(owner == project for _, owner in containers):
+            continue  # this project's front (a container's port is its engine's socket too)
+        if containers:
+            name, owner = containers[0]
+            holder = f"project {_named(owner)} (its container {name})" if owner != "-" else f"the container {name}"
+        elif sockets:
+            holder = f"a program outside Docker (listening on {sockets[0]})"
+        else:
+            continue
+        return (f"port {port} on {host} is taken by {holder}: give [hosts.{host}] another {key}, or put the "
+                f"projects behind the server's shared front (front = \"shared\" in [hosts.{host}])")
+    return None
 
 
 def take_lock(directory, owner: str) -> str:

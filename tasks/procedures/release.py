@@ -73,6 +73,26 @@ class deploy_lock:
         return False
 
 
+def claim_directory(r: Runner) -> None:
+    """The directory names this project from its first deploy on (a directory of an earlier
+    version: once its releases said it is this project's)."""
+    directory = r.target.directory
+    result = r.shell(plans.claim_directory(directory, r.project), what=f"recording the project of {directory}")
+    refusal = plans.owner_refusal(r.target.name, directory, r.project, result.stdout)
+    if refusal:  # another project's first deploy there won
+        raise TaskError(refusal)
+
+
+def check_ports(r: Runner) -> None:
+    """Refuse, before anything changes, a deploy whose front would find its ports taken (by
+    another project's front, most often): it would fail at its very end, starting the front."""
+    wanted = plans.published(r.target.site, r.target.http_port)
+    printed = r.shell(plans.port_holders(sorted({port for _, port, _ in wanted})), check=False).stdout
+    refusal = plans.port_refusal(r.target.name, r.project, wanted, printed)
+    if refusal:
+        raise TaskError(refusal)
+
+
 def current_release(r: Runner) -> str | None:
     name = r.shell(plans.current_release(r.target.directory), check=False).stdout.strip().rsplit("/", 1)[-1]
     return name or None
@@ -236,7 +256,10 @@ class HostRelease:
 
     def ready(self) -> None:
         self.r.ensure_engine()  # before anything changes there
+        self.r.target.ensure_own(self.r)
+        check_ports(self.r)
         self.r.shell(plans.prepare_directories(self.r.target.directory), what="preparing the host's directory")
+        claim_directory(self.r)
 
     def leftovers(self) -> None:
         directory = self.r.target.directory
@@ -259,7 +282,8 @@ class HostRelease:
         return f"{self.r.target.url} on the host"
 
     def check(self) -> None:
-        """Nothing to check before a rollback: the lock and the ledger say it all."""
+        """The directory is this project's; the lock and the ledger say the rest."""
+        self.r.target.ensure_own(self.r)
 
     def applied(self) -> dict[str, list[str]]:
         return applied(self.r)
@@ -369,6 +393,7 @@ def invalid_ledger(r: Runner, release: str, entry: ledger.Invalid) -> str:
 
 def list_releases(r: Runner) -> list[list[str]]:
     """Rows for `inv releases`: newest first, the live one marked."""
+    r.target.ensure_own(r)
     current = current_release(r)
     rows = []
     for name, served, entry in reversed(ledgers(r)):
@@ -466,7 +491,9 @@ def _running_here(pid: int) -> bool:
 
 
 def unlock(r: Runner, force: bool = False) -> None:
-    """Release the deploy lock of a deploy that is gone; refused while it still runs."""
+    """Release the deploy lock of a deploy that is gone; refused while it still runs (and
+    on a directory of another project: the lock is its deploys')."""
+    r.target.ensure_own(r)
     result = r.shell(plans.lock_holder(r.target.directory), check=False)
     holder = result.stdout.strip() if result.ok else ""
     owner = plans.lock_owner(holder)

@@ -150,6 +150,54 @@ def test_unchanged_redeploy_makes_no_new_release(remote):
     assert remote.page()[0] == 200
 
 
+def host_state(remote):
+    """What a refused task must leave as it was on the host: its folders, containers, volumes."""
+    return (sorted(str(p.relative_to(remote.server.dir)) for p in (remote.server.dir / "srv").glob("*/*")),
+            remote.current(), remote.server.docker("ps", "--all", "--format", "{{.Names}} {{.ID}} {{.State}}").stdout,
+            sorted(remote.server.docker("volume", "ls", "--quiet").stdout.split()))
+
+
+def test_another_project_is_refused_in_this_projects_directory_and_on_its_port(remote):
+    """Two projects on one server, each with its own front: one given this project's
+    directory (`intruder`) or this project's port (`neighbour`) is refused in one line
+    before anything changes, naming whose they are and the ways out."""
+    other = "hello-e2e-other"
+    with open(remote.root / "config/stack.toml", "a") as handle:
+        handle.write("\n" + remote.server.hosts_entry("intruder", str(remote.remote_dir), http_port=PORT, project=other))
+        handle.write("\n" + remote.server.hosts_entry("neighbour", str(remote.server.dir / "srv" / "other"),
+                                                      http_port=PORT, project=other))
+    before = host_state(remote)
+    owner_file = remote.remote_dir / "project"
+    owned = owner_file.read_text() if owner_file.exists() else None
+    runs = [("deploy", "intruder"), ("rollback", "intruder"), ("releases", "intruder"),
+            ("deploy", "intruder", "older version"), ("deploy", "neighbour")]
+    outcomes = []
+    for task, name, *older in runs:
+        if older and owned:  # a directory an earlier version deployed: no file, its releases say whose it is
+            owner_file.rename(owner_file.with_name("project.kept"))
+        started = time.monotonic()
+        result = remote.inv(task, "--host", name, check=False)
+        outcomes.append((result.returncode, result.stderr.strip().splitlines(), time.monotonic() - started))
+        if older and owned:
+            owner_file.with_name("project.kept").rename(owner_file)
+        print(f"inv {task} --host {name}{' (' + older[0] + ')' if older else ''}: exit {result.returncode} in "
+              f"{outcomes[-1][2]:.1f}s: {(result.stderr.strip() or result.stdout.strip()).splitlines()[-1:]}")
+    assert owned == "hello-e2e-prod\n"  # written by its first deploy
+    assert host_state(remote) == before  # nothing changed, no directory made for the neighbour
+    assert not (remote.server.dir / "srv" / "other").exists() and not (remote.remote_dir / ".deploy-lock").exists()
+    refusal = (f"error: {remote.remote_dir} on intruder belongs to project hello-e2e-prod ({owner_file}), not {other}: "
+               "give [hosts.intruder] a directory of its own (each project deploys into its own)")
+    assert [outcome[:2] for outcome in outcomes[:3]] == [(1, [refusal])] * 3
+    assert outcomes[3][:2] == (1, [f"error: {remote.remote_dir} on intruder holds the releases of project "
+                                   f"hello-e2e-prod, not {other}: give [hosts.intruder] a directory of its own "
+                                   "(each project deploys into its own)"])
+    assert outcomes[4][:2] == (1, [f"error: port {PORT} on neighbour is taken by project hello-e2e-prod (its container "
+                                   "hello-e2e-prod-front-1): give [hosts.neighbour] another http_port, or put the "
+                                   "projects behind the server's shared front (front = \"shared\" in "
+                                   "[hosts.neighbour])"])
+    assert remote.page()[0] == 200
+
+
 def test_a_code_change_is_served(remote):
     template = remote.root / "hello/hello/templates/hello/index.html"
     template.write_text(template.read_text().replace("Hello from Django", "Hello from release two"))

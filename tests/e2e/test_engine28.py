@@ -3,16 +3,19 @@ default of new installs from Engine 29): one test host running it (testkit/testh
 engine "28-containerd"), taken through what differs per engine, each once: a cold deploy
 building there, `inv up` and `inv doctor` over --host, the engine stopped (a deploy fails
 in one line; its restart brings the release back), then a code change and a rollback under
-load (0 failed), and the backups (an archive fetched here, the backup service's restic
-snapshot there). The rest of the e2e suite runs on 20.10; --ship-image on this store is
+load (0 failed), the backups (an archive fetched here, the backup service's restic
+snapshot there), and the local stack (`inv up` without --host) on that engine. The rest of the e2e suite runs on 20.10; --ship-image on this store is
 tested with the other ship-image tests.
 
 The tests run in order and share the host."""
+import os
 import re
+import subprocess
 import time
 
 import pytest
 
+from testkit import INV
 from testkit.load import Load
 from testkit.projectcopy import copy_project
 
@@ -141,3 +144,43 @@ def test_backups_on_the_host_an_archive_here_and_a_restic_snapshot_there(e28):
     assert (e28.repository / "config").is_file()
     listed = e28.inv("backup.snapshots", "--host", "prod").stdout
     assert re.search(r"database1 \([\d,]+ rows\), \d+ media file\(s\)", listed), listed
+
+
+LOCAL = "hello-e2e-e28-local"
+LOCAL_PORT = 8081
+
+
+def test_the_local_stack_runs_on_this_engine_too(e28):
+    """`inv up`, `inv ps` and `inv down` without --host against engine 28 (DOCKER_HOST at the
+    test host's socket), under a project and port of their own; run in the host's
+    network namespace, where that engine publishes ports and `inv up` waits for /healthz.
+    The build reuses the layers the deploys above left in that engine's build cache."""
+    env = {**os.environ, "DOCKER_HOST": e28.server.docker_host, "COMPOSE_PROJECT_NAME": LOCAL,
+           "HTTP_PORT": str(LOCAL_PORT)}
+
+    def inv(*args):
+        result = subprocess.run([*e28.prefix, *INV, *args], cwd=e28.root, env=env, capture_output=True, text=True,
+                                timeout=600, stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, f"inv {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        return result
+
+    started = time.monotonic()
+    up = inv("up")
+    timed("inv up here (no --host)", started)
+    built = up.stdout + up.stderr
+    cached = re.findall(r"#\d+ CACHED", built)
+    print(f"[engine 28] inv up here: {len(cached)} build steps from the cache")
+    # Every step of the requirements' install came from the cache: nothing was downloaded.
+    assert cached and "Collecting " not in built and "Downloading " not in built, built
+    assert f"The stack is up at http://127.0.0.1:{LOCAL_PORT}/" in up.stdout
+    status, _, body = e28.server.get(f"http://127.0.0.1:{LOCAL_PORT}/")
+    assert status == 200 and b"Hello from" in body
+    listed = inv("ps").stdout
+    for service in ("djangoapp", "database1", "nginx", "front"):
+        assert re.search(rf"^{LOCAL}-{service}-\d\s.*\sUp\b", listed, re.M), listed
+    assert "Hello from" in e28.page()[1]  # the host's release, beside it, serves on
+    started = time.monotonic()
+    inv("down", "--volumes", "--yes")
+    timed("inv down here", started)
+    assert e28.server.docker("ps", "--all", "--quiet", "--filter", f"label=com.docker.compose.project={LOCAL}").stdout == ""
+    assert e28.server.docker("volume", "ls", "--quiet", "--filter", f"name=^{LOCAL}_").stdout == ""
