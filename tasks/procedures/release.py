@@ -28,6 +28,7 @@ from ..plans import release as plans
 from ..plans import rollout as rollout_plans
 from ..source import render
 from ..source.stack import ROOT
+from . import server_front
 from .building import build_app
 from .images import ship_image
 from .rollout import roll_out
@@ -236,6 +237,8 @@ class HostRelease:
 
     def ready(self) -> None:
         self.r.ensure_engine()  # before anything changes there
+        if self.r.target.site.shared:
+            server_front.preflight(self.r)  # a domain another project serves: refused now
         self.r.shell(plans.prepare_directories(self.r.target.directory), what="preparing the host's directory")
 
     def leftovers(self) -> None:
@@ -250,7 +253,10 @@ class HostRelease:
         host_undo(d, step, where, code)
 
     def settle(self, d: Deploy) -> None:
-        """Nothing more once the release serves."""
+        """Behind the shared front, the domains this project no longer lists are released
+        once the release serves."""
+        if self.r.target.site.shared:
+            server_front.release_dropped(self.r)
 
     def prune(self, keep: int, release: str, previous: str | None) -> None:
         prune_releases(self.r, keep, release, previous)
