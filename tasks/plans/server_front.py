@@ -155,6 +155,15 @@ def nginx_reload() -> list[str]:
     return ["docker", "exec", CONTAINER, "nginx", "-s", "reload", "-c", f"{CONF}/nginx.conf"]
 
 
+def own_front(project: str) -> str:
+    """The container of PROJECT's own front (front = "own"), which holds the ports."""
+    return f"{project}-front-1"
+
+
+def remove_container(name: str) -> list[str]:
+    return ["docker", "rm", "--force", name]
+
+
 def connect(project: str) -> list[str]:
     return ["docker", "network", "connect", network(project), CONTAINER]
 

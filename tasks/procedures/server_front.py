@@ -92,6 +92,15 @@ def ensure(r: Runner, upgrade: bool = False) -> None:
     r.report(f"the shared front runs on {r.target.name} ({f.directory}, {image})")
 
 
+def give_up_own_front(r: Runner) -> None:
+    """A project moving onto the shared front: its own front leaves ports 80 and 443 to it
+    (requests in the moment between the two are refused)."""
+    name = plans.own_front(r.project)
+    if r.probe(["docker", "inspect", "--format", "{{.State.Status}}", name], anywhere=True).ok:
+        r.say(f"moving {r.project} from its own front to the shared front")
+        r.run(plans.remove_container(name), anywhere=True, hide=True, what=f"removing {name}")
+
+
 def connect(r: Runner, project: str) -> None:
     result = r.run(plans.connect(project), anywhere=True, check=False, hide=True)
     if result.failed and not plans.connected_already(result.stderr):
@@ -116,6 +125,8 @@ def join(r: Runner) -> None:
         refusal = plans.refusal(claims(r), project, site.domains)
         if refusal:
             raise TaskError(refusal)
+        if state(r) is None:
+            give_up_own_front(r)
         ensure(r)
         connect(r, project)
         r.shell(plans.claim(folder(r), project, site.domains), what="claiming the domains on the shared front")
