@@ -174,3 +174,37 @@ class TestClaims:
         state = plans.parse_inspect("running\tnginx:1.27\t/srv/stackfront/conf\tbridge hello-a_front_network \n")
         assert state == plans.State("running", "nginx:1.27", "/srv/stackfront", ("bridge", "hello-a_front_network"))
         assert plans.parse_inspect("") is None
+
+
+class TestADeployBehindTheSharedFront:
+    """HostRelease.ready, the deploy's first step on the host, with a recording connection."""
+
+    def ready(self, claims: str):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import HostTarget
+        from tasks.plans import compose
+        from tasks.procedures import release
+        from tests.fakes import Recorder
+
+        stack = stack_of(SHARED)
+        engine = {shlex.join(argv): Result(stdout="28.2.2\n") for argv in (compose.engine_version(),
+                                                                         compose.compose_version())}
+        conn = Recorder({**engine, f"bash -c {shlex.quote(plans.read_claims(FOLDER))}": Result(stdout=claims)})
+        release.HostRelease(Runner(HostTarget(conn, stack.hosts["prod"], stack))).ready()
+        return conn.commands
+
+    def test_a_domain_another_project_serves_is_refused_before_anything_changes(self):
+        from tasks.errors import TaskError
+
+        with pytest.raises(TaskError) as caught:
+            self.ready("www.example.com shop\n")
+        assert str(caught.value) == \
+            "www.example.com is served by project shop on this server: nothing was changed"
+
+    def test_its_own_claims_and_free_names_go_on(self):
+        commands = self.ready("example.com hello-prod\nother.example shop\n")
+        assert any("mkdir -p -m 755 /srv/hello/releases" in command for command in commands)

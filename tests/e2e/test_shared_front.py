@@ -176,8 +176,8 @@ def test_a_domain_another_project_serves_is_refused_before_anything_changes(both
     c.configure()
     refused = c.inv("deploy", "--host", "third", check=False)
     assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert refused.stderr.strip().splitlines()[-1] == \
-        f"{B_DOMAINS[0]} is served by project shop-b on this server: nothing was changed", refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        f"error: {B_DOMAINS[0]} is served by project shop-b on this server: nothing was changed"), refused.stderr
     assert not c.dir.exists()
     assert "Shop v1" in both.b.curl(f"https://{B_DOMAINS[0]}/").stdout
 
