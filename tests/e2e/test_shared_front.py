@@ -227,6 +227,15 @@ def test_after_b_is_removed_a_serves_with_its_certificate_and_doctor_shows_the_f
     assert f"it routes hello-a: {', '.join(sorted(A_DOMAINS))}" in out, out
     assert f"hello-a's names claimed: {', '.join(A_DOMAINS)}" in out, out
     assert "hello-a's certificate published to the front" in out, out
+    # Through every operation of both projects, the front was never reloaded.
+    logs = both.server.docker("logs", "stackfront-front-1").stderr
+    assert "start worker process" in logs and "reconfiguring" not in logs, logs[-2000:]
+    # Installing it again changes nothing: the same container, still on A's network.
+    started = both.server.docker("inspect", "--format", "{{.Id}} {{.State.StartedAt}}", "stackfront-front-1").stdout
+    a.inv("server.front", "--host", "web")
+    assert both.server.docker("inspect", "--format", "{{.Id}} {{.State.StartedAt}}",
+                              "stackfront-front-1").stdout == started
+    assert "Hello from Django" in a.curl(f"https://{A_DOMAINS[0]}/").stdout
     # The front cannot go while A uses it.
     refused = a.inv("server.front", "--host", "web", "--remove", check=False)
     assert refused.returncode == 1 and "projects still use the shared front" in refused.stderr, refused.stderr
