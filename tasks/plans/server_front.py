@@ -118,6 +118,11 @@ def up(folder: Folder) -> list[str]:
     return compose(folder, ["up", "--detach", "--no-build", "--remove-orphans"])
 
 
+def create(folder: Folder) -> list[str]:
+    """Its container made, not started (a project moving from its own front: see join)."""
+    return compose(folder, ["up", "--no-start", "--no-build"])
+
+
 def down(folder: Folder) -> list[str]:
     return compose(folder, ["down", "--remove-orphans"])
 

@@ -66,20 +66,12 @@ def preflight(r: Runner) -> None:
 def ensure(r: Runner, upgrade: bool = False) -> None:
     """The front runs. UPGRADE (`inv server.front`): its files brought to this version's, a
     reload when its configuration changed, recreated only when its definition did."""
-    f, site = folder(r), r.target.site
+    f = folder(r)
     found = state(r)
     check_folder(r, found)
     if found and found.status == "running" and not upgrade:
         return
-    r.shell(plans.prepare(f), what=f"preparing {f.directory}")
-    image = os.environ.get("NGINX_IMAGE") or plans.NGINX_IMAGE
-    values = plans.values(f, site.bind, site.http_port, site.https_port, image,
-                          render.NGINX_CONNECTIONS, render.NGINX_FILES)
-    changed = []
-    for path, text in render.stackfront_files(values).items():
-        written = r.shell(plans.write_if_changed(f.directory / path), stdin_text=text, what=f"writing {path}")
-        if "changed" in written.stdout:
-            changed.append(path)
+    changed = install_files(r)
     r.run(plans.up(f), anywhere=True, hide=True, what="starting the shared front")
     if found and found.status == "running" and any(p.parts[0] == "conf" for p in changed):
         tested = r.run(plans.nginx_test(), anywhere=True, check=False, hide=True)
@@ -89,16 +81,31 @@ def ensure(r: Runner, upgrade: bool = False) -> None:
         r.run(plans.nginx_reload(), anywhere=True, hide=True, what="reloading the shared front")
         r.say("the shared front's configuration changed: reloaded it")
     reconnect(r)
-    r.report(f"the shared front runs on {r.target.name} ({f.directory}, {image})")
+    r.report(f"the shared front runs on {r.target.name} ({f.directory}, {image(r)})")
 
 
-def give_up_own_front(r: Runner) -> None:
-    """A project moving onto the shared front: its own front leaves ports 80 and 443 to it
-    (requests in the moment between the two are refused)."""
-    name = plans.own_front(r.project)
-    if r.probe(["docker", "inspect", "--format", "{{.State.Status}}", name], anywhere=True).ok:
-        r.say(f"moving {r.project} from its own front to the shared front")
-        r.run(plans.remove_container(name), anywhere=True, hide=True, what=f"removing {name}")
+def image(r: Runner) -> str:
+    return os.environ.get("NGINX_IMAGE") or plans.NGINX_IMAGE
+
+
+def install_files(r: Runner) -> list:
+    """The front's folder and files, each written only when it changed; the paths written."""
+    f, site = folder(r), r.target.site
+    r.shell(plans.prepare(f), what=f"preparing {f.directory}")
+    values = plans.values(f, site.bind, site.http_port, site.https_port, image(r),
+                          render.NGINX_CONNECTIONS, render.NGINX_FILES)
+    changed = []
+    for path, text in render.stackfront_files(values).items():
+        written = r.shell(plans.write_if_changed(f.directory / path), stdin_text=text, what=f"writing {path}")
+        if "changed" in written.stdout:
+            changed.append(path)
+    return changed
+
+
+def own_front_runs(r: Runner) -> bool:
+    """Whether the project's own front (front = "own") runs: it holds the ports."""
+    found = r.probe(["docker", "inspect", "--format", "{{.State.Status}}", plans.own_front(r.project)], anywhere=True)
+    return found.ok and found.stdout.strip() == "running"
 
 
 def connect(r: Runner, project: str) -> None:
@@ -125,8 +132,14 @@ def join(r: Runner) -> None:
         refusal = plans.refusal(claims(r), project, site.domains)
         if refusal:
             raise TaskError(refusal)
-        if state(r) is None:
-            give_up_own_front(r)
+        if state(r) is None and own_front_runs(r):
+            # Made before the project's own front goes, started right after: the ports are
+            # free for the time it takes to start a container that exists.
+            install_files(r)
+            r.run(plans.create(folder(r)), anywhere=True, hide=True, what="creating the shared front")
+            r.say(f"moving {project} from its own front to the shared front")
+            r.run(plans.remove_container(plans.own_front(project)), anywhere=True, hide=True,
+                  what=f"removing {plans.own_front(project)}")
         ensure(r)
         connect(r, project)
         r.shell(plans.claim(folder(r), project, site.domains), what="claiming the domains on the shared front")

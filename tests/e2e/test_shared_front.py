@@ -40,14 +40,22 @@ class Project:
         self.stand, self.root, self.host, self.project, self.domains = stand, root, host, project, domains
         self.dir = stand.server.dir / "srv" / project
 
-    def configure(self):
+    def configure(self, front="shared"):
+        """This project's host entry in its checkout's config/stack.toml, added or replaced."""
         server, ca = self.stand.server, self.stand.ca
-        with open(self.root / "config/stack.toml", "a") as handle:
-            handle.write("\n" + server.hosts_entry(
-                self.host, str(self.dir), project=self.project, domains=self.domains, front="shared",
-                front_directory=str(self.stand.front_dir), acme_email=f"ops@{self.domains[0]}",
-                acme_server=ca.directory_url(server.gateway), acme_ca_bundle=str(ca.ca_bundle)))
+        shared = {"front": "shared", "front_directory": str(self.stand.front_dir)} if front == "shared" else {}
+        entry = "\n" + server.hosts_entry(
+            self.host, str(self.dir), project=self.project, domains=self.domains, acme_email=f"ops@{self.domains[0]}",
+            acme_server=ca.directory_url(server.gateway), acme_ca_bundle=str(ca.ca_bundle), **shared)
+        stack = self.root / "config/stack.toml"
+        text = stack.read_text()
+        stack.write_text(text.replace(self.entry, entry) if getattr(self, "entry", None) else text + entry)
+        self.entry = entry
         self.inv("render")
+
+    def change_code(self, words):
+        views = self.root / "hello/hello/views.py"
+        views.write_text(views.read_text() + f"\n# {words}\n")
 
     def inv(self, *args, check=True, timeout=1200):
         result = subprocess.run([*INV, *args], cwd=self.root, capture_output=True, text=True, timeout=timeout,
@@ -97,7 +105,7 @@ def stand(servers, tmp_path_factory):
         work = tmp_path_factory.mktemp("shared-front")
         s = Stand(server, ca, ca.write_roots(work / "pebble-roots.pem"), work)
         a = Project(s, copy_project(work / "a"), "web", "hello-a", A_DOMAINS)
-        a.configure()
+        a.configure(front="own")
         s.a = a
         yield s
 
@@ -119,9 +127,29 @@ def both(stand):
     return stand
 
 
+def test_a_project_moves_from_its_own_front_to_the_shared_front_in_one_deploy(stand):
+    """A served by its own front, then `front = "shared"` and a deploy under load on A: the
+    seconds and the failed requests of the move are printed (its own front leaves the
+    ports to the shared front: the requests of that moment are refused)."""
+    a = stand.a
+    started = time.monotonic()
+    a.inv("deploy", "--host", "web")
+    print(f"deploy of A with its own front: {time.monotonic() - started:.1f}s")
+    assert a.certificate()[0] == sorted(A_DOMAINS)
+    a.configure(front="shared")
+    a.change_code("moved onto the shared front")
+    with a.load() as on_a:
+        started = time.monotonic()
+        a.deployed = a.inv("deploy", "--host", "web")
+        seconds = time.monotonic() - started
+    print(f"move of A onto the shared front: {seconds:.1f}s; site A {on_a.requests} requests, {on_a.failed} failed "
+          f"{on_a.failures[:3]}")
+    assert on_a.requests > 0
+    assert stand.server.docker("ps", "--quiet", "--filter", "name=^hello-a-front-1$").stdout == ""
+
+
 def test_one_project_is_served_over_https_through_the_shared_front(stand):
     a = stand.a
-    a.deployed = a.inv("deploy", "--host", "web")
     page = a.curl(f"https://{A_DOMAINS[0]}/", "--include")
     assert page.returncode == 0, page.stderr
     assert "Hello from Django" in page.stdout
@@ -196,8 +224,7 @@ def measure(both, operation, run):
 
 def test_operations_on_one_project_fail_no_request_of_either_site(both):
     a, b = both.a, both.b
-    views = a.root / "hello/hello/views.py"
-    views.write_text(views.read_text() + "\n# a code change\n")
+    a.change_code("a code change")
 
     counts, _ = measure(both, "code deploy of A", lambda: a.inv("deploy", "--host", "web"))
     assert counts["A"][1] == 0 and counts["B"][1] == 0, counts
