@@ -165,8 +165,10 @@ def own_front(project: str) -> str:
     return f"{project}-front-1"
 
 
-def remove_container(name: str) -> list[str]:
-    return ["docker", "rm", "--force", name]
+def hand_over(project: str) -> str:
+    """Shell: PROJECT's own front removed and the shared front's container (made already)
+    started at once, in one command: the ports are free for the least time."""
+    return f"docker rm --force {_q(own_front(project))} >/dev/null && docker start {CONTAINER} >/dev/null"
 
 
 def connect(project: str) -> list[str]:

@@ -143,6 +143,15 @@ def build_image(d: Deploy) -> None:
     ship_image(d.r, here, d.image)
 
 
+def move_to_shared_front(d: Deploy) -> None:
+    """Behind the shared front (front = "shared"), a project whose own front still holds the
+    ports moves now: the first compose command of the release phase would remove that
+    front (an orphan of the new compose file) with nothing on the ports until the site
+    is secured. Its Nginx joins the shared front first, then the own front hands over."""
+    if d.r.target.site.shared and server_front.own_front_runs(d.r):
+        secure_site(d.r, d.timeout)
+
+
 def release_phase(d: Deploy) -> None:
     start_databases(d.r, d.timeout)
     run_release_phase(d.r)
@@ -202,6 +211,7 @@ STEPS = (
     ("shipping the code", ship_code),
     ("preparing the release", prepare),
     ("building the image", build_image),
+    ("moving onto the shared front", move_to_shared_front),
     ("running the release phase", release_phase),
     ("recording the release", record),
     ("securing the site", secure),

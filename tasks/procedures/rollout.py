@@ -184,7 +184,9 @@ def ensure_front(r: Runner, timeout: float) -> None:
     changed (an unchanged running container is left alone). Behind the server's shared
     front (procedures/server_front.py), the project has no front: Nginx alone."""
     if r.target.site.shared:
-        r.compose(compose.up(["nginx"], build=False, timeout=timeout, no_deps=True), what="starting Nginx")
+        # A project's own front, moving to the shared one, serves until it hands the ports over.
+        r.compose(compose.up(["nginx"], build=False, timeout=timeout, no_deps=True, keep_orphans=True),
+                  what="starting Nginx")
         return
     r.compose(compose.up(["nginx", "front"], build=False, timeout=timeout, no_deps=True),
               what="starting Nginx and the front")

@@ -138,8 +138,7 @@ def join(r: Runner) -> None:
             install_files(r)
             r.run(plans.create(folder(r)), anywhere=True, hide=True, what="creating the shared front")
             r.say(f"moving {project} from its own front to the shared front")
-            r.run(plans.remove_container(plans.own_front(project)), anywhere=True, hide=True,
-                  what=f"removing {plans.own_front(project)}")
+            r.shell(plans.hand_over(project), what=f"handing the ports from {plans.own_front(project)} to the shared front")
         ensure(r)
         connect(r, project)
         r.shell(plans.claim(folder(r), project, site.domains), what="claiming the domains on the shared front")
