@@ -208,3 +208,28 @@ class TestADeployBehindTheSharedFront:
     def test_its_own_claims_and_free_names_go_on(self):
         commands = self.ready("example.com hello-prod\nother.example shop\n")
         assert any("mkdir -p -m 755 /srv/hello/releases" in command for command in commands)
+
+
+class TestARollbackBehindTheSharedFront:
+    def test_a_release_deployed_with_the_projects_own_front_is_refused(self):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.errors import TaskError
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import HostTarget
+        from tasks.procedures import server_front
+        from tests.fakes import Recorder
+
+        stack = stack_of(SHARED)
+        old = "20261120T000000Z-0123456789ab"
+        check = f"bash -c {shlex.quote(plans.behind_shared_front(f'/srv/hello/releases/{old}/docker-compose.yml'))}"
+        conn = Recorder({check: Result(exited=1)})
+        with pytest.raises(TaskError) as caught:
+            server_front.check_release(Runner(HostTarget(conn, stack.hosts["prod"], stack, release=old)))
+        assert str(caught.value) == (f"{old} was deployed with the project's own front, before it moved to the "
+                                     "shared front: deploy its code again instead")
+        assert conn.commands == [check]
+        # One deployed behind it goes on.
+        server_front.check_release(Runner(HostTarget(Recorder(), stack.hosts["prod"], stack, release=old)))

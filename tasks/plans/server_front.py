@@ -236,6 +236,11 @@ def unclaim(folder: Folder, domains) -> str:
     return "rm -f -- " + " ".join(_q(p) for p in paths) if paths else "true"
 
 
+def behind_shared_front(compose_file) -> str:
+    """Whether the release of COMPOSE_FILE was deployed behind the shared front."""
+    return f"grep -qF {_q(ALIAS_SUFFIX)} {_q(compose_file)}"
+
+
 def published(folder: Folder, project: str) -> str:
     """Whether PROJECT's certificate is published (the deploy user may not read it: 0640)."""
     return f"test -e {_q(folder.certs / project / PUBLISHED)}"

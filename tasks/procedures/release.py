@@ -282,6 +282,8 @@ class HostRelease:
 
     def serve_again(self, target: str, timeout: int) -> None:
         back = self.r.in_release(target)
+        if self.r.target.site.shared:
+            server_front.check_release(back)
         serve_release(back, timeout)
         wait_until_served(back, timeout)
         self.r.shell(plans.switch(self.r.target.directory, target), what=f"pointing current at {target}")

@@ -124,6 +124,14 @@ def reconnect(r: Runner) -> None:
             r.say(f"warning: {exc}")
 
 
+def check_release(r: Runner) -> None:
+    """Refuse to serve R's release behind the shared front when it was deployed with the
+    project's own front (its compose file names no alias for the shared front)."""
+    if r.shell(plans.behind_shared_front(r.root / "docker-compose.yml"), check=False).failed:
+        raise TaskError(f"{r.target.release} was deployed with the project's own front, before it moved to the "
+                        f"shared front: deploy its code again instead")
+
+
 def join(r: Runner) -> None:
     """This project's claims on its domains (refused when another project holds one), the
     front started if missing, and on this project's network."""

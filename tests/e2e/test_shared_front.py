@@ -135,6 +135,7 @@ def test_a_project_moves_from_its_own_front_to_the_shared_front_in_one_deploy(st
     started = time.monotonic()
     a.inv("deploy", "--host", "web")
     print(f"deploy of A with its own front: {time.monotonic() - started:.1f}s")
+    a.own_release = (a.dir / "current").resolve().name
     assert a.certificate()[0] == sorted(A_DOMAINS)
     a.configure(front="shared")
     a.change_code("moved onto the shared front")
@@ -262,6 +263,12 @@ def test_after_b_is_removed_a_serves_with_its_certificate_and_doctor_shows_the_f
     a.inv("server.front", "--host", "web")
     assert both.server.docker("inspect", "--format", "{{.Id}} {{.State.StartedAt}}",
                               "stackfront-front-1").stdout == started
+    assert "Hello from Django" in a.curl(f"https://{A_DOMAINS[0]}/").stdout
+    # A release deployed with A's own front is not served behind the shared one.
+    back = a.inv("rollback", "--host", "web", "--to", a.own_release, "--force", check=False)
+    assert back.returncode == 1 and back.stderr.strip().splitlines()[-1].endswith(
+        f"{a.own_release} was deployed with the project's own front, before it moved to the shared front: "
+        "deploy its code again instead"), back.stderr
     assert "Hello from Django" in a.curl(f"https://{A_DOMAINS[0]}/").stdout
     # The front cannot go while A uses it.
     refused = a.inv("server.front", "--host", "web", "--remove", check=False)
