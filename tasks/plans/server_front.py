@@ -119,7 +119,7 @@ def up(folder: Folder) -> list[str]:
 
 
 def create(folder: Folder) -> list[str]:
-    """Its container made, not started (a project moving from its own front: see join)."""
+    """Its container made (or recreated), not started: the tasks connect it first."""
     return compose(folder, ["up", "--no-start", "--no-build"])
 
 

@@ -65,13 +65,17 @@ def preflight(r: Runner) -> None:
 
 def ensure(r: Runner, upgrade: bool = False) -> None:
     """The front runs. UPGRADE (`inv server.front`): its files brought to this version's, a
-    reload when its configuration changed, recreated only when its definition did."""
+    reload when its configuration changed, recreated only when its definition did, and on
+    the network of every project that claims a name before it takes a request."""
     f = folder(r)
     found = state(r)
     check_folder(r, found)
     if found and found.status == "running" and not upgrade:
         return
     changed = install_files(r)
+    # Made (or recreated) first and on every claimed project's network before it starts.
+    r.run(plans.create(f), anywhere=True, hide=True, what="creating the shared front")
+    reconnect(r)
     r.run(plans.up(f), anywhere=True, hide=True, what="starting the shared front")
     if found and found.status == "running" and any(p.parts[0] == "conf" for p in changed):
         tested = r.run(plans.nginx_test(), anywhere=True, check=False, hide=True)
@@ -80,7 +84,6 @@ def ensure(r: Runner, upgrade: bool = False) -> None:
                             "it still runs the previous one")
         r.run(plans.nginx_reload(), anywhere=True, hide=True, what="reloading the shared front")
         r.say("the shared front's configuration changed: reloaded it")
-    reconnect(r)
     r.report(f"the shared front runs on {r.target.name} ({f.directory}, {image(r)})")
 
 
@@ -134,22 +137,27 @@ def check_release(r: Runner) -> None:
 
 def join(r: Runner) -> None:
     """This project's claims on its domains (refused when another project holds one), the
-    front started if missing, and on this project's network."""
+    front on this project's network, and started if missing: made first, on every
+    claimed project's network and with this project's claims, so that it routes from its
+    first request (a project moving from its own front hands the ports over only then)."""
     site, project = r.target.site, r.project
     with server_lock(r):
         refusal = plans.refusal(claims(r), project, site.domains)
         if refusal:
             raise TaskError(refusal)
-        if state(r) is None and own_front_runs(r):
-            # Made before the project's own front goes, started right after: the ports are
-            # free for the time it takes to start a container that exists.
+        found = state(r)
+        check_folder(r, found)
+        if found is None:
             install_files(r)
             r.run(plans.create(folder(r)), anywhere=True, hide=True, what="creating the shared front")
+            reconnect(r)
+        connect(r, project)
+        r.shell(plans.claim(folder(r), project, site.domains), what="claiming the domains on the shared front")
+        if found is None and own_front_runs(r):
+            # The ports are free for the time it takes to start a container that exists.
             r.say(f"moving {project} from its own front to the shared front")
             r.shell(plans.hand_over(project), what=f"handing the ports from {plans.own_front(project)} to the shared front")
         ensure(r)
-        connect(r, project)
-        r.shell(plans.claim(folder(r), project, site.domains), what="claiming the domains on the shared front")
     r.report(f"the shared front routes {', '.join(site.domains)} to {project}")
 
 
