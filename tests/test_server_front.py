@@ -233,3 +233,27 @@ class TestARollbackBehindTheSharedFront:
         assert conn.commands == [check]
         # One deployed behind it goes on.
         server_front.check_release(Runner(HostTarget(Recorder(), stack.hosts["prod"], stack, release=old)))
+
+
+class TestJoining:
+    def test_a_project_moving_from_its_own_front_hands_the_ports_over_to_a_front_that_routes_already(self):
+        """Made, on the project's network and with its claims before the own front goes; started then."""
+        import shlex
+
+        from invoke import Result
+
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import HostTarget
+        from tasks.procedures import server_front
+        from tests.fakes import Recorder
+
+        stack = stack_of(SHARED)
+        own = shlex.join(["docker", "inspect", "--format", "{{.State.Status}}", "hello-prod-front-1"])
+        conn = Recorder({shlex.join(plans.inspect()): Result(exited=1, stderr="No such object"),
+                         own: Result(stdout="running\n")})
+        server_front.join(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
+        order = [shlex.join(plans.create(FOLDER)), shlex.join(plans.connect("hello-prod")),
+                 f"bash -c {shlex.quote(plans.claim(FOLDER, 'hello-prod', ['example.com', 'www.example.com']))}",
+                 f"bash -c {shlex.quote(plans.hand_over('hello-prod'))}", shlex.join(plans.up(FOLDER))]
+        found = [conn.commands.index(command) for command in order]
+        assert found == sorted(found), conn.commands
