@@ -11,7 +11,7 @@ The package in layers, each importing only from the ones below it:
 """
 from invoke import Collection
 
-from . import adopt, app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, processes, schedule, service, swarm, venv, volume
+from . import adopt, app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, processes, schedule, server, service, swarm, venv, volume
 from .execution.stdin import ChunkedLocal
 from .source.settings import DEFAULTS
 
@@ -39,6 +39,7 @@ ns = Collection(
     deploy.rollback,
     deploy.releases,
     certs.ns,
+    server.ns,
     swarm.ns,
     benchmarks.bench,
     venv.venv,

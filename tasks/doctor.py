@@ -13,7 +13,7 @@ from .plans import archives, compose
 from .plans import release as release_plans
 from .plans import rollout as rollout_plans
 from .plans import schedules as schedule_plans
-from .procedures import cluster_release, cluster_tasks, places
+from .procedures import cluster_release, cluster_tasks, places, server_front
 from .procedures.backups import _age, _size
 from .procedures.dumps import loads_left
 from .procedures.site import certificate, describe
@@ -152,6 +152,12 @@ def check_certificate(r):
     fix = (f"`inv certs.renew{r.target.host_flag}` (certbot renews by itself within 30 days of the end)"
            if site.tls == "acme" else f"install a new one (certificate in {STACK_FILE}) and deploy")
     return fine, line, fix
+
+
+def check_shared_front(r):
+    """Behind the server's shared front: its state, the projects and names it routes, this
+    project's names and certificate there (nothing for a project with its own front)."""
+    return server_front.report(r) if r.target.site.shared else []
 
 
 def check_interrupted_restores(r):
@@ -340,14 +346,14 @@ def check_app_python(r):
     return True, f"Python {wanted} ([app] python) in {' and '.join(found) or 'what is built so far (nothing yet)'}", None
 
 
-CHECKS = {"engine": check_engine, "engine_report": check_engine_report, "certificate": check_certificate, "compose": check_compose, "builder": check_builder, "port": check_port,
+CHECKS = {"shared_front": check_shared_front, "engine": check_engine, "engine_report": check_engine_report, "certificate": check_certificate, "compose": check_compose, "builder": check_builder, "port": check_port,
           "env_files": check_env_files, "rendered": check_rendered,
           "interrupted_restores": check_interrupted_restores, "interrupted_loads": check_interrupted_loads,
           "unfinished_files": check_unfinished_files, "unfinished_backups": check_unfinished_backups,
           "app_python": check_app_python, "services": check_services,
           "processes": check_processes, "swarm": check_swarm, "cluster_processes": check_cluster_processes,
           "schedules": check_schedules}
-NEEDS_ENGINE = {"engine_report", "port", "builder", "certificate", "interrupted_restores", "interrupted_loads", "app_python",
+NEEDS_ENGINE = {"shared_front", "engine_report", "port", "builder", "certificate", "interrupted_restores", "interrupted_loads", "app_python",
                 "services", "processes"}
 PYTHON_VERSION = "import sys; print('%d.%d' % sys.version_info[:2])"
 
@@ -364,7 +370,9 @@ def doctor(r):
     Here: everything but the certificate, that [app] python is the image's and the app
     virtualenv's Python, and what a killed task left (a restore's safety
     copy in a volume, a load's copies of a database, an unfinished file). On a host (--host): the engine, Compose, buildx,
-    the certificate the front serves (names, issuer, days left; under 14 days warns) and what
+    the certificate the front serves (names, issuer, days left; under 14 days warns), the
+    server's shared front when the host has front = "shared" (running, its image and folder,
+    the projects and names it routes, this project's names and certificate there), and what
     a killed task left in the volumes and databases there, and in its backups folder (each
     unfinished file with its size and age). On a cluster (--cluster): every node in the
     swarm, the app and each process running and healthy as many times as they should, and

@@ -8,7 +8,7 @@ from .cli import print_table, stack_task
 from .errors import TaskError
 from .execution.files import write_all
 from .plans import compose
-from .procedures import building, places
+from .procedures import building, places, server_front
 from .procedures.dumps import settle_interrupted_loads
 from .procedures.locks import project_lock
 from .procedures.serving import check_port_free, wait_until_served
@@ -63,11 +63,15 @@ def up(r, build=True, timeout=None, migrate=True, static=True):
 def down(r, volumes=False, yes=False):
     """Stop and remove the stack's containers.
 
-    The data volumes stay unless --volumes --yes."""
+    The data volumes stay unless --volumes --yes. On a host behind the shared front
+    (front = "shared"), the front first stops routing the project's names and leaves its
+    network; the other projects there keep serving."""
     if volumes:
         names = ", ".join(r.stack.volumes)
         r.confirm(yes, f"Delete the volumes {names} and all their data?", f"--volumes deletes {names} for good")
     remove_leftover_helpers(r)
+    if r.target.site.shared:
+        server_front.leave(r)  # first: the shared front stops sending it requests
     r.compose(compose.down(volumes=volumes), what="stopping the stack")
 
 

@@ -14,7 +14,7 @@ from tasks import cli, ns
 TASKS = sorted(ns.task_names)
 # The verbs a summary may start with; a new task's verb joins them here.
 VERBS = {"Add", "Apply", "Archive", "Benchmark", "Build", "Check", "Collect", "Create", "Delete", "Dump",
-         "Import", "List", "Load", "Make", "Move", "Open", "Print", "Regenerate", "Release", "Remove", "Renew",
+         "Import", "Install", "List", "Load", "Make", "Move", "Open", "Print", "Regenerate", "Release", "Remove", "Renew",
          "Report", "Restore", "Run", "Set", "Ship", "Show", "Start", "Stop"}
 # Old names kept for one release, and the name each one now has.
 RENAMED = {"backup.all": "archive.all", "backup.prune": "archive.prune", "volume.backup": "volume.archive"}

@@ -23,6 +23,12 @@ arrives goes through `install`:
   install-files      the user's own certificate (tls = "files"), mounted at /in/
   show               the installed certificate as JSON (names, issuer, serial, expiry):
                      the key never leaves the container
+  publish            the installed certificate into PUBLISHED, for the server's shared front
+
+Behind the server's shared front (front = "shared"), PUBLISHED is mounted: every install
+also writes the file there (site.pem, by rename), which the shared front reads at each
+handshake and never reloads for. There a renewal keeps the key (`renew --same-key`), so
+that the two reads of one handshake always find a certificate and its own key.
 
 Python, not shell: certbot's image has it, with the `cryptography` package this needs.
 """
@@ -45,6 +51,7 @@ from cryptography.x509.oid import NameOID
 CERTS = "/etc/hello/certs"
 SITE_CONF = f"{CERTS}/site.conf"
 LEGACY_PEM = f"{CERTS}/site.pem"
+PUBLISHED = "/etc/hello/published"
 NGINX_GID = 101  # the nginx group of the official image (and of the test stand-in)
 LINEAGE = "site"
 LIVE = f"/etc/letsencrypt/live/{LINEAGE}"
@@ -160,6 +167,7 @@ def install(chain_pem, key_pem, where):
     path, before = f"{CERTS}/site-{key_id(key)}.pem", served()
     changed = write(path, body, 0o640)
     write(LEGACY_PEM, body, 0o640)
+    publish(body)
     if path != before:
         # The file the front reads until its reload stays; older ones go.
         for name in os.listdir(CERTS):
@@ -172,6 +180,20 @@ def install(chain_pem, key_pem, where):
           f"(serial {certificates[0].serial_number:x}, until {expires(certificates[0]):%Y-%m-%d})"
           + ("" if path == before or before is None else ", with a new key: served once the front reloads"))
     return True
+
+
+def publish(body=None):
+    """BODY (else the installed certificate's file) into PUBLISHED by rename, when the
+    shared front reads it from there."""
+    if not os.path.isdir(PUBLISHED):
+        return
+    if body is None:
+        try:
+            with open(served() or LEGACY_PEM, "rb") as handle:
+                body = handle.read()
+        except FileNotFoundError:
+            fail("no certificate installed yet: nothing to publish")
+    write(f"{PUBLISHED}/site.pem", body, 0o640)
 
 
 def placeholder():
@@ -263,12 +285,13 @@ def obtain():
     install_live()
 
 
-def renew(force=False):
+def renew(force=False, same_key=False):
     # Run by `inv certs.renew`, which reloads the front afterwards: a new key each time
-    # (--new-key), kept by the renewals of renew-loop (--reuse-key). Asked for now: without
-    # a terminal, certbot would first wait a random 0-8 minutes (renew-loop spreads its own).
-    args = ["renew", "--cert-name", LINEAGE, "--new-key", "--reuse-key", "--no-random-sleep-on-renew",
-            "--deploy-hook", DEPLOY_HOOK]
+    # (--new-key), kept by the renewals of renew-loop (--reuse-key); SAME_KEY behind the
+    # shared front, which is never reloaded. Asked for now: without a terminal, certbot
+    # would first wait a random 0-8 minutes (renew-loop spreads its own).
+    args = ["renew", "--cert-name", LINEAGE, *([] if same_key else ["--new-key"]), "--reuse-key",
+            "--no-random-sleep-on-renew", "--deploy-hook", DEPLOY_HOOK]
     if force:
         args.append("--force-renewal")
     status, output = certbot(args)
@@ -330,12 +353,12 @@ def show():
 
 
 COMMANDS = {"placeholder": placeholder, "obtain": obtain, "renew-loop": renew_loop, "deploy-hook": deploy_hook,
-            "install-files": install_files, "show": show}
+            "install-files": install_files, "show": show, "publish": publish}
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 2 and sys.argv[1] == "renew":
-        renew(force="--force" in sys.argv[2:])
+    if len(sys.argv) >= 2 and sys.argv[1] == "renew" and set(sys.argv[2:]) <= {"--force", "--same-key"}:
+        renew(force="--force" in sys.argv[2:], same_key="--same-key" in sys.argv[2:])
     elif len(sys.argv) == 2 and sys.argv[1] in COMMANDS:
         COMMANDS[sys.argv[1]]()
     else:
-        fail(f"usage: certs.py {{{'|'.join(['renew [--force]', *COMMANDS])}}}", 1)
+        fail(f"usage: certs.py {{{'|'.join(['renew [--force] [--same-key]', *COMMANDS])}}}", 1)

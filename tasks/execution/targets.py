@@ -194,7 +194,8 @@ class HostTarget(Target):
 
     # The rest is about a checkout (a release was checked here), and the certificate; what
     # killed tasks left in the host's volumes, databases and backups folder, as here.
-    doctor_checks = ("engine", "engine_report", "compose", "builder", "certificate", "interrupted_restores", "interrupted_loads",
+    doctor_checks = ("engine", "engine_report", "compose", "builder", "certificate", "shared_front", "interrupted_restores",
+                     "interrupted_loads",
                      "unfinished_backups", "services", "processes")
 
     def __init__(self, c, host: Host, stack: Stack, release: str | None = None, local_c=None):

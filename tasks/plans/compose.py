@@ -26,8 +26,11 @@ def build(services=(), pull=False, no_cache=False) -> list[str]:
     return ["build", *(["--pull"] if pull else []), *(["--no-cache"] if no_cache else []), *services]
 
 
-def up(services=(), build=True, wait=True, timeout=DEFAULTS["timeout"], no_deps=False) -> list[str]:
-    argv = ["up", "--detach", "--remove-orphans"]
+def up(services=(), build=True, wait=True, timeout=DEFAULTS["timeout"], no_deps=False,
+       keep_orphans=False) -> list[str]:
+    """KEEP_ORPHANS: leave the containers of services the file no longer has (a project's
+    own front, serving until the shared front takes its ports)."""
+    argv = ["up", "--detach", *([] if keep_orphans else ["--remove-orphans"])]
     argv += ["--build"] if build else ["--no-build"]
     if wait:
         argv += ["--wait", "--wait-timeout", str(timeout)]

@@ -252,7 +252,9 @@ def owner_refusal(host: str, directory, project: str, printed: str) -> str | Non
 
 def published(site: Site, http_port: int) -> list[tuple[str, int, str]]:
     """(address, port, the host entry's key for it) of each port the front publishes on the
-    host (docker-compose.yml.j2's `front`)."""
+    host (docker-compose.yml.j2's `front`): none behind the server's shared front."""
+    if site.shared:
+        return []
     ports = [(site.bind, http_port, "http_port")]
     return ports + [(site.bind, site.https_port, "https_port")] if site.https else ports
 

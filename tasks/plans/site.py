@@ -45,8 +45,14 @@ def obtain() -> list[str]:
     return certs(["obtain"])
 
 
-def renew(force: bool = False) -> list[str]:
-    return certs(["renew", *(["--force"] if force else [])])
+def renew(force: bool = False, same_key: bool = False) -> list[str]:
+    """SAME_KEY: behind the shared front, which is never reloaded to read a new key's file."""
+    return certs(["renew", *(["--force"] if force else []), *(["--same-key"] if same_key else [])])
+
+
+def publish() -> list[str]:
+    """The installed certificate where the shared front reads it (front = "shared")."""
+    return certs(["publish"])
 
 
 def install_files(site: Site) -> list[str]:

@@ -28,6 +28,7 @@ from ..plans import release as plans
 from ..plans import rollout as rollout_plans
 from ..source import render
 from ..source.stack import ROOT
+from . import server_front
 from .building import build_app
 from .images import ship_image
 from .rollout import roll_out
@@ -162,6 +163,15 @@ def build_image(d: Deploy) -> None:
     ship_image(d.r, here, d.image)
 
 
+def move_to_shared_front(d: Deploy) -> None:
+    """Behind the shared front (front = "shared"), a project whose own front still holds the
+    ports moves now: the first compose command of the release phase would remove that
+    front (an orphan of the new compose file) with nothing on the ports until the site
+    is secured. Its Nginx joins the shared front first, then the own front hands over."""
+    if d.r.target.site.shared and server_front.own_front_runs(d.r):
+        secure_site(d.r, d.timeout)
+
+
 def release_phase(d: Deploy) -> None:
     start_databases(d.r, d.timeout)
     run_release_phase(d.r)
@@ -221,6 +231,7 @@ STEPS = (
     ("shipping the code", ship_code),
     ("preparing the release", prepare),
     ("building the image", build_image),
+    ("moving onto the shared front", move_to_shared_front),
     ("running the release phase", release_phase),
     ("recording the release", record),
     ("securing the site", secure),
@@ -257,7 +268,10 @@ class HostRelease:
     def ready(self) -> None:
         self.r.ensure_engine()  # before anything changes there
         self.r.target.ensure_own(self.r)
-        check_ports(self.r)
+        if self.r.target.site.shared:
+            server_front.preflight(self.r)  # a domain another project serves: refused now
+        else:
+            check_ports(self.r)  # the ports its own front would publish, held by another
         self.r.shell(plans.prepare_directories(self.r.target.directory), what="preparing the host's directory")
         claim_directory(self.r)
 
@@ -273,7 +287,10 @@ class HostRelease:
         host_undo(d, step, where, code)
 
     def settle(self, d: Deploy) -> None:
-        """Nothing more once the release serves."""
+        """Behind the shared front, the domains this project no longer lists are released
+        once the release serves."""
+        if self.r.target.site.shared:
+            server_front.release_dropped(self.r)
 
     def prune(self, keep: int, release: str, previous: str | None) -> None:
         prune_releases(self.r, keep, release, previous)
@@ -290,6 +307,8 @@ class HostRelease:
 
     def serve_again(self, target: str, timeout: int) -> None:
         back = self.r.in_release(target)
+        if self.r.target.site.shared:
+            server_front.check_release(back)
         serve_release(back, timeout)
         wait_until_served(back, timeout)
         self.r.shell(plans.switch(self.r.target.directory, target), what=f"pointing current at {target}")

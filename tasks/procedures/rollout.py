@@ -181,7 +181,13 @@ def show_why_unhealthy(r: Runner, name: str, answers: HealthAnswers) -> None:
 
 def ensure_front(r: Runner, timeout: float) -> None:
     """Nginx and the front, started when missing and recreated only if their definition
-    changed (an unchanged running container is left alone)."""
+    changed (an unchanged running container is left alone). Behind the server's shared
+    front (procedures/server_front.py), the project has no front: Nginx alone."""
+    if r.target.site.shared:
+        # A project's own front, moving to the shared one, serves until it hands the ports over.
+        r.compose(compose.up(["nginx"], build=False, timeout=timeout, no_deps=True, keep_orphans=True),
+                  what="starting Nginx")
+        return
     r.compose(compose.up(["nginx", "front"], build=False, timeout=timeout, no_deps=True),
               what="starting Nginx and the front")
 
@@ -198,7 +204,10 @@ def install_nginx_files(r: Runner) -> bool:
 
 def refresh_front(r: Runner) -> None:
     """The front keeps its configuration from release to release; when it did change, it is
-    reloaded (idle keep-alive connections of clients are closed then, once)."""
+    reloaded (idle keep-alive connections of clients are closed then, once). The shared
+    front is never reloaded by a project's work."""
+    if r.target.site.shared:
+        return
     same = r.run(compose_exec(r, "front", plans.front_sum_check()), check=False, hide=True)
     if same.failed:
         r.say("the front's configuration changed: reloading it")

@@ -4,7 +4,10 @@ the certbot service's container).
 
 A deploy runs `secure` before any traffic moves to the new release: the front takes the
 host's ports and configuration, a certificate is in place (a self-signed placeholder first,
-so that HTTPS answers from the start), then the real one is obtained. When the ACME server
+so that HTTPS answers from the start), then the real one is obtained. Behind the server's
+shared front (front = "shared", procedures/server_front.py), the project's certificate is
+published into the front's folder, its domains claimed and its network joined instead; the
+shared front is never reloaded, so renewals there keep the key. When the ACME server
 refuses, the deploy stops there with one line naming the domain and the error, and the
 release already serving keeps serving (the undo puts its front configuration back).
 """
@@ -16,6 +19,7 @@ from ..errors import TaskError, last_line
 from ..execution.runner import Runner
 from ..plans import compose
 from ..plans import site as plans
+from . import server_front
 from .rollout import ensure_front, install_nginx_files, refresh_front
 
 
@@ -55,8 +59,12 @@ def secure(r: Runner, timeout: float) -> None:
             certs(r, plans.install_files(site), "installing the certificate")
         else:
             certs(r, plans.placeholder(), "making a placeholder certificate")
+    if site.shared:
+        certs(r, plans.publish(), "publishing the certificate to the shared front")
     install_nginx_files(r)
     ensure_front(r, timeout)
+    if site.shared:
+        server_front.join(r)
     refresh_front(r)
     if site.tls == "acme":
         r.say(f"asking {site.acme_server} for a certificate for {', '.join(site.domains)}")
@@ -101,7 +109,7 @@ def renew(r: Runner, force: bool) -> None:
     site = r.target.site
     if site.tls != "acme":
         raise TaskError(f"{r.target.name} does not use ACME (tls = \"{site.tls}\"): nothing to renew")
-    result = certs(r, plans.renew(force), "renewing the certificate")
+    result = certs(r, plans.renew(force, same_key=site.shared), "renewing the certificate")
     for line in result.stdout.strip().splitlines()[-2:]:
         r.say(line)
     refresh_front(r)  # a renewal here brings a new key, in a new file: the front reloads to read it

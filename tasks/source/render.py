@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .schedules import SCHEDULER, schedules_variable
-from .stack import APP_ROLE, BACKUP_NOTIFY, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
+from .stack import ALIAS_SUFFIX, APP_ROLE, BACKUP_NOTIFY, BACKUP_OPTIONAL_SECRETS, DJANGO_SECRET, RESTIC_PASSWORD, ROOT, SECRETS_DIR, Site, Stack
 
 TEMPLATES = ROOT / "config" / "templates"
 COMPOSE_FILE = Path("docker-compose.yml")
@@ -161,6 +161,7 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "processes": stack.all_processes,
         "services": stack.services,
         "logs": stack.logs,
+        "alias_suffix": ALIAS_SUFFIX,
     }
     files = {
         DOCKERFILE: _render(env, "Dockerfile.j2", **values),
@@ -180,6 +181,17 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
     return files
 
 
+# The server's shared front, by path in its folder (tasks/plans/server_front.py).
+STACKFRONT_FILES = {Path("compose.yml"): "stackfront.yml.j2", Path("conf/nginx.conf"): "stackfront.conf.j2"}
+
+
+def stackfront_files(values: dict) -> dict[Path, str]:
+    """The shared front's files, by path in its folder, from server_front.values(...): the
+    same for any set of projects it routes to."""
+    env = _environment()
+    return {path: _render(env, template, **values) for path, template in STACKFRONT_FILES.items()}
+
+
 def stack_file(cluster: str) -> Path:
     """The stack file of CLUSTER, for `docker stack deploy`."""
     return Path(f"docker-stack.{cluster}.yml")
@@ -192,7 +204,9 @@ def cluster_nginx_conf(cluster: str) -> Path:
 def site_files(stack: Stack, site: Site, place: BackupPlace = LOCAL_BACKUP_PLACE) -> dict[Path, str]:
     """The files of SITE_FILES rendered for SITE, at PLACE."""
     files = rendered(stack, site, place)
-    return {path: files[path] for path in SITE_FILES}
+    # Behind the shared front, the project's Nginx answers the ACME challenges and adds HSTS
+    # and the security headers (its own front would): its configuration is the host's too.
+    return {path: files[path] for path in (*SITE_FILES, *((NGINX_CONF,) if site.shared else ()))}
 
 
 def drift(stack: Stack, root: Path = ROOT) -> list[Path]:

@@ -375,6 +375,13 @@ ACME_SERVERS = {
     "staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
 }
 TLS_MODES = ("acme", "files", "off")
+# Who owns the server's ports 80 and 443: the project's own front, or the server's front
+# that every project deployed there with front = "shared" sits behind (tasks/plans/server_front.py).
+FRONTS = ("own", "shared")
+SHARED_FRONT_DIRECTORY = "/srv/stackfront"
+# Behind the shared front, a project's Nginx answers on its front network to <domain> +
+# ALIAS_SUFFIX: ".internal" is reserved for private use and never resolves on the internet.
+ALIAS_SUFFIX = ".site.internal"
 
 
 @dataclass(frozen=True)
@@ -395,6 +402,13 @@ class Site:
     hsts_max_age: int = 300
     hsts_include_subdomains: bool = False
     hsts_preload: bool = False
+    front: str = "own"                     # own | shared
+    front_directory: str = SHARED_FRONT_DIRECTORY  # the server front's folder (front = "shared")
+
+    @property
+    def shared(self) -> bool:
+        """Behind the server's shared front: no front of its own, no published port."""
+        return self.front == "shared"
 
     @property
     def https(self) -> bool:
@@ -832,7 +846,8 @@ def parse(data: dict, source: str = str(STACK_FILE)) -> Stack:
 
 HOST_KEYS = {"address", "user", "port", "identity_file", "known_hosts", "directory", "http_port", "project"}
 SITE_KEYS = {"domains", "tls", "bind", "https_port", "acme_email", "acme_server", "acme_ca_bundle", "certificate",
-             "certificate_key", "trusted_proxies", "hsts_max_age", "hsts_include_subdomains", "hsts_preload"}
+             "certificate_key", "trusted_proxies", "hsts_max_age", "hsts_include_subdomains", "hsts_preload",
+             "front", "front_directory"}
 
 
 def parse_site(entry: dict, project_http_port: int) -> Site:
@@ -866,9 +881,17 @@ def parse_site(entry: dict, project_http_port: int) -> Site:
         hsts_max_age=values.whole(entry.get("hsts_max_age", 300), "hsts_max_age", 0, 63072000),
         hsts_include_subdomains=values.flag(entry.get("hsts_include_subdomains", False), "hsts_include_subdomains"),
         hsts_preload=values.flag(entry.get("hsts_preload", False), "hsts_preload"),
+        front=values.choice(entry.get("front", "own"), FRONTS, "front"),
+        front_directory=values.directory(entry["front_directory"], "front_directory")
+        if "front_directory" in entry else SHARED_FRONT_DIRECTORY,
     )
     if site.https and site.http_port == site.https_port:
         raise StackError(f"http_port and https_port are both {site.http_port}")
+    if site.shared and not site.https:
+        raise StackError('front = "shared" needs domains and tls = "acme" or "files" (the shared front '
+                         'serves every name over HTTPS)')
+    if "front_directory" in entry and not site.shared:
+        raise StackError('front_directory is for front = "shared" (this host has front = "own")')
     return site
 
 

@@ -36,7 +36,7 @@ GROUPS = {"test_stack": "local", "test_databases": "local-databases", "test_back
           "test_swarm": "swarm", "test_shared_repository": "shared", "test_jobs": "jobs", "test_services": "services",
           "test_schedules": "schedules", "test_standins": "standins", "test_processes": "processes",
           "test_testhost": "testhost", "test_cluster_jobs": "cluster-jobs", "test_logs": "logs",
-          "test_pg_upgrade": "pg-upgrade", "test_ship_image": "ship"}
+          "test_pg_upgrade": "pg-upgrade", "test_ship_image": "ship", "test_shared_front": "front"}
 
 
 # The groups, longest first (their seconds in CI, summed over their tests: the report's
@@ -44,8 +44,8 @@ GROUPS = {"test_stack": "local", "test_databases": "local-databases", "test_back
 # (--no-loadscope-reorder in pytest.ini; by default it would start the groups with the most
 # tests first, and the one-test bench groups, among the longest, last), each to a worker
 # that is free (testkit/xdist_groups.py), so the workers end close together.
-# local-backups and local-databases (parts of local until now) placed by a guess until CI has timed them.
-LONGEST_FIRST = ["scheduled", "jobs", "swarm", "local", "zero", "local-backups", "https", "cluster-jobs", "deploy", "bench-deploy", "shared",
+# local-backups, local-databases (parts of local until now) and front placed by a guess until CI has timed them.
+LONGEST_FIRST = ["scheduled", "jobs", "swarm", "local", "zero", "local-backups", "https", "front", "cluster-jobs", "deploy", "bench-deploy", "shared",
                  "engine28", "faults", "bench", "bench-load", "adopt", "processes", "diagnosis", "adopt-more", "upgrade", "pg-upgrade", "ship", "services",
                  "local-databases", "standins", "testhost", "logs", "schedules"]
 

@@ -1,0 +1,246 @@
+"""Plans for the server's shared front (procedures/server_front.py runs them): the one Nginx
+on a server's ports 80 and 443 that every project deployed there with front = "shared"
+sits behind, as its own compose project (COMPOSE_PROJECT) in a folder of the server's
+(front_directory, /srv/stackfront unless the host says otherwise).
+
+Routing needs no reload: the front's configuration (config/templates/stackfront.conf.j2)
+is the same for any set of projects. What changes with them are files in its folder:
+
+  names/<domain>          a claim: the project that serves DOMAIN (one project per name)
+  certs/<project>/        that project's published certificate, site.pem (its certbot writes
+                          it there, by rename, at each issue and renewal)
+  certs/<domain>.pem      a relative link to its project's site.pem, made with the claim
+  lock                    the server lock: claims change under it alone
+
+and the networks it is on: each project's front network, joined at runtime (`docker network
+connect`), where the project's Nginx answers to <domain>.site.internal.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from ..source.stack import ALIAS_SUFFIX
+from .shell import quote as _q
+
+COMPOSE_PROJECT = "stackfront"
+CONTAINER = f"{COMPOSE_PROJECT}-front-1"
+# Where the front's container sees its folders.
+CONF, NAMES, CERTS = "/etc/stackfront/conf", "/etc/stackfront/names", "/etc/stackfront/certs"
+# The file each project's certbot publishes into certs/<project>/.
+PUBLISHED = "site.pem"
+# The image when NGINX_IMAGE does not name one (the projects' Nginx default).
+NGINX_IMAGE = "nginx:1.27"
+# A DNS name in lowercase: labels of letters, digits and '-' (not at either end), at least
+# two of them; the front maps every other Host or SNI to "" (refused). No '/' and no '..'
+# can match: a claimed name is a file name in names/ and certs/ and nothing else.
+NAME_PATTERN = r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+"
+# claims_check's exit status when another project holds a name.
+CLAIMED = 3
+
+
+def network(project: str) -> str:
+    """The front network of PROJECT (its compose file's front_network)."""
+    return f"{project}_front_network"
+
+
+def alias(domain: str) -> str:
+    return f"{domain}{ALIAS_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class Folder:
+    """The front's folder on the server and what it holds."""
+    directory: PurePosixPath
+
+    @classmethod
+    def of(cls, directory: str) -> "Folder":
+        return cls(PurePosixPath(directory))
+
+    @property
+    def compose_file(self) -> PurePosixPath:
+        return self.directory / "compose.yml"
+
+    @property
+    def conf(self) -> PurePosixPath:
+        return self.directory / "conf"
+
+    @property
+    def names(self) -> PurePosixPath:
+        return self.directory / "names"
+
+    @property
+    def certs(self) -> PurePosixPath:
+        return self.directory / "certs"
+
+    @property
+    def lock(self) -> PurePosixPath:
+        return self.directory / "lock"
+
+
+def values(folder: Folder, bind: str, http_port: int, https_port: int, nginx_image: str,
+           nginx_connections: int, nginx_files: int) -> dict:
+    """What the front's templates are rendered from (source/render.py stackfront_files)."""
+    return {"compose_project": COMPOSE_PROJECT, "directory": str(folder.directory), "bind": bind,
+            "http_port": http_port, "https_port": https_port, "nginx_image": nginx_image,
+            "nginx_connections": nginx_connections, "nginx_files": nginx_files, "conf": CONF, "names": NAMES,
+            "certs": CERTS, "alias_suffix": ALIAS_SUFFIX, "name_pattern": NAME_PATTERN}
+
+
+def is_name(text: str) -> bool:
+    """Whether the front would route TEXT (a Host or SNI) to a claim's file."""
+    return re.fullmatch(NAME_PATTERN, text) is not None
+
+
+# -- the front's folder and container ---------------------------------------------------------
+
+def prepare(folder: Folder) -> str:
+    """Its folders, readable by Nginx's workers (the certificates' files are not: 0640, group 101)."""
+    paths = " ".join(_q(p) for p in (folder.directory, folder.conf, folder.names, folder.certs))
+    return f"mkdir -p {paths} && chmod 755 {paths}"
+
+
+def write_if_changed(path) -> str:
+    """Standard input into PATH (0644, by rename) unless it holds that already; prints
+    `changed` when it wrote."""
+    q = _q(path)
+    return (f"t={q}.$$.tmp; cat > \"$t\" && if cmp -s \"$t\" {q}; then rm -f \"$t\"; "
+            f"else chmod 644 \"$t\" && mv -f \"$t\" {q} && echo changed; fi")
+
+
+def compose(folder: Folder, args) -> list[str]:
+    return ["docker", "compose", "--project-name", COMPOSE_PROJECT, "--file", str(folder.compose_file), *args]
+
+
+def up(folder: Folder) -> list[str]:
+    """Started when missing, recreated only when its definition changed."""
+    return compose(folder, ["up", "--detach", "--no-build", "--remove-orphans"])
+
+
+def create(folder: Folder) -> list[str]:
+    """Its container made (or recreated), not started: the tasks connect it first."""
+    return compose(folder, ["up", "--no-start", "--no-build"])
+
+
+def down(folder: Folder) -> list[str]:
+    return compose(folder, ["down", "--remove-orphans"])
+
+
+def inspect() -> list[str]:
+    """State, image and the folder its configuration comes from (empty when there is no front)."""
+    return ["docker", "inspect", "--format",
+            "{{.State.Status}}\t{{.Config.Image}}\t{{range .Mounts}}{{if eq .Destination \"" + CONF + "\"}}"
+            "{{.Source}}{{end}}{{end}}\t{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+            CONTAINER]
+
+
+@dataclass(frozen=True)
+class State:
+    status: str
+    image: str
+    directory: str
+    networks: tuple[str, ...]
+
+
+def parse_inspect(stdout: str) -> State | None:
+    fields = stdout.rstrip("\n").split("\t")
+    if len(fields) != 4 or not fields[0]:
+        return None
+    conf = fields[2]
+    return State(fields[0], fields[1], conf[:-len("/conf")] if conf.endswith("/conf") else conf,
+                 tuple(fields[3].split()))
+
+
+def nginx_test() -> list[str]:
+    return ["docker", "exec", CONTAINER, "nginx", "-t", "-q", "-c", f"{CONF}/nginx.conf"]
+
+
+def nginx_reload() -> list[str]:
+    return ["docker", "exec", CONTAINER, "nginx", "-s", "reload", "-c", f"{CONF}/nginx.conf"]
+
+
+def own_front(project: str) -> str:
+    """The container of PROJECT's own front (front = "own"), which holds the ports."""
+    return f"{project}-front-1"
+
+
+def hand_over(project: str) -> str:
+    """Shell: PROJECT's own front removed and the shared front's container (made already)
+    started at once, in one command: the ports are free for the least time."""
+    return f"docker rm --force {_q(own_front(project))} >/dev/null && docker start {CONTAINER} >/dev/null"
+
+
+def connect(project: str) -> list[str]:
+    return ["docker", "network", "connect", network(project), CONTAINER]
+
+
+def disconnect(project: str) -> list[str]:
+    return ["docker", "network", "disconnect", network(project), CONTAINER]
+
+
+def connected_already(stderr: str) -> bool:
+    """`docker network connect` refused only because the front is on that network already."""
+    return "already exists" in stderr
+
+
+def not_connected(stderr: str) -> bool:
+    return "is not connected" in stderr or "No such container" in stderr or "not found" in stderr
+
+
+# -- claims ---------------------------------------------------------------------------------
+
+def read_claims(folder: Folder) -> str:
+    """Every claim as `<domain> <project>` lines."""
+    n = _q(folder.names)
+    return (f"cd {n} 2>/dev/null || exit 0; for f in *; do [ -f \"$f\" ] || continue; "
+            f"printf '%s %s\\n' \"$f\" \"$(head -n 1 -- \"$f\")\"; done")
+
+
+def parse_claims(stdout: str) -> dict[str, str]:
+    """{domain: project} from read_claims' lines (anything else in the folder is left out)."""
+    found = {}
+    for line in stdout.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and is_name(fields[0]):
+            found[fields[0]] = fields[1]
+    return found
+
+
+def refusal(claims: dict[str, str], project: str, domains) -> str | None:
+    """The one line refusing PROJECT's DOMAINS when another project claims one of them."""
+    for domain in domains:
+        owner = claims.get(domain)
+        if owner is not None and owner != project:
+            return f"{domain} is served by project {owner} on this server"
+    return None
+
+
+def claim(folder: Folder, project: str, domains) -> str:
+    """PROJECT's claims on DOMAINS and each one's link to its published certificate, each
+    written by rename (the front sees the old file or the new one, never a part)."""
+    parts = ["set -e"]
+    for domain in domains:
+        # Hidden while unfinished: a name in names/ is a claim.
+        name, new_name = _q(folder.names / domain), _q(folder.names / f".{domain}.tmp")
+        link, new_link = _q(folder.certs / f"{domain}.pem"), _q(folder.certs / f".{domain}.pem.tmp")
+        parts.append(f"printf '%s\\n' {_q(project)} > {new_name} && chmod 644 {new_name} && mv -f {new_name} {name}")
+        parts.append(f"ln -sfn {_q(f'{project}/{PUBLISHED}')} {new_link} && mv -Tf {new_link} {link}")
+    return "\n".join(parts) + "\n"
+
+
+def unclaim(folder: Folder, domains) -> str:
+    """The claims on DOMAINS and their certificate links removed: the front refuses those
+    names from the next request on."""
+    paths = [p for d in domains for p in (folder.names / d, folder.certs / f"{d}.pem")]
+    return "rm -f -- " + " ".join(_q(p) for p in paths) if paths else "true"
+
+
+def behind_shared_front(compose_file) -> str:
+    """Whether the release of COMPOSE_FILE was deployed behind the shared front."""
+    return f"grep -qF {_q(ALIAS_SUFFIX)} {_q(compose_file)}"
+
+
+def published(folder: Folder, project: str) -> str:
+    """Whether PROJECT's certificate is published (the deploy user may not read it: 0640)."""
+    return f"test -e {_q(folder.certs / project / PUBLISHED)}"

@@ -1,0 +1,226 @@
+"""The server's shared front (front = "shared"; plans in tasks/plans/server_front.py): one
+Nginx on the server's ports 80 and 443 for every project deployed there that says so, each
+project's own Nginx behind it, found by name.
+
+Routing needs no reload. The front's configuration is the same for any set of projects; a
+deploy changes only files in the front's folder (claims, certificate links) and the
+networks it is on, so deploying, rolling back, renewing or removing one project never
+touches the connections of another.
+
+- `ensure`: the front runs (installed by `inv server.front`, or by the first deploy that
+  needs it, as kamal-proxy boots with the first deploy); upgrading it is `inv server.front`
+  only, never a deploy.
+- `join`: a project's claims on its domains, under the server lock, refused in one line when
+  another project holds one; then the front joins the project's front network.
+- `leave`: the front leaves the project's network, and its claims and certificate links go;
+  the other projects keep serving.
+"""
+from __future__ import annotations
+
+import os
+
+from ..errors import TaskError, last_line
+from ..execution.runner import Runner
+from ..plans import server_front as plans
+from ..source import render
+from .locks import held
+
+
+def folder(r: Runner) -> plans.Folder:
+    return plans.Folder.of(r.target.site.front_directory)
+
+
+def server_lock(r: Runner) -> held:
+    """The server's lock: claims of every project there change under it alone."""
+    return held(r, folder(r).lock, "the shared front's server lock")
+
+
+def state(r: Runner) -> plans.State | None:
+    """The front's container (None when there is none)."""
+    result = r.probe(plans.inspect(), anywhere=True)
+    return plans.parse_inspect(result.stdout) if result.ok else None
+
+
+def check_folder(r: Runner, found: plans.State | None) -> None:
+    """One front per server: a host entry naming another folder than the running front's
+    would make a second one, which cannot have the ports."""
+    f = folder(r)
+    if found and found.directory and found.directory != str(f.directory):
+        raise TaskError(f"the shared front on {r.target.name} runs from {found.directory}, not {f.directory}: "
+                        f"set front_directory = \"{found.directory}\" in [hosts.{r.target.name}]")
+
+
+def claims(r: Runner) -> dict[str, str]:
+    """{domain: project} of every claim on the server."""
+    return plans.parse_claims(r.shell(plans.read_claims(folder(r)), check=False).stdout)
+
+
+def preflight(r: Runner) -> None:
+    """Refuse, before anything changes, a project whose domain another project serves."""
+    refusal = plans.refusal(claims(r), r.project, r.target.site.domains)
+    if refusal:
+        raise TaskError(f"{refusal}: nothing was changed")
+    check_folder(r, state(r))
+
+
+def ensure(r: Runner, upgrade: bool = False) -> None:
+    """The front runs. UPGRADE (`inv server.front`): its files brought to this version's, a
+    reload when its configuration changed, recreated only when its definition did, and on
+    the network of every project that claims a name before it takes a request."""
+    f = folder(r)
+    found = state(r)
+    check_folder(r, found)
+    if found and found.status == "running" and not upgrade:
+        return
+    changed = install_files(r)
+    # Made (or recreated) first and on every claimed project's network before it starts.
+    r.run(plans.create(f), anywhere=True, hide=True, what="creating the shared front")
+    reconnect(r)
+    r.run(plans.up(f), anywhere=True, hide=True, what="starting the shared front")
+    if found and found.status == "running" and any(p.parts[0] == "conf" for p in changed):
+        tested = r.run(plans.nginx_test(), anywhere=True, check=False, hide=True)
+        if tested.failed:
+            raise TaskError(f"the shared front refused its new configuration ({last_line(tested.stderr, 'no answer')}); "
+                            "it still runs the previous one")
+        r.run(plans.nginx_reload(), anywhere=True, hide=True, what="reloading the shared front")
+        r.say("the shared front's configuration changed: reloaded it")
+    r.report(f"the shared front runs on {r.target.name} ({f.directory}, {image(r)})")
+
+
+def image(r: Runner) -> str:
+    return os.environ.get("NGINX_IMAGE") or plans.NGINX_IMAGE
+
+
+def install_files(r: Runner) -> list:
+    """The front's folder and files, each written only when it changed; the paths written."""
+    f, site = folder(r), r.target.site
+    r.shell(plans.prepare(f), what=f"preparing {f.directory}")
+    values = plans.values(f, site.bind, site.http_port, site.https_port, image(r),
+                          render.NGINX_CONNECTIONS, render.NGINX_FILES)
+    changed = []
+    for path, text in render.stackfront_files(values).items():
+        written = r.shell(plans.write_if_changed(f.directory / path), stdin_text=text, what=f"writing {path}")
+        if "changed" in written.stdout:
+            changed.append(path)
+    return changed
+
+
+def own_front_runs(r: Runner) -> bool:
+    """Whether the project's own front (front = "own") runs: it holds the ports."""
+    found = r.probe(["docker", "inspect", "--format", "{{.State.Status}}", plans.own_front(r.project)], anywhere=True)
+    return found.ok and found.stdout.strip() == "running"
+
+
+def connect(r: Runner, project: str) -> None:
+    result = r.run(plans.connect(project), anywhere=True, check=False, hide=True)
+    if result.failed and not plans.connected_already(result.stderr):
+        raise TaskError(f"connecting the shared front to {plans.network(project)} failed: "
+                        f"{last_line(result.stderr, f'exit status {result.exited}')}")
+
+
+def reconnect(r: Runner) -> None:
+    """The front on the network of every project that claims a name (after it was recreated)."""
+    for project in sorted(set(claims(r).values())):
+        try:
+            connect(r, project)
+        except TaskError as exc:
+            r.say(f"warning: {exc}")
+
+
+def check_release(r: Runner) -> None:
+    """Refuse to serve R's release behind the shared front when it was deployed with the
+    project's own front (its compose file names no alias for the shared front)."""
+    if r.shell(plans.behind_shared_front(r.root / "docker-compose.yml"), check=False).failed:
+        raise TaskError(f"{r.target.release} was deployed with the project's own front, before it moved to the "
+                        f"shared front: deploy its code again instead")
+
+
+def join(r: Runner) -> None:
+    """This project's claims on its domains (refused when another project holds one), the
+    front on this project's network, and started if missing: made first, on every
+    claimed project's network and with this project's claims, so that it routes from its
+    first request (a project moving from its own front hands the ports over only then)."""
+    site, project = r.target.site, r.project
+    with server_lock(r):
+        refusal = plans.refusal(claims(r), project, site.domains)
+        if refusal:
+            raise TaskError(refusal)
+        found = state(r)
+        check_folder(r, found)
+        if found is None:
+            install_files(r)
+            r.run(plans.create(folder(r)), anywhere=True, hide=True, what="creating the shared front")
+            reconnect(r)
+        connect(r, project)
+        r.shell(plans.claim(folder(r), project, site.domains), what="claiming the domains on the shared front")
+        if found is None and own_front_runs(r):
+            # The ports are free for the time it takes to start a container that exists.
+            r.say(f"moving {project} from its own front to the shared front")
+            r.shell(plans.hand_over(project), what=f"handing the ports from {plans.own_front(project)} to the shared front")
+        ensure(r)
+    r.report(f"the shared front routes {', '.join(site.domains)} to {project}")
+
+
+def release_dropped(r: Runner) -> None:
+    """The claims this project holds on domains it no longer lists, released (after the switch)."""
+    site, project = r.target.site, r.project
+    with server_lock(r):
+        dropped = sorted(d for d, p in claims(r).items() if p == project and d not in site.domains)
+        if dropped:
+            r.shell(plans.unclaim(folder(r), dropped), what="releasing domains on the shared front")
+            r.report(f"the shared front no longer routes {', '.join(dropped)} to {project}")
+
+
+def leave(r: Runner) -> None:
+    """This project off the front: its claims and certificate links removed, the front off
+    its network; the other projects keep serving."""
+    project = r.project
+    with server_lock(r):
+        mine = sorted(d for d, p in claims(r).items() if p == project)
+        r.shell(plans.unclaim(folder(r), mine), what="releasing the domains on the shared front")
+        result = r.run(plans.disconnect(project), anywhere=True, check=False, hide=True)
+        if result.failed and not plans.not_connected(result.stderr):
+            raise TaskError(f"disconnecting the shared front from {plans.network(project)} failed: "
+                            f"{last_line(result.stderr, f'exit status {result.exited}')}")
+    if mine:
+        r.report(f"the shared front no longer routes {', '.join(mine)} to {project}")
+
+
+def remove(r: Runner) -> None:
+    """The front stopped and removed; refused while a project claims a name (listed)."""
+    with server_lock(r):
+        held_names = claims(r)
+        if held_names:
+            listed = "; ".join(f"{p}: {', '.join(sorted(d for d, q in held_names.items() if q == p))}"
+                               for p in sorted(set(held_names.values())))
+            raise TaskError(f"projects still use the shared front on {r.target.name} ({listed}): "
+                            "remove them first (`inv down --host` in each)")
+        r.run(plans.down(folder(r)), anywhere=True, hide=True, what="removing the shared front")
+    r.report(f"removed the shared front from {r.target.name}")
+
+
+def report(r: Runner) -> list[tuple[bool | None, str, str | None]]:
+    """`inv doctor --host` lines: the front's state, the projects and names it routes, this
+    project's names, their certificates."""
+    f, site = folder(r), r.target.site
+    found = state(r)
+    fix = f"`inv server.front --host {r.target.name}` (or deploy)"
+    if found is None:
+        return [(False, f"no shared front on {r.target.name} ({f.directory})", fix)]
+    lines = [(found.status == "running", f"shared front {found.status} ({found.image}, {found.directory or f.directory})",
+              fix)]
+    held_names = claims(r)
+    projects = sorted(set(held_names.values()))
+    lines.append((True, "it routes " + ("; ".join(
+        f"{p}: {', '.join(sorted(d for d, q in held_names.items() if q == p))}" for p in projects) or "nothing"), None))
+    mine = [d for d in site.domains if held_names.get(d) == r.project]
+    missing = [d for d in site.domains if d not in mine]
+    lines.append((not missing, f"{r.project}'s names claimed: {', '.join(mine) or 'none'}"
+                  + (f"; not claimed: {', '.join(missing)}" if missing else ""), f"`inv deploy --host {r.target.name}`"))
+    published = r.shell(plans.published(f, r.project), check=False).ok
+    lines.append((published, f"{r.project}'s certificate " + ("published to the front" if published else "not published"),
+                  f"`inv deploy --host {r.target.name}`"))
+    connected = plans.network(r.project) in found.networks
+    lines.append((connected, f"the front is {'on' if connected else 'not on'} {plans.network(r.project)}",
+                  fix))
+    return lines

@@ -1,0 +1,259 @@
+"""The server's shared front (front = "shared"): the host setting and its refusals, what a
+project renders behind it, the front's own files (golden), the names it routes (no client
+string makes a path outside its folders) and the claims' plans."""
+import os
+import re
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+from hypothesis import given, settings, strategies as st
+
+from tasks.errors import StackError
+from tasks.plans import server_front as plans
+from tasks.plans import site as site_plans
+from tasks.source import render
+from tasks.source.stack import loads
+from tests.stacks import COMMITTED
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "stackfront"
+HOST = '[hosts.prod]\naddress = "203.0.113.10"\ndirectory = "/srv/hello"\nproject = "hello-prod"\n'
+SHARED = 'domains = ["example.com", "www.example.com"]\nfront = "shared"\n'
+FOLDER = plans.Folder.of("/srv/stackfront")
+
+
+def stack_of(extra: str):
+    return loads(COMMITTED + HOST + extra)
+
+
+def files_of(extra: str):
+    stack = stack_of(extra)
+    return render.site_files(stack, stack.hosts["prod"].site)
+
+
+class TestTheSetting:
+    def test_a_host_has_its_own_front_unless_it_says_shared(self):
+        site = stack_of('domains = ["example.com"]\n').hosts["prod"].site
+        assert (site.front, site.shared) == ("own", False)
+        shared = stack_of(SHARED).hosts["prod"].site
+        assert (shared.front, shared.shared, shared.front_directory) == ("shared", True, "/srv/stackfront")
+
+    def test_the_fronts_folder_may_be_another(self):
+        site = stack_of(SHARED + 'front_directory = "/home/deploy/stackfront"\n').hosts["prod"].site
+        assert site.front_directory == "/home/deploy/stackfront"
+
+    @pytest.mark.parametrize("extra, message", [
+        ('domains = ["example.com"]\nfront = "kamal"\n', "front 'kamal' is not valid: one of own, shared"),
+        ('front = "shared"\n', 'front = "shared" needs domains and tls = "acme" or "files"'),
+        ('domains = ["example.com"]\ntls = "off"\nfront = "shared"\n', 'front = "shared" needs domains'),
+        ('domains = ["example.com"]\nfront_directory = "/srv/stackfront"\n', 'front_directory is for front = "shared"'),
+        (SHARED + 'front_directory = "srv/../etc"\n', "front_directory 'srv/../etc' is not valid"),
+        (SHARED + 'front_directory = ["/srv"]\n', "front_directory"),
+    ], ids=["unknown", "without-domains", "tls-off", "folder-with-own", "relative-folder", "not-text"])
+    def test_bad_values_are_refused_in_one_line(self, extra, message):
+        with pytest.raises(StackError) as caught:
+            stack_of(extra)
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+        assert "[hosts.prod]" in str(caught.value)
+
+
+class TestAProjectBehindTheSharedFront:
+    def test_it_has_no_front_and_publishes_no_port(self):
+        compose = yaml.safe_load(files_of(SHARED)[render.COMPOSE_FILE])
+        assert "front" not in compose["services"]
+        assert not any("ports" in service for service in compose["services"].values())
+
+    def test_its_nginx_answers_to_each_domain_on_its_front_network_only(self):
+        nginx = yaml.safe_load(files_of(SHARED)[render.COMPOSE_FILE])["services"]["nginx"]
+        assert nginx["networks"] == {"nginx_network": None, "front_network": {
+            "aliases": ["example.com.site.internal", "www.example.com.site.internal"]}}
+        assert "acme_webroot:/var/www/acme:ro" in nginx["volumes"]
+
+    def test_its_certbot_publishes_into_the_fronts_folder_of_its_project(self):
+        certbot = yaml.safe_load(files_of(SHARED)[render.COMPOSE_FILE])["services"]["certbot"]
+        assert "/srv/stackfront/certs/${COMPOSE_PROJECT_NAME}:/etc/hello/published" in certbot["volumes"]
+        assert certbot["cap_drop"] == ["ALL"] and certbot["cap_add"] == ["CHOWN"]
+
+    def test_its_nginx_answers_the_challenges_and_sets_hsts_and_the_headers_in_every_location(self):
+        conf = files_of(SHARED + "hsts_max_age = 31536000\nhsts_include_subdomains = true\n")[render.NGINX_CONF]
+        assert "location ^~ /.well-known/acme-challenge/ {\n        root /var/www/acme;" in conf
+        hsts = 'add_header Strict-Transport-Security "max-age=31536000; includeSubDomains" always;'
+        # static, media and the app: a location with add_header of its own inherits none.
+        assert conf.count(hsts) == 3 and conf.count("add_header X-Frame-Options DENY always;") == 3
+        assert "proxy_hide_header Strict-Transport-Security;" in conf
+
+    def test_with_its_own_front_nothing_changes(self):
+        own = files_of('domains = ["example.com", "www.example.com"]\n')
+        assert render.NGINX_CONF not in own
+        assert "front" in yaml.safe_load(own[render.COMPOSE_FILE])["services"]
+
+    def test_its_renewals_keep_the_key(self):
+        assert site_plans.renew(True, same_key=True)[-3:] == ["renew", "--force", "--same-key"]
+        assert site_plans.renew(True)[-2:] == ["renew", "--force"]
+
+
+VALUES = plans.values(FOLDER, "0.0.0.0", 80, 443, "nginx:1.27", 8192, 17408)
+
+
+@pytest.mark.parametrize("path", list(render.STACKFRONT_FILES), ids=["compose", "nginx"])
+def test_golden_front(path):
+    text = render.stackfront_files(VALUES)[path]
+    golden = GOLDEN / path.name
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_the_fronts_files_are_the_same_for_any_set_of_projects():
+    """Nothing of a project is in them: adding one reloads and recreates nothing."""
+    files = render.stackfront_files(VALUES)
+    compose = yaml.safe_load(files[Path("compose.yml")])
+    front = compose["services"]["front"]
+    assert compose["name"] == "stackfront" and "networks" not in front
+    assert front["ports"] == ["0.0.0.0:80:80", "0.0.0.0:443:443"]
+    assert all(volume.endswith(":ro") for volume in front["volumes"])
+    assert "example" not in files[Path("conf/nginx.conf")]
+
+
+def test_the_fronts_maps_use_the_name_pattern():
+    conf = render.stackfront_files(VALUES)[Path("conf/nginx.conf")]
+    assert conf.count(f'"~^{plans.NAME_PATTERN}$"') == 2
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.characters(codec="ascii"), max_size=80) | st.from_regex(plans.NAME_PATTERN, fullmatch=True))
+def test_no_client_string_names_a_path_outside_the_fronts_folders(text):
+    if plans.is_name(text):
+        assert "/" not in text and ".." not in text and not text.startswith(".") and text == text.lower()
+        assert PurePosixPath("/etc/stackfront/names", text).parent == PurePosixPath("/etc/stackfront/names")
+
+
+@pytest.mark.parametrize("text", ["", "_", "localhost", "../etc/passwd", "a..b", ".a.b", "a.b.", "A.b", "a/b.c",
+                                  "a.b:443", "-a.b", "a-.b", "a b.c", "x" * 64 + ".com"])
+def test_what_is_not_a_dns_name_is_refused(text):
+    assert not plans.is_name(text)
+
+
+class TestClaims:
+    def test_another_projects_domain_is_refused_in_one_line(self):
+        claims = {"shop.test": "shop-b", "hello.test": "hello-a"}
+        assert plans.refusal(claims, "hello-a", ["hello.test"]) is None
+        assert plans.refusal(claims, "hello-c", ["new.test", "shop.test"]) == \
+            "shop.test is served by project shop-b on this server"
+
+    def test_claims_are_read_as_domain_and_project_and_nothing_else(self):
+        assert plans.parse_claims("hello.test hello-a\nshop.test shop-b\n.x.tmp y\nbad line here\n") == \
+            {"hello.test": "hello-a", "shop.test": "shop-b"}
+
+    def test_a_claim_and_its_certificate_link_are_written_by_rename(self):
+        assert plans.claim(FOLDER, "hello-a", ["hello.test"]) == (
+            "set -e\n"
+            "printf '%s\\n' hello-a > /srv/stackfront/names/.hello.test.tmp && chmod 644 "
+            "/srv/stackfront/names/.hello.test.tmp && mv -f /srv/stackfront/names/.hello.test.tmp "
+            "/srv/stackfront/names/hello.test\n"
+            "ln -sfn hello-a/site.pem /srv/stackfront/certs/.hello.test.pem.tmp && mv -Tf "
+            "/srv/stackfront/certs/.hello.test.pem.tmp /srv/stackfront/certs/hello.test.pem\n")
+
+    def test_releasing_removes_the_claims_and_links(self):
+        assert plans.unclaim(FOLDER, ["a.test"]) == \
+            "rm -f -- /srv/stackfront/names/a.test /srv/stackfront/certs/a.test.pem"
+        assert plans.unclaim(FOLDER, []) == "true"
+
+    def test_the_front_joins_and_leaves_a_projects_front_network(self):
+        assert plans.connect("hello-a") == ["docker", "network", "connect", "hello-a_front_network",
+                                            "stackfront-front-1"]
+        assert plans.disconnect("hello-a") == ["docker", "network", "disconnect", "hello-a_front_network",
+                                               "stackfront-front-1"]
+
+    def test_the_front_is_its_own_compose_project(self):
+        assert plans.up(FOLDER) == ["docker", "compose", "--project-name", "stackfront", "--file",
+                                    "/srv/stackfront/compose.yml", "up", "--detach", "--no-build", "--remove-orphans"]
+
+    def test_its_state_is_read_from_the_engine(self):
+        state = plans.parse_inspect("running\tnginx:1.27\t/srv/stackfront/conf\tbridge hello-a_front_network \n")
+        assert state == plans.State("running", "nginx:1.27", "/srv/stackfront", ("bridge", "hello-a_front_network"))
+        assert plans.parse_inspect("") is None
+
+
+class TestADeployBehindTheSharedFront:
+    """HostRelease.ready, the deploy's first step on the host, with a recording connection."""
+
+    def ready(self, claims: str):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import HostTarget
+        from tasks.plans import compose
+        from tasks.procedures import release
+        from tests.fakes import Recorder
+
+        stack = stack_of(SHARED)
+        engine = {shlex.join(argv): Result(stdout="28.2.2\n") for argv in (compose.engine_version(),
+                                                                         compose.compose_version())}
+        conn = Recorder({**engine, f"bash -c {shlex.quote(plans.read_claims(FOLDER))}": Result(stdout=claims)})
+        release.HostRelease(Runner(HostTarget(conn, stack.hosts["prod"], stack))).ready()
+        return conn.commands
+
+    def test_a_domain_another_project_serves_is_refused_before_anything_changes(self):
+        from tasks.errors import TaskError
+
+        with pytest.raises(TaskError) as caught:
+            self.ready("www.example.com shop\n")
+        assert str(caught.value) == \
+            "www.example.com is served by project shop on this server: nothing was changed"
+
+    def test_its_own_claims_and_free_names_go_on(self):
+        commands = self.ready("example.com hello-prod\nother.example shop\n")
+        assert any("mkdir -p -m 755 /srv/hello/releases" in command for command in commands)
+
+
+class TestARollbackBehindTheSharedFront:
+    def test_a_release_deployed_with_the_projects_own_front_is_refused(self):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.errors import TaskError
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import HostTarget
+        from tasks.procedures import server_front
+        from tests.fakes import Recorder
+
+        stack = stack_of(SHARED)
+        old = "20261120T000000Z-0123456789ab"
+        check = f"bash -c {shlex.quote(plans.behind_shared_front(f'/srv/hello/releases/{old}/docker-compose.yml'))}"
+        conn = Recorder({check: Result(exited=1)})
+        with pytest.raises(TaskError) as caught:
+            server_front.check_release(Runner(HostTarget(conn, stack.hosts["prod"], stack, release=old)))
+        assert str(caught.value) == (f"{old} was deployed with the project's own front, before it moved to the "
+                                     "shared front: deploy its code again instead")
+        assert conn.commands == [check]
+        # One deployed behind it goes on.
+        server_front.check_release(Runner(HostTarget(Recorder(), stack.hosts["prod"], stack, release=old)))
+
+
+class TestJoining:
+    def test_a_project_moving_from_its_own_front_hands_the_ports_over_to_a_front_that_routes_already(self):
+        """Made, on the project's network and with its claims before the own front goes; started then."""
+        import shlex
+
+        from invoke import Result
+
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import HostTarget
+        from tasks.procedures import server_front
+        from tests.fakes import Recorder
+
+        stack = stack_of(SHARED)
+        own = shlex.join(["docker", "inspect", "--format", "{{.State.Status}}", "hello-prod-front-1"])
+        conn = Recorder({shlex.join(plans.inspect()): Result(exited=1, stderr="No such object"),
+                         own: Result(stdout="running\n")})
+        server_front.join(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
+        order = [shlex.join(plans.create(FOLDER)), shlex.join(plans.connect("hello-prod")),
+                 f"bash -c {shlex.quote(plans.claim(FOLDER, 'hello-prod', ['example.com', 'www.example.com']))}",
+                 f"bash -c {shlex.quote(plans.hand_over('hello-prod'))}", shlex.join(plans.up(FOLDER))]
+        found = [conn.commands.index(command) for command in order]
+        assert found == sorted(found), conn.commands
