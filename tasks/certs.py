@@ -23,11 +23,13 @@ def show(r):
     "force": "Renew even if it is not due (certbot renews by itself within 30 days of the end; default: off).",
 })
 def renew(r, force=False):
-    """Renew a host's site certificate now, with a new key.
+    """Renew a host's site certificate now.
 
-    certbot renews by itself when it is due, keeping the key. The new key is in a new file,
-    which the front reads once reloaded: idle keep-alive connections are closed then, once,
-    and no TLS handshake fails."""
+    certbot renews by itself when it is due, keeping the key. With the project's own front,
+    this renewal makes a new key, in a new file, which the front reads once reloaded: idle
+    keep-alive connections are closed then, once, and no TLS handshake fails. Behind the
+    server's shared front (front = "shared") the key is kept and nothing reloads: the new
+    certificate is served from the next handshake on."""
     site.renew(r, force)
 
 

@@ -257,3 +257,23 @@ class TestJoining:
                  f"bash -c {shlex.quote(plans.hand_over('hello-prod'))}", shlex.join(plans.up(FOLDER))]
         found = [conn.commands.index(command) for command in order]
         assert found == sorted(found), conn.commands
+
+
+class TestTheFolder:
+    """The folder made by `prepare`, run for real in a temporary directory."""
+
+    def modes(self, root):
+        import subprocess
+        folder = plans.Folder.of(str(root / "stackfront"))
+        subprocess.run(["sh", "-c", plans.prepare(folder)], check=True)
+        return {p.name: p.stat().st_mode & 0o777 for p in (Path(str(folder.directory)),
+                Path(str(folder.conf)), Path(str(folder.names)), Path(str(folder.certs)))}
+
+    def test_a_new_folder_is_its_owners_alone_and_the_containers_folders_are_readable(self, tmp_path):
+        # The keys inside are 0640 group 101, whoever that is on the server: the folder keeps them in.
+        assert self.modes(tmp_path) == {"stackfront": 0o700, "conf": 0o755, "names": 0o755, "certs": 0o755}
+
+    def test_an_existing_folder_keeps_its_mode(self, tmp_path):
+        (tmp_path / "stackfront").mkdir(mode=0o750)
+        (tmp_path / "stackfront").chmod(0o750)
+        assert self.modes(tmp_path)["stackfront"] == 0o750

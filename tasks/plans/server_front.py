@@ -96,9 +96,13 @@ def is_name(text: str) -> bool:
 # -- the front's folder and container ---------------------------------------------------------
 
 def prepare(folder: Folder) -> str:
-    """Its folders, readable by Nginx's workers (the certificates' files are not: 0640, group 101)."""
-    paths = " ".join(_q(p) for p in (folder.directory, folder.conf, folder.names, folder.certs))
-    return f"mkdir -p {paths} && chmod 755 {paths}"
+    """Its folders. The certificates' keys are files of mode 0640 and group 101 (Nginx's
+    workers read them at each handshake, through the mount); on the server, group 101 is
+    whatever account has that number, so the folder itself, made here, is 0700: no one but
+    its owner (and root) reaches what is inside. Inside it, 0755 for the container's workers.
+    A folder that exists already keeps its mode (it may be one the user made on purpose)."""
+    inner = " ".join(_q(p) for p in (folder.conf, folder.names, folder.certs))
+    return f"mkdir -p -m 700 {_q(folder.directory)} && mkdir -p -m 755 {inner}"
 
 
 def write_if_changed(path) -> str:

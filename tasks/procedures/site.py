@@ -112,5 +112,5 @@ def renew(r: Runner, force: bool) -> None:
     result = certs(r, plans.renew(force, same_key=site.shared), "renewing the certificate")
     for line in result.stdout.strip().splitlines()[-2:]:
         r.say(line)
-    refresh_front(r)  # a renewal here brings a new key, in a new file: the front reloads to read it
+    refresh_front(r)  # its own front: a new key, in a new file, read once reloaded (the shared front: none)
     show_certificate(r)
