@@ -137,19 +137,34 @@ def test_what_is_not_a_dns_name_is_refused(text):
 
 class TestClaims:
     def test_another_projects_domain_is_refused_in_one_line(self):
-        claims = {"shop.test": "shop-b", "hello.test": "hello-a"}
-        assert plans.refusal(claims, "hello-a", ["hello.test"]) is None
-        assert plans.refusal(claims, "hello-c", ["new.test", "shop.test"]) == \
+        claims = {"shop.test": plans.Claim("shop-b", "/srv/shop"), "hello.test": plans.Claim("hello-a", "/srv/hello")}
+        assert plans.refusal(claims, "hello-a", "/srv/hello", ["hello.test"]) is None
+        assert plans.refusal(claims, "hello-c", "/srv/c", ["new.test", "shop.test"]) == \
             "shop.test is served by project shop-b on this server"
 
+    def test_another_copy_of_the_project_in_another_directory_is_refused_too(self):
+        claims = {"hello.test": plans.Claim("hello-a", "/srv/hello")}
+        assert plans.refusal(claims, "hello-a", "/srv/hello-staging", ["hello.test"]) == \
+            "hello.test is served by project hello-a from /srv/hello on this server"
+        assert plans.held_by(claims, "hello-a", "/srv/hello-staging") == []
+        assert plans.held_by(claims, "hello-a", "/srv/hello") == ["hello.test"]
+
+    def test_a_claim_written_before_claims_named_a_directory_is_its_projects(self):
+        claims = plans.parse_claims("hello.test hello-a \n")
+        assert claims == {"hello.test": plans.Claim("hello-a", "")}
+        assert plans.refusal(claims, "hello-a", "/srv/hello", ["hello.test"]) is None
+        assert plans.refusal(claims, "shop-b", "/srv/shop", ["hello.test"]) == \
+            "hello.test is served by project hello-a on this server"
+
     def test_claims_are_read_as_domain_and_project_and_nothing_else(self):
-        assert plans.parse_claims("hello.test hello-a\nshop.test shop-b\n.x.tmp y\nbad line here\n") == \
-            {"hello.test": "hello-a", "shop.test": "shop-b"}
+        assert plans.parse_claims("hello.test hello-a /srv/hello\nshop.test shop-b /srv/my shop\n.x.tmp y\n"
+                                  "bad line here\n") == \
+            {"hello.test": plans.Claim("hello-a", "/srv/hello"), "shop.test": plans.Claim("shop-b", "/srv/my shop")}
 
     def test_a_claim_and_its_certificate_link_are_written_by_rename(self):
-        assert plans.claim(FOLDER, "hello-a", ["hello.test"]) == (
+        assert plans.claim(FOLDER, "hello-a", "/srv/hello", ["hello.test"]) == (
             "set -e\n"
-            "printf '%s\\n' hello-a > /srv/stackfront/names/.hello.test.tmp && chmod 644 "
+            "printf '%s\\n%s\\n' hello-a /srv/hello > /srv/stackfront/names/.hello.test.tmp && chmod 644 "
             "/srv/stackfront/names/.hello.test.tmp && mv -f /srv/stackfront/names/.hello.test.tmp "
             "/srv/stackfront/names/hello.test\n"
             "ln -sfn hello-a/site.pem /srv/stackfront/certs/.hello.test.pem.tmp && mv -Tf "
@@ -205,8 +220,17 @@ class TestADeployBehindTheSharedFront:
         assert str(caught.value) == \
             "www.example.com is served by project shop on this server: nothing was changed"
 
+    def test_a_domain_another_copy_of_the_project_serves_is_refused_before_anything_changes(self):
+        """The same compose project deployed from another directory (a staging copy)."""
+        from tasks.errors import TaskError
+
+        with pytest.raises(TaskError) as caught:
+            self.ready("www.example.com hello-prod /srv/hello-staging\n")
+        assert str(caught.value) == ("www.example.com is served by project hello-prod from /srv/hello-staging "
+                                     "on this server: nothing was changed")
+
     def test_its_own_claims_and_free_names_go_on(self):
-        commands = self.ready("example.com hello-prod\nother.example shop\n")
+        commands = self.ready("example.com hello-prod /srv/hello\nother.example shop /srv/shop\n")
         assert any("mkdir -p -m 755 /srv/hello/releases" in command for command in commands)
 
 
@@ -253,7 +277,28 @@ class TestJoining:
                          own: Result(stdout="running\n")})
         server_front.join(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
         order = [shlex.join(plans.create(FOLDER)), shlex.join(plans.connect("hello-prod")),
-                 f"bash -c {shlex.quote(plans.claim(FOLDER, 'hello-prod', ['example.com', 'www.example.com']))}",
+                 f"bash -c {shlex.quote(plans.claim(FOLDER, 'hello-prod', '/srv/hello', ['example.com', 'www.example.com']))}",
                  f"bash -c {shlex.quote(plans.hand_over('hello-prod'))}", shlex.join(plans.up(FOLDER))]
         found = [conn.commands.index(command) for command in order]
         assert found == sorted(found), conn.commands
+
+
+class TestReleasingDroppedNames:
+    def test_another_copy_of_the_projects_claims_are_never_released(self):
+        """A staging copy (same project, another directory) that lists fewer names leaves
+        the names of the copy that holds them alone."""
+        import shlex
+
+        from invoke import Result
+
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import HostTarget
+        from tasks.procedures import server_front
+        from tests.fakes import Recorder
+
+        stack = stack_of(SHARED)
+        claims = "example.com hello-prod /srv/hello\nold.example hello-prod /srv/hello\nshop.example hello-prod /srv/prod\n"
+        conn = Recorder({f"bash -c {shlex.quote(plans.read_claims(FOLDER))}": Result(stdout=claims)})
+        server_front.release_dropped(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
+        released = [c for c in conn.commands if "rm -f --" in c]
+        assert released == [f"bash -c {shlex.quote(plans.unclaim(FOLDER, ['old.example']))}"], conn.commands

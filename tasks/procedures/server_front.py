@@ -50,14 +50,14 @@ def check_folder(r: Runner, found: plans.State | None) -> None:
                         f"set front_directory = \"{found.directory}\" in [hosts.{r.target.name}]")
 
 
-def claims(r: Runner) -> dict[str, str]:
-    """{domain: project} of every claim on the server."""
+def claims(r: Runner) -> dict[str, plans.Claim]:
+    """{domain: Claim} of every claim on the server."""
     return plans.parse_claims(r.shell(plans.read_claims(folder(r)), check=False).stdout)
 
 
 def preflight(r: Runner) -> None:
     """Refuse, before anything changes, a project whose domain another project serves."""
-    refusal = plans.refusal(claims(r), r.project, r.target.site.domains)
+    refusal = plans.refusal(claims(r), r.project, r.target.directory, r.target.site.domains)
     if refusal:
         raise TaskError(f"{refusal}: nothing was changed")
     check_folder(r, state(r))
@@ -120,7 +120,7 @@ def connect(r: Runner, project: str) -> None:
 
 def reconnect(r: Runner) -> None:
     """The front on the network of every project that claims a name (after it was recreated)."""
-    for project in sorted(set(claims(r).values())):
+    for project in sorted({owner.project for owner in claims(r).values()}):
         try:
             connect(r, project)
         except TaskError as exc:
@@ -142,7 +142,7 @@ def join(r: Runner) -> None:
     first request (a project moving from its own front hands the ports over only then)."""
     site, project = r.target.site, r.project
     with server_lock(r):
-        refusal = plans.refusal(claims(r), project, site.domains)
+        refusal = plans.refusal(claims(r), project, r.target.directory, site.domains)
         if refusal:
             raise TaskError(refusal)
         found = state(r)
@@ -152,7 +152,7 @@ def join(r: Runner) -> None:
             r.run(plans.create(folder(r)), anywhere=True, hide=True, what="creating the shared front")
             reconnect(r)
         connect(r, project)
-        r.shell(plans.claim(folder(r), project, site.domains), what="claiming the domains on the shared front")
+        r.shell(plans.claim(folder(r), project, r.target.directory, site.domains), what="claiming the domains on the shared front")
         if found is None and own_front_runs(r):
             # The ports are free for the time it takes to start a container that exists.
             r.say(f"moving {project} from its own front to the shared front")
@@ -162,10 +162,11 @@ def join(r: Runner) -> None:
 
 
 def release_dropped(r: Runner) -> None:
-    """The claims this project holds on domains it no longer lists, released (after the switch)."""
+    """The claims this project (from this directory) holds on domains it no longer lists,
+    released (after the switch); another copy's claims are never released here."""
     site, project = r.target.site, r.project
     with server_lock(r):
-        dropped = sorted(d for d, p in claims(r).items() if p == project and d not in site.domains)
+        dropped = [d for d in plans.held_by(claims(r), project, r.target.directory) if d not in site.domains]
         if dropped:
             r.shell(plans.unclaim(folder(r), dropped), what="releasing domains on the shared front")
             r.report(f"the shared front no longer routes {', '.join(dropped)} to {project}")
@@ -176,7 +177,7 @@ def leave(r: Runner) -> None:
     its network; the other projects keep serving."""
     project = r.project
     with server_lock(r):
-        mine = sorted(d for d, p in claims(r).items() if p == project)
+        mine = plans.held_by(claims(r), project, r.target.directory)
         r.shell(plans.unclaim(folder(r), mine), what="releasing the domains on the shared front")
         result = r.run(plans.disconnect(project), anywhere=True, check=False, hide=True)
         if result.failed and not plans.not_connected(result.stderr):
@@ -191,12 +192,18 @@ def remove(r: Runner) -> None:
     with server_lock(r):
         held_names = claims(r)
         if held_names:
-            listed = "; ".join(f"{p}: {', '.join(sorted(d for d, q in held_names.items() if q == p))}"
-                               for p in sorted(set(held_names.values())))
+            listed = routes(held_names)
             raise TaskError(f"projects still use the shared front on {r.target.name} ({listed}): "
                             "remove them first (`inv down --host` in each)")
         r.run(plans.down(folder(r)), anywhere=True, hide=True, what="removing the shared front")
     r.report(f"removed the shared front from {r.target.name}")
+
+
+def routes(held_names: dict[str, plans.Claim]) -> str:
+    """`PROJECT: NAME, NAME (DIRECTORY); ...` of every claim."""
+    owners = sorted(set(held_names.values()))
+    return "; ".join(f"{o.project}: {', '.join(sorted(d for d, p in held_names.items() if p == o))}"
+                     + (f" ({o.directory})" if o.directory else "") for o in owners)
 
 
 def report(r: Runner) -> list[tuple[bool | None, str, str | None]]:
@@ -210,10 +217,8 @@ def report(r: Runner) -> list[tuple[bool | None, str, str | None]]:
     lines = [(found.status == "running", f"shared front {found.status} ({found.image}, {found.directory or f.directory})",
               fix)]
     held_names = claims(r)
-    projects = sorted(set(held_names.values()))
-    lines.append((True, "it routes " + ("; ".join(
-        f"{p}: {', '.join(sorted(d for d, q in held_names.items() if q == p))}" for p in projects) or "nothing"), None))
-    mine = [d for d in site.domains if held_names.get(d) == r.project]
+    lines.append((True, "it routes " + (routes(held_names) or "nothing"), None))
+    mine = [d for d in site.domains if d in plans.held_by(held_names, r.project, r.target.directory)]
     missing = [d for d in site.domains if d not in mine]
     lines.append((not missing, f"{r.project}'s names claimed: {', '.join(mine) or 'none'}"
                   + (f"; not claimed: {', '.join(missing)}" if missing else ""), f"`inv deploy --host {r.target.name}`"))
