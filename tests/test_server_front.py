@@ -14,6 +14,7 @@ from tasks.plans import server_front as plans
 from tasks.plans import site as site_plans
 from tasks.source import render
 from tasks.source.stack import loads
+from tests.fakes import Recorder
 from tests.stacks import COMMITTED
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "stackfront"
@@ -302,3 +303,145 @@ class TestReleasingDroppedNames:
         server_front.release_dropped(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
         released = [c for c in conn.commands if "rm -f --" in c]
         assert released == [f"bash -c {shlex.quote(plans.unclaim(FOLDER, ['old.example']))}"], conn.commands
+
+
+class Claiming(Recorder):
+    """A host whose claims folder changes as the commands run: CLAIMS is {domain: 'project directory'}."""
+
+    def __init__(self, claims: dict[str, str], answers=None):
+        import shlex
+
+        super().__init__(answers)
+        self.claims = dict(claims)
+        self.read = f"bash -c {shlex.quote(plans.read_claims(FOLDER))}"
+
+    def run(self, command, **kwargs):
+        import shlex
+
+        from invoke import Result
+
+        if command == self.read:
+            self.answers[command] = Result(stdout="".join(f"{d} {o}\n" for d, o in sorted(self.claims.items())))
+        result = super().run(command, **kwargs)
+        if command.startswith("bash -c "):
+            script = shlex.split(command)[2]
+            for project, directory, domain in re.findall(
+                    r"printf '%s\\n%s\\n' (\S+) (\S+) > /srv/stackfront/names/\.(\S+)\.tmp", script):
+                self.claims[domain] = f"{project} {directory}"
+            if script.startswith("rm -f -- "):
+                for path in script.split()[3:]:
+                    self.claims.pop(path.removeprefix("/srv/stackfront/names/"), None)
+        return result
+
+
+def host_runner(conn, release=None):
+    from tasks.execution.runner import Runner
+    from tasks.execution.targets import HostTarget
+
+    stack = stack_of(SHARED)
+    return Runner(HostTarget(conn, stack.hosts["prod"], stack, release=release))
+
+
+def engine_answers():
+    import shlex
+
+    from invoke import Result
+
+    from tasks.plans import compose
+    return {shlex.join(argv): Result(stdout="28.2.2\n") for argv in (compose.engine_version(), compose.compose_version())}
+
+
+class TestReservingTheNames:
+    """A deploy claims its new names under the server lock before any container is made,
+    and gives them back when it serves nothing new."""
+
+    def test_the_new_names_are_claimed_under_the_server_lock_in_the_first_step(self):
+        from tasks.procedures import release
+
+        conn = Claiming({"example.com": "hello-prod /srv/hello", "shop.example": "shop /srv/shop"}, engine_answers())
+        place = release.HostRelease(host_runner(conn))
+        place.ready()
+        assert place.reserved == ["www.example.com"]
+        assert conn.claims["www.example.com"] == "hello-prod /srv/hello"
+        claimed = next(i for i, c in enumerate(conn.commands) if "names/.www.example.com.tmp" in c)
+        locked = [i for i, c in enumerate(conn.commands) if "mkdir /srv/stackfront/lock" in c]
+        assert locked and locked[-1] < claimed, conn.commands
+        assert not any("docker compose" in c and " up " in c for c in conn.commands[:claimed])
+
+    def test_a_failed_deploy_releases_the_names_it_claimed_and_no_other(self):
+        from tasks.errors import TaskError
+        from tasks.procedures import release
+
+        conn = Claiming({"example.com": "hello-prod /srv/hello", "shop.example": "shop /srv/shop"}, engine_answers())
+        place = release.HostRelease(host_runner(conn))
+
+        def refused(d):
+            raise TaskError("the ACME server refused www.example.com")
+
+        place.steps = (("securing the site", refused),)
+        with pytest.raises(TaskError) as caught:
+            release.run_deploy(place, keep=3, timeout=5)
+        assert "failed while securing the site (the ACME server refused www.example.com)" in str(caught.value)
+        assert conn.claims == {"example.com": "hello-prod /srv/hello", "shop.example": "shop /srv/shop"}
+        assert f"bash -c {shlex_quote(plans.unclaim(FOLDER, ['www.example.com']))}" in conn.commands
+
+    def test_a_deploy_that_claims_nothing_new_releases_nothing(self):
+        from tasks.errors import TaskError
+        from tasks.procedures import release
+
+        claims = {"example.com": "hello-prod /srv/hello", "www.example.com": "hello-prod /srv/hello"}
+        conn = Claiming(claims, engine_answers())
+        place = release.HostRelease(host_runner(conn))
+
+        def refused(d):
+            raise TaskError("no")
+
+        place.steps = (("securing the site", refused),)
+        with pytest.raises(TaskError):
+            release.run_deploy(place, keep=3, timeout=5)
+        assert conn.claims == claims and not any("rm -f -- /srv/stackfront" in c for c in conn.commands)
+
+
+def shlex_quote(text):
+    import shlex
+    return shlex.quote(text)
+
+
+class TestServingAReleaseAgain:
+    """A rollback (or an undo) to a release whose names differ from the current config's."""
+
+    OLD = "20261120T000000Z-0123456789ab"
+
+    def conn(self, claims):
+        from invoke import Result
+
+        names = plans.release_names(f"/srv/hello/releases/{self.OLD}/docker-compose.yml")
+        return Claiming(claims, {f"bash -c {shlex_quote(names)}": Result(
+            stdout='"example.com.site.internal"\n"old.example.site.internal"\n')})
+
+    def test_its_names_another_project_holds_refuse_it_in_one_line(self):
+        from tasks.errors import TaskError
+        from tasks.procedures import server_front
+
+        conn = self.conn({"example.com": "hello-prod /srv/hello", "old.example": "shop /srv/shop"})
+        with pytest.raises(TaskError) as caught:
+            server_front.reclaim(host_runner(conn, self.OLD))
+        assert str(caught.value) == (f"old.example is served by project shop on this server: {self.OLD} serves it "
+                                     "too; nothing was changed")
+        assert conn.claims["old.example"] == "shop /srv/shop"
+
+    def test_its_free_names_are_claimed_again(self):
+        from tasks.procedures import server_front
+
+        conn = self.conn({"example.com": "hello-prod /srv/hello"})
+        server_front.reclaim(host_runner(conn, self.OLD))
+        assert conn.claims == {"example.com": "hello-prod /srv/hello", "old.example": "hello-prod /srv/hello"}
+
+    def test_a_rollback_claims_before_it_serves(self):
+        from tasks.errors import TaskError
+        from tasks.procedures import release
+
+        conn = self.conn({"example.com": "hello-prod /srv/hello", "old.example": "shop /srv/shop"})
+        with pytest.raises(TaskError):
+            release.HostRelease(host_runner(conn)).serve_again(self.OLD, 5)
+        assert not any("docker compose" in c for c in conn.commands), conn.commands

@@ -266,6 +266,19 @@ def behind_shared_front(compose_file) -> str:
     return f"grep -qF {_q(ALIAS_SUFFIX)} {_q(compose_file)}"
 
 
+def release_names(compose_file) -> str:
+    """Prints the aliases COMPOSE_FILE gives its Nginx on the front network (the names its
+    release was deployed to serve behind the shared front)."""
+    pattern = '"[^"]*' + re.escape(ALIAS_SUFFIX) + '"'
+    return f"grep -o {_q(pattern)} {_q(compose_file)} || true"
+
+
+def parse_release_names(stdout: str) -> list[str]:
+    """The names from release_names' lines, sorted (anything else left out)."""
+    names = {line.strip().strip('"').removesuffix(ALIAS_SUFFIX) for line in stdout.splitlines()}
+    return sorted(name for name in names if is_name(name))
+
+
 def published(folder: Folder, project: str) -> str:
     """Whether PROJECT's certificate is published (the deploy user may not read it: 0640)."""
     return f"test -e {_q(folder.certs / project / PUBLISHED)}"

@@ -161,6 +161,53 @@ def join(r: Runner) -> None:
     r.report(f"the shared front routes {', '.join(site.domains)} to {project}")
 
 
+def reserve(r: Runner) -> list[str]:
+    """This project's claims on its domains, under the server lock, before any of its
+    containers is made: of two deploys claiming one new name, the second is refused here,
+    in one line, with nothing of it made. The names it claimed anew (the undo releases them)."""
+    site, project = r.target.site, r.project
+    with server_lock(r):
+        held_names = claims(r)
+        refusal = plans.refusal(held_names, project, r.target.directory, site.domains)
+        if refusal:
+            raise TaskError(f"{refusal}: nothing was changed")
+        added = [d for d in site.domains if d not in held_names]
+        if added:
+            r.shell(plans.claim(folder(r), project, r.target.directory, added),
+                    what="claiming the domains on the shared front")
+    return added
+
+
+def abandon(r: Runner, added: list[str]) -> None:
+    """The names a deploy claimed anew (reserve) released, as it serves none of them: a claim
+    left behind would answer 502 there and refuse them to other projects. Only those this
+    project still holds from this directory; a failure here is a warning (the deploy's own
+    error says what failed)."""
+    if not added:
+        return
+    try:
+        with server_lock(r):
+            mine = [d for d in plans.held_by(claims(r), r.project, r.target.directory) if d in added]
+            if mine:
+                r.shell(plans.unclaim(folder(r), mine), what="releasing the domains on the shared front")
+                r.say(f"released {', '.join(mine)} on the shared front")
+    except TaskError as exc:
+        r.say(f"warning: {exc}; `inv doctor --host {r.target.name}` lists the claims")
+
+
+def reclaim(r: Runner) -> None:
+    """Before R's release serves again (a rollback, an undo): its names are this project's,
+    refused in one line when another project holds one; its free names claimed again."""
+    names = plans.parse_release_names(r.shell(plans.release_names(r.root / "docker-compose.yml"), check=False).stdout)
+    with server_lock(r):
+        refusal = plans.refusal(claims(r), r.project, r.target.directory, names)
+        if refusal:
+            raise TaskError(f"{refusal}: {r.target.release} serves it too; nothing was changed")
+        if names:
+            r.shell(plans.claim(folder(r), r.project, r.target.directory, names),
+                    what="claiming the release's domains on the shared front")
+
+
 def release_dropped(r: Runner) -> None:
     """The claims this project (from this directory) holds on domains it no longer lists,
     released (after the switch); another copy's claims are never released here."""
