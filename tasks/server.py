@@ -27,6 +27,7 @@ def front(r, remove=False):
         server_front.remove(r)
     else:
         r.ensure_engine()
+        server_front.pull(r)
         with server_front.server_lock(r):
             server_front.ensure(r, upgrade=True)
 

@@ -445,3 +445,25 @@ class TestServingAReleaseAgain:
         with pytest.raises(TaskError):
             release.HostRelease(host_runner(conn)).serve_again(self.OLD, 5)
         assert not any("docker compose" in c for c in conn.commands), conn.commands
+
+
+class TestTheServerLock:
+    def test_a_first_install_pulls_the_fronts_image_before_it_takes_the_server_lock(self):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.procedures import server_front
+
+        conn = Recorder({shlex.join(plans.inspect()): Result(exited=1, stderr="No such object")})
+        server_front.join(host_runner(conn))
+        pulled = conn.commands.index(f"bash -c {shlex_quote(plans.pull(server_front.image(host_runner(conn))))}")
+        locked = next(i for i, c in enumerate(conn.commands) if "mkdir /srv/stackfront/lock" in c)
+        assert pulled < locked, conn.commands
+
+    def test_another_deploy_waits_for_it_as_long_as_for_a_volume(self):
+        from tasks.procedures import locks, server_front
+
+        assert server_front.server_lock(host_runner(Recorder())).wait == locks.VOLUME_WAIT == 120
+        assert plans.pull("nginx:1.27") == \
+            "docker image inspect nginx:1.27 >/dev/null 2>&1 || docker pull --quiet nginx:1.27 >/dev/null"

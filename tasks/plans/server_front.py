@@ -126,6 +126,12 @@ def create(folder: Folder) -> list[str]:
     return compose(folder, ["up", "--no-start", "--no-build"])
 
 
+def pull(image: str) -> str:
+    """IMAGE on the server, pulled unless it is there already."""
+    q = _q(image)
+    return f"docker image inspect {q} >/dev/null 2>&1 || docker pull --quiet {q} >/dev/null"
+
+
 def down(folder: Folder) -> list[str]:
     return compose(folder, ["down", "--remove-orphans"])
 

@@ -23,7 +23,11 @@ from ..errors import TaskError, last_line
 from ..execution.runner import Runner
 from ..plans import server_front as plans
 from ..source import render
-from .locks import held
+from .locks import VOLUME_WAIT, held
+
+# The server lock is held while the front is made (a first install, an upgrade): a deploy
+# of another project waits that long for it. Its image is pulled before the lock is taken.
+SERVER_WAIT = VOLUME_WAIT
 
 
 def folder(r: Runner) -> plans.Folder:
@@ -32,7 +36,13 @@ def folder(r: Runner) -> plans.Folder:
 
 def server_lock(r: Runner) -> held:
     """The server's lock: claims of every project there change under it alone."""
-    return held(r, folder(r).lock, "the shared front's server lock")
+    return held(r, folder(r).lock, "the shared front's server lock", wait=SERVER_WAIT)
+
+
+def pull(r: Runner) -> None:
+    """The front's image on the server, before the server lock is taken: a pull can take
+    minutes, which no other project's deploy should wait for."""
+    r.shell(plans.pull(image(r)), what=f"pulling {image(r)} for the shared front")
 
 
 def state(r: Runner) -> plans.State | None:
@@ -141,6 +151,8 @@ def join(r: Runner) -> None:
     claimed project's network and with this project's claims, so that it routes from its
     first request (a project moving from its own front hands the ports over only then)."""
     site, project = r.target.site, r.project
+    if state(r) is None:
+        pull(r)
     with server_lock(r):
         refusal = plans.refusal(claims(r), project, r.target.directory, site.domains)
         if refusal:
