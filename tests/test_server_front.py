@@ -467,3 +467,46 @@ class TestTheServerLock:
         assert server_front.server_lock(host_runner(Recorder())).wait == locks.VOLUME_WAIT == 120
         assert plans.pull("nginx:1.27") == \
             "docker image inspect nginx:1.27 >/dev/null 2>&1 || docker pull --quiet nginx:1.27 >/dev/null"
+
+
+class TestMovingFromTheOwnFront:
+    OWN = shlex_quote("docker inspect --format '{{.State.Status}}' hello-prod-front-1")
+
+    def test_the_own_front_is_stopped_started_again_if_the_shared_one_does_not_start_and_removed_last(self):
+        assert plans.hand_over("hello-prod") == (
+            "docker stop hello-prod-front-1 >/dev/null && { docker start stackfront-front-1 >/dev/null || "
+            "{ docker start hello-prod-front-1 >/dev/null; exit 1; }; } && docker rm --force hello-prod-front-1 >/dev/null")
+
+    @pytest.mark.parametrize("status", ["created", "exited"])
+    def test_an_interrupted_move_is_taken_up_again(self, status):
+        """The shared front was made (or stopped) but the own front still holds the ports."""
+        import shlex
+
+        from invoke import Result
+
+        from tasks.procedures import server_front
+
+        own = shlex.join(["docker", "inspect", "--format", "{{.State.Status}}", "hello-prod-front-1"])
+        conn = Recorder({shlex.join(plans.inspect()): Result(stdout=f"{status}\tnginx:1.27\t/srv/stackfront/conf\t\n"),
+                         own: Result(stdout="running\n")})
+        server_front.join(host_runner(conn))
+        assert f"bash -c {shlex_quote(plans.hand_over('hello-prod'))}" in conn.commands
+
+    def test_a_failed_deploy_does_not_serve_a_release_of_the_own_front_again_behind_the_shared_one(self):
+        from invoke import Result
+
+        from tasks.errors import TaskError
+        from tasks.procedures import release
+
+        old, new = "20261120T000000Z-0123456789ab", "20261121T000000Z-ba9876543210"
+        check = f"bash -c {shlex_quote(plans.behind_shared_front(f'/srv/hello/releases/{old}/docker-compose.yml'))}"
+        conn = Recorder({check: Result(exited=1)})
+        r = host_runner(conn)
+        d = release.Deploy(r.in_release(new), r.here(), new, old, "hello-prod:x", False, 5, started=True)
+        with pytest.raises(TaskError) as caught:
+            release.host_undo(d, "moving traffic", "deploy of X failed while moving traffic (no)", 1)
+        assert caught.value.message == (
+            f"error: deploy of X failed while moving traffic (no); {old} was deployed with the project's own front and is "
+            "not served again behind the shared front: fix the failure and deploy again (see `inv ps --host prod`; "
+            f"`current` still points at {old})")
+        assert not any("docker compose" in c for c in conn.commands), conn.commands

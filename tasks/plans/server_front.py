@@ -175,9 +175,13 @@ def own_front(project: str) -> str:
 
 
 def hand_over(project: str) -> str:
-    """Shell: PROJECT's own front removed and the shared front's container (made already)
-    started at once, in one command: the ports are free for the least time."""
-    return f"docker rm --force {_q(own_front(project))} >/dev/null && docker start {CONTAINER} >/dev/null"
+    """Shell: PROJECT's own front stopped and the shared front's container (made already)
+    started at once, in one command: the ports are free for the least time. When the
+    shared front does not start, the own front starts again (the site stays served, the
+    command fails); it is removed only once the shared front runs."""
+    own = _q(own_front(project))
+    return (f"docker stop {own} >/dev/null && {{ docker start {CONTAINER} >/dev/null || "
+            f"{{ docker start {own} >/dev/null; exit 1; }}; }} && docker rm --force {own} >/dev/null")
 
 
 def connect(project: str) -> list[str]:

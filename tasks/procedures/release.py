@@ -340,6 +340,12 @@ def run_steps(d: Deploy, place) -> None:
 def host_undo(d: Deploy, step: str, where: str, code: int) -> None:
     """The one way back from a failed or interrupted deploy on a host; raises its one-line error."""
     try:
+        if d.started and d.previous and d.r.target.site.shared and \
+                server_front.own_front_release(d.r.in_release(d.previous)):
+            # Its compose file would take the ports from the shared front (every project's).
+            raise TaskError(f"{where}; {d.previous} was deployed with the project's own front and is not served "
+                            f"again behind the shared front: fix the failure and deploy again (see `inv ps --host "
+                            f"{d.host.name}`; `current` still points at {d.previous})", code) from None
         if d.started and d.previous:
             d.r.say(f"{step} failed; moving traffic back to {d.previous}")
             try:

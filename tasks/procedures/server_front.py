@@ -137,10 +137,16 @@ def reconnect(r: Runner) -> None:
             r.say(f"warning: {exc}")
 
 
+def own_front_release(r: Runner) -> bool:
+    """Whether R's release was deployed with the project's own front (its compose file names
+    no alias for the shared front): serving it again would take the ports from the shared front."""
+    return r.shell(plans.behind_shared_front(r.root / "docker-compose.yml"), check=False).failed
+
+
 def check_release(r: Runner) -> None:
     """Refuse to serve R's release behind the shared front when it was deployed with the
-    project's own front (its compose file names no alias for the shared front)."""
-    if r.shell(plans.behind_shared_front(r.root / "docker-compose.yml"), check=False).failed:
+    project's own front."""
+    if own_front_release(r):
         raise TaskError(f"{r.target.release} was deployed with the project's own front, before it moved to the "
                         f"shared front: deploy its code again instead")
 
@@ -165,7 +171,9 @@ def join(r: Runner) -> None:
             reconnect(r)
         connect(r, project)
         r.shell(plans.claim(folder(r), project, r.target.directory, site.domains), what="claiming the domains on the shared front")
-        if found is None and own_front_runs(r):
+        # Whenever the own front runs and the shared one does not: a move that was
+        # interrupted is taken up again.
+        if (found is None or found.status != "running") and own_front_runs(r):
             # The ports are free for the time it takes to start a container that exists.
             r.say(f"moving {project} from its own front to the shared front")
             r.shell(plans.hand_over(project), what=f"handing the ports from {plans.own_front(project)} to the shared front")
