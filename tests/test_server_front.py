@@ -510,3 +510,79 @@ class TestMovingFromTheOwnFront:
             "not served again behind the shared front: fix the failure and deploy again (see `inv ps --host prod`; "
             f"`current` still points at {old})")
         assert not any("docker compose" in c for c in conn.commands), conn.commands
+
+
+class TestUpgradingTheFront:
+    """`inv server.front` on a server whose front runs an older version."""
+
+    RUNNING = "running\tnginx:1.27\t/srv/stackfront/conf\thello-prod_front_network \n"
+    CONF = PurePosixPath("/srv/stackfront/conf/nginx.conf")
+
+    def answers(self, tested):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.procedures import server_front
+        image = server_front.image(host_runner(Recorder()))
+        return {shlex.join(plans.inspect()): Result(stdout=self.RUNNING),
+                f"bash -c {shlex_quote(plans.stage_if_changed(self.CONF))}": Result(stdout="staged\n"),
+                shlex.join(plans.nginx_test_staged(FOLDER, image, self.CONF)): tested}
+
+    def test_a_configuration_nginx_refuses_is_not_installed_and_nothing_is_recreated(self):
+        from invoke import Result
+
+        from tasks.errors import TaskError
+        from tasks.procedures import server_front
+
+        conn = Recorder(self.answers(Result(exited=1, stderr="nginx: [emerg] unknown directive \"x\"\n")))
+        with pytest.raises(TaskError) as caught:
+            server_front.ensure(host_runner(conn), upgrade=True)
+        assert caught.value.message == ("error: Nginx refused the shared front's new configuration (nginx: [emerg] "
+                                        "unknown directive \"x\"): nothing was installed, the front runs as before")
+        assert f"bash -c {shlex_quote(plans.staged_out(self.CONF))}" in conn.commands
+        assert not any(self.CONF.name in c and "mv -f" in c for c in conn.commands)
+        assert not any(c.startswith("docker compose") or "compose.yml" in c for c in conn.commands), conn.commands
+
+    def test_a_configuration_nginx_accepts_is_renamed_in_then_reloaded(self):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.procedures import server_front
+
+        conn = Recorder(self.answers(Result()))
+        server_front.ensure(host_runner(conn), upgrade=True)
+        order = [shlex.join(plans.nginx_test_staged(FOLDER, server_front.image(host_runner(conn)), self.CONF)),
+                 f"bash -c {shlex_quote(plans.staged_in(self.CONF))}", shlex.join(plans.up(FOLDER)),
+                 shlex.join(plans.nginx_reload())]
+        found = [conn.commands.index(command) for command in order]
+        assert found == sorted(found), conn.commands
+        assert plans.nginx_test_staged(FOLDER, "nginx:1.27", self.CONF) == [
+            "docker", "run", "--rm", "--network", "none", "--volume", "/srv/stackfront/conf:/etc/stackfront/conf:ro",
+            "nginx:1.27", "nginx", "-t", "-q", "-c", "/etc/stackfront/conf/nginx.conf.new"]
+
+    def test_a_project_network_it_cannot_rejoin_keeps_it_from_starting(self):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.errors import TaskError
+        from tasks.procedures import server_front
+
+        conn = Recorder({**self.answers(Result()),
+                         f"bash -c {shlex_quote(plans.read_claims(FOLDER))}": Result(stdout="shop.example shop /srv/shop\n"),
+                         shlex.join(plans.connect("shop")): Result(exited=1, stderr="network shop_front_network not found\n")})
+        r = host_runner(conn)
+        with pytest.raises(TaskError) as caught:
+            server_front.reconnect(r)
+        assert caught.value.message == (
+            "error: connecting the shared front to shop_front_network failed: network shop_front_network not found: "
+            "the shared front was not started; once shop is deployed again (or removed, `inv down --host`), run "
+            "`inv server.front --host prod`")
+
+    def test_the_help_says_a_new_definition_recreates_it(self):
+        from tasks import server
+
+        doc = " ".join(server.front.__doc__.split())
+        assert "a new definition (its image, ports or limits) recreates the front" in doc

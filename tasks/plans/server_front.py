@@ -112,6 +112,30 @@ def write_if_changed(path) -> str:
             f"else chmod 644 \"$t\" && mv -f \"$t\" {q} && echo changed; fi")
 
 
+def stage_if_changed(path) -> str:
+    """Standard input into PATH.new (0644) unless PATH holds it already; prints `staged` when
+    it wrote: a configuration is tested there before it is renamed in (staged_in)."""
+    q, t = _q(path), _q(f"{path}.new")
+    return (f"cat > {t} && if cmp -s {t} {q}; then rm -f {t}; "
+            f"else chmod 644 {t} && echo staged; fi")
+
+
+def staged_in(path) -> str:
+    return f"mv -f {_q(f'{path}.new')} {_q(path)}"
+
+
+def staged_out(path) -> str:
+    return f"rm -f {_q(f'{path}.new')}"
+
+
+def nginx_test_staged(folder: Folder, image: str, path) -> list[str]:
+    """The staged configuration PATH.new (a file of conf/) tested by a one-off container of the
+    front's image, before the front (running or not) can read it."""
+    name = PurePosixPath(path).name
+    return ["docker", "run", "--rm", "--network", "none", "--volume", f"{folder.conf}:{CONF}:ro", image,
+            "nginx", "-t", "-q", "-c", f"{CONF}/{name}.new"]
+
+
 def compose(folder: Folder, args) -> list[str]:
     return ["docker", "compose", "--project-name", COMPOSE_PROJECT, "--file", str(folder.compose_file), *args]
 

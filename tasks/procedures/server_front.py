@@ -102,13 +102,34 @@ def image(r: Runner) -> str:
 
 
 def install_files(r: Runner) -> list:
-    """The front's folder and files, each written only when it changed; the paths written."""
+    """The front's folder and files, each written only when it changed; the paths written.
+    A new configuration is tested first (staged beside the one in use), and a refused one
+    is not installed: nothing is written then."""
     f, site = folder(r), r.target.site
     r.shell(plans.prepare(f), what=f"preparing {f.directory}")
     values = plans.values(f, site.bind, site.http_port, site.https_port, image(r),
                           render.NGINX_CONNECTIONS, render.NGINX_FILES)
+    files = render.stackfront_files(values)
+    staged = []
+    for path in (p for p in files if p.parts[0] == "conf"):
+        target = f.directory / path
+        if "staged" in r.shell(plans.stage_if_changed(target), stdin_text=files[path], what=f"staging {path}").stdout:
+            staged.append(target)
+    for target in staged:
+        tested = r.run(plans.nginx_test_staged(f, image(r), target), anywhere=True, check=False, hide=True)
+        if tested.failed:
+            for each in staged:
+                r.shell(plans.staged_out(each), check=False)
+            raise TaskError(f"Nginx refused the shared front's new configuration "
+                            f"({last_line(tested.stderr, f'exit status {tested.exited}')}): nothing was installed, "
+                            "the front runs as before")
     changed = []
-    for path, text in render.stackfront_files(values).items():
+    for target in staged:
+        r.shell(plans.staged_in(target), what=f"installing {target.name}")
+        changed.append(target.relative_to(f.directory))
+    for path, text in files.items():
+        if path.parts[0] == "conf":
+            continue
         written = r.shell(plans.write_if_changed(f.directory / path), stdin_text=text, what=f"writing {path}")
         if "changed" in written.stdout:
             changed.append(path)
@@ -129,12 +150,16 @@ def connect(r: Runner, project: str) -> None:
 
 
 def reconnect(r: Runner) -> None:
-    """The front on the network of every project that claims a name (after it was recreated)."""
+    """The front on the network of every project that claims a name (after it was recreated),
+    before it starts: one it cannot join would get 502 on each of its names, so the front
+    is not started then (the error names the project)."""
     for project in sorted({owner.project for owner in claims(r).values()}):
         try:
             connect(r, project)
         except TaskError as exc:
-            r.say(f"warning: {exc}")
+            raise TaskError(f"{exc.message.removeprefix('error: ')}: the shared front was not started; once "
+                            f"{project} is deployed again (or removed, `inv down --host`), run `inv server.front "
+                            f"--host {r.target.name}`") from None
 
 
 def own_front_release(r: Runner) -> bool:
