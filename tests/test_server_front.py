@@ -260,30 +260,6 @@ class TestARollbackBehindTheSharedFront:
         server_front.check_release(Runner(HostTarget(Recorder(), stack.hosts["prod"], stack, release=old)))
 
 
-class TestJoining:
-    def test_a_project_moving_from_its_own_front_hands_the_ports_over_to_a_front_that_routes_already(self):
-        """Made, on the project's network and with its claims before the own front goes; started then."""
-        import shlex
-
-        from invoke import Result
-
-        from tasks.execution.runner import Runner
-        from tasks.execution.targets import HostTarget
-        from tasks.procedures import server_front
-        from tests.fakes import Recorder
-
-        stack = stack_of(SHARED)
-        own = shlex.join(["docker", "inspect", "--format", "{{.State.Status}}", "hello-prod-front-1"])
-        conn = Recorder({shlex.join(plans.inspect()): Result(exited=1, stderr="No such object"),
-                         own: Result(stdout="running\n")})
-        server_front.join(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
-        order = [shlex.join(plans.create(FOLDER)), shlex.join(plans.connect("hello-prod")),
-                 f"bash -c {shlex.quote(plans.claim(FOLDER, 'hello-prod', '/srv/hello', ['example.com', 'www.example.com']))}",
-                 f"bash -c {shlex.quote(plans.hand_over('hello-prod'))}", shlex.join(plans.up(FOLDER))]
-        found = [conn.commands.index(command) for command in order]
-        assert found == sorted(found), conn.commands
-
-
 class TestReleasingDroppedNames:
     def test_another_copy_of_the_projects_claims_are_never_released(self):
         """A staging copy (same project, another directory) that lists fewer names leaves
@@ -586,3 +562,27 @@ class TestUpgradingTheFront:
 
         doc = " ".join(server.front.__doc__.split())
         assert "a new definition (its image, ports or limits) recreates the front" in doc
+
+
+class TestJoining:
+    def test_a_project_moving_from_its_own_front_hands_the_ports_over_to_a_front_that_routes_already(self):
+        """Made, on the project's network and with its claims before the own front goes; started then."""
+        import shlex
+
+        from invoke import Result
+
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import HostTarget
+        from tasks.procedures import server_front
+        from tests.fakes import Recorder
+
+        stack = stack_of(SHARED)
+        own = shlex.join(["docker", "inspect", "--format", "{{.State.Status}}", "hello-prod-front-1"])
+        conn = Recorder({shlex.join(plans.inspect()): Result(exited=1, stderr="No such object"),
+                         own: Result(stdout="running\n")})
+        server_front.join(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
+        order = [shlex.join(plans.create(FOLDER)), shlex.join(plans.connect("hello-prod")),
+                 f"bash -c {shlex.quote(plans.claim(FOLDER, 'hello-prod', '/srv/hello', ['example.com', 'www.example.com']))}",
+                 f"bash -c {shlex.quote(plans.hand_over('hello-prod'))}", shlex.join(plans.up(FOLDER))]
+        found = [conn.commands.index(command) for command in order]
+        assert found == sorted(found), conn.commands
