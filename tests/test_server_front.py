@@ -342,6 +342,8 @@ class TestReservingTheNames:
         claimed = next(i for i, c in enumerate(conn.commands) if "names/.www.example.com.tmp" in c)
         locked = [i for i, c in enumerate(conn.commands) if "mkdir /srv/stackfront/lock" in c]
         assert locked and locked[-1] < claimed, conn.commands
+        # The front's folders exist before a claim is written there (a server without a front yet).
+        assert conn.commands.index(f"bash -c {shlex_quote(plans.prepare(FOLDER))}") < claimed
         assert not any("docker compose" in c and " up " in c for c in conn.commands[:claimed])
 
     def test_a_failed_deploy_releases_the_names_it_claimed_and_no_other(self):

@@ -218,6 +218,8 @@ def reserve(r: Runner) -> list[str]:
             raise TaskError(f"{refusal}: nothing was changed")
         added = [d for d in site.domains if d not in held_names]
         if added:
+            # On a server without a front yet, its folders come first (the claims live there).
+            r.shell(plans.prepare(folder(r)), what=f"preparing {folder(r).directory}")
             r.shell(plans.claim(folder(r), project, r.target.directory, added),
                     what="claiming the domains on the shared front")
     return added
