@@ -14,6 +14,7 @@ from tasks.plans import server_front as plans
 from tasks.plans import site as site_plans
 from tasks.source import render
 from tasks.source.stack import loads
+from tests.fakes import Recorder
 from tests.stacks import COMMITTED
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "stackfront"
@@ -137,19 +138,34 @@ def test_what_is_not_a_dns_name_is_refused(text):
 
 class TestClaims:
     def test_another_projects_domain_is_refused_in_one_line(self):
-        claims = {"shop.test": "shop-b", "hello.test": "hello-a"}
-        assert plans.refusal(claims, "hello-a", ["hello.test"]) is None
-        assert plans.refusal(claims, "hello-c", ["new.test", "shop.test"]) == \
+        claims = {"shop.test": plans.Claim("shop-b", "/srv/shop"), "hello.test": plans.Claim("hello-a", "/srv/hello")}
+        assert plans.refusal(claims, "hello-a", "/srv/hello", ["hello.test"]) is None
+        assert plans.refusal(claims, "hello-c", "/srv/c", ["new.test", "shop.test"]) == \
             "shop.test is served by project shop-b on this server"
 
+    def test_another_copy_of_the_project_in_another_directory_is_refused_too(self):
+        claims = {"hello.test": plans.Claim("hello-a", "/srv/hello")}
+        assert plans.refusal(claims, "hello-a", "/srv/hello-staging", ["hello.test"]) == \
+            "hello.test is served by project hello-a from /srv/hello on this server"
+        assert plans.held_by(claims, "hello-a", "/srv/hello-staging") == []
+        assert plans.held_by(claims, "hello-a", "/srv/hello") == ["hello.test"]
+
+    def test_a_claim_written_before_claims_named_a_directory_is_its_projects(self):
+        claims = plans.parse_claims("hello.test hello-a \n")
+        assert claims == {"hello.test": plans.Claim("hello-a", "")}
+        assert plans.refusal(claims, "hello-a", "/srv/hello", ["hello.test"]) is None
+        assert plans.refusal(claims, "shop-b", "/srv/shop", ["hello.test"]) == \
+            "hello.test is served by project hello-a on this server"
+
     def test_claims_are_read_as_domain_and_project_and_nothing_else(self):
-        assert plans.parse_claims("hello.test hello-a\nshop.test shop-b\n.x.tmp y\nbad line here\n") == \
-            {"hello.test": "hello-a", "shop.test": "shop-b"}
+        assert plans.parse_claims("hello.test hello-a /srv/hello\nshop.test shop-b /srv/my shop\n.x.tmp y\n"
+                                  "bad line here\n") == \
+            {"hello.test": plans.Claim("hello-a", "/srv/hello"), "shop.test": plans.Claim("shop-b", "/srv/my shop")}
 
     def test_a_claim_and_its_certificate_link_are_written_by_rename(self):
-        assert plans.claim(FOLDER, "hello-a", ["hello.test"]) == (
+        assert plans.claim(FOLDER, "hello-a", "/srv/hello", ["hello.test"]) == (
             "set -e\n"
-            "printf '%s\\n' hello-a > /srv/stackfront/names/.hello.test.tmp && chmod 644 "
+            "printf '%s\\n%s\\n' hello-a /srv/hello > /srv/stackfront/names/.hello.test.tmp && chmod 644 "
             "/srv/stackfront/names/.hello.test.tmp && mv -f /srv/stackfront/names/.hello.test.tmp "
             "/srv/stackfront/names/hello.test\n"
             "ln -sfn hello-a/site.pem /srv/stackfront/certs/.hello.test.pem.tmp && mv -Tf "
@@ -205,8 +221,17 @@ class TestADeployBehindTheSharedFront:
         assert str(caught.value) == \
             "www.example.com is served by project shop on this server: nothing was changed"
 
+    def test_a_domain_another_copy_of_the_project_serves_is_refused_before_anything_changes(self):
+        """The same compose project deployed from another directory (a staging copy)."""
+        from tasks.errors import TaskError
+
+        with pytest.raises(TaskError) as caught:
+            self.ready("www.example.com hello-prod /srv/hello-staging\n")
+        assert str(caught.value) == ("www.example.com is served by project hello-prod from /srv/hello-staging "
+                                     "on this server: nothing was changed")
+
     def test_its_own_claims_and_free_names_go_on(self):
-        commands = self.ready("example.com hello-prod\nother.example shop\n")
+        commands = self.ready("example.com hello-prod /srv/hello\nother.example shop /srv/shop\n")
         assert any("mkdir -p -m 755 /srv/hello/releases" in command for command in commands)
 
 
@@ -235,6 +260,312 @@ class TestARollbackBehindTheSharedFront:
         server_front.check_release(Runner(HostTarget(Recorder(), stack.hosts["prod"], stack, release=old)))
 
 
+class TestReleasingDroppedNames:
+    def test_another_copy_of_the_projects_claims_are_never_released(self):
+        """A staging copy (same project, another directory) that lists fewer names leaves
+        the names of the copy that holds them alone."""
+        import shlex
+
+        from invoke import Result
+
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import HostTarget
+        from tasks.procedures import server_front
+        from tests.fakes import Recorder
+
+        stack = stack_of(SHARED)
+        claims = "example.com hello-prod /srv/hello\nold.example hello-prod /srv/hello\nshop.example hello-prod /srv/prod\n"
+        conn = Recorder({f"bash -c {shlex.quote(plans.read_claims(FOLDER))}": Result(stdout=claims)})
+        server_front.release_dropped(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
+        released = [c for c in conn.commands if "rm -f --" in c]
+        assert released == [f"bash -c {shlex.quote(plans.unclaim(FOLDER, ['old.example']))}"], conn.commands
+
+
+class Claiming(Recorder):
+    """A host whose claims folder changes as the commands run: CLAIMS is {domain: 'project directory'}."""
+
+    def __init__(self, claims: dict[str, str], answers=None):
+        import shlex
+
+        super().__init__(answers)
+        self.claims = dict(claims)
+        self.read = f"bash -c {shlex.quote(plans.read_claims(FOLDER))}"
+
+    def run(self, command, **kwargs):
+        import shlex
+
+        from invoke import Result
+
+        if command == self.read:
+            self.answers[command] = Result(stdout="".join(f"{d} {o}\n" for d, o in sorted(self.claims.items())))
+        result = super().run(command, **kwargs)
+        if command.startswith("bash -c "):
+            script = shlex.split(command)[2]
+            for project, directory, domain in re.findall(
+                    r"printf '%s\\n%s\\n' (\S+) (\S+) > /srv/stackfront/names/\.(\S+)\.tmp", script):
+                self.claims[domain] = f"{project} {directory}"
+            if script.startswith("rm -f -- "):
+                for path in script.split()[3:]:
+                    self.claims.pop(path.removeprefix("/srv/stackfront/names/"), None)
+        return result
+
+
+def host_runner(conn, release=None):
+    from tasks.execution.runner import Runner
+    from tasks.execution.targets import HostTarget
+
+    stack = stack_of(SHARED)
+    return Runner(HostTarget(conn, stack.hosts["prod"], stack, release=release))
+
+
+def engine_answers():
+    import shlex
+
+    from invoke import Result
+
+    from tasks.plans import compose
+    return {shlex.join(argv): Result(stdout="28.2.2\n") for argv in (compose.engine_version(), compose.compose_version())}
+
+
+class TestReservingTheNames:
+    """A deploy claims its new names under the server lock before any container is made,
+    and gives them back when it serves nothing new."""
+
+    def test_the_new_names_are_claimed_under_the_server_lock_in_the_first_step(self):
+        from tasks.procedures import release
+
+        conn = Claiming({"example.com": "hello-prod /srv/hello", "shop.example": "shop /srv/shop"}, engine_answers())
+        place = release.HostRelease(host_runner(conn))
+        place.ready()
+        assert place.reserved == ["www.example.com"]
+        assert conn.claims["www.example.com"] == "hello-prod /srv/hello"
+        claimed = next(i for i, c in enumerate(conn.commands) if "names/.www.example.com.tmp" in c)
+        locked = [i for i, c in enumerate(conn.commands) if "mkdir /srv/stackfront/lock" in c]
+        assert locked and locked[-1] < claimed, conn.commands
+        # The front's folders exist before a claim is written there (a server without a front yet).
+        assert conn.commands.index(f"bash -c {shlex_quote(plans.prepare(FOLDER))}") < claimed
+        assert not any("docker compose" in c and " up " in c for c in conn.commands[:claimed])
+
+    def test_a_failed_deploy_releases_the_names_it_claimed_and_no_other(self):
+        from tasks.errors import TaskError
+        from tasks.procedures import release
+
+        conn = Claiming({"example.com": "hello-prod /srv/hello", "shop.example": "shop /srv/shop"}, engine_answers())
+        place = release.HostRelease(host_runner(conn))
+
+        def refused(d):
+            raise TaskError("the ACME server refused www.example.com")
+
+        place.steps = (("securing the site", refused),)
+        with pytest.raises(TaskError) as caught:
+            release.run_deploy(place, keep=3, timeout=5)
+        assert "failed while securing the site (the ACME server refused www.example.com)" in str(caught.value)
+        assert conn.claims == {"example.com": "hello-prod /srv/hello", "shop.example": "shop /srv/shop"}
+        assert f"bash -c {shlex_quote(plans.unclaim(FOLDER, ['www.example.com']))}" in conn.commands
+
+    def test_a_deploy_that_claims_nothing_new_releases_nothing(self):
+        from tasks.errors import TaskError
+        from tasks.procedures import release
+
+        claims = {"example.com": "hello-prod /srv/hello", "www.example.com": "hello-prod /srv/hello"}
+        conn = Claiming(claims, engine_answers())
+        place = release.HostRelease(host_runner(conn))
+
+        def refused(d):
+            raise TaskError("no")
+
+        place.steps = (("securing the site", refused),)
+        with pytest.raises(TaskError):
+            release.run_deploy(place, keep=3, timeout=5)
+        assert conn.claims == claims and not any("rm -f -- /srv/stackfront" in c for c in conn.commands)
+
+
+def shlex_quote(text):
+    import shlex
+    return shlex.quote(text)
+
+
+class TestServingAReleaseAgain:
+    """A rollback (or an undo) to a release whose names differ from the current config's."""
+
+    OLD = "20261120T000000Z-0123456789ab"
+
+    def conn(self, claims):
+        from invoke import Result
+
+        names = plans.release_names(f"/srv/hello/releases/{self.OLD}/docker-compose.yml")
+        return Claiming(claims, {f"bash -c {shlex_quote(names)}": Result(
+            stdout='"example.com.site.internal"\n"old.example.site.internal"\n')})
+
+    def test_its_names_another_project_holds_refuse_it_in_one_line(self):
+        from tasks.errors import TaskError
+        from tasks.procedures import server_front
+
+        conn = self.conn({"example.com": "hello-prod /srv/hello", "old.example": "shop /srv/shop"})
+        with pytest.raises(TaskError) as caught:
+            server_front.reclaim(host_runner(conn, self.OLD))
+        assert str(caught.value) == (f"old.example is served by project shop on this server: {self.OLD} serves it "
+                                     "too; nothing was changed")
+        assert conn.claims["old.example"] == "shop /srv/shop"
+
+    def test_its_free_names_are_claimed_again(self):
+        from tasks.procedures import server_front
+
+        conn = self.conn({"example.com": "hello-prod /srv/hello"})
+        server_front.reclaim(host_runner(conn, self.OLD))
+        assert conn.claims == {"example.com": "hello-prod /srv/hello", "old.example": "hello-prod /srv/hello"}
+
+    def test_a_rollback_claims_before_it_serves(self):
+        from tasks.errors import TaskError
+        from tasks.procedures import release
+
+        conn = self.conn({"example.com": "hello-prod /srv/hello", "old.example": "shop /srv/shop"})
+        with pytest.raises(TaskError):
+            release.HostRelease(host_runner(conn)).serve_again(self.OLD, 5)
+        assert not any("docker compose" in c for c in conn.commands), conn.commands
+
+
+class TestTheServerLock:
+    def test_a_first_install_pulls_the_fronts_image_before_it_takes_the_server_lock(self):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.procedures import server_front
+
+        conn = Recorder({shlex.join(plans.inspect()): Result(exited=1, stderr="No such object")})
+        server_front.join(host_runner(conn))
+        pulled = conn.commands.index(f"bash -c {shlex_quote(plans.pull(server_front.image(host_runner(conn))))}")
+        locked = next(i for i, c in enumerate(conn.commands) if "mkdir /srv/stackfront/lock" in c)
+        assert pulled < locked, conn.commands
+
+    def test_another_deploy_waits_for_it_as_long_as_for_a_volume(self):
+        from tasks.procedures import locks, server_front
+
+        assert server_front.server_lock(host_runner(Recorder())).wait == locks.VOLUME_WAIT == 120
+        assert plans.pull("nginx:1.27") == \
+            "docker image inspect nginx:1.27 >/dev/null 2>&1 || docker pull --quiet nginx:1.27 >/dev/null"
+
+
+class TestMovingFromTheOwnFront:
+    OWN = shlex_quote("docker inspect --format '{{.State.Status}}' hello-prod-front-1")
+
+    def test_the_own_front_is_stopped_started_again_if_the_shared_one_does_not_start_and_removed_last(self):
+        assert plans.hand_over("hello-prod") == (
+            "docker stop hello-prod-front-1 >/dev/null && { docker start stackfront-front-1 >/dev/null || "
+            "{ docker start hello-prod-front-1 >/dev/null; exit 1; }; } && docker rm --force hello-prod-front-1 >/dev/null")
+
+    @pytest.mark.parametrize("status", ["created", "exited"])
+    def test_an_interrupted_move_is_taken_up_again(self, status):
+        """The shared front was made (or stopped) but the own front still holds the ports."""
+        import shlex
+
+        from invoke import Result
+
+        from tasks.procedures import server_front
+
+        own = shlex.join(["docker", "inspect", "--format", "{{.State.Status}}", "hello-prod-front-1"])
+        conn = Recorder({shlex.join(plans.inspect()): Result(stdout=f"{status}\tnginx:1.27\t/srv/stackfront/conf\t\n"),
+                         own: Result(stdout="running\n")})
+        server_front.join(host_runner(conn))
+        assert f"bash -c {shlex_quote(plans.hand_over('hello-prod'))}" in conn.commands
+
+    def test_a_failed_deploy_does_not_serve_a_release_of_the_own_front_again_behind_the_shared_one(self):
+        from invoke import Result
+
+        from tasks.errors import TaskError
+        from tasks.procedures import release
+
+        old, new = "20261120T000000Z-0123456789ab", "20261121T000000Z-ba9876543210"
+        check = f"bash -c {shlex_quote(plans.behind_shared_front(f'/srv/hello/releases/{old}/docker-compose.yml'))}"
+        conn = Recorder({check: Result(exited=1)})
+        r = host_runner(conn)
+        d = release.Deploy(r.in_release(new), r.here(), new, old, "hello-prod:x", False, 5, started=True)
+        with pytest.raises(TaskError) as caught:
+            release.host_undo(d, "moving traffic", "deploy of X failed while moving traffic (no)", 1)
+        assert caught.value.message == (
+            f"error: deploy of X failed while moving traffic (no); {old} was deployed with the project's own front and is "
+            "not served again behind the shared front: fix the failure and deploy again (see `inv ps --host prod`; "
+            f"`current` still points at {old})")
+        assert not any("docker compose" in c for c in conn.commands), conn.commands
+
+
+class TestUpgradingTheFront:
+    """`inv server.front` on a server whose front runs an older version."""
+
+    RUNNING = "running\tnginx:1.27\t/srv/stackfront/conf\thello-prod_front_network \n"
+    CONF = PurePosixPath("/srv/stackfront/conf/nginx.conf")
+
+    def answers(self, tested):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.procedures import server_front
+        image = server_front.image(host_runner(Recorder()))
+        return {shlex.join(plans.inspect()): Result(stdout=self.RUNNING),
+                f"bash -c {shlex_quote(plans.stage_if_changed(self.CONF))}": Result(stdout="staged\n"),
+                shlex.join(plans.nginx_test_staged(FOLDER, image, self.CONF)): tested}
+
+    def test_a_configuration_nginx_refuses_is_not_installed_and_nothing_is_recreated(self):
+        from invoke import Result
+
+        from tasks.errors import TaskError
+        from tasks.procedures import server_front
+
+        conn = Recorder(self.answers(Result(exited=1, stderr="nginx: [emerg] unknown directive \"x\"\n")))
+        with pytest.raises(TaskError) as caught:
+            server_front.ensure(host_runner(conn), upgrade=True)
+        assert caught.value.message == ("error: Nginx refused the shared front's new configuration (nginx: [emerg] "
+                                        "unknown directive \"x\"): nothing was installed, the front runs as before")
+        assert f"bash -c {shlex_quote(plans.staged_out(self.CONF))}" in conn.commands
+        assert not any(self.CONF.name in c and "mv -f" in c for c in conn.commands)
+        assert not any(c.startswith("docker compose") or "compose.yml" in c for c in conn.commands), conn.commands
+
+    def test_a_configuration_nginx_accepts_is_renamed_in_then_reloaded(self):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.procedures import server_front
+
+        conn = Recorder(self.answers(Result()))
+        server_front.ensure(host_runner(conn), upgrade=True)
+        order = [shlex.join(plans.nginx_test_staged(FOLDER, server_front.image(host_runner(conn)), self.CONF)),
+                 f"bash -c {shlex_quote(plans.staged_in(self.CONF))}", shlex.join(plans.up(FOLDER)),
+                 shlex.join(plans.nginx_reload())]
+        found = [conn.commands.index(command) for command in order]
+        assert found == sorted(found), conn.commands
+        assert plans.nginx_test_staged(FOLDER, "nginx:1.27", self.CONF) == [
+            "docker", "run", "--rm", "--network", "none", "--volume", "/srv/stackfront/conf:/etc/stackfront/conf:ro",
+            "nginx:1.27", "nginx", "-t", "-q", "-c", "/etc/stackfront/conf/nginx.conf.new"]
+
+    def test_a_project_network_it_cannot_rejoin_keeps_it_from_starting(self):
+        import shlex
+
+        from invoke import Result
+
+        from tasks.errors import TaskError
+        from tasks.procedures import server_front
+
+        conn = Recorder({**self.answers(Result()),
+                         f"bash -c {shlex_quote(plans.read_claims(FOLDER))}": Result(stdout="shop.example shop /srv/shop\n"),
+                         shlex.join(plans.connect("shop")): Result(exited=1, stderr="network shop_front_network not found\n")})
+        r = host_runner(conn)
+        with pytest.raises(TaskError) as caught:
+            server_front.reconnect(r)
+        assert caught.value.message == (
+            "error: connecting the shared front to shop_front_network failed: network shop_front_network not found: "
+            "the shared front was not started; once shop is deployed again (or removed, `inv down --host`), run "
+            "`inv server.front --host prod`")
+
+    def test_the_help_says_a_new_definition_recreates_it(self):
+        from tasks import server
+
+        doc = " ".join(server.front.__doc__.split())
+        assert "a new definition (its image, ports or limits) recreates the front" in doc
+
+
 class TestJoining:
     def test_a_project_moving_from_its_own_front_hands_the_ports_over_to_a_front_that_routes_already(self):
         """Made, on the project's network and with its claims before the own front goes; started then."""
@@ -253,7 +584,7 @@ class TestJoining:
                          own: Result(stdout="running\n")})
         server_front.join(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
         order = [shlex.join(plans.create(FOLDER)), shlex.join(plans.connect("hello-prod")),
-                 f"bash -c {shlex.quote(plans.claim(FOLDER, 'hello-prod', ['example.com', 'www.example.com']))}",
+                 f"bash -c {shlex.quote(plans.claim(FOLDER, 'hello-prod', '/srv/hello', ['example.com', 'www.example.com']))}",
                  f"bash -c {shlex.quote(plans.hand_over('hello-prod'))}", shlex.join(plans.up(FOLDER))]
         found = [conn.commands.index(command) for command in order]
         assert found == sorted(found), conn.commands

@@ -6,7 +6,9 @@ sits behind, as its own compose project (COMPOSE_PROJECT) in a folder of the ser
 Routing needs no reload: the front's configuration (config/templates/stackfront.conf.j2)
 is the same for any set of projects. What changes with them are files in its folder:
 
-  names/<domain>          a claim: the project that serves DOMAIN (one project per name)
+  names/<domain>          a claim: the project that serves DOMAIN and the directory its
+                          releases are in (one project per name: two copies of one project,
+                          in two directories, are two claimants)
   certs/<project>/        that project's published certificate, site.pem (its certbot writes
                           it there, by rename, at each issue and renewal)
   certs/<domain>.pem      a relative link to its project's site.pem, made with the claim
@@ -20,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import NamedTuple
 
 from ..source.stack import ALIAS_SUFFIX
 from .shell import quote as _q
@@ -113,6 +116,30 @@ def write_if_changed(path) -> str:
             f"else chmod 644 \"$t\" && mv -f \"$t\" {q} && echo changed; fi")
 
 
+def stage_if_changed(path) -> str:
+    """Standard input into PATH.new (0644) unless PATH holds it already; prints `staged` when
+    it wrote: a configuration is tested there before it is renamed in (staged_in)."""
+    q, t = _q(path), _q(f"{path}.new")
+    return (f"cat > {t} && if cmp -s {t} {q}; then rm -f {t}; "
+            f"else chmod 644 {t} && echo staged; fi")
+
+
+def staged_in(path) -> str:
+    return f"mv -f {_q(f'{path}.new')} {_q(path)}"
+
+
+def staged_out(path) -> str:
+    return f"rm -f {_q(f'{path}.new')}"
+
+
+def nginx_test_staged(folder: Folder, image: str, path) -> list[str]:
+    """The staged configuration PATH.new (a file of conf/) tested by a one-off container of the
+    front's image, before the front (running or not) can read it."""
+    name = PurePosixPath(path).name
+    return ["docker", "run", "--rm", "--network", "none", "--volume", f"{folder.conf}:{CONF}:ro", image,
+            "nginx", "-t", "-q", "-c", f"{CONF}/{name}.new"]
+
+
 def compose(folder: Folder, args) -> list[str]:
     return ["docker", "compose", "--project-name", COMPOSE_PROJECT, "--file", str(folder.compose_file), *args]
 
@@ -125,6 +152,12 @@ def up(folder: Folder) -> list[str]:
 def create(folder: Folder) -> list[str]:
     """Its container made (or recreated), not started: the tasks connect it first."""
     return compose(folder, ["up", "--no-start", "--no-build"])
+
+
+def pull(image: str) -> str:
+    """IMAGE on the server, pulled unless it is there already."""
+    q = _q(image)
+    return f"docker image inspect {q} >/dev/null 2>&1 || docker pull --quiet {q} >/dev/null"
 
 
 def down(folder: Folder) -> list[str]:
@@ -170,9 +203,13 @@ def own_front(project: str) -> str:
 
 
 def hand_over(project: str) -> str:
-    """Shell: PROJECT's own front removed and the shared front's container (made already)
-    started at once, in one command: the ports are free for the least time."""
-    return f"docker rm --force {_q(own_front(project))} >/dev/null && docker start {CONTAINER} >/dev/null"
+    """Shell: PROJECT's own front stopped and the shared front's container (made already)
+    started at once, in one command: the ports are free for the least time. When the
+    shared front does not start, the own front starts again (the site stays served, the
+    command fails); it is removed only once the shared front runs."""
+    own = _q(own_front(project))
+    return (f"docker stop {own} >/dev/null && {{ docker start {CONTAINER} >/dev/null || "
+            f"{{ docker start {own} >/dev/null; exit 1; }}; }} && docker rm --force {own} >/dev/null")
 
 
 def connect(project: str) -> list[str]:
@@ -194,41 +231,63 @@ def not_connected(stderr: str) -> bool:
 
 # -- claims ---------------------------------------------------------------------------------
 
+class Claim(NamedTuple):
+    """Who holds a name: a compose project and the directory of its releases. A claim
+    written before claims named their directory has "" there: its project's, whichever
+    directory deploys it next (which writes the directory in)."""
+    project: str
+    directory: str = ""
+
+    def holds(self, project: str, directory) -> bool:
+        """Whether this claim is PROJECT's deployed from DIRECTORY."""
+        return self.project == project and self.directory in ("", str(directory))
+
+
 def read_claims(folder: Folder) -> str:
-    """Every claim as `<domain> <project>` lines."""
+    """Every claim as `<domain> <project> <directory>` lines."""
     n = _q(folder.names)
     return (f"cd {n} 2>/dev/null || exit 0; for f in *; do [ -f \"$f\" ] || continue; "
-            f"printf '%s %s\\n' \"$f\" \"$(head -n 1 -- \"$f\")\"; done")
+            f"printf '%s %s %s\\n' \"$f\" \"$(sed -n 1p -- \"$f\")\" \"$(sed -n 2p -- \"$f\")\"; done")
 
 
-def parse_claims(stdout: str) -> dict[str, str]:
-    """{domain: project} from read_claims' lines (anything else in the folder is left out)."""
+def parse_claims(stdout: str) -> dict[str, Claim]:
+    """{domain: Claim} from read_claims' lines (anything else in the folder is left out)."""
     found = {}
     for line in stdout.splitlines():
-        fields = line.split()
-        if len(fields) == 2 and is_name(fields[0]):
-            found[fields[0]] = fields[1]
+        fields = line.rstrip().split(" ", 2)
+        if len(fields) >= 2 and is_name(fields[0]) and fields[1] and not fields[1].isspace():
+            found[fields[0]] = Claim(fields[1], fields[2] if len(fields) == 3 else "")
     return found
 
 
-def refusal(claims: dict[str, str], project: str, domains) -> str | None:
-    """The one line refusing PROJECT's DOMAINS when another project claims one of them."""
+def refusal(claims: dict[str, Claim], project: str, directory, domains) -> str | None:
+    """The one line refusing the DOMAINS of PROJECT deployed from DIRECTORY when another
+    project (or the same project from another directory: another copy of it) claims one."""
     for domain in domains:
         owner = claims.get(domain)
-        if owner is not None and owner != project:
-            return f"{domain} is served by project {owner} on this server"
+        if owner is None or owner.holds(project, directory):
+            continue
+        if owner.project != project:
+            return f"{domain} is served by project {owner.project} on this server"
+        return f"{domain} is served by project {owner.project} from {owner.directory} on this server"
     return None
 
 
-def claim(folder: Folder, project: str, domains) -> str:
-    """PROJECT's claims on DOMAINS and each one's link to its published certificate, each
-    written by rename (the front sees the old file or the new one, never a part)."""
+def held_by(claims: dict[str, Claim], project: str, directory) -> list[str]:
+    """The names PROJECT deployed from DIRECTORY claims, sorted."""
+    return sorted(d for d, owner in claims.items() if owner.holds(project, directory))
+
+
+def claim(folder: Folder, project: str, directory, domains) -> str:
+    """The claims of PROJECT deployed from DIRECTORY on DOMAINS and each one's link to its
+    published certificate, each written by rename (the front sees the old file or the new
+    one, never a part)."""
     parts = ["set -e"]
     for domain in domains:
         # Hidden while unfinished: a name in names/ is a claim.
         name, new_name = _q(folder.names / domain), _q(folder.names / f".{domain}.tmp")
         link, new_link = _q(folder.certs / f"{domain}.pem"), _q(folder.certs / f".{domain}.pem.tmp")
-        parts.append(f"printf '%s\\n' {_q(project)} > {new_name} && chmod 644 {new_name} && mv -f {new_name} {name}")
+        parts.append(f"printf '%s\\n%s\\n' {_q(project)} {_q(str(directory))} > {new_name} && chmod 644 {new_name} && mv -f {new_name} {name}")
         parts.append(f"ln -sfn {_q(f'{project}/{PUBLISHED}')} {new_link} && mv -Tf {new_link} {link}")
     return "\n".join(parts) + "\n"
 
@@ -243,6 +302,19 @@ def unclaim(folder: Folder, domains) -> str:
 def behind_shared_front(compose_file) -> str:
     """Whether the release of COMPOSE_FILE was deployed behind the shared front."""
     return f"grep -qF {_q(ALIAS_SUFFIX)} {_q(compose_file)}"
+
+
+def release_names(compose_file) -> str:
+    """Prints the aliases COMPOSE_FILE gives its Nginx on the front network (the names its
+    release was deployed to serve behind the shared front)."""
+    pattern = '"[^"]*' + re.escape(ALIAS_SUFFIX) + '"'
+    return f"grep -o {_q(pattern)} {_q(compose_file)} || true"
+
+
+def parse_release_names(stdout: str) -> list[str]:
+    """The names from release_names' lines, sorted (anything else left out)."""
+    names = {line.strip().strip('"').removesuffix(ALIAS_SUFFIX) for line in stdout.splitlines()}
+    return sorted(name for name in names if is_name(name))
 
 
 def published(folder: Folder, project: str) -> str:

@@ -102,6 +102,9 @@ class SwarmRelease:
     def leftovers(self) -> None:
         """A failed deploy removed its release on every node (undo)."""
 
+    def abandon(self) -> None:
+        """A deploy that serves nothing new leaves nothing to give back (no shared front)."""
+
     def settle(self, d: Deploy) -> None:
         balance(self.s, d)
 

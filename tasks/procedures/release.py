@@ -264,6 +264,7 @@ class HostRelease:
         self.r = self.home = r
         self.name = r.target.name
         self.steps = STEPS
+        self.reserved: list[str] = []
 
     def ready(self) -> None:
         self.r.ensure_engine()  # before anything changes there
@@ -274,6 +275,14 @@ class HostRelease:
             check_ports(self.r)  # the ports its own front would publish, held by another
         self.r.shell(plans.prepare_directories(self.r.target.directory), what="preparing the host's directory")
         claim_directory(self.r)
+        if self.r.target.site.shared:
+            # Under the server lock before any container is made; released if nothing is served.
+            self.reserved = server_front.reserve(self.r)
+
+    def abandon(self) -> None:
+        """The deploy serves nothing new: the names it claimed anew are released."""
+        if self.r.target.site.shared:
+            server_front.abandon(self.r, self.reserved)
 
     def leftovers(self) -> None:
         directory = self.r.target.directory
@@ -309,6 +318,7 @@ class HostRelease:
         back = self.r.in_release(target)
         if self.r.target.site.shared:
             server_front.check_release(back)
+            server_front.reclaim(back)
         serve_release(back, timeout)
         wait_until_served(back, timeout)
         self.r.shell(plans.switch(self.r.target.directory, target), what=f"pointing current at {target}")
@@ -330,10 +340,19 @@ def run_steps(d: Deploy, place) -> None:
 def host_undo(d: Deploy, step: str, where: str, code: int) -> None:
     """The one way back from a failed or interrupted deploy on a host; raises its one-line error."""
     try:
+        if d.started and d.previous and d.r.target.site.shared and \
+                server_front.own_front_release(d.r.in_release(d.previous)):
+            # Its compose file would take the ports from the shared front (every project's).
+            raise TaskError(f"{where}; {d.previous} was deployed with the project's own front and is not served "
+                            f"again behind the shared front: fix the failure and deploy again (see `inv ps --host "
+                            f"{d.host.name}`; `current` still points at {d.previous})", code) from None
         if d.started and d.previous:
             d.r.say(f"{step} failed; moving traffic back to {d.previous}")
             try:
-                serve_release(d.r.in_release(d.previous), d.timeout)
+                back = d.r.in_release(d.previous)
+                if d.r.target.site.shared:
+                    server_front.reclaim(back)  # its names: refused if another project took one
+                serve_release(back, d.timeout)
             except TaskError as back:
                 if isinstance(back, HostLost):
                     raise
@@ -365,19 +384,25 @@ def run_deploy(place, keep: int, timeout: int, ship_image: bool = False) -> None
     digest = plans.code_digest(ROOT, home.stack.app)
     release = plans.release_name(archives.stamp(), digest)
     place.ready()
-    with deploy_lock(home):
-        previous = current_release(home)
-        if previous and previous.endswith(f"-{digest}"):  # a dry run reads no release
-            home.report(f"{place.name} runs this code already ({previous}): nothing to deploy")
-            return
-        home.shell(plans.mark_served(home.target.directory), check=False)
-        place.leftovers()
-        home.say(f"deploying {release} to {place.name} ({place.nodes_note}previous: {previous or 'none'})")
-        d = Deploy(home.in_release(release), home.here(), release, previous, plans.image(home.project, digest),
-                   ship_image, timeout)
-        run_steps(d, place)
-        place.settle(d)
-        place.prune(keep, release, previous)
+    served = False
+    try:
+        with deploy_lock(home):
+            previous = current_release(home)
+            if previous and previous.endswith(f"-{digest}"):  # a dry run reads no release
+                home.report(f"{place.name} runs this code already ({previous}): nothing to deploy")
+                return
+            home.shell(plans.mark_served(home.target.directory), check=False)
+            place.leftovers()
+            home.say(f"deploying {release} to {place.name} ({place.nodes_note}previous: {previous or 'none'})")
+            d = Deploy(home.in_release(release), home.here(), release, previous, plans.image(home.project, digest),
+                       ship_image, timeout)
+            run_steps(d, place)
+            served = True
+            place.settle(d)
+            place.prune(keep, release, previous)
+    finally:
+        if not served:  # refused, failed and undone, interrupted, or nothing to deploy
+            place.abandon()
     home.report(f"deployed {release} to {place.name} in {time.monotonic() - started:.1f}s ({place.serving(d)})")
 
 

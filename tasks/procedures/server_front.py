@@ -23,7 +23,11 @@ from ..errors import TaskError, last_line
 from ..execution.runner import Runner
 from ..plans import server_front as plans
 from ..source import render
-from .locks import held
+from .locks import VOLUME_WAIT, held
+
+# The server lock is held while the front is made (a first install, an upgrade): a deploy
+# of another project waits that long for it. Its image is pulled before the lock is taken.
+SERVER_WAIT = VOLUME_WAIT
 
 
 def folder(r: Runner) -> plans.Folder:
@@ -32,7 +36,13 @@ def folder(r: Runner) -> plans.Folder:
 
 def server_lock(r: Runner) -> held:
     """The server's lock: claims of every project there change under it alone."""
-    return held(r, folder(r).lock, "the shared front's server lock")
+    return held(r, folder(r).lock, "the shared front's server lock", wait=SERVER_WAIT)
+
+
+def pull(r: Runner) -> None:
+    """The front's image on the server, before the server lock is taken: a pull can take
+    minutes, which no other project's deploy should wait for."""
+    r.shell(plans.pull(image(r)), what=f"pulling {image(r)} for the shared front")
 
 
 def state(r: Runner) -> plans.State | None:
@@ -50,14 +60,14 @@ def check_folder(r: Runner, found: plans.State | None) -> None:
                         f"set front_directory = \"{found.directory}\" in [hosts.{r.target.name}]")
 
 
-def claims(r: Runner) -> dict[str, str]:
-    """{domain: project} of every claim on the server."""
+def claims(r: Runner) -> dict[str, plans.Claim]:
+    """{domain: Claim} of every claim on the server."""
     return plans.parse_claims(r.shell(plans.read_claims(folder(r)), check=False).stdout)
 
 
 def preflight(r: Runner) -> None:
     """Refuse, before anything changes, a project whose domain another project serves."""
-    refusal = plans.refusal(claims(r), r.project, r.target.site.domains)
+    refusal = plans.refusal(claims(r), r.project, r.target.directory, r.target.site.domains)
     if refusal:
         raise TaskError(f"{refusal}: nothing was changed")
     check_folder(r, state(r))
@@ -92,13 +102,34 @@ def image(r: Runner) -> str:
 
 
 def install_files(r: Runner) -> list:
-    """The front's folder and files, each written only when it changed; the paths written."""
+    """The front's folder and files, each written only when it changed; the paths written.
+    A new configuration is tested first (staged beside the one in use), and a refused one
+    is not installed: nothing is written then."""
     f, site = folder(r), r.target.site
     r.shell(plans.prepare(f), what=f"preparing {f.directory}")
     values = plans.values(f, site.bind, site.http_port, site.https_port, image(r),
                           render.NGINX_CONNECTIONS, render.NGINX_FILES)
+    files = render.stackfront_files(values)
+    staged = []
+    for path in (p for p in files if p.parts[0] == "conf"):
+        target = f.directory / path
+        if "staged" in r.shell(plans.stage_if_changed(target), stdin_text=files[path], what=f"staging {path}").stdout:
+            staged.append(target)
+    for target in staged:
+        tested = r.run(plans.nginx_test_staged(f, image(r), target), anywhere=True, check=False, hide=True)
+        if tested.failed:
+            for each in staged:
+                r.shell(plans.staged_out(each), check=False)
+            raise TaskError(f"Nginx refused the shared front's new configuration "
+                            f"({last_line(tested.stderr, f'exit status {tested.exited}')}): nothing was installed, "
+                            "the front runs as before")
     changed = []
-    for path, text in render.stackfront_files(values).items():
+    for target in staged:
+        r.shell(plans.staged_in(target), what=f"installing {target.name}")
+        changed.append(target.relative_to(f.directory))
+    for path, text in files.items():
+        if path.parts[0] == "conf":
+            continue
         written = r.shell(plans.write_if_changed(f.directory / path), stdin_text=text, what=f"writing {path}")
         if "changed" in written.stdout:
             changed.append(path)
@@ -119,18 +150,28 @@ def connect(r: Runner, project: str) -> None:
 
 
 def reconnect(r: Runner) -> None:
-    """The front on the network of every project that claims a name (after it was recreated)."""
-    for project in sorted(set(claims(r).values())):
+    """The front on the network of every project that claims a name (after it was recreated),
+    before it starts: one it cannot join would get 502 on each of its names, so the front
+    is not started then (the error names the project)."""
+    for project in sorted({owner.project for owner in claims(r).values()}):
         try:
             connect(r, project)
         except TaskError as exc:
-            r.say(f"warning: {exc}")
+            raise TaskError(f"{exc.message.removeprefix('error: ')}: the shared front was not started; once "
+                            f"{project} is deployed again (or removed, `inv down --host`), run `inv server.front "
+                            f"--host {r.target.name}`") from None
+
+
+def own_front_release(r: Runner) -> bool:
+    """Whether R's release was deployed with the project's own front (its compose file names
+    no alias for the shared front): serving it again would take the ports from the shared front."""
+    return r.shell(plans.behind_shared_front(r.root / "docker-compose.yml"), check=False).failed
 
 
 def check_release(r: Runner) -> None:
     """Refuse to serve R's release behind the shared front when it was deployed with the
-    project's own front (its compose file names no alias for the shared front)."""
-    if r.shell(plans.behind_shared_front(r.root / "docker-compose.yml"), check=False).failed:
+    project's own front."""
+    if own_front_release(r):
         raise TaskError(f"{r.target.release} was deployed with the project's own front, before it moved to the "
                         f"shared front: deploy its code again instead")
 
@@ -141,8 +182,10 @@ def join(r: Runner) -> None:
     claimed project's network and with this project's claims, so that it routes from its
     first request (a project moving from its own front hands the ports over only then)."""
     site, project = r.target.site, r.project
+    if state(r) is None:
+        pull(r)
     with server_lock(r):
-        refusal = plans.refusal(claims(r), project, site.domains)
+        refusal = plans.refusal(claims(r), project, r.target.directory, site.domains)
         if refusal:
             raise TaskError(refusal)
         found = state(r)
@@ -152,8 +195,10 @@ def join(r: Runner) -> None:
             r.run(plans.create(folder(r)), anywhere=True, hide=True, what="creating the shared front")
             reconnect(r)
         connect(r, project)
-        r.shell(plans.claim(folder(r), project, site.domains), what="claiming the domains on the shared front")
-        if found is None and own_front_runs(r):
+        r.shell(plans.claim(folder(r), project, r.target.directory, site.domains), what="claiming the domains on the shared front")
+        # Whenever the own front runs and the shared one does not: a move that was
+        # interrupted is taken up again.
+        if (found is None or found.status != "running") and own_front_runs(r):
             # The ports are free for the time it takes to start a container that exists.
             r.say(f"moving {project} from its own front to the shared front")
             r.shell(plans.hand_over(project), what=f"handing the ports from {plans.own_front(project)} to the shared front")
@@ -161,11 +206,61 @@ def join(r: Runner) -> None:
     r.report(f"the shared front routes {', '.join(site.domains)} to {project}")
 
 
-def release_dropped(r: Runner) -> None:
-    """The claims this project holds on domains it no longer lists, released (after the switch)."""
+def reserve(r: Runner) -> list[str]:
+    """This project's claims on its domains, under the server lock, before any of its
+    containers is made: of two deploys claiming one new name, the second is refused here,
+    in one line, with nothing of it made. The names it claimed anew (the undo releases them)."""
     site, project = r.target.site, r.project
     with server_lock(r):
-        dropped = sorted(d for d, p in claims(r).items() if p == project and d not in site.domains)
+        held_names = claims(r)
+        refusal = plans.refusal(held_names, project, r.target.directory, site.domains)
+        if refusal:
+            raise TaskError(f"{refusal}: nothing was changed")
+        added = [d for d in site.domains if d not in held_names]
+        if added:
+            # On a server without a front yet, its folders come first (the claims live there).
+            r.shell(plans.prepare(folder(r)), what=f"preparing {folder(r).directory}")
+            r.shell(plans.claim(folder(r), project, r.target.directory, added),
+                    what="claiming the domains on the shared front")
+    return added
+
+
+def abandon(r: Runner, added: list[str]) -> None:
+    """The names a deploy claimed anew (reserve) released, as it serves none of them: a claim
+    left behind would answer 502 there and refuse them to other projects. Only those this
+    project still holds from this directory; a failure here is a warning (the deploy's own
+    error says what failed)."""
+    if not added:
+        return
+    try:
+        with server_lock(r):
+            mine = [d for d in plans.held_by(claims(r), r.project, r.target.directory) if d in added]
+            if mine:
+                r.shell(plans.unclaim(folder(r), mine), what="releasing the domains on the shared front")
+                r.say(f"released {', '.join(mine)} on the shared front")
+    except TaskError as exc:
+        r.say(f"warning: {exc}; `inv doctor --host {r.target.name}` lists the claims")
+
+
+def reclaim(r: Runner) -> None:
+    """Before R's release serves again (a rollback, an undo): its names are this project's,
+    refused in one line when another project holds one; its free names claimed again."""
+    names = plans.parse_release_names(r.shell(plans.release_names(r.root / "docker-compose.yml"), check=False).stdout)
+    with server_lock(r):
+        refusal = plans.refusal(claims(r), r.project, r.target.directory, names)
+        if refusal:
+            raise TaskError(f"{refusal}: {r.target.release} serves it too; nothing was changed")
+        if names:
+            r.shell(plans.claim(folder(r), r.project, r.target.directory, names),
+                    what="claiming the release's domains on the shared front")
+
+
+def release_dropped(r: Runner) -> None:
+    """The claims this project (from this directory) holds on domains it no longer lists,
+    released (after the switch); another copy's claims are never released here."""
+    site, project = r.target.site, r.project
+    with server_lock(r):
+        dropped = [d for d in plans.held_by(claims(r), project, r.target.directory) if d not in site.domains]
         if dropped:
             r.shell(plans.unclaim(folder(r), dropped), what="releasing domains on the shared front")
             r.report(f"the shared front no longer routes {', '.join(dropped)} to {project}")
@@ -176,7 +271,7 @@ def leave(r: Runner) -> None:
     its network; the other projects keep serving."""
     project = r.project
     with server_lock(r):
-        mine = sorted(d for d, p in claims(r).items() if p == project)
+        mine = plans.held_by(claims(r), project, r.target.directory)
         r.shell(plans.unclaim(folder(r), mine), what="releasing the domains on the shared front")
         result = r.run(plans.disconnect(project), anywhere=True, check=False, hide=True)
         if result.failed and not plans.not_connected(result.stderr):
@@ -191,12 +286,18 @@ def remove(r: Runner) -> None:
     with server_lock(r):
         held_names = claims(r)
         if held_names:
-            listed = "; ".join(f"{p}: {', '.join(sorted(d for d, q in held_names.items() if q == p))}"
-                               for p in sorted(set(held_names.values())))
+            listed = routes(held_names)
             raise TaskError(f"projects still use the shared front on {r.target.name} ({listed}): "
                             "remove them first (`inv down --host` in each)")
         r.run(plans.down(folder(r)), anywhere=True, hide=True, what="removing the shared front")
     r.report(f"removed the shared front from {r.target.name}")
+
+
+def routes(held_names: dict[str, plans.Claim]) -> str:
+    """`PROJECT: NAME, NAME (DIRECTORY); ...` of every claim."""
+    owners = sorted(set(held_names.values()))
+    return "; ".join(f"{o.project}: {', '.join(sorted(d for d, p in held_names.items() if p == o))}"
+                     + (f" ({o.directory})" if o.directory else "") for o in owners)
 
 
 def report(r: Runner) -> list[tuple[bool | None, str, str | None]]:
@@ -210,10 +311,8 @@ def report(r: Runner) -> list[tuple[bool | None, str, str | None]]:
     lines = [(found.status == "running", f"shared front {found.status} ({found.image}, {found.directory or f.directory})",
               fix)]
     held_names = claims(r)
-    projects = sorted(set(held_names.values()))
-    lines.append((True, "it routes " + ("; ".join(
-        f"{p}: {', '.join(sorted(d for d, q in held_names.items() if q == p))}" for p in projects) or "nothing"), None))
-    mine = [d for d in site.domains if held_names.get(d) == r.project]
+    lines.append((True, "it routes " + (routes(held_names) or "nothing"), None))
+    mine = [d for d in site.domains if d in plans.held_by(held_names, r.project, r.target.directory)]
     missing = [d for d in site.domains if d not in mine]
     lines.append((not missing, f"{r.project}'s names claimed: {', '.join(mine) or 'none'}"
                   + (f"; not claimed: {', '.join(missing)}" if missing else ""), f"`inv deploy --host {r.target.name}`"))

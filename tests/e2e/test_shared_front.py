@@ -4,7 +4,8 @@ with its own domain and its own certificate from Pebble (testkit/acme.py), on on
 
 - both served over HTTPS with their own certificate (SNI), HTTP to HTTPS per project, a
   foreign Host refused, a foreign name's TLS handshake refused;
-- a domain another project serves is refused at deploy time in one line, nothing changed;
+- a domain another project (or a copy of the same one, from another directory) serves is
+  refused at deploy time in one line, nothing changed;
 - under paced load on both sites (new TLS connections, each with a request: testkit/load.py
   HANDSHAKER): a code deploy of A, a rollback of A, a forced renewal of B's certificate and
   the removal of B: 0 failed requests on the site not being changed, and 0 on the one being
@@ -209,6 +210,16 @@ def test_a_domain_another_project_serves_is_refused_before_anything_changes(both
         f"error: {B_DOMAINS[0]} is served by project shop-b on this server: nothing was changed"), refused.stderr
     assert not c.dir.exists()
     assert "Shop v1" in both.b.curl(f"https://{B_DOMAINS[0]}/").stdout
+    # A copy of A (the same compose project) deployed from another directory: refused too.
+    copy = Project(both, both.a.root, "staging", "hello-a", A_DOMAINS[:1])
+    copy.dir = both.server.dir / "srv" / "hello-a-staging"
+    copy.configure()
+    refused = copy.inv("deploy", "--host", "staging", check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        f"error: {A_DOMAINS[0]} is served by project hello-a from {both.a.dir} on this server: nothing was changed"), \
+        refused.stderr
+    assert not copy.dir.exists()
 
 
 def measure(both, operation, run):
