@@ -27,6 +27,15 @@ PROJECT = "hello-e2e-cjobs"
 # clearsessions every minute: a real management command of every Django project.
 SCHEDULE = '\n[[schedules]]\nname = "sessions"\ncron = "* * * * *"\ncommand = ["clearsessions"]\ntimeout = 120\n'
 NOTIFY = "json://hooks.invalid/scheduler\n"
+# The notes of TAG counted more than once (at most 5): each with when it was made and counted.
+TWICE = """
+import json
+from django.db.models import Count
+from notes.models import Note
+twice = Note.objects.filter(text__startswith="TAG ").annotate(n=Count("word_counts")).filter(n__gt=1)[:5]
+print(json.dumps([[note.pk, note.created.isoformat(), [w.counted_at.isoformat() for w in note.word_counts.all()]]
+                  for note in twice]))
+"""
 
 
 class Cluster:
@@ -69,6 +78,21 @@ class Cluster:
     def image(self, service):
         return self.nodes[0].docker("service", "inspect", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
                                     f"{PROJECT}_{service}").stdout.strip()
+
+    def explain_twice(self, tag):
+        """What the workers logged of each note of TAG counted twice: its deliveries (received,
+        done, restored), on which task, so that a duplicate says how it came about."""
+        notes = json.loads(self.manage(TWICE.replace("TAG", tag)).strip().splitlines()[-1])
+        # Celery logs to stderr; the manager gathers every task's, the stopped ones' too.
+        found = self.nodes[0].docker("service", "logs", "--timestamps", "--no-trunc", f"{PROJECT}_worker", check=False)
+        logs = (found.stdout + found.stderr).splitlines()
+        told = []
+        for pk, created, counted in notes:
+            jobs = {found.group(1) for line in logs if f"note {pk}:" in line
+                    for found in [re.search(r"count_words\[([0-9a-f-]+)\]", line)] if found}
+            told += [f"note {pk} made {created}, counted {counted}, jobs {sorted(jobs)}"]
+            told += [line for line in logs if any(job in line for job in jobs) or "estor" in line]
+        return "\n".join(told[:200])
 
     def notify_file(self):
         node, container = self.where("scheduler")
@@ -163,6 +187,8 @@ def test_a_code_deploy_and_a_rollback_of_a_cluster_lose_no_job_and_run_none_twic
             c.inv(*argv)
         counts[operation] = seen = settle(c, producer, 90)
         report(f"cluster {operation}", seen)
+        if seen["duplicated"]:
+            print(c.explain_twice(operation))
         assert producer.enqueued > RATE * 5, seen
         assert beat.most == 1, f"{operation}: {beat.most} beat containers at once"
         # Every worker is a new task, on the release's image.
