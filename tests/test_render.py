@@ -3,6 +3,7 @@ editing config/stack.toml."""
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,63 @@ class TestEditingTheSourceOfTruth:
     def test_unknown_database_cannot_be_removed(self):
         with pytest.raises(StackError, match="no database named 'nope'"):
             with_database_removed(BASE, "nope")
+
+
+
+class TestAppHealthTest:
+    """The app's health check as its container runs it (`sh -c`), against a real HTTP server
+    on its port: 200 from /healthz is healthy; another status, or nothing listening, is not."""
+
+    @pytest.fixture
+    def answer(self):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            status = 200
+            asked = []
+
+            def do_GET(self):
+                Handler.asked.append((self.path, self.headers["Host"], self.request_version))
+                self.send_response(Handler.status if self.path == "/healthz" else 404)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield Handler, server.server_address[1]
+        server.shutdown()
+        server.server_close()
+
+    @staticmethod
+    def check(port, path=None):
+        """The check's exit status, the container's port 8000 being PORT here (PATH: where
+        bash is looked for)."""
+        script = render.APP_HEALTH_TEST[1].replace("127.0.0.1/8000", f"127.0.0.1/{port}").replace(
+            "127.0.0.1:8000/", f"127.0.0.1:{port}/").replace("exec python ", f"exec {sys.executable} ")
+        return subprocess.run(["/bin/sh", "-c", script], capture_output=True, timeout=30,
+                              env={"PATH": path or os.environ["PATH"]}).returncode
+
+    def test_with_bash_a_200_from_healthz_is_healthy_and_another_status_is_not(self, answer):
+        handler, port = answer
+        assert render.APP_HEALTH_TEST[0] == "CMD-SHELL"
+        assert self.check(port) == 0
+        # HTTP/1.0, Host as before (the stack's WSGI entry answers /healthz ahead of Django).
+        assert handler.asked == [("/healthz", "127.0.0.1:8000", "HTTP/1.0")]
+        handler.status = 503
+        assert self.check(port) == 1
+
+    def test_without_bash_python_asks(self, answer, tmp_path):
+        handler, port = answer
+        assert self.check(port, path=str(tmp_path)) == 0  # a PATH where no bash is
+        assert handler.asked == [("/healthz", f"127.0.0.1:{port}", "HTTP/1.1")]  # urllib's request
+        handler.status = 503
+        assert self.check(port, path=str(tmp_path)) == 1
+
+    def test_nothing_listening_is_unhealthy(self):
+        import socket
+        with socket.socket() as bound:
+            bound.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+            assert self.check(bound.getsockname()[1]) == 1

@@ -32,6 +32,18 @@ NGINX_FILES = 2 * NGINX_CONNECTIONS + 1024
 # What the app's containers run: the stack's Gunicorn settings and its WSGI entry in front of
 # the project's (config/app/djangostack/), the image's CMD and the Swarm service's command.
 APP_COMMAND = ["gunicorn", "--config", "/app/stack/djangostack/gunicorn_conf.py", "djangostack.wsgi:application"]
+# The app's health check, run in its container every 3 s for as long as it runs: an HTTP/1.0
+# GET of /healthz over bash's /dev/tcp (a few milliseconds of CPU, where starting Python costs
+# about fifty times that: on a small server of several projects, a steady load of its own).
+# An image without bash (any `python_image` may be chosen) asks with Python instead.
+APP_HEALTH_TEST = [
+    "CMD-SHELL",
+    "command -v bash >/dev/null && exec bash -c 'exec 3<>/dev/tcp/127.0.0.1/8000"
+    " && printf \"GET /healthz HTTP/1.0\\r\\nHost: 127.0.0.1:8000\\r\\n\\r\\n\" >&3"
+    " && read -r -t 4 _ code _ <&3 && [ \"$code\" = 200 ]'"
+    " || exec python -c \"import sys, urllib.request; sys.exit(urllib.request.urlopen("
+    "'http://127.0.0.1:8000/healthz', timeout=4).status != 200)\"",
+]
 # What the examples show where the real files hold a generated secret.
 PLACEHOLDER = "<generated-by-inv>"
 
@@ -42,12 +54,16 @@ def _environment():
     (a deploy renders each host's; Jinja2 still reloads a template whose file changed)."""
     import jinja2  # imported on use: tasks that render nothing start faster without it
 
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
+    # JSON as a YAML flow value, as written: Jinja's tojson writes <, >, & and ' as \u escapes
+    # (for HTML), unreadable in a shell command.
+    env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env
 
 
 def _render(env, template: str, **values) -> str:
@@ -155,6 +171,7 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "backup_place": place,
         "app": stack.app,
         "app_command": APP_COMMAND,
+        "app_health_test": APP_HEALTH_TEST,
         "schedules": stack.schedules,
         "scheduler": SCHEDULER,
         "backup_notify": BACKUP_NOTIFY,
