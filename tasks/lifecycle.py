@@ -65,13 +65,14 @@ def down(r, volumes=False, yes=False):
 
     The data volumes stay unless --volumes --yes. On a host behind the shared front
     (front = "shared"), the front first stops routing the project's names and leaves its
-    network; the other projects there keep serving."""
+    network; the other projects there keep serving. With --volumes, the certificate and key
+    the project published to the front are deleted too."""
     if volumes:
         names = ", ".join(r.stack.volumes)
         r.confirm(yes, f"Delete the volumes {names} and all their data?", f"--volumes deletes {names} for good")
     remove_leftover_helpers(r)
     if r.target.site.shared:
-        server_front.leave(r)  # first: the shared front stops sending it requests
+        server_front.leave(r, forget=volumes)  # first: the shared front stops sending it requests
     r.compose(compose.down(volumes=volumes), what="stopping the stack")
 
 

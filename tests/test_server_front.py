@@ -380,6 +380,23 @@ class TestReservingTheNames:
         assert conn.claims == claims and not any("rm -f -- /srv/stackfront" in c for c in conn.commands)
 
 
+class TestLeaving:
+    """`inv down --host` of a project behind the shared front."""
+
+    def test_its_claims_go_first_and_its_published_key_only_with_its_volumes(self):
+        from tasks.procedures import server_front
+
+        for forget in (False, True):
+            conn = Claiming({"example.com": "hello-prod /srv/hello", "shop.example": "shop /srv/shop"},
+                            engine_answers())
+            server_front.leave(host_runner(conn), forget=forget)
+            assert conn.claims == {"shop.example": "shop /srv/shop"}
+            unclaimed = conn.commands.index(f"bash -c {shlex_quote(plans.unclaim(FOLDER, ['example.com']))}")
+            deleted = [i for i, c in enumerate(conn.commands) if " run --rm --no-deps -T --entrypoint find certbot "
+                       "/etc/hello/published -mindepth 1 -delete" in c]
+            assert len(deleted) == forget and all(i > unclaimed for i in deleted), conn.commands
+
+
 def shlex_quote(text):
     import shlex
     return shlex.quote(text)

@@ -299,6 +299,15 @@ def unclaim(folder: Folder, domains) -> str:
     return "rm -f -- " + " ".join(_q(p) for p in paths) if paths else "true"
 
 
+def forget_published() -> list[str]:
+    """Compose arguments: what the project's certbot published for the front (its chain and
+    private key) deleted by a one-off certbot container, which mounts that folder as root's
+    (the deploy user may not be root). For `inv down --volumes`: the certificate's volume
+    goes, its copy on the server must too."""
+    return ["run", "--rm", "--no-deps", "-T", "--entrypoint", "find", "certbot", "/etc/hello/published",
+            "-mindepth", "1", "-delete"]
+
+
 def behind_shared_front(compose_file) -> str:
     """Whether the release of COMPOSE_FILE was deployed behind the shared front."""
     return f"grep -qF {_q(ALIAS_SUFFIX)} {_q(compose_file)}"

@@ -266,9 +266,10 @@ def release_dropped(r: Runner) -> None:
             r.report(f"the shared front no longer routes {', '.join(dropped)} to {project}")
 
 
-def leave(r: Runner) -> None:
+def leave(r: Runner, forget: bool = False) -> None:
     """This project off the front: its claims and certificate links removed, the front off
-    its network; the other projects keep serving."""
+    its network; the other projects keep serving. FORGET (`down --volumes`): its published
+    certificate and key deleted too, as its volumes are."""
     project = r.project
     with server_lock(r):
         mine = plans.held_by(claims(r), project, r.target.directory)
@@ -279,6 +280,9 @@ def leave(r: Runner) -> None:
                             f"{last_line(result.stderr, f'exit status {result.exited}')}")
     if mine:
         r.report(f"the shared front no longer routes {', '.join(mine)} to {project}")
+    if forget:
+        # No link points at it any more: nothing the front serves goes with it.
+        r.compose(plans.forget_published(), what="deleting the certificate published to the shared front")
 
 
 def remove(r: Runner) -> None:

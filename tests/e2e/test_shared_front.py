@@ -250,8 +250,12 @@ def test_operations_on_one_project_fail_no_request_of_either_site(both):
     assert counts["A"][1] == 0 and counts["B"][1] == 0, counts
     assert b.certificate()[2] != serial  # a new certificate is served
 
-    counts, _ = measure(both, "removal of B", lambda: b.inv("down", "--host", "shop"))
+    published = both.front_dir / "certs" / b.project / "site.pem"
+    assert published.exists()
+    counts, _ = measure(both, "removal of B", lambda: b.inv("down", "--host", "shop", "--volumes", "--yes"))
     assert counts["A"][1] == 0, counts
+    # Its volumes gone, its key goes from the front's folder too; A's stays.
+    assert not published.exists() and (both.front_dir / "certs" / a.project / "site.pem").exists()
 
 
 def test_after_b_is_removed_a_serves_with_its_certificate_and_doctor_shows_the_front(both):
