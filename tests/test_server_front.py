@@ -3,6 +3,7 @@ project renders behind it, the front's own files (golden), the names it routes (
 string makes a path outside its folders) and the claims' plans."""
 import os
 import re
+import time
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -468,9 +469,75 @@ class TestMovingFromTheOwnFront:
     OWN = shlex_quote("docker inspect --format '{{.State.Status}}' hello-prod-front-1")
 
     def test_the_own_front_is_stopped_started_again_if_the_shared_one_does_not_start_and_removed_last(self):
-        assert plans.hand_over("hello-prod") == (
-            "docker stop hello-prod-front-1 >/dev/null && { docker start stackfront-front-1 >/dev/null || "
-            "{ docker start hello-prod-front-1 >/dev/null; exit 1; }; } && docker rm --force hello-prod-front-1 >/dev/null")
+        script = plans.hand_over("hello-prod", (80, 443))
+        assert ("docker stop hello-prod-front-1 >/dev/null && { docker start stackfront-front-1 >/dev/null || "
+                "{ docker start hello-prod-front-1 >/dev/null; exit 1; }; } && {") in script
+        assert script.endswith("docker rm --force hello-prod-front-1 >/dev/null; }")
+
+    @staticmethod
+    def run_hand_over(tmp_path, uid="0", shared_starts=True, accepts_after=2):
+        """The hand-over's shell run by bash with fakes of docker, iptables, id, setsid and
+        timeout first on its PATH, each logging its arguments: what ran, in order."""
+        import subprocess
+
+        log = tmp_path / "log"
+        fakes = tmp_path / "bin"
+        fakes.mkdir()
+        tries = tmp_path / "tries"
+        tools = {
+            "docker": f'echo "docker $*" >> {log}; case "$*" in "start stackfront-front-1") exit {0 if shared_starts else 1};; '
+                      'inspect*) echo "172.30.0.2 10.0.9.3 ";; esac',
+            "iptables": f'echo "iptables $*" >> {log}',
+            "id": f'echo {uid}',
+            "setsid": f'echo "setsid $*" >> {log}',
+            # The front accepts from the ACCEPTS_AFTERth try on.
+            "timeout": f'echo "timeout $*" >> {log}; echo x >> {tries}; [ $(wc -l < {tries}) -ge {accepts_after} ]',
+            "sleep": "true",
+        }
+        for name, body in tools.items():
+            (fakes / name).write_text(f"#!/bin/sh\n{body}\n")
+            (fakes / name).chmod(0o755)
+        done = subprocess.run(["bash", "-c", plans.hand_over("hello-prod", (80, 443))], capture_output=True, text=True,
+                              env={"PATH": f"{fakes}:/usr/bin:/bin"})
+        ran = log.read_text().splitlines() if log.exists() else []
+        # The sleeper that removes the rules in any case runs in the background: whenever it
+        # logs, it is apart from the sequence (there when root, waited for a little).
+        if uid == "0":
+            deadline = time.monotonic() + 5
+            while not any(c.startswith("setsid ") for c in ran) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                ran = log.read_text().splitlines()
+        sleepers = [c for c in ran if c.startswith("setsid ")]
+        return done.returncode, [c for c in ran if not c.startswith("setsid ")], sleepers
+
+    def test_as_root_new_connections_are_held_until_the_shared_front_accepts(self, tmp_path):
+        status, ran, sleepers = self.run_hand_over(tmp_path)
+        assert status == 0, ran
+        rule = ("-p tcp --syn -m addrtype --dst-type LOCAL -m multiport --dports 80,443 -m comment --comment "
+                "stackfront-hand-over -j DROP")
+        held = [f"iptables -w -t raw -I PREROUTING {rule}", f"iptables -w -t raw -I OUTPUT {rule}"]
+        released = [f"iptables -w -t raw -D PREROUTING {rule}", f"iptables -w -t raw -D OUTPUT {rule}"]
+        assert len(sleepers) == 1 and sleepers[0].startswith("setsid sh -c sleep 30; iptables -w -t raw -D PREROUTING")
+        stop, start, rm = (ran.index(c) for c in ("docker stop hello-prod-front-1", "docker start stackfront-front-1",
+                                                   "docker rm --force hello-prod-front-1"))
+        assert ran.index(held[0]) < ran.index(held[1]) < stop < start
+        # Asked on the container's own address until it accepts, then the rules go, then the own front.
+        tries = [i for i, c in enumerate(ran) if c == 'timeout 1 bash -c exec 3<>/dev/tcp/172.30.0.2/443']
+        assert len(tries) == 2 and start < tries[0] and tries[-1] < ran.index(released[0]) < rm
+        assert all(c in ran for c in released)
+
+    def test_the_rules_go_when_the_shared_front_does_not_start(self, tmp_path):
+        status, ran, _ = self.run_hand_over(tmp_path, shared_starts=False)
+        assert status == 1
+        assert ran[-3:-2] == ["docker start hello-prod-front-1"] and ran[-2].startswith("iptables -w -t raw -D PREROUTING")
+        assert ran[-1].startswith("iptables -w -t raw -D OUTPUT") and "docker rm --force hello-prod-front-1" not in ran
+
+    def test_without_root_the_ports_are_handed_over_without_a_hold(self, tmp_path):
+        status, ran, sleepers = self.run_hand_over(tmp_path, uid="1000")
+        assert status == 0 and not sleepers
+        assert not [c for c in ran if c.startswith(("iptables", "timeout"))], ran
+        assert ran == ["docker stop hello-prod-front-1", "docker start stackfront-front-1",
+                       "docker rm --force hello-prod-front-1"]
 
     @pytest.mark.parametrize("status", ["created", "exited"])
     def test_an_interrupted_move_is_taken_up_again(self, status):
@@ -485,7 +552,7 @@ class TestMovingFromTheOwnFront:
         conn = Recorder({shlex.join(plans.inspect()): Result(stdout=f"{status}\tnginx:1.27\t/srv/stackfront/conf\t\n"),
                          own: Result(stdout="running\n")})
         server_front.join(host_runner(conn))
-        assert f"bash -c {shlex_quote(plans.hand_over('hello-prod'))}" in conn.commands
+        assert f"bash -c {shlex_quote(plans.hand_over('hello-prod', (80, 443)))}" in conn.commands
 
     def test_a_failed_deploy_does_not_serve_a_release_of_the_own_front_again_behind_the_shared_one(self):
         from invoke import Result
@@ -602,7 +669,7 @@ class TestJoining:
         server_front.join(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
         order = [shlex.join(plans.create(FOLDER)), shlex.join(plans.connect("hello-prod")),
                  f"bash -c {shlex.quote(plans.claim(FOLDER, 'hello-prod', '/srv/hello', ['example.com', 'www.example.com']))}",
-                 f"bash -c {shlex.quote(plans.hand_over('hello-prod'))}", shlex.join(plans.up(FOLDER))]
+                 f"bash -c {shlex.quote(plans.hand_over('hello-prod', (80, 443)))}", shlex.join(plans.up(FOLDER))]
         found = [conn.commands.index(command) for command in order]
         assert found == sorted(found), conn.commands
 

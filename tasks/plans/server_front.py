@@ -202,14 +202,43 @@ def own_front(project: str) -> str:
     return f"{project}-front-1"
 
 
-def hand_over(project: str) -> str:
+# The comment that names the hand-over's rules (what `iptables -S` shows while one runs).
+HOLD_COMMENT = "stackfront-hand-over"
+# Seconds after which the rules go whatever became of the shell that added them.
+HOLD_LIMIT = 30
+
+
+def hand_over(project: str, ports: tuple[int, int]) -> str:
     """Shell: PROJECT's own front stopped and the shared front's container (made already)
     started at once, in one command: the ports are free for the least time. When the
     shared front does not start, the own front starts again (the site stays served, the
-    command fails); it is removed only once the shared front runs."""
+    command fails); it is removed only once the shared front runs.
+
+    Nothing listens on PORTS for that moment, and a client's connection would be refused.
+    Where the command runs as root with iptables, new connections to this server's own
+    addresses on PORTS are held instead: their first packet (SYN) dropped, which a client
+    sends again a second later (its TCP's retry, nothing of the client's doing), by when
+    the shared front accepts. The rules go once it does, on any exit of the shell, and
+    after HOLD_LIMIT seconds in any case (a sleeper of their own); established connections
+    and this server's own outgoing ones are never touched."""
     own = _q(own_front(project))
-    return (f"docker stop {own} >/dev/null && {{ docker start {CONTAINER} >/dev/null || "
-            f"{{ docker start {own} >/dev/null; exit 1; }}; }} && docker rm --force {own} >/dev/null")
+    rule = (f"-p tcp --syn -m addrtype --dst-type LOCAL -m multiport --dports {ports[0]},{ports[1]} "
+            f"-m comment --comment {HOLD_COMMENT} -j DROP")
+    hold = (f"hold() {{ iptables -w -t raw \"$1\" PREROUTING {rule} && iptables -w -t raw \"$1\" OUTPUT {rule}; }}; "
+            "release() { iptables -w -t raw -D PREROUTING " + rule + " 2>/dev/null; "
+            "iptables -w -t raw -D OUTPUT " + rule + " 2>/dev/null; true; }; "
+            "held=; "
+            "if [ \"$(id -u)\" = 0 ] && command -v iptables >/dev/null 2>&1; then "
+            f"setsid sh -c {_q(f'sleep {HOLD_LIMIT}; iptables -w -t raw -D PREROUTING {rule}; iptables -w -t raw -D OUTPUT {rule}')} "
+            ">/dev/null 2>&1 </dev/null & "
+            "trap release EXIT; hold -I && held=1; fi; ")
+    # Until the shared front accepts on its container's address (which the rules never hold).
+    accepts = ("if [ -n \"$held\" ]; then "
+               f"ip=$(docker inspect --format '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}} {{{{end}}}}' {CONTAINER} | cut -d' ' -f1); "
+               "for _ in $(seq 50); do timeout 1 bash -c \"exec 3<>/dev/tcp/$ip/443\" 2>/dev/null && break; sleep 0.1; done; "
+               "release; fi; ")
+    return (hold + f"docker stop {own} >/dev/null && {{ docker start {CONTAINER} >/dev/null || "
+            f"{{ docker start {own} >/dev/null; exit 1; }}; }} && {{ {accepts}docker rm --force {own} >/dev/null; }}")
 
 
 def connect(project: str) -> list[str]:

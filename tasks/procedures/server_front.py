@@ -201,7 +201,7 @@ def join(r: Runner) -> None:
         if (found is None or found.status != "running") and own_front_runs(r):
             # The ports are free for the time it takes to start a container that exists.
             r.say(f"moving {project} from its own front to the shared front")
-            r.shell(plans.hand_over(project), what=f"handing the ports from {plans.own_front(project)} to the shared front")
+            r.shell(plans.hand_over(project, (site.http_port, site.https_port)), what=f"handing the ports from {plans.own_front(project)} to the shared front")
         ensure(r)
     r.report(f"the shared front routes {', '.join(site.domains)} to {project}")
 

@@ -189,13 +189,19 @@ def test_an_unchanged_second_run_adds_one_chunk_at_most(sched):
     # 8 MiB however big the database: 1.0% and 3.0% of this run's 155 MB were measured, under
     # 0.8% at the 1 GiB.
     assert second["added"] < 8.5 * 1024 * 1024  # one database: one such chunk, and a little more
+    # The tests after this one back up, drill and restore the everyday data: the bulk rows go
+    # (a run without them is the latest snapshot), or each of those would dump, send and load
+    # 150 MB again.
+    s.compose("exec", "-T", "database1", "psql", "-U", "database1", "-d", "database1", "-v", "ON_ERROR_STOP=1", "-c",
+              "SET ROLE app; DROP TABLE bulk")
+    s.inv("backup.now", timeout=900)
 
 
 def test_the_drill_passes_on_a_good_snapshot_and_fails_on_a_tampered_dump(sched, webhook):
     s = sched
     passed = s.inv("backup.drill", timeout=900)
     assert re.search(r"PASS in [\d.]+ s", passed.stdout), passed.stdout
-    assert re.search(r"tables, 2,000,\d{3} rows", passed.stdout), passed.stdout
+    assert re.search(r"\d+ tables, [\d,]+ rows", passed.stdout), passed.stdout
     assert re.search(r"migrate --check: all \d+ migrations of the running code applied", passed.stdout), passed.stdout
     # A snapshot whose dump differs from what its manifest recorded: one byte changed.
     good = snapshot_ids(s)
