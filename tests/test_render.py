@@ -202,8 +202,10 @@ class TestAppHealthTest:
         bash is looked for)."""
         script = render.APP_HEALTH_TEST[1].replace("127.0.0.1/8000", f"127.0.0.1/{port}").replace(
             "127.0.0.1:8000/", f"127.0.0.1:{port}/").replace("exec python ", f"exec {sys.executable} ")
-        return subprocess.run(["/bin/sh", "-c", script], capture_output=True, timeout=30,
-                              env={"PATH": path or os.environ["PATH"]}).returncode
+        done = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=30,
+                              env={"PATH": path or os.environ["PATH"]})
+        TestAppHealthTest.said = (done.stdout + done.stderr).strip()
+        return done.returncode
 
     def test_with_bash_a_200_from_healthz_is_healthy_and_another_status_is_not(self, answer):
         handler, port = answer
@@ -212,7 +214,8 @@ class TestAppHealthTest:
         # HTTP/1.0, Host as before (the stack's WSGI entry answers /healthz ahead of Django).
         assert handler.asked == [("/healthz", "127.0.0.1:8000", "HTTP/1.0")]
         handler.status = 503
-        assert self.check(port) == 1
+        # One line that says why: what `inv` prints of the last checks of an unhealthy container.
+        assert self.check(port) == 1 and self.said == "GET /healthz answered 503"
 
     def test_without_bash_python_asks(self, answer, tmp_path):
         handler, port = answer
@@ -226,3 +229,4 @@ class TestAppHealthTest:
         with socket.socket() as bound:
             bound.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
             assert self.check(bound.getsockname()[1]) == 1
+            assert self.said == "nothing answers on 127.0.0.1:8000"

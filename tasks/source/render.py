@@ -35,12 +35,15 @@ APP_COMMAND = ["gunicorn", "--config", "/app/stack/djangostack/gunicorn_conf.py"
 # The app's health check, run in its container every 3 s for as long as it runs: an HTTP/1.0
 # GET of /healthz over bash's /dev/tcp (a few milliseconds of CPU, where starting Python costs
 # about fifty times that: on a small server of several projects, a steady load of its own).
+# Its one line of output says why it failed (`inv` shows it when a container stays unhealthy).
 # An image without bash (any `python_image` may be chosen) asks with Python instead.
 APP_HEALTH_TEST = [
     "CMD-SHELL",
-    "command -v bash >/dev/null && exec bash -c 'exec 3<>/dev/tcp/127.0.0.1/8000"
-    " && printf \"GET /healthz HTTP/1.0\\r\\nHost: 127.0.0.1:8000\\r\\n\\r\\n\" >&3"
-    " && read -r -t 4 _ code _ <&3 && [ \"$code\" = 200 ]'"
+    "command -v bash >/dev/null && exec bash -c '"
+    "{ exec 3<>/dev/tcp/127.0.0.1/8000; } 2>/dev/null || { echo \"nothing answers on 127.0.0.1:8000\"; exit 1; }; "
+    "printf \"GET /healthz HTTP/1.0\\r\\nHost: 127.0.0.1:8000\\r\\n\\r\\n\" >&3; "
+    "read -r -t 4 _ code _ <&3 || { echo \"GET /healthz: no answer within 4 s\"; exit 1; }; "
+    "[ \"$code\" = 200 ] || { echo \"GET /healthz answered $code\"; exit 1; }'"
     " || exec python -c \"import sys, urllib.request; sys.exit(urllib.request.urlopen("
     "'http://127.0.0.1:8000/healthz', timeout=4).status != 200)\"",
 ]
