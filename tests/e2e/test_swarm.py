@@ -320,9 +320,30 @@ def test_a_deploy_that_adds_a_database_and_fails_leaves_no_service_secret_config
     assert seen.longest_gap < 15, seen.longest_gap
 
 
+def spread_out(node1) -> None:
+    """The app's replicas on both nodes, as a deploy leaves them (the product spreads them
+    after each deploy and rollback). The failed deploy before this test is undone by Swarm's
+    own rollback, which places replicas without that spread: both on one node is possible
+    until the next deploy (a gap said in the note, not tested here). Spread the product's
+    way: one replica more (the emptiest node), then one fewer (from the fullest)."""
+    deadline = time.monotonic() + 180
+    while len(replicas(node1)) != 2 or any(state != "running" for _, state, _ in replicas(node1)):
+        assert time.monotonic() < deadline, replicas(node1)
+        time.sleep(2)
+    if len({where for where, _, _ in replicas(node1)}) == 2:
+        return
+    for count in (3, 2):
+        node1.docker("service", "scale", "--detach", f"{PROJECT}_djangoapp={count}")
+        while len(replicas(node1)) != count or any(state != "running" for _, state, _ in replicas(node1)):
+            assert time.monotonic() < deadline, replicas(node1)
+            time.sleep(2)
+    assert len({where for where, _, _ in replicas(node1)}) == 2, replicas(node1)
+
+
 def test_a_lost_node_leaves_the_site_up_and_its_replica_restarts_on_the_other(cluster):
     node1, node2 = cluster.nodes
     first = node_id(node1)
+    spread_out(node1)
     with Load(f"http://127.0.0.1:{PORT}", ["nsenter", f"--net={node1.netns}"]) as seen:
         lost = time.monotonic()
         node2.stop_engine()  # the engine and every container of node2 gone
