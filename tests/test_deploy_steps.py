@@ -18,6 +18,7 @@ from tasks.execution.targets import HostTarget
 from tasks.plans import compose, diagnosis, ledger
 from tasks.plans import release as plans
 from tasks.plans import rollout as rollout_plans
+from tasks.plans import server_front as front_plans
 from tasks.procedures import release, rollout
 from tasks.source.stack import loads
 from tests.fakes import Engine, Recorder
@@ -57,6 +58,12 @@ MIGRATIONS = (f"{COMPOSE} exec -T database1 psql --username app --dbname databas
               "--no-align --command 'SELECT app || '\"'\"'.'\"'\"' || name FROM django_migrations ORDER BY id'")
 # A release about to serve again is checked first for the front this version's rollout needs.
 OLD_HAS_FRONT = "bash -c 'test -e /srv/hello/releases/20261120T000000Z-0123456789ab/config/nginx/front.conf'"
+# The server's shared front, when there is one, and which front a release was made for.
+SHARED_FRONT = shlex.join(front_plans.inspect())
+
+
+def made_for(release_dir):
+    return f"bash -c {shlex.quote(front_plans.release_front(f'{release_dir}/docker-compose.yml'))}"
 COLLECTSTATIC = f"{COMPOSE} run --rm --no-deps -T djangoapp python manage.py collectstatic --noinput --verbosity 0"
 
 
@@ -100,6 +107,7 @@ def securing_site(release, timeout=30):
     """The front takes the release's configuration and ports before traffic moves."""
     return [bash(rollout_plans.install_files(f"/srv/hello/releases/{release}/config/nginx",
                                              "/srv/hello/shared/config/nginx")),
+            SHARED_FRONT,
             f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout {timeout} --no-deps nginx front",
             FRONT_UNCHANGED]
 
@@ -176,7 +184,7 @@ def test_a_deploy_runs_its_steps_in_order_and_switches_last():
         bash(plans.release_lock("/srv/hello")),
     ]
     # Compose runs in the new release; the Nginx files go to shared/config, whose path no release changes.
-    compose_calls = [c for c in steps if c.startswith(COMPOSE) or c.startswith("docker ")]
+    compose_calls = [c for c in steps if c.startswith((COMPOSE, "docker ")) and c != SHARED_FRONT]
     assert {cwd for c in compose_calls for cwd in where(conn, c)} == {NEW_DIR}
     assert set(where(conn, steps[steps.index(f"{HEALTH_TESTS} {APP2}") + 1])) == {None}
     env_written = stdin_of(conn, written(f"{NEW_DIR}/.env"))[0]
@@ -213,12 +221,12 @@ def test_a_release_that_fails_its_health_check_gives_way_to_the_previous_one():
     # The previous release serves again the way the new one came in: its static manifest,
     # then its app container APP3 beside the new release's APP2, which drains.
     assert [c for _, c, _ in after] == [
-        OLD_HAS_FRONT, COLLECTSTATIC,
+        made_for(OLD_DIR), OLD_HAS_FRONT, COLLECTSTATIC,
         *moving_traffic(OLD, APP2, APP3, timeout=0),
         bash(plans.remove_trees([NEW_DIR])),
         bash(plans.release_lock("/srv/hello")),
     ]
-    assert after[1][0] == OLD_DIR and after[-4][0] == OLD_DIR  # the previous release's compose file
+    assert after[2][0] == OLD_DIR and after[-4][0] == OLD_DIR  # the previous release's compose file
     assert stdin_of(conn, SWITCH_NGINX) == [f"set $djangoapp http://{APP2}:8000;\n",
                                             f"set $djangoapp http://{APP3}:8000;\n"]
     assert conn.app == {APP3: "running healthy"}
@@ -241,7 +249,7 @@ def test_a_new_app_container_that_never_gets_healthy_is_removed_and_the_old_one_
         shlex.join(diagnosis.health_answer(APP2, diagnosis.HEALTH_URL)),
         f"docker inspect --format '{{{{json .State.Health}}}}' {APP2}", logs, f"docker rm --force {APP2}",
         # The previous release: APP1 runs its code already, so Nginx is pointed back at it, and nothing drains.
-        OLD_HAS_FRONT, COLLECTSTATIC, APP_IDS, f"{INSPECT} {APP1}", UP_TO_DATE,
+        made_for(OLD_DIR), OLD_HAS_FRONT, COLLECTSTATIC, APP_IDS, f"{INSPECT} {APP1}", UP_TO_DATE,
         bash(rollout_plans.install_files(f"{OLD_DIR}/config/nginx", "/srv/hello/shared/config/nginx")),
         f"{COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 0 --no-deps nginx front",
         SWITCH_NGINX, FRONT_UNCHANGED,
@@ -393,7 +401,7 @@ def test_rollback_starts_the_previous_release_before_switching_to_it():
         bash(plans.current_release("/srv/hello")),
         bash(ledger.read_all("/srv/hello")),
         MIGRATIONS,  # what the databases have applied now, from the live release
-        OLD_HAS_FRONT,
+        made_for(OLD_DIR), OLD_HAS_FRONT,
         COLLECTSTATIC,  # the previous release's static manifest
         *moving_traffic(OLD, APP2, APP3),
         HEALTH,
@@ -423,7 +431,7 @@ def test_rollback_with_force_goes_back_to_code_behind_the_databases(capsys):
     r, conn, _ = live(NEW, applied, (OLD, True, KNOWN_TO_OLD), (NEW, True, {"database1": applied}))
     release.rollback(r, timeout=30, force=True)
     assert steps_run(conn)[steps_run(conn).index(MIGRATIONS):] == [
-        MIGRATIONS, OLD_HAS_FRONT, COLLECTSTATIC, *moving_traffic(OLD, APP2, APP3), HEALTH,
+        MIGRATIONS, made_for(OLD_DIR), OLD_HAS_FRONT, COLLECTSTATIC, *moving_traffic(OLD, APP2, APP3), HEALTH,
         bash(plans.switch("/srv/hello", OLD)), bash(plans.release_lock("/srv/hello"))]
     out = capsys.readouterr().out
     assert (f"rolling back with --force: these stay applied, unknown to {OLD}'s code: database1: hello.0002_x, "

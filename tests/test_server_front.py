@@ -250,15 +250,54 @@ class TestARollbackBehindTheSharedFront:
 
         stack = stack_of(SHARED)
         old = "20261120T000000Z-0123456789ab"
-        check = f"bash -c {shlex.quote(plans.behind_shared_front(f'/srv/hello/releases/{old}/docker-compose.yml'))}"
-        conn = Recorder({check: Result(exited=1)})
+        check = f"bash -c {shlex.quote(plans.release_front(f'/srv/hello/releases/{old}/docker-compose.yml'))}"
+        conn = Recorder({check: Result(stdout="own\n")})
         with pytest.raises(TaskError) as caught:
             server_front.check_release(Runner(HostTarget(conn, stack.hosts["prod"], stack, release=old)))
-        assert str(caught.value) == (f"{old} was deployed with the project's own front, before it moved to the "
-                                     "shared front: deploy its code again instead")
+        assert str(caught.value) == (f"{old} was deployed with the project's own front and is not served again "
+                                     "behind the shared front: deploy its code again instead")
         assert conn.commands == [check]
-        # One deployed behind it goes on.
-        server_front.check_release(Runner(HostTarget(Recorder(), stack.hosts["prod"], stack, release=old)))
+        # One deployed behind it goes on; one without a compose file fails on its own later.
+        for made_for in ("shared\n", ""):
+            server_front.check_release(Runner(HostTarget(Recorder({check: Result(stdout=made_for)}),
+                                                         stack.hosts["prod"], stack, release=old)))
+
+    def test_back_on_its_own_front_a_release_deployed_behind_the_shared_one_is_refused(self):
+        from tasks.errors import TaskError
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import HostTarget
+        from tasks.procedures import server_front
+        from tests.fakes import Recorder
+
+        import shlex
+
+        from invoke import Result
+
+        stack = stack_of('domains = ["example.com", "www.example.com"]\n')
+        old = "20261120T000000Z-0123456789ab"
+        check = f"bash -c {shlex.quote(plans.release_front(f'/srv/hello/releases/{old}/docker-compose.yml'))}"
+        conn = Recorder({check: Result(stdout="shared\n")})
+        with pytest.raises(TaskError) as caught:
+            server_front.check_release(Runner(HostTarget(conn, stack.hosts["prod"], stack, release=old)))
+        assert str(caught.value) == (f"{old} was deployed behind the shared front and is not served again by the "
+                                     "project's own front: deploy its code again instead")
+
+    @pytest.mark.parametrize("front", ["own", "shared"])
+    def test_which_front_a_release_was_deployed_for_is_read_from_its_compose_file(self, tmp_path, front):
+        """Both kinds give Nginx the aliases (moving never recreates it): the front service tells."""
+        import subprocess
+
+        extra = SHARED if front == "shared" else 'domains = ["example.com", "www.example.com"]\n'
+        stack = stack_of(extra)
+        compose = render.site_files(stack, stack.hosts["prod"].site)[render.COMPOSE_FILE]
+        path = tmp_path / "docker-compose.yml"
+        path.write_text(compose)
+        assert "www.example.com.site.internal" in compose
+        found = subprocess.run(["sh", "-c", plans.release_front(path)], capture_output=True, text=True).stdout
+        assert found == f"{front}\n"
+        # A release without its compose file is not taken for either.
+        missing = subprocess.run(["sh", "-c", plans.release_front(tmp_path / "missing.yml")], capture_output=True, text=True)
+        assert (missing.returncode, missing.stdout) == (0, "")
 
 
 class TestReleasingDroppedNames:
@@ -403,6 +442,12 @@ def shlex_quote(text):
     return shlex.quote(text)
 
 
+def shlex_join(argv):
+    import shlex
+
+    return shlex.join(argv)
+
+
 class TestServingAReleaseAgain:
     """A rollback (or an undo) to a release whose names differ from the current config's."""
 
@@ -469,7 +514,7 @@ class TestMovingFromTheOwnFront:
     OWN = shlex_quote("docker inspect --format '{{.State.Status}}' hello-prod-front-1")
 
     def test_the_own_front_is_stopped_started_again_if_the_shared_one_does_not_start_and_removed_last(self):
-        script = plans.hand_over("hello-prod", (80, 443))
+        script = plans.hand_over("hello-prod-front-1", "stackfront-front-1", (80, 443), 443)
         assert ("docker stop hello-prod-front-1 >/dev/null && { docker start stackfront-front-1 >/dev/null || "
                 "{ docker start hello-prod-front-1 >/dev/null; exit 1; }; } && {") in script
         assert script.endswith("docker rm --force hello-prod-front-1 >/dev/null; }")
@@ -497,7 +542,7 @@ class TestMovingFromTheOwnFront:
         for name, body in tools.items():
             (fakes / name).write_text(f"#!/bin/sh\n{body}\n")
             (fakes / name).chmod(0o755)
-        done = subprocess.run(["bash", "-c", plans.hand_over("hello-prod", (80, 443))], capture_output=True, text=True,
+        done = subprocess.run(["bash", "-c", plans.hand_over("hello-prod-front-1", "stackfront-front-1", (80, 443), 443)], capture_output=True, text=True,
                               env={"PATH": f"{fakes}:/usr/bin:/bin"})
         ran = log.read_text().splitlines() if log.exists() else []
         # The sleeper that removes the rules in any case runs in the background: whenever it
@@ -552,7 +597,7 @@ class TestMovingFromTheOwnFront:
         conn = Recorder({shlex.join(plans.inspect()): Result(stdout=f"{status}\tnginx:1.27\t/srv/stackfront/conf\t\n"),
                          own: Result(stdout="running\n")})
         server_front.join(host_runner(conn))
-        assert f"bash -c {shlex_quote(plans.hand_over('hello-prod', (80, 443)))}" in conn.commands
+        assert f"bash -c {shlex_quote(plans.hand_over('hello-prod-front-1', 'stackfront-front-1', (80, 443), 443))}" in conn.commands
 
     def test_a_failed_deploy_does_not_serve_a_release_of_the_own_front_again_behind_the_shared_one(self):
         from invoke import Result
@@ -561,8 +606,8 @@ class TestMovingFromTheOwnFront:
         from tasks.procedures import release
 
         old, new = "20261120T000000Z-0123456789ab", "20261121T000000Z-ba9876543210"
-        check = f"bash -c {shlex_quote(plans.behind_shared_front(f'/srv/hello/releases/{old}/docker-compose.yml'))}"
-        conn = Recorder({check: Result(exited=1)})
+        check = f"bash -c {shlex_quote(plans.release_front(f'/srv/hello/releases/{old}/docker-compose.yml'))}"
+        conn = Recorder({check: Result(stdout="own\n")})
         r = host_runner(conn)
         d = release.Deploy(r.in_release(new), r.here(), new, old, "hello-prod:x", False, 5, started=True)
         with pytest.raises(TaskError) as caught:
@@ -669,7 +714,7 @@ class TestJoining:
         server_front.join(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
         order = [shlex.join(plans.create(FOLDER)), shlex.join(plans.connect("hello-prod")),
                  f"bash -c {shlex.quote(plans.claim(FOLDER, 'hello-prod', '/srv/hello', ['example.com', 'www.example.com']))}",
-                 f"bash -c {shlex.quote(plans.hand_over('hello-prod', (80, 443)))}", shlex.join(plans.up(FOLDER))]
+                 f"bash -c {shlex.quote(plans.hand_over('hello-prod-front-1', 'stackfront-front-1', (80, 443), 443))}", shlex.join(plans.up(FOLDER))]
         found = [conn.commands.index(command) for command in order]
         assert found == sorted(found), conn.commands
 
@@ -692,3 +737,110 @@ class TestTheFolder:
         (tmp_path / "stackfront").mkdir(mode=0o750)
         (tmp_path / "stackfront").chmod(0o750)
         assert self.modes(tmp_path)["stackfront"] == 0o750
+
+
+class TestMovingBackToItsOwnFront:
+    """front = "own" again on a server whose shared front the project was behind."""
+
+    OWN = 'domains = ["example.com", "www.example.com"]\ntls = "acme"\nacme_email = "ops@example.com"\n'
+
+    def runner(self, front: str, claims: str):
+        """A host runner with front = "own", a shared front in FRONT's state (inspect's
+        output, or None for none) and CLAIMS (read_claims' output)."""
+        import shlex
+
+        from invoke import Result
+
+        from tasks.execution.runner import Runner
+        from tasks.execution.targets import HostTarget
+
+        stack = stack_of(self.OWN)
+        folder = plans.Folder.of("/opt/front")  # where the running front says it is
+        answers = {shlex.join(plans.inspect()): Result(stdout=front) if front else Result(exited=1, stderr="No such object"),
+                   f"bash -c {shlex_quote(plans.read_claims(folder))}": Result(stdout=claims)}
+        conn = Recorder(answers)
+        return conn, Runner(HostTarget(conn, stack.hosts["prod"], stack)), folder
+
+    RUNNING = "running\tnginx:1.27\t/opt/front/conf\thello-prod_front_network \t0.0.0.0:80 0.0.0.0:443 \n"
+    MINE = "example.com hello-prod /srv/hello\nwww.example.com hello-prod /srv/hello\n"
+
+    def test_the_last_project_behind_it_takes_its_ports_then_the_shared_front_goes(self):
+        from tasks.procedures import server_front
+
+        conn, r, folder = self.runner(self.RUNNING, self.MINE)
+        server_front.move_off(r)
+        commands = conn.commands
+        created = next(i for i, c in enumerate(commands) if c.endswith("up --no-start --no-build --no-deps front"))
+        hand = commands.index(f"bash -c {shlex_quote(plans.hand_over('stackfront-front-1', 'hello-prod-front-1', (80, 443), 443))}")
+        reload = next(i for i, c in enumerate(commands) if "exec" in c and "nginx -s reload" in c)
+        unclaim = commands.index(f"bash -c {shlex_quote(plans.unclaim(folder, ['example.com', 'www.example.com']))}")
+        leave = commands.index(shlex_join(plans.disconnect("hello-prod")))
+        down = commands.index(shlex_join(plans.down(folder)))
+        # Its Nginx configured for its own front before the front takes a request, the ports
+        # handed over, then its names released and the front removed.
+        assert reload < created < hand < unclaim < leave < down, commands
+
+    def test_refused_while_another_project_is_behind_the_shared_front(self):
+        from tasks.errors import TaskError
+        from tasks.procedures import server_front
+
+        conn, r, _ = self.runner(self.RUNNING, self.MINE + "shop.test shop-b /srv/shop\n")
+        with pytest.raises(TaskError) as caught:
+            server_front.check_moving_off(r)
+        assert str(caught.value) == (
+            "the shared front on prod holds its ports for other projects too (shop-b: shop.test (/srv/shop)): keep front = "
+            "\"shared\" in [hosts.prod], or give this project another http_port and https_port: nothing was changed")
+        assert not any(c.startswith(("docker stop", "docker compose")) or "unclaim" in c for c in conn.commands)
+        with pytest.raises(TaskError):
+            server_front.move_off(r)  # checked again under the server lock
+        assert not any("hand-over" in c or "--no-start" in c or " down " in c for c in conn.commands), conn.commands
+
+    def test_a_shared_front_on_other_ports_stays_and_only_the_projects_names_go(self):
+        from tasks.procedures import server_front
+
+        elsewhere = self.RUNNING.replace("0.0.0.0:80 0.0.0.0:443", "0.0.0.0:8080 0.0.0.0:8443")
+        conn, r, folder = self.runner(elsewhere, self.MINE + "shop.test shop-b /srv/shop\n")
+        server_front.move_off(r)
+        assert f"bash -c {shlex_quote(plans.unclaim(folder, ['example.com', 'www.example.com']))}" in conn.commands
+        assert shlex_join(plans.disconnect("hello-prod")) in conn.commands
+        assert not any("hand-over" in c or "--no-start" in c for c in conn.commands)
+        assert shlex_join(plans.down(folder)) not in conn.commands
+
+    def test_no_shared_front_nothing_to_do(self):
+        import shlex
+
+        from tasks.procedures import server_front
+
+        conn, r, _ = self.runner(None, "")
+        server_front.move_off(r)
+        assert conn.commands == [shlex.join(plans.inspect())]
+
+    def test_the_ports_a_front_publishes_are_read_from_inspect(self):
+        state = plans.parse_inspect(self.RUNNING)
+        assert state.published == (("0.0.0.0", 80), ("0.0.0.0", 443)) and state.holds(443) and not state.holds(8443)
+        # An older front's four fields: none known.
+        assert plans.parse_inspect("running\tnginx:1.27\t/srv/stackfront/conf\t\n").published == ()
+
+    def test_the_deploys_port_check_lets_the_shared_front_pass_and_asks_who_is_behind_it(self):
+        """The check before anything changes: ports held by the shared front are no refusal of
+        their own; other projects behind it are."""
+        from tasks.plans import release as release_plans
+
+        wanted = [("0.0.0.0", 80, "http_port"), ("0.0.0.0", 443, "https_port")]
+        printed = ("80 container stackfront-front-1 stackfront 0.0.0.0:80->80/tcp, 0.0.0.0:443->443/tcp\n"
+                   "443 container stackfront-front-1 stackfront 0.0.0.0:80->80/tcp, 0.0.0.0:443->443/tcp\n")
+        assert release_plans.port_refusal("prod", "hello-prod", wanted, printed, passing=("stackfront",)) is None
+        assert release_plans.held_by(wanted, printed, "stackfront")
+        assert not release_plans.held_by(wanted, printed.replace("stackfront ", "shop-b "), "stackfront")
+        assert "taken by project shop-b" in release_plans.port_refusal(
+            "prod", "hello-prod", wanted, printed.replace("stackfront ", "shop-b "), passing=("stackfront",))
+
+
+def test_nginx_has_one_definition_whichever_front_is_before_it():
+    """Moving between the project's own front and the shared one never recreates Nginx: the
+    front serving at that moment holds its address (a recreated Nginx has a new one)."""
+    acme = 'tls = "acme"\nacme_email = "ops@example.com"\n'
+    own = yaml.safe_load(files_of('domains = ["example.com", "www.example.com"]\n' + acme)[render.COMPOSE_FILE])
+    shared = yaml.safe_load(files_of(SHARED + acme)[render.COMPOSE_FILE])
+    assert own["services"]["nginx"] == shared["services"]["nginx"]
+    assert "front" in own["services"] and "front" not in shared["services"]

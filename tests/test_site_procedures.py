@@ -48,6 +48,8 @@ def front(monkeypatch):
     for name in ("install_nginx_files", "refresh_front"):
         monkeypatch.setattr(site, name, lambda r, name=name: done.append(name))
     monkeypatch.setattr(site, "ensure_front", lambda r, timeout: done.append("ensure_front"))
+    # A shared front that held the ports (procedures/server_front.py, tested there).
+    monkeypatch.setattr(site.server_front, "move_off", lambda r: done.append("move_off"))
     return done
 
 
@@ -55,7 +57,7 @@ class TestSecure:
     def test_a_site_without_tls_only_gets_its_front(self, front):
         r, conn = on_host("")
         site.secure(r, 30)
-        assert conn.commands == [] and front == ["install_nginx_files", "ensure_front", "refresh_front"]
+        assert conn.commands == [] and front == ["install_nginx_files", "move_off", "ensure_front", "refresh_front"]
 
     def test_acme_starts_on_a_placeholder_then_obtains_the_certificate_and_starts_renewals(self, front, capsys):
         r, conn = on_host('domains = ["example.com"]\n', (TLS, OK), (argv(plans.placeholder()), OK),
@@ -64,7 +66,7 @@ class TestSecure:
         site.secure(r, 30)
         assert conn.commands == [TLS, *ENGINE, argv(plans.placeholder()), argv(plans.obtain()),
                                  argv(compose.up([plans.SERVICE], build=False, wait=False, no_deps=True)), SHOW]
-        assert front == ["install_nginx_files", "ensure_front", "refresh_front", "refresh_front"]
+        assert front == ["install_nginx_files", "move_off", "ensure_front", "refresh_front", "refresh_front"]
         out = capsys.readouterr().out.splitlines()
         assert "obtained a certificate for example.com" in out
         assert out[-1] == "certificate for example.com from R11, serial 0a, 60 day(s) left"

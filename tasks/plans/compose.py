@@ -39,6 +39,11 @@ def up(services=(), build=True, wait=True, timeout=DEFAULTS["timeout"], no_deps=
     return argv + list(services)
 
 
+def create(services) -> list[str]:
+    """SERVICES' containers made (or recreated when their definition changed), not started."""
+    return ["up", "--no-start", "--no-build", "--no-deps", *services]
+
+
 def down(volumes=False) -> list[str]:
     return ["down", "--remove-orphans", *(["--volumes"] if volumes else [])]
 

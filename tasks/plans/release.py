@@ -285,10 +285,9 @@ def _published_at(ports_text: str, port: int) -> list[str]:
     return [address for address, number in re.findall(r"(\S*?):(\d+)->", ports_text) if int(number) == port]
 
 
-def port_refusal(host: str, project: str, wanted, printed: str) -> str | None:
-    """Why the front of PROJECT cannot publish WANTED (`published`'s) on HOST, from what
-    `port_holders` PRINTED: the first port that a container of another project, a container
-    outside Compose or another program holds (None: they are free, or PROJECT's own)."""
+def _holders(wanted, printed: str):
+    """(port, key, [(container, project)], [socket]) of each of WANTED (`published`'s) from
+    what `port_holders` PRINTED: the containers and programs that hold it where WANTED would."""
     rows = [line.split(" ", 2) for line in printed.splitlines() if line.count(" ") >= 2]
     for address, port, key in wanted:
         containers, sockets = [], []
@@ -301,7 +300,16 @@ def port_refusal(host: str, project: str, wanted, printed: str) -> str | None:
                     containers.append((name, owner))
             elif kind == "socket" and _overlap(address, rest.rsplit(":", 1)[0]):
                 sockets.append(rest)
-        if any(owner == project for _, owner in containers):
+        yield port, key, containers, sockets
+
+
+def port_refusal(host: str, project: str, wanted, printed: str, passing=()) -> str | None:
+    """Why the front of PROJECT cannot publish WANTED (`published`'s) on HOST, from what
+    `port_holders` PRINTED: the first port that a container of another project, a container
+    outside Compose or another program holds (None: they are free, or PROJECT's own, or
+    held by a project in PASSING, which hands them over during the deploy)."""
+    for port, key, containers, sockets in _holders(wanted, printed):
+        if any(owner == project or owner in passing for _, owner in containers):
             continue  # this project's front (a container's port is its engine's socket too)
         if containers:
             name, owner = containers[0]
@@ -313,6 +321,11 @@ def port_refusal(host: str, project: str, wanted, printed: str) -> str | None:
         return (f"port {port} on {host} is taken by {holder}: give [hosts.{host}] another {key}, or put the "
                 f"projects behind the server's shared front (front = \"shared\" in [hosts.{host}])")
     return None
+
+
+def held_by(wanted, printed: str, project: str) -> bool:
+    """Whether a container of compose project PROJECT holds one of WANTED (`port_holders` PRINTED)."""
+    return any(owner == project for _, _, containers, _ in _holders(wanted, printed) for _, owner in containers)
 
 
 def take_lock(directory, owner: str) -> str:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import NamedTuple
 
-from ..source.stack import ALIAS_SUFFIX
+from ..source.stack import ALIAS_SUFFIX, FRONTS
 from .shell import quote as _q
 
 COMPOSE_PROJECT = "stackfront"
@@ -165,10 +165,12 @@ def down(folder: Folder) -> list[str]:
 
 
 def inspect() -> list[str]:
-    """State, image and the folder its configuration comes from (empty when there is no front)."""
+    """State, image, the folder its configuration comes from, its networks and the host
+    ADDRESS:PORT it publishes (empty when there is no front)."""
     return ["docker", "inspect", "--format",
             "{{.State.Status}}\t{{.Config.Image}}\t{{range .Mounts}}{{if eq .Destination \"" + CONF + "\"}}"
-            "{{.Source}}{{end}}{{end}}\t{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+            "{{.Source}}{{end}}{{end}}\t{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}"
+            "\t{{range $_, $b := .HostConfig.PortBindings}}{{range $b}}{{.HostIp}}:{{.HostPort}} {{end}}{{end}}",
             CONTAINER]
 
 
@@ -178,15 +180,25 @@ class State:
     image: str
     directory: str
     networks: tuple[str, ...]
+    published: tuple[tuple[str, int], ...] = ()  # (host address, port)
+
+    def holds(self, port: int) -> bool:
+        """Whether it publishes PORT (at any address: one server, one front on a port)."""
+        return any(number == port for _, number in self.published)
 
 
 def parse_inspect(stdout: str) -> State | None:
     fields = stdout.rstrip("\n").split("\t")
-    if len(fields) != 4 or not fields[0]:
+    if len(fields) not in (4, 5) or not fields[0]:
         return None
     conf = fields[2]
+    published = []
+    for binding in (fields[4].split() if len(fields) == 5 else ()):
+        address, _, port = binding.rpartition(":")
+        if port.isdigit():
+            published.append((address, int(port)))
     return State(fields[0], fields[1], conf[:-len("/conf")] if conf.endswith("/conf") else conf,
-                 tuple(fields[3].split()))
+                 tuple(fields[3].split()), tuple(published))
 
 
 def nginx_test() -> list[str]:
@@ -208,37 +220,40 @@ HOLD_COMMENT = "stackfront-hand-over"
 HOLD_LIMIT = 30
 
 
-def hand_over(project: str, ports: tuple[int, int]) -> str:
-    """Shell: PROJECT's own front stopped and the shared front's container (made already)
-    started at once, in one command: the ports are free for the least time. When the
-    shared front does not start, the own front starts again (the site stays served, the
-    command fails); it is removed only once the shared front runs.
+def hand_over(source: str, target: str, ports: tuple[int, int], listens: int) -> str:
+    """Shell: the container SOURCE, which holds PORTS, stopped and the container TARGET (made
+    already) started at once, in one command: the ports are free for the least time. When
+    TARGET does not start, SOURCE starts again (the sites stay served, the command fails);
+    it is removed only once TARGET runs. Both ways between a project's own front and the
+    shared front.
 
     Nothing listens on PORTS for that moment, and a client's connection would be refused.
     Where the command runs as root with iptables, new connections to this server's own
     addresses on PORTS are held instead: their first packet (SYN) dropped, which a client
     sends again a second later (its TCP's retry, nothing of the client's doing), by when
-    the shared front accepts. The rules go once it does, on any exit of the shell, and
-    after HOLD_LIMIT seconds in any case (a sleeper of their own); established connections
-    and this server's own outgoing ones are never touched."""
-    own = _q(own_front(project))
+    TARGET accepts (on its container's address, port LISTENS, which the rules never hold).
+    The rules go once it does, on any exit of the shell, and after HOLD_LIMIT seconds in
+    any case (a sleeper of their own); established connections and this server's own
+    outgoing ones are never touched."""
+    src, dst = _q(source), _q(target)
     rule = (f"-p tcp --syn -m addrtype --dst-type LOCAL -m multiport --dports {ports[0]},{ports[1]} "
             f"-m comment --comment {HOLD_COMMENT} -j DROP")
-    hold = (f"hold() {{ iptables -w -t raw \"$1\" PREROUTING {rule} && iptables -w -t raw \"$1\" OUTPUT {rule}; }}; "
-            "release() { iptables -w -t raw -D PREROUTING " + rule + " 2>/dev/null; "
-            "iptables -w -t raw -D OUTPUT " + rule + " 2>/dev/null; true; }; "
+
+    def rules(action: str, then: str) -> str:
+        return then.join(f"iptables -w -t raw {action} {chain} {rule}" for chain in ("PREROUTING", "OUTPUT"))
+
+    hold = (f"hold() {{ {rules('-I', ' && ')}; }}; "
+            f"release() {{ {rules('-D', ' 2>/dev/null; ')} 2>/dev/null; true; }}; "
             "held=; "
             "if [ \"$(id -u)\" = 0 ] && command -v iptables >/dev/null 2>&1; then "
-            f"setsid sh -c {_q(f'sleep {HOLD_LIMIT}; iptables -w -t raw -D PREROUTING {rule}; iptables -w -t raw -D OUTPUT {rule}')} "
-            ">/dev/null 2>&1 </dev/null & "
-            "trap release EXIT; hold -I && held=1; fi; ")
-    # Until the shared front accepts on its container's address (which the rules never hold).
+            f"setsid sh -c {_q(f'sleep {HOLD_LIMIT}; ' + rules('-D', '; '))} >/dev/null 2>&1 </dev/null & "
+            "trap release EXIT; hold && held=1; fi; ")
     accepts = ("if [ -n \"$held\" ]; then "
-               f"ip=$(docker inspect --format '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}} {{{{end}}}}' {CONTAINER} | cut -d' ' -f1); "
-               "for _ in $(seq 50); do timeout 1 bash -c \"exec 3<>/dev/tcp/$ip/443\" 2>/dev/null && break; sleep 0.1; done; "
+               f"ip=$(docker inspect --format '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}} {{{{end}}}}' {dst} | cut -d' ' -f1); "
+               f"for _ in $(seq 50); do timeout 1 bash -c \"exec 3<>/dev/tcp/$ip/{listens}\" 2>/dev/null && break; sleep 0.1; done; "
                "release; fi; ")
-    return (hold + f"docker stop {own} >/dev/null && {{ docker start {CONTAINER} >/dev/null || "
-            f"{{ docker start {own} >/dev/null; exit 1; }}; }} && {{ {accepts}docker rm --force {own} >/dev/null; }}")
+    return (hold + f"docker stop {src} >/dev/null && {{ docker start {dst} >/dev/null || "
+            f"{{ docker start {src} >/dev/null; exit 1; }}; }} && {{ {accepts}docker rm --force {src} >/dev/null; }}")
 
 
 def connect(project: str) -> list[str]:
@@ -337,9 +352,12 @@ def forget_published() -> list[str]:
             "-mindepth", "1", "-delete"]
 
 
-def behind_shared_front(compose_file) -> str:
-    """Whether the release of COMPOSE_FILE was deployed behind the shared front."""
-    return f"grep -qF {_q(ALIAS_SUFFIX)} {_q(compose_file)}"
+def release_front(compose_file) -> str:
+    """Prints which front the release of COMPOSE_FILE was deployed for: `own` when its compose
+    file has a front service of the project's own, `shared` when not (both kinds give Nginx
+    the aliases), nothing when there is no such file."""
+    q = _q(compose_file)
+    return f"if grep -qx '  front:' {q}; then echo own; elif test -f {q}; then echo shared; fi"
 
 
 def release_names(compose_file) -> str:

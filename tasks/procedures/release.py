@@ -89,9 +89,14 @@ def check_ports(r: Runner) -> None:
     another project's front, most often): it would fail at its very end, starting the front."""
     wanted = plans.published(r.target.site, r.target.http_port)
     printed = r.shell(plans.port_holders(sorted({port for _, port, _ in wanted})), check=False).stdout
-    refusal = plans.port_refusal(r.target.name, r.project, wanted, printed)
+    shared = server_front.plans.COMPOSE_PROJECT
+    refusal = plans.port_refusal(r.target.name, r.project, wanted, printed, passing=(shared,))
     if refusal:
         raise TaskError(refusal)
+    if plans.held_by(wanted, printed, shared):
+        # A project moving back to its own front: the shared front hands the ports over, if
+        # no other project is behind it.
+        server_front.check_moving_off(r)
 
 
 def current_release(r: Runner) -> str | None:
@@ -316,8 +321,8 @@ class HostRelease:
 
     def serve_again(self, target: str, timeout: int) -> None:
         back = self.r.in_release(target)
+        server_front.check_release(back)  # made for the front the host has now
         if self.r.target.site.shared:
-            server_front.check_release(back)
             server_front.reclaim(back)
         serve_release(back, timeout)
         wait_until_served(back, timeout)
@@ -340,12 +345,12 @@ def run_steps(d: Deploy, place) -> None:
 def host_undo(d: Deploy, step: str, where: str, code: int) -> None:
     """The one way back from a failed or interrupted deploy on a host; raises its one-line error."""
     try:
-        if d.started and d.previous and d.r.target.site.shared and \
-                server_front.own_front_release(d.r.in_release(d.previous)):
-            # Its compose file would take the ports from the shared front (every project's).
-            raise TaskError(f"{where}; {d.previous} was deployed with the project's own front and is not served "
-                            f"again behind the shared front: fix the failure and deploy again (see `inv ps --host "
-                            f"{d.host.name}`; `current` still points at {d.previous})", code) from None
+        mismatch = server_front.front_mismatch(d.r.in_release(d.previous)) if d.started and d.previous else None
+        if mismatch:
+            # Made for the front the project has left: its compose file would take the ports
+            # from the shared front (every project's), or have no front on them.
+            raise TaskError(f"{where}; {d.previous} was {mismatch}: fix the failure and deploy again (see `inv ps "
+                            f"--host {d.host.name}`; `current` still points at {d.previous})", code) from None
         if d.started and d.previous:
             d.r.say(f"{step} failed; moving traffic back to {d.previous}")
             try:

@@ -232,6 +232,17 @@ def point_nginx_at(r: Runner, container: str, timeout: float) -> None:
     refresh_front(r)
 
 
+def reload_nginx(r: Runner) -> None:
+    """The project's Nginx reads the configuration installed (tested first: a refused one
+    changes nothing), sending requests where it did: before a front that it was not
+    configured for sends it any (a move between its own front and the shared one)."""
+    result = r.run(compose_exec(r, "nginx", plans.reload_script(plans.NGINX_MAIN)), check=False, hide=True)
+    if result.failed:
+        why = last_line(result.stderr, f"exit status {result.exited}")
+        raise TaskError(f"Nginx refused the new configuration ({why}); it still runs the previous one"
+                        if result.exited == plans.REFUSED else f"reloading Nginx failed ({why})")
+
+
 def compose_exec(r: Runner, service: str, script: str) -> list[str]:
     return r.compose_argv(compose.exec_(service, ["sh", "-c", script]))
 

@@ -21,22 +21,28 @@ import os
 
 from ..errors import TaskError, last_line
 from ..execution.runner import Runner
+from ..plans import compose
 from ..plans import server_front as plans
 from ..source import render
 from .locks import VOLUME_WAIT, held
+from .rollout import reload_nginx
 
 # The server lock is held while the front is made (a first install, an upgrade): a deploy
 # of another project waits that long for it. Its image is pulled before the lock is taken.
 SERVER_WAIT = VOLUME_WAIT
 
 
-def folder(r: Runner) -> plans.Folder:
+def folder(r: Runner, found: plans.State | None = None) -> plans.Folder:
+    """The front's folder: the host entry's front_directory, or the folder the running front
+    FOUND comes from (a host with front = "own" names none)."""
+    if found and found.directory and not r.target.site.shared:
+        return plans.Folder.of(found.directory)
     return plans.Folder.of(r.target.site.front_directory)
 
 
-def server_lock(r: Runner) -> held:
+def server_lock(r: Runner, f: plans.Folder | None = None) -> held:
     """The server's lock: claims of every project there change under it alone."""
-    return held(r, folder(r).lock, "the shared front's server lock", wait=SERVER_WAIT)
+    return held(r, (f or folder(r)).lock, "the shared front's server lock", wait=SERVER_WAIT)
 
 
 def pull(r: Runner) -> None:
@@ -60,9 +66,14 @@ def check_folder(r: Runner, found: plans.State | None) -> None:
                         f"set front_directory = \"{found.directory}\" in [hosts.{r.target.name}]")
 
 
-def claims(r: Runner) -> dict[str, plans.Claim]:
+def claims(r: Runner, f: plans.Folder | None = None) -> dict[str, plans.Claim]:
     """{domain: Claim} of every claim on the server."""
-    return plans.parse_claims(r.shell(plans.read_claims(folder(r)), check=False).stdout)
+    return plans.parse_claims(r.shell(plans.read_claims(f or folder(r)), check=False).stdout)
+
+
+def others(r: Runner, held_names: dict[str, plans.Claim]) -> dict[str, plans.Claim]:
+    """The claims of other projects (and of other copies of this one) in HELD_NAMES."""
+    return {d: c for d, c in held_names.items() if not c.holds(r.project, r.target.directory)}
 
 
 def preflight(r: Runner) -> None:
@@ -162,18 +173,23 @@ def reconnect(r: Runner) -> None:
                             f"--host {r.target.name}`") from None
 
 
-def own_front_release(r: Runner) -> bool:
-    """Whether R's release was deployed with the project's own front (its compose file names
-    no alias for the shared front): serving it again would take the ports from the shared front."""
-    return r.shell(plans.behind_shared_front(r.root / "docker-compose.yml"), check=False).failed
+def front_mismatch(r: Runner) -> str | None:
+    """How R's release was deployed, when for another front than its host has now (None when
+    for the same): serving it would take the ports from the shared front (a release made for
+    the project's own front) or leave none on them (one made for the shared front)."""
+    made_for = r.shell(plans.release_front(r.root / "docker-compose.yml"), check=False).stdout.strip()
+    if made_for not in plans.FRONTS or made_for == r.target.site.front:
+        return None  # the same front (or no compose file: serving it fails on its own)
+    if made_for == "shared":
+        return "deployed behind the shared front and is not served again by the project's own front"
+    return "deployed with the project's own front and is not served again behind the shared front"
 
 
 def check_release(r: Runner) -> None:
-    """Refuse to serve R's release behind the shared front when it was deployed with the
-    project's own front."""
-    if own_front_release(r):
-        raise TaskError(f"{r.target.release} was deployed with the project's own front, before it moved to the "
-                        f"shared front: deploy its code again instead")
+    """Refuse to serve R's release (a rollback) when it was made for the other front."""
+    mismatch = front_mismatch(r)
+    if mismatch:
+        raise TaskError(f"{r.target.release} was {mismatch}: deploy its code again instead")
 
 
 def join(r: Runner) -> None:
@@ -201,9 +217,60 @@ def join(r: Runner) -> None:
         if (found is None or found.status != "running") and own_front_runs(r):
             # The ports are free for the time it takes to start a container that exists.
             r.say(f"moving {project} from its own front to the shared front")
-            r.shell(plans.hand_over(project, (site.http_port, site.https_port)), what=f"handing the ports from {plans.own_front(project)} to the shared front")
+            reload_nginx(r)
+            r.shell(plans.hand_over(plans.own_front(project), plans.CONTAINER, (site.http_port, site.https_port), 443),
+                    what=f"handing the ports from {plans.own_front(project)} to the shared front")
         ensure(r)
     r.report(f"the shared front routes {', '.join(site.domains)} to {project}")
+
+
+def moving_off_refusal(r: Runner, held_names: dict[str, plans.Claim]) -> str | None:
+    """Why R's project cannot take the shared front's ports for its own front: other
+    projects are behind it."""
+    behind = others(r, held_names)
+    if not behind:
+        return None
+    return (f"the shared front on {r.target.name} holds its ports for other projects too ({routes(behind)}): keep "
+            f"front = \"shared\" in [hosts.{r.target.name}], or give this project another http_port and https_port")
+
+
+def check_moving_off(r: Runner) -> None:
+    """A deploy with front = "own" on ports the shared front publishes is refused, before
+    anything changes, while other projects are behind that front."""
+    refusal = moving_off_refusal(r, claims(r, folder(r, state(r))))
+    if refusal:
+        raise TaskError(f"{refusal}: nothing was changed")
+
+
+def move_off(r: Runner) -> None:
+    """front = "own" on a server with a shared front: when the front publishes this project's
+    ports (a project moving back to its own front, the last one behind it), the project's
+    own front is made and the ports handed to it (new connections held, as in the move onto
+    the shared front), then the shared front goes. Either way this project's claims go, and
+    the front leaves its network. Nothing when there is no shared front."""
+    found = state(r)
+    if found is None:
+        return
+    site, project = r.target.site, r.project
+    f = folder(r, found)
+    ports = (site.http_port, site.https_port)
+    takes = found.status == "running" and any(found.holds(port) for port in ports[:2 if site.https else 1])
+    with server_lock(r, f):
+        held_names = claims(r, f)
+        if takes:
+            refusal = moving_off_refusal(r, held_names)
+            if refusal:
+                raise TaskError(refusal)
+            r.say(f"moving {project} from the shared front to its own front")
+            reload_nginx(r)
+            r.compose(compose.create(["front"]), what="creating the project's front")
+            r.shell(plans.hand_over(plans.CONTAINER, plans.own_front(project), ports, 443 if site.https else 80),
+                    what=f"handing the ports from the shared front to {plans.own_front(project)}")
+        leave_under_lock(r, f, plans.held_by(held_names, project, r.target.directory))
+        if takes:
+            # No project is behind it any more, and the ports are this project's.
+            r.run(plans.down(f), anywhere=True, hide=True, what="removing the shared front")
+            r.report(f"removed the shared front from {r.target.name}: {project}'s own front has its ports")
 
 
 def reserve(r: Runner) -> list[str]:
@@ -270,19 +337,23 @@ def leave(r: Runner, forget: bool = False) -> None:
     """This project off the front: its claims and certificate links removed, the front off
     its network; the other projects keep serving. FORGET (`down --volumes`): its published
     certificate and key deleted too, as its volumes are."""
-    project = r.project
     with server_lock(r):
-        mine = plans.held_by(claims(r), project, r.target.directory)
-        r.shell(plans.unclaim(folder(r), mine), what="releasing the domains on the shared front")
-        result = r.run(plans.disconnect(project), anywhere=True, check=False, hide=True)
-        if result.failed and not plans.not_connected(result.stderr):
-            raise TaskError(f"disconnecting the shared front from {plans.network(project)} failed: "
-                            f"{last_line(result.stderr, f'exit status {result.exited}')}")
-    if mine:
-        r.report(f"the shared front no longer routes {', '.join(mine)} to {project}")
+        leave_under_lock(r, folder(r), plans.held_by(claims(r), r.project, r.target.directory))
     if forget:
         # No link points at it any more: nothing the front serves goes with it.
         r.compose(plans.forget_published(), what="deleting the certificate published to the shared front")
+
+
+def leave_under_lock(r: Runner, f: plans.Folder, mine: list[str]) -> None:
+    """MINE (this project's claims) removed and the front off this project's network."""
+    project = r.project
+    r.shell(plans.unclaim(f, mine), what="releasing the domains on the shared front")
+    result = r.run(plans.disconnect(project), anywhere=True, check=False, hide=True)
+    if result.failed and not plans.not_connected(result.stderr):
+        raise TaskError(f"disconnecting the shared front from {plans.network(project)} failed: "
+                        f"{last_line(result.stderr, f'exit status {result.exited}')}")
+    if mine:
+        r.report(f"the shared front no longer routes {', '.join(mine)} to {project}")
 
 
 def remove(r: Runner) -> None:

@@ -62,6 +62,8 @@ def secure(r: Runner, timeout: float) -> None:
     if site.shared:
         certs(r, plans.publish(), "publishing the certificate to the shared front")
     install_nginx_files(r)
+    if not site.shared:
+        server_front.move_off(r)  # a project back from the shared front takes its ports
     ensure_front(r, timeout)
     if site.shared:
         server_front.join(r)
