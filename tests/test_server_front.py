@@ -196,7 +196,8 @@ class TestClaims:
 class TestADeployBehindTheSharedFront:
     """HostRelease.ready, the deploy's first step on the host, with a recording connection."""
 
-    def ready(self, claims: str):
+    def ready(self, claims: str, front: str = ""):
+        """FRONT: the running front's inspect line ("" for none)."""
         import shlex
 
         from invoke import Result
@@ -210,9 +211,24 @@ class TestADeployBehindTheSharedFront:
         stack = stack_of(SHARED)
         engine = {shlex.join(argv): Result(stdout="28.2.2\n") for argv in (compose.engine_version(),
                                                                          compose.compose_version())}
-        conn = Recorder({**engine, f"bash -c {shlex.quote(plans.read_claims(FOLDER))}": Result(stdout=claims)})
+        conn = Recorder({**engine, f"bash -c {shlex.quote(plans.read_claims(FOLDER))}": Result(stdout=claims),
+                         shlex.join(plans.inspect()): Result(stdout=front) if front else Result(exited=1)})
         release.HostRelease(Runner(HostTarget(conn, stack.hosts["prod"], stack))).ready()
         return conn.commands
+
+    def test_a_host_entry_naming_other_ports_than_the_front_publishes_is_refused(self):
+        from tasks.errors import TaskError
+
+        front = "running\tnginx:1.27\t/srv/stackfront/conf\t\t0.0.0.0:8080 0.0.0.0:8443 \n"
+        with pytest.raises(TaskError) as caught:
+            self.ready("", front)
+        assert str(caught.value) == (
+            "the shared front on prod publishes ports 8080 and 8443, not 80 and 443 as [hosts.prod] says: set "
+            "http_port and https_port to match, or move the front with `inv server.front --host prod`: nothing was "
+            "changed")
+        # Its own ports go on (and an older front, whose ports inspect does not say).
+        self.ready("", front.replace("8080", "80").replace("8443", "443"))
+        self.ready("", "running\tnginx:1.27\t/srv/stackfront/conf\t\n")
 
     def test_a_domain_another_project_serves_is_refused_before_anything_changes(self):
         from tasks.errors import TaskError
@@ -844,3 +860,21 @@ def test_nginx_has_one_definition_whichever_front_is_before_it():
     shared = yaml.safe_load(files_of(SHARED + acme)[render.COMPOSE_FILE])
     assert own["services"]["nginx"] == shared["services"]["nginx"]
     assert "front" in own["services"] and "front" not in shared["services"]
+
+
+def test_a_project_that_was_never_behind_a_shared_front_on_other_ports_leaves_it_alone():
+    import shlex
+
+    from invoke import Result
+
+    from tasks.execution.runner import Runner
+    from tasks.execution.targets import HostTarget
+    from tasks.procedures import server_front
+
+    stack = stack_of('domains = ["example.com"]\nhttps_port = 8443\nhttp_port = 8080\n')
+    folder = plans.Folder.of("/srv/stackfront")
+    conn = Recorder({shlex.join(plans.inspect()): Result(
+                        stdout="running\tnginx:1.27\t/srv/stackfront/conf\tshop-b_front_network \t0.0.0.0:80 0.0.0.0:443 \n"),
+                     f"bash -c {shlex_quote(plans.read_claims(folder))}": Result(stdout="shop.test shop-b /srv/shop\n")})
+    server_front.move_off(Runner(HostTarget(conn, stack.hosts["prod"], stack)))
+    assert conn.commands == [shlex.join(plans.inspect()), f"bash -c {shlex_quote(plans.read_claims(folder))}"]

@@ -77,11 +77,27 @@ def others(r: Runner, held_names: dict[str, plans.Claim]) -> dict[str, plans.Cla
 
 
 def preflight(r: Runner) -> None:
-    """Refuse, before anything changes, a project whose domain another project serves."""
+    """Refuse, before anything changes, a project whose domain another project serves, or
+    whose host entry names other ports than the running front publishes."""
     refusal = plans.refusal(claims(r), r.project, r.target.directory, r.target.site.domains)
     if refusal:
         raise TaskError(f"{refusal}: nothing was changed")
-    check_folder(r, state(r))
+    found = state(r)
+    check_folder(r, found)
+    check_ports(r, found)
+
+
+def check_ports(r: Runner, found: plans.State | None) -> None:
+    """The front is the server's: its ports are the ones it was installed (or last upgraded,
+    `inv server.front`) with. A host entry that names others would think its site is where
+    it is not; a deploy never moves the front, so it is refused."""
+    site = r.target.site
+    if not found or not found.published or (found.holds(site.http_port) and found.holds(site.https_port)):
+        return
+    published = " and ".join(str(port) for port in sorted({port for _, port in found.published}))
+    raise TaskError(f"the shared front on {r.target.name} publishes ports {published}, not {site.http_port} and "
+                    f"{site.https_port} as [hosts.{r.target.name}] says: set http_port and https_port to match, or "
+                    f"move the front with `inv server.front --host {r.target.name}`: nothing was changed")
 
 
 def ensure(r: Runner, upgrade: bool = False) -> None:
@@ -255,6 +271,9 @@ def move_off(r: Runner) -> None:
     f = folder(r, found)
     ports = (site.http_port, site.https_port)
     takes = found.status == "running" and any(found.holds(port) for port in ports[:2 if site.https else 1])
+    if not takes and plans.network(project) not in found.networks and \
+            not plans.held_by(claims(r, f), project, r.target.directory):
+        return  # a front of other projects, on other ports: nothing of this one's there
     with server_lock(r, f):
         held_names = claims(r, f)
         if takes:
