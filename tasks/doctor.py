@@ -258,8 +258,8 @@ def check_services(r):
 
 def check_processes(r):
     """Each process ([[processes]], the scheduler) runs as many containers as it should, each
-    running and healthy: a worker's health test is `celery inspect ping` of itself, so
-    healthy means it answers over the broker."""
+    running and healthy: a worker's health test is the age of the file its event heartbeats
+    touch, so healthy means its main loop runs, connected to the broker."""
     wanted = {p.name: p.replicas for p in r.stack.all_processes}
     if not wanted:
         return True, f"no [[processes]] or [[schedules]] in {STACK_FILE}", None

@@ -609,6 +609,33 @@ class TestRun:
         finally:
             process.kill()
 
+    def test_a_celery_worker_with_health_celery_touches_its_heartbeat_file_and_gets_its_signals(self, projects, tmp_path):
+        """health = "celery": the worker runs in this process (Celery's own command line), and
+        its readiness and event heartbeats (every 2 s) touch the file its health test reads."""
+        (tmp_path / "jobsapp.py").write_text("from celery import Celery\napp = Celery('jobsapp', broker='memory://')\n")
+        beat = tmp_path / "heartbeat"
+        env = twelve_env(tmp_path, STACK_CELERY_HEARTBEAT=str(beat))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (env.get("PYTHONPATH"), str(tmp_path))))
+        process = subprocess.Popen([sys.executable, "-m", "djangostack.run", "celery", "-A", "jobsapp", "worker",
+                                    "--pool", "solo", "--loglevel", "INFO"], cwd=projects["twelve"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not beat.exists() and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.2)
+            assert beat.exists(), process.stderr.read() if process.poll() is not None else "no heartbeat in 60 s"
+            first = beat.stat().st_mtime_ns
+            deadline = time.monotonic() + 10
+            while beat.stat().st_mtime_ns == first and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert beat.stat().st_mtime_ns > first  # touched again: the heartbeats go on
+            # The worker is this process: the stop signal reaches it, and it shuts down warm.
+            process.terminate()
+            assert process.wait(timeout=30) == 0
+            assert "celery@" in process.stderr.read()
+        finally:
+            process.kill()
+
     def test_a_management_command_runs_with_the_stacks_settings(self, projects, tmp_path):
         result = self.runs(projects["plain"], plain_env(tmp_path), sys.executable, "manage.py", "diffsettings",
                            "--output", "unified")

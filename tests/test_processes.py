@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tasks.errors import StackError
-from tasks.source.processes import HEARTBEAT_FILE, Process, celery_app, scale_request, with_replicas
+from tasks.source.processes import CELERY_HEARTBEAT_FILE, HEARTBEAT_FILE, Process, celery_app, scale_request, with_replicas
 from tasks.source.stack import loads
 import yaml
 
@@ -112,10 +112,18 @@ def test_the_celery_app_is_read_from_the_command(command, app):
 
 
 class TestHealth:
-    def test_celery_pings_its_own_node_through_the_stacks_variables(self):
+    def test_a_celery_worker_is_healthy_while_its_heartbeats_touch_a_file(self):
+        """djangostack.run touches the file at the worker's heartbeats (tests/test_djangostack.py
+        runs a real worker); the check is the file's age, in sh."""
         worker = processes(WORKER + 'health = "celery"\n')[0]
-        assert worker.health_test == ("CMD-SHELL", 'exec python -m djangostack.run celery -A hello inspect ping '
-                                                   '--timeout 5 -d "celery@$HOSTNAME"')
+        test = worker.health_test
+        assert test[:3] == ("CMD", "sh", "-c") and test[4:] == ("heartbeat", CELERY_HEARTBEAT_FILE)
+        assert worker.environment == {"STACK_CELERY_HEARTBEAT": CELERY_HEARTBEAT_FILE}
+        for age, status in ((0, 0), (9, 0), (10, 1)):
+            with tempfile.NamedTemporaryFile() as beat:
+                os.utime(beat.name, (time.time() - age, time.time() - age))
+                assert subprocess.run(["sh", "-c", test[3], "heartbeat", beat.name]).returncode == status, age
+        assert processes(WORKER + 'health = "heartbeat"\n')[0].environment == {}
 
     def test_a_heartbeat_is_a_file_touched_within_a_minute(self):
         test = processes(WORKER + 'health = "heartbeat"\n')[0].health_test
@@ -156,10 +164,12 @@ class TestRendering:
         # `$` doubled: Compose passes it on as one, the container's shell expands it.
         assert worker["command"] == ["python", "-m", "djangostack.run", "celery", "-A", "hello", "worker",
                                      "--hostname", "w@$$HOSTNAME"]
-        assert (worker["env_file"], worker["environment"]) == (app["env_file"], app["environment"])
+        # The app's environment, and where its heartbeats go (health = "celery").
+        assert worker["env_file"] == app["env_file"]
+        assert worker["environment"] == {**app["environment"], "STACK_CELERY_HEARTBEAT": "/tmp/stack-celery-heartbeat"}
         assert worker["volumes"] == ["app_secrets:/run/secrets:ro", "media_volume:/srv/media"]
         assert worker["networks"] == ["database1_network"]  # never nginx_network
-        assert worker["healthcheck"]["test"][0] == "CMD-SHELL" and "celery@$$HOSTNAME" in worker["healthcheck"]["test"][1]
+        assert worker["healthcheck"]["test"][-2:] == ["heartbeat", "/tmp/stack-celery-heartbeat"]
         assert (worker["stop_signal"], worker["stop_grace_period"], worker["restart"]) == ("SIGTERM", "30s", "unless-stopped")
         beat = services["beat"]
         assert (beat["stop_signal"], beat["stop_grace_period"], "healthcheck" in beat) == ("SIGINT", "60s", False)

@@ -20,6 +20,10 @@ HEALTHS = ("celery", "heartbeat")
 # The file a process touches to say it is alive (health = "heartbeat"), and how old it may be.
 HEARTBEAT_FILE = "/tmp/stack-heartbeat"
 HEARTBEAT_SECONDS = 60
+# A Celery worker's (health = "celery"): djangostack.run touches it at each of the worker's
+# event heartbeats (every 2 s); 5 missed make a failed check.
+CELERY_HEARTBEAT_FILE = "/tmp/stack-celery-heartbeat"
+CELERY_HEARTBEAT_SECONDS = 10
 # What every process runs in front of its command: the stack's variables, then exec.
 RUN = ("python", "-m", "djangostack.run")
 # An argument: printable, one line (a control character would only hide what runs).
@@ -49,14 +53,23 @@ class Process:
     def health_test(self) -> tuple[str, ...] | None:
         """Its compose `healthcheck.test`, or None: running counts as healthy."""
         if self.health == "celery":
-            # The worker's node name is celery@HOSTNAME (Celery's default), the container's id.
-            return ("CMD-SHELL", f"exec {' '.join(RUN)} celery -A {celery_app(self.command, self.name)} "
-                                 "inspect ping --timeout 5 -d \"celery@$HOSTNAME\"")
+            # Touched by djangostack.run at the worker's heartbeats (environment, below).
+            return fresh_file(CELERY_HEARTBEAT_FILE, CELERY_HEARTBEAT_SECONDS)
         if self.health == "heartbeat":
-            # In sh, not Python: every 5 s for as long as the process runs, it costs little.
-            return ("CMD", "sh", "-c", f'm=$(stat -c %Y "$1") && [ $(( $(date +%s) - m )) -lt {HEARTBEAT_SECONDS} ] '
-                                       "|| exit 1", "heartbeat", HEARTBEAT_FILE)
+            return fresh_file(HEARTBEAT_FILE, HEARTBEAT_SECONDS)
         return self.health
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """Variables of its own (beside the app's)."""
+        return {"STACK_CELERY_HEARTBEAT": CELERY_HEARTBEAT_FILE} if self.health == "celery" else {}
+
+
+def fresh_file(path: str, seconds: int) -> tuple[str, ...]:
+    """A health test: PATH was touched less than SECONDS ago. In sh, not Python: it runs every
+    few seconds for as long as the process does, and costs little."""
+    return ("CMD", "sh", "-c", f'm=$(stat -c %Y "$1") && [ $(( $(date +%s) - m )) -lt {seconds} ] || exit 1',
+            "heartbeat", path)
 
 
 def compose_text(value: str) -> str:

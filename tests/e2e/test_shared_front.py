@@ -308,8 +308,8 @@ def test_after_b_is_removed_a_serves_with_its_certificate_and_doctor_shows_the_f
     # A release deployed with A's own front is not served behind the shared one.
     back = a.inv("rollback", "--host", "web", "--to", a.own_release, "--force", check=False)
     assert back.returncode == 1 and back.stderr.strip().splitlines()[-1].endswith(
-        f"{a.own_release} was deployed with the project's own front, before it moved to the shared front: "
-        "deploy its code again instead"), back.stderr
+        f"{a.own_release} was deployed with the project's own front and is not served again behind the shared "
+        "front: deploy its code again instead"), back.stderr
     assert "Hello from Django" in a.curl(f"https://{A_DOMAINS[0]}/").stdout
     # The front cannot go while A uses it.
     refused = a.inv("server.front", "--host", "web", "--remove", check=False)
