@@ -9,6 +9,7 @@ error path; its ok path runs on the project's own SQLite outside the stack.
 """
 import json
 import os
+import signal
 import re
 import secrets
 import socket
@@ -629,12 +630,30 @@ class TestRun:
             while beat.stat().st_mtime_ns == first and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert beat.stat().st_mtime_ns > first  # touched again: the heartbeats go on
+            # SIGHUP restarts the worker (Celery re-execs its own argv, this module's file): its
+            # heartbeats go on.
+            process.send_signal(signal.SIGHUP)
+            cmdline = Path(f"/proc/{process.pid}/cmdline")
+            deadline = time.monotonic() + 60
+            while b"celery_worker.py" not in cmdline.read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            beat.unlink()
+            while not beat.exists() and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.2)
+            assert beat.exists() and process.poll() is None
             # The worker is this process: the stop signal reaches it, and it shuts down warm.
             process.terminate()
             assert process.wait(timeout=30) == 0
-            assert "celery@" in process.stderr.read()
+            assert process.stderr.read().count(" ready.") == 2
         finally:
             process.kill()
+
+    def test_health_celery_on_another_program_says_so_and_runs_it(self, projects, tmp_path):
+        env = twelve_env(tmp_path, STACK_CELERY_HEARTBEAT=str(tmp_path / "heartbeat"))
+        result = run(projects["twelve"], ["-m", "djangostack.run", "true"], env, check=False)
+        assert result.returncode == 0 and result.stderr == (
+            "djangostack.run: health = \"celery\" is for a Celery worker (celery ... worker); 'true' touches no "
+            "heartbeat\n")
 
     def test_a_management_command_runs_with_the_stacks_settings(self, projects, tmp_path):
         result = self.runs(projects["plain"], plain_env(tmp_path), sys.executable, "manage.py", "diffsettings",

@@ -84,10 +84,11 @@ REFUSED = [
     ("health-list", WORKER + 'health = ["test", "-e", "/x"]\n', "worker health ['test', '-e', '/x'] is not valid"),
     ("health-alone", WORKER + 'health = ["CMD"]\n', "worker health ['CMD'] is not valid"),
     ("health-number", WORKER + "health = 3\n", "worker health 3 is not valid"),
-    ("celery-no-app", '[[processes]]\nname = "worker"\ncommand = ["celery", "worker"]\nhealth = "celery"\n',
-     'health = "celery" needs the Celery app in command'),
-    ("celery-bad-app", '[[processes]]\nname = "worker"\ncommand = ["celery", "-A", "my-site", "worker"]\n'
-                       'health = "celery"\n', "worker command's Celery app 'my-site' is not valid"),
+    ("celery-wrapped", '[[processes]]\nname = "worker"\ncommand = ["newrelic-admin", "run-program", "celery", "worker"]\n'
+                       'health = "celery"\n', "health = \"celery\" needs Celery's own program first in command "
+                                               "(celery ... or python -m celery ...), not 'newrelic-admin'"),
+    ("celery-no-heartbeat", '[[processes]]\nname = "worker"\ncommand = ["celery", "-A", "x", "worker", '
+                            '"--without-heartbeat"]\nhealth = "celery"\n', "--without-heartbeat turns off"),
     ("services-unknown", WORKER + 'services = ["redis"]\n',
      "[[processes]] worker services: no service named 'redis' in [[services]] (known: none)"),
     ("services-text", WORKER + 'services = "redis"\n', "worker services 'redis' is not valid: a list of [[services]] names"),

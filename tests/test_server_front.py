@@ -311,6 +311,10 @@ class TestARollbackBehindTheSharedFront:
         assert "www.example.com.site.internal" in compose
         found = subprocess.run(["sh", "-c", plans.release_front(path)], capture_output=True, text=True).stdout
         assert found == f"{front}\n"
+        # A release older than either kind (no front service, no publishing) is taken for neither.
+        old = tmp_path / "old.yml"
+        old.write_text("services:\n  nginx:\n    image: nginx\n")
+        assert subprocess.run(["sh", "-c", plans.release_front(old)], capture_output=True, text=True).stdout == ""
         # A release without its compose file is not taken for either.
         missing = subprocess.run(["sh", "-c", plans.release_front(tmp_path / "missing.yml")], capture_output=True, text=True)
         assert (missing.returncode, missing.stdout) == (0, "")
@@ -821,6 +825,20 @@ class TestMovingBackToItsOwnFront:
         assert shlex_join(plans.disconnect("hello-prod")) in conn.commands
         assert not any("hand-over" in c or "--no-start" in c for c in conn.commands)
         assert shlex_join(plans.down(folder)) not in conn.commands
+
+    def test_a_shared_front_it_was_never_behind_is_not_its_to_take(self):
+        """An empty front an admin installed on the project's ports: refused, nothing removed."""
+        from tasks.errors import TaskError
+        from tasks.procedures import server_front
+
+        conn, r, folder = self.runner(self.RUNNING.replace("hello-prod_front_network ", ""), "")
+        with pytest.raises(TaskError) as caught:
+            server_front.move_off(r)
+        assert str(caught.value) == (
+            "the shared front on prod holds ports 80 and 443, and hello-prod was never behind it: put it behind it "
+            "(front = \"shared\" in [hosts.prod]), give it other ports, or remove the front (`inv server.front "
+            "--remove`, from a project that uses it)")
+        assert not any("--no-start" in c or "hand-over" in c or c == shlex_join(plans.down(folder)) for c in conn.commands)
 
     def test_no_shared_front_nothing_to_do(self):
         import shlex

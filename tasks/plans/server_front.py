@@ -348,16 +348,22 @@ def forget_published() -> list[str]:
     private key) deleted by a one-off certbot container, which mounts that folder as root's
     (the deploy user may not be root). For `inv down --volumes`: the certificate's volume
     goes, its copy on the server must too."""
-    return ["run", "--rm", "--no-deps", "-T", "--entrypoint", "find", "certbot", "/etc/hello/published",
+    return ["run", "--rm", "--no-deps", "-T", "--entrypoint", "find", "certbot", SHARED_MARKER,
             "-mindepth", "1", "-delete"]
+
+
+# What only a compose file made for the shared front has: its certbot's mount of the folder
+# it publishes the certificate to (both kinds give Nginx the aliases).
+SHARED_MARKER = "/etc/hello/published"
 
 
 def release_front(compose_file) -> str:
     """Prints which front the release of COMPOSE_FILE was deployed for: `own` when its compose
-    file has a front service of the project's own, `shared` when not (both kinds give Nginx
-    the aliases), nothing when there is no such file."""
+    file has a front service of the project's own, `shared` when its certbot publishes to the
+    shared front, nothing otherwise (no such file, or a release older than either)."""
     q = _q(compose_file)
-    return f"if grep -qx '  front:' {q}; then echo own; elif test -f {q}; then echo shared; fi"
+    return (f"if grep -qx '  front:' {q}; then echo own; "
+            f"elif grep -qF {_q(SHARED_MARKER)} {q}; then echo shared; fi")
 
 
 def release_names(compose_file) -> str:

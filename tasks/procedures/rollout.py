@@ -238,6 +238,9 @@ def reload_nginx(r: Runner) -> None:
     configured for sends it any (a move between its own front and the shared one)."""
     result = r.run(compose_exec(r, "nginx", plans.reload_script(plans.NGINX_MAIN)), check=False, hide=True)
     if result.failed:
+        if r.root / "config" / "nginx" != r.target.config_dir / "nginx":
+            # The files install_nginx_files replaced go back: Nginx reads them at its next start.
+            r.shell(plans.restore_files(r.target.config_dir / "nginx", plans.NGINX_FILES), check=False)
         why = last_line(result.stderr, f"exit status {result.exited}")
         raise TaskError(f"Nginx refused the new configuration ({why}); it still runs the previous one"
                         if result.exited == plans.REFUSED else f"reloading Nginx failed ({why})")

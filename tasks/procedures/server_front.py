@@ -250,10 +250,23 @@ def moving_off_refusal(r: Runner, held_names: dict[str, plans.Claim]) -> str | N
             f"front = \"shared\" in [hosts.{r.target.name}], or give this project another http_port and https_port")
 
 
+def not_behind(r: Runner, found: plans.State) -> str:
+    ports = " and ".join(str(port) for port in sorted({port for _, port in found.published}))
+    return (f"the shared front on {r.target.name} holds ports {ports}, and {r.project} was never behind it: put it "
+            f"behind it (front = \"shared\" in [hosts.{r.target.name}]), give it other ports, or remove the front "
+            f"(`inv server.front --remove`, from a project that uses it)")
+
+
 def check_moving_off(r: Runner) -> None:
     """A deploy with front = "own" on ports the shared front publishes is refused, before
-    anything changes, while other projects are behind that front."""
-    refusal = moving_off_refusal(r, claims(r, folder(r, state(r))))
+    anything changes, while other projects are behind that front, or when this project
+    never was."""
+    found = state(r)
+    held_names = claims(r, folder(r, found))
+    if found and plans.network(r.project) not in found.networks and \
+            not plans.held_by(held_names, r.project, r.target.directory):
+        raise TaskError(f"{not_behind(r, found)}: nothing was changed")
+    refusal = moving_off_refusal(r, held_names)
     if refusal:
         raise TaskError(f"{refusal}: nothing was changed")
 
@@ -271,8 +284,10 @@ def move_off(r: Runner) -> None:
     f = folder(r, found)
     ports = (site.http_port, site.https_port)
     takes = found.status == "running" and any(found.holds(port) for port in ports[:2 if site.https else 1])
-    if not takes and plans.network(project) not in found.networks and \
-            not plans.held_by(claims(r, f), project, r.target.directory):
+    behind = plans.network(project) in found.networks or bool(plans.held_by(claims(r, f), project, r.target.directory))
+    if not behind:
+        if takes:  # a front this project never was behind: not its to remove
+            raise TaskError(not_behind(r, found))
         return  # a front of other projects, on other ports: nothing of this one's there
     with server_lock(r, f):
         held_names = claims(r, f)

@@ -77,6 +77,19 @@ def compose_text(value: str) -> str:
     return value.replace("$", "$$")
 
 
+def celery_worker(command, name: str = "") -> None:
+    """Refuse health = "celery" for a COMMAND whose heartbeats djangostack.run cannot see: one
+    that is not Celery's own program (`celery ...`, `python -m celery ...`: a wrapper in front
+    of it runs it out of reach), or that turns the heartbeats off."""
+    program = command[0].rsplit("/", 1)[-1]
+    if not (program == "celery" or (program.startswith("python") and list(command[1:3]) == ["-m", "celery"])):
+        raise StackError(f'[[processes]] {name}: health = "celery" needs Celery\'s own program first in command '
+                         f'(celery ... or python -m celery ...), not {command[0]!r}; or give it a test of its own')
+    if "--without-heartbeat" in command:
+        raise StackError(f'[[processes]] {name}: health = "celery" reads the worker\'s heartbeats, which '
+                         '--without-heartbeat turns off')
+
+
 def celery_app(command, name: str = "") -> str:
     """The Celery app of COMMAND (its -A/--app), which health = "celery" pings."""
     for index, word in enumerate(command):
@@ -139,7 +152,7 @@ def _parse_process(name: str, where: str, entry: dict, service_names: tuple[str,
             raise StackError(f'{where} health {health!r} is not valid: "celery", "heartbeat" or a test '
                              f'such as ["CMD", "test", "-e", "/tmp/ready"]')
         if health == "celery":
-            celery_app(command, name)
+            celery_worker(command, name)
     reached = entry.get("services", list(service_names))
     if not isinstance(reached, list) or not all(isinstance(s, str) for s in reached):
         raise StackError(f"{where} services {reached!r} is not valid: a list of [[services]] names")

@@ -7,12 +7,8 @@ are derived here, from the secret files, into this process's environment alone (
 container's, which `docker inspect` shows), and the command replaces this process, so that
 it gets the stop signal itself.
 
-A Celery worker whose health is "celery" (STACK_CELERY_HEARTBEAT names a file) runs in this
-process instead, Celery's own command line unchanged: the file is touched when the worker is
-ready and at each of its event heartbeats (every 2 s, from its main loop, while it is
-connected to its broker), and its health test is that file's age. Asking the worker itself
-(`celery inspect ping`) started a Python with Celery and the project's app at every check:
-about half a CPU-second every few seconds for each worker, on a small server too.
+A Celery worker whose health is "celery" (STACK_CELERY_HEARTBEAT names a file) runs through
+djangostack.celery_worker instead, which touches that file at its heartbeats.
 """
 import os
 import sys
@@ -45,23 +41,6 @@ def celery_argv(argv):
     return None
 
 
-def run_celery(arguments, heartbeat):
-    """Celery's command line with ARGUMENTS in this process, the file HEARTBEAT touched when its
-    worker is ready and at each heartbeat it sends."""
-    from celery import signals
-
-    def touch(**_):
-        with open(heartbeat, "a"):
-            os.utime(heartbeat)
-
-    # Celery keeps weak references to receivers unless told.
-    signals.worker_ready.connect(touch, weak=False)
-    signals.heartbeat_sent.connect(touch, weak=False)
-    sys.argv = ["celery", *arguments]
-    from celery.__main__ import main as celery_main
-    celery_main()
-
-
 def main(argv):
     if not argv:
         print(USAGE, file=sys.stderr)
@@ -71,12 +50,13 @@ def main(argv):
     except ImproperlyConfigured as exc:
         print(f"djangostack.run: {exc}", file=sys.stderr)
         return 1
-    heartbeat = os.environ.get("STACK_CELERY_HEARTBEAT")
-    arguments = celery_argv(argv) if heartbeat else None
-    if arguments is not None:
-        # The variables for this process alone, as exec would have given them.
-        os.environ.update(prepared)
-        return run_celery(arguments, heartbeat)
+    if os.environ.get("STACK_CELERY_HEARTBEAT"):
+        arguments = celery_argv(argv)
+        if arguments is None:
+            print(f"djangostack.run: health = \"celery\" is for a Celery worker (celery ... worker); {argv[0]!r} "
+                  "touches no heartbeat", file=sys.stderr)
+        else:
+            argv = [sys.executable, "-m", "djangostack.celery_worker", *arguments]
     try:
         os.execvpe(argv[0], argv, prepared)
     except OSError as exc:
