@@ -185,7 +185,7 @@ def test_a_code_deploy_and_a_rollback_of_a_cluster_lose_no_job_and_run_none_twic
         workers = set(c.containers("worker"))
         with ClusterProducer(c, operation) as producer, MostAtOnce(c, "beat") as beat:
             c.inv(*argv)
-        counts[operation] = seen = settle(c, producer, 90)
+        counts[operation] = seen = settle(c, producer, SETTLE)
         report(f"cluster {operation}", seen)
         if seen["duplicated"]:
             print(c.explain_twice(operation))
