@@ -47,11 +47,18 @@ def replicas(image, count=2):
     return "".join(f"{image}|Running 3 seconds ago|node{n % 2 + 1}\n" for n in range(count))
 
 
+def digests(command: str) -> str:
+    """The digest of each file the command reads, a line each: a, b, c... twelve times, in the
+    order of the stack's secrets and configs (django_secret_key, database1_password, [the
+    other databases' passwords,] nginx_main, nginx_site, app_role[, scheduler_notify])."""
+    return "".join(letter * 12 + "\n" for letter in "abcdefghijklmnop"[:command.count("sha256sum")])
+
+
 def manager_rules(current="", app=IMAGE):
     return [(r"bash -c 'readlink /srv/hello/current \|\| true'", current + "\n" if current else ""),
             (r"bash -c 'mkdir -p -m 700 /srv/hello; i=0; while ! mkdir /srv/hello/.deploy-lock .*", ""), (r"bash -c 'rm -rf /srv/hello/.deploy-lock'", ""),
             (r"bash -c 'if test -d /srv/hello/current/; then touch .*", ""),
-            (r"bash -c 'set -eo pipefail; cat .*sha256sum.*", "aaaaaaaaaaaa\nbbbbbbbbbbbb\n"),
+            (r"bash -c 'set -eo pipefail; sha256sum .*", digests),
             (r"bash -c 'touch /srv/hello/releases/.*/\.served && ln -sfn .*", ""),
             (r"(docker (service|secret|config|network) ls --filter .*)", ""),
             (r"env .*docker stack deploy .*", ""),
@@ -95,8 +102,9 @@ def swarm_commands(conn):
 
 def stack_deploy(image, count):
     return shlex.join(plans.deploy_stack("docker-stack.prod.yml", "hello", {
-        "APP_IMAGE": image, "APP_REPLICAS": str(count), "CONFIG_VERSION": "bbbbbbbbbbbb", "PROJECT": "hello",
-        "SECRETS_VERSION": "aaaaaaaaaaaa", "STACK_CONFIG_DIR": "/srv/hello/shared/config"}))
+        "APP_IMAGE": image, "APP_REPLICAS": str(count), "PROJECT": "hello", "STACK_CONFIG_DIR": "/srv/hello/shared/config",
+        "VERSION_django_secret_key": "a" * 12, "VERSION_database1_password": "b" * 12,
+        "VERSION_nginx_main": "c" * 12, "VERSION_nginx_site": "d" * 12, "VERSION_app_role": "e" * 12}))
 
 
 def job(name, mode, command, **extra):
@@ -107,7 +115,7 @@ def job(name, mode, command, **extra):
         "DATABASE1_PASSWORD_FILE": "/run/secrets/database1_password"},
         env_file="/srv/hello/shared/config/django.env",
         secrets=[("hello_django_secret_key_aaaaaaaaaaaa", "django_secret_key"),
-                 ("hello_database1_password_aaaaaaaaaaaa", "database1_password")], **extra))
+                 ("hello_database1_password_bbbbbbbbbbbb", "database1_password")], **extra))
 
 
 MIGRATE_JOB = job("hello-migrate-database1-abcdef01", "replicated-job",
@@ -261,29 +269,29 @@ SETTLE = ["docker stack ps hello --filter desired-state=running --format '{{.Nam
 
 
 def test_a_failed_deploy_that_adds_a_database_removes_what_it_made_and_rolls_back_what_it_changed(new_code, capsys):
+    # Each secret is named by its own file's digest: database2's password is new, the others'
+    # names are as they were (database1 is left alone).
     made = {("service", "hello_database2"), ("network", "hello_database2_network"),
-            ("secret", "hello_database2_password_aaaaaaaaaaaa"), ("secret", "hello_database1_password_aaaaaaaaaaaa"),
-            ("secret", "hello_django_secret_key_aaaaaaaaaaaa")}
-    # The databases step gives the app and database1 the new secrets (and the app the new
-    # network); Nginx's spec stays as it was.
-    swarm = SwarmState(LIVE, made, spec=lambda name, n: {"Secrets": n} if "nginx" not in name else {})
+            ("secret", "hello_database2_password_cccccccccccc")}
+    # The databases step gives the app database2's secret and network; database1's spec and
+    # Nginx's stay as they were.
+    swarm = SwarmState(LIVE, made, spec=lambda name, n: {"Secrets": n} if name == "hello_djangoapp" else {})
     s, conns, _ = cluster(current=f"releases/{PREV}", manager=[*MIGRATION_FAILS, *swarm.rules()], extra=WITH_DATABASE2)
     with pytest.raises(TaskError, match="failed while running the release phase .*a broken migration"):
         cluster_release.deploy(s, keep=3, timeout=5)
-    assert swarm_commands(conns["node1"])[-19:] == [
+    assert swarm_commands(conns["node1"])[-16:] == [
         "docker service rm hello-migrate-database1-abcdef01", inspect("database1", "djangoapp", "nginx"),
-        "docker service rollback --detach hello_database1", "docker service rollback --detach hello_djangoapp",
+        "docker service rollback --detach hello_djangoapp",  # database1 was never changed
         *OBJECTS, "docker service rm hello_database2",
-        inspect("database1", "djangoapp"), *SETTLE,  # until they rolled back and database2 stopped
-        "docker secret rm hello_database1_password_aaaaaaaaaaaa", "docker secret rm hello_database2_password_aaaaaaaaaaaa",
-        "docker secret rm hello_django_secret_key_aaaaaaaaaaaa", "docker network rm hello_database2_network",
+        inspect("djangoapp"), *SETTLE,  # until it rolled back and database2 stopped
+        "docker secret rm hello_database2_password_cccccccccccc", "docker network rm hello_database2_network",
         *OBJECTS]  # until the manager lists none of them
     assert swarm.objects == LIVE
-    assert swarm.specs == {name: {"Name": name, **({"Secrets": 0} if "nginx" not in name else {})}
+    assert swarm.specs == {name: {"Name": name, **({"Secrets": 0} if name == "hello_djangoapp" else {})}
                            for _, name in SERVICES}
     assert commands(conns["node1"])[-2:] == [f"bash -c 'rm -rf -- {NEW_DIR}'", "bash -c 'rm -rf /srv/hello/.deploy-lock'"]
     out = capsys.readouterr().out
-    assert f"rolling hello_database1, hello_djangoapp back to what ran before {NEW}" in out
+    assert f"rolling hello_djangoapp back to what ran before {NEW}" in out
     assert "removing what this deploy made in Swarm: network hello_database2_network, " in out
     assert "service hello_database2" in out and "warning" not in out
 
@@ -323,7 +331,7 @@ def test_the_undo_waits_until_the_manager_no_longer_lists_what_it_removed(new_co
 
 
 def test_what_a_service_still_uses_stays_and_is_named(new_code, capsys):
-    made = {("network", "hello_database2_network"), ("secret", "hello_database2_password_aaaaaaaaaaaa")}
+    made = {("network", "hello_database2_network"), ("secret", "hello_database2_password_cccccccccccc")}
     swarm = SwarmState(LIVE, made, in_use={("network", "hello_database2_network")})
     s, conns, _ = cluster(current=f"releases/{PREV}", manager=[*MIGRATION_FAILS, *swarm.rules()], extra=WITH_DATABASE2)
     with pytest.raises(TaskError, match="failed while running the release phase"):
@@ -631,8 +639,7 @@ def test_every_node_finishes_and_the_first_failure_in_node_order_names_its_node(
 PROCS = ('\n[[processes]]\nname = "worker"\ncommand = ["celery", "-A", "hello", "worker"]\nreplicas = 2\n'
          '\n[[schedules]]\nname = "sessions"\ncron = "* * * * *"\ncommand = ["clearsessions"]\n')
 NOTIFY_FILE = "/srv/hello/shared/config/secrets/backup_notify"
-WITH_NOTIFY = [(r"bash -c 'set -eo pipefail; cat .*sha256sum.*", "aaaaaaaaaaaa\nbbbbbbbbbbbb\ncccccccccccc\n"),
-               (r"bash -c 'umask 077; \[ -s .*", "")]
+WITH_NOTIFY = [(r"bash -c 'umask 077; \[ -s .*", "")]
 WORKER_SPEC = json.dumps([{"Spec": {"Name": "hello_worker", "Mode": {"Replicated": {"Replicas": 2}}}}])
 WORKER_TASKS = "docker service ps hello_worker --filter desired-state=running --format '{{.Image}}|{{.CurrentState}}|{{.Node}}'"
 
@@ -641,18 +648,22 @@ def test_a_stack_with_schedules_gets_the_notify_file_as_a_secret_named_by_its_di
     s, conns, _ = cluster(current=f"releases/{NEW}", extra=PROCS, manager=WITH_NOTIFY)
     d = cluster_release.SwarmRelease(s).context(NEW, None, 5)
     env = cluster_release.environment(s, d)
-    assert env["NOTIFY_VERSION"] == "cccccccccccc" and env["SECRETS_VERSION"] == "aaaaaaaaaaaa"
+    # Each secret and config named by its own file's digest: new notify URLs restart the
+    # scheduler alone, and a new database's secret leaves the others' names as they were.
+    assert {key: env[key] for key in env if key.startswith("VERSION_")} == {
+        "VERSION_django_secret_key": "a" * 12, "VERSION_database1_password": "b" * 12, "VERSION_nginx_main": "c" * 12,
+        "VERSION_nginx_site": "d" * 12, "VERSION_app_role": "e" * 12, "VERSION_scheduler_notify": "f" * 12}
     ran = commands(conns["node1"])
     # A Swarm secret must have content: a blank line when no URL is set up, before its digest.
     assert ran.index(f"bash -c 'umask 077; [ -s {NOTIFY_FILE} ] || echo > {NOTIFY_FILE}'") < \
         next(i for i, c in enumerate(ran) if "sha256sum" in c)
-    assert f"cat {NOTIFY_FILE} | sha256sum" in next(c for c in ran if "sha256sum" in c)
+    assert f"sha256sum < {NOTIFY_FILE} | cut -c1-12'" in next(c for c in ran if "sha256sum" in c)
 
 
 def test_without_schedules_no_notify_file_is_made_or_read():
     s, conns, _ = cluster(current=f"releases/{NEW}")
     env = cluster_release.environment(s, cluster_release.SwarmRelease(s).context(NEW, None, 5))
-    assert "NOTIFY_VERSION" not in env
+    assert "VERSION_scheduler_notify" not in env
     assert not any("backup_notify" in c for c in commands(conns["node1"]))
 
 
@@ -724,7 +735,7 @@ def test_a_schedule_run_on_a_cluster_is_a_one_off_job_of_the_live_image_whose_ou
         shlex.join(plans.job(name, "replicated-job", IMAGE, ["python", "manage.py", "clearsessions"],
                              env=render.django_environment(s.stack), env_file="/srv/hello/shared/config/django.env",
                              secrets=[("hello_django_secret_key_aaaaaaaaaaaa", "django_secret_key"),
-                                      ("hello_database1_password_aaaaaaaaaaaa", "database1_password")],
+                                      ("hello_database1_password_bbbbbbbbbbbb", "database1_password")],
                              networks=["hello_database1_network"])),
         f"docker service ps {name} --no-trunc --format '{{{{.CurrentState}}}}|{{{{.Error}}}}'",
         f"docker service logs --raw --no-task-ids {name}", f"docker service rm {name}"]

@@ -149,9 +149,9 @@ class TestRendering:
         assert {"source": "scheduler_notify", "target": "notify", "uid": "10001", "gid": "10001", "mode": 0o400} in \
             document["services"]["scheduler"]["secrets"]
         assert [name for name, sources in given.items() if "scheduler_notify" in sources] == ["scheduler"]
-        # Named by its digest (NOTIFY_VERSION): new URLs, a new secret, the scheduler restarted.
+        # Named by its file's digest: new URLs, a new secret, the scheduler alone restarted.
         assert document["secrets"]["scheduler_notify"] == {
-            "name": "${PROJECT}_scheduler_notify_${NOTIFY_VERSION}",
+            "name": "${PROJECT}_scheduler_notify_${VERSION_scheduler_notify}",
             "file": "${STACK_CONFIG_DIR}/secrets/backup_notify"}
         plain = yaml.safe_load(render.rendered(stack(NODES, SWARM))[render.stack_file("swarm")])
         assert "scheduler_notify" not in plain["secrets"]

@@ -258,7 +258,7 @@ class TestRendering:
         assert swarm["networks"]["redis_network"] == {"driver": "overlay", "attachable": True}
         assert "redis_network" in swarm["services"]["djangoapp"]["networks"]
         assert "redis_network" not in swarm["services"]["nginx"]["networks"]
-        assert swarm["secrets"]["redis_password"] == {"name": "${PROJECT}_redis_password_${SECRETS_VERSION}",
+        assert swarm["secrets"]["redis_password"] == {"name": "${PROJECT}_redis_password_${VERSION_redis_password}",
                                                       "file": "${STACK_CONFIG_DIR}/secrets/redis_password"}
         assert "redis_volume" in swarm["volumes"]
 
@@ -564,8 +564,8 @@ class TestSwarmNames:
         assert {("service", "hello_redis"), ("service", "hello_cache"),
                 ("secret", f"hello_redis_password_{DIGEST}")} <= checked
         made = {("service", f"hello_{name}") for name in spec["services"]}
-        made |= {("secret", entry["name"].replace("${PROJECT}", "hello").replace("${SECRETS_VERSION}", DIGEST))
-                 for entry in spec["secrets"].values()}
+        made |= {("secret", entry["name"].replace("${PROJECT}", "hello").replace("${VERSION_" + key + "}", DIGEST))
+                 for key, entry in spec["secrets"].items()}
         assert made == {entry for entry in checked if entry[0] in ("service", "secret")}
 
     def test_a_service_name_too_long_for_swarm_is_refused_as_a_service(self):

@@ -1,6 +1,7 @@
 """[clusters.NAME] in config/stack.toml and the plans of `inv swarm.*` (run for real on two
 test hosts in tests/e2e/test_swarm.py)."""
 import json
+import re
 
 import pytest
 from invoke import Result
@@ -138,7 +139,12 @@ def test_the_stack_file_is_rendered_per_cluster_and_its_nginx_faces_the_clients(
     assert spec["services"]["database1"]["deploy"]["placement"]["constraints"] == [
         "node.labels.${PROJECT}.database.database1 == true"]
     assert spec["networks"]["database1_network"] == {"driver": "overlay", "attachable": True}
-    assert all(secret["name"].endswith("_${SECRETS_VERSION}") for secret in spec["secrets"].values())
+    # Each secret and config named by its own file's digest: a new database's password, or a
+    # new Nginx configuration, restarts only the services that use it.
+    assert {key: secret["name"] for key, secret in spec["secrets"].items()} == {
+        "django_secret_key": "${PROJECT}_django_secret_key_${VERSION_django_secret_key}",
+        "database1_password": "${PROJECT}_database1_password_${VERSION_database1_password}"}
+    assert spec["configs"]["app_role"]["name"] == "${PROJECT}_app_role_${VERSION_app_role}"
     # The cluster's own Nginx configuration is the one the stack mounts.
     assert spec["configs"]["nginx_site"]["file"] == "./config/nginx/cluster-prod.conf" and spec["version"] == "3.8"
     # Its Nginx believes no client header; the host's (behind the front) is unchanged.
@@ -166,16 +172,18 @@ def test_a_cluster_with_backups_runs_the_backup_service_on_the_manager_with_its_
     assert all((s["uid"], s["mode"]) == ("10002", 0o400) for s in targets.values())
     assert "django_secret_key" not in targets
     names = {key: value["name"] for key, value in spec["secrets"].items()}
-    assert names["backup_restic_password"] == "${PROJECT}_backup_restic_password_${BACKUP_SECRETS_VERSION}"
-    assert names["django_secret_key"].endswith("_${SECRETS_VERSION}")  # a new credential leaves the app alone
+    # Each named by its own file's digest: a new credential restarts the backup service alone.
+    assert names["backup_restic_password"] == "${PROJECT}_backup_restic_password_${VERSION_backup_restic_password}"
+    assert names["backup_repository.env"] == "${PROJECT}_backup_repository.env_${VERSION_backup_repository_env}"
     assert "/srv/restic/hello:/repository" in backup["volumes"] and "backup_state" in spec["volumes"]
     assert "backup" not in yaml.safe_load(render.rendered(loads(BASE + '[clusters.prod]\nmanager = "node1"\n'))[
         render.stack_file("prod")])["services"]
 
 
-def test_digests_are_one_line_per_group_of_files_and_the_backup_image_is_tagged_by_its_id():
-    script = plans.versions_script(["/c/secrets/a", "/c/secrets/b c"], ["/r/x.conf"], [])
-    assert script.count("sha256sum") == 2 and "'/c/secrets/b c'" in script
+def test_digests_are_one_line_per_file_and_the_backup_image_is_tagged_by_its_id():
+    script = plans.versions_script(["/c/secrets/a", "/c/secrets/b c", "/r/x.conf"])
+    assert script == ("set -eo pipefail; sha256sum < /c/secrets/a | cut -c1-12; sha256sum < '/c/secrets/b c' | cut -c1-12; "
+                      "sha256sum < /r/x.conf | cut -c1-12")
     built = plans.build_backup_image("hello", "/srv/r/config/backup", "postgres:15")
     assert "--build-arg POSTGRES_IMAGE=postgres:15 /srv/r/config/backup" in built and "hello-backup:$(" in built
     assert plans.exec_backup("abc", ["drill", "latest"])[-3:] == ["/usr/local/lib/hello-backup/backup.py", "drill", "latest"]
@@ -239,8 +247,7 @@ def test_the_names_checked_are_those_the_stack_file_gives_swarm():
     spec = yaml.safe_load(render.rendered(stack)[render.stack_file("prod")])
 
     def named(entry):
-        return (entry["name"].replace("${PROJECT}", "hello").replace("${SECRETS_VERSION}", DIGEST)
-                .replace("${BACKUP_SECRETS_VERSION}", DIGEST).replace("${CONFIG_VERSION}", DIGEST))
+        return re.sub(r"\$\{VERSION_\w+\}", DIGEST, entry["name"].replace("${PROJECT}", "hello"))
 
     made = {("secret", named(entry)) for entry in spec["secrets"].values()}
     made |= {("config", named(entry)) for entry in spec["configs"].values()}

@@ -139,11 +139,12 @@ def deploy_stack(stack_file: str, project: str, env: dict) -> list[str]:
             project]
 
 
-def versions_script(*groups) -> str:
-    """A digest per group of files (paths), a line each: Swarm's secrets and configs are
-    immutable, so new content takes a new name."""
+def versions_script(paths) -> str:
+    """The digest of each file of PATHS, a line each: Swarm's secrets and configs are
+    immutable, so new content takes a new name; each its own, so that a new file (a database
+    added) or a change to one (Nginx's configuration) restarts only the services using it."""
     return "set -eo pipefail; " + "; ".join(
-        f"cat {' '.join(shlex.quote(str(path)) for path in group)} | sha256sum | cut -c1-12" for group in groups if group)
+        f"sha256sum < {shlex.quote(str(path))} | cut -c1-12" for path in paths)
 
 
 def blank_if_missing(paths) -> str:

@@ -242,21 +242,24 @@ def environment(s: ClusterRun, d: Deploy) -> dict:
     """The ${...} of the stack file, for `docker stack deploy` on the manager."""
     target, stack = d.r.target, d.r.stack
     secrets = target.config_dir / "secrets"
-    configs = [target.root / "config/nginx/nginx.conf", target.root / render.cluster_nginx_conf(s.cluster.name),
-               target.root / "config/db/app-role.sh"]
-    backup = [secrets / name for name in [*backup_secrets(stack), *(source for source, _ in BACKUP_OPTIONAL_SECRETS)]]
     notify = secrets / BACKUP_NOTIFY
     if stack.schedules:
         # The scheduler's secret: a Swarm secret must have content, a blank line is no URL.
         d.r.shell(plans.blank_if_missing([notify]), what="making the scheduler's notify file")
-    groups = {"SECRETS_VERSION": [secrets / name for name in app_secrets(stack)], "CONFIG_VERSION": configs,
-              "BACKUP_SECRETS_VERSION": backup if stack.backups else [],
-              "NOTIFY_VERSION": [notify] if stack.schedules else []}
-    groups = {name: files for name, files in groups.items() if files}
-    out = d.r.shell(plans.versions_script(*groups.values()),
+    # Every secret and config of the stack file (its key there, its file on the manager).
+    files = {name: secrets / name for name in app_secrets(stack)}
+    files |= {"nginx_main": target.root / "config/nginx/nginx.conf",
+              "nginx_site": target.root / render.cluster_nginx_conf(s.cluster.name),
+              "app_role": target.root / "config/db/app-role.sh"}
+    if stack.backups:
+        files |= {f"backup_{name}": secrets / name for name in backup_secrets(stack)}
+        files |= {source: secrets / source for source, _ in BACKUP_OPTIONAL_SECRETS}
+    if stack.schedules:
+        files["scheduler_notify"] = notify
+    out = d.r.shell(plans.versions_script(files.values()),
                     what="reading the digests of the secrets and configs").stdout.split()
     env = {"PROJECT": s.project, "STACK_CONFIG_DIR": str(target.config_dir),
-           **dict(zip(groups, out + ["dry"] * len(groups)))}
+           **{render.version_variable(key): digest for key, digest in zip(files, out + ["dry"] * len(files))}}
     for name in release_plans.PASS_THROUGH:
         if os.environ.get(name):
             env[name] = os.environ[name]
@@ -299,11 +302,16 @@ def stack_objects(s: ClusterRun) -> set[tuple[str, str]] | None:
     return found
 
 
+def job_secrets(project: str, stack, env: dict) -> list[tuple[str, str]]:
+    """(Swarm's name, the name in /run/secrets) of each of the app's secrets, for a one-off job."""
+    return [(f"{project}_{name}_{env[render.version_variable(name)]}", name) for name in app_secrets(stack)]
+
+
 def release_jobs(s: ClusterRun, d: Deploy, env: dict, databases=None, static: bool = True) -> None:
     """Migrations of DATABASES (default: every one) as one job each; collectstatic on
     every node, with STATIC."""
     stack, project = d.r.stack, s.project
-    secrets = [(f"{project}_{name}_{env['SECRETS_VERSION']}", name) for name in app_secrets(stack)]
+    secrets = job_secrets(project, stack, env)
     settings = render.django_environment(stack)
     env_file = str(d.r.target.config_dir / "django.env")
     tag = release_plans.digest_of(d.release)[:8]
@@ -597,7 +605,7 @@ def run_schedule(s: ClusterRun, schedule) -> None:
         run_job(s, d, name, "replicated-job", 1, plans.job(
             name, "replicated-job", d.image, [*plans.MANAGE, *schedule.command],
             env=render.django_environment(stack), env_file=str(d.r.target.config_dir / "django.env"),
-            secrets=[(f"{project}_{secret}_{env['SECRETS_VERSION']}", secret) for secret in app_secrets(stack)],
+            secrets=job_secrets(project, stack, env),
             networks=[f"{project}_{x.network}" for x in (*stack.databases, *stack.services)]), show=True)
     except TaskError as exc:
         raise TaskError(f"schedule {schedule.name} (manage.py {' '.join(schedule.command)}) failed on cluster "

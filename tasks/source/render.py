@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +67,14 @@ def _environment():
     # JSON as a YAML flow value, as written: Jinja's tojson writes <, >, & and ' as \u escapes
     # (for HTML), unreadable in a shell command.
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
+    env.filters["version"] = version_variable
     return env
+
+
+def version_variable(key: str) -> str:
+    """The ${...} of a cluster's stack file that names the version of its secret or config
+    KEY (a digest of its file, set by the deploy): a shell variable's name."""
+    return "VERSION_" + re.sub(r"[^A-Za-z0-9_]", "_", key)
 
 
 def _render(env, template: str, **values) -> str:
