@@ -10,7 +10,9 @@ Why these choices (each one was tried):
 - `nsenter --net=...`, not `ip netns exec`: the latter remounts /sys, and dockerd then fails
   with "Devices cgroup isn't mounted".
 - The filesystem is shared, so /var/run/docker.sock is still this machine's engine inside the
-  namespace: sshd's `SetEnv DOCKER_HOST=...` points every SSH session at the host's own.
+  namespace: sshd's `SetEnv DOCKER_HOST=...` points every SSH session at the host's own. So
+  is root's ~/.bashrc, which bash reads for a command over SSH: the sessions skip it
+  (`SetEnv SHLVL=1`), as a server's default .bashrc does nothing for them.
 - The iptables rules of each engine live in its namespace, so engines never fight over the
   DOCKER chain. This machine's engine sets FORWARD to DROP: DOCKER-USER lets test hosts out.
 - The base images reach a host as a hard-linked copy of an image store made once per set of
@@ -340,7 +342,11 @@ StrictModes no
 MaxSessions 50
 MaxStartups 50
 Subsystem sftp internal-sftp
-SetEnv DOCKER_HOST={self.docker_host}
+# A session's shell (root's, bash) skips ~/.bashrc, as a server's default one does for a
+# command (Debian's returns unless interactive): this machine's is its developer's, and
+# its pyenv setup ran some 100 processes, 90 ms of CPU, before each of the tests' thousands
+# of SSH commands. Bash reads it for sshd only at shell level 1: this makes it 2.
+SetEnv DOCKER_HOST={self.docker_host} SHLVL=1
 """)
 
     def start_sshd(self) -> None:
