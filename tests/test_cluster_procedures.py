@@ -279,11 +279,12 @@ def test_a_failed_deploy_that_adds_a_database_removes_what_it_made_and_rolls_bac
     s, conns, _ = cluster(current=f"releases/{PREV}", manager=[*MIGRATION_FAILS, *swarm.rules()], extra=WITH_DATABASE2)
     with pytest.raises(TaskError, match="failed while running the release phase .*a broken migration"):
         cluster_release.deploy(s, keep=3, timeout=5)
-    assert swarm_commands(conns["node1"])[-16:] == [
+    assert swarm_commands(conns["node1"])[-18:] == [
         "docker service rm hello-migrate-database1-abcdef01", inspect("database1", "djangoapp", "nginx"),
         "docker service rollback --detach hello_djangoapp",  # database1 was never changed
-        *OBJECTS, "docker service rm hello_database2",
-        inspect("djangoapp"), *SETTLE,  # until it rolled back and database2 stopped
+        *OBJECTS, inspect("djangoapp"), *SETTLE,  # until the app no longer uses database2
+        "docker service rm hello_database2",
+        inspect("djangoapp"), *SETTLE,  # until database2 stopped
         "docker secret rm hello_database2_password_cccccccccccc", "docker network rm hello_database2_network",
         *OBJECTS]  # until the manager lists none of them
     assert swarm.objects == LIVE

@@ -494,7 +494,8 @@ def roll_back(s: ClusterRun, d: Deploy, specs: dict | None) -> list[str]:
 
 
 def remove_created(s: ClusterRun, d: Deploy, before: set | None, back: list[str]) -> None:
-    """What this run's `docker stack deploy` made: its services removed first; then, once
+    """What this run's `docker stack deploy` made, once the services rolling BACK have: its
+    services removed first; then, once
     their tasks and those of the services rolling BACK should no longer run (Swarm removes a
     network only then), its secrets, configs and networks, waited for until the manager no
     longer lists them (a network stays listed there until the containers on it have stopped).
@@ -506,6 +507,11 @@ def remove_created(s: ClusterRun, d: Deploy, before: set | None, back: list[str]
     s.say(f"removing what this deploy made in Swarm: {', '.join(f'{kind} {name}' for kind, name in created)}")
     services = [(kind, name) for kind, name in created if kind == "service"]
     rest = [entry for entry in created if entry not in services]
+    if services and back:
+        # The undo in the change's reverse order: until they have rolled back, the services
+        # BACK may use what it made (the app, a database added): gone first, their health
+        # checks would fail meanwhile.
+        settle(s, d, back, [])
     kept = refused(s, services)
     if rest and (services or back):
         settle(s, d, back, [name for _, name in services])
