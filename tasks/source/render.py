@@ -67,7 +67,8 @@ def _environment():
     # JSON as a YAML flow value, as written: Jinja's tojson writes <, >, & and ' as \u escapes
     # (for HTML), unreadable in a shell command.
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
-    env.filters["version"] = version_variable
+    # ${VERSION_<key>}: the reference to a secret's or config's version in a stack file.
+    env.filters["version"] = lambda key: "${" + version_variable(key) + "}"
     return env
 
 
