@@ -7,6 +7,7 @@ PYTHONPATH, the project's folder the working directory, the secrets as files. No
 runs here: the stack's databases point at a port nothing listens on, which is /healthz's
 error path; its ok path runs on the project's own SQLite outside the stack.
 """
+import contextlib
 import json
 import os
 import signal
@@ -442,6 +443,7 @@ class TestTwelveFactorProject:
 
     def test_its_own_variables_carry_the_stacks_values(self, projects, tmp_path):
         code = """
+import contextlib
 import json
 import django
 django.setup()
@@ -474,6 +476,7 @@ print(json.dumps({"databases": own.DATABASES, "key": own.SECRET_KEY, "hosts": ow
 class TestProjectWithNamesOfItsOwn:
     def test_app_env_gives_its_names_the_stacks_values(self, projects, tmp_path):
         code = """
+import contextlib
 import json
 import django
 django.setup()
@@ -783,34 +786,81 @@ class TestErrors:
 
 # --- the server the image runs, with the stack's configuration -------------------------
 
+@contextlib.contextmanager
+def gunicorn(project, env, log):
+    """Gunicorn with the image's configuration serving PROJECT, its log at LOG: (process, port)
+    once /healthz answers."""
+    port = closed_port()
+    with log.open("w") as stderr:
+        server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--config",
+                                   str(GLUE / "djangostack" / "gunicorn_conf.py"), "djangostack.wsgi:application"],
+                                  cwd=project, env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}"},
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                fetch(port, "/healthz")
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError(f"gunicorn did not answer: {log.read_text()}")
+        yield server, port
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def children(pid):
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def cpu_seconds(pid):
+    """User and system CPU seconds PID has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class TestGunicorn:
     def test_serves_a_project_through_the_glue_with_no_secret_in_its_processes(self, projects, tmp_path):
-        port = closed_port()
-        env = twelve_env(tmp_path, reachable=True, GUNICORN_BIND=f"127.0.0.1:{port}", GUNICORN_WORKERS="2")
-        with (tmp_path / "gunicorn.log").open("w") as log:
-            server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--config",
-                                       str(GLUE / "djangostack" / "gunicorn_conf.py"), "djangostack.wsgi:application"],
-                                      cwd=projects["twelve"], env=env, stdout=subprocess.DEVNULL, stderr=log)
-        try:
-            health = None
-            deadline = time.monotonic() + 60
-            while health is None and time.monotonic() < deadline and server.poll() is None:
-                try:
-                    health = fetch(port, "/healthz")
-                except OSError:
-                    time.sleep(0.2)
-            assert health is not None, (tmp_path / "gunicorn.log").read_text()
+        env = twelve_env(tmp_path, reachable=True, GUNICORN_WORKERS="2")
+        with gunicorn(projects["twelve"], env, tmp_path / "gunicorn.log") as (server, port):
+            health = fetch(port, "/healthz")
             page = fetch(port, "/admin/login/", Host="localhost")
-            workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
-            processes = [server.pid, *map(int, workers)]
+            workers = children(server.pid)
+            processes = [server.pid, *workers]
             seen = b"".join(Path(f"/proc/{pid}/{part}").read_bytes() for pid in processes for part in ("cmdline", "environ"))
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
         assert health[0] == 503 and json.loads(health[1]) == {"status": "error", "databases": {"database1": "error: OperationalError"}}
         assert page[0] == 200 and "Django administration" in page[1]
         assert workers  # each worker's environment checked too
         assert not any(value.encode() in seen for value in (KEY, *PASSWORDS.values()))
+
+    @pytest.mark.parametrize("preload", ["1", "0"])
+    def test_the_workers_are_forked_from_a_master_that_loaded_the_project_once(self, projects, tmp_path, preload):
+        """Preloaded (the default), the CPU of importing Django and the project is the
+        master's alone; GUNICORN_PRELOAD=0 spends it again in every worker."""
+        env = twelve_env(tmp_path, reachable=True, GUNICORN_WORKERS="3",
+                         **({"GUNICORN_PRELOAD": preload} if preload == "0" else {}))
+        with gunicorn(projects["twelve"], env, tmp_path / "gunicorn.log") as (server, port):
+            deadline = time.monotonic() + 60
+            while len(workers := children(server.pid)) < 3 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            for _ in range(6):  # every worker has answered (each loads the project at boot when not preloaded)
+                fetch(port, "/healthz")
+            master, each = cpu_seconds(server.pid), [cpu_seconds(pid) for pid in workers]
+        assert len(each) == 3
+        if preload == "1":
+            assert max(each) * 3 < master, (master, each)
+        else:
+            assert min(each) > master, (master, each)
+
+    def test_a_preload_switch_other_than_0_or_1_stops_gunicorn_with_its_name(self, projects, tmp_path):
+        env = twelve_env(tmp_path, reachable=True, GUNICORN_PRELOAD="yes")
+        result = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), "--config",
+                                 str(GLUE / "djangostack" / "gunicorn_conf.py"), "djangostack.wsgi:application"],
+                                cwd=projects["twelve"], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and "GUNICORN_PRELOAD='yes': 1 (on) or 0 (off)" in result.stderr, result.stderr
 
 
 def fetch(port, path, **headers):
