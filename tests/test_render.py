@@ -45,6 +45,35 @@ def test_golden(case, path):
     assert text == golden.read_text()
 
 
+
+@pytest.fixture
+def fresh_environment(tmp_path, monkeypatch):
+    """render's Jinja2 environment made again, with the system's temporary folder at TMP_PATH."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    render._environment.cache_clear()
+    yield tmp_path / f"_jinja2-cache-{os.getuid()}"
+    render._environment.cache_clear()
+
+
+def test_the_compiled_templates_are_kept_for_the_next_call_and_render_the_same(fresh_environment):
+    before = render.rendered(stack_with("database2"))
+    kept = sorted(fresh_environment.glob("stack-templates-*.cache"))
+    assert kept and oct(fresh_environment.stat().st_mode & 0o777) == "0o700"
+    render._environment.cache_clear()  # the next call, loading them
+    assert render.rendered(stack_with("database2")) == before
+    assert sorted(fresh_environment.glob("stack-templates-*.cache")) == kept
+
+
+def test_a_cache_folder_that_is_not_the_users_own_is_not_used(fresh_environment):
+    elsewhere = fresh_environment.parent / "elsewhere"
+    elsewhere.mkdir()
+    fresh_environment.symlink_to(elsewhere)  # made by someone else, to point at their files
+    assert render._environment().bytecode_cache is None
+    assert render.rendered(stack_with())[render.NGINX_CONF] == (GOLDEN / "one-database" / render.NGINX_CONF.name).read_text()
+    assert not list(elsewhere.iterdir())
+
 # The image of a project other than the example: every [app] key set.
 ADOPTED_APP = {"path": "mysite", "settings": "mysite.settings.production", "wsgi": "mysite.wsgi:application",
                "python": "3.13", "python_image": "registry.example.com/python:3.13-slim-trixie",

@@ -58,12 +58,17 @@ def _environment():
     (a deploy renders each host's; Jinja2 still reloads a template whose file changed)."""
     import jinja2  # imported on use: tasks that render nothing start faster without it
 
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
+    options = dict(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    # Compiling the templates was a third of an `inv` call's CPU (0.25 s of 0.77, cProfile of
+    # `inv render --check`). Jinja2's cache keeps the compiled code in a folder of the user's
+    # own (made 0700, refused if anyone else owns it: then each call compiles, as before),
+    # taken only for a template of the same source compiled with the same options.
+    tag = hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest()[:12]
+    try:
+        cache = jinja2.FileSystemBytecodeCache(pattern=f"stack-templates-{tag}-%s.cache")
+    except (RuntimeError, OSError):
+        cache = None
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), bytecode_cache=cache, **options)
     # JSON as a YAML flow value, as written: Jinja's tojson writes <, >, & and ' as \u escapes
     # (for HTML), unreadable in a shell command.
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
