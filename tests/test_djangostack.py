@@ -443,7 +443,6 @@ class TestTwelveFactorProject:
 
     def test_its_own_variables_carry_the_stacks_values(self, projects, tmp_path):
         code = """
-import contextlib
 import json
 import django
 django.setup()
@@ -476,7 +475,6 @@ print(json.dumps({"databases": own.DATABASES, "key": own.SECRET_KEY, "hosts": ow
 class TestProjectWithNamesOfItsOwn:
     def test_app_env_gives_its_names_the_stacks_values(self, projects, tmp_path):
         code = """
-import contextlib
 import json
 import django
 django.setup()
@@ -846,12 +844,17 @@ class TestGunicorn:
             deadline = time.monotonic() + 60
             while len(workers := children(server.pid)) < 3 and time.monotonic() < deadline:
                 time.sleep(0.2)
-            for _ in range(6):  # every worker has answered (each loads the project at boot when not preloaded)
-                fetch(port, "/healthz")
+            # Not preloaded, a worker loads the project as it boots: wait until each has (or
+            # the deadline), so that a worker still importing is not taken for a light one.
+            while preload == "0" and time.monotonic() < deadline and \
+                    min(map(cpu_seconds, workers)) <= cpu_seconds(server.pid):
+                time.sleep(0.2)
+            fetch(port, "/healthz")
             master, each = cpu_seconds(server.pid), [cpu_seconds(pid) for pid in workers]
         assert len(each) == 3
         if preload == "1":
-            assert max(each) * 3 < master, (master, each)
+            # Measured: the master 0.34 CPU-s, the workers 0.01 at most.
+            assert max(each) * 2 < master, (master, each)
         else:
             assert min(each) > master, (master, each)
 

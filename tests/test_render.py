@@ -59,14 +59,22 @@ def fresh_environment(tmp_path, monkeypatch):
 
 def test_the_compiled_templates_are_kept_for_the_next_call_and_render_the_same(fresh_environment):
     before = render.rendered(stack_with("database2"))
-    kept = sorted(fresh_environment.glob("stack-templates-*.cache"))
+    kept = {path: path.stat().st_mtime_ns for path in fresh_environment.glob("stack-templates-*.cache")}
     assert kept and oct(fresh_environment.stat().st_mode & 0o777) == "0o700"
-    render._environment.cache_clear()  # the next call, loading them
+    render._environment.cache_clear()  # the next call, which loads them: none written again
     assert render.rendered(stack_with("database2")) == before
-    assert sorted(fresh_environment.glob("stack-templates-*.cache")) == kept
+    assert {path: path.stat().st_mtime_ns for path in fresh_environment.glob("stack-templates-*.cache")} == kept
 
 
-def test_a_cache_folder_that_is_not_the_users_own_is_not_used(fresh_environment):
+def test_a_cache_file_cut_short_is_compiled_again(fresh_environment):
+    before = render.rendered(stack_with())
+    for path in fresh_environment.glob("stack-templates-*.cache"):
+        path.write_bytes(path.read_bytes()[:40])
+    render._environment.cache_clear()
+    assert render.rendered(stack_with()) == before
+
+
+def test_a_cache_folder_pointing_elsewhere_is_not_used(fresh_environment):
     elsewhere = fresh_environment.parent / "elsewhere"
     elsewhere.mkdir()
     fresh_environment.symlink_to(elsewhere)  # made by someone else, to point at their files

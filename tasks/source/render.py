@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import pickle
 import re
 import secrets
 from dataclasses import dataclass
@@ -52,6 +53,28 @@ APP_HEALTH_TEST = [
 PLACEHOLDER = "<generated-by-inv>"
 
 
+def _quiet_bytecode_cache():
+    import jinja2
+
+    class QuietBytecodeCache(jinja2.FileSystemBytecodeCache):
+        """A cache that is only ever a shortcut: a file it cannot read or write (a full or
+        read-only /tmp, a cleaner removing the folder, a file cut short) means compiling."""
+
+        def load_bytecode(self, bucket):
+            try:
+                super().load_bytecode(bucket)
+            except (OSError, EOFError, ValueError, TypeError, pickle.UnpicklingError):
+                bucket.reset()
+
+        def dump_bytecode(self, bucket):
+            try:
+                super().dump_bytecode(bucket)
+            except OSError:
+                pass
+
+    return QuietBytecodeCache
+
+
 @functools.cache
 def _environment():
     """One for the process: a template is compiled once however many sites are rendered
@@ -62,10 +85,10 @@ def _environment():
     # Compiling the templates was a third of an `inv` call's CPU (0.25 s of 0.77, cProfile of
     # `inv render --check`). Jinja2's cache keeps the compiled code in a folder of the user's
     # own (made 0700, refused if anyone else owns it: then each call compiles, as before),
-    # taken only for a template of the same source compiled with the same options.
-    tag = hashlib.sha256(repr(sorted(options.items())).encode()).hexdigest()[:12]
+    # taken only for a template of the same source compiled by the same Jinja2, same options.
+    tag = hashlib.sha256(repr((jinja2.__version__, sorted(options.items()))).encode()).hexdigest()[:12]
     try:
-        cache = jinja2.FileSystemBytecodeCache(pattern=f"stack-templates-{tag}-%s.cache")
+        cache = _quiet_bytecode_cache()(pattern=f"stack-templates-{tag}-%s.cache")
     except (RuntimeError, OSError):
         cache = None
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), bytecode_cache=cache, **options)

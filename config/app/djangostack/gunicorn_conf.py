@@ -28,7 +28,7 @@ preload_app = _switch("GUNICORN_PRELOAD", "1" if worker_class in ("sync", "gthre
 def pre_fork(server, worker):
     # A database connection the project opened while loading (a query in AppConfig.ready) is
     # closed before a worker is forked: workers sharing one socket would garble its protocol.
-    if preload_app:
+    if server.cfg.preload_app:  # as Gunicorn runs (GUNICORN_CMD_ARGS=--preload sets it too)
         from django.db import connections
 
         connections.close_all()
