@@ -95,3 +95,50 @@ def test_the_placeholder_takes_over_the_one_file_of_an_earlier_version(volume):
     certs.placeholder()
     assert certs.served() == f"{volume}/site-{certs.key_id(key)}.pem"
     assert re.search(r"^default \S+;$", (volume / "site.conf").read_text(), re.M)
+
+
+@pytest.fixture
+def fake_certbot(tmp_path, monkeypatch):
+    """A `certbot` on PATH that says BUSY while TMP_PATH/busy holds a count above 0 (taking
+    one off each time), then prints its arguments; each call is counted in TMP_PATH/calls."""
+    script = tmp_path / "bin" / "certbot"
+    script.parent.mkdir()
+    script.write_text(f"""#!/bin/sh
+echo x >> {tmp_path}/calls
+left=$(cat {tmp_path}/busy 2>/dev/null || echo 0)
+if [ "$left" -gt 0 ]; then
+  echo $((left - 1)) > {tmp_path}/busy
+  echo "{certs.BUSY}. (Lock file: /etc/letsencrypt/.certbot.lock)" >&2
+  exit 1
+fi
+echo "ran: $*"
+exit "${{FAKE_STATUS:-0}}"
+""")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr(certs, "BUSY_PAUSE", 0.01)
+    return tmp_path
+
+
+def calls(folder):
+    return len((folder / "calls").read_text().splitlines())
+
+
+def test_a_certbot_run_beside_another_waits_for_it_then_runs(fake_certbot):
+    (fake_certbot / "busy").write_text("3")
+    status, output = certs.certbot(["renew", "--cert-name", "site"])
+    assert status == 0 and "ran: renew --cert-name site --non-interactive" in output
+    assert calls(fake_certbot) == 4
+
+
+def test_a_certbot_still_busy_after_the_wait_is_its_failure_as_said(fake_certbot, monkeypatch):
+    monkeypatch.setattr(certs, "BUSY_WAIT", 0)
+    (fake_certbot / "busy").write_text("100")
+    status, output = certs.certbot(["renew"])
+    assert status == 1 and certs.BUSY in output and calls(fake_certbot) <= 2
+
+
+def test_any_other_certbot_failure_is_not_tried_again(fake_certbot, monkeypatch):
+    monkeypatch.setenv("FAKE_STATUS", "1")
+    status, output = certs.certbot(["certonly"])
+    assert status == 1 and "ran: certonly" in output and calls(fake_certbot) == 1

@@ -61,6 +61,10 @@ CA_BUNDLE = "/etc/hello/tls/acme-ca.pem"
 PLACEHOLDER_ISSUER = "hello placeholder"
 DEPLOY_HOOK = "python3 /etc/hello/tls/certs.py deploy-hook"
 RENEW_EVERY = 12 * 3600
+# What certbot says when another certbot holds its folders, and how long one waits for it
+# (a renewal's challenge takes seconds; a slow ACME server, a minute).
+BUSY = "Another instance of Certbot is already running"
+BUSY_WAIT, BUSY_PAUSE = 300, 2
 
 
 def fail(message, status=2):
@@ -223,12 +227,20 @@ def placeholder():
 
 
 def certbot(args):
-    """Run certbot with ARGS; (exit status, everything it printed)."""
+    """Run certbot with ARGS; (exit status, everything it printed). Certbot runs one at a time
+    on its folders and refuses to start beside another (BUSY): the service's renew-loop, which
+    renews at its start, and a one-off run of a deploy or `inv certs.renew` meet there. The
+    one that came second waits for the other, BUSY_WAIT seconds at most."""
     env = dict(os.environ)
     if os.path.getsize(CA_BUNDLE) if os.path.exists(CA_BUNDLE) else 0:
         env["REQUESTS_CA_BUNDLE"] = CA_BUNDLE  # a private ACME CA (acme_ca_bundle)
-    result = subprocess.run(["certbot", *args, "--non-interactive"], env=env, capture_output=True, text=True)
-    return result.returncode, result.stdout + result.stderr
+    deadline = time.monotonic() + BUSY_WAIT
+    while True:
+        result = subprocess.run(["certbot", *args, "--non-interactive"], env=env, capture_output=True, text=True)
+        output = result.stdout + result.stderr
+        if result.returncode == 0 or BUSY not in output or time.monotonic() > deadline:
+            return result.returncode, output
+        time.sleep(BUSY_PAUSE)
 
 
 def acme_error(output):
