@@ -785,13 +785,13 @@ class TestErrors:
 # --- the server the image runs, with the stack's configuration -------------------------
 
 @contextlib.contextmanager
-def gunicorn(project, env, log):
-    """Gunicorn with the image's configuration serving PROJECT, its log at LOG: (process, port)
-    once /healthz answers."""
+def gunicorn(project, env, log, app="djangostack.wsgi:application"):
+    """Gunicorn with the image's configuration serving APP in PROJECT, its log at LOG:
+    (process, port) once /healthz answers."""
     port = closed_port()
     with log.open("w") as stderr:
         server = subprocess.Popen([str(Path(sys.executable).parent / "gunicorn"), "--config",
-                                   str(GLUE / "djangostack" / "gunicorn_conf.py"), "djangostack.wsgi:application"],
+                                   str(GLUE / "djangostack" / "gunicorn_conf.py"), app],
                                   cwd=project, env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}"},
                                   stdout=subprocess.DEVNULL, stderr=stderr)
     try:
@@ -857,6 +857,21 @@ class TestGunicorn:
             assert max(each) * 2 < master, (master, each)
         else:
             assert min(each) > master, (master, each)
+
+    def test_a_bare_wsgi_application_is_served_preloaded_too(self, tmp_path):
+        """The same configuration serves an application without Django (the bench's ceiling):
+        nothing to close before a fork, no settings asked for."""
+        (tmp_path / "bare.py").write_text(
+            "def application(environ, start_response):\n"
+            "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+            "    return [b'bare']\n")
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(GLUE), "GUNICORN_WORKERS": "2"}
+        with gunicorn(tmp_path, env, tmp_path / "gunicorn.log", app="bare:application") as (server, port):
+            deadline = time.monotonic() + 30
+            while len(children(server.pid)) < 2 and server.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert fetch(port, "/") == (200, "bare")
+            assert server.poll() is None and len(children(server.pid)) == 2, (tmp_path / "gunicorn.log").read_text()
 
     def test_a_preload_switch_other_than_0_or_1_stops_gunicorn_with_its_name(self, projects, tmp_path):
         env = twelve_env(tmp_path, reachable=True, GUNICORN_PRELOAD="yes")

@@ -1,6 +1,7 @@
 """Gunicorn settings; every value can be changed from the environment."""
 import multiprocessing
 import os
+import sys
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # Gunicorn's own rule of thumb, capped so a big host does not open hundreds of DB connections.
@@ -28,10 +29,12 @@ preload_app = _switch("GUNICORN_PRELOAD", "1" if worker_class in ("sync", "gthre
 def pre_fork(server, worker):
     # A database connection the project opened while loading (a query in AppConfig.ready) is
     # closed before a worker is forked: workers sharing one socket would garble its protocol.
-    if server.cfg.preload_app:  # as Gunicorn runs (GUNICORN_CMD_ARGS=--preload sets it too)
-        from django.db import connections
-
-        connections.close_all()
+    # Asked of the running server (GUNICORN_CMD_ARGS=--preload sets it too), and only of a
+    # Django that was set up: the same configuration serves a bare WSGI application (the
+    # bench's ceiling), where there is no connection, nor settings to find them by.
+    db = sys.modules.get("django.db")
+    if server.cfg.preload_app and db is not None and sys.modules["django.conf"].settings.configured:
+        db.connections.close_all()
 
 
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))
