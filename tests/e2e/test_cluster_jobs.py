@@ -11,6 +11,7 @@ hosts, each its own engine (no IPVS here: endpoint_mode dnsrr, publish_mode host
 """
 import json
 import re
+import subprocess
 import time
 import tomllib
 from pathlib import Path
@@ -83,9 +84,19 @@ class Cluster:
         """What the workers logged of each note of TAG counted twice: its deliveries (received,
         done, restored), on which task, so that a duplicate says how it came about."""
         notes = json.loads(self.manage(TWICE.replace("TAG", tag)).strip().splitlines()[-1])
-        # Celery logs to stderr; the manager gathers every task's, the stopped ones' too.
-        found = self.nodes[0].docker("service", "logs", "--timestamps", "--no-trunc", f"{PROJECT}_worker", check=False)
-        logs = (found.stdout + found.stderr).splitlines()
+        # Celery logs to stderr. Each node's containers of the worker's tasks, the stopped ones'
+        # too, each read with a bound: `docker service logs` gathers them through the manager,
+        # and once never returned (the test ran into its 1,200 s timeout there).
+        logs = []
+        for node in self.nodes:
+            try:
+                ids = node.docker("ps", "--all", "--quiet", "--filter",
+                                  f"label=com.docker.swarm.service.name={PROJECT}_worker", check=False, timeout=30).stdout.split()
+                for container in ids:
+                    found = node.docker("logs", "--timestamps", container, check=False, timeout=60)
+                    logs += (found.stdout + found.stderr).splitlines()
+            except subprocess.TimeoutExpired as exc:
+                logs.append(f"(the logs of {node.name} did not come within {exc.timeout} s)")
         told = []
         for pk, created, counted in notes:
             jobs = {found.group(1) for line in logs if f"note {pk}:" in line
