@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 
-from testkit.load import Load
+from testkit.load import RATE, Load
 from testkit.testhost import Server
 
 from .build import change_code
@@ -60,7 +60,9 @@ def change(env: Env, step: str, n: int) -> None:
 
 def measure(env: Env, repeat: int, quick: bool = False) -> Section:
     env.inv("build")  # the env files exist (the hand-written deploy ships them)
-    operations = QUICK if quick else OPERATIONS
+    # A smoke run paces the load as the tests do (testkit/load.py's RATE): its figures mean
+    # nothing, and flat out, wrk and Gunicorn took both cores for as long as the operations ran.
+    operations, rate = (QUICK, RATE) if quick else (OPERATIONS, None)
     ways = {"ours": OursUnderLoad(env, f"{env.project}-zero"), "by hand": ByHandUnderLoad(env, f"{env.project}-recreate")}
     seen = {(w, o): [] for w in ways for o in operations}
     stack_toml = (env.copy / "config/stack.toml").read_text()
@@ -75,7 +77,7 @@ def measure(env: Env, repeat: int, quick: bool = False) -> Section:
                     change(env, step, i)
                     started = time.monotonic()
                     with Load(f"http://127.0.0.1:{PORT}", ["nsenter", f"--net={server.netns}"], limit=900,
-                              rate=None) as load:
+                              rate=rate) as load:
                         way.operate(step)
                     load.took = time.monotonic() - started
                     seen[name, step].append(load)
@@ -100,7 +102,8 @@ def measure(env: Env, repeat: int, quick: bool = False) -> Section:
                 "requests (stop-and-recreate)", "failed", "longest gap", "took"],
         rows=rows,
         notes=[f"Median of {repeat} run(s), each way on a fresh server of its own; the load runs inside the "
-               "server: 16 keep-alive connections back to back (wrk) and a sequential probe of /healthz.",
+               "server: 16 keep-alive connections back to back (wrk)"
+               + (f", paced to {rate} requests/s in all" if rate else "") + ", and a sequential probe of /healthz.",
                "failed: connection errors (refused, reset, timed out) and answers other than 2xx/3xx; "
                "longest gap: the most time between two good answers of the probe.",
                "Ours starts the new app container beside the old one, reloads Nginx (behind a front that "
