@@ -20,13 +20,16 @@ from tests.fakes import Engine
 
 PROJECT = "hello-undo"
 COMPOSE = ["docker", "compose", "--project-name", PROJECT]
-MIGRATE2 = shlex.join([*COMPOSE, *rollout_plans.release_phase(["migrate", "--noinput", "--database", "database2"])])
+# The release phase of the add: both databases' migrations, then the static files, in one container.
+RELEASE = shlex.join([*COMPOSE, *rollout_plans.release_phase([["migrate", "--noinput", "--database", "default"],
+                                                              ["migrate", "--noinput", "--database", "database2"],
+                                                              ["collectstatic", "--noinput", "--verbosity", "0"]])])
 SETTINGS = shlex.join([*COMPOSE, *rollout_plans.run_once("djangoapp", diagnosis.settings_databases())])
 VOLUME2 = f"docker volume inspect --format '{{{{.Name}}}}' {PROJECT}_database2_volume"
 UNDONE = [f"{shlex.join(COMPOSE)} rm --force --stop database2", f"docker network rm {PROJECT}_database2_network"]
 SECRETS_INIT = f"{shlex.join(COMPOSE)} run --rm --no-deps -T secrets-init"
 FAILED = Result(exited=1, stderr="django.db.utils.ProgrammingError: permission denied to create extension "
-                                 "\"pg_stat_statements\"\n")
+                                 "\"pg_stat_statements\"\nrelease step 2 failed\n")
 POSTGRES = json.dumps({a: {"ENGINE": "django.db.backends.postgresql", "NAME": n, "HOST": n, "PORT": "5432"}
                        for a, n in (("default", "database1"), ("database2", "database2"))})
 MIGRATE_LINE = ("migrate on database2 failed (exit status 1: django.db.utils.ProgrammingError: permission denied to "
@@ -66,7 +69,7 @@ def runner(root, answers, **engine):
 
 def test_a_migrate_that_fails_puts_every_file_back_and_removes_what_started(tree):
     before = files(tree)
-    r, conn = runner(tree, {MIGRATE2: FAILED, SETTINGS: Result(stdout=POSTGRES + "\n"), VOLUME2: Result(exited=1)})
+    r, conn = runner(tree, {RELEASE: FAILED, SETTINGS: Result(stdout=POSTGRES + "\n"), VOLUME2: Result(exited=1)})
     with pytest.raises(TaskError) as err:
         add(r, "database2", up=True, timeout=0)
     assert err.value.message == (
@@ -86,7 +89,7 @@ def test_a_volume_there_before_is_kept_with_its_secret(tree):
     (tree / "config/secrets/database2_password").write_text("matches the kept volume\n")
     (tree / "config/secrets/database2_password").chmod(0o600)
     before = files(tree)
-    r, conn = runner(tree, {MIGRATE2: FAILED, SETTINGS: Result(stdout=POSTGRES + "\n")})
+    r, conn = runner(tree, {RELEASE: FAILED, SETTINGS: Result(stdout=POSTGRES + "\n")})
     with pytest.raises(TaskError) as err:
         add(r, "database2", up=True, timeout=0)
     assert err.value.message == (
@@ -100,7 +103,7 @@ def test_a_volume_there_before_is_kept_with_its_secret(tree):
 
 def test_ctrl_c_while_migrating_puts_everything_back(tree):
     before = files(tree)
-    r, conn = runner(tree, {MIGRATE2: KeyboardInterrupt(), VOLUME2: Result(exited=1)})
+    r, conn = runner(tree, {RELEASE: KeyboardInterrupt(), VOLUME2: Result(exited=1)})
     with pytest.raises(TaskError) as err:
         add(r, "database2", up=True, timeout=0)
     assert err.value.message.startswith("error: interrupted; database database2 was not added: put back "

@@ -65,6 +65,9 @@ SHARED_FRONT = shlex.join(front_plans.inspect())
 def made_for(release_dir):
     return f"bash -c {shlex.quote(front_plans.release_front(f'{release_dir}/docker-compose.yml'))}"
 COLLECTSTATIC = f"{COMPOSE} run --rm --no-deps -T djangoapp python manage.py collectstatic --noinput --verbosity 0"
+# The release phase of a deploy: the migrations, then the static files, in one one-off container.
+RELEASE = f"{COMPOSE} " + shlex.join(rollout_plans.release_phase([["migrate", "--noinput", "--database", "default"],
+                                                                  ["collectstatic", "--noinput", "--verbosity", "0"]]))
 
 
 def bash(script):
@@ -83,15 +86,14 @@ def written(path, mode="644"):
 
 def release_phase(timeout=30):
     """The databases, their app role, the app's secrets, then migrations and static files
-    from one-off containers of the new image."""
+    in a one-off container of the new image."""
     return ["docker volume ls --quiet --filter 'name=^hello-prod_database1_'",
             f"{COMPOSE} up --detach --remove-orphans --no-build --no-deps database1",
             shlex.join(rollout_plans.service_containers("hello-prod")),
             f"{HEALTH_TESTS} database1-id",
             f"{COMPOSE} exec -T database1 psql --username database1 --dbname database1 --quiet --no-psqlrc",
             f"{COMPOSE} run --rm --no-deps -T secrets-init",
-            f"{COMPOSE} run --rm --no-deps -T djangoapp python manage.py migrate --noinput --database default",
-            COLLECTSTATIC]
+            RELEASE]
 
 
 def moving_traffic(release, old, new, timeout=30):
@@ -273,9 +275,9 @@ def test_a_failure_before_anything_started_switches_and_starts_nothing():
 
 
 def test_ctrl_c_while_migrating_leaves_the_previous_release_serving():
-    """The release phase runs in one-off containers while the previous release serves:
+    """The release phase runs in a one-off container while the previous release serves:
     traffic never moved, so the way back only deletes the new release."""
-    migrate = f"{COMPOSE} run --rm --no-deps -T djangoapp python manage.py migrate --noinput --database default"
+    migrate = RELEASE
     r, conn, _ = host({migrate: KeyboardInterrupt()})
     with pytest.raises(TaskError) as err:
         release.deploy(r, ship_image=False, keep=5, timeout=30)
@@ -360,8 +362,7 @@ def test_a_dry_deploy_runs_nothing_anywhere(capsys):
     out = capsys.readouterr().out
     assert "[dry] rsync --archive --delete" in out
     assert f"[dry] [prod:{NEW_DIR}] {COMPOSE} build djangoapp" in out
-    assert (f"[dry] [prod:{NEW_DIR}] {COMPOSE} run --rm --no-deps -T djangoapp python manage.py migrate --noinput "
-            "--database default\n") in out
+    assert f"[dry] [prod:{NEW_DIR}] {RELEASE}\n" in out
     assert f"[dry] [prod:{NEW_DIR}] would write {NEW_DIR}/release.json\n" in out
     assert (f"[dry] [prod:{NEW_DIR}] {COMPOSE} up --detach --remove-orphans --no-build --wait --wait-timeout 30 "
             "--no-deps nginx front\n") in out

@@ -205,16 +205,16 @@ def on_host(answers):
 
 class TestAFailedMigrate:
     def test_in_the_release_phase_names_the_database_the_settings_produced(self):
-        migrate = shlex.join(["docker", "compose", "--project-name", "hello-prod",
-                              *rollout_plans.release_phase(["migrate", "--noinput", "--database", "default"])])
+        release = shlex.join(["docker", "compose", "--project-name", "hello-prod", *rollout_plans.release_phase(
+            [["migrate", "--noinput", "--database", "default"], ["collectstatic", "--noinput", "--verbosity", "0"]])])
         probe = shlex.join(["docker", "compose", "--project-name", "hello-prod",
                             *rollout_plans.run_once(compose.APP, diagnosis.settings_databases())])
-        r, conn = on_host({migrate: FAILED, probe: Result(stdout=SQLITE + "\n")})
+        failed = Result(exited=1, stderr=FAILED.stderr + "release step 1 failed\n")
+        r, conn = on_host({release: failed, probe: Result(stdout=SQLITE + "\n")})
         with pytest.raises(TaskError) as err:
             starting.release_phase(r)
         assert err.value.message == f"error: {SQLITE_LINE}"
-        assert [c for c in conn.commands if "version" not in c][-2:] == [migrate, probe]
-        assert not any("collectstatic" in c for c in conn.commands)
+        assert [c for c in conn.commands if "version" not in c][-2:] == [release, probe]
 
     def test_of_inv_migrate_asks_the_running_app(self):
         migrate = f"{COMPOSE} exec -T djangoapp python manage.py migrate --noinput --database default"
@@ -231,6 +231,24 @@ class TestAFailedMigrate:
         r, conn = on_host({})
         starting.release_phase(r, static=False)
         assert not any("django.setup()" in c for c in conn.commands)
+
+
+class TestAFailedReleasePhase:
+    """The step of the release phase's one container that failed is named; the settings are
+    asked about only when it was a migrate."""
+    RELEASE = shlex.join(["docker", "compose", "--project-name", "hello-prod", *rollout_plans.release_phase(
+        [["migrate", "--noinput", "--database", "default"], ["collectstatic", "--noinput", "--verbosity", "0"]])])
+
+    @pytest.mark.parametrize("result, message", [
+        (Result(exited=1, stderr="0 static files copied\nrelease step 2 failed\n"), "collectstatic failed (exit status 1)"),
+        (Result(exited=137, stderr=""), "the release phase (migrate, collectstatic) failed (exit status 137)"),
+    ], ids=["collectstatic", "killed"])
+    def test_names_the_step_or_the_whole_phase(self, result, message):
+        r, conn = on_host({self.RELEASE: result})
+        with pytest.raises(TaskError) as err:
+            starting.release_phase(r)
+        assert err.value.message == f"error: {message}"
+        assert [c for c in conn.commands if "version" not in c][-1] == self.RELEASE  # no settings asked
 
 
 class TestTheWaitThroughNginx:

@@ -3,6 +3,8 @@ ledger (tasks/plans/ledger.py), as data; the shell ones are also run, on tempora
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -31,9 +33,15 @@ def sh(script, **kwargs):
     pytest.param(plans.scale_up(3), ["up", "--detach", "--no-deps", "--no-recreate", "--no-build",
                                      "--scale", "djangoapp=3", "djangoapp"], id="scale-up"),
     pytest.param(plans.run_once("secrets-init"), ["run", "--rm", "--no-deps", "-T", "secrets-init"], id="run-once"),
-    pytest.param(plans.release_phase(["migrate", "--noinput", "--database", "default"]),
+    pytest.param(plans.release_phase([["migrate", "--noinput", "--database", "default"]]),
                  ["run", "--rm", "--no-deps", "-T", "djangoapp", "python", "manage.py", "migrate", "--noinput",
-                  "--database", "default"], id="release-phase"),
+                  "--database", "default"], id="release-phase-of-one-step"),
+    pytest.param(plans.release_phase([["migrate", "--noinput", "--database", "default"], ["collectstatic", "--noinput"]]),
+                 ["run", "--rm", "--no-deps", "-T", "djangoapp", "sh", "-c",
+                  "python manage.py migrate --noinput --database default || "
+                  "{ s=$?; echo 'release step 1 failed' >&2; exit $s; }; "
+                  "python manage.py collectstatic --noinput || { s=$?; echo 'release step 2 failed' >&2; exit $s; }"],
+                 id="release-phase"),
     pytest.param(plans.image_id("hello-djangoapp:abc"),
                  ["docker", "image", "inspect", "--format", "{{.Id}}", "hello-djangoapp:abc"], id="image-id"),
     pytest.param(plans.stop(["a1", "b2"]), ["docker", "stop", "a1", "b2"], id="stop"),
@@ -280,3 +288,39 @@ class TestLedger:
             {"database1": ["a.3", "b.1"]}
         # A database the release did not have: everything applied there is unknown to it.
         assert ledger.ahead({"database1": ["a.1"], "extra": ["x.1", "x.2"]}, known) == {"extra": ["x.1", "x.2"]}
+
+
+class TestReleasePhaseInOneContainer:
+    """The release phase's steps run one after the other in one container's shell: run here
+    for real, in a folder whose manage.py exits with the status each step is given."""
+    MANAGE = "import sys\nopen('ran', 'a').write(sys.argv[1] + '\\n')\nsys.exit(int(sys.argv[2]))\n"
+
+    def run(self, tmp_path, statuses):
+        (tmp_path / "manage.py").write_text(self.MANAGE)
+        argv = plans.release_phase([[f"step{n}", str(status)] for n, status in enumerate(statuses, 1)])
+        assert argv[:5] == ["run", "--rm", "--no-deps", "-T", "djangoapp"]
+        done = subprocess.run(argv[5:], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+        ran = (tmp_path / "ran").read_text().split() if (tmp_path / "ran").exists() else []
+        return done, ran
+
+    def test_every_step_runs_in_order_when_each_succeeds(self, tmp_path):
+        done, ran = self.run(tmp_path, [0, 0, 0])
+        assert done.returncode == 0 and ran == ["step1", "step2", "step3"] and done.stderr == ""
+        assert plans.failed_step(done.stderr, 3) is None
+
+    def test_the_first_failure_ends_it_with_its_own_status_and_says_which(self, tmp_path):
+        done, ran = self.run(tmp_path, [0, 3, 0])
+        assert done.returncode == 3 and ran == ["step1", "step2"]
+        assert done.stderr == "release step 2 failed\n"
+        assert plans.failed_step(done.stderr, 3) == 1
+
+    def test_a_single_step_runs_without_a_shell(self, tmp_path):
+        assert plans.release_phase([["migrate"]])[5:] == ["python", "manage.py", "migrate"]
+        done, ran = self.run(tmp_path, [4])
+        assert done.returncode == 4 and ran == ["step1"] and plans.failed_step(done.stderr, 1) == 0
+
+    @pytest.mark.parametrize("stderr", ["", "Error response from daemon: No such image\n", "release step 9 failed\n",
+                                        "release step 1 failed later\n"])
+    def test_a_container_that_does_not_say_which_step_failed_names_none(self, stderr):
+        assert plans.failed_step(stderr, 3) is None

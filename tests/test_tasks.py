@@ -27,7 +27,7 @@ class TestDry:
         out = capsys.readouterr().out
         switch = shlex.join(["docker", "compose", "--project-name", "hello", "exec", "-T", "nginx", "sh", "-c",
                              rollout_plans.switch_script("/etc/nginx/hello/nginx.conf")])
-        # After the secrets (made here): the release phase from one-off containers, then the
+        # After the secrets (made here): the release phase in a one-off container, then the
         # rollout. A dry run learns of no app container, so it plans the first one; the
         # Nginx files are read from this checkout's config/ where they are (nothing installed).
         assert out.endswith("\n".join([
@@ -37,8 +37,8 @@ class TestDry:
             f"[dry] {COMPOSE} exec -T database1 psql --username database1 --dbname database1 --quiet --no-psqlrc",
             f"[dry] {COMPOSE} run --rm --no-deps -T secrets-init",
             "migrating database1 (alias default)",
-            f"[dry] {COMPOSE} run --rm --no-deps -T djangoapp python manage.py migrate --noinput --database default",
-            f"[dry] {COMPOSE} run --rm --no-deps -T djangoapp python manage.py collectstatic --noinput --verbosity 0",
+            f"[dry] {COMPOSE} " + shlex.join(rollout_plans.release_phase([
+                ["migrate", "--noinput", "--database", "default"], ["collectstatic", "--noinput", "--verbosity", "0"]])),
             "starting the stack",
             f"[dry] {COMPOSE} up --detach --no-deps --no-recreate --no-build --scale djangoapp=1 djangoapp",
             "[dry] would wait for the new app container hello-djangoapp-new",

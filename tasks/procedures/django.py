@@ -24,15 +24,19 @@ def migrate(r: Runner, db, plan, probe) -> None:
     to SQLite, or has no such alias, and its migrate's own error does not say so."""
     r.say(f"migrating {db.name} (alias {db.alias})")
     result = r.compose(plan, what=f"migrate on {db.name}", check=False)
-    if result.ok:
-        return
+    if result.failed:
+        raise migrate_failed(r, db, result, probe)
+
+
+def migrate_failed(r: Runner, db, result, probe) -> TaskError:
+    """The error of DB's migrate that failed with RESULT, with what the settings gave for it."""
     said = r.compose_probe(probe)
     settings_gave = diagnosis.databases_line(
         diagnosis.parse_databases(said.stdout), db.alias, db.name,
         last_line(said.stderr, f"exit status {said.exited}" if said.failed else "it printed nothing"))
     why = error_line(result.stderr)
-    raise TaskError(f"migrate on {db.name} failed (exit status {result.exited}{': ' + why if why else ''}); "
-                    f"{settings_gave}")
+    return TaskError(f"migrate on {db.name} failed (exit status {result.exited}{': ' + why if why else ''}); "
+                     f"{settings_gave}")
 
 
 # A Python exception's last line, `package.module.Name: message` (PostgreSQL's HINT or

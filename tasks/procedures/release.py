@@ -3,8 +3,8 @@ the lock, "runs this code already", the named steps with one undo hook, the ledg
 prune, the rollback check), and the host strategy (HostRelease); a Swarm cluster's is
 SwarmRelease in procedures/cluster_release.py.
 
-On a host no request is dropped on the way: the release phase (migrations, static files) runs from
-one-off containers while the previous release serves, then the new app container starts
+On a host no request is dropped on the way: the release phase (migrations, static files) runs in a
+one-off container while the previous release serves, then the new app container starts
 beside the old one and traffic moves by a reload of Nginx (procedures/rollout.py).
 
 A failure, or Ctrl-C, at any step runs the same undo: if traffic may have moved, it moves
@@ -260,7 +260,7 @@ def serve_release(r: Runner, timeout: float) -> None:
 
 class HostRelease:
     """The host strategy of a release: the code shipped by rsync and built there (or built
-    here and shipped), the release phase from one-off containers, a start-first roll behind
+    here and shipped), the release phase in a one-off container, a start-first roll behind
     Nginx; its undo moves traffic back the same way."""
 
     nodes_note = ""

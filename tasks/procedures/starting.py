@@ -1,8 +1,8 @@
 """Starting the stack, or moving it to new code, without dropping a request.
 
 In order: the databases (left alone when their definition did not change), their app
-role, the app's secrets, the release phase (migrations and static files, from one-off
-containers of the new image, while the old app still serves), then the rollout
+role, the app's secrets, the release phase (migrations and static files, in a one-off
+container of the new image, while the old app still serves), then the rollout
 (procedures/rollout.py: a new app container beside the old, Nginx reloaded, the old one
 drained).
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 
+from ..errors import TaskError
 from ..execution.runner import Runner
 from ..plans import backups as backup_plans
 from ..plans import compose, diagnosis
@@ -24,7 +25,7 @@ from ..plans import secrets as secret_plans
 from ..source import settings
 from ..source.stack import BACKUP_NOTIFY, NOTIFY_FROM_STACK
 from .building import build_app
-from .django import migrate as migrate_database
+from .django import migrate_failed
 from .rollout import roll_out, wait_containers_healthy
 
 
@@ -53,16 +54,26 @@ def start_databases(r: Runner, timeout: float) -> None:
 
 
 def release_phase(r: Runner, migrate: bool = True, static: bool = True) -> None:
-    """Migrations and static files from one-off containers of the image about to serve.
-    Migrations must keep working with the code that still serves (docs/deploying.md); the
-    hashed names of collectstatic let the old and the new files live side by side."""
-    if migrate:
+    """Migrations (each database in turn) and static files, in one one-off container of the
+    image about to serve. Migrations must keep working with the code that still serves
+    (docs/deploying.md); the hashed names of collectstatic let the old and the new files
+    live side by side."""
+    databases = list(r.stack.databases) if migrate else []
+    steps = [["migrate", "--noinput", "--database", db.alias] for db in databases]
+    steps += [["collectstatic", "--noinput", "--verbosity", "0"]] if static else []
+    if not steps:
+        return
+    for db in databases:
+        r.say(f"migrating {db.name} (alias {db.alias})")
+    result = r.compose(rollout_plans.release_phase(steps), what="the release phase", check=False)
+    if result.ok:
+        return
+    failed = rollout_plans.failed_step(result.stderr, len(steps))
+    if failed is not None and failed < len(databases):
         probe = rollout_plans.run_once(compose.APP, diagnosis.settings_databases())
-        for db in r.stack.databases:
-            migrate_database(r, db, rollout_plans.release_phase(["migrate", "--noinput", "--database", db.alias]), probe)
-    if static:
-        r.compose(rollout_plans.release_phase(["collectstatic", "--noinput", "--verbosity", "0"]),
-                  what="collectstatic")
+        raise migrate_failed(r, databases[failed], result, probe)
+    what = "collectstatic" if failed is not None else f"the release phase ({', '.join(dict.fromkeys(s[0] for s in steps))})"
+    raise TaskError(f"{what} failed (exit status {result.exited})")
 
 
 def start_stack(r: Runner, build: bool = True, timeout=None, what: str = "starting the stack",
