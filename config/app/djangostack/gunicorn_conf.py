@@ -3,8 +3,6 @@ import multiprocessing
 import os
 import sys
 
-from djangostack.env import env_bool
-
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # Gunicorn's own rule of thumb, capped so a big host does not open hundreds of DB connections.
 workers = int(os.environ.get("GUNICORN_WORKERS", min(2 * multiprocessing.cpu_count() + 1, 9)))
@@ -12,13 +10,20 @@ threads = int(os.environ.get("GUNICORN_THREADS", 1))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 
 
+def _switch(name, default):
+    value = os.environ.get(name, default)
+    if value not in ("0", "1"):
+        raise ValueError(f"{name}={value!r}: 1 (on) or 0 (off)")
+    return value == "1"
+
+
 # The master loads the project once and forks the workers from it: a container starts its
 # five workers for the CPU of one Django import, not five (0.7 CPU-s each under load), and
-# they share the pages of the code until they write them. GUNICORN_PRELOAD=false loads it
-# in each worker (a project that starts threads or opens sockets at import and cannot be forked);
+# they share the pages of the code until they write them. GUNICORN_PRELOAD=0 loads it in
+# each worker (a project that starts threads or opens sockets at import and cannot be forked);
 # it is the default for gevent and eventlet, whose workers patch the standard library before
 # the project may be imported.
-preload_app = env_bool("GUNICORN_PRELOAD", worker_class in ("sync", "gthread"))
+preload_app = _switch("GUNICORN_PRELOAD", "1" if worker_class in ("sync", "gthread") else "0")
 
 
 def pre_fork(server, worker):
