@@ -10,6 +10,8 @@ threads = int(os.environ.get("GUNICORN_THREADS", 1))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 
 
+# Read here, not with djangostack.env: Gunicorn loads this file by its path, also for a bare
+# WSGI application whose PYTHONPATH lacks the stack's package (the bench's ceiling).
 def _switch(name, default):
     value = os.environ.get(name, default)
     if value not in ("0", "1"):
