@@ -13,7 +13,7 @@ from .plans import archives, compose
 from .plans import release as release_plans
 from .plans import rollout as rollout_plans
 from .plans import schedules as schedule_plans
-from .procedures import cluster_release, cluster_tasks, places, server_front
+from .procedures import cluster_release, cluster_tasks, places, rollout, server_front
 from .procedures.backups import _age, _size
 from .procedures.dumps import loads_left
 from .procedures.site import certificate, describe
@@ -240,11 +240,7 @@ def check_services(r):
     if compose.APP not in ids:
         return True, f"the stack is not running{r.target.on}: services not checked", None
     present = [ids[name] for name in names if name in ids]
-    states = {}
-    for line in r.probe(rollout_plans.service_states(present)).stdout.splitlines() if present else []:
-        fields = line.split("\t")
-        if len(fields) == 3:
-            states[fields[0]] = (fields[1], fields[2])
+    states = {service: (state, health) for service, state, health in rollout.service_states(r, present)}
     failed = []
     for name in names:
         state = states.get(name)
@@ -269,10 +265,9 @@ def check_processes(r):
         return True, f"the stack is not running{r.target.on}: processes not checked", None
     ids = [container for container, service in found if service in wanted]
     states = {name: [] for name in wanted}
-    for line in r.probe(rollout_plans.service_states(ids)).stdout.splitlines() if ids else []:
-        fields = line.split("\t")
-        if len(fields) == 3 and fields[0] in states:
-            states[fields[0]].append((fields[1], fields[2]))
+    for service, state, health in rollout.service_states(r, ids):
+        if service in states:
+            states[service].append((state, health))
     failed, shown = [], []
     for name, count in wanted.items():
         good = sum(state in (("running", "healthy"), ("running", "none")) for state in states[name])

@@ -516,12 +516,13 @@ from tasks.plans import rollout as rollout_plans  # noqa: E402
 from tests.fakes import Recorder  # noqa: E402
 
 
-def doctor_on_host(stack_text, containers, states):
+def doctor_on_host(stack_text, containers, states, answers=None):
     parsed = loads(stack_text + '\n[hosts.prod]\naddress = "203.0.113.10"\ndirectory = "/srv/hello"\n'
                                 'project = "hello-prod"\n')
     listing = shlex.join(rollout_plans.service_containers("hello-prod"))
     ids = [line.split()[0] for line in containers.splitlines() if line.split()[1] in ("redis", "cache")]
-    conn = Recorder({listing: Result(containers), shlex.join(rollout_plans.service_states(ids)): Result(states)})
+    conn = Recorder({listing: Result(containers), shlex.join(rollout_plans.service_states(ids)): Result(states),
+                     **(answers or {})})
     from tasks.execution.runner import Runner
     return doctor.check_services(Runner(HostTarget(conn, parsed.hosts["prod"], parsed, local_c=Recorder()))), conn
 
@@ -540,6 +541,20 @@ class TestDoctor:
         assert outcome == [
             (False, "service redis is running (unhealthy) on prod", "`inv logs -s redis --host prod` says why"),
             (False, "service cache has no container on prod", "`inv up --host prod`")]
+
+    def test_a_service_the_engine_still_calls_starting_is_asked_now(self):
+        # The engine checks every 10 s: right after an up, its verdict may not be in yet.
+        test = '{"Test":["CMD","sh","-c","redis-cli ping | grep -q PONG"]}'
+        states = f"redis\trunning\tstarting\t/hello-prod-redis-1\t{test}\n"
+        own_test = shlex.join(["docker", "exec", "hello-prod-redis-1", "sh", "-c", "redis-cli ping | grep -q PONG"])
+        outcome, conn = doctor_on_host(COMMITTED + REDIS, "a1 djangoapp\nb2 redis\n", states)
+        assert outcome == (True, "services running and healthy: redis", None)
+        assert own_test in [command for _, command, _ in conn.calls]
+        # Its test failing now leaves the engine's word: starting is not healthy.
+        failing = {own_test: Result(exited=1)}
+        outcome, _ = doctor_on_host(COMMITTED + REDIS, "a1 djangoapp\nb2 redis\n", states, failing)
+        assert outcome == [(False, "service redis is running (starting) on prod",
+                            "`inv logs -s redis --host prod` says why")]
 
     def test_a_stack_that_is_not_running_is_not_checked(self):
         outcome, _ = doctor_on_host(COMMITTED + REDIS, "", "")

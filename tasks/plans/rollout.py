@@ -63,10 +63,11 @@ def health_tests(ids) -> list[str]:
 
 
 def service_states(ids) -> list[str]:
-    """One line per container: its compose service, state and health status (none when it
-    has no health test), tab-separated."""
+    """One line per container: its compose service, state, health status (none when it
+    has no health test), name and health test as JSON, tab-separated."""
     template = ('{{index .Config.Labels "com.docker.compose.service"}}\t{{.State.Status}}'
-                "\t{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}")
+                "\t{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
+                "\t{{.Name}}\t{{json .Config.Healthcheck}}")
     return ["docker", "inspect", "--format", template, *ids]
 
 

@@ -34,7 +34,7 @@ NGINX_FILES = 2 * NGINX_CONNECTIONS + 1024
 # What the app's containers run: the stack's Gunicorn settings and its WSGI entry in front of
 # the project's (config/app/djangostack/), the image's CMD and the Swarm service's command.
 APP_COMMAND = ["gunicorn", "--config", "/app/stack/djangostack/gunicorn_conf.py", "djangostack.wsgi:application"]
-# The app's health check, run in its container every 3 s for as long as it runs: an HTTP/1.0
+# The app's health check, run in its container every HEALTH_INTERVAL for as long as it runs: an HTTP/1.0
 # GET of /healthz over bash's /dev/tcp (a few milliseconds of CPU, where starting Python costs
 # about fifty times that: on a small server of several projects, a steady load of its own).
 # Its one line of output says why it failed (`inv` shows it when a container stays unhealthy).
@@ -49,6 +49,16 @@ APP_HEALTH_TEST = [
     " || exec python -c \"import sys, urllib.request; sys.exit(urllib.request.urlopen("
     "'http://127.0.0.1:8000/healthz', timeout=4).status != 200)\"",
 ]
+# How often a host's engine runs each container's health test (the app, databases, services,
+# processes) once started. The tasks never wait for this verdict: they run the container's own
+# test as soon as it starts and at each poll (procedures/rollout.py), as `inv doctor` does for
+# one still `starting`. So the engine's ticks only watch a running stack, where every 3 s cost
+# about a tenth of a CI run's CPU and, on a small server of three projects, three checks a second
+# (each an exec, and for the app a request and a database connection). Docker's default is 30 s;
+# 10 s keeps a plain `docker compose up` waiting little for a database's first verdict (engine
+# 20.10 has no faster `start_interval`). A cluster's keeps 3 s: Swarm's rolling updates wait on it.
+HEALTH_INTERVAL = "10s"
+CLUSTER_HEALTH_INTERVAL = "3s"
 # What the examples show where the real files hold a generated secret.
 PLACEHOLDER = "<generated-by-inv>"
 
@@ -97,6 +107,7 @@ def _environment():
     env.filters["json"] = lambda value: json.dumps(value, ensure_ascii=False)
     # ${VERSION_<key>}: the reference to a secret's or config's version in a stack file.
     env.filters["version"] = lambda key: "${" + version_variable(key) + "}"
+    env.globals.update(health_interval=HEALTH_INTERVAL, cluster_health_interval=CLUSTER_HEALTH_INTERVAL)
     return env
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -102,6 +103,22 @@ def own_build_cache(root: Path, name: str) -> None:
     A comment in the requirements is a different cache key for every step from it on."""
     path = root / "hello/requirements.txt"
     path.write_text(path.read_text() + f"# build cache of {name}\n")
+
+
+# The engine runs a host's health tests every 10 s (render.HEALTH_INTERVAL) and 20.10 has no
+# faster first tick: its verdict on a container just started comes within that, bounded here.
+ENGINE_VERDICT = 15
+
+
+def once_the_engine_says(fetch, ok, seconds=ENGINE_VERDICT):
+    """FETCH() again every second, for at most SECONDS, until OK(what it gave): what it gave
+    last (the caller asserts on it, so a verdict that never came fails there)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = fetch()
+        if ok(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(1)
 
 
 def free_port(preferred=8000) -> int:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import Stack, own_build_cache
+from tests.e2e.conftest import Stack, once_the_engine_says, own_build_cache
 from testkit.projectcopy import copy_project
 from testkit import INV
 
@@ -208,7 +208,7 @@ def test_a_code_change_is_served(remote):
 
 
 def test_remote_tasks(remote):
-    ps = remote.inv("ps", "--host", "prod").stdout
+    ps = once_the_engine_says(lambda: remote.inv("ps", "--host", "prod").stdout, lambda out: "(healthy)" in out)
     assert re.search(r"hello-e2e-prod-djangoapp-\d", ps) and "(healthy)" in ps
     assert "No migrations to apply." in remote.inv("migrate", "--host", "prod").stdout
     remote.inv("volume.archive", "--host", "prod", "--volume", "media_volume")

@@ -19,6 +19,7 @@ from testkit import INV
 from testkit.load import Load
 from testkit.projectcopy import copy_project
 
+from .conftest import once_the_engine_says
 from .test_zero_downtime import SLOW, Host, assert_no_request_dropped
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("engine28")]
@@ -84,7 +85,8 @@ def test_up_over_host_leaves_the_release_serving(e28):
     started = time.monotonic()
     e28.inv("up", "--host", "prod")
     timed("inv up --host", started)
-    assert re.search(rf"{PROJECT}-djangoapp-\d.*\(healthy\)", e28.inv("ps", "--host", "prod").stdout)
+    healthy = re.compile(rf"{PROJECT}-djangoapp-\d.*\(healthy\)")
+    assert healthy.search(once_the_engine_says(lambda: e28.inv("ps", "--host", "prod").stdout, healthy.search))
     assert "Hello from Django" in e28.page()[1]
 
 

@@ -9,6 +9,7 @@ import shlex
 
 import pytest
 
+from tests.e2e.conftest import once_the_engine_says
 from testkit.projectcopy import copy_project, git_status
 
 pytestmark = pytest.mark.e2e
@@ -73,8 +74,10 @@ def test_service_add_up_starts_a_healthy_redis_that_is_never_published(s):
     result = s.inv("service.add", "redis", "--up")
     assert "Service redis is up; the app reads REDIS_URL." in result.stdout
     container = redis_container(s)
-    state = s.docker("inspect", "--format", "{{.State.Health.Status}} {{json .NetworkSettings.Ports}} "
-                     "{{json .HostConfig.PortBindings}}", container).stdout.split()
+    state = once_the_engine_says(
+        lambda: s.docker("inspect", "--format", "{{.State.Health.Status}} {{json .NetworkSettings.Ports}} "
+                         "{{json .HostConfig.PortBindings}}", container).stdout.split(),
+        lambda fields: fields[0] == "healthy")
     assert state[0] == "healthy"
     assert state[1] in ('{"6379/tcp":null}', "{}") and state[2] in ("{}", "null")
     assert "redis_volume" in s.volumes()

@@ -4,6 +4,8 @@ import socket
 
 import pytest
 
+from tests.e2e.conftest import once_the_engine_says
+
 pytestmark = pytest.mark.e2e
 
 
@@ -47,7 +49,7 @@ def test_healthz_reports_database1_ok(stack):
 
 
 def test_ps_and_logs(stack):
-    ps = stack.inv("ps").stdout
+    ps = once_the_engine_says(lambda: stack.inv("ps").stdout, lambda out: "(healthy)" in out)
     for service in ("djangoapp", "nginx", "database1"):
         assert service in ps
     assert "(healthy)" in ps
