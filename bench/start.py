@@ -60,7 +60,8 @@ def measure(env: Env, repeat: int, cli_repeat: int = 10) -> Section:
         notes=[f"**`inv up` ÷ `docker compose up -d --wait`: {ratio(ours / base)} ({difference})**, with "
                "every database migrated, static files collected and the generated files checked. Ours runs "
                "each container's own health test as soon as it starts (every 0.2 s); compose waits for the "
-               "engine's, every 3 s (the compose file's interval; engine 20.10 has no start_interval).",
+               "engine's, every 10 s on a host (the compose file's interval, render.HEALTH_INTERVAL: "
+               "the engine's checks only watch a running stack; engine 20.10 has no start_interval).",
                f"Starts: median of {repeat} runs each from `inv down` (volumes kept), order alternating. "
                f"Command start-up: median of {cli_repeat}."],
     )

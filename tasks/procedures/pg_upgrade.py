@@ -27,7 +27,7 @@ from ..source.stack import STACK_FILE, loads, read_text, with_database_major
 from .adding import put_back, save, write_stack_change
 from .dumps import dump_database
 from .serving import wait_until_served
-from .starting import start_backups, start_databases
+from .starting import start_backups, start_databases, start_healthy
 
 
 @dataclass
@@ -153,8 +153,8 @@ def undo(u: Upgrade, step: str, exc: BaseException) -> TaskError:
         if u.switched is not None:
             put_back(u.r.here().root, u.saved)
             put_back_on_host(u)
-            u.r.compose(compose.up([u.db.name], build=False, wait=True, timeout=int(u.timeout), no_deps=True),
-                        check=False, what=f"starting {u.db.name} again")
+            u.r.compose(compose.up([u.db.name], build=False, wait=False, no_deps=True),
+                        check=False, what=f"starting {u.db.name} again")  # start_databases waits below
         if u.marked:
             u.r.compose(plans.unmark_moved(u.db), check=False, hide=True)
         if u.switched is not None:
@@ -239,8 +239,7 @@ def rollback(r: Runner, name: str, timeout: float) -> None:
     old = back.stack.database(name)
     # Its writes were held at the upgrade: allowed again before anything (the app role's
     # provisioning among them) writes.
-    back.compose(compose.up([old.name], build=False, wait=True, timeout=int(timeout), no_deps=True),
-                 what=f"starting {old.name} on {volume}")
+    start_healthy(back, [old.name], timeout, f"{old.name} on {volume}")
     back.run(plans.superuser_sql(archives.in_compose_service(back.compose_argv([]), old.name), old,
                                  plans.release_writes_sql(old)), hide=True, what=f"allowing writes to {old.name}")
     back.compose(plans.unmark_moved(old), hide=True, what=f"unmarking {volume}")

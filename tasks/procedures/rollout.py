@@ -306,9 +306,10 @@ def roll_out(r: Runner, timeout: float) -> None:
     """The app of the compose file in R's directory serves, through Nginx and the front,
     with no request dropped on the way (see the module's docstring)."""
     old = app_containers(r)
-    serving = [c for c in old if c.state == "running" and (c.health in ("healthy", "none") or (
-        c.health == "starting" and healthy_now(r, c.name)))]
-    if len(old) == 1 and serving and plans.up_to_date(r.compose_probe(plans.would_recreate()).stderr):
+    current = old[0] if len(old) == 1 else None
+    if current is not None and current.state == "running" and (current.health in ("healthy", "none") or (
+            current.health == "starting" and healthy_now(r, current.name))) and \
+            plans.up_to_date(r.compose_probe(plans.would_recreate()).stderr):
         live, stale = old[0].name, []
         r.say(f"the app container {live} runs this code already")
     else:

@@ -35,6 +35,17 @@ def provision_databases(r: Runner, databases=None) -> None:
               hide=True, what=f"giving {db.name} its app role")
 
 
+def start_healthy(r: Runner, names: list[str], timeout: float, what: str) -> None:
+    """The services NAMES started (their dependencies not) and healthy by their own health
+    tests, run as soon as they start: not `up --wait`, which waits for the engine's verdict,
+    up to a whole health interval (render.HEALTH_INTERVAL) after they are ready."""
+    r.compose(compose.up(names, build=False, wait=False, no_deps=True), what=f"starting {what}")
+    found = [line.split() for line in r.probe(rollout_plans.service_containers(r.project)).stdout.splitlines()]
+    ids = [fields[0] for fields in found if len(fields) == 2 and fields[1] in names]
+    r.require(len(ids) == len(names), f"expected a container for each of {', '.join(names)}, found {len(ids)}")
+    wait_containers_healthy(r, ids, timeout, what)
+
+
 def start_databases(r: Runner, timeout: float) -> None:
     """The databases and the services ([[services]]) started and healthy, before the
     release phase: migrations and the new app find them up."""
@@ -43,12 +54,7 @@ def start_databases(r: Runner, timeout: float) -> None:
     refuse_moved_data(r)
     services = [service.name for service in r.stack.services]
     names = [db.name for db in r.stack.databases] + services
-    r.compose(compose.up(names, build=False, wait=False, no_deps=True),
-              what="starting the databases" + (" and services" if services else ""))
-    found = [line.split() for line in r.probe(rollout_plans.service_containers(r.project)).stdout.splitlines()]
-    ids = [fields[0] for fields in found if len(fields) == 2 and fields[1] in names]
-    r.require(len(ids) == len(names), f"expected a container for each of {', '.join(names)}, found {len(ids)}")
-    wait_containers_healthy(r, ids, timeout, "the databases" + (" and services" if services else ""))
+    start_healthy(r, names, timeout, "the databases" + (" and services" if services else ""))
     provision_databases(r)
     r.compose(rollout_plans.run_once("secrets-init"), what="giving the app its secrets", hide=True)
 

@@ -77,7 +77,7 @@ def test_service_add_up_starts_a_healthy_redis_that_is_never_published(s):
     state = once_the_engine_says(
         lambda: s.docker("inspect", "--format", "{{.State.Health.Status}} {{json .NetworkSettings.Ports}} "
                          "{{json .HostConfig.PortBindings}}", container).stdout.split(),
-        lambda fields: fields[0] == "healthy")
+        lambda fields: fields[:1] == ["healthy"])
     assert state[0] == "healthy"
     assert state[1] in ('{"6379/tcp":null}', "{}") and state[2] in ("{}", "null")
     assert "redis_volume" in s.volumes()
