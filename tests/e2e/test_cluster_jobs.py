@@ -21,7 +21,7 @@ import pytest
 from testkit.projectcopy import copy_project
 
 from .conftest import BASE_IMAGES, SERVICE_IMAGES, Stack, free_port
-from .test_jobs import COUNT, PRODUCER, RATE, SETTLE, STOP, TICK, VISIBILITY, WORKERS, MostAtOnce, report, settle
+from .test_jobs import PRODUCER, RATE, SETTLE, STOP, TICK, VISIBILITY, WORKERS, MostAtOnce, count_in_sql, report, settle
 
 pytestmark = pytest.mark.e2e
 PROJECT = "hello-e2e-cjobs"
@@ -55,7 +55,8 @@ class Cluster:
         return self.inv("manage", "--cluster", "prod", "--", "shell", "-c", code, timeout=300).stdout
 
     def counted(self, tag):
-        return json.loads(self.manage(COUNT.replace("TAG", tag)).strip().splitlines()[-1])
+        node, container = self.where("database1")
+        return count_in_sql(node.docker, container, tag)
 
     def containers(self, service):
         """The running containers of SERVICE's tasks, on every node."""
