@@ -72,3 +72,44 @@ def test_the_tasks_use_the_chunked_runners():
     assert ns.configuration()["runners"]["local"] is ChunkedLocal
     conn = connect(Host(name="h", address="127.0.0.1", directory="/srv/hello"), dry=True)
     assert conn.config.runners.remote.__name__ == "ChunkedRemote"
+
+
+class TestNaps:
+    """Invoke's 10 ms naps, lengthened while nothing happens (up to NAP_MAX)."""
+
+    def runner(self, monkeypatch, finished_after):
+        from tasks.execution import stdin
+
+        naps = []
+        monkeypatch.setattr(stdin.time, "sleep", naps.append)
+        runner = ChunkedLocal(context())
+        looks = iter([False] * finished_after + [True])
+        monkeypatch.setattr(ChunkedLocal, "process_is_finished", property(lambda self: next(looks)))
+        monkeypatch.setattr(ChunkedLocal, "has_dead_threads", property(lambda self: False))
+        return runner, naps
+
+    def test_the_wait_starts_at_invokes_nap_and_lengthens_it_up_to_the_most(self, monkeypatch):
+        from tasks.execution.stdin import NAP_MAX
+
+        runner, naps = self.runner(monkeypatch, finished_after=30)
+        runner.wait()
+        assert len(naps) == 30 and naps[0] == 0.01 and naps == sorted(naps) and naps[-1] == NAP_MAX
+
+    def test_a_command_that_ends_at_once_is_seen_after_one_short_nap(self, monkeypatch):
+        runner, naps = self.runner(monkeypatch, finished_after=1)
+        runner.wait()
+        assert naps == [0.01]
+
+    def test_the_stdin_nap_lengthens_while_nothing_comes_and_is_short_again_when_something_does(self):
+        from tasks.execution.stdin import NAP_MAX
+
+        runner = ChunkedLocal(context())
+        runner.encoding = "utf-8"  # set by run()
+        read_end, write_end = os.pipe()
+        with os.fdopen(read_end, "rb", buffering=0) as stream:
+            for _ in range(20):
+                assert runner.read_our_stdin(stream) is None
+            assert runner.input_sleep == NAP_MAX
+            os.write(write_end, b"x")
+            assert runner.read_our_stdin(stream) == "x" and runner.input_sleep == 0.01
+        os.close(write_end)
