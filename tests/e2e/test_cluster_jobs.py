@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from testkit.projectcopy import copy_project
+from testkit.running import MostAtOnce
 
 from .conftest import BASE_IMAGES, SERVICE_IMAGES, Stack, free_port
-from .test_jobs import PRODUCER, RATE, SETTLE, STOP, TICK, VISIBILITY, WORKERS, MostAtOnce, count_in_sql, report, settle
+from .test_jobs import PRODUCER, RATE, SETTLE, STOP, TICK, VISIBILITY, WORKERS, count_in_sql, report, settle
 
 pytestmark = pytest.mark.e2e
 PROJECT = "hello-e2e-cjobs"
@@ -57,6 +58,11 @@ class Cluster:
     def counted(self, tag):
         node, container = self.where("database1")
         return count_in_sql(node.docker, container, tag)
+
+    def watch(self, service):
+        """The most containers of SERVICE's tasks running at once, on all nodes, while the block runs."""
+        return MostAtOnce({"com.docker.swarm.service.name": f"{PROJECT}_{service}"},
+                          [node.docker_host for node in self.nodes])
 
     def containers(self, service):
         """The running containers of SERVICE's tasks, on every node."""
@@ -195,7 +201,7 @@ def test_a_code_deploy_and_a_rollback_of_a_cluster_lose_no_job_and_run_none_twic
     counts = {}
     for operation, argv in (("deploy", ("deploy", "--cluster", "prod")), ("rollback", ("rollback", "--cluster", "prod"))):
         workers = set(c.containers("worker"))
-        with ClusterProducer(c, operation) as producer, MostAtOnce(c, "beat") as beat:
+        with ClusterProducer(c, operation) as producer, c.watch("beat") as beat:
             c.inv(*argv)
         counts[operation] = seen = settle(c, producer, SETTLE)
         report(f"cluster {operation}", seen)

@@ -17,13 +17,13 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
 from testkit import INV
 from testkit.projectcopy import copy_project
+from testkit.running import MostAtOnce
 
 from .conftest import BASE_IMAGES
 from .test_zero_downtime import Host, assert_no_request_dropped
@@ -108,6 +108,11 @@ class JobHost(Host):
 
     def counted(self, tag):
         return count_in_sql(self.server.docker, self.containers("database1")[0], tag)
+
+    def watch(self, service):
+        """The most containers of SERVICE running at once while the block runs."""
+        return MostAtOnce({"com.docker.compose.project": PROJECT, "com.docker.compose.service": service,
+                           "com.docker.compose.oneoff": "False"}, [self.server.docker_host])
 
     def containers(self, service):
         return self.server.docker("ps", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}",
@@ -209,27 +214,6 @@ def table():
         print(f"| {what} | {seen['enqueued']:,} | {seen['counted']:,} | {seen['lost']} | {seen['duplicated']} |")
 
 
-class MostAtOnce:
-    """The most containers of SERVICE seen at once, polled in a thread while the block runs."""
-
-    def __init__(self, host, service):
-        self.host, self.service, self.most = host, service, 0
-        self.stop = threading.Event()
-
-    def __enter__(self):
-        def poll():
-            while not self.stop.is_set():
-                self.most = max(self.most, len(self.host.containers(self.service)))
-                time.sleep(0.2)
-        self.thread = threading.Thread(target=poll, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
 def host(servers, tmp_path_factory):
     server = servers("jobs", images=(*BASE_IMAGES, os.environ.get("REDIS_IMAGE", "redis:7.4")))
@@ -255,7 +239,7 @@ def host(servers, tmp_path_factory):
 def test_a_code_deploy_loses_no_job_and_runs_none_twice(host):
     host.edit("hello/hello/templates/hello/index.html", "Hello from Django", "Hello from release two")
     workers = set(host.containers("worker"))
-    with host.load() as web, Producer(host, "deploy") as producer, MostAtOnce(host, "beat") as beat:
+    with host.load() as web, Producer(host, "deploy") as producer, host.watch("beat") as beat:
         host.inv("deploy", "--host", "prod")
     seen = settle(host, producer, SETTLE)
     report("code deploy", seen)
@@ -270,7 +254,7 @@ def test_a_code_deploy_loses_no_job_and_runs_none_twice(host):
 
 def test_a_rollback_loses_no_job_and_runs_none_twice(host):
     workers = set(host.containers("worker"))
-    with host.load() as web, Producer(host, "rollback") as producer, MostAtOnce(host, "beat") as beat:
+    with host.load() as web, Producer(host, "rollback") as producer, host.watch("beat") as beat:
         host.inv("rollback", "--host", "prod")
     seen = settle(host, producer, SETTLE)
     report("rollback", seen)
