@@ -37,11 +37,9 @@ def sh(script, **kwargs):
                  ["run", "--rm", "--no-deps", "-T", "djangoapp", "python", "manage.py", "migrate", "--noinput",
                   "--database", "default"], id="release-phase-of-one-step"),
     pytest.param(plans.release_phase([["migrate", "--noinput", "--database", "default"], ["collectstatic", "--noinput"]]),
-                 ["run", "--rm", "--no-deps", "-T", "djangoapp", "sh", "-c",
-                  "python manage.py migrate --noinput --database default || "
-                  "{ s=$?; echo 'release step 1 failed' >&2; exit $s; }; "
-                  "python manage.py collectstatic --noinput || { s=$?; echo 'release step 2 failed' >&2; exit $s; }"],
-                 id="release-phase"),
+                 ["run", "--rm", "--no-deps", "-T", "djangoapp", "python", "manage.py", "shell", "--verbosity", "0",
+                  "--command", 'STEPS = [["migrate", "--noinput", "--database", "default"], ["collectstatic", "--noinput"]]\n'
+                  + plans.RELEASE_SCRIPT], id="release-phase"),
     pytest.param(plans.image_id("hello-djangoapp:abc"),
                  ["docker", "image", "inspect", "--format", "{{.Id}}", "hello-djangoapp:abc"], id="image-id"),
     pytest.param(plans.stop(["a1", "b2"]), ["docker", "stop", "a1", "b2"], id="stop"),
@@ -291,13 +289,35 @@ class TestLedger:
 
 
 class TestReleasePhaseInOneContainer:
-    """The release phase's steps run one after the other in one container's shell: run here
-    for real, in a folder whose manage.py exits with the status each step is given."""
-    MANAGE = "import sys\nopen('ran', 'a').write(sys.argv[1] + '\\n')\nsys.exit(int(sys.argv[2]))\n"
+    """The release phase's steps run one after the other in one Django (`manage.py shell`):
+    run here for real, in a project whose `step NAME STATUS` command records NAME and ends as
+    STATUS says (0, a CommandError with that status, or an exception)."""
+    FILES = {
+        "manage.py": "import os, sys\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'site_settings')\n"
+                     "from django.core.management import execute_from_command_line\n"
+                     "execute_from_command_line(sys.argv)\n",
+        "site_settings.py": "SECRET_KEY = 'x'\nINSTALLED_APPS = ['steps']\nDATABASES = {}\nUSE_TZ = True\n",
+        "steps/__init__.py": "",
+        "steps/management/__init__.py": "",
+        "steps/management/commands/__init__.py": "",
+        "steps/management/commands/step.py": (
+            "from django.core.management.base import BaseCommand, CommandError\n"
+            "class Command(BaseCommand):\n"
+            "    def add_arguments(self, parser):\n"
+            "        parser.add_argument('name'); parser.add_argument('status')\n"
+            "    def handle(self, name, status, **options):\n"
+            "        open('ran', 'a').write(name + '\\n')\n"
+            "        if status == 'boom':\n"
+            "            raise RuntimeError(f'{name} blew up')\n"
+            "        if status != '0':\n"
+            "            raise CommandError(f'{name} failed', returncode=int(status))\n"),
+    }
 
     def run(self, tmp_path, statuses):
-        (tmp_path / "manage.py").write_text(self.MANAGE)
-        argv = plans.release_phase([[f"step{n}", str(status)] for n, status in enumerate(statuses, 1)])
+        for name, text in self.FILES.items():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_text(text)
+        argv = plans.release_phase([["step", f"step{n}", str(status)] for n, status in enumerate(statuses, 1)])
         assert argv[:5] == ["run", "--rm", "--no-deps", "-T", "djangoapp"]
         done = subprocess.run(argv[5:], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                               env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
@@ -306,16 +326,24 @@ class TestReleasePhaseInOneContainer:
 
     def test_every_step_runs_in_order_when_each_succeeds(self, tmp_path):
         done, ran = self.run(tmp_path, [0, 0, 0])
-        assert done.returncode == 0 and ran == ["step1", "step2", "step3"] and done.stderr == ""
+        assert done.returncode == 0 and ran == ["step1", "step2", "step3"] and done.stderr == "", done.stderr
         assert plans.failed_step(done.stderr, 3) is None
 
     def test_the_first_failure_ends_it_with_its_own_status_and_says_which(self, tmp_path):
         done, ran = self.run(tmp_path, [0, 3, 0])
         assert done.returncode == 3 and ran == ["step1", "step2"]
-        assert done.stderr == "release step 2 failed\n"
+        assert done.stderr == "CommandError: step2 failed\nrelease step 2 failed\n"
         assert plans.failed_step(done.stderr, 3) == 1
 
-    def test_a_single_step_runs_without_a_shell(self, tmp_path):
+    def test_an_exception_shows_its_traceback_as_manage_py_would(self, tmp_path):
+        done, ran = self.run(tmp_path, [0, "boom", 0])
+        assert done.returncode == 1 and ran == ["step1", "step2"]
+        lines = done.stderr.splitlines()
+        assert lines[0] == "Traceback (most recent call last):" and lines[-2:] == [
+            "RuntimeError: step2 blew up", "release step 2 failed"]
+        assert plans.failed_step(done.stderr, 3) == 1
+
+    def test_a_single_step_runs_as_manage_py_itself(self, tmp_path):
         assert plans.release_phase([["migrate"]])[5:] == ["python", "manage.py", "migrate"]
         done, ran = self.run(tmp_path, [4])
         assert done.returncode == 4 and ran == ["step1"] and plans.failed_step(done.stderr, 1) == 0

@@ -8,6 +8,7 @@ new request reaches the old container, and the ones in flight complete there.
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
 
@@ -114,18 +115,41 @@ def run_once(service: str, command=()) -> list[str]:
 STEP_FAILED = re.compile(r"^release step (\d+) failed$", re.MULTILINE)
 
 
+# The release phase's steps in one Django: `manage.py shell --command` runs this, STEPS set
+# first. Each step is what `manage.py STEP` would do (call_command parses the same arguments);
+# a failure is reported as manage.py reports it (CommandError's message, else the traceback),
+# then `release step N failed`, with manage.py's exit status.
+RELEASE_SCRIPT = """
+import sys, traceback
+from django.core.management import call_command
+from django.core.management.base import CommandError
+for n, step in enumerate(STEPS, 1):
+    try:
+        call_command(*step)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            status = exc.code if isinstance(exc.code, int) else 1
+        elif isinstance(exc, CommandError):
+            print(f"CommandError: {exc}", file=sys.stderr)
+            status = getattr(exc, "returncode", 1)
+        else:
+            traceback.print_exc()
+            status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+        print(f"release step {n} failed", file=sys.stderr, flush=True)
+        sys.exit(status or 1)
+"""
+
+
 def release_phase(steps) -> list[str]:
     """Compose: the manage.py STEPS (each a list of its arguments), one after the other in one
-    one-off container of the new image: a container's start once, not once a step (each costs
-    about as much CPU as starting Django). The first step that fails ends it with its own exit
-    status, after `release step N failed` (N from 1) on standard error; a single step runs
-    without a shell."""
-    commands = [[*compose.MANAGE, *step] for step in steps]
-    if len(commands) == 1:
-        return run_once(compose.APP, commands[0])
-    script = "; ".join(f"{shlex.join(command)} || {{ s=$?; echo 'release step {n} failed' >&2; exit $s; }}"
-                       for n, command in enumerate(commands, 1))
-    return run_once(compose.APP, ["sh", "-c", script])
+    one-off container of the new image and in one Python process: Django starts once, not
+    once a step (each start costs about as much CPU as the container's). The first step that
+    fails ends it with manage.py's exit status, after `release step N failed` (N from 1) on
+    standard error; a single step runs as `manage.py STEP` itself."""
+    if len(steps) == 1:
+        return run_once(compose.APP, [*compose.MANAGE, *steps[0]])
+    script = f"STEPS = {json.dumps([list(map(str, step)) for step in steps])}\n{RELEASE_SCRIPT}"
+    return run_once(compose.APP, [*compose.MANAGE, "shell", "--verbosity", "0", "--command", script])
 
 
 def failed_step(stderr: str, steps: int) -> int | None:
