@@ -1,5 +1,9 @@
+import shlex
+
 import pytest
 from invoke import Config, MockContext, Result
+
+from tasks.plans import compose
 
 
 @pytest.fixture
@@ -12,7 +16,7 @@ def mock_c():
             "docker version --format '{{.Server.Version}}'": Result("28.2.2\n"),
             "docker compose version --short": Result("2.40.3\n"),
             "docker buildx version": Result("github.com/docker/buildx 0.29.1 0.29.1-4\n"),
-            "docker compose --project-name hello ps --services --status running": Result("djangoapp\nnginx\nfront\ndatabase1\n"),
+            shlex.join(compose.running_services("hello")): Result("djangoapp\nnginx\nfront\ndatabase1\n"),
             "docker ps --all --quiet --filter label=hello.backup-helper=hello": Result(""),
         }
         run.update(commands or {})

@@ -150,7 +150,7 @@ class TestScheduledBackupTasks:
             backup.prune(c(), keep=0)
 
 
-DB_LIST = shlex.join(COMPOSE + compose.running_services())
+DB_LIST = shlex.join(compose.running_services("hello-prod"))
 
 
 class TestDatabaseTasks:

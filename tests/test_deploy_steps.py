@@ -37,7 +37,7 @@ OLD = "20261120T000000Z-0123456789ab"
 NEW_DIR = f"/srv/hello/releases/{NEW}"
 OLD_DIR = f"/srv/hello/releases/{OLD}"
 COMPOSE = "docker compose --project-name hello-prod"
-RUNNING = f"{COMPOSE} ps --services --status running"
+RUNNING = shlex.join(compose.running_services("hello-prod"))
 HEALTH = shlex.join(["docker", "compose", "--project-name", "hello-prod", *compose.health_through_nginx()])
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 # The app containers: the one serving before the deploy, the deploy's, and a rollback's.

@@ -221,7 +221,7 @@ class TestAFailedMigrate:
         probe = shlex.join(["docker", "compose", "--project-name", "hello-prod", "exec", "-T", "djangoapp",
                             *diagnosis.settings_databases()])
         r, conn = on_host({migrate: FAILED, probe: Result(stdout=SQLITE + "\n"),
-                           f"{COMPOSE} ps --services --status running": Result(stdout="djangoapp\n")})
+                           shlex.join(compose.running_services("hello-prod")): Result(stdout="djangoapp\n")})
         with pytest.raises(TaskError) as err:
             django.migrate_all(r)
         assert err.value.message == f"error: {SQLITE_LINE}"

@@ -2,6 +2,7 @@
 stopped is started again, on every way out (the commands recorded, no engine)."""
 import os
 import signal
+import shlex
 
 import pytest
 from invoke import Result
@@ -9,13 +10,14 @@ from invoke import Result
 from tasks.errors import TaskError
 from tasks.execution.runner import Runner
 from tasks.execution.targets import LocalTarget
+from tasks.plans import compose
 from tasks.procedures.volume_copy import VolumeInfo, settled_helpers, stopped_services
 from tasks.source.stack import loads
 from tests.fakes import Recorder
 from tests.stacks import COMMITTED
 
 COMPOSE = "docker compose --project-name hello"
-RUNNING = f"{COMPOSE} ps --services --status running"
+RUNNING = shlex.join(compose.running_services("hello"))
 STOP, START = f"{COMPOSE} stop djangoapp nginx", f"{COMPOSE} start djangoapp nginx"
 CTRL_C = Result(exited=130)  # what a command that got the terminal's SIGINT answers
 

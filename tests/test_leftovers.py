@@ -10,6 +10,7 @@ from tasks import doctor, lifecycle
 from tasks.execution.runner import Runner
 from tasks.execution.targets import HostTarget, LocalTarget
 from tasks.plans import archives
+from tasks.plans import compose as compose_plans
 from tasks.source.stack import loads
 from tests.fakes import Recorder
 from tests.stacks import COMMITTED
@@ -33,7 +34,7 @@ def answers(project):
     return {
         "docker version --format '{{.Server.Version}}'": Result("28\n"),
         "docker compose version --short": Result("2.40.3\n"),
-        f"{compose} ps --services --status running": Result("djangoapp\nnginx\nfront\ndatabase1\n"),
+        shlex.join(compose_plans.running_services(project)): Result("djangoapp\nnginx\nfront\ndatabase1\n"),
         f"docker volume ls --quiet --filter 'name=^{project}_'": Result("\n".join(volumes.values()) + "\n"),
         f"{compose} config --format json": Result(json.dumps(config)),
         shlex.join(archives.restore_leftovers(volumes, "postgres:15", project)):

@@ -458,7 +458,7 @@ class TestRemoveTask:
     def test_a_running_app_is_rolled_out_without_it(self, tree):
         r, _ = runner(tree, {})
         add_service(r, "redis", kind="redis", up=False, timeout=0)
-        running = shlex.join([*COMPOSE, *compose_plans.running_services()])
+        running = shlex.join(compose_plans.running_services(PROJECT))
         r, conn = runner(tree, {running: Result("djangoapp\nnginx\nfront\ndatabase1\nredis\n")},
                          made_in="before")
         remove_service(r, "redis", timeout=0)

@@ -6,7 +6,7 @@ from invoke import Result
 
 from tasks import app, doctor, lifecycle
 from tasks.errors import TaskError
-from tasks.plans import archives
+from tasks.plans import archives, compose
 from tasks.plans import rollout as rollout_plans
 from tasks.source import settings
 from tasks.execution.runner import Runner
@@ -82,7 +82,7 @@ class TestThePort:
             holder.bind(("127.0.0.1", 0))
             holder.listen()
             port = holder.getsockname()[1]
-            c = mock_c({f"{COMPOSE} ps --services --status running": Result(running)})
+            c = mock_c({shlex.join(compose.running_services("hello")): Result(running)})
             target = LocalTarget(c, loads(COMMITTED), env={"HTTP_PORT": str(port)})
             assert target.http_port == port
             assert target.port_state(Runner(target)) == state
@@ -180,7 +180,7 @@ class TestMigrate:
             app.migrate(mock_c(), database="nope")
 
     def test_stack_not_running(self, mock_c):
-        c = mock_c({f"{COMPOSE} ps --services --status running": Result("database1\n")})
+        c = mock_c({shlex.join(compose.running_services("hello")): Result("database1\n")})
         with pytest.raises(TaskError, match="djangoapp is not running: start the stack with `inv up`"):
             app.migrate(c)
 

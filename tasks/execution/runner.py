@@ -260,7 +260,8 @@ class Runner:
         if self.dry:
             return {compose.APP, "nginx", "front", *(db.name for db in self.stack.databases),
                     *(service.name for service in self.stack.services)}
-        result = self.compose_probe(compose.running_services())
+        self.ensure_engine()
+        result = self.probe(compose.running_services(self.project))
         return set(result.stdout.split()) if result.ok else set()
 
     def require_running(self, service: str) -> None:

@@ -52,8 +52,13 @@ def ps(all_=False) -> list[str]:
     return ["ps", *(["--all"] if all_ else [])]
 
 
-def running_services() -> list[str]:
-    return ["ps", "--services", "--status", "running"]
+def running_services(project: str) -> list[str]:
+    """The PROJECT's services with a running container (one-off ones aside), a line each per
+    container: `docker ps`, a quarter of the CPU of `compose ps --services --status running`
+    (the Compose plugin loads the project each time)."""
+    return ["docker", "ps", "--filter", f"label=com.docker.compose.project={project}",
+            "--filter", "label=com.docker.compose.oneoff=False", "--filter", "status=running",
+            "--format", '{{.Label "com.docker.compose.service"}}']
 
 
 def logs(services=(), follow=False, tail=200) -> list[str]:
