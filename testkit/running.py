@@ -37,24 +37,41 @@ class MostAtOnce:
         return [arg for name, value in self.labels.items() for arg in ("--filter", f"label={name}={value}")]
 
     def __enter__(self):
-        # From a second back: what started while the stream connected is replayed, not missed.
-        self.entered = time.time_ns()
-        since = f"{self.entered / 1e9 - 1:.3f}"
+        # The streams replay from here: what happens while they connect is not missed. Events
+        # from before the `docker ps` are in what it lists, and are not applied again.
+        since = f"{time.time():.3f}"
         self.streams = [self._docker(engine, "events", "--since", since, "--filter", "type=container",
                                      "--filter", "event=start", "--filter", "event=die", *self._filters(),
                                      "--format", "{{.TimeNano}} {{.Actor.ID}} {{.Action}}",
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                         for engine in self.engines]
         self.readers = [threading.Thread(target=self._read, args=(stream,), daemon=True) for stream in self.streams]
         for reader in self.readers:
             reader.start()
-        self.running = set()
-        for engine in self.engines:
-            listed = self._docker(engine, "ps", "--quiet", "--no-trunc", *self._filters(), stdout=subprocess.PIPE)
-            out, _ = listed.communicate(timeout=60)
-            assert listed.returncode == 0, f"docker ps on {engine or 'this machine'} failed"
-            self.running |= set(out.split())
+        try:
+            self.listed = time.time_ns()
+            self.running = set()
+            for engine in self.engines:
+                listed = self._docker(engine, "ps", "--quiet", "--no-trunc", *self._filters(), stdout=subprocess.PIPE)
+                out, _ = listed.communicate(timeout=60)
+                assert listed.returncode == 0, f"docker ps on {engine or 'this machine'} failed"
+                self.running |= set(out.split())
+        except BaseException:
+            self._stop()
+            raise
         return self
+
+    def _stop(self) -> list[str]:
+        """Stop the streams; what those that had ended by themselves said."""
+        ended = [stream.stderr.read() or f"exit status {stream.returncode}"
+                 for stream in self.streams if stream.poll() is not None]
+        for stream in self.streams:
+            if stream.poll() is None:
+                stream.terminate()
+            stream.wait(timeout=10)
+        for reader in self.readers:
+            reader.join(timeout=10)
+        return ended
 
     def _read(self, stream):
         for line in stream.stdout:
@@ -65,16 +82,16 @@ class MostAtOnce:
 
     def __exit__(self, *exc):
         time.sleep(SETTLE)
-        for stream in self.streams:
-            stream.terminate()
-            stream.wait(timeout=10)
-        for reader in self.readers:
-            reader.join(timeout=10)
+        ended = self._stop()
+        # A stream that stopped saw nothing after: its engine's count would be a guess.
+        assert not ended, f"docker events stopped while watched: {ended}"
         running = set(self.running)
         self.most = len(running)
         for at, container, action in sorted(self.events):
+            if at < self.listed:
+                continue
             if action == "start":
-                self.starts += at >= self.entered  # not one replayed from before the block
+                self.starts += 1
                 running.add(container)
             else:
                 running.discard(container)

@@ -297,7 +297,10 @@ class TestReleasePhaseInOneContainer:
                      "from django.core.management import execute_from_command_line\n"
                      "execute_from_command_line(sys.argv)\n",
         "site_settings.py": "SECRET_KEY = 'x'\nINSTALLED_APPS = ['steps']\nDATABASES = {}\nUSE_TZ = True\n",
-        "steps/__init__.py": "",
+        "steps/__init__.py": "import os\nfrom django.core import checks\n"
+                             "@checks.register()\n"
+                             "def broken(app_configs, **kwargs):\n"
+                             "    return [checks.Error('broken', id='steps.E001')] if os.path.exists('broken') else []\n",
         "steps/management/__init__.py": "",
         "steps/management/commands/__init__.py": "",
         "steps/management/commands/step.py": (
@@ -307,6 +310,8 @@ class TestReleasePhaseInOneContainer:
             "        parser.add_argument('name'); parser.add_argument('status')\n"
             "    def handle(self, name, status, **options):\n"
             "        open('ran', 'a').write(name + '\\n')\n"
+            "        if status == 'exit0':\n"
+            "            raise SystemExit(0)\n"
             "        if status == 'boom':\n"
             "            raise RuntimeError(f'{name} blew up')\n"
             "        if status != '0':\n"
@@ -342,6 +347,16 @@ class TestReleasePhaseInOneContainer:
         assert lines[0] == "Traceback (most recent call last):" and lines[-2:] == [
             "RuntimeError: step2 blew up", "release step 2 failed"]
         assert plans.failed_step(done.stderr, 3) == 1
+
+    def test_a_step_that_exits_0_goes_on_to_the_next(self, tmp_path):
+        done, ran = self.run(tmp_path, [0, "exit0", 0])
+        assert done.returncode == 0 and ran == ["step1", "step2", "step3"] and done.stderr == "", done.stderr
+
+    def test_the_system_checks_run_before_a_step_as_manage_py_runs_them(self, tmp_path):
+        (tmp_path / "broken").write_text("")
+        done, ran = self.run(tmp_path, [0, 0])
+        assert done.returncode == 1 and ran == [] and "steps.E001" in done.stderr, done.stderr
+        assert done.stderr.startswith("SystemCheckError: ") and done.stderr.endswith("release step 1 failed\n")
 
     def test_a_single_step_runs_as_manage_py_itself(self, tmp_path):
         assert plans.release_phase([["migrate"]])[5:] == ["python", "manage.py", "migrate"]

@@ -116,27 +116,28 @@ STEP_FAILED = re.compile(r"^release step (\d+) failed$", re.MULTILINE)
 
 
 # The release phase's steps in one Django: `manage.py shell --command` runs this, STEPS set
-# first. Each step is what `manage.py STEP` would do (call_command parses the same arguments);
-# a failure is reported as manage.py reports it (CommandError's message, else the traceback),
-# then `release step N failed`, with manage.py's exit status.
+# first. Each step runs as `manage.py STEP` would (execute_from_command_line: its arguments
+# parsed, the system checks run, a CommandError printed as manage.py prints it, its exit
+# status); anything else raised is printed as Python would. A failure is followed by
+# `release step N failed`.
 RELEASE_SCRIPT = """
 import sys, traceback
-from django.core.management import call_command
-from django.core.management.base import CommandError
+from django.core.management import execute_from_command_line
 for n, step in enumerate(STEPS, 1):
     try:
-        call_command(*step)
+        execute_from_command_line(["manage.py", *step])
+        status = 0
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        status = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     except BaseException as exc:
-        if isinstance(exc, SystemExit):
-            status = exc.code if isinstance(exc.code, int) else 1
-        elif isinstance(exc, CommandError):
-            print(f"CommandError: {exc}", file=sys.stderr)
-            status = getattr(exc, "returncode", 1)
-        else:
-            traceback.print_exc()
-            status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+        traceback.print_exc()
+        status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+    sys.stdout.flush()
+    if status:
         print(f"release step {n} failed", file=sys.stderr, flush=True)
-        sys.exit(status or 1)
+        sys.exit(status)
 """
 
 

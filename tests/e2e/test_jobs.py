@@ -247,7 +247,7 @@ def test_a_code_deploy_loses_no_job_and_runs_none_twice(host):
     assert producer.enqueued > RATE * 5
     # A warm shutdown finishes the jobs in hand and hands back the rest: none lost, none run twice.
     assert seen["lost"] == 0 and seen["duplicated"] == 0 and seen["in_hand"] == 0, seen
-    assert beat.most == 1, f"{beat.most} beat containers at once"
+    assert beat.starts >= 1 and beat.most == 1, f"{beat.most} beat containers at once ({beat.starts} started)"
     # Every worker is new: they run the new release.
     assert not workers & set(host.containers("worker"))
 
@@ -260,7 +260,7 @@ def test_a_rollback_loses_no_job_and_runs_none_twice(host):
     report("rollback", seen)
     assert_no_request_dropped(web, "rollback with workers")
     assert seen["lost"] == 0 and seen["duplicated"] == 0 and seen["in_hand"] == 0, seen
-    assert beat.most == 1
+    assert beat.starts >= 1 and beat.most == 1, f"{beat.most} beat containers at once ({beat.starts} started)"
     assert host.current() == host.first_release
     # The workers run the first release's image again: new containers of it.
     assert not workers & set(host.containers("worker")) and len(host.containers("worker")) == 2
