@@ -110,62 +110,53 @@ def wait_containers_healthy(r: Runner, containers, timeout: float, description: 
         for name, (_, state, health, test) in found.items():
             if state != "running":
                 why = f"{name} is {state}"
-            elif health not in ("healthy", "none") and not (health == "starting" and passes(name, test)):
+            elif health_now(r, name, state, health, test) not in ("healthy", "none"):
                 why = f"{name} is {health}"
                 if answers is not None:
                     answers.look(name, decoded(test))
         return why
 
-    def decoded(test: str):
-        try:
-            return json.loads(test or "null")
-        except ValueError:
-            return None
-
-    def passes(name: str, test: str) -> bool:
-        return passes_now(r, name, decoded(test))  # one we cannot run: the engine's verdict only
-
     return r.wait_until(description, check, timeout, interval=READY_POLL, failure="did not become healthy")
 
 
-def passes_now(r: Runner, name: str, healthcheck) -> bool:
-    """Whether the container NAME's own health test (compose's `healthcheck`, decoded) passes
-    when run now; False for a test we cannot run (no test, or a name outside the grammar)."""
+def decoded(test: str):
+    """A container's health test as `docker inspect` gives it in JSON; None when unreadable."""
     try:
-        argv = plans.run_health_test(name, healthcheck)
+        return json.loads(test or "null")
     except ValueError:
-        return False
-    return argv is not None and r.probe(argv).ok
+        return None
+
+
+def health_now(r: Runner, name: str, state: str, health: str, test: str) -> str:
+    """The engine's HEALTH for the container NAME, or healthy when the engine still says
+    `starting` (it checks every 10 s, and engine 20.10 has no faster `start_interval`) and the
+    container's own health TEST (JSON, as inspected) passes when run now. A test we cannot run
+    (none, or a name outside the grammar) leaves the engine's word."""
+    if state != "running" or health != "starting":
+        return health
+    try:
+        argv = plans.run_health_test(name, decoded(test))
+    except ValueError:
+        return health
+    return "healthy" if argv is not None and r.probe(argv).ok else health
 
 
 def healthy_now(r: Runner, name: str) -> bool:
-    """Whether the container NAME's own health test passes now (the engine's verdict may be
-    ten seconds away)."""
+    """Whether the container NAME is healthy, asked now when the engine still says starting."""
     fields = r.probe(plans.health_tests([name])).stdout.rstrip("\n").split("\t")
-    try:
-        return len(fields) == 4 and passes_now(r, name, json.loads(fields[3] or "null"))
-    except ValueError:
-        return False
+    return len(fields) == 4 and health_now(r, name, *fields[1:]) in ("healthy", "none")
 
 
 def service_states(r: Runner, ids) -> list[tuple[str, str, str]]:
-    """(service, state, health) of each of the containers IDS. The engine checks rarely (every
-    10 s, and engine 20.10 has no faster `start_interval`), so one it still calls `starting`
-    is asked now: its own health test passing makes it healthy, as waiting for it does."""
+    """(service, state, health) of each of the containers IDS, health as health_now gives it."""
     states = []
     for line in r.probe(plans.service_states(ids)).stdout.splitlines() if ids else []:
         fields = line.split("\t")
-        if len(fields) < 3:
-            continue
-        service, state, health = fields[:3]
-        if state == "running" and health == "starting" and len(fields) == 5:
-            try:
-                healthcheck = json.loads(fields[4] or "null")
-            except ValueError:
-                healthcheck = None
-            if passes_now(r, fields[3].lstrip("/"), healthcheck):
-                health = "healthy"
-        states.append((service, state, health))
+        if len(fields) == 5:
+            service, state, health, name, test = fields
+            states.append((service, state, health_now(r, name.lstrip("/"), state, health, test)))
+        elif len(fields) >= 3:
+            states.append(tuple(fields[:3]))
     return states
 
 
@@ -307,9 +298,9 @@ def roll_out(r: Runner, timeout: float) -> None:
     with no request dropped on the way (see the module's docstring)."""
     old = app_containers(r)
     current = old[0] if len(old) == 1 else None
-    if current is not None and current.state == "running" and (current.health in ("healthy", "none") or (
-            current.health == "starting" and healthy_now(r, current.name))) and \
-            plans.up_to_date(r.compose_probe(plans.would_recreate()).stderr):
+    serving = current is not None and current.state == "running" and (
+        current.health in ("healthy", "none") or current.health == "starting" and healthy_now(r, current.name))
+    if serving and plans.up_to_date(r.compose_probe(plans.would_recreate()).stderr):
         live, stale = old[0].name, []
         r.say(f"the app container {live} runs this code already")
     else:
