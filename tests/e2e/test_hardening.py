@@ -279,12 +279,15 @@ RESTORE_STEPS = {
     "unpacking": r"tar --extract",
     "starting again": r"compose .* start djangoapp nginx",
     "starting the databases": r"compose .* up .*--no-deps database1",
-    "rolling out": r"--scale djangoapp=2",
     "reloading the front": r"--wait .*nginx front",
     "dropping the safety copy": r"mv -T -- \.restore-safety \.restore-discard",
 }
 
 
+# No "rolling out" step: the app started again after the unpacking is kept once its own health
+# test passes (roll_out asks it at once, not after the engine's tick), so whether a restore
+# starts a second app container at all depends on how fast Gunicorn boots. An interrupt in the
+# middle of a rollout needs a test of its own that makes one happen (a deploy of new code).
 @pytest.mark.parametrize("step", RESTORE_STEPS)
 def test_a_restore_interrupted_at_any_step_leaves_the_site_serving(up, two_media, step):
     archive, then, now = two_media

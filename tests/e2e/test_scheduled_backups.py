@@ -383,8 +383,9 @@ def test_a_wrong_password_is_refused_in_one_line_and_changes_nothing(sched):
 def test_runs_never_overlap_and_a_killed_one_leaves_no_snapshot_nor_blocks_the_next(sched):
     s = sched
     before = snapshot_ids(s)
-    # Something for restic to send for a while: 128 MiB of new media.
-    s.compose("exec", "-T", "djangoapp", "sh", "-c", "head -c 134217728 /dev/urandom > /srv/media/uploads/big.bin")
+    # Something for restic to send for a while: 384 MiB of new media (128 MiB were sent before
+    # the run could be paused once the machine was less loaded).
+    s.compose("exec", "-T", "djangoapp", "sh", "-c", "head -c 402653184 /dev/urandom > /srv/media/uploads/big.bin")
     run = subprocess.Popen(["docker", "compose", "--project-name", PROJECT, "run", "--rm", "-T", "--name",
                             f"{PROJECT}-killed-run", "backup", "run"], cwd=s.root, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
