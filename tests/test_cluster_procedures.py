@@ -206,6 +206,7 @@ def test_ship_image_is_refused_on_a_cluster_before_anything_runs():
     assert commands(conns["node1"]) == [] and commands(conns["node2"]) == []
 
 
+@pytest.mark.live_state
 def test_a_worker_outside_the_swarm_stops_the_deploy_before_the_lock():
     s, conns, _ = cluster(worker=[(r"docker info --format .*", json.dumps({"LocalNodeState": "inactive"}))])
     with pytest.raises(TaskError, match=r"node2 is not in the swarm: run `inv swarm.init --cluster prod`"):

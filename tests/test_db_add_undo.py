@@ -18,6 +18,9 @@ from tasks.source.stack import loads, read_text
 from testkit.projectcopy import copy_project, git_status
 from tests.fakes import Engine
 
+# Its tasks run against the checkout's own source of truth (testkit/livestate.py).
+pytestmark = pytest.mark.live_state
+
 PROJECT = "hello-undo"
 COMPOSE = ["docker", "compose", "--project-name", PROJECT]
 # The release phase of the add: both databases' migrations, then the static files, in one container.

@@ -185,6 +185,7 @@ class TestAnotherProjectsDirectory:
     REFUSAL = ("error: /srv/hello on prod belongs to project hello-b (/srv/hello/project), not hello-prod: give "
                "[hosts.prod] a directory of its own (each project deploys into its own)")
 
+    @pytest.mark.live_state
     @pytest.mark.parametrize("task, args", [
         (deploy.releases, {}), (deploy.unlock, {"force": True}), (deploy.rollback, {}), (deploy.deploy, {}),
         (lifecycle.up, {}),

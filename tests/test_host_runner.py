@@ -169,6 +169,7 @@ def test_the_live_release_keeps_the_links_its_deploy_made():
     assert conn.calls == []
 
 
+@pytest.mark.live_state
 def test_a_task_for_one_host_never_falls_back_to_here():
     from invoke import MockContext
 

@@ -52,6 +52,7 @@ def local_runner(extra=None, dry=False):
 
 
 class TestUp:
+    @pytest.mark.live_state
     def test_up_settles_what_killed_tasks_left_before_the_stack_starts(self, monkeypatch):
         done = []
         monkeypatch.setattr(lifecycle, "settle_interrupted_restores", lambda r: done.append("restores"))

@@ -109,6 +109,7 @@ def test_golden_image(case, text, path):
     assert rendered == golden.read_text()
 
 
+@pytest.mark.live_state
 def test_committed_files_match_the_source_of_truth():
     """What CI checks with `inv render --check`."""
     result = subprocess.run([*INV, "render", "--check"], cwd=ROOT,
@@ -116,6 +117,7 @@ def test_committed_files_match_the_source_of_truth():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.live_state
 def test_render_check_detects_drift(tmp_path):
     tree = tmp_path / "tree"
     shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", "__pycache__", ".pytest_cache"))

@@ -387,6 +387,7 @@ def engine_answers():
     return {shlex.join(argv): Result(stdout="28.2.2\n") for argv in (compose.engine_version(), compose.compose_version())}
 
 
+@pytest.mark.live_state
 class TestReservingTheNames:
     """A deploy claims its new names under the server lock before any container is made,
     and gives them back when it serves nothing new."""

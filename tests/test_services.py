@@ -381,6 +381,7 @@ REDIS_VOLUME = f"docker volume inspect --format '{{{{.Name}}}}' {PROJECT}_redis_
 NO_IMAGE = Result(exited=1, stderr="Error response from daemon: manifest for local/redis:missing not found\n")
 
 
+@pytest.mark.live_state
 class TestAddTask:
     def test_without_up_it_writes_the_files_and_a_password(self, tree):
         r, conn = runner(tree, {})
@@ -444,6 +445,7 @@ class TestAddTask:
         assert not any(" up " in c for c in conn.commands)
 
 
+@pytest.mark.live_state
 class TestRemoveTask:
     def test_it_stops_it_and_keeps_its_data_unless_purged(self, tree):
         r, _ = runner(tree, {})

@@ -15,6 +15,9 @@ from tasks.source.stack import loads
 from tests.fakes import Recorder
 from tests.stacks import COMMITTED
 
+# Its tasks run against the checkout's own source of truth (testkit/livestate.py).
+pytestmark = pytest.mark.live_state
+
 COMPOSE = "docker compose --project-name hello"
 
 

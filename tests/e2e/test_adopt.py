@@ -19,6 +19,7 @@ import pytest
 
 from tests.e2e.conftest import Stack, free_port
 from testkit import INV
+from testkit.livestate import LIVE_FILES
 from testkit.projectcopy import copy_project
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("adopt")]
@@ -347,12 +348,25 @@ def test_a_base_image_nobody_has_is_named_in_one_line_with_its_key(twelve):
 
 @BESIDE
 def test_the_fast_tests_stay_green_after_a_project_is_adopted(tmp_path):
-    """The repository's own fast tests, run where another project is the app: they use
-    fixtures of their own, never the live config/stack.toml or the app's folder."""
+    """The repository's own fast tests, where another project is the app. Those that read what
+    `inv init` rewrites carry the live_state mark (testkit/livestate.py fails any that does so
+    unmarked) and run again here; the others cannot tell the difference. `inv init` rewrites
+    nothing the guard does not watch, so the mark stays true as init grows."""
     source = make_shop(tmp_path / "user")
     root = copy_project(tmp_path / "repo")
+
+    def state():
+        return {name: digest for name, digest in fingerprint(root).items() if not name.startswith(".git/")}
+
+    before = state()
     subprocess.run([*INV, "init", str(source)], cwd=root, check=True, capture_output=True)
+    after = state()
     assert 'path = "shop"' in (root / "config/stack.toml").read_text()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "not e2e", "-n", "2", "-p", "no:cacheprovider"],
-                          cwd=root, capture_output=True, text=True, timeout=1200)
+    rewritten = {name for name in before.keys() | after.keys() if before.get(name) != after.get(name)}
+    assert "config/stack.toml" in rewritten and any(name.startswith("shop/") for name in rewritten), rewritten
+    assert not {name for name in rewritten if not name.startswith("shop/") and name not in LIVE_FILES}, rewritten
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "live_state and not e2e", "-n", "0",
+                           "-p", "no:cacheprovider"], cwd=root, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:]
+    assert re.fullmatch(r"\d+ passed, \d+ deselected in [\d.]+s(?: \(.*\))?", done.stdout.strip().splitlines()[-1]), \
+        done.stdout[-3000:]

@@ -1,0 +1,81 @@
+"""testkit/livestate.py: a fast test that touches what `inv init` rewrites fails unless marked,
+so the marked ones are all tests/e2e/test_adopt.py needs to run again after an adoption."""
+import re
+import shlex
+
+import pytest
+
+from testkit import livestate
+
+pytest_plugins = ["pytester"]
+
+SUITE = f"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = {str(livestate.ROOT)!r}
+
+
+def test_reads_the_source_of_truth():
+    open(os.path.join(ROOT, "config/stack.toml")).close()
+
+
+def test_lists_the_root():
+    os.listdir(ROOT)
+
+
+def test_runs_the_tasks_there():
+    subprocess.run([sys.executable, "-m", "invoke", "--version"], cwd=ROOT, capture_output=True)
+
+
+@pytest.fixture
+def reads_the_compose_file():
+    yield
+    open(os.path.join(ROOT, "docker-compose.yml")).close()
+
+
+def test_a_fixture_reads_it_at_teardown(reads_the_compose_file):
+    pass
+
+
+@pytest.mark.live_state
+def test_marked():
+    open(os.path.join(ROOT, "config/stack.toml")).close()
+
+
+def test_reads_other_files_and_runs_other_programs_there(tmp_path):
+    open(os.path.join(ROOT, "pytest.ini")).close()
+    (tmp_path / "stack.toml").write_text("")
+    open(tmp_path / "stack.toml").close()
+    subprocess.run(["true"], cwd=ROOT, check=True)
+"""
+
+
+def test_an_unmarked_test_that_touches_the_live_state_fails_naming_what_it_touched(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(livestate.ROOT))
+    monkeypatch.setenv("COLUMNS", "400")  # the summary's lines whole
+    pytester.makepyfile(test_suite=SUITE)
+    result = pytester.runpytest_subprocess("-p", "testkit.livestate", "-p", "no:cacheprovider", "-p", "no:xdist",
+                                           "-rA")
+    result.assert_outcomes(passed=6, errors=4)
+    out = result.stdout.str()
+    for test, touched in [("test_reads_the_source_of_truth", "reads config/stack.toml"),
+                          ("test_lists_the_root", "lists the checkout's root"),
+                          ("test_runs_the_tasks_there", "runs python in the checkout's root"),
+                          ("test_a_fixture_reads_it_at_teardown", "reads docker-compose.yml")]:
+        assert re.search(rf"ERROR test_suite.py::{test} - Failed: touches the checkout's live state \({re.escape(touched)}\)",
+                         out), out
+    assert re.search(r"PASSED test_suite.py::test_marked\b", out), out
+    assert re.search(r"PASSED test_suite.py::test_reads_other_files_and_runs_other_programs_there\b", out), out
+
+
+@pytest.mark.parametrize("argv, tasks", [
+    (["/venv/bin/inv", "up"], True), (["fab", "-H", "x"], True), (["/usr/bin/python3", "-m", "invoke", "render"], True),
+    (["python3", "config/build/requirements.py", "x"], False), (["sh", "-c", "inv up"], False), (["git", "status"], False),
+], ids=lambda v: shlex.join(v) if isinstance(v, list) else str(v))
+def test_which_programs_run_the_tasks(argv, tasks):
+    # `sh -c 'inv …'` is not seen: the guard reads argv, not what a shell will run.
+    assert livestate._runs_the_tasks(argv) is tasks
