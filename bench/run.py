@@ -31,7 +31,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=5, help="Seconds per wrk run (default: 5).")
     parser.add_argument("--backup-mib", type=int, default=1024, help="MiB of table data for the backup runs (default: 1024).")
     parser.add_argument("--quick", action="store_true",
-                        help="A smoke run of the harness: 1 run, 1 s wrk runs, 16 MiB backups; "
+                        help="A smoke run of the harness: 1 run, 1 s wrk runs, 16 MiB backups, the hand-written "
+                             "deploy's image gzipped at level 1; "
                              "nothing is written unless --output is given.")
     parser.add_argument("--output", help=f"Where to write the results (default: {RESULTS.relative_to(ROOT)}; "
                                          "none with --quick).")
