@@ -47,6 +47,10 @@ def _audit(event: str, args: tuple) -> None:
         if path in _live:
             touched.append(f"reads {os.path.relpath(path, _root)}")
     elif event in ("os.listdir", "os.scandir"):
+        # Not the import system's listing of a folder on sys.path (FileFinder, when its
+        # cache is older than the folder): any import may do that, and it reads no file.
+        if sys._getframe(1).f_code.co_filename.startswith("<frozen importlib"):
+            return
         if _absolute(args[0] if args[0] is not None else ".") == _root:
             touched.append("lists the checkout's root")
     elif event == "subprocess.Popen":

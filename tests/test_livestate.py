@@ -46,6 +46,13 @@ def test_marked():
     open(os.path.join(ROOT, "config/stack.toml")).close()
 
 
+def test_imports_while_the_import_system_lists_the_root_again():
+    import importlib
+    importlib.invalidate_caches()  # each folder on sys.path (the root among them) listed again
+    with pytest.raises(ImportError):
+        importlib.import_module("no_module_of_that_name")
+
+
 def test_reads_other_files_and_runs_other_programs_there(tmp_path):
     open(os.path.join(ROOT, "pytest.ini")).close()
     (tmp_path / "stack.toml").write_text("")
@@ -60,7 +67,7 @@ def test_an_unmarked_test_that_touches_the_live_state_fails_naming_what_it_touch
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest_subprocess("-p", "testkit.livestate", "-p", "no:cacheprovider", "-p", "no:xdist",
                                            "-rA")
-    result.assert_outcomes(passed=6, errors=4)
+    result.assert_outcomes(passed=7, errors=4)
     out = result.stdout.str()
     for test, touched in [("test_reads_the_source_of_truth", "reads config/stack.toml"),
                           ("test_lists_the_root", "lists the checkout's root"),
@@ -69,7 +76,9 @@ def test_an_unmarked_test_that_touches_the_live_state_fails_naming_what_it_touch
         assert re.search(rf"ERROR test_suite.py::{test} - Failed: touches the checkout's live state \({re.escape(touched)}\)",
                          out), out
     assert re.search(r"PASSED test_suite.py::test_marked\b", out), out
-    assert re.search(r"PASSED test_suite.py::test_reads_other_files_and_runs_other_programs_there\b", out), out
+    for test in ("test_imports_while_the_import_system_lists_the_root_again",
+                 "test_reads_other_files_and_runs_other_programs_there"):
+        assert re.search(rf"PASSED test_suite.py::{test}\b", out), out
 
 
 @pytest.mark.parametrize("argv, tasks", [
