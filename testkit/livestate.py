@@ -47,9 +47,12 @@ def _audit(event: str, args: tuple) -> None:
         if path in _live:
             touched.append(f"reads {os.path.relpath(path, _root)}")
     elif event in ("os.listdir", "os.scandir"):
-        # Not the import system's listing of a folder on sys.path (FileFinder, when its
-        # cache is older than the folder): any import may do that, and it reads no file.
-        if sys._getframe(1).f_code.co_filename.startswith("<frozen importlib"):
+        # Not the import system's listing of a folder on sys.path (FileFinder when its cache
+        # is older than the folder, importlib.metadata looking for installed packages, pkgutil
+        # for modules): any import may do that, and it reads no file there.
+        caller = sys._getframe(1).f_code.co_filename
+        if caller.startswith("<frozen importlib") or f"{os.sep}importlib{os.sep}" in caller or \
+                caller.endswith(f"{os.sep}pkgutil.py"):
             return
         if _absolute(args[0] if args[0] is not None else ".") == _root:
             touched.append("lists the checkout's root")

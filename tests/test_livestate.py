@@ -51,6 +51,9 @@ def test_imports_while_the_import_system_lists_the_root_again():
     importlib.invalidate_caches()  # each folder on sys.path (the root among them) listed again
     with pytest.raises(ImportError):
         importlib.import_module("no_module_of_that_name")
+    import importlib.metadata
+    importlib.metadata.FastPath.__new__.cache_clear()  # as if the root had changed since pytest's start
+    assert [d for d in importlib.metadata.distributions() if d.metadata["Name"] == "pytest"]
 
 
 def test_reads_other_files_and_runs_other_programs_there(tmp_path):
