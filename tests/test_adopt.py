@@ -23,6 +23,9 @@ from tasks.source.stack import loads
 from testkit import INV
 from testkit.projectcopy import copy_project, git_status
 
+# A module-scoped copy of the checkout (copy_project reads its live files first).
+pytestmark = pytest.mark.live_state
+
 SHA = ["sha256:" + c * 64 for c in "abcdef"]
 # The [app] of the example (design of the table): what `inv init hello` writes back.
 HELLO_APP = {"path": "hello", "settings": "hello.settings.production", "wsgi": "hello.wsgi:application",

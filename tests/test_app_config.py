@@ -18,6 +18,9 @@ from testkit import INV
 from testkit.projectcopy import copy_project, git_status
 from tests.stacks import COMMITTED
 
+# A module-scoped copy of the checkout (copy_project reads its live files first).
+pytestmark = pytest.mark.live_state
+
 BASE = """
 [project]
 name = "shop"

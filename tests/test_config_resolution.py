@@ -9,9 +9,9 @@ from tasks.errors import StackError
 from tasks.execution.runner import Runner
 from tasks.execution.targets import LocalTarget
 from tasks.source import render, settings
-from tasks.source.stack import load
+from tests.stacks import stack
 
-STACK = load()
+STACK = stack()  # the example's, not the checkout's live one (testkit/livestate.py)
 
 
 @pytest.fixture

@@ -10,6 +10,9 @@ from testkit.projectcopy import copy_project, git_status
 from tasks.procedures.locks import WAIT
 from testkit import INV
 
+# A module-scoped copy of the checkout (copy_project reads its live files first).
+pytestmark = pytest.mark.live_state
+
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
@@ -126,7 +129,6 @@ def test_a_lock_left_by_a_dead_task_is_taken_over(tree):
     assert time.monotonic() - started < WAIT / 2
 
 
-@pytest.mark.live_state
 def test_a_name_too_long_for_a_clusters_swarm_is_refused_and_nothing_is_written(tmp_path):
     """With a cluster and [backups], a database's backup secret is `hello_backup_NAME_password_`
     and a 12-character digest: Swarm takes 64 characters, so 29 for NAME."""
