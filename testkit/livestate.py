@@ -10,8 +10,8 @@ adopted, and checks that `inv init` rewrote nothing is_live() does not name.
 
 Seen through Python's audit hooks (PEP 578): `open`, `os.listdir`/`os.scandir` and
 `subprocess.Popen` in the test's process, from its setup to its teardown (its fixtures', of
-any scope) and while a test module is imported. Not seen: what other programs it starts
-read (a script of config/ reads the files it is given), `os.stat`, a path reached through a
+any scope, but not the teardown of one an e2e or marked test set up) and while a test module
+is imported. Not seen: what other programs it starts read (a script of config/ reads the files it is given), `os.stat`, a path reached through a
 symbolic link, and a thread a test left running, whose reads are the next test's.
 """
 from __future__ import annotations
@@ -145,6 +145,34 @@ def pytest_runtest_teardown(item, nextitem):
         touched = _taken()
         if touched:
             pytest.fail(_refusal(touched, "touches"), pytrace=False)
+
+
+# A fixture's teardown is its setter-up's doing: a session's fixture that an e2e or marked test
+# set up (the e2e suite's stack, taken down with `inv` in the checkout) is torn down inside the
+# last test of the worker, whichever that is, and is not that test's touch.
+_paused: dict[int, list[str] | None] = {}  # id(fixturedef): the watch its teardown paused
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    unwatched = _touched is None
+    try:
+        return (yield)
+    finally:
+        if unwatched:
+            # Finalizers run last in, first out: this one just before the fixture's own teardown.
+            fixturedef.addfinalizer(lambda: _pause(fixturedef))
+
+
+def _pause(fixturedef) -> None:
+    global _touched
+    _paused[id(fixturedef)], _touched = _touched, None
+
+
+def pytest_fixture_post_finalizer(fixturedef, request):
+    global _touched
+    if id(fixturedef) in _paused:
+        _touched = _paused.pop(id(fixturedef))
 
 
 @pytest.hookimpl(wrapper=True)

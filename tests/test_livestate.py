@@ -72,6 +72,23 @@ def test_reads_other_files_and_runs_other_programs_there(tmp_path):
     (tmp_path / "stack.toml").write_text("")
     open(tmp_path / "stack.toml").close()
     subprocess.run(["true"], cwd=ROOT, check=True)
+
+
+@pytest.fixture(scope="session")
+def the_stack_taken_down_at_the_end():
+    yield
+    subprocess.run([sys.executable, "-m", "invoke", "--version"], cwd=ROOT, capture_output=True)
+
+
+@pytest.mark.live_state
+def test_marked_with_a_session_fixture(the_stack_taken_down_at_the_end):
+    pass
+
+
+def test_last(request):
+    # The session's fixtures are torn down inside the last test's teardown: the marked test's
+    # one is not this test's touch.
+    assert request.session.items[-1].name == "test_last"
 """
 
 
@@ -92,7 +109,7 @@ def test_an_unmarked_test_that_touches_the_live_state_fails_naming_what_it_touch
     pytester.makepyfile(test_suite=SUITE, test_at_import=AT_IMPORT)
     result = pytester.runpytest_subprocess("-p", "testkit.livestate", "-p", "no:cacheprovider", "-p", "no:xdist",
                                            "-rA", "--continue-on-collection-errors")
-    result.assert_outcomes(passed=8, errors=6)
+    result.assert_outcomes(passed=10, errors=6)
     out = result.stdout.str()
     python = os.path.basename(sys.executable)
     for test, touched in [("test_reads_the_source_of_truth", "opens config/stack.toml"),
@@ -105,7 +122,8 @@ def test_an_unmarked_test_that_touches_the_live_state_fails_naming_what_it_touch
     assert re.search(r"test_at_import.py: importing it touches the checkout's live state \(opens Dockerfile\)", out), out
     assert re.search(r"PASSED test_suite.py::test_marked\b", out), out
     for test in ("test_imports_while_the_import_system_lists_the_root_again",
-                 "test_reads_other_files_and_runs_other_programs_there"):
+                 "test_reads_other_files_and_runs_other_programs_there", "test_marked_with_a_session_fixture",
+                 "test_last"):
         assert re.search(rf"PASSED test_suite.py::{test}\b", out), out
 
 
