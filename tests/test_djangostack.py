@@ -684,12 +684,13 @@ class TestRun:
 
 class TestCeleryDefaults:
     NAMES = ("CELERY_TASK_ACKS_LATE", "CELERY_TASK_REJECT_ON_WORKER_LOST", "CELERY_WORKER_PREFETCH_MULTIPLIER",
-             "CELERY_BROKER_TRANSPORT_OPTIONS")
+             "CELERY_WORKER_POOL", "CELERY_BROKER_TRANSPORT_OPTIONS")
 
     def test_a_project_that_sets_none_gets_them(self, projects, tmp_path):
         assert settings_of(projects["plain"], plain_env(tmp_path), *self.NAMES) == {
             "CELERY_TASK_ACKS_LATE": True, "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
-            "CELERY_WORKER_PREFETCH_MULTIPLIER": 1, "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 300, "unacked_restore_throttle": 1}}
+            "CELERY_WORKER_PREFETCH_MULTIPLIER": 1, "CELERY_WORKER_POOL": "djangostack.prefork:TaskPool",
+            "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 300, "unacked_restore_throttle": 1}}
 
     def test_a_projects_own_choice_wins(self, tmp_path):
         project = startproject(tmp_path, "chosen")
@@ -743,6 +744,49 @@ class TestCeleryDefaults:
         code = "import django; django.setup(); from django.conf import settings; print(hasattr(settings, 'CELERY_TASK_ACKS_LATE'))"
         result = run(projects["plain"], ["-c", code], outside_env("plain.settings", "plain.wsgi:application"))
         assert result.stdout == "False\n"
+
+
+def append_line(path):
+    with open(path, "a") as handle:
+        handle.write("ran\n")
+
+
+class TestWarmShutdown:
+    def test_a_job_its_child_has_run_is_acknowledged_not_handed_back(self, tmp_path):
+        """djangostack.prefork: at a warm shutdown (the worker's Pool.close, Consumer.on_close's
+        flush, then the pool's stop), a job already written to a child process, which the child
+        has run, gets its result callback (the late ack). Celery's own pool drops it from its
+        cache at the flush: the ack is never sent, the channel's close hands the job back and
+        another worker runs it again (seen in the e2e rollback: one job run twice)."""
+        from celery import Celery
+        from kombu.asynchronous import Hub, set_event_loop
+
+        from djangostack.prefork import TaskPool
+
+        hub = Hub()
+        set_event_loop(hub)
+        pool = TaskPool(limit=1, threads=False, putlocks=False, initargs=(Celery("t"), "t@host"))
+        out, acked = tmp_path / "ran", []
+        try:
+            pool.start()
+            pool.register_with_event_loop(hub)
+            deadline = time.monotonic() + 20
+            while not pool._pool._fileno_to_inq and time.monotonic() < deadline:
+                hub.run_once()
+            job = pool._pool.apply_async(append_line, (str(out),), callback=acked.append)
+            while (job._write_to is None or pool._pool._active_writers) and time.monotonic() < deadline:
+                hub.run_once()
+            # The child runs it; its "accepted" and its result wait unread, as when SIGTERM comes.
+            while not out.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert not job._accepted, "the parent read the child's answer first: the race was not set up"
+            pool.close()
+            pool.flush()
+            pool.stop()
+        finally:
+            hub.close()
+            set_event_loop(None)
+        assert out.read_text() == "ran\n" and len(acked) == 1
 
 
 # --- what the stack gives wrong, in one line ---------------------------------------------

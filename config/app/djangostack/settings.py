@@ -103,12 +103,15 @@ def stack_settings(project, environ):
 # killed worker's job runs again within the timeout and 10 s. On Redis (or Valkey), the
 # stack's transport (djangostack.broker) takes a job off its queue and records it as in hand
 # in one step: kombu's own does it in two, and a worker killed between them loses the job.
+# The pool (djangostack.prefork, Celery's prefork) acknowledges at a warm shutdown a job it
+# had handed to a child process: Celery's drops it, and the job is handed back and run twice.
 VISIBILITY_TIMEOUT = 300
 REDIS_TRANSPORT = "djangostack.broker:Transport"
 CELERY_DEFAULTS = {
     "CELERY_TASK_ACKS_LATE": True,
     "CELERY_TASK_REJECT_ON_WORKER_LOST": True,
     "CELERY_WORKER_PREFETCH_MULTIPLIER": 1,
+    "CELERY_WORKER_POOL": "djangostack.prefork:TaskPool",
     "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": VISIBILITY_TIMEOUT, "unacked_restore_throttle": 1},
 }
 
