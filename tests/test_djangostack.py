@@ -917,6 +917,33 @@ class TestGunicorn:
             assert fetch(port, "/") == (200, "bare")
             assert server.poll() is None and len(children(server.pid)) == 2, (tmp_path / "gunicorn.log").read_text()
 
+    def test_a_stop_while_the_project_loads_ends_it_at_once_as_pid_1(self, tmp_path):
+        """In its container Gunicorn is PID 1, for which the kernel drops a signal without a
+        handler: before Gunicorn installs its own (after loading the project), a stop must not
+        be lost, or the engine waits out the stop grace period (40 s) and kills it."""
+        (tmp_path / "slow.py").write_text(
+            "import pathlib, time\npathlib.Path('loading').touch()\ntime.sleep(30)\n"
+            "def application(environ, start_response):\n    start_response('200 OK', [])\n    return [b'']\n")
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(GLUE), "GUNICORN_WORKERS": "1",
+               "GUNICORN_BIND": f"127.0.0.1:{closed_port()}"}
+        # A PID namespace of its own (as a container has), Gunicorn its PID 1.
+        server = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", str(Path(sys.executable).parent / "gunicorn"),
+                                   "--config", str(GLUE / "djangostack" / "gunicorn_conf.py"), "slow:application"],
+                                  cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 30
+            while not (tmp_path / "loading").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            (pid1,) = children(server.pid)
+            assert Path(f"/proc/{pid1}/status").read_text().split("NSpid:")[1].split("\n")[0].split()[-1] == "1"
+            stopped = time.monotonic()
+            os.kill(pid1, signal.SIGTERM)
+            server.wait(timeout=10)  # 30 s left of its loading: lost, the stop would wait for them
+            assert time.monotonic() - stopped < 5
+        finally:
+            server.kill()
+            server.wait()
+
     def test_a_preload_switch_other_than_0_or_1_stops_gunicorn_with_its_name(self, projects, tmp_path):
         env = twelve_env(tmp_path, reachable=True, GUNICORN_PRELOAD="yes")
         result = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), "--config",
