@@ -174,6 +174,8 @@ class TestRendering:
         assert worker["networks"] == ["database1_network"]  # never nginx_network
         assert worker["healthcheck"]["test"][-2:] == ["heartbeat", "/tmp/stack-celery-heartbeat"]
         assert (worker["stop_signal"], worker["stop_grace_period"], worker["restart"]) == ("SIGTERM", "30s", "unless-stopped")
+        # The engine's init is PID 1: a stop while the worker still loads is passed on, not lost.
+        assert worker["init"] is True and "init" not in app
         beat = services["beat"]
         assert (beat["stop_signal"], beat["stop_grace_period"], "healthcheck" in beat) == ("SIGINT", "60s", False)
 
@@ -186,7 +188,7 @@ class TestRendering:
                                                      "failure_action": "rollback"}
         assert beat["deploy"]["update_config"]["order"] == beat["deploy"]["rollback_config"]["order"] == "stop-first"
         assert [s["source"] for s in worker["secrets"]] == [s["source"] for s in services["djangoapp"]["secrets"]]
-        assert (worker["stop_signal"], worker["stop_grace_period"]) == ("SIGTERM", "30s")
+        assert (worker["stop_signal"], worker["stop_grace_period"], worker["init"]) == ("SIGTERM", "30s", True)
         assert "nginx_network" not in worker["networks"]
 
     def test_a_stack_without_processes_renders_what_it_did(self):
