@@ -944,6 +944,23 @@ class TestGunicorn:
             server.kill()
             server.wait()
 
+    def test_a_reload_keeps_the_handlers_of_the_running_master(self):
+        """SIGHUP makes a running master read its configuration again: the handlers it
+        installed (a graceful stop) must stay, only Python's own are replaced."""
+        code = ("import runpy, signal\n"
+                "conf = {conf!r}\n"
+                "runpy.run_path(conf)\n"
+                "first = signal.getsignal(signal.SIGTERM)\n"
+                "assert first.__name__ == '_stop_while_loading', first\n"
+                "graceful = lambda *_: None\n"
+                "signal.signal(signal.SIGTERM, graceful)\n"
+                "runpy.run_path(conf)\n"
+                "assert signal.getsignal(signal.SIGTERM) is graceful\n"
+                "print('kept')\n").format(conf=str(GLUE / "djangostack" / "gunicorn_conf.py"))
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                                env={"PATH": os.environ["PATH"]})
+        assert result.stdout == "kept\n", result.stderr
+
     def test_a_preload_switch_other_than_0_or_1_stops_gunicorn_with_its_name(self, projects, tmp_path):
         env = twelve_env(tmp_path, reachable=True, GUNICORN_PRELOAD="yes")
         result = subprocess.run([str(Path(sys.executable).parent / "gunicorn"), "--config",

@@ -9,13 +9,15 @@ import sys
 # which replace these) ends it at once. Without them the stop was lost: Gunicorn is PID 1 of
 # its container, where the kernel drops a signal that has no handler, so the engine waited the
 # whole stop_grace_period (40 s) before killing a container stopped right after it started (a
-# backup stopping the app, a rollback). Nothing is served yet, nor any worker forked.
+# backup stopping the app, a rollback). Nothing is served yet, nor any worker forked. A reload
+# (SIGHUP) reads this file again in a running master: its own handlers stay.
 def _stop_while_loading(signum, frame):
     os._exit(0)
 
 
 for _stop in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-    signal.signal(_stop, _stop_while_loading)
+    if signal.getsignal(_stop) in (signal.SIG_DFL, signal.default_int_handler):  # Python's, not Gunicorn's
+        signal.signal(_stop, _stop_while_loading)
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # Gunicorn's own rule of thumb, capped so a big host does not open hundreds of DB connections.
