@@ -56,6 +56,10 @@ def _group(item) -> str | None:
     return None if marker is None else (marker.args[0] if marker.args else marker.kwargs.get("name"))
 
 
+# First: xdist's worker reads the groups in a hook of its own, and registered before this
+# conftest when the run names e2e modules on the command line (an initial conftest), it
+# would come first and split a group across the workers.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         # The e2e modules only: a fast test module of the same name (tests/test_swarm.py) is not in the group.
