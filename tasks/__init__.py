@@ -9,11 +9,19 @@ The package in layers, each importing only from the ones below it:
   plans/                  commands and shell as data, built from plain values
   source/                 config/stack.toml, the resolved settings, the rendered files
 """
+import sys
+
 from invoke import Collection
 
 from . import adopt, app, backup, benchmarks, certs, db, deploy, doctor, lifecycle, processes, schedule, server, service, swarm, venv, volume
 from .execution.stdin import ChunkedLocal
 from .source.settings import DEFAULTS
+
+# Each command a task runs is echoed before it starts, and its output then comes straight from
+# the command: unless every line is flushed, a pipe (CI, `| tee`) gets the echo after the
+# output it announces, or only when the task ends.
+if hasattr(sys.stdout, "reconfigure"):
+    sys.stdout.reconfigure(line_buffering=True)
 
 ns = Collection(
     lifecycle.build,

@@ -1,5 +1,10 @@
 """Tasks against a MockContext: the commands each one runs, and what it refuses."""
+import os
 import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from invoke import Result
@@ -315,3 +320,27 @@ class TestDoctor:
         assert ("FAIL database1__load_20261205t101500z in database1's server, left by an interrupted load\n"
                 "     fix: `inv db.dump database1` settles it first (dropping database1__load_20261205t101500z: "
                 "a load that was never swapped in)\n") in out
+
+
+# A command that says something, waits, then says more, run the way a task runs it.
+ECHOED = """
+import tasks  # what `inv` loads first
+from invoke import Context
+from tasks.execution.runner import Runner
+from tasks.execution.targets import LocalTarget
+from tests.stacks import stack
+Runner(LocalTarget(Context(), stack())).run(["sh", "-c", "sleep 3; echo done"])
+"""
+
+
+def test_a_commands_echo_reaches_a_pipe_before_the_command_ends():
+    """Into a pipe (CI, `| tee`), with no PYTHONUNBUFFERED: the echoed command arrives as it
+    starts, not with the output it announces at the end."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.Popen([sys.executable, "-c", ECHOED], stdout=subprocess.PIPE, text=True, env=env,
+                            cwd=Path(__file__).parent.parent, stdin=subprocess.DEVNULL)
+    arrived = [(line, time.monotonic()) for line in proc.stdout]
+    assert proc.wait(timeout=60) == 0
+    (echo, echoed), (done, ended) = arrived
+    assert "sleep 3; echo done" in echo and done == "done\n"
+    assert ended - echoed > 1.5, arrived
