@@ -10,7 +10,9 @@ secrets and networks), so that no deploy drains it. Everything shares one cluste
 hosts, each its own engine (no IPVS here: endpoint_mode dnsrr, publish_mode host).
 """
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 import tomllib
@@ -22,7 +24,7 @@ from testkit.projectcopy import copy_project
 from testkit.running import MostAtOnce
 
 from .conftest import BASE_IMAGES, SERVICE_IMAGES, Stack, free_port
-from .test_jobs import PRODUCER, RATE, SETTLE, STOP, TICK, VISIBILITY, WORKERS, count_in_sql, report, settle
+from .test_jobs import PRODUCER, RATE, SETTLE, STOP, TICK, VISIBILITY, WORKERS, count_in_sql, report, settle, worker_main
 
 pytestmark = pytest.mark.e2e
 PROJECT = "hello-e2e-cjobs"
@@ -218,19 +220,21 @@ def test_a_code_deploy_and_a_rollback_of_a_cluster_lose_no_job_and_run_none_twic
     assert {op: (seen["lost"], seen["duplicated"]) for op, seen in counts.items()} == \
         {"deploy": (0, 0), "rollback": (0, 0)}, counts
 
-    # Both workers frozen for a second (a job is then on its way to each), then killed
-    # (SIGKILL, as the OOM killer would): Swarm starts new tasks, and what the killed ones had
-    # in hand comes back after the visibility timeout. None lost; run again at most what each
-    # pool (2 processes) had finished but its frozen worker had not acknowledged.
+    # Both workers' main processes frozen for a second (a job is then on its way to each), then
+    # killed (SIGKILL, as the OOM killer would): Swarm starts new tasks, and what the killed
+    # ones had in hand comes back after the visibility timeout. None lost; run again at most
+    # what each pool (2 processes) had finished but its frozen worker had not acknowledged.
     with ClusterProducer(c, "kill") as producer:
         victims = [(node, found) for node in c.nodes for found in node.docker(
             "ps", "--quiet", "--filter", f"label=com.docker.swarm.service.name={PROJECT}_worker").stdout.split()]
         assert len(victims) == 2, victims
-        for node, found in victims:
-            node.docker("kill", "--signal", "STOP", found)
+        mains = [worker_main(int(node.docker("inspect", "--format", "{{.State.Pid}}", found).stdout))
+                 for node, found in victims]
+        for pid in mains:
+            os.kill(pid, signal.SIGSTOP)
         time.sleep(1)
-        for node, found in victims:
-            node.docker("kill", "--signal", "KILL", found)
+        for pid in mains:
+            os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 120
         while len(set(c.containers("worker")) - {found for _, found in victims}) < 2:
             assert time.monotonic() < deadline, "Swarm did not replace the killed workers"

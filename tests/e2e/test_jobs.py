@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -97,7 +98,7 @@ def count_in_sql(docker, container, tag):
 TICKS = """
 import json
 from notes.models import Tick
-print(json.dumps([[t.task_id, t.scheduled and t.scheduled.timestamp(), t.origin]
+print(json.dumps([[t.task_id, t.scheduled and t.scheduled.timestamp(), t.origin, t.at.timestamp()]
                   for t in Tick.objects.order_by("scheduled", "at")]))
 """
 
@@ -269,6 +270,16 @@ def test_a_rollback_loses_no_job_and_runs_none_twice(host):
 STATE = "{{.State.Pid}} {{.RestartCount}} {{.State.Health.Status}}"
 
 
+def worker_main(init_pid: int) -> int:
+    """The worker's main process in a container whose PID 1 is the engine's init (`init: true`,
+    INIT_PID): its one child. A stop signal sent to the init stops the init alone (it cannot
+    pass on a signal it cannot catch), and the worker would go on. The test hosts share this
+    machine's process IDs."""
+    children = Path(f"/proc/{init_pid}/task/{init_pid}/children").read_text().split()
+    assert len(children) == 1, f"the init {init_pid} runs {children}: one worker expected"
+    return int(children[0])
+
+
 def ready_workers(host, restarts=None, within=120):
     """The two worker containers' main processes, {container: (pid, restart count)}, once both
     run and answer, each restarted since RESTARTS (a crashed one restarts: unless-stopped)."""
@@ -299,10 +310,11 @@ def test_killed_workers_lose_no_job(host):
             victims = ready_workers(host, victims)
             assert len(victims) == 2, f"the killed workers did not come back: {victims}"
             KILLED.append(time.time())
-            for pid, _ in victims.values():
+            mains = [worker_main(pid) for pid, _ in victims.values()]
+            for pid in mains:
                 os.kill(pid, signal.SIGSTOP)
             time.sleep(1)
-            for pid, _ in victims.values():
+            for pid in mains:
                 os.kill(pid, signal.SIGKILL)
             KILLED.append(time.time())
         time.sleep(3)
@@ -317,32 +329,39 @@ def test_killed_workers_lose_no_job(host):
 
 
 def test_beat_ticked_once_at_a_time(host):
-    """Each tick records its task id, the time beat sent it and the beat process that sent it
-    (its origin). Run once: no task id twice, but for one a killed worker had in hand (sent
-    just before it was frozen or while it was: at least once, like a job). One beat at a time: sent a tick apart, never
-    closer, and once a new beat process took over, the old one never sent again. A gap longer
-    than a tick is a beat stopped before the next started (the singleton's stop-first rollout):
-    one per beat rollout at most (the code deploy and the rollback)."""
+    """Each tick records its task id, the time beat sent it, the beat process that sent it (its
+    origin) and when it ran. Run once: no task id twice, but for one a killed worker had in
+    hand (run just before it was frozen or while it was: at least once, like a job). One beat
+    at a time: sent about a tick apart, never at once, and once a new beat process took over,
+    the old one never sent again. A gap of several ticks is a beat stopped before the next
+    started (the singleton's stop-first rollout): one per beat rollout at most (the code
+    deploy and the rollback). A gap a little over or under a tick is beat's process waiting
+    for a busy machine's CPU or disk: the bounds leave room for that."""
     ticks = json.loads(host.manage(TICKS).strip().splitlines()[-1])
-    ids = [task_id for task_id, _, _ in ticks]
-    sent = [scheduled for _, scheduled, _ in ticks]
-    origins = [origin for _, _, origin in ticks]
+    ids = [task_id for task_id, _, _, _ in ticks]
+    sent = [scheduled for _, scheduled, _, _ in ticks]
+    origins = [origin for _, _, origin, _ in ticks]
     assert all(sent) and all(ids), ticks[:3]
     # A tick run twice (asserted below: only one a killed worker had in hand) is one send:
     # the gaps between sends count each task id once.
     once = list(dict(zip(ids, sent)).values())
     gaps = [b - a for a, b in zip(once, once[1:])]
-    late = sorted(gap for gap in gaps if gap > 1.5 * TICK)
+    late = sorted(gap for gap in gaps if gap > 5 * TICK)
     missed = sum(round(gap / TICK) - 1 for gap in late)
     takeovers = [b for a, b in zip(origins, origins[1:]) if a != b]
     print(f"beat: {len(ticks)} ticks over {sent[-1] - sent[0]:.0f}s from {len(set(origins))} beat processes, "
-          f"gaps {min(gaps):.2f}s to {max(gaps):.2f}s, gaps over a tick {[round(gap, 1) for gap in late]} "
+          f"gaps {min(gaps):.2f}s to {max(gaps):.2f}s, gaps of a beat stopped {[round(gap, 1) for gap in late]} "
           f"({missed} ticks not sent)")
     assert len(ticks) > 10
-    twice = {task_id: scheduled for task_id, scheduled, _ in ticks if ids.count(task_id) > 1}
+    # When a tick run twice first ran (rows in sending order, then running order): a worker
+    # had it in hand when the kills came, however long it had waited in the queue before.
+    twice = {}
+    for task_id, _, _, ran in ticks:
+        if ids.count(task_id) > 1:
+            twice.setdefault(task_id, ran)
     print(f"beat: ticks run twice {twice}, the workers frozen and killed between {KILLED}")
-    assert all(KILLED and KILLED[0] - 5 < scheduled < KILLED[-1] for scheduled in twice.values()), \
+    assert all(KILLED and KILLED[0] - 5 < ran < KILLED[-1] + 1 for ran in twice.values()), \
         f"a tick ran twice: {twice}"
-    assert min(gaps) > 0.5 * TICK, "two ticks sent at once: two beats ran"
+    assert min(gaps) > 0.2 * TICK, "two ticks sent at once: two beats ran"
     assert len(takeovers) == len(set(takeovers)) == len(set(origins)) - 1, f"beats interleaved: {takeovers}"
     assert len(late) <= 2, f"beat stopped more often than it was rolled out: {late}"
