@@ -27,7 +27,8 @@ Why these choices (each one matters):
   second order for the same name would skip validation at random (a test that breaks the
   validation path on purpose would pass or fail by chance).
 - Ports are picked free at start (bind to port 0, then release); another process may take one
-  in between, in which case start fails with the log named, and a retry picks others.
+  in between, in which case start fails with the log named, and `with Pebble(...)` tries again
+  with others (START_ATTEMPTS in all).
 
 Needs /usr/bin/pebble and /usr/bin/pebble-challtestsrv (Debian's `pebble`), and `cryptography`.
 """
@@ -55,6 +56,7 @@ from cryptography.x509.oid import NameOID
 PEBBLE = "pebble"
 CHALLTESTSRV = "pebble-challtestsrv"
 START_TIMEOUT = 30
+START_ATTEMPTS = 3
 STOP_TIMEOUT = 10
 
 
@@ -148,7 +150,12 @@ class Pebble:
 
     # -- life --------------------------------------------------------------------------
     def __enter__(self) -> "Pebble":
-        return self.start()
+        for attempt in range(START_ATTEMPTS):
+            try:
+                return self.start()
+            except RuntimeError:  # most likely a port taken between its pick and its use
+                if attempt == START_ATTEMPTS - 1:
+                    raise
 
     def __exit__(self, *exc) -> None:
         self.stop()

@@ -193,7 +193,10 @@ def shaking():
         n += 1
         asked = path and n % every == 0
         try:
-            with socket.create_connection((host, port), timeout=10) as sock:
+            # A front handing over holds new connections (their SYNs wait, resent by the
+            # client 1, 3, 7 and 15 s on): held up to 15 s is waited for, as a browser would.
+            with socket.create_connection((host, port), timeout=20) as sock:
+                sock.settimeout(10)
                 with context.wrap_socket(sock, server_hostname=name) as tls:
                     failure = None
                     if asked:

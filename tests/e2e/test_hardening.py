@@ -222,11 +222,12 @@ def _running(s) -> set[str]:
     return set(s.compose("ps", "--services", "--status", "running").stdout.split())
 
 
-def _signal_at(s, args, pattern, sig, delay=0.2):
+def _signal_at(s, args, pattern, sig, delay=0.2, ready=None):
     """Run `inv ARGS` in a process group of its own, as a terminal runs it, and send SIG to
     the whole group (what Ctrl-C does: the task and the command it runs both get it) DELAY
     seconds after the first line of its output that matches PATTERN (a step's command,
-    echoed as it starts). Returns (exit status, output)."""
+    echoed as it starts) and, with READY, once READY() says the step has begun its work (a
+    busy machine can take longer than DELAY to start a command). Returns (exit status, output)."""
     proc = subprocess.Popen([*INV, *args], cwd=s.root, env=s.env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL, start_new_session=True)
     seen, sent = [], False
@@ -234,6 +235,9 @@ def _signal_at(s, args, pattern, sig, delay=0.2):
         for line in proc.stdout:
             seen.append(line)
             if not sent and re.search(pattern, line):
+                until = time.monotonic() + 60
+                while ready and not ready() and proc.poll() is None and time.monotonic() < until:
+                    time.sleep(0.01)
                 time.sleep(delay)
                 os.killpg(proc.pid, sig)
                 sent = True
@@ -435,8 +439,11 @@ def test_the_live_data_left_under_its_retired_name_is_renamed_back_never_dropped
 
 def test_a_dump_killed_while_written_leaves_a_file_the_next_one_deletes(up):
     backups = ROOT / "backups"
-    _signal_at(up, ["db.dump", "database1"], r"pg_dump", signal.SIGKILL, delay=0.1)
-    (left,) = [p for p in backups.glob(".*.tmp") if "_database1_" in p.name]
+    def writing():
+        return [p for p in backups.glob(".*.tmp") if "_database1_" in p.name]
+
+    _signal_at(up, ["db.dump", "database1"], r"pg_dump", signal.SIGKILL, delay=0, ready=writing)
+    (left,) = writing()
     assert (f"FAIL backups/{left.name}: a file a killed task was writing\n"
             "     fix: the next task that writes a backup or a dump deletes it") in _doctor(up)
     out = up.inv("db.dump", "database1").stdout

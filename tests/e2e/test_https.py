@@ -24,7 +24,7 @@ from testkit.load import Handshakes
 from testkit.projectcopy import copy_project
 from testkit import INV
 
-from .conftest import BASE_IMAGES, CERTBOT_IMAGE
+from .conftest import BASE_IMAGES, CERTBOT_IMAGE, once_the_engine_says
 
 ARTIFACTS = Path("/tmp/hello-e2e-artifacts")
 
@@ -344,7 +344,10 @@ def test_scheduled_backups_on_the_host_go_over_sftp_to_another_server(site, serv
     secrets = site.dir / "shared/config/secrets"
     assert oct((secrets / "restic_password").stat().st_mode & 0o777) == "0o600"
     assert len((secrets / "restic_password").read_text().strip()) >= 40
-    assert "schedule: backup next at" in site.inv("logs", "--host", "web", "-s", "backup").stdout
+    # The deploy starts the backup service and goes on: its first line comes once it has started.
+    logs = once_the_engine_says(lambda: site.inv("logs", "--host", "web", "-s", "backup").stdout,
+                                lambda out: "schedule: backup next at" in out, seconds=60)
+    assert "schedule: backup next at" in logs, logs
     fingerprint = subprocess.run(["ssh-keygen", "-lf", str(vault.dir / "host_key.pub")], capture_output=True,
                                  text=True, check=True).stdout.split()[1]
     made = site.inv("backup.ssh-key", "--host", "web", "--fingerprint", fingerprint).stdout
