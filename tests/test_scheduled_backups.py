@@ -14,6 +14,8 @@ from tasks.source.values import cron
 from tests.stacks import COMMITTED
 
 BASE = COMMITTED
+# A host and a cluster of it, for the stack file.
+CLUSTER = '\n[hosts.node1]\naddress = "10.0.0.1"\ndirectory = "/srv/hello"\n[clusters.prod]\nmanager = "node1"\n'
 BACKUPS = '\n[backups]\nschedule = "15 3 * * *"\nrepository = "sftp:backup@vault.example.com:/srv/restic/hello"\n'
 
 
@@ -97,6 +99,18 @@ def test_the_backup_service_reads_as_the_app_role_with_no_socket_and_no_capabili
     assert "chown 10002:10002" in script and "restic_password database1_password" in script
     assert ("backup_repository.env:repository.env backup_ssh_key:ssh_key backup_known_hosts:known_hosts "
             "backup_notify:notify") in script
+
+
+@pytest.mark.parametrize("major, declared", [(15, "/var/lib/postgresql/data"), (18, "/var/lib/postgresql")])
+def test_the_backup_service_keeps_no_anonymous_volume_where_postgres_declares_one(major, declared):
+    """Its image is the newest database's PostgreSQL, whose VOLUME (a server's data, one folder
+    up from 18 on) would be an anonymous volume at every run: a small tmpfs takes its place."""
+    second = f'\n[[databases]]\nname = "database2"\npostgres = {major}\n'
+    stack = loads(BASE + second + BACKUPS)
+    for spec in (yaml.safe_load(render.rendered(stack)[render.COMPOSE_FILE]),
+                 yaml.safe_load(render.rendered(loads(BASE + second + CLUSTER + BACKUPS))[render.stack_file("prod")])):
+        mounts = [v for v in spec["services"]["backup"]["volumes"] if isinstance(v, dict)]
+        assert mounts == [{"type": "tmpfs", "target": declared, "tmpfs": {"size": 65536}}]
 
 
 def test_a_local_repository_is_bind_mounted_and_the_secret_files_include_its_password():

@@ -124,7 +124,7 @@ def test_a_volume_helper_streams_its_output_whole_and_keeps_no_log(logs_stack):
     argv = archives.helper(BASE_IMAGES[1], [], ["sh", "-c", "head -c 5000000 /dev/urandom"], s.project)
     argv = [word for word in argv if word != "--rm"]
     argv[2:2] = ["--name", name]
-    s.docker("rm", "--force", name, check=False)
+    s.docker("rm", "--force", "--volumes", name, check=False)
     try:
         streamed = subprocess.run(argv, capture_output=True, timeout=120)
         assert streamed.returncode == 0 and len(streamed.stdout) == 5_000_000, streamed.stderr
@@ -134,4 +134,4 @@ def test_a_volume_helper_streams_its_output_whole_and_keeps_no_log(logs_stack):
         kept = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
         assert not [*folder.glob("*-json.log*"), *folder.glob("local-logs/*")] and kept < 100_000, kept
     finally:
-        s.docker("rm", "--force", name, check=False)
+        s.docker("rm", "--force", "--volumes", name, check=False)
