@@ -60,6 +60,10 @@ START_ATTEMPTS = 3
 STOP_TIMEOUT = 10
 
 
+class ExitedAtStart(RuntimeError):
+    """Pebble or its DNS server ended before it answered (a port it was given was taken)."""
+
+
 def missing_tools() -> list[str]:
     """What this machine lacks to run Pebble (empty when it can)."""
     return [tool for tool in (PEBBLE, CHALLTESTSRV) if shutil.which(tool) is None]
@@ -153,7 +157,7 @@ class Pebble:
         for attempt in range(START_ATTEMPTS):
             try:
                 return self.start()
-            except RuntimeError:  # most likely a port taken between its pick and its use
+            except ExitedAtStart:  # most likely a port taken between its pick and its use
                 if attempt == START_ATTEMPTS - 1:
                     raise
 
@@ -231,7 +235,7 @@ class Pebble:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self._processes[name].poll() is not None:
-                raise RuntimeError(f"{name} exited with {self._processes[name].returncode}: see {self.log(name)}"
+                raise ExitedAtStart(f"{name} exited with {self._processes[name].returncode}: see {self.log(name)}"
                                    f"{self._tail(name)}")
             try:
                 if answers():

@@ -83,7 +83,7 @@ def test_the_backup_service_reads_as_the_app_role_with_no_socket_and_no_capabili
     compose = yaml.safe_load(render.rendered(stack)[render.COMPOSE_FILE])
     service = compose["services"]["backup"]
     assert service["cap_drop"] == ["ALL"] and "ports" not in service
-    assert not any("docker.sock" in v for v in service["volumes"])
+    assert not any("docker.sock" in (v if isinstance(v, str) else v.get("source", "")) for v in service["volumes"])
     assert "media_volume:/backup/media:ro" in service["volumes"]
     assert set(service["networks"]) == {"backup_network", "database1_network"}
     env = service["environment"]

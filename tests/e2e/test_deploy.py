@@ -296,10 +296,11 @@ def test_unlock_is_refused_while_the_deploy_runs_and_needs_force_for_another_mac
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
-        while not (lock / "owner").exists():
-            assert time.monotonic() < deadline and deploying.poll() is None
+        while not (lock / "owner").exists() and deploying.poll() is None:
+            assert time.monotonic() < deadline
             time.sleep(0.005)
         deploying.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)  # a command it had sent over SSH (the lock's release, say) ends meanwhile
         caught = lock.exists()
         try:
             if caught:

@@ -440,10 +440,11 @@ def test_the_live_data_left_under_its_retired_name_is_renamed_back_never_dropped
 def test_a_dump_killed_while_written_leaves_a_file_the_next_one_deletes(up):
     backups = ROOT / "backups"
     def writing():
-        return [p for p in backups.glob(".*.tmp") if "_database1_" in p.name]
+        return {p for p in backups.glob(".*.tmp") if "_database1_" in p.name}
 
-    _signal_at(up, ["db.dump", "database1"], r"pg_dump", signal.SIGKILL, delay=0, ready=writing)
-    (left,) = writing()
+    before = writing()
+    _signal_at(up, ["db.dump", "database1"], r"pg_dump", signal.SIGKILL, delay=0, ready=lambda: writing() - before)
+    (left,) = writing() - before
     assert (f"FAIL backups/{left.name}: a file a killed task was writing\n"
             "     fix: the next task that writes a backup or a dump deletes it") in _doctor(up)
     out = up.inv("db.dump", "database1").stdout
