@@ -236,7 +236,7 @@ class Pebble:
         while True:
             if self._processes[name].poll() is not None:
                 raise ExitedAtStart(f"{name} exited with {self._processes[name].returncode}: see {self.log(name)}"
-                                   f"{self._tail(name)}")
+                                    f"{self._tail(name)}")
             try:
                 if answers():
                     return

@@ -279,7 +279,7 @@ def prepare_backups(s: ClusterRun, d: Deploy) -> dict:
     manager.shell(plans.blank_if_missing([secrets / source for source, _ in BACKUP_OPTIONAL_SECRETS]),
                   what="making the backup service's optional secret files")
     s.say("building the backup image on the manager")
-    newest = max(manager.stack.databases, key=lambda db: db.postgres)  # pg_dump reads its major and older
+    newest = manager.stack.newest_database
     built = manager.shell(plans.build_backup_image(s.project, str(manager.target.root / "config/backup"),
                                                    os.environ.get(newest.image_variable) or newest.image_default),
                           what="building the backup image")

@@ -214,6 +214,7 @@ def rendered(stack: Stack, site: Site | None = None, place: BackupPlace = LOCAL_
         "django_environment": django_environment(stack),
         "backups": stack.backups,
         "backup_secrets": backup_secrets(stack),
+        "backup_database": stack.newest_database,
         "backup_optional_secrets": BACKUP_OPTIONAL_SECRETS,
         "app_role": APP_ROLE,
         "nginx_connections": NGINX_CONNECTIONS,

@@ -657,6 +657,12 @@ class Stack:
             return self.processes
         return (*self.processes, scheduler_process(self.schedules))
 
+    @property
+    def newest_database(self) -> Database:
+        """A database of the newest PostgreSQL major: the backup service's image is its image
+        (pg_dump reads servers of its major and older)."""
+        return max(self.databases, key=lambda db: db.postgres)
+
     def database(self, name: str) -> Database:
         """The database called NAME, or whose Django alias is NAME (`default`)."""
         for db in self.databases:
